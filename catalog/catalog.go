@@ -1,0 +1,168 @@
+// Package catalog owns patchmesh's domain: patches, tiers, tokens, machines
+// and the change log, with the rules that every value must satisfy.
+//
+// It holds no state and does no I/O: persistence is the store package's job,
+// serving is the api package's. Everything here is plain values and checks,
+// so every layer above can share one definition of what is valid.
+package catalog
+
+import (
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// Sentinel errors that callers branch on. Stores wrap them with context.
+var (
+	// ErrNotFound means the named record does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict means the change collides with an existing record
+	// (a duplicate name or digest, or a record still in use).
+	ErrConflict = errors.New("conflict")
+)
+
+// Patch is one kernel live-patch file and what is known about it.
+type Patch struct {
+	// Digest is the content address of the file, "sha256:<64 hex>".
+	Digest string `json:"digest"`
+	// Kernel is the kernel release the patch applies to, as `uname -r`
+	// prints it: ABI.BUILD-FLAVOUR, e.g. "5.15.0-107.117-generic".
+	Kernel string `json:"kernel"`
+	// Arch is the machine architecture, e.g. "x86_64".
+	Arch string `json:"arch"`
+	// Version rises with every patch for one kernel, e.g. "107.1".
+	Version string `json:"version"`
+	// Size is the file's length in bytes.
+	Size int64 `json:"size"`
+	// CVEs lists the vulnerabilities the patch fixes.
+	CVEs []string `json:"cves"`
+	// Description is free text for operators.
+	Description string `json:"description"`
+	// Created is when the patch entered the catalog.
+	Created time.Time `json:"created"`
+	// Tiers are the tiers the patch is available on, in tier order.
+	Tiers []string `json:"tiers"`
+	// Withdrawn patches are kept for the record but offered to no one.
+	Withdrawn bool `json:"withdrawn"`
+}
+
+// Tier is a named release channel. Tiers are ordered: a new patch lands on
+// the first, and promotion moves it towards the last.
+type Tier struct {
+	Name     string    `json:"name"`
+	Position int       `json:"position"`
+	Created  time.Time `json:"created"`
+}
+
+// DefaultTiers are created by the first migration, in this order.
+var DefaultTiers = []string{"edge", "beta", "candidate", "stable"}
+
+// TokenKind says what a token lets its bearer do.
+type TokenKind string
+
+const (
+	// TokenAuth lets a machine register on the token's tier.
+	TokenAuth TokenKind = "auth"
+	// TokenMachine is issued to a registered machine at registration.
+	TokenMachine TokenKind = "machine"
+	// TokenSync lets a downstream node pull the token's tier.
+	TokenSync TokenKind = "sync"
+)
+
+// Token is the stored half of a bearer token. The secret itself is shown
+// once at creation and never stored: only its SHA-256 is.
+type Token struct {
+	// ID is the public, non-secret part of the token, used to list and revoke.
+	ID   string    `json:"id"`
+	Kind TokenKind `json:"kind"`
+	Tier string    `json:"tier"`
+	// Name is the operator's label (or, for machine tokens, the machine ID).
+	Name string `json:"name"`
+	// Hash is SHA-256 of the secret part.
+	Hash    []byte    `json:"-"`
+	Created time.Time `json:"created"`
+	// Expires is zero for a token that never expires.
+	Expires time.Time `json:"expires,omitzero"`
+	// Revoked is zero for a live token.
+	Revoked time.Time `json:"revoked,omitzero"`
+	// MachineID is set on machine tokens: the machine they were issued to.
+	MachineID string `json:"machine_id,omitempty"`
+}
+
+// Live reports whether the token may be used at now.
+func (t Token) Live(now time.Time) bool {
+	if !t.Revoked.IsZero() {
+		return false
+	}
+	return t.Expires.IsZero() || now.Before(t.Expires)
+}
+
+// MachineState is what a machine last reported about its patch.
+type MachineState string
+
+// The states a client may report, as the seed server knows them.
+const (
+	StateApplied               MachineState = "applied"
+	StateApplyFailed           MachineState = "apply-failed"
+	StateUnapplied             MachineState = "unapplied"
+	StateNeedsCheck            MachineState = "needs-check"
+	StateNothingToApply        MachineState = "nothing-to-apply"
+	StateUnknown               MachineState = "unknown"
+	StateCheckFailed           MachineState = "check-failed"
+	StateAppliedWithBug        MachineState = "applied-with-bug"
+	StateKernelUpgradeRequired MachineState = "kernel-upgrade-required"
+)
+
+// MachineStates lists every valid MachineState.
+var MachineStates = []MachineState{
+	StateApplied, StateApplyFailed, StateUnapplied, StateNeedsCheck,
+	StateNothingToApply, StateUnknown, StateCheckFailed, StateAppliedWithBug,
+	StateKernelUpgradeRequired,
+}
+
+// Machine is a registered client and its last report.
+type Machine struct {
+	// ID is the hex HMAC-SHA256 of the machine's own ID: the raw machine ID
+	// is never stored.
+	ID            string       `json:"id"`
+	Tier          string       `json:"tier"`
+	Kernel        string       `json:"kernel"`
+	Arch          string       `json:"arch"`
+	State         MachineState `json:"state"`
+	PatchVersion  string       `json:"patch_version"`
+	ClientVersion string       `json:"client_version"`
+	// UptimeSeconds is the machine's uptime at its last check-in.
+	UptimeSeconds int64     `json:"uptime_seconds"`
+	Registered    time.Time `json:"registered"`
+	LastSeen      time.Time `json:"last_seen"`
+}
+
+// EventType names a kind of catalog change.
+type EventType string
+
+// The catalog changes that enter the change log.
+const (
+	EventPatchAdded     EventType = "patch.added"
+	EventPatchPromoted  EventType = "patch.promoted"
+	EventPatchWithdrawn EventType = "patch.withdrawn"
+	EventPatchRemoved   EventType = "patch.removed"
+	EventTierAdded      EventType = "tier.added"
+	EventTierRemoved    EventType = "tier.removed"
+)
+
+// Event is one entry of a node's change log. Seq is the node's own sequence
+// number: it rises by one per event and is never reused.
+type Event struct {
+	Seq  int64     `json:"seq"`
+	Type EventType `json:"type"`
+	// Tier is the tier the event concerns: the tier a patch landed on or was
+	// promoted to, or the tier added or removed. Empty for events that concern
+	// every tier (withdrawal, removal).
+	Tier string `json:"tier,omitempty"`
+	// Digest is the patch concerned, if any.
+	Digest string `json:"digest,omitempty"`
+	// Data is the event's record: for patch events the Patch as it stood
+	// after the change.
+	Data    json.RawMessage `json:"data,omitempty"`
+	Created time.Time       `json:"created"`
+}

@@ -1,0 +1,145 @@
+// Package store persists a node's metadata: the catalog, the change log,
+// tokens, machines, admin users and macaroon root keys.
+//
+// Store is the one interface every backend implements; the storetest
+// package holds the contract suite each backend must pass. Backends live in
+// subpackages (store/sqlstore serves both PostgreSQL and the embedded
+// SQLite default). Blob bytes are not here: that is the blob package.
+//
+// Every method that changes the catalog appends its event(s) to the change
+// log in the same transaction, so the log and the catalog can never disagree,
+// even across a crash.
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/patchmesh/patchmesh/catalog"
+)
+
+// PatchFilter narrows a patch listing. Zero fields match everything.
+type PatchFilter struct {
+	Kernel  string
+	Arch    string
+	Tier    string
+	Version string
+	// IncludeWithdrawn lists withdrawn patches too.
+	IncludeWithdrawn bool
+	// Limit caps the result; 0 means the store's default (1000).
+	Limit int
+}
+
+// MachineFilter narrows a machine listing. Zero fields match everything.
+type MachineFilter struct {
+	Tier   string
+	Kernel string
+	State  catalog.MachineState
+	// Limit caps the result; 0 means the store's default (1000).
+	Limit int
+}
+
+// RootKey is a macaroon root key. A key mints macaroons until MintUntil and
+// is kept to verify them until Expires, then purged.
+type RootKey struct {
+	ID        string
+	Key       []byte
+	Created   time.Time
+	MintUntil time.Time
+	Expires   time.Time
+}
+
+// AdminUser is an administrator created by the node itself (the first-start
+// admin). Admins from the config file are not stored.
+type AdminUser struct {
+	Name    string
+	Hash    []byte // bcrypt
+	Created time.Time
+}
+
+// Store is a node's metadata persistence. Methods return errors wrapping
+// catalog.ErrNotFound or catalog.ErrConflict where those apply.
+type Store interface {
+	// Tiers returns every tier in order.
+	Tiers(ctx context.Context) ([]catalog.Tier, error)
+	// AddTier appends a tier after the last one. ErrConflict if it exists.
+	AddTier(ctx context.Context, name string) (catalog.Tier, error)
+	// RemoveTier deletes an empty tier. ErrConflict while live tokens or
+	// machines belong to it; patches lose their availability on it.
+	RemoveTier(ctx context.Context, name string) error
+
+	// AddPatch records a new patch, available on the first tier.
+	// ErrConflict if its digest, or its (kernel, arch, version), exists.
+	AddPatch(ctx context.Context, p catalog.Patch) (catalog.Patch, error)
+	// Patch returns the patch with this digest, withdrawn or not.
+	Patch(ctx context.Context, digest string) (catalog.Patch, error)
+	// Patches lists patches matching f, newest version first.
+	Patches(ctx context.Context, f PatchFilter) ([]catalog.Patch, error)
+	// Newest returns the highest-versioned patch for kernel and arch that is
+	// available on tier and not withdrawn. ErrNotFound if there is none.
+	Newest(ctx context.Context, tier, kernel, arch string) (catalog.Patch, error)
+	// Promote makes the patch available on tier. Promoting to a tier the
+	// patch is already on changes nothing and appends no event.
+	Promote(ctx context.Context, digest, tier string) (catalog.Patch, error)
+	// PromoteAll makes every live patch on from available on to, and
+	// returns how many patches changed.
+	PromoteAll(ctx context.Context, from, to string) (int, error)
+	// Withdraw stops offering the patch on every tier; the record stays.
+	Withdraw(ctx context.Context, digest string) (catalog.Patch, error)
+	// RemovePatch deletes the patch record.
+	RemovePatch(ctx context.Context, digest string) error
+
+	// AddToken stores a new token. ErrConflict if its ID exists;
+	// ErrNotFound if its tier does not exist.
+	AddToken(ctx context.Context, t catalog.Token) error
+	// Token returns a token by ID, revoked or not.
+	Token(ctx context.Context, id string) (catalog.Token, error)
+	// Tokens lists tokens of one kind, newest first.
+	Tokens(ctx context.Context, kind catalog.TokenKind) ([]catalog.Token, error)
+	// RevokeToken marks a token revoked at the given time.
+	RevokeToken(ctx context.Context, kind catalog.TokenKind, id string, at time.Time) error
+
+	// RegisterMachine records (or re-records) a machine with a new machine
+	// token, revoking any earlier machine token of the same machine, all in
+	// one transaction.
+	RegisterMachine(ctx context.Context, m catalog.Machine, t catalog.Token) error
+	// Machine returns a machine by its (hashed) ID.
+	Machine(ctx context.Context, id string) (catalog.Machine, error)
+	// CheckIn stores a machine's report: kernel, arch, state, versions,
+	// uptime and LastSeen. ErrNotFound if the machine is not registered.
+	CheckIn(ctx context.Context, m catalog.Machine) error
+	// Machines lists machines matching f, most recently seen first.
+	Machines(ctx context.Context, f MachineFilter) ([]catalog.Machine, error)
+
+	// Events returns up to limit change-log events with Seq > after, in order.
+	Events(ctx context.Context, after int64, limit int) ([]catalog.Event, error)
+	// Head returns the highest Seq in the change log, 0 when it is empty.
+	Head(ctx context.Context) (int64, error)
+
+	// AddRootKey stores a new macaroon root key.
+	AddRootKey(ctx context.Context, k RootKey) error
+	// RootKey returns a root key by ID, expired or not.
+	RootKey(ctx context.Context, id string) (RootKey, error)
+	// MintingRootKey returns the newest key whose MintUntil is after now.
+	// ErrNotFound when none is.
+	MintingRootKey(ctx context.Context, now time.Time) (RootKey, error)
+	// PurgeRootKeys deletes keys whose Expires is at or before now.
+	PurgeRootKeys(ctx context.Context, now time.Time) (int, error)
+
+	// AdminUser returns a stored admin by name.
+	AdminUser(ctx context.Context, name string) (AdminUser, error)
+	// AdminUsers lists stored admins.
+	AdminUsers(ctx context.Context) ([]AdminUser, error)
+	// AddAdminUser stores an admin. ErrConflict if the name exists.
+	AddAdminUser(ctx context.Context, u AdminUser) error
+
+	// Secret returns the node's named secret, creating it from gen on first
+	// use. Concurrent first uses agree on one value. Used for the machine-ID
+	// HMAC key, so that nodes sharing one database agree on it.
+	Secret(ctx context.Context, name string, gen func() ([]byte, error)) ([]byte, error)
+
+	// Ping checks that the backend answers.
+	Ping(ctx context.Context) error
+	// Close releases the backend's resources.
+	Close() error
+}
