@@ -1,0 +1,63 @@
+package auth
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+)
+
+// Security event codes. Each decision logs exactly one of them.
+const (
+	EventLoginSuccess      = "authn_login_success"
+	EventLoginFail         = "authn_login_fail"
+	EventTokenSuccess      = "authn_token_success"
+	EventTokenFail         = "authn_token_fail"
+	EventMacaroonFail      = "authn_macaroon_fail"
+	EventAdminAuthorized   = "authz_admin"
+	EventAuthzFail         = "authz_fail"
+	EventTokenCreated      = "token_created"
+	EventTokenRevoked      = "token_revoked"
+	EventMachineRegistered = "machine_registered"
+	EventAdminBootstrap    = "admin_bootstrap"
+)
+
+// Reasons a credential is refused, logged as attr reason. They name what
+// went wrong without echoing the credential.
+const (
+	reasonMalformed    = "malformed"
+	reasonUnknown      = "unknown"
+	reasonBadSecret    = "bad_secret"
+	reasonExpired      = "expired"
+	reasonRevoked      = "revoked"
+	reasonWrongKind    = "wrong_kind"
+	reasonBadPassword  = "bad_password"
+	reasonUnknownUser  = "unknown_user"
+	reasonUnknownKey   = "unknown_key"
+	reasonBadSignature = "bad_signature"
+	reasonBadCaveat    = "bad_caveat"
+)
+
+// SecurityEvent logs one security event: msg "security event", attr
+// event=code, then attrs. Failures (codes ending in _fail) log at Warn,
+// everything else at Info. Callers pass IDs, kinds, tiers, names and
+// reasons, never a secret, password or macaroon. A nil log means
+// slog.Default().
+func SecurityEvent(ctx context.Context, log *slog.Logger, code string, attrs ...slog.Attr) {
+	if log == nil {
+		log = slog.Default()
+	}
+	level := slog.LevelInfo
+	if isFailure(code) {
+		level = slog.LevelWarn
+	}
+	all := make([]slog.Attr, 0, len(attrs)+1)
+	all = append(all, slog.String("event", code))
+	all = append(all, attrs...)
+	log.LogAttrs(ctx, level, "security event", all...)
+}
+
+func isFailure(code string) bool { return strings.HasSuffix(code, "_fail") }
+
+func (a *Authenticator) event(ctx context.Context, code string, attrs ...slog.Attr) {
+	SecurityEvent(ctx, a.log, code, attrs...)
+}
