@@ -70,9 +70,12 @@ type Info struct {
 type Writer interface {
 	io.Writer
 	// Commit makes the staged bytes visible under the digest. Committing a
-	// digest that is already present succeeds and keeps one copy.
+	// digest that is already present succeeds and keeps one copy. A Commit
+	// that fails discards the staged bytes itself, as Abort would: Put does
+	// not call Abort after it.
 	Commit(ctx context.Context) error
-	// Abort discards the staged bytes.
+	// Abort discards the staged bytes. After a successful Commit it does
+	// nothing, so callers may defer it.
 	Abort() error
 }
 
