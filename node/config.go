@@ -1,0 +1,438 @@
+package node
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/patchmesh/patchmesh/auth"
+)
+
+// Config is everything a node needs to start. The zero value is not
+// usable: start from Defaults, then layer a file (Load), the environment
+// (ApplyEnv) and flags on top, then Validate.
+//
+// Every field carries a yaml tag; ApplyEnv derives one environment variable
+// per field from those tags, so a new field is overridable from the
+// environment without further work.
+type Config struct {
+	Node     IdentityConfig `yaml:"node"`
+	Server   ServerConfig   `yaml:"server"`
+	Store    StoreConfig    `yaml:"store"`
+	Blobs    BlobsConfig    `yaml:"blobs"`
+	Auth     AuthConfig     `yaml:"auth"`
+	Limits   LimitsConfig   `yaml:"limits"`
+	Governor GovernorConfig `yaml:"governor"`
+	Log      LogConfig      `yaml:"log"`
+}
+
+// Node roles. Every role runs the full server; the role says where the
+// node sits in a federation and is reported by /debug/info.
+const (
+	RoleHub   = "hub"
+	RoleRelay = "relay"
+	RoleEdge  = "edge"
+)
+
+// IdentityConfig names the node and says where it keeps its data.
+type IdentityConfig struct {
+	// Name identifies the node in logs, /debug/info and, later, the mesh.
+	// Default: the host name.
+	Name string `yaml:"name"`
+	// Role is hub, relay or edge. Default hub: a lone node is its own hub.
+	Role string `yaml:"role"`
+	// DataDir holds the embedded database and the blob files unless their
+	// paths are set. Default: $PATCHMESH_DATA_DIR, else
+	// $XDG_DATA_HOME/patchmesh, else /var/lib/patchmesh if it exists, else
+	// ~/.local/share/patchmesh.
+	DataDir string `yaml:"data_dir"`
+}
+
+// ServerConfig tunes the HTTP listener.
+type ServerConfig struct {
+	// Listen is the host:port to serve on. Port 0 picks a free port, which
+	// the node then reports. Default 127.0.0.1:8080: loopback until an
+	// operator decides to expose the node.
+	Listen string `yaml:"listen"`
+	// ReadHeaderTimeout bounds how long a client may take to send request
+	// headers, so idle half-open connections cannot pile up. Default 10s.
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// IdleTimeout closes keep-alive connections idle this long. Default 2m.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// ShutdownTimeout is how long a stopping node waits for requests in
+	// flight before it closes their connections. Default 30s.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// TLSCert and TLSKey are PEM files; set both to serve HTTPS (TLS 1.2
+	// or newer). Default: plain HTTP.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+}
+
+// Store drivers.
+const (
+	DriverSQLite   = "sqlite"
+	DriverPostgres = "postgres"
+	DriverFS       = "fs"
+)
+
+// StoreConfig chooses and tunes the metadata store.
+type StoreConfig struct {
+	// Driver is sqlite (embedded, nothing to install) or postgres.
+	// Default sqlite.
+	Driver string `yaml:"driver"`
+	// Path is the SQLite database file. Default <data_dir>/patchmesh.db.
+	Path string `yaml:"path"`
+	// DSN is the PostgreSQL connection string (postgres://user:pass@host/db).
+	// Required for the postgres driver. Its password is never logged.
+	DSN string `yaml:"dsn"`
+	// MaxConns caps the PostgreSQL pool. Default 16.
+	MaxConns int32 `yaml:"max_conns"`
+	// MinConns keeps this many PostgreSQL connections open. Default 0.
+	MinConns int32 `yaml:"min_conns"`
+	// ConnMaxLifetime recycles PostgreSQL connections this old, so that
+	// a server-side failover or config change reaches every connection.
+	// Default 1h.
+	ConnMaxLifetime time.Duration `yaml:"conn_max_lifetime"`
+	// ConnMaxIdleTime closes PostgreSQL connections idle this long.
+	// Default 30m.
+	ConnMaxIdleTime time.Duration `yaml:"conn_max_idle_time"`
+}
+
+// BlobsConfig chooses and tunes where patch files are kept.
+type BlobsConfig struct {
+	// Driver is fs (files under Path, served with sendfile) or postgres
+	// (chunked rows in the store's database; needs store.driver postgres).
+	// Default fs.
+	Driver string `yaml:"driver"`
+	// Path is the fs driver's directory. Default <data_dir>/blobs.
+	Path string `yaml:"path"`
+	// ChunkSize is the postgres driver's row size in bytes. Default 1 MiB.
+	ChunkSize int `yaml:"chunk_size"`
+}
+
+// AuthConfig tunes administrator authentication.
+type AuthConfig struct {
+	// Admins are administrators with bcrypt password hashes (make one with
+	// `patchmesh admin hash-password`). With none configured and none
+	// stored, the first start creates an admin and prints its password
+	// once. In the environment: PATCHMESH_AUTH_ADMINS=name:hash,name:hash.
+	Admins []auth.Admin `yaml:"admins"`
+	// MacaroonTTL is how long an admin login stays valid. Default 240h.
+	MacaroonTTL time.Duration `yaml:"macaroon_ttl"`
+	// KeyMint is how long one macaroon root key mints before the next
+	// replaces it. Default 24h.
+	KeyMint time.Duration `yaml:"key_mint"`
+	// BcryptCost is the cost of the bootstrap admin's password hash.
+	// Default 12.
+	BcryptCost int `yaml:"bcrypt_cost"`
+}
+
+// LimitsConfig bounds what one request may send.
+type LimitsConfig struct {
+	// MaxBodyBytes caps JSON request bodies. Default 1 MiB.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxUploadBytes caps one patch upload. Default 1 GiB.
+	MaxUploadBytes int64 `yaml:"max_upload_bytes"`
+}
+
+// GovernorConfig bounds concurrent work so that a burst degrades into
+// quick 503s instead of a node that stops answering.
+type GovernorConfig struct {
+	// MaxInFlight is how many requests run at once. Default 1000.
+	MaxInFlight int `yaml:"max_in_flight"`
+	// MaxQueue is how many more may wait for a slot; beyond it requests
+	// get 503 with Retry-After. Default 500.
+	MaxQueue int `yaml:"max_queue"`
+	// QueueTimeout is how long a request waits for a slot before it gets
+	// 503. Default 10s.
+	QueueTimeout time.Duration `yaml:"queue_timeout"`
+}
+
+// LogConfig shapes the node's log.
+type LogConfig struct {
+	// Level is debug, info, warn or error. Default info.
+	Level string `yaml:"level"`
+	// Format is json (one event per line, for machines) or text.
+	// Default json.
+	Format string `yaml:"format"`
+}
+
+// Defaults returns the configuration a node runs with when nothing is set:
+// embedded SQLite and filesystem blobs under the default data dir,
+// listening on loopback.
+func Defaults() Config {
+	name, err := os.Hostname()
+	if err != nil || name == "" {
+		name = "patchmesh"
+	}
+	return Config{
+		Node: IdentityConfig{
+			Name:    name,
+			Role:    RoleHub,
+			DataDir: defaultDataDir(os.Getenv, os.UserHomeDir, dirExists),
+		},
+		Server: ServerConfig{
+			Listen:            "127.0.0.1:8080",
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			ShutdownTimeout:   30 * time.Second,
+		},
+		Store: StoreConfig{
+			Driver:          DriverSQLite,
+			MaxConns:        16,
+			ConnMaxLifetime: time.Hour,
+			ConnMaxIdleTime: 30 * time.Minute,
+		},
+		Blobs: BlobsConfig{
+			Driver:    DriverFS,
+			ChunkSize: 1 << 20,
+		},
+		Auth: AuthConfig{
+			MacaroonTTL: auth.DefaultMacaroonTTL,
+			KeyMint:     auth.DefaultKeyMint,
+			BcryptCost:  12,
+		},
+		Limits: LimitsConfig{
+			MaxBodyBytes:   1 << 20,
+			MaxUploadBytes: 1 << 30,
+		},
+		Governor: GovernorConfig{
+			MaxInFlight:  1000,
+			MaxQueue:     500,
+			QueueTimeout: 10 * time.Second,
+		},
+		Log: LogConfig{Level: "info", Format: "json"},
+	}
+}
+
+// systemDataDir is used by default when it exists: a packaged install
+// creates it, and a node then keeps its data where operators expect it.
+const systemDataDir = "/var/lib/patchmesh"
+
+// defaultDataDir picks the data dir from the environment and the file
+// system; its inputs are parameters so that tests can exercise each branch.
+func defaultDataDir(getenv func(string) string, home func() (string, error), exists func(string) bool) string {
+	if d := getenv("PATCHMESH_DATA_DIR"); d != "" {
+		return d
+	}
+	if d := getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "patchmesh")
+	}
+	if exists(systemDataDir) {
+		return systemDataDir
+	}
+	if h, err := home(); err == nil && h != "" {
+		return filepath.Join(h, ".local", "share", "patchmesh")
+	}
+	// No home at all (a bare container): stay in the working directory
+	// rather than refuse to start.
+	return "patchmesh-data"
+}
+
+func dirExists(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
+}
+
+// Load reads a YAML config file over Defaults. A key the file should not
+// have is an error, so that a misspelt option is never silently ignored.
+func Load(path string) (Config, error) {
+	c := Defaults()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	if err := c.decode(b); err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// decode layers YAML onto c. An empty document changes nothing.
+func (c *Config) decode(b []byte) error {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
+}
+
+// StorePath is where the SQLite database lives once defaults are applied.
+func (c Config) StorePath() string {
+	if c.Store.Path != "" {
+		return c.Store.Path
+	}
+	return filepath.Join(c.Node.DataDir, "patchmesh.db")
+}
+
+// BlobPath is the fs blob driver's directory once defaults are applied.
+func (c Config) BlobPath() string {
+	if c.Blobs.Path != "" {
+		return c.Blobs.Path
+	}
+	return filepath.Join(c.Node.DataDir, "blobs")
+}
+
+var nodeNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// Validate checks the whole config and reports every problem it finds,
+// each prefixed with the option's path as it appears in the file.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	positive := func(field string, d time.Duration) {
+		if d <= 0 {
+			bad(field, "must be a positive duration such as 30s, got %v", d)
+		}
+	}
+
+	if !nodeNameRE.MatchString(c.Node.Name) {
+		bad("node.name", "must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit, got %q", c.Node.Name)
+	}
+	switch c.Node.Role {
+	case RoleHub, RoleRelay, RoleEdge:
+	default:
+		bad("node.role", "must be hub, relay or edge, got %q", c.Node.Role)
+	}
+	if c.Node.DataDir == "" {
+		bad("node.data_dir", "must not be empty")
+	}
+
+	if _, port, err := net.SplitHostPort(c.Server.Listen); err != nil {
+		bad("server.listen", "must be host:port such as 127.0.0.1:8080, got %q", c.Server.Listen)
+	} else if _, err := net.LookupPort("tcp", port); err != nil {
+		bad("server.listen", "bad port %q", port)
+	}
+	positive("server.read_header_timeout", c.Server.ReadHeaderTimeout)
+	positive("server.idle_timeout", c.Server.IdleTimeout)
+	positive("server.shutdown_timeout", c.Server.ShutdownTimeout)
+	if (c.Server.TLSCert == "") != (c.Server.TLSKey == "") {
+		bad("server.tls_cert", "tls_cert and tls_key must be set together")
+	}
+
+	switch c.Store.Driver {
+	case DriverSQLite:
+	case DriverPostgres:
+		if c.Store.DSN == "" {
+			bad("store.dsn", "is required when store.driver is postgres")
+		} else if err := checkDSN(c.Store.DSN); err != nil {
+			bad("store.dsn", "%v", err)
+		}
+		if c.Store.MaxConns < 1 {
+			bad("store.max_conns", "must be at least 1, got %d", c.Store.MaxConns)
+		}
+		if c.Store.MinConns < 0 || c.Store.MinConns > c.Store.MaxConns {
+			bad("store.min_conns", "must be between 0 and max_conns (%d), got %d", c.Store.MaxConns, c.Store.MinConns)
+		}
+		positive("store.conn_max_lifetime", c.Store.ConnMaxLifetime)
+		positive("store.conn_max_idle_time", c.Store.ConnMaxIdleTime)
+	default:
+		bad("store.driver", "must be sqlite or postgres, got %q", c.Store.Driver)
+	}
+
+	switch c.Blobs.Driver {
+	case DriverFS:
+	case DriverPostgres:
+		if c.Store.Driver != DriverPostgres {
+			bad("blobs.driver", "postgres keeps blobs in the store's database, so it needs store.driver postgres (store.driver is %q)", c.Store.Driver)
+		}
+		if c.Blobs.ChunkSize < 4096 || c.Blobs.ChunkSize > 64<<20 {
+			bad("blobs.chunk_size", "must be between 4096 and 67108864 bytes, got %d", c.Blobs.ChunkSize)
+		}
+	default:
+		bad("blobs.driver", "must be fs or postgres, got %q", c.Blobs.Driver)
+	}
+
+	if err := c.authConfig().Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("auth.%w", err))
+	}
+	positive("auth.macaroon_ttl", c.Auth.MacaroonTTL)
+	positive("auth.key_mint", c.Auth.KeyMint)
+
+	if c.Limits.MaxBodyBytes < 1 {
+		bad("limits.max_body_bytes", "must be at least 1, got %d", c.Limits.MaxBodyBytes)
+	}
+	if c.Limits.MaxUploadBytes < 1 {
+		bad("limits.max_upload_bytes", "must be at least 1, got %d", c.Limits.MaxUploadBytes)
+	}
+
+	if c.Governor.MaxInFlight < 1 {
+		bad("governor.max_in_flight", "must be at least 1, got %d", c.Governor.MaxInFlight)
+	}
+	if c.Governor.MaxQueue < 0 {
+		bad("governor.max_queue", "must not be negative, got %d", c.Governor.MaxQueue)
+	}
+	positive("governor.queue_timeout", c.Governor.QueueTimeout)
+
+	if _, err := parseLevel(c.Log.Level); err != nil {
+		bad("log.level", "%v", err)
+	}
+	switch c.Log.Format {
+	case "json", "text":
+	default:
+		bad("log.format", "must be json or text, got %q", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
+
+// checkDSN catches a DSN that pgx would reject, without echoing it: the
+// DSN may hold a password.
+func checkDSN(dsn string) error {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		if _, err := url.Parse(dsn); err != nil {
+			return errors.New("not a valid postgres:// URL")
+		}
+		return nil
+	}
+	if !strings.Contains(dsn, "=") {
+		return errors.New("must be a postgres:// URL or key=value pairs")
+	}
+	return nil
+}
+
+// RedactedDSN is the store DSN with any password replaced, safe to log.
+func (c Config) RedactedDSN() string { return redactDSN(c.Store.DSN) }
+
+var kvPasswordRE = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
+
+func redactDSN(dsn string) string {
+	if dsn == "" {
+		return ""
+	}
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			return "(unparseable DSN)"
+		}
+		q := u.Query()
+		if q.Has("password") {
+			q.Set("password", "xxxxx")
+			u.RawQuery = q.Encode()
+		}
+		return u.Redacted()
+	}
+	return kvPasswordRE.ReplaceAllString(dsn, "${1}xxxxx")
+}
+
+// authConfig is the auth package's view of the config.
+func (c Config) authConfig() auth.Config {
+	return auth.Config{
+		Admins:      c.Auth.Admins,
+		MacaroonTTL: c.Auth.MacaroonTTL,
+		KeyMint:     c.Auth.KeyMint,
+		BcryptCost:  c.Auth.BcryptCost,
+	}
+}
