@@ -1,0 +1,582 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/patchmesh/patchmesh/auth"
+	"github.com/patchmesh/patchmesh/blob"
+	"github.com/patchmesh/patchmesh/catalog"
+	"github.com/patchmesh/patchmesh/store"
+)
+
+func (s *server) adminRoutes(v1 *mux.Router) {
+	a := v1.PathPrefix("/admin").Subrouter()
+	a.Handle("/login", s.handle(s.login)).Methods(http.MethodPost)
+
+	a.Handle("/tiers", s.asAdmin(s.listTiers)).Methods(http.MethodGet)
+	a.Handle("/tiers", s.asAdmin(s.addTier)).Methods(http.MethodPost)
+	a.Handle("/tiers/{name}", s.asAdmin(s.removeTier)).Methods(http.MethodDelete)
+
+	for _, k := range []struct {
+		path string
+		kind catalog.TokenKind
+	}{{"/auth-tokens", catalog.TokenAuth}, {"/sync-tokens", catalog.TokenSync}} {
+		a.Handle(k.path, s.asAdmin(s.listTokens(k.kind))).Methods(http.MethodGet)
+		a.Handle(k.path, s.asAdmin(s.addToken(k.kind))).Methods(http.MethodPost)
+		a.Handle(k.path+"/{id}", s.asAdmin(s.revokeToken(k.kind))).Methods(http.MethodDelete)
+	}
+
+	a.Handle("/patches", s.asAdmin(s.uploadPatch)).Methods(http.MethodPost)
+	a.Handle("/patches", s.asAdmin(s.listPatches)).Methods(http.MethodGet)
+	a.Handle("/patches/{digest}", s.asAdmin(s.showPatch)).Methods(http.MethodGet)
+	a.Handle("/patches/{digest}", s.asAdmin(s.removePatch)).Methods(http.MethodDelete)
+	a.Handle("/patches/{ref}/promote", s.asAdmin(s.promote)).Methods(http.MethodPost)
+	a.Handle("/patches/{digest}/withdraw", s.asAdmin(s.withdraw)).Methods(http.MethodPost)
+	a.Handle("/promote-all", s.asAdmin(s.promoteAll)).Methods(http.MethodPost)
+
+	a.Handle("/machines", s.asAdmin(s.listMachines)).Methods(http.MethodGet)
+	a.Handle("/storage", s.asAdmin(s.listStorage)).Methods(http.MethodGet)
+	a.Handle("/storage/refresh", s.asAdmin(s.refreshStorage)).Methods(http.MethodPost)
+}
+
+func (s *server) login(w http.ResponseWriter, r *http.Request) error {
+	start := time.Now()
+	user, password, ok := r.BasicAuth()
+	var (
+		mac     string
+		expires time.Time
+		err     error
+	)
+	if ok {
+		mac, expires, err = s.auth.Login(r.Context(), user, password)
+	} else {
+		err = auth.ErrUnauthenticated
+		s.securityEvent(r, auth.EventLoginFail, slog.String("reason", "no_basic_credentials"))
+	}
+	s.metrics.observeAuth(kindLogin, authOutcome(err), time.Since(start))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Macaroon string    `json:"macaroon"`
+		Expires  time.Time `json:"expires"`
+	}{mac, expires.UTC()})
+	return nil
+}
+
+// Tiers.
+
+func (s *server) listTiers(w http.ResponseWriter, r *http.Request, _ string) error {
+	tiers, err := s.store.Tiers(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Tiers []catalog.Tier `json:"tiers"`
+	}{nonNil(tiers)})
+	return nil
+}
+
+func (s *server) addTier(w http.ResponseWriter, r *http.Request, _ string) error {
+	var req struct {
+		Name string `json:"name"`
+	}
+	if err := s.decode(w, r, &req); err != nil {
+		return err
+	}
+	if err := catalog.ValidName("name", req.Name); err != nil {
+		return err
+	}
+	t, err := s.store.AddTier(r.Context(), req.Name)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, t)
+	return nil
+}
+
+func (s *server) removeTier(w http.ResponseWriter, r *http.Request, _ string) error {
+	name, err := pathVar(r, "name", func(n string) error { return catalog.ValidName("name", n) })
+	if err != nil {
+		return err
+	}
+	if err := s.store.RemoveTier(r.Context(), name); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// requireTier answers invalid_input when a tier a request names does not
+// exist: the request is wrong, not a resource missing.
+func (s *server) requireTier(r *http.Request, field, name string) error {
+	tiers, err := s.store.Tiers(r.Context())
+	if err != nil {
+		return err
+	}
+	if !slices.ContainsFunc(tiers, func(t catalog.Tier) bool { return t.Name == name }) {
+		return invalid(field, "no tier named %q", name)
+	}
+	return nil
+}
+
+// Tokens.
+
+func (s *server) listTokens(kind catalog.TokenKind) adminHandler {
+	return func(w http.ResponseWriter, r *http.Request, _ string) error {
+		tokens, err := s.store.Tokens(r.Context(), kind)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, struct {
+			Tokens []catalog.Token `json:"tokens"`
+		}{nonNil(tokens)})
+		return nil
+	}
+}
+
+func (s *server) addToken(kind catalog.TokenKind) adminHandler {
+	return func(w http.ResponseWriter, r *http.Request, user string) error {
+		var req struct {
+			Tier       string     `json:"tier"`
+			Name       string     `json:"name"`
+			ValidUntil *time.Time `json:"valid_until"`
+		}
+		if err := s.decode(w, r, &req); err != nil {
+			return err
+		}
+		if err := validTier(req.Tier); err != nil {
+			return err
+		}
+		if err := catalog.ValidName("name", req.Name); err != nil {
+			return err
+		}
+		now := s.now()
+		if req.ValidUntil != nil && !req.ValidUntil.After(now) {
+			return invalid("valid_until", "must be in the future")
+		}
+		if err := s.requireTier(r, "tier", req.Tier); err != nil {
+			return err
+		}
+		secret, t, err := auth.NewToken(kind)
+		if err != nil {
+			return err
+		}
+		t.Tier = req.Tier
+		t.Name = req.Name
+		t.Created = now.UTC().Truncate(time.Microsecond)
+		if req.ValidUntil != nil {
+			t.Expires = req.ValidUntil.UTC().Truncate(time.Microsecond)
+		}
+		if err := s.store.AddToken(r.Context(), t); err != nil {
+			if errors.Is(err, catalog.ErrNotFound) { // the tier went away meanwhile
+				return invalid("tier", "no tier named %q", req.Tier)
+			}
+			return err
+		}
+		s.securityEvent(r, auth.EventTokenCreated, slog.String("token_id", t.ID), slog.String("kind", string(kind)),
+			slog.String("tier", t.Tier), slog.String("name", t.Name), slog.String("user", user))
+		if stored, err := s.store.Token(r.Context(), t.ID); err == nil {
+			t = stored // answer with the record as the store keeps it
+		}
+		writeJSON(w, http.StatusCreated, struct {
+			Token string        `json:"token"`
+			Info  catalog.Token `json:"info"`
+		}{secret, t})
+		return nil
+	}
+}
+
+func (s *server) revokeToken(kind catalog.TokenKind) adminHandler {
+	return func(w http.ResponseWriter, r *http.Request, user string) error {
+		id, err := pathVar(r, "id", validTokenID)
+		if err != nil {
+			return err
+		}
+		// A token of another kind is not found through this endpoint, so
+		// that, say, a machine token cannot be revoked as a sync token.
+		t, err := s.store.Token(r.Context(), id)
+		if err != nil {
+			return err
+		}
+		if t.Kind != kind {
+			return notFound(fmt.Sprintf("no %s token %s", kind, id))
+		}
+		if err := s.store.RevokeToken(r.Context(), kind, id, s.now()); err != nil {
+			return err
+		}
+		s.securityEvent(r, auth.EventTokenRevoked, slog.String("token_id", id), slog.String("kind", string(kind)),
+			slog.String("tier", t.Tier), slog.String("name", t.Name), slog.String("user", user))
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+}
+
+// Patches.
+
+// uploadPatch stores a patch file and its record. Everything the query
+// says is checked before the body is read; the blob is committed (its
+// digest verified while streaming) before the record, so a record never
+// names a missing blob; and a failure after the commit removes a blob this
+// request created, so nothing is left behind.
+func (s *server) uploadPatch(w http.ResponseWriter, r *http.Request, _ string) error {
+	ctx := r.Context()
+	q := r.URL.Query()
+	p := catalog.Patch{
+		Digest:      q.Get("digest"),
+		Kernel:      q.Get("kernel"),
+		Arch:        q.Get("arch"),
+		Version:     q.Get("version"),
+		Description: q.Get("description"),
+		CVEs:        []string{},
+	}
+	if c := q.Get("cves"); c != "" {
+		p.CVEs = strings.Split(c, ",")
+	}
+	declared := int64(-1)
+	if v := q.Get("size"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 {
+			return invalid("size", "must be a positive number of bytes")
+		}
+		declared = n
+	}
+	switch {
+	case declared > 0:
+		p.Size = declared
+	case r.ContentLength > 0:
+		p.Size = r.ContentLength
+	case r.ContentLength == 0:
+		return invalid("size", "the patch file is empty")
+	default:
+		p.Size = 1 // unknown until read; checked again below
+	}
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	if p.Size > s.limits.MaxUploadBytes {
+		return &http.MaxBytesError{Limit: s.limits.MaxUploadBytes}
+	}
+	if declared > 0 && r.ContentLength >= 0 && r.ContentLength != declared {
+		return invalid("size", "is %d but the request body is %d bytes", declared, r.ContentLength)
+	}
+	// Refuse a duplicate digest before reading a possibly large body.
+	if _, err := s.store.Patch(ctx, p.Digest); err == nil {
+		return fmt.Errorf("patch %s: %w", p.Digest, catalog.ErrConflict)
+	} else if !errors.Is(err, catalog.ErrNotFound) {
+		return err
+	}
+	same, err := s.store.Patches(ctx, store.PatchFilter{Kernel: p.Kernel, Arch: p.Arch, Version: p.Version, IncludeWithdrawn: true, Limit: 1})
+	if err != nil {
+		return err
+	}
+	if len(same) > 0 {
+		return fmt.Errorf("patch %s %s %s: %w", p.Kernel, p.Arch, p.Version, catalog.ErrConflict)
+	}
+
+	d := blob.Digest(p.Digest)
+	_, statErr := s.blobs.Stat(ctx, d)
+	existed := statErr == nil
+	if statErr != nil && !errors.Is(statErr, blob.ErrNotFound) {
+		return statErr
+	}
+	body := http.MaxBytesReader(w, r.Body, s.limits.MaxUploadBytes)
+	info, err := blob.Put(ctx, s.blobs, d, body)
+	if err != nil {
+		return err
+	}
+	if declared > 0 && info.Size != declared {
+		s.dropBlob(r, d, existed)
+		return invalid("size", "is %d but %d bytes were received", declared, info.Size)
+	}
+	p.Size = info.Size
+	added, err := s.store.AddPatch(ctx, p)
+	if err != nil {
+		s.dropBlob(r, d, existed)
+		return err
+	}
+	writeJSON(w, http.StatusCreated, added)
+	return nil
+}
+
+// dropBlob removes a blob an upload committed but could not record, unless
+// the blob was there before or a patch record now names it (a concurrent
+// upload of the same file won the race): then the blob is that patch's.
+func (s *server) dropBlob(r *http.Request, d blob.Digest, existed bool) {
+	if existed {
+		return
+	}
+	ctx := r.Context()
+	if _, err := s.store.Patch(ctx, string(d)); !errors.Is(err, catalog.ErrNotFound) {
+		return
+	}
+	if err := s.blobs.Remove(ctx, d); err != nil && !errors.Is(err, blob.ErrNotFound) {
+		s.log.LogAttrs(ctx, slog.LevelError, "could not remove the blob of a failed upload; storage refresh will list it as an orphan",
+			slog.String("digest", string(d)), slog.String("error", err.Error()))
+	}
+}
+
+func (s *server) listPatches(w http.ResponseWriter, r *http.Request, _ string) error {
+	q := newQuery(r)
+	f := store.PatchFilter{
+		Kernel:           q.get("kernel", catalog.ValidKernel),
+		Arch:             q.get("arch", catalog.ValidArch),
+		Tier:             q.get("tier", validTier),
+		Version:          q.get("version", catalog.ValidVersion),
+		IncludeWithdrawn: q.bool("withdrawn"),
+		Limit:            q.limit(),
+	}
+	if q.err != nil {
+		return q.err
+	}
+	patches, err := s.store.Patches(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	writePatches(w, patches)
+	return nil
+}
+
+func writePatches(w http.ResponseWriter, patches []catalog.Patch) {
+	writeJSON(w, http.StatusOK, struct {
+		Patches []catalog.Patch `json:"patches"`
+	}{nonNil(patches)})
+}
+
+func (s *server) showPatch(w http.ResponseWriter, r *http.Request, _ string) error {
+	digest, err := pathVar(r, "digest", catalog.ValidDigest)
+	if err != nil {
+		return err
+	}
+	p, err := s.store.Patch(r.Context(), digest)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, p)
+	return nil
+}
+
+// promote makes one patch (ref is a digest) or every live patch of a
+// version (ref is a version) available on a tier.
+func (s *server) promote(w http.ResponseWriter, r *http.Request, _ string) error {
+	ref := mux.Vars(r)["ref"]
+	byDigest := catalog.ValidDigest(ref) == nil
+	if !byDigest && catalog.ValidVersion(ref) != nil {
+		return invalid("ref", "must be a digest (sha256:…) or a version such as 107.1")
+	}
+	var req struct {
+		Tier string `json:"tier"`
+	}
+	if err := s.decode(w, r, &req); err != nil {
+		return err
+	}
+	if err := validTier(req.Tier); err != nil {
+		return err
+	}
+	if err := s.requireTier(r, "tier", req.Tier); err != nil {
+		return err
+	}
+	ctx := r.Context()
+	if byDigest {
+		p, err := s.store.Promote(ctx, ref, req.Tier)
+		if err != nil {
+			return err
+		}
+		writePatches(w, []catalog.Patch{p})
+		return nil
+	}
+	matches, err := s.store.Patches(ctx, store.PatchFilter{Version: ref, Limit: maxListLimit})
+	if err != nil {
+		return err
+	}
+	if len(matches) == 0 {
+		return notFound(fmt.Sprintf("no live patch has version %s", ref))
+	}
+	out := make([]catalog.Patch, 0, len(matches))
+	for _, m := range matches {
+		p, err := s.store.Promote(ctx, m.Digest, req.Tier)
+		if err != nil {
+			return err
+		}
+		out = append(out, p)
+	}
+	writePatches(w, out)
+	return nil
+}
+
+func (s *server) promoteAll(w http.ResponseWriter, r *http.Request, _ string) error {
+	var req struct {
+		From string `json:"from"`
+		To   string `json:"to"`
+	}
+	if err := s.decode(w, r, &req); err != nil {
+		return err
+	}
+	if err := catalog.ValidName("from", req.From); err != nil {
+		return err
+	}
+	if err := catalog.ValidName("to", req.To); err != nil {
+		return err
+	}
+	if req.From == req.To {
+		return invalid("to", "must differ from from")
+	}
+	if err := s.requireTier(r, "from", req.From); err != nil {
+		return err
+	}
+	if err := s.requireTier(r, "to", req.To); err != nil {
+		return err
+	}
+	n, err := s.store.PromoteAll(r.Context(), req.From, req.To)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Promoted int `json:"promoted"`
+	}{n})
+	return nil
+}
+
+func (s *server) withdraw(w http.ResponseWriter, r *http.Request, _ string) error {
+	digest, err := pathVar(r, "digest", catalog.ValidDigest)
+	if err != nil {
+		return err
+	}
+	p, err := s.store.Withdraw(r.Context(), digest)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, p)
+	return nil
+}
+
+// removePatch deletes the record, then the blob: in that order a record
+// never names a missing blob, and a blob left by a failed removal shows up
+// as an orphan in storage refresh.
+func (s *server) removePatch(w http.ResponseWriter, r *http.Request, _ string) error {
+	digest, err := pathVar(r, "digest", catalog.ValidDigest)
+	if err != nil {
+		return err
+	}
+	ctx := r.Context()
+	if err := s.store.RemovePatch(ctx, digest); err != nil {
+		return err
+	}
+	if err := s.blobs.Remove(ctx, blob.Digest(digest)); err != nil && !errors.Is(err, blob.ErrNotFound) {
+		s.log.LogAttrs(ctx, slog.LevelError, "patch record removed but its blob was not; storage refresh will list it as an orphan",
+			slog.String("digest", digest), slog.String("error", err.Error()))
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// Machines and storage.
+
+func (s *server) listMachines(w http.ResponseWriter, r *http.Request, _ string) error {
+	q := newQuery(r)
+	f := store.MachineFilter{
+		Tier:   q.get("tier", validTier),
+		Kernel: q.get("kernel", catalog.ValidKernel),
+		State:  catalog.MachineState(q.get("state", validStateString)),
+		Limit:  q.limit(),
+	}
+	if q.err != nil {
+		return q.err
+	}
+	machines, err := s.store.Machines(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Machines []catalog.Machine `json:"machines"`
+	}{nonNil(machines)})
+	return nil
+}
+
+type blobEntry struct {
+	Digest   string    `json:"digest"`
+	Size     int64     `json:"size"`
+	Modified time.Time `json:"modified"`
+}
+
+func (s *server) listStorage(w http.ResponseWriter, r *http.Request, _ string) error {
+	blobs := []blobEntry{}
+	err := s.blobs.Enumerate(r.Context(), func(i blob.Info) error {
+		blobs = append(blobs, blobEntry{string(i.Digest), i.Size, i.Modified.UTC()})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Blobs []blobEntry `json:"blobs"`
+	}{blobs})
+	return nil
+}
+
+// refreshStorage compares the stored blobs with the patch records and
+// reports blobs no record names (orphans) and records whose blob is gone
+// (missing). It changes nothing: what to do about either is the
+// operator's call.
+func (s *server) refreshStorage(w http.ResponseWriter, r *http.Request, _ string) error {
+	ctx := r.Context()
+	blobs := map[string]bool{}
+	if err := s.blobs.Enumerate(ctx, func(i blob.Info) error {
+		blobs[string(i.Digest)] = true
+		return nil
+	}); err != nil {
+		return err
+	}
+	patches, err := s.store.Patches(ctx, store.PatchFilter{IncludeWithdrawn: true, Limit: maxListLimit})
+	if err != nil {
+		return err
+	}
+	recorded := make(map[string]bool, len(patches))
+	missing := []string{}
+	for _, p := range patches {
+		recorded[p.Digest] = true
+		if !blobs[p.Digest] {
+			missing = append(missing, p.Digest)
+		}
+	}
+	orphans := []string{}
+	for d := range blobs {
+		if recorded[d] {
+			continue
+		}
+		// The listing is capped, so ask about each unlisted blob.
+		if _, err := s.store.Patch(ctx, d); errors.Is(err, catalog.ErrNotFound) {
+			orphans = append(orphans, d)
+		} else if err != nil {
+			return err
+		}
+	}
+	slices.Sort(orphans)
+	slices.Sort(missing)
+	s.log.LogAttrs(ctx, slog.LevelInfo, "storage refresh", slog.Int("blobs", len(blobs)),
+		slog.Int("patches", len(patches)), slog.Int("orphans", len(orphans)), slog.Int("missing", len(missing)))
+	writeJSON(w, http.StatusOK, struct {
+		Blobs   int      `json:"blobs"`
+		Patches int      `json:"patches"`
+		Orphans []string `json:"orphans"`
+		Missing []string `json:"missing"`
+	}{len(blobs), len(patches), orphans, missing})
+	return nil
+}
+
+// nonNil makes an empty listing encode as [] rather than null.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}

@@ -1,0 +1,169 @@
+// Package api is the HTTP surface every patchmesh node serves, as
+// docs/api.md specifies it: the admin API, the client API, blob downloads,
+// /debug/info, /debug/status and /metrics, with the middleware around them
+// (request IDs, access log, metrics, panic recovery, the governor).
+//
+// It owns HTTP: routing, decoding and validating requests before anything
+// changes, turning errors into the documented status codes and bodies, and
+// deciding which credential may reach which resource (a token's tier
+// against a patch's tiers). It does not own the credentials themselves
+// (package auth checks tokens and macaroons), persistence (store, blob) or
+// the rules of a valid value (catalog). Federation's sync endpoints will
+// join the same router.
+package api
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/patchmesh/patchmesh/auth"
+	"github.com/patchmesh/patchmesh/blob"
+	"github.com/patchmesh/patchmesh/store"
+)
+
+// Limits bound what one request may make a node read.
+type Limits struct {
+	// MaxBodyBytes caps JSON request bodies. 0 means 1 MiB.
+	MaxBodyBytes int64
+	// MaxUploadBytes caps patch uploads. 0 means 1 GiB.
+	MaxUploadBytes int64
+}
+
+// Limit defaults.
+const (
+	DefaultMaxBodyBytes   = 1 << 20
+	DefaultMaxUploadBytes = 1 << 30
+)
+
+// Info is what /debug/info says about the node.
+type Info struct {
+	Version string
+	Role    string
+	Node    string
+}
+
+// Config is what New builds the handler from.
+type Config struct {
+	Store store.Store
+	Blobs blob.Store
+	Auth  *auth.Authenticator
+	// Log receives the access log, errors and security events. It is
+	// wrapped with NewLogHandler if it is not already. Nil discards.
+	Log *slog.Logger
+	// Metrics is from NewMetrics. Nil means metrics on a private registry.
+	Metrics *Metrics
+	// Gatherer is what /metrics serves. Nil means the registry given to
+	// NewMetrics when that is a Gatherer, else prometheus.DefaultGatherer.
+	Gatherer prometheus.Gatherer
+	// MachineKey is the HMAC key for machine IDs (Store.Secret).
+	MachineKey []byte
+	Limits     Limits
+	Governor   GovernorConfig
+	Info       Info
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+type server struct {
+	store   store.Store
+	blobs   blob.Store
+	auth    *auth.Authenticator
+	log     *slog.Logger
+	metrics *Metrics
+	key     []byte
+	limits  Limits
+	info    Info
+	now     func() time.Time
+	started time.Time
+}
+
+// New returns the node's HTTP handler.
+func New(cfg Config) (http.Handler, error) {
+	switch {
+	case cfg.Store == nil:
+		return nil, errors.New("api: Config.Store is nil")
+	case cfg.Blobs == nil:
+		return nil, errors.New("api: Config.Blobs is nil")
+	case cfg.Auth == nil:
+		return nil, errors.New("api: Config.Auth is nil")
+	case len(cfg.MachineKey) < 16:
+		return nil, errors.New("api: Config.MachineKey must be at least 16 bytes")
+	case cfg.Limits.MaxBodyBytes < 0, cfg.Limits.MaxUploadBytes < 0:
+		return nil, errors.New("api: Config.Limits must not be negative")
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	if cfg.Limits.MaxBodyBytes == 0 {
+		cfg.Limits.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.Limits.MaxUploadBytes == 0 {
+		cfg.Limits.MaxUploadBytes = DefaultMaxUploadBytes
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	gatherer := cfg.Gatherer
+	if gatherer == nil {
+		gatherer = cfg.Metrics.gatherer
+	}
+	if gatherer == nil {
+		gatherer = prometheus.DefaultGatherer
+	}
+	s := &server{
+		store:   cfg.Store,
+		blobs:   cfg.Blobs,
+		auth:    cfg.Auth,
+		log:     slog.New(NewLogHandler(cfg.Log.Handler())),
+		metrics: cfg.Metrics,
+		key:     cfg.MachineKey,
+		limits:  cfg.Limits,
+		info:    cfg.Info,
+		now:     cfg.Now,
+	}
+	s.started = s.now()
+
+	r := mux.NewRouter()
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, errorDetail{Code: codeNotFound, Message: "no such endpoint"})
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusMethodNotAllowed, errorDetail{Code: codeMethodNotAllowed, Message: "method not allowed on this endpoint"})
+	})
+	r.Use(recordRoute)
+
+	// Operators must see an overloaded node, so these bypass the governor.
+	r.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelError),
+	})).Methods(http.MethodGet)
+	r.Handle("/debug/info", s.handle(s.debugInfo)).Methods(http.MethodGet)
+	r.Handle("/debug/status", s.handle(s.debugStatus)).Methods(http.MethodGet)
+
+	v1 := r.PathPrefix("/v1").Subrouter()
+	v1.Use(newGovernor(cfg.Governor, s.metrics).middleware(s))
+	s.adminRoutes(v1)
+	s.clientRoutes(v1)
+	v1.Handle("/blobs/{digest}", s.handle(s.getBlob)).Methods(http.MethodGet, http.MethodHead)
+
+	return withRequestID(s.observe(s.recoverPanics(r))), nil
+}
+
+// handlerFunc is a handler that returns its failure for s.fail to answer.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+func (s *server) handle(h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			s.fail(w, r, err)
+		}
+	})
+}

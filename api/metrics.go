@@ -1,0 +1,113 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/patchmesh/patchmesh/catalog"
+)
+
+const namespace = "patchmesh"
+
+// Metrics are the node's Prometheus metrics that the api records, and the
+// store's, which the api exports through ObserveStore. Make one per
+// registry with NewMetrics.
+type Metrics struct {
+	gatherer prometheus.Gatherer
+
+	httpDuration  *prometheus.HistogramVec
+	authTotal     *prometheus.CounterVec
+	authDuration  *prometheus.HistogramVec
+	storeDuration *prometheus.HistogramVec
+	storeErrors   *prometheus.CounterVec
+	inFlight      prometheus.Gauge
+	queued        prometheus.Gauge
+	overloads     prometheus.Counter
+	blobBytes     prometheus.Counter
+}
+
+// Auth outcomes, the outcome label of the auth metrics.
+const (
+	authOK              = "ok"
+	authUnauthenticated = "unauthenticated"
+	authForbidden       = "forbidden"
+	authError           = "error"
+)
+
+// NewMetrics creates the metrics and registers them with reg; a nil reg
+// means a fresh registry. It panics if reg already holds them, as
+// registering twice is a wiring bug. When reg is also a Gatherer (as a
+// *prometheus.Registry is), /metrics serves what it gathers unless
+// Config.Gatherer says otherwise.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	m := &Metrics{
+		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Subsystem: "http", Name: "request_duration_seconds",
+			Help:    "Time to answer an HTTP request, by route template, method and status code.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"route", "method", "code"}),
+		authTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "auth", Name: "decisions_total",
+			Help: "Authentication decisions, by credential kind (auth, machine, sync, admin, login, unknown) and outcome.",
+		}, []string{"kind", "outcome"}),
+		authDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Subsystem: "auth", Name: "duration_seconds",
+			Help:    "Time to reach an authentication decision, by credential kind and outcome.",
+			Buckets: []float64{.0001, .0005, .001, .005, .01, .05, .1, .25, .5, 1},
+		}, []string{"kind", "outcome"}),
+		storeDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Subsystem: "store", Name: "query_duration_seconds",
+			Help:    "Time a metadata store method took, by method.",
+			Buckets: []float64{.0001, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+		}, []string{"op"}),
+		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "store", Name: "errors_total",
+			Help: "Metadata store methods that failed, by method. Not-found and conflict answers are not failures.",
+		}, []string{"op"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: "governor", Name: "in_flight_requests",
+			Help: "API requests running now.",
+		}),
+		queued: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: "governor", Name: "queued_requests",
+			Help: "API requests waiting for a slot now.",
+		}),
+		overloads: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "governor", Name: "overloads_total",
+			Help: "API requests refused with 503 because every slot and queue place was taken, or the wait timed out.",
+		}),
+		blobBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "blob", Name: "served_bytes_total",
+			Help: "Blob bytes sent in answers to GET /v1/blobs.",
+		}),
+	}
+	reg.MustRegister(m.httpDuration, m.authTotal, m.authDuration, m.storeDuration,
+		m.storeErrors, m.inFlight, m.queued, m.overloads, m.blobBytes)
+	if g, ok := reg.(prometheus.Gatherer); ok {
+		m.gatherer = g
+	}
+	return m
+}
+
+// ObserveStore records one store method call. Pass it as the store's
+// observer (sqlstore.Options.Observe). Not-found and conflict errors are
+// answers, not failures, and a cancelled request is the client's doing, so
+// none of them count as store errors.
+func (m *Metrics) ObserveStore(op string, d time.Duration, err error) {
+	m.storeDuration.WithLabelValues(op).Observe(d.Seconds())
+	if err != nil && !errors.Is(err, catalog.ErrNotFound) && !errors.Is(err, catalog.ErrConflict) &&
+		!errors.Is(err, context.Canceled) {
+		m.storeErrors.WithLabelValues(op).Inc()
+	}
+}
+
+func (m *Metrics) observeAuth(kind, outcome string, d time.Duration) {
+	m.authTotal.WithLabelValues(kind, outcome).Inc()
+	m.authDuration.WithLabelValues(kind, outcome).Observe(d.Seconds())
+}

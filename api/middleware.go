@@ -1,0 +1,249 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/gorilla/mux"
+)
+
+// RequestIDHeader carries the request ID both ways: a client may name its
+// request, and every answer names the request in the server's log.
+const RequestIDHeader = "X-Request-ID"
+
+// requestIDRE bounds what a client-chosen ID may put into the log.
+var requestIDRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// unmatchedRoute labels requests no route matched, so that scanners
+// probing random paths cannot grow the metrics' label sets.
+const unmatchedRoute = "unmatched"
+
+type ctxKey int
+
+const reqKey ctxKey = 0
+
+// reqInfo is what the middleware learns about a request as it goes; the
+// route is known only once the router has matched.
+type reqInfo struct {
+	id    string
+	route string
+}
+
+func infoFrom(ctx context.Context) *reqInfo {
+	ri, _ := ctx.Value(reqKey).(*reqInfo)
+	return ri
+}
+
+// RequestID returns the ID of the request ctx belongs to, or "".
+func RequestID(ctx context.Context) string {
+	if ri := infoFrom(ctx); ri != nil {
+		return ri.id
+	}
+	return ""
+}
+
+func newRequestID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read does not fail on supported platforms
+	return hex.EncodeToString(b[:])
+}
+
+// withRequestID names the request: the client's X-Request-ID when it is
+// safe to log, else a fresh random one. The answer echoes it.
+func withRequestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get(RequestIDHeader)
+		if !requestIDRE.MatchString(id) {
+			id = newRequestID()
+		}
+		w.Header().Set(RequestIDHeader, id)
+		ctx := context.WithValue(r.Context(), reqKey, &reqInfo{id: id})
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// recordRoute runs inside the router, after matching, and tells the outer
+// middleware which route template served the request.
+func recordRoute(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ri := infoFrom(r.Context()); ri != nil {
+			if cr := mux.CurrentRoute(r); cr != nil {
+				if t, err := cr.GetPathTemplate(); err == nil {
+					ri.route = t
+				}
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// observe writes the access log line and the request metrics. It logs the
+// route template and path, never the query (uploads carry metadata there,
+// and a client could put anything in it) nor any header.
+func (s *server) observe(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &recorder{ResponseWriter: w}
+		next.ServeHTTP(rec, r)
+		d := time.Since(start)
+		route := unmatchedRoute
+		if ri := infoFrom(r.Context()); ri != nil && ri.route != "" {
+			route = ri.route
+		}
+		status := rec.status
+		if status == 0 {
+			status = http.StatusOK // the handler wrote nothing: net/http answers 200
+		}
+		s.metrics.httpDuration.WithLabelValues(route, metricMethod(r.Method), strconv.Itoa(status)).Observe(d.Seconds())
+		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+			slog.String("method", r.Method),
+			slog.String("route", route),
+			slog.String("path", r.URL.Path),
+			slog.Int("status", status),
+			slog.Int64("bytes", rec.bytes),
+			slog.Duration("duration", d),
+		)
+	})
+}
+
+// metricMethod keeps the method label to a known set.
+func metricMethod(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+		http.MethodPatch, http.MethodDelete, http.MethodOptions:
+		return m
+	}
+	return "OTHER"
+}
+
+// recoverPanics turns a handler's panic into a logged 500, so that one bad
+// request neither kills the connection silently nor goes unrecorded.
+func (s *server) recoverPanics(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			v := recover()
+			if v == nil {
+				return
+			}
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			s.log.LogAttrs(r.Context(), slog.LevelError, "handler panic",
+				slog.String("panic", fmt.Sprint(v)), slog.String("stack", string(debug.Stack())))
+			if rec, ok := w.(*recorder); ok && rec.status != 0 {
+				// Part of an answer is out: abort the connection so the
+				// client sees a broken answer rather than a short one.
+				panic(http.ErrAbortHandler)
+			}
+			writeError(w, http.StatusInternalServerError, errorDetail{
+				Code: codeInternal, Message: "internal error; request " + RequestID(r.Context())})
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// recorder notes the status and body bytes of an answer. It implements
+// io.ReaderFrom by delegating, so that http.ServeContent's copy of an
+// *os.File still reaches the connection's sendfile path through it.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+var _ io.ReaderFrom = (*recorder)(nil)
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 && code >= 200 { // 1xx answers are not the final status
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(b)
+	r.bytes += int64(n)
+	return n, err
+}
+
+func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	var n int64
+	var err error
+	if rf, ok := r.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(src)
+	} else {
+		n, err = io.Copy(writerOnly{r.ResponseWriter}, src)
+	}
+	r.bytes += n
+	return n, err
+}
+
+// Flush lets streaming handlers flush through the recorder.
+func (r *recorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// writerOnly hides every method but Write, so io.Copy cannot loop back
+// into the ReadFrom that called it.
+type writerOnly struct{ io.Writer }
+
+// NewLogHandler wraps h so that every record logged with a request's
+// context carries that request's request_id and, once the router has
+// matched, its route. Records that already carry the key keep their own.
+// The node wraps every logger that may log inside a request with it (the
+// api's own and the auth package's), so that security events can be tied
+// to the request and the route they concern.
+func NewLogHandler(h slog.Handler) slog.Handler {
+	if _, ok := h.(*ctxHandler); ok {
+		return h
+	}
+	return &ctxHandler{h}
+}
+
+type ctxHandler struct{ slog.Handler }
+
+func (c *ctxHandler) Handle(ctx context.Context, rec slog.Record) error {
+	if ri := infoFrom(ctx); ri != nil {
+		var hasID, hasRoute bool
+		rec.Attrs(func(a slog.Attr) bool {
+			hasID = hasID || a.Key == "request_id"
+			hasRoute = hasRoute || a.Key == "route"
+			return true
+		})
+		if !hasID {
+			rec.AddAttrs(slog.String("request_id", ri.id))
+		}
+		if !hasRoute && ri.route != "" {
+			rec.AddAttrs(slog.String("route", ri.route))
+		}
+	}
+	return c.Handler.Handle(ctx, rec)
+}
+
+func (c *ctxHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &ctxHandler{c.Handler.WithAttrs(attrs)}
+}
+
+func (c *ctxHandler) WithGroup(name string) slog.Handler {
+	return &ctxHandler{c.Handler.WithGroup(name)}
+}

@@ -1,0 +1,116 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/gorilla/mux"
+
+	"github.com/patchmesh/patchmesh/catalog"
+)
+
+// decode reads one JSON object of at most Limits.MaxBodyBytes into v,
+// refusing unknown fields and anything after the object, so that a client
+// that misspells a field or sends two objects hears about it.
+func (s *server) decode(w http.ResponseWriter, r *http.Request, v any) error {
+	body := http.MaxBytesReader(w, r.Body, s.limits.MaxBodyBytes)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		switch {
+		case errors.As(err, &mbe):
+			return err
+		case errors.Is(err, io.EOF):
+			return badRequest("missing JSON body")
+		}
+		return badRequest("malformed JSON: %v", err)
+	}
+	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
+		return badRequest("malformed JSON: unexpected data after the object")
+	}
+	return nil
+}
+
+// pathVar returns a path variable checked by valid.
+func pathVar(r *http.Request, name string, valid func(string) error) (string, error) {
+	v := mux.Vars(r)[name]
+	if err := valid(v); err != nil {
+		return "", err
+	}
+	return v, nil
+}
+
+// query reads optional query parameters, each checked by its rule; an
+// absent or empty parameter is "".
+type query struct {
+	v   url.Values
+	err error
+}
+
+func newQuery(r *http.Request) *query { return &query{v: r.URL.Query()} }
+
+func (q *query) get(name string, valid func(string) error) string {
+	v := q.v.Get(name)
+	if q.err != nil || v == "" {
+		return v
+	}
+	if err := valid(v); err != nil {
+		q.err = err
+	}
+	return v
+}
+
+// limit reads the listing limit: 1 to 10000, 0 when absent.
+func (q *query) limit() int {
+	v := q.v.Get("limit")
+	if q.err != nil || v == "" {
+		return 0
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > maxListLimit {
+		q.err = invalid("limit", "must be a number from 1 to %d", maxListLimit)
+		return 0
+	}
+	return n
+}
+
+func (q *query) bool(name string) bool {
+	v := q.v.Get(name)
+	if q.err != nil || v == "" {
+		return false
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		q.err = invalid(name, "must be true or false")
+	}
+	return b
+}
+
+// maxListLimit is the most a listing may ask for, as the stores cap it.
+const maxListLimit = 10000
+
+func validTier(n string) error { return catalog.ValidName("tier", n) }
+
+// validTokenID checks a token ID: 16 lowercase hex digits.
+func validTokenID(id string) error {
+	if len(id) != 16 {
+		return invalid("id", "must be 16 lowercase hex digits")
+	}
+	for _, c := range id {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return invalid("id", "must be 16 lowercase hex digits")
+		}
+	}
+	return nil
+}
+
+func validStateString(s string) error { return catalog.ValidState(catalog.MachineState(s)) }
