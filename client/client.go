@@ -1,0 +1,254 @@
+// Package client is the machine side of patchmesh: it registers a machine
+// with a node, asks for the newest patch for the machine's kernel, downloads
+// and verifies it, runs the operator's apply hook and reports back.
+//
+// It owns the machine's state directory (state.json with the machine token,
+// and the verified patch files under patches/) and the HTTP transport rules a
+// machine needs (extra CAs, proxy, TLS 1.2 or better, refusing plain HTTP
+// when asked). It does not own the command line (cmd/patchmesh) nor the
+// server side (api). APIError and ReadError are shared with the admin tool,
+// which speaks the same error format.
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/patchmesh/patchmesh/catalog"
+)
+
+// Sentinel errors callers branch on.
+var (
+	// ErrNotRegistered means the state directory holds no registration.
+	ErrNotRegistered = errors.New("machine is not registered")
+	// ErrInsecureURL means a plain http:// URL was refused because TLS is required.
+	ErrInsecureURL = errors.New("plain http refused: TLS is required")
+	// ErrDigestMismatch means the downloaded bytes do not hash to the patch's
+	// digest. The bytes were deleted and the machine reported check-failed.
+	ErrDigestMismatch = errors.New("downloaded patch does not match its digest")
+	// ErrApplyFailed means the apply hook exited non-zero or could not run.
+	// The machine reported apply-failed.
+	ErrApplyFailed = errors.New("apply hook failed")
+)
+
+// Config says how a Client reaches its node and where it keeps its state.
+type Config struct {
+	// Server is the node's base URL, e.g. https://patches.example.com.
+	// Register needs it; later calls use the URL saved at registration
+	// when it is empty.
+	Server string
+	// StateDir holds state.json and the verified patches. Required. It is
+	// created with mode 0700.
+	StateDir string
+	// Transport holds the TLS and proxy settings.
+	Transport Transport
+	// ClientVersion is reported at registration and check-in.
+	// Default: Version.
+	ClientVersion string
+	// APITimeout bounds each API call; downloads are bounded only by the
+	// caller's context. Default: 30s.
+	APITimeout time.Duration
+	// UptimeFile is read for the uptime reported at check-in; a missing
+	// file reports 0. Default: /proc/uptime.
+	UptimeFile string
+	// Progress, when set, is called as a download advances with the bytes
+	// received so far and the expected total.
+	Progress func(done, total int64)
+	// HookStdout and HookStderr receive the apply hook's output. Nil
+	// discards it.
+	HookStdout, HookStderr io.Writer
+}
+
+// Version is the client version reported when Config.ClientVersion is empty.
+const Version = "0.1.0"
+
+// Client talks to one node on behalf of one machine. It is safe for
+// sequential use; two concurrent Refresh calls on one state directory are
+// not coordinated.
+type Client struct {
+	cfg  Config
+	http *http.Client
+}
+
+// New checks cfg and builds the client's HTTP transport.
+func New(cfg Config) (*Client, error) {
+	if cfg.StateDir == "" {
+		return nil, errors.New("client: state directory is required")
+	}
+	if cfg.ClientVersion == "" {
+		cfg.ClientVersion = Version
+	}
+	if err := catalog.ValidClientVersion(cfg.ClientVersion); err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	if cfg.APITimeout <= 0 {
+		cfg.APITimeout = 30 * time.Second
+	}
+	if cfg.UptimeFile == "" {
+		cfg.UptimeFile = "/proc/uptime"
+	}
+	if cfg.Server != "" {
+		if err := checkURL(cfg.Server, cfg.Transport.RequireTLS); err != nil {
+			return nil, fmt.Errorf("client: server: %w", err)
+		}
+	}
+	hc, err := NewHTTPClient(cfg.Transport)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	return &Client{cfg: cfg, http: hc}, nil
+}
+
+// APIError is an error answer from a patchmesh node, in the format of
+// docs/api.md.
+type APIError struct {
+	// Status is the HTTP status code.
+	Status int
+	// Code is the error code, e.g. "not_found"; empty when the body was not
+	// a patchmesh error (a proxy's page, say).
+	Code string
+	// Message is the server's explanation.
+	Message string
+	// Field names the offending input for invalid_input.
+	Field string
+	// RequestID is the server's X-Request-ID, to find the request in its log.
+	RequestID string
+}
+
+func (e *APIError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "server answered %d", e.Status)
+	if e.Code != "" {
+		fmt.Fprintf(&b, " %s", e.Code)
+	}
+	if e.Message != "" {
+		fmt.Fprintf(&b, ": %s", e.Message)
+	}
+	if e.RequestID != "" {
+		fmt.Fprintf(&b, " (request ID %s)", e.RequestID)
+	}
+	return b.String()
+}
+
+// maxErrorBody bounds how much of an error answer is read.
+const maxErrorBody = 64 << 10
+
+// ReadError turns a non-2xx answer into an *APIError, reading (and
+// bounding) the body. The caller still closes the body.
+func ReadError(resp *http.Response) error {
+	e := &APIError{Status: resp.StatusCode, RequestID: resp.Header.Get("X-Request-ID")}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	var env struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+			Field   string `json:"field"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(body, &env) == nil && env.Error.Code != "" {
+		e.Code, e.Message, e.Field = env.Error.Code, env.Error.Message, env.Error.Field
+		return e
+	}
+	// Not our format: say what the status means and show a little of the
+	// body, cleaned of control characters so it cannot upset a terminal.
+	e.Message = http.StatusText(resp.StatusCode)
+	snippet := strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, strings.TrimSpace(string(body)))
+	if len(snippet) > 200 {
+		snippet = snippet[:200] + "…"
+	}
+	if snippet != "" {
+		e.Message += ": " + snippet
+	}
+	return e
+}
+
+// apiCall sends one JSON API request with the bearer token and decodes a
+// 2xx answer into out (when out is not nil).
+func (c *Client) apiCall(ctx context.Context, server, token, method, path string, query url.Values, in, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.APITimeout)
+	defer cancel()
+	u, err := endpoint(server, path, query, c.cfg.Transport.RequireTLS)
+	if err != nil {
+		return err
+	}
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("encode %s %s: %w", method, path, err)
+		}
+		body = strings.NewReader(string(b))
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("User-Agent", "patchmesh-client/"+c.cfg.ClientVersion)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("%s %s: %w", method, path, ReadError(resp))
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(out); err != nil {
+		return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
+	}
+	return nil
+}
+
+// endpoint joins a server base URL (which may carry a path prefix) and an
+// API path, refusing plain http when TLS is required.
+func endpoint(server, path string, query url.Values, requireTLS bool) (string, error) {
+	if err := checkURL(server, requireTLS); err != nil {
+		return "", err
+	}
+	u := strings.TrimRight(server, "/") + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	return u, nil
+}
+
+// checkURL accepts absolute http and https URLs, and only https when TLS is
+// required.
+func checkURL(raw string, requireTLS bool) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("bad URL %q: %w", raw, err)
+	}
+	switch u.Scheme {
+	case "https":
+	case "http":
+		if requireTLS {
+			return fmt.Errorf("%w: %s", ErrInsecureURL, u.Redacted())
+		}
+	default:
+		return fmt.Errorf("bad URL %q: scheme must be http or https", raw)
+	}
+	if u.Host == "" {
+		return fmt.Errorf("bad URL %q: no host", raw)
+	}
+	return nil
+}

@@ -1,0 +1,512 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/pem"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/patchmesh/patchmesh/catalog"
+)
+
+const (
+	testMachineID = "0123456789abcdef0123456789abcdef"
+	testKernel    = "5.15.0-107.117-generic"
+	testArch      = "x86_64"
+)
+
+func newTestClient(t *testing.T, cfg Config) *Client {
+	t.Helper()
+	if cfg.StateDir == "" {
+		cfg.StateDir = filepath.Join(t.TempDir(), "state")
+	}
+	if cfg.UptimeFile == "" {
+		cfg.UptimeFile = filepath.Join(t.TempDir(), "no-uptime")
+	}
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return c
+}
+
+func register(t *testing.T, c *Client) {
+	t.Helper()
+	if _, err := c.Register(context.Background(), RegisterRequest{AuthToken: fakeAuthToken, MachineID: testMachineID, Kernel: testKernel, Arch: testArch}); err != nil {
+		t.Fatalf("Register: %v", err)
+	}
+}
+
+func fileMode(t *testing.T, path string) os.FileMode {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatalf("stat %s: %v", path, err)
+	}
+	return fi.Mode().Perm()
+}
+
+func TestRegisterSavesPrivateStateWithoutRawMachineID(t *testing.T) {
+	f := newFakeServerNode(t, false)
+	stateDir := filepath.Join(t.TempDir(), "deep", "state")
+	c := newTestClient(t, Config{Server: f.srv.URL, StateDir: stateDir, ClientVersion: "1.2.3"})
+
+	reg, err := c.Register(context.Background(), RegisterRequest{AuthToken: fakeAuthToken, MachineID: testMachineID, Kernel: testKernel, Arch: testArch})
+	if err != nil {
+		t.Fatalf("Register: %v", err)
+	}
+	if reg.Tier != "edge" || reg.Machine.ID != fakeMachineHMAC {
+		t.Errorf("registration = %+v, want tier edge and machine %s", reg, fakeMachineHMAC)
+	}
+	want := map[string]string{"machine_id": testMachineID, "kernel": testKernel, "arch": testArch, "client_version": "1.2.3"}
+	if got := f.registrations[0]; len(got) != len(want) || got["machine_id"] != want["machine_id"] || got["kernel"] != want["kernel"] || got["arch"] != want["arch"] || got["client_version"] != want["client_version"] {
+		t.Errorf("register body = %v, want %v", got, want)
+	}
+
+	if got := fileMode(t, stateDir); got != 0o700 {
+		t.Errorf("state dir mode = %o, want 700", got)
+	}
+	statePath := filepath.Join(stateDir, StateFile)
+	if got := fileMode(t, statePath); got != 0o600 {
+		t.Errorf("state file mode = %o, want 600", got)
+	}
+	raw, err := os.ReadFile(statePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(raw, []byte(testMachineID)) {
+		t.Errorf("state file holds the raw machine ID:\n%s", raw)
+	}
+	st, err := LoadState(stateDir)
+	if err != nil {
+		t.Fatalf("LoadState: %v", err)
+	}
+	if st.Server != f.srv.URL || st.MachineToken != fakeMachineToken || st.Tier != "edge" || st.MachineID != fakeMachineHMAC {
+		t.Errorf("state = %+v, want server %s, the machine token, tier edge, machine %s", st, f.srv.URL, fakeMachineHMAC)
+	}
+	entries, _ := os.ReadDir(stateDir)
+	if len(entries) != 1 {
+		t.Errorf("state dir holds %d entries, want only %s (no temporary files left)", len(entries), StateFile)
+	}
+}
+
+func TestRegisterRefusedSavesNothing(t *testing.T) {
+	f := newFakeServerNode(t, false)
+	stateDir := filepath.Join(t.TempDir(), "state")
+	c := newTestClient(t, Config{Server: f.srv.URL, StateDir: stateDir})
+
+	_, err := c.Register(context.Background(), RegisterRequest{AuthToken: "pma_0000000000000000_wrong", MachineID: testMachineID, Kernel: testKernel, Arch: testArch})
+	var apiErr *APIError
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusUnauthorized || apiErr.Code != "unauthorized" || apiErr.RequestID != "req-fake-1" {
+		t.Fatalf("Register error = %v, want an APIError 401 unauthorized with request ID req-fake-1", err)
+	}
+	if _, err := os.Stat(filepath.Join(stateDir, StateFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("state file after a refused registration: stat err = %v, want not exist", err)
+	}
+}
+
+func TestRegisterRejectsBadInputWithoutCallingServer(t *testing.T) {
+	f := newFakeServerNode(t, false)
+	c := newTestClient(t, Config{Server: f.srv.URL})
+	for _, tc := range []struct {
+		name string
+		req  RegisterRequest
+	}{
+		{"not an auth token", RegisterRequest{AuthToken: fakeMachineToken, MachineID: testMachineID, Kernel: testKernel, Arch: testArch}},
+		{"short machine ID", RegisterRequest{AuthToken: fakeAuthToken, MachineID: "abc", Kernel: testKernel, Arch: testArch}},
+		{"bad kernel", RegisterRequest{AuthToken: fakeAuthToken, MachineID: testMachineID, Kernel: "linux", Arch: testArch}},
+		{"bad arch", RegisterRequest{AuthToken: fakeAuthToken, MachineID: testMachineID, Kernel: testKernel, Arch: "vax"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := c.Register(context.Background(), tc.req); err == nil {
+				t.Fatal("Register succeeded, want an error")
+			}
+		})
+	}
+	if n := len(f.authHeaders); n != 0 {
+		t.Errorf("server got %d requests, want 0", n)
+	}
+}
+
+func TestStatusNeedsRegistration(t *testing.T) {
+	f := newFakeServerNode(t, false)
+	c := newTestClient(t, Config{Server: f.srv.URL})
+	if _, err := c.Status(context.Background()); !errors.Is(err, ErrNotRegistered) {
+		t.Errorf("Status before Register = %v, want ErrNotRegistered", err)
+	}
+	register(t, c)
+	m, err := c.Status(context.Background())
+	if err != nil {
+		t.Fatalf("Status: %v", err)
+	}
+	if m.ID != fakeMachineHMAC || m.Tier != "edge" {
+		t.Errorf("Status = %+v, want machine %s on edge", m, fakeMachineHMAC)
+	}
+}
+
+func TestRequireTLSRefusesPlainHTTP(t *testing.T) {
+	f := newFakeServerNode(t, false)
+	if _, err := New(Config{Server: f.srv.URL, StateDir: t.TempDir(), Transport: Transport{RequireTLS: true}}); !errors.Is(err, ErrInsecureURL) {
+		t.Errorf("New with an http server and RequireTLS = %v, want ErrInsecureURL", err)
+	}
+
+	// A registration saved with an http URL is refused too, before any request.
+	stateDir := filepath.Join(t.TempDir(), "state")
+	register(t, newTestClient(t, Config{Server: f.srv.URL, StateDir: stateDir}))
+	before := len(f.authHeaders)
+	c := newTestClient(t, Config{StateDir: stateDir, Transport: Transport{RequireTLS: true}})
+	if _, err := c.Status(context.Background()); !errors.Is(err, ErrInsecureURL) {
+		t.Errorf("Status over http with RequireTLS = %v, want ErrInsecureURL", err)
+	}
+	if _, err := c.Refresh(context.Background(), RefreshOptions{Kernel: testKernel, Arch: testArch}); !errors.Is(err, ErrInsecureURL) {
+		t.Errorf("Refresh over http with RequireTLS = %v, want ErrInsecureURL", err)
+	}
+	if got := len(f.authHeaders); got != before {
+		t.Errorf("server got %d requests under RequireTLS, want 0", got-before)
+	}
+}
+
+func TestRequireTLSRefusesRedirectToHTTP(t *testing.T) {
+	plain := newFakeServerNode(t, false)
+	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, plain.srv.URL+r.URL.Path, http.StatusFound)
+	}))
+	t.Cleanup(tlsSrv.Close)
+	c := newTestClient(t, Config{Server: tlsSrv.URL, Transport: Transport{RequireTLS: true, CAFile: writeCA(t, tlsSrv)}})
+	_, err := c.Register(context.Background(), RegisterRequest{AuthToken: fakeAuthToken, MachineID: testMachineID, Kernel: testKernel, Arch: testArch})
+	if !errors.Is(err, ErrInsecureURL) {
+		t.Errorf("Register redirected to http = %v, want ErrInsecureURL", err)
+	}
+	if n := len(plain.authHeaders); n != 0 {
+		t.Errorf("the plain http server got %d requests, want 0", n)
+	}
+}
+
+// writeCA writes the test server's certificate as a PEM bundle.
+func writeCA(t *testing.T, srv *httptest.Server) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "ca.pem")
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	if err := os.WriteFile(path, pemBytes, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestCAFileIsTrusted(t *testing.T) {
+	f := newFakeServerNode(t, true)
+
+	without := newTestClient(t, Config{Server: f.srv.URL})
+	if _, err := without.Register(context.Background(), RegisterRequest{AuthToken: fakeAuthToken, MachineID: testMachineID, Kernel: testKernel, Arch: testArch}); err == nil {
+		t.Fatal("Register to a server with a private CA succeeded without the CA file, want a certificate error")
+	}
+
+	with := newTestClient(t, Config{Server: f.srv.URL, Transport: Transport{CAFile: writeCA(t, f.srv), RequireTLS: true}})
+	register(t, with)
+	if _, err := with.Status(context.Background()); err != nil {
+		t.Errorf("Status with the CA file: %v", err)
+	}
+}
+
+func TestNewRejectsBadTransport(t *testing.T) {
+	empty := filepath.Join(t.TempDir(), "empty.pem")
+	os.WriteFile(empty, []byte("not pem"), 0o600)
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"no state dir", Config{Server: "https://node.example"}},
+		{"ftp server", Config{Server: "ftp://node.example", StateDir: t.TempDir()}},
+		{"missing CA file", Config{StateDir: t.TempDir(), Transport: Transport{CAFile: "/nonexistent/ca.pem"}}},
+		{"CA file without certificates", Config{StateDir: t.TempDir(), Transport: Transport{CAFile: empty}}},
+		{"bad proxy", Config{StateDir: t.TempDir(), Transport: Transport{Proxy: "socks://proxy:1080"}}},
+		{"bad client version", Config{StateDir: t.TempDir(), ClientVersion: "1 2"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := New(tc.cfg); err == nil {
+				t.Error("New succeeded, want an error")
+			}
+		})
+	}
+}
+
+func TestProxyIsUsed(t *testing.T) {
+	f := newFakeServerNode(t, false)
+	var proxied []string
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// A forward proxy gets the absolute URL; pass it on to the node.
+		proxied = append(proxied, r.URL.String())
+		r.RequestURI = ""
+		resp, err := http.DefaultTransport.RoundTrip(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		for k, v := range resp.Header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(resp.StatusCode)
+		bytesCopy(w, resp)
+	}))
+	t.Cleanup(proxy.Close)
+	c := newTestClient(t, Config{Server: f.srv.URL, Transport: Transport{Proxy: proxy.URL}})
+	register(t, c)
+	if len(proxied) != 1 || !strings.HasSuffix(proxied[0], "/v1/client/register") {
+		t.Errorf("proxy saw %v, want the registration", proxied)
+	}
+}
+
+func bytesCopy(w http.ResponseWriter, resp *http.Response) {
+	var b bytes.Buffer
+	b.ReadFrom(resp.Body)
+	w.Write(b.Bytes())
+}
+
+func TestRefreshStates(t *testing.T) {
+	content := []byte("live patch module bytes\n")
+	for _, tc := range []struct {
+		name      string
+		offer     bool
+		hook      string
+		wantState catalog.MachineState
+		wantErr   error
+		wantVer   string
+	}{
+		{"no patch checks in nothing-to-apply", false, "", catalog.StateNothingToApply, nil, ""},
+		{"no hook checks in unapplied", true, "", catalog.StateUnapplied, nil, "107.1"},
+		{"hook exit 0 checks in applied", true, "exit 0", catalog.StateApplied, nil, "107.1"},
+		{"hook exit 3 checks in apply-failed", true, "exit 3", catalog.StateApplyFailed, ErrApplyFailed, "107.1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeServerNode(t, false)
+			uptime := filepath.Join(t.TempDir(), "uptime")
+			os.WriteFile(uptime, []byte("4321.77 9999.00\n"), 0o644)
+			c := newTestClient(t, Config{Server: f.srv.URL, UptimeFile: uptime, ClientVersion: "9.9.9"})
+			register(t, c)
+			if tc.offer {
+				f.offer(content, content)
+			}
+			res, err := c.Refresh(context.Background(), RefreshOptions{Kernel: testKernel, Arch: testArch, ApplyHook: tc.hook})
+			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil && err != nil) {
+				t.Fatalf("Refresh error = %v, want %v", err, tc.wantErr)
+			}
+			if res.State != tc.wantState || res.Machine.State != tc.wantState {
+				t.Errorf("result state = %s, machine state = %s, want %s", res.State, res.Machine.State, tc.wantState)
+			}
+			got := f.lastCheckin(t)
+			want := map[string]any{"state": string(tc.wantState), "kernel": testKernel, "arch": testArch, "patch_version": tc.wantVer, "client_version": "9.9.9", "uptime_seconds": float64(4321)}
+			for k, v := range want {
+				if got[k] != v {
+					t.Errorf("check-in %s = %v, want %v", k, got[k], v)
+				}
+			}
+			if len(got) != len(want) {
+				t.Errorf("check-in body = %v, want exactly the fields %v", got, want)
+			}
+		})
+	}
+}
+
+func TestRefreshHookSeesPatchEnvironment(t *testing.T) {
+	f := newFakeServerNode(t, false)
+	c := newTestClient(t, Config{Server: f.srv.URL})
+	register(t, c)
+	content := []byte("patch for the hook")
+	p := f.offer(content, content)
+	out := filepath.Join(t.TempDir(), "hook.out")
+	hook := `printf '%s\n%s\n%s\n' "$PATCHMESH_PATCH_FILE" "$PATCHMESH_PATCH_VERSION" "$PATCHMESH_PATCH_DIGEST" > ` + out + ` && cmp -s "$PATCHMESH_PATCH_FILE" ` + writeTemp(t, content)
+	res, err := c.Refresh(context.Background(), RefreshOptions{Kernel: testKernel, Arch: testArch, ApplyHook: hook})
+	if err != nil {
+		t.Fatalf("Refresh: %v", err)
+	}
+	if res.State != catalog.StateApplied {
+		t.Errorf("state = %s, want applied (the hook compares the file with the patch)", res.State)
+	}
+	got, _ := os.ReadFile(out)
+	want := res.Path + "\n107.1\n" + p.Digest + "\n"
+	if string(got) != want {
+		t.Errorf("hook environment:\n%s\nwant:\n%s", got, want)
+	}
+	if wantPath := filepath.Join(c.cfg.StateDir, PatchDir, p.Digest[len("sha256:"):]); res.Path != wantPath {
+		t.Errorf("patch path = %s, want %s", res.Path, wantPath)
+	}
+}
+
+func writeTemp(t *testing.T, b []byte) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "expected")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestRefreshRefusesTamperedBlob(t *testing.T) {
+	content := []byte("the genuine patch")
+	for _, tc := range []struct {
+		name string
+		sent []byte
+	}{
+		{"same length, other bytes", []byte("the tampered patc")},
+		{"longer", append([]byte("the genuine patch"), "and more"...)},
+		{"shorter", []byte("the genuine")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeServerNode(t, false)
+			c := newTestClient(t, Config{Server: f.srv.URL})
+			register(t, c)
+			f.offer(content, tc.sent)
+			hookRan := filepath.Join(t.TempDir(), "hook-ran")
+
+			res, err := c.Refresh(context.Background(), RefreshOptions{Kernel: testKernel, Arch: testArch, ApplyHook: "touch " + hookRan})
+			if !errors.Is(err, ErrDigestMismatch) {
+				t.Fatalf("Refresh of tampered bytes = %v, want ErrDigestMismatch", err)
+			}
+			if res.State != catalog.StateCheckFailed || f.lastCheckin(t)["state"] != "check-failed" {
+				t.Errorf("state = %s, checked in %v, want check-failed", res.State, f.lastCheckin(t)["state"])
+			}
+			if res.Path != "" {
+				t.Errorf("result path = %q, want none", res.Path)
+			}
+			if _, err := os.Stat(hookRan); err == nil {
+				t.Error("the apply hook ran on a refused patch")
+			}
+			assertNoPatchFiles(t, c.cfg.StateDir)
+		})
+	}
+}
+
+// assertNoPatchFiles checks that the state directory holds no patch and no
+// partial download.
+func assertNoPatchFiles(t *testing.T, stateDir string) {
+	t.Helper()
+	err := filepath.WalkDir(stateDir, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && d.Name() != StateFile {
+			t.Errorf("file %s kept after a refused download", path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRefreshReusesVerifiedCopyAndReplacesDamagedOne(t *testing.T) {
+	f := newFakeServerNode(t, false)
+	c := newTestClient(t, Config{Server: f.srv.URL})
+	register(t, c)
+	content := []byte("patch bytes to keep")
+	f.offer(content, content)
+	opts := RefreshOptions{Kernel: testKernel, Arch: testArch}
+
+	first, err := c.Refresh(context.Background(), opts)
+	if err != nil || !first.Downloaded {
+		t.Fatalf("first Refresh = %+v, %v; want a download", first, err)
+	}
+	if got := fileMode(t, first.Path); got != 0o600 {
+		t.Errorf("patch file mode = %o, want 600", got)
+	}
+	second, err := c.Refresh(context.Background(), opts)
+	if err != nil || second.Downloaded || f.blobGets != 1 {
+		t.Errorf("second Refresh downloaded=%v err=%v blob GETs=%d, want the verified copy reused (1 GET)", second.Downloaded, err, f.blobGets)
+	}
+
+	if err := os.WriteFile(first.Path, []byte("bit rot"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	third, err := c.Refresh(context.Background(), opts)
+	if err != nil || !third.Downloaded || f.blobGets != 2 {
+		t.Errorf("Refresh over a damaged copy downloaded=%v err=%v blob GETs=%d, want a fresh download", third.Downloaded, err, f.blobGets)
+	}
+	if got, _ := os.ReadFile(third.Path); !bytes.Equal(got, content) {
+		t.Errorf("patch file = %q, want %q", got, content)
+	}
+}
+
+func TestRefreshRefusesBadDigestRecord(t *testing.T) {
+	f := newFakeServerNode(t, false)
+	c := newTestClient(t, Config{Server: f.srv.URL})
+	register(t, c)
+	f.offer([]byte("x"), []byte("x"))
+	f.patch.Digest = "sha256:../../../../etc/passwd"
+	if _, err := c.Refresh(context.Background(), RefreshOptions{Kernel: testKernel, Arch: testArch}); err == nil {
+		t.Fatal("Refresh accepted a patch record with a bad digest")
+	}
+	if n := f.checkinCount(); n != 0 {
+		t.Errorf("%d check-ins after a bad record, want 0", n)
+	}
+	assertNoPatchFiles(t, c.cfg.StateDir)
+}
+
+func TestRefreshReportsProgress(t *testing.T) {
+	f := newFakeServerNode(t, false)
+	var last, total int64
+	c := newTestClient(t, Config{Server: f.srv.URL, Progress: func(d, tot int64) { last, total = d, tot }})
+	register(t, c)
+	content := bytes.Repeat([]byte("p"), 100_000)
+	f.offer(content, content)
+	if _, err := c.Refresh(context.Background(), RefreshOptions{Kernel: testKernel, Arch: testArch}); err != nil {
+		t.Fatal(err)
+	}
+	if last != int64(len(content)) || total != int64(len(content)) {
+		t.Errorf("last progress = %d/%d, want %d/%d", last, total, len(content), len(content))
+	}
+}
+
+func TestReadUptime(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		content string
+		want    int64
+	}{
+		{"350735.47 234388.90\n", 350735},
+		{"", 0},
+		{"garbage", 0},
+		{"-5 1", 0},
+	} {
+		path := filepath.Join(dir, "uptime")
+		os.WriteFile(path, []byte(tc.content), 0o600)
+		if got := readUptime(path); got != tc.want {
+			t.Errorf("readUptime(%q) = %d, want %d", tc.content, got, tc.want)
+		}
+	}
+	if got := readUptime(filepath.Join(dir, "missing")); got != 0 {
+		t.Errorf("readUptime(missing) = %d, want 0", got)
+	}
+}
+
+func TestReadMachineID(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good")
+	os.WriteFile(good, []byte(testMachineID+"\n"), 0o444)
+	if got, err := ReadMachineID(good); err != nil || got != testMachineID {
+		t.Errorf("ReadMachineID = %q, %v; want %q", got, err, testMachineID)
+	}
+	bad := filepath.Join(dir, "bad")
+	os.WriteFile(bad, []byte("short\n"), 0o444)
+	if _, err := ReadMachineID(bad); err == nil {
+		t.Error("ReadMachineID accepted a 5-character ID")
+	}
+}
+
+func TestReadErrorHandlesForeignBodies(t *testing.T) {
+	rec := httptest.NewRecorder()
+	rec.Header().Set("X-Request-ID", "r1")
+	rec.WriteHeader(http.StatusBadGateway)
+	rec.WriteString("<html>\x1b[31mbad gateway</html>")
+	err := ReadError(rec.Result())
+	var apiErr *APIError
+	if !errors.As(err, &apiErr) || apiErr.Status != 502 || apiErr.Code != "" || strings.ContainsRune(apiErr.Message, 0x1b) || apiErr.RequestID != "r1" {
+		t.Errorf("ReadError = %#v, want status 502, no code, no escape characters, request ID r1", err)
+	}
+}

@@ -1,0 +1,45 @@
+package client
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/patchmesh/patchmesh/catalog"
+)
+
+// DefaultMachineIDFile is where the machine's ID is read by default.
+const DefaultMachineIDFile = "/etc/machine-id"
+
+// ReadMachineID reads and checks a machine ID file such as /etc/machine-id.
+func ReadMachineID(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("machine ID: %w", err)
+	}
+	id := strings.TrimSpace(string(b))
+	if err := catalog.ValidMachineID(id); err != nil {
+		return "", fmt.Errorf("machine ID in %s: %w", path, err)
+	}
+	return id, nil
+}
+
+// readUptime returns the whole seconds in the first field of a
+// /proc/uptime-style file, or 0 when it is missing or unreadable: uptime
+// is informative and must not stop a check-in.
+func readUptime(path string) int64 {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	fields := strings.Fields(string(b))
+	if len(fields) == 0 {
+		return 0
+	}
+	f, err := strconv.ParseFloat(fields[0], 64)
+	if err != nil || f < 0 || f > 1e12 {
+		return 0
+	}
+	return int64(f)
+}

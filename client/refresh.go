@@ -1,0 +1,288 @@
+package client
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+
+	"github.com/patchmesh/patchmesh/catalog"
+)
+
+// PatchDir is the state directory's folder of verified patch files, each
+// named by the hex of its SHA-256.
+const PatchDir = "patches"
+
+// RefreshOptions says what a machine is and how it applies a patch.
+type RefreshOptions struct {
+	// Kernel and Arch are the running kernel release and architecture.
+	Kernel, Arch string
+	// ApplyHook is a shell command run (with /bin/sh -c) after a patch is
+	// verified, with PATCHMESH_PATCH_FILE, PATCHMESH_PATCH_VERSION and
+	// PATCHMESH_PATCH_DIGEST in its environment. Exit 0 reports applied,
+	// anything else apply-failed. Empty: no hook, the patch is reported
+	// unapplied. The hook runs on every refresh that finds a patch, so it
+	// must be idempotent.
+	ApplyHook string
+}
+
+// RefreshResult is what a refresh did.
+type RefreshResult struct {
+	// State is what the machine reported.
+	State catalog.MachineState
+	// Patch is the patch offered, nil when there was none.
+	Patch *catalog.Patch
+	// Path is the verified patch file; empty when there was none or it was
+	// refused.
+	Path string
+	// Downloaded is false when a verified copy was already there.
+	Downloaded bool
+	// Machine is the server's record after the check-in.
+	Machine catalog.Machine
+}
+
+// Refresh asks for the newest patch for the machine's kernel and arch,
+// downloads and verifies it (or reuses a verified copy), runs the apply
+// hook and checks in with the outcome.
+//
+// A digest mismatch deletes the downloaded bytes, checks in check-failed
+// and returns an error wrapping ErrDigestMismatch; a failed hook checks in
+// apply-failed and returns an error wrapping ErrApplyFailed. In both cases
+// the result is filled in too. Other errors (network, server) are returned
+// without a check-in.
+func (c *Client) Refresh(ctx context.Context, o RefreshOptions) (RefreshResult, error) {
+	s, err := c.session()
+	if err != nil {
+		return RefreshResult{}, fmt.Errorf("refresh: %w", err)
+	}
+	if err := catalog.ValidKernel(o.Kernel); err != nil {
+		return RefreshResult{}, fmt.Errorf("refresh: %w", err)
+	}
+	if err := catalog.ValidArch(o.Arch); err != nil {
+		return RefreshResult{}, fmt.Errorf("refresh: %w", err)
+	}
+
+	var p catalog.Patch
+	q := url.Values{"kernel": {o.Kernel}, "arch": {o.Arch}}
+	err = c.apiCall(ctx, s.server, s.token, http.MethodGet, "/v1/client/patch", q, nil, &p)
+	var apiErr *APIError
+	if errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound {
+		res := RefreshResult{State: catalog.StateNothingToApply}
+		m, err := c.checkin(ctx, s, o, res.State, "")
+		if err != nil {
+			return res, fmt.Errorf("refresh: %w", err)
+		}
+		res.Machine = m
+		return res, nil
+	}
+	if err != nil {
+		return RefreshResult{}, fmt.Errorf("refresh: %w", err)
+	}
+	if err := catalog.ValidDigest(p.Digest); err != nil {
+		// The digest names a file in the state directory: never trust it unchecked.
+		return RefreshResult{}, fmt.Errorf("refresh: server offered a bad patch record: %w", err)
+	}
+	res := RefreshResult{Patch: &p}
+
+	path, downloaded, err := c.fetch(ctx, s, p)
+	if errors.Is(err, ErrDigestMismatch) {
+		res.State = catalog.StateCheckFailed
+		m, cerr := c.checkin(ctx, s, o, res.State, p.Version)
+		res.Machine = m
+		return res, errors.Join(fmt.Errorf("refresh: %w", err), cerr)
+	}
+	if err != nil {
+		return RefreshResult{}, fmt.Errorf("refresh: %w", err)
+	}
+	res.Path, res.Downloaded = path, downloaded
+
+	var hookErr error
+	switch {
+	case o.ApplyHook == "":
+		res.State = catalog.StateUnapplied
+	default:
+		hookErr = c.runHook(ctx, o.ApplyHook, path, p)
+		res.State = catalog.StateApplied
+		if hookErr != nil {
+			res.State = catalog.StateApplyFailed
+		}
+	}
+	m, cerr := c.checkin(ctx, s, o, res.State, p.Version)
+	res.Machine = m
+	if hookErr != nil {
+		return res, errors.Join(fmt.Errorf("refresh: %w", hookErr), cerr)
+	}
+	if cerr != nil {
+		return res, fmt.Errorf("refresh: %w", cerr)
+	}
+	return res, nil
+}
+
+// checkin reports the machine's state.
+func (c *Client) checkin(ctx context.Context, s session, o RefreshOptions, state catalog.MachineState, version string) (catalog.Machine, error) {
+	in := struct {
+		State         catalog.MachineState `json:"state"`
+		Kernel        string               `json:"kernel"`
+		Arch          string               `json:"arch"`
+		PatchVersion  string               `json:"patch_version"`
+		ClientVersion string               `json:"client_version"`
+		UptimeSeconds int64                `json:"uptime_seconds"`
+	}{state, o.Kernel, o.Arch, version, c.cfg.ClientVersion, readUptime(c.cfg.UptimeFile)}
+	var m catalog.Machine
+	if err := c.apiCall(ctx, s.server, s.token, http.MethodPost, "/v1/client/checkin", nil, in, &m); err != nil {
+		return catalog.Machine{}, fmt.Errorf("check in %s: %w", state, err)
+	}
+	return m, nil
+}
+
+// fetch returns the path of a verified copy of p, downloading it unless a
+// verified copy is already in the state directory.
+func (c *Client) fetch(ctx context.Context, s session, p catalog.Patch) (path string, downloaded bool, err error) {
+	if err := ensureDir(c.cfg.StateDir); err != nil {
+		return "", false, err
+	}
+	dir := filepath.Join(c.cfg.StateDir, PatchDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", false, fmt.Errorf("create patch directory: %w", err)
+	}
+	final := filepath.Join(dir, p.Digest[len("sha256:"):])
+	switch got, err := hashFile(final); {
+	case err == nil && got == p.Digest:
+		return final, false, nil
+	case err == nil:
+		// A damaged copy: drop it and fetch a good one.
+		if err := os.Remove(final); err != nil {
+			return "", false, fmt.Errorf("remove damaged copy: %w", err)
+		}
+	case !errors.Is(err, os.ErrNotExist):
+		return "", false, err
+	}
+	if err := c.download(ctx, s, p, final); err != nil {
+		return "", false, err
+	}
+	return final, true, nil
+}
+
+// download streams the blob into a temporary file in the state directory
+// while hashing it, and renames it to final only if it matches p.Digest.
+// On any failure the temporary file is removed.
+func (c *Client) download(ctx context.Context, s session, p catalog.Patch, final string) (err error) {
+	u, err := endpoint(s.server, "/v1/blobs/"+p.Digest, nil, c.cfg.Transport.RequireTLS)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return fmt.Errorf("download %s: %w", p.Digest, err)
+	}
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	req.Header.Set("User-Agent", "patchmesh-client/"+c.cfg.ClientVersion)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("download %s: %w", p.Digest, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("download %s: %w", p.Digest, ReadError(resp))
+	}
+
+	tmp, err := os.CreateTemp(c.cfg.StateDir, ".download-*.part")
+	if err != nil {
+		return fmt.Errorf("download %s: %w", p.Digest, err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+
+	total := p.Size
+	if total <= 0 {
+		total = resp.ContentLength
+	}
+	var body io.Reader = resp.Body
+	if p.Size > 0 {
+		// One byte more than promised is enough to know the server lies;
+		// reading on would let it fill the disk.
+		body = io.LimitReader(body, p.Size+1)
+	}
+	if c.cfg.Progress != nil {
+		body = &progressReader{r: body, total: total, fn: c.cfg.Progress}
+	}
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(tmp, h), body)
+	if err != nil {
+		return fmt.Errorf("download %s: %w", p.Digest, err)
+	}
+	got := "sha256:" + hex.EncodeToString(h.Sum(nil))
+	if p.Size > 0 && n != p.Size {
+		return fmt.Errorf("%w: patch %s should be %d bytes, the server sent %d; the download was deleted", ErrDigestMismatch, p.Digest, p.Size, n)
+	}
+	if got != p.Digest {
+		return fmt.Errorf("%w: patch %s, but the bytes received hash to %s; the download was deleted", ErrDigestMismatch, p.Digest, got)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("download %s: %w", p.Digest, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("download %s: %w", p.Digest, err)
+	}
+	if err := os.Rename(tmp.Name(), final); err != nil {
+		return fmt.Errorf("download %s: %w", p.Digest, err)
+	}
+	return syncDir(filepath.Dir(final))
+}
+
+// hashFile returns the content address of the file at path.
+func hashFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("hash %s: %w", path, err)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// runHook runs the apply hook for the verified patch at path.
+func (c *Client) runHook(ctx context.Context, hook, path string, p catalog.Patch) error {
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", hook)
+	cmd.Env = append(os.Environ(),
+		"PATCHMESH_PATCH_FILE="+path,
+		"PATCHMESH_PATCH_VERSION="+p.Version,
+		"PATCHMESH_PATCH_DIGEST="+p.Digest,
+	)
+	cmd.Stdout, cmd.Stderr = c.cfg.HookStdout, c.cfg.HookStderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%w: %q: %w", ErrApplyFailed, hook, err)
+	}
+	return nil
+}
+
+// progressReader reports how many bytes went through it.
+type progressReader struct {
+	r     io.Reader
+	done  int64
+	total int64
+	fn    func(done, total int64)
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.done += int64(n)
+	if n > 0 {
+		p.fn(p.done, p.total)
+	}
+	return n, err
+}
