@@ -1,0 +1,490 @@
+package sqlstore
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/patchmesh/patchmesh/catalog"
+	"github.com/patchmesh/patchmesh/store"
+)
+
+// maxIDLen bounds the opaque IDs (token IDs, root key IDs) the store keeps.
+const maxIDLen = 128
+
+func validID(field, id string) error {
+	if id == "" || len(id) > maxIDLen {
+		return &catalog.InvalidError{Field: field, Message: fmt.Sprintf("must be 1-%d characters", maxIDLen)}
+	}
+	return nil
+}
+
+var tokenKinds = []catalog.TokenKind{catalog.TokenAuth, catalog.TokenMachine, catalog.TokenSync}
+
+func validKind(k catalog.TokenKind) error {
+	if !slices.Contains(tokenKinds, k) {
+		return &catalog.InvalidError{Field: "kind", Message: "must be auth, machine or sync"}
+	}
+	return nil
+}
+
+func validToken(t catalog.Token) error {
+	if err := validID("id", t.ID); err != nil {
+		return err
+	}
+	if err := validKind(t.Kind); err != nil {
+		return err
+	}
+	if err := catalog.ValidName("tier", t.Tier); err != nil {
+		return err
+	}
+	if err := catalog.ValidName("name", t.Name); err != nil {
+		return err
+	}
+	if len(t.Hash) != sha256.Size {
+		return &catalog.InvalidError{Field: "hash", Message: "must be a SHA-256 (32 bytes)"}
+	}
+	if (t.Kind == catalog.TokenMachine) != (t.MachineID != "") {
+		return &catalog.InvalidError{Field: "machine_id", Message: "is set on machine tokens and only on them"}
+	}
+	return nil
+}
+
+const tokenCols = `id, kind, tier, name, hash, created_us, expires_us, revoked_us, machine_id`
+
+func scanToken(r scanner) (catalog.Token, error) {
+	var (
+		t                catalog.Token
+		kind             string
+		created          int64
+		expires, revoked sql.NullInt64
+		machine          sql.NullString
+	)
+	if err := r.Scan(&t.ID, &kind, &t.Tier, &t.Name, &t.Hash, &created, &expires, &revoked, &machine); err != nil {
+		return t, err
+	}
+	t.Kind = catalog.TokenKind(kind)
+	t.Created = fromUS(created)
+	t.Expires = fromNullUS(expires)
+	t.Revoked = fromNullUS(revoked)
+	t.MachineID = machine.String
+	return t, nil
+}
+
+func insertToken(ctx context.Context, q querier, t catalog.Token) error {
+	var machine sql.NullString
+	if t.MachineID != "" {
+		machine = sql.NullString{String: t.MachineID, Valid: true}
+	}
+	_, err := q.ExecContext(ctx, `INSERT INTO tokens (`+tokenCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		t.ID, string(t.Kind), t.Tier, t.Name, t.Hash, us(t.Created), nullUS(t.Expires), nullUS(t.Revoked), machine)
+	if classify(err) == foreignKeyViolation {
+		return fmt.Errorf("tier %q: %w", t.Tier, catalog.ErrNotFound)
+	}
+	return err
+}
+
+// AddToken stores a new token. A zero Created becomes now.
+func (s *Store) AddToken(ctx context.Context, t catalog.Token) (err error) {
+	defer s.done("AddToken", time.Now(), &err)
+	if err := validToken(t); err != nil {
+		return fmt.Errorf("sqlstore: add token: %w", err)
+	}
+	t.Created = s.orNow(t.Created)
+	return mapErr("add token "+t.ID, insertToken(ctx, s.db, t))
+}
+
+// Token returns a token by ID, revoked or not.
+func (s *Store) Token(ctx context.Context, id string) (t catalog.Token, err error) {
+	defer s.done("Token", time.Now(), &err)
+	t, err = scanToken(s.db.QueryRowContext(ctx, `SELECT `+tokenCols+` FROM tokens WHERE id = $1`, id))
+	if err != nil {
+		return catalog.Token{}, mapErr("token "+id, err)
+	}
+	return t, nil
+}
+
+// Tokens lists tokens of one kind, newest first, revoked ones included.
+func (s *Store) Tokens(ctx context.Context, kind catalog.TokenKind) (ts []catalog.Token, err error) {
+	defer s.done("Tokens", time.Now(), &err)
+	rows, err := s.db.QueryContext(ctx,
+		`SELECT `+tokenCols+` FROM tokens WHERE kind = $1 ORDER BY created_us DESC, id`, string(kind))
+	if err != nil {
+		return nil, mapErr("tokens", err)
+	}
+	defer rows.Close()
+	ts = []catalog.Token{}
+	for rows.Next() {
+		t, err := scanToken(rows)
+		if err != nil {
+			return nil, mapErr("tokens", err)
+		}
+		ts = append(ts, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, mapErr("tokens", err)
+	}
+	return ts, nil
+}
+
+// RevokeToken marks a token of kind revoked at the given time. Revoking a
+// revoked token keeps the first revocation time. A token of another kind is
+// not found, so one kind's endpoint cannot revoke another's tokens.
+func (s *Store) RevokeToken(ctx context.Context, kind catalog.TokenKind, id string, at time.Time) (err error) {
+	defer s.done("RevokeToken", time.Now(), &err)
+	at = s.orNow(at)
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		var revoked sql.NullInt64
+		err := tx.QueryRowContext(ctx, `SELECT revoked_us FROM tokens WHERE id = $1 AND kind = $2`, id, string(kind)).Scan(&revoked)
+		if err != nil || revoked.Valid {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE tokens SET revoked_us = $1 WHERE id = $2`, us(at), id)
+		return err
+	})
+	return mapErr(fmt.Sprintf("revoke %s token %s", kind, id), err)
+}
+
+func validMachine(m catalog.Machine) error {
+	if err := catalog.ValidName("id", m.ID); err != nil {
+		return err
+	}
+	if err := catalog.ValidName("tier", m.Tier); err != nil {
+		return err
+	}
+	return validReport(m)
+}
+
+// validReport checks what a machine reports; empty fields mean "not reported".
+func validReport(m catalog.Machine) error {
+	if m.Kernel != "" {
+		if err := catalog.ValidKernel(m.Kernel); err != nil {
+			return err
+		}
+	}
+	if m.Arch != "" {
+		if err := catalog.ValidArch(m.Arch); err != nil {
+			return err
+		}
+	}
+	if m.State != "" {
+		if err := catalog.ValidState(m.State); err != nil {
+			return err
+		}
+	}
+	if m.PatchVersion != "" {
+		if err := catalog.ValidVersion(m.PatchVersion); err != nil {
+			return &catalog.InvalidError{Field: "patch_version", Message: "must be up to four dot-separated numbers, such as 107.1"}
+		}
+	}
+	if m.ClientVersion != "" {
+		if err := catalog.ValidClientVersion(m.ClientVersion); err != nil {
+			return err
+		}
+	}
+	if m.UptimeSeconds < 0 {
+		return &catalog.InvalidError{Field: "uptime_seconds", Message: "must not be negative"}
+	}
+	return nil
+}
+
+// RegisterMachine records (or re-records) a machine with its new machine
+// token, revoking the machine's earlier machine tokens, in one transaction.
+// A zero Registered or LastSeen becomes now; an empty State is unknown.
+func (s *Store) RegisterMachine(ctx context.Context, m catalog.Machine, t catalog.Token) (err error) {
+	defer s.done("RegisterMachine", time.Now(), &err)
+	if err := validMachine(m); err != nil {
+		return fmt.Errorf("sqlstore: register machine: %w", err)
+	}
+	if err := validToken(t); err != nil {
+		return fmt.Errorf("sqlstore: register machine: token: %w", err)
+	}
+	if t.Kind != catalog.TokenMachine || t.MachineID != m.ID || t.Tier != m.Tier {
+		return fmt.Errorf("sqlstore: register machine: %w", &catalog.InvalidError{
+			Field: "token", Message: "must be a machine token for this machine and its tier"})
+	}
+	now := s.now()
+	m.Registered = s.orNow(m.Registered)
+	m.LastSeen = s.orNow(m.LastSeen)
+	t.Created = s.orNow(t.Created)
+	if m.State == "" {
+		m.State = catalog.StateUnknown
+	}
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO machines
+			(id, tier, kernel, arch, state, patch_version, client_version, uptime_seconds, registered_us, last_seen_us)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+			ON CONFLICT (id) DO UPDATE SET tier = excluded.tier, kernel = excluded.kernel, arch = excluded.arch,
+				state = excluded.state, patch_version = excluded.patch_version,
+				client_version = excluded.client_version, uptime_seconds = excluded.uptime_seconds,
+				registered_us = excluded.registered_us, last_seen_us = excluded.last_seen_us`,
+			m.ID, m.Tier, m.Kernel, m.Arch, string(m.State), m.PatchVersion, m.ClientVersion, m.UptimeSeconds,
+			us(m.Registered), us(m.LastSeen))
+		if classify(err) == foreignKeyViolation {
+			return fmt.Errorf("tier %q: %w", m.Tier, catalog.ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx,
+			`UPDATE tokens SET revoked_us = $1 WHERE kind = 'machine' AND machine_id = $2 AND revoked_us IS NULL`,
+			us(now), m.ID); err != nil {
+			return err
+		}
+		return insertToken(ctx, tx, t)
+	})
+	return mapErr("register machine "+m.ID, err)
+}
+
+const machineCols = `id, tier, kernel, arch, state, patch_version, client_version, uptime_seconds, registered_us, last_seen_us`
+
+func scanMachine(r scanner) (catalog.Machine, error) {
+	var (
+		m          catalog.Machine
+		state      string
+		registered int64
+		seen       int64
+	)
+	if err := r.Scan(&m.ID, &m.Tier, &m.Kernel, &m.Arch, &state, &m.PatchVersion, &m.ClientVersion,
+		&m.UptimeSeconds, &registered, &seen); err != nil {
+		return m, err
+	}
+	m.State = catalog.MachineState(state)
+	m.Registered = fromUS(registered)
+	m.LastSeen = fromUS(seen)
+	return m, nil
+}
+
+// Machine returns a machine by its (hashed) ID.
+func (s *Store) Machine(ctx context.Context, id string) (m catalog.Machine, err error) {
+	defer s.done("Machine", time.Now(), &err)
+	m, err = scanMachine(s.db.QueryRowContext(ctx, `SELECT `+machineCols+` FROM machines WHERE id = $1`, id))
+	if err != nil {
+		return catalog.Machine{}, mapErr("machine "+id, err)
+	}
+	return m, nil
+}
+
+// CheckIn stores a machine's report. The machine's tier and registration
+// time are not the machine's to change. A zero LastSeen becomes now; an
+// empty State is unknown.
+func (s *Store) CheckIn(ctx context.Context, m catalog.Machine) (err error) {
+	defer s.done("CheckIn", time.Now(), &err)
+	if err := validReport(m); err != nil {
+		return fmt.Errorf("sqlstore: check in: %w", err)
+	}
+	if m.State == "" {
+		m.State = catalog.StateUnknown
+	}
+	res, err := s.db.ExecContext(ctx, `UPDATE machines SET kernel = $1, arch = $2, state = $3, patch_version = $4,
+		client_version = $5, uptime_seconds = $6, last_seen_us = $7 WHERE id = $8`,
+		m.Kernel, m.Arch, string(m.State), m.PatchVersion, m.ClientVersion, m.UptimeSeconds, us(s.orNow(m.LastSeen)), m.ID)
+	if err != nil {
+		return mapErr("check in "+m.ID, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return mapErr("check in "+m.ID, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("sqlstore: check in: machine %s: %w", m.ID, catalog.ErrNotFound)
+	}
+	return nil
+}
+
+// Machines lists machines matching f, most recently seen first.
+func (s *Store) Machines(ctx context.Context, f store.MachineFilter) (ms []catalog.Machine, err error) {
+	defer s.done("Machines", time.Now(), &err)
+	q := `SELECT ` + machineCols + ` FROM machines WHERE 1 = 1`
+	var args []any
+	add := func(col string, v string) {
+		args = append(args, v)
+		q += fmt.Sprintf(" AND %s = $%d", col, len(args))
+	}
+	if f.Tier != "" {
+		add("tier", f.Tier)
+	}
+	if f.Kernel != "" {
+		add("kernel", f.Kernel)
+	}
+	if f.State != "" {
+		add("state", string(f.State))
+	}
+	args = append(args, limit(f.Limit))
+	q += fmt.Sprintf(" ORDER BY last_seen_us DESC, id LIMIT $%d", len(args))
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, mapErr("machines", err)
+	}
+	defer rows.Close()
+	ms = []catalog.Machine{}
+	for rows.Next() {
+		m, err := scanMachine(rows)
+		if err != nil {
+			return nil, mapErr("machines", err)
+		}
+		ms = append(ms, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, mapErr("machines", err)
+	}
+	return ms, nil
+}
+
+const rootKeyCols = `id, key, created_us, mint_until_us, expires_us`
+
+func scanRootKey(r scanner) (store.RootKey, error) {
+	var (
+		k                         store.RootKey
+		created, until, expiresAt int64
+	)
+	if err := r.Scan(&k.ID, &k.Key, &created, &until, &expiresAt); err != nil {
+		return k, err
+	}
+	k.Created, k.MintUntil, k.Expires = fromUS(created), fromUS(until), fromUS(expiresAt)
+	return k, nil
+}
+
+// AddRootKey stores a new macaroon root key. ErrConflict if its ID exists.
+func (s *Store) AddRootKey(ctx context.Context, k store.RootKey) (err error) {
+	defer s.done("AddRootKey", time.Now(), &err)
+	if err := validID("id", k.ID); err != nil {
+		return fmt.Errorf("sqlstore: add root key: %w", err)
+	}
+	if len(k.Key) < 16 {
+		return fmt.Errorf("sqlstore: add root key: %w", &catalog.InvalidError{Field: "key", Message: "must be at least 16 bytes"})
+	}
+	if k.MintUntil.IsZero() || k.Expires.IsZero() || k.Expires.Before(k.MintUntil) {
+		return fmt.Errorf("sqlstore: add root key: %w", &catalog.InvalidError{
+			Field: "expires", Message: "mint_until and expires must be set, expires not before mint_until"})
+	}
+	k.Created = s.orNow(k.Created)
+	_, err = s.db.ExecContext(ctx, `INSERT INTO root_keys (`+rootKeyCols+`) VALUES ($1, $2, $3, $4, $5)`,
+		k.ID, k.Key, us(k.Created), us(k.MintUntil), us(k.Expires))
+	return mapErr("add root key "+k.ID, err)
+}
+
+// RootKey returns a root key by ID, expired or not.
+func (s *Store) RootKey(ctx context.Context, id string) (k store.RootKey, err error) {
+	defer s.done("RootKey", time.Now(), &err)
+	k, err = scanRootKey(s.db.QueryRowContext(ctx, `SELECT `+rootKeyCols+` FROM root_keys WHERE id = $1`, id))
+	if err != nil {
+		return store.RootKey{}, mapErr("root key "+id, err)
+	}
+	return k, nil
+}
+
+// MintingRootKey returns the newest key that may still mint at now.
+func (s *Store) MintingRootKey(ctx context.Context, now time.Time) (k store.RootKey, err error) {
+	defer s.done("MintingRootKey", time.Now(), &err)
+	k, err = scanRootKey(s.db.QueryRowContext(ctx, `SELECT `+rootKeyCols+` FROM root_keys
+		WHERE mint_until_us > $1 AND expires_us > $1 ORDER BY created_us DESC, id DESC LIMIT 1`, us(now)))
+	if err != nil {
+		return store.RootKey{}, mapErr("minting root key", err)
+	}
+	return k, nil
+}
+
+// PurgeRootKeys deletes keys whose Expires is at or before now.
+func (s *Store) PurgeRootKeys(ctx context.Context, now time.Time) (n int, err error) {
+	defer s.done("PurgeRootKeys", time.Now(), &err)
+	res, err := s.db.ExecContext(ctx, `DELETE FROM root_keys WHERE expires_us <= $1`, us(now))
+	if err != nil {
+		return 0, mapErr("purge root keys", err)
+	}
+	c, err := res.RowsAffected()
+	if err != nil {
+		return 0, mapErr("purge root keys", err)
+	}
+	return int(c), nil
+}
+
+// AdminUser returns a stored admin by name.
+func (s *Store) AdminUser(ctx context.Context, name string) (u store.AdminUser, err error) {
+	defer s.done("AdminUser", time.Now(), &err)
+	var created int64
+	err = s.db.QueryRowContext(ctx, `SELECT name, hash, created_us FROM admin_users WHERE name = $1`, name).
+		Scan(&u.Name, &u.Hash, &created)
+	if err != nil {
+		return store.AdminUser{}, mapErr("admin user "+name, err)
+	}
+	u.Created = fromUS(created)
+	return u, nil
+}
+
+// AdminUsers lists stored admins by name.
+func (s *Store) AdminUsers(ctx context.Context) (admins []store.AdminUser, err error) {
+	defer s.done("AdminUsers", time.Now(), &err)
+	rows, err := s.db.QueryContext(ctx, `SELECT name, hash, created_us FROM admin_users ORDER BY name`)
+	if err != nil {
+		return nil, mapErr("admin users", err)
+	}
+	defer rows.Close()
+	admins = []store.AdminUser{}
+	for rows.Next() {
+		var u store.AdminUser
+		var created int64
+		if err := rows.Scan(&u.Name, &u.Hash, &created); err != nil {
+			return nil, mapErr("admin users", err)
+		}
+		u.Created = fromUS(created)
+		admins = append(admins, u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, mapErr("admin users", err)
+	}
+	return admins, nil
+}
+
+// AddAdminUser stores an admin. A zero Created becomes now.
+func (s *Store) AddAdminUser(ctx context.Context, u store.AdminUser) (err error) {
+	defer s.done("AddAdminUser", time.Now(), &err)
+	if err := catalog.ValidName("name", u.Name); err != nil {
+		return fmt.Errorf("sqlstore: add admin user: %w", err)
+	}
+	if len(u.Hash) == 0 {
+		return fmt.Errorf("sqlstore: add admin user: %w", &catalog.InvalidError{Field: "hash", Message: "must be set"})
+	}
+	_, err = s.db.ExecContext(ctx, `INSERT INTO admin_users (name, hash, created_us) VALUES ($1, $2, $3)`,
+		u.Name, u.Hash, us(s.orNow(u.Created)))
+	return mapErr("add admin user "+u.Name, err)
+}
+
+// Secret returns the named secret, creating it from gen on first use. The
+// insert is ON CONFLICT DO NOTHING and the value is read back afterwards, so
+// when several callers (or nodes sharing the database) race on first use,
+// one value wins and all of them return it.
+func (s *Store) Secret(ctx context.Context, name string, gen func() ([]byte, error)) (v []byte, err error) {
+	defer s.done("Secret", time.Now(), &err)
+	read := func() ([]byte, error) {
+		var v []byte
+		err := s.db.QueryRowContext(ctx, `SELECT value FROM secrets WHERE name = $1`, name).Scan(&v)
+		return v, err
+	}
+	v, err = read()
+	if err == nil {
+		return v, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return nil, mapErr("secret "+name, err)
+	}
+	fresh, err := gen()
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: secret %s: generate: %w", name, err)
+	}
+	if len(fresh) == 0 {
+		return nil, fmt.Errorf("sqlstore: secret %s: generator returned no bytes", name)
+	}
+	if _, err := s.db.ExecContext(ctx,
+		`INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`, name, fresh); err != nil {
+		return nil, mapErr("secret "+name, err)
+	}
+	if v, err = read(); err != nil {
+		return nil, mapErr("secret "+name, err)
+	}
+	return v, nil
+}

@@ -1,0 +1,323 @@
+// Package sqlstore is the store.Store backend over database/sql. One
+// implementation serves both PostgreSQL (production, shared by many nodes)
+// and SQLite (modernc.org/sqlite, the embedded default that needs nothing
+// installed), with a dialect switch only where the two truly differ: opening,
+// and telling constraint violations apart.
+//
+// It owns the SQL that reads and writes the metadata schema; the schema
+// itself lives in the migrations package and the rules on values in the
+// catalog package. It knows nothing of HTTP, authentication or blobs.
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/patchmesh/patchmesh/catalog"
+	"github.com/patchmesh/patchmesh/migrations"
+	"github.com/patchmesh/patchmesh/store"
+)
+
+// Options tune a Store whatever its dialect.
+type Options struct {
+	// Observe, if set, is called after every Store method with the method's
+	// name, how long it took and the error it returned, so that the caller
+	// can export query durations and store errors as metrics.
+	Observe func(op string, d time.Duration, err error)
+	// Now is the clock for times the store sets itself (created, revoked,
+	// event times). Nil means time.Now; tests pin it.
+	Now func() time.Time
+}
+
+// PostgresOptions size the PostgreSQL connection pool. A zero field keeps
+// the pgxpool default (or the value the DSN sets).
+type PostgresOptions struct {
+	// MaxConns caps open connections (pgxpool default: max(4, NumCPU)).
+	MaxConns int32
+	// MinConns keeps this many connections open while idle.
+	MinConns int32
+	// MaxConnLifetime closes a connection this long after it opened.
+	MaxConnLifetime time.Duration
+	// MaxConnIdleTime closes a connection idle this long.
+	MaxConnIdleTime time.Duration
+}
+
+// Store is a store.Store over database/sql.
+type Store struct {
+	db      *sql.DB
+	dialect migrations.Dialect
+	pool    *pgxpool.Pool // nil for SQLite
+	observe func(op string, d time.Duration, err error)
+	clock   func() time.Time
+}
+
+var _ store.Store = (*Store)(nil)
+
+// OpenSQLite opens (creating if needed) the SQLite database at path and
+// brings its schema up to date.
+func OpenSQLite(ctx context.Context, path string, opts Options) (*Store, error) {
+	if path == "" {
+		return nil, errors.New("sqlstore: sqlite: empty database path")
+	}
+	// The driver takes everything after the first '?' as parameters.
+	if strings.ContainsAny(path, "?#") {
+		return nil, fmt.Errorf("sqlstore: sqlite: database path %q must not contain '?' or '#'", path)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("sqlstore: sqlite: create directory: %w", err)
+	}
+	// foreign_keys: SQLite enforces REFERENCES only when asked, per
+	// connection. WAL lets readers run while one writer writes.
+	// synchronous(FULL) syncs the WAL at every commit, so a committed change
+	// survives a power loss, not only a process crash. busy_timeout makes a
+	// writer wait for the lock instead of failing. _txlock=immediate takes
+	// the write lock at BEGIN: migrations.Apply relies on it, and it spares
+	// us SQLITE_BUSY when a read transaction would upgrade to a write while
+	// another writer holds the lock, which busy_timeout cannot resolve.
+	dsn := path + "?_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)" +
+		"&_pragma=busy_timeout(10000)&_pragma=synchronous(FULL)&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: sqlite: open %s: %w", path, err)
+	}
+	// Each SQLite connection re-runs the pragmas when it opens, so keep the
+	// connections that parallel readers use rather than the default two.
+	n := max(8, 4*runtime.NumCPU())
+	db.SetMaxOpenConns(n)
+	db.SetMaxIdleConns(n)
+	return open(ctx, db, migrations.SQLite, nil, opts)
+}
+
+// OpenPostgres connects to the PostgreSQL database dsn names and brings its
+// schema up to date.
+//
+// The connections come from a pgxpool.Pool that database/sql borrows from
+// (stdlib.OpenDBFromPool) rather than from a second pool of its own: so the
+// one SQL implementation in this package serves both dialects, the pool's
+// size and lifetimes are tuned in one place, and the PostgreSQL blob driver
+// can share the same connections through Pool.
+func OpenPostgres(ctx context.Context, dsn string, pg PostgresOptions, opts Options) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		// The parse error may quote the DSN, password included.
+		return nil, errors.New("sqlstore: postgres: the DSN does not parse")
+	}
+	if pg.MaxConns > 0 {
+		cfg.MaxConns = pg.MaxConns
+	}
+	if pg.MinConns > 0 {
+		cfg.MinConns = pg.MinConns
+	}
+	if pg.MaxConnLifetime > 0 {
+		cfg.MaxConnLifetime = pg.MaxConnLifetime
+	}
+	if pg.MaxConnIdleTime > 0 {
+		cfg.MaxConnIdleTime = pg.MaxConnIdleTime
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: postgres: pool: %w", err)
+	}
+	db := stdlib.OpenDBFromPool(pool)
+	return open(ctx, db, migrations.Postgres, pool, opts)
+}
+
+func open(ctx context.Context, db *sql.DB, d migrations.Dialect, pool *pgxpool.Pool, opts Options) (*Store, error) {
+	s := &Store{db: db, dialect: d, pool: pool, observe: opts.Observe, clock: opts.Now}
+	if s.clock == nil {
+		s.clock = time.Now
+	}
+	if err := db.PingContext(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("sqlstore: %s: connect: %w", d, err)
+	}
+	if _, err := migrations.Apply(ctx, db, d); err != nil {
+		s.Close()
+		if errors.Is(err, migrations.ErrSchemaTooNew) {
+			return nil, fmt.Errorf("sqlstore: %s: refusing to open: %w", d, err)
+		}
+		return nil, fmt.Errorf("sqlstore: %s: migrate: %w", d, err)
+	}
+	return s, nil
+}
+
+// Pool returns the PostgreSQL connection pool, so the PostgreSQL blob driver
+// can share it; nil for SQLite.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// DB returns the underlying database handle, for tests and tools that
+// inspect the schema. Writing through it bypasses the change log.
+func (s *Store) DB() *sql.DB { return s.db }
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) (err error) {
+	defer s.done("Ping", time.Now(), &err)
+	if err := s.db.PingContext(ctx); err != nil {
+		return fmt.Errorf("sqlstore: ping: %w", err)
+	}
+	return nil
+}
+
+// Close closes the database and, for PostgreSQL, the pool.
+func (s *Store) Close() error {
+	err := s.db.Close()
+	if s.pool != nil {
+		s.pool.Close()
+	}
+	if err != nil {
+		return fmt.Errorf("sqlstore: close: %w", err)
+	}
+	return nil
+}
+
+// done reports one method call to Options.Observe; deferred with a pointer
+// to the method's named error so it sees the final value.
+func (s *Store) done(op string, start time.Time, err *error) {
+	if s.observe != nil {
+		s.observe(op, time.Since(start), *err)
+	}
+}
+
+// now is the store's clock at the schema's resolution.
+func (s *Store) now() time.Time {
+	return s.clock().UTC().Truncate(time.Microsecond)
+}
+
+// us turns a time into the schema's Unix microseconds.
+func us(t time.Time) int64 { return t.UnixMicro() }
+
+// nullUS maps the zero time to NULL ("never").
+func nullUS(t time.Time) sql.NullInt64 {
+	if t.IsZero() {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: t.UnixMicro(), Valid: true}
+}
+
+// fromUS turns stored microseconds back into a UTC time.
+func fromUS(v int64) time.Time { return time.UnixMicro(v).UTC() }
+
+func fromNullUS(v sql.NullInt64) time.Time {
+	if !v.Valid {
+		return time.Time{}
+	}
+	return fromUS(v.Int64)
+}
+
+// orNow gives the store's clock for a zero time, else t at the schema's
+// resolution, so what a method returns equals what a later read returns.
+func (s *Store) orNow(t time.Time) time.Time {
+	if t.IsZero() {
+		return s.now()
+	}
+	return t.UTC().Truncate(time.Microsecond)
+}
+
+// Listing limits: a zero limit means defaultLimit; no caller gets more than
+// maxLimit rows in one answer.
+const (
+	defaultLimit = 1000
+	maxLimit     = 10000
+)
+
+func limit(n int) int {
+	switch {
+	case n <= 0:
+		return defaultLimit
+	case n > maxLimit:
+		return maxLimit
+	}
+	return n
+}
+
+// Constraint violations the dialects report in their own ways.
+type violation int
+
+const (
+	noViolation violation = iota
+	uniqueViolation
+	foreignKeyViolation
+)
+
+func classify(err error) violation {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case "23505":
+			return uniqueViolation
+		case "23503":
+			return foreignKeyViolation
+		}
+		return noViolation
+	}
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() {
+		case sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
+			return uniqueViolation
+		case sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY:
+			return foreignKeyViolation
+		}
+	}
+	return noViolation
+}
+
+// mapErr wraps err with what failed, adding catalog.ErrNotFound for a
+// missing row and catalog.ErrConflict for a duplicate. A foreign-key
+// violation becomes catalog.ErrNotFound: every foreign key a write can break
+// names a tier (or a patch) that does not exist.
+func mapErr(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, catalog.ErrNotFound) || errors.Is(err, catalog.ErrConflict) {
+		return fmt.Errorf("sqlstore: %s: %w", what, err)
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("sqlstore: %s: %w", what, catalog.ErrNotFound)
+	}
+	switch classify(err) {
+	case uniqueViolation:
+		return fmt.Errorf("sqlstore: %s: already exists: %w: %w", what, catalog.ErrConflict, err)
+	case foreignKeyViolation:
+		return fmt.Errorf("sqlstore: %s: referenced record does not exist: %w: %w", what, catalog.ErrNotFound, err)
+	}
+	return fmt.Errorf("sqlstore: %s: %w", what, err)
+}
+
+// querier is what both *sql.DB and *sql.Tx offer, so reads can run inside
+// or outside a transaction.
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// inTx runs fn in a transaction and commits if fn returns nil.
+func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
