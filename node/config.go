@@ -15,7 +15,9 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/patchmesh/patchmesh/api"
 	"github.com/patchmesh/patchmesh/auth"
+	"github.com/patchmesh/patchmesh/blob/pgblob"
 )
 
 // Config is everything a node needs to start. The zero value is not
@@ -151,10 +153,11 @@ type GovernorConfig struct {
 	// MaxInFlight is how many requests run at once. Default 1000.
 	MaxInFlight int `yaml:"max_in_flight"`
 	// MaxQueue is how many more may wait for a slot; beyond it requests
-	// get 503 with Retry-After. Default 500.
+	// get 503 with Retry-After. 0 means no queue: a request that finds no
+	// free slot is refused at once. Default 500.
 	MaxQueue int `yaml:"max_queue"`
 	// QueueTimeout is how long a request waits for a slot before it gets
-	// 503. Default 10s.
+	// 503. Default 30s.
 	QueueTimeout time.Duration `yaml:"queue_timeout"`
 }
 
@@ -195,7 +198,7 @@ func Defaults() Config {
 		},
 		Blobs: BlobsConfig{
 			Driver:    DriverFS,
-			ChunkSize: 1 << 20,
+			ChunkSize: pgblob.DefaultChunkSize,
 		},
 		Auth: AuthConfig{
 			MacaroonTTL: auth.DefaultMacaroonTTL,
@@ -203,13 +206,13 @@ func Defaults() Config {
 			BcryptCost:  12,
 		},
 		Limits: LimitsConfig{
-			MaxBodyBytes:   1 << 20,
-			MaxUploadBytes: 1 << 30,
+			MaxBodyBytes:   api.DefaultMaxBodyBytes,
+			MaxUploadBytes: api.DefaultMaxUploadBytes,
 		},
 		Governor: GovernorConfig{
-			MaxInFlight:  1000,
-			MaxQueue:     500,
-			QueueTimeout: 10 * time.Second,
+			MaxInFlight:  api.DefaultMaxInFlight,
+			MaxQueue:     api.DefaultMaxQueue,
+			QueueTimeout: api.DefaultQueueTimeout,
 		},
 		Log: LogConfig{Level: "info", Format: "json"},
 	}
@@ -349,8 +352,8 @@ func (c Config) Validate() error {
 		if c.Store.Driver != DriverPostgres {
 			bad("blobs.driver", "postgres keeps blobs in the store's database, so it needs store.driver postgres (store.driver is %q)", c.Store.Driver)
 		}
-		if c.Blobs.ChunkSize < 4096 || c.Blobs.ChunkSize > 64<<20 {
-			bad("blobs.chunk_size", "must be between 4096 and 67108864 bytes, got %d", c.Blobs.ChunkSize)
+		if c.Blobs.ChunkSize < 4096 || c.Blobs.ChunkSize > pgblob.MaxChunkSize {
+			bad("blobs.chunk_size", "must be between 4096 and %d bytes, got %d", pgblob.MaxChunkSize, c.Blobs.ChunkSize)
 		}
 	default:
 		bad("blobs.driver", "must be fs or postgres, got %q", c.Blobs.Driver)

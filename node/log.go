@@ -5,6 +5,8 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+
+	"github.com/patchmesh/patchmesh/api"
 )
 
 // NewLogger builds the node's structured logger as cfg asks, writing to w.
@@ -42,4 +44,4 @@ func parseLevel(s string) (slog.Level, error) {
 
 // logHandler is where the API's request-scoped attributes join every
 // log line.
-func logHandler(h slog.Handler) slog.Handler { return h }
+func logHandler(h slog.Handler) slog.Handler { return api.NewLogHandler(h) }

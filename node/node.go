@@ -1,0 +1,431 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/patchmesh/patchmesh/api"
+	"github.com/patchmesh/patchmesh/auth"
+	"github.com/patchmesh/patchmesh/blob"
+	"github.com/patchmesh/patchmesh/blob/fsblob"
+	"github.com/patchmesh/patchmesh/blob/pgblob"
+	"github.com/patchmesh/patchmesh/store/sqlstore"
+)
+
+// Version is reported by /debug/info; cmd/patchmesh sets it from the
+// build before starting a node.
+var Version = "dev"
+
+// MachineKeySecret names the store secret that keys the machine-ID HMAC.
+// It lives in the store so that nodes sharing one database agree on it.
+const MachineKeySecret = "machine-id-hmac"
+
+// MaintainEvery is how often a running node purges expired root keys.
+const MaintainEvery = time.Hour
+
+// Node is one running patchmesh server.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	console io.Writer
+	store   *sqlstore.Store
+	blobs   blob.Store
+	auth    *auth.Authenticator
+	handler http.Handler
+	ln      net.Listener
+	scheme  string
+	// tlsConfig is nil for plain HTTP.
+	tlsConfig *tls.Config
+	srv       *http.Server
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Option adjusts how New builds a node beyond what Config says.
+type Option func(*options)
+
+type options struct {
+	console io.Writer
+	now     func() time.Time
+}
+
+// WithConsole sends the messages meant for the person who started the
+// node — the one-time bootstrap password and the listening address — to w
+// instead of standard error. They never go to the log.
+func WithConsole(w io.Writer) Option { return func(o *options) { o.console = w } }
+
+// WithClock pins the node's clock, for tests.
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// New validates cfg, opens the store and blob driver, bootstraps the first
+// admin if there is none, builds the API and binds the listener, so that
+// Addr is known as soon as New returns. Call Run to serve, or Close to
+// release everything without serving.
+func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Node, error) {
+	o := options{console: os.Stderr, now: time.Now}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("node: invalid config:\n%w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	n := &Node{cfg: cfg, log: log, console: o.console}
+	ok := false
+	defer func() {
+		if !ok {
+			n.Close()
+		}
+	}()
+
+	// Bind first: a taken port fails fast, before any database work, and
+	// the bootstrap message can name the node's URL.
+	if err := n.bind(); err != nil {
+		return nil, err
+	}
+
+	reg := prometheus.NewRegistry()
+	metrics := api.NewMetrics(reg)
+
+	if err := n.openStore(ctx, metrics, o.now); err != nil {
+		return nil, err
+	}
+	if err := n.openBlobs(ctx); err != nil {
+		return nil, err
+	}
+
+	ac := cfg.authConfig()
+	ac.Now = o.now
+	n.auth = auth.New(n.store, ac, log)
+	if err := n.bootstrap(ctx); err != nil {
+		return nil, err
+	}
+
+	key, err := n.store.Secret(ctx, MachineKeySecret, func() ([]byte, error) {
+		b := make([]byte, 32)
+		_, err := rand.Read(b)
+		return b, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: machine key: %w", err)
+	}
+
+	handler, err := api.New(api.Config{
+		Store:      n.store,
+		Blobs:      n.blobs,
+		Auth:       n.auth,
+		Log:        log,
+		Metrics:    metrics,
+		Gatherer:   reg,
+		MachineKey: key,
+		Limits: api.Limits{
+			MaxBodyBytes:   cfg.Limits.MaxBodyBytes,
+			MaxUploadBytes: cfg.Limits.MaxUploadBytes,
+		},
+		Governor: api.GovernorConfig{
+			MaxInFlight:  cfg.Governor.MaxInFlight,
+			MaxQueue:     apiQueue(cfg.Governor.MaxQueue),
+			QueueTimeout: cfg.Governor.QueueTimeout,
+		},
+		Info: api.Info{Version: Version, Role: cfg.Node.Role, Node: cfg.Node.Name},
+		Now:  o.now,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: api: %w", err)
+	}
+	n.handler = handler
+
+	n.srv = &http.Server{
+		Handler:           n.handler,
+		TLSConfig:         n.tlsConfig,
+		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout,
+		IdleTimeout:       cfg.Server.IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ok = true
+	return n, nil
+}
+
+func (n *Node) openStore(ctx context.Context, metrics *api.Metrics, now func() time.Time) error {
+	opts := sqlstore.Options{Observe: metrics.ObserveStore, Now: now}
+	var err error
+	switch n.cfg.Store.Driver {
+	case DriverSQLite:
+		path := n.cfg.StorePath()
+		n.store, err = sqlstore.OpenSQLite(ctx, path, opts)
+		if err != nil {
+			return fmt.Errorf("node: open sqlite store %s: %w", path, err)
+		}
+		n.log.Info("store_open", "driver", DriverSQLite, "path", path)
+	case DriverPostgres:
+		s := n.cfg.Store
+		n.store, err = sqlstore.OpenPostgres(ctx, s.DSN, sqlstore.PostgresOptions{
+			MaxConns:        s.MaxConns,
+			MinConns:        s.MinConns,
+			MaxConnLifetime: s.ConnMaxLifetime,
+			MaxConnIdleTime: s.ConnMaxIdleTime,
+		}, opts)
+		if err != nil {
+			// The driver's error may quote the DSN; say which server
+			// failed through the redacted form only.
+			return fmt.Errorf("node: open postgres store %s: %w", n.cfg.RedactedDSN(), scrub(err, s.DSN))
+		}
+		n.log.Info("store_open", "driver", DriverPostgres, "dsn", n.cfg.RedactedDSN(), "max_conns", s.MaxConns)
+	}
+	return nil
+}
+
+// scrub removes a secret-bearing string from an error message, keeping the
+// error's chain for errors.Is.
+func scrub(err error, secret string) error {
+	if secret == "" || !strings.Contains(err.Error(), secret) {
+		return err
+	}
+	return &scrubbedError{msg: strings.ReplaceAll(err.Error(), secret, redactDSN(secret)), err: err}
+}
+
+type scrubbedError struct {
+	msg string
+	err error
+}
+
+func (e *scrubbedError) Error() string { return e.msg }
+func (e *scrubbedError) Unwrap() error { return e.err }
+
+func (n *Node) openBlobs(ctx context.Context) error {
+	switch n.cfg.Blobs.Driver {
+	case DriverFS:
+		path := n.cfg.BlobPath()
+		s, err := fsblob.Open(path)
+		if err != nil {
+			return fmt.Errorf("node: open blob dir %s: %w", path, err)
+		}
+		n.blobs = s
+		n.log.Info("blobs_open", "driver", DriverFS, "path", path)
+	case DriverPostgres:
+		s, err := pgblob.Open(ctx, n.store.Pool(), pgblob.Options{ChunkSize: n.cfg.Blobs.ChunkSize})
+		if err != nil {
+			return fmt.Errorf("node: open postgres blobs: %w", err)
+		}
+		n.blobs = s
+		n.log.Info("blobs_open", "driver", DriverPostgres, "chunk_size", n.cfg.Blobs.ChunkSize)
+	}
+	return nil
+}
+
+// bootstrap creates the first admin on a fresh node. Its password goes to
+// the console once, never to the log: logs are shipped and kept.
+func (n *Node) bootstrap(ctx context.Context) error {
+	user, password, created, err := n.auth.Bootstrap(ctx)
+	if err != nil {
+		return fmt.Errorf("node: bootstrap admin: %w", err)
+	}
+	if !created {
+		return nil
+	}
+	// auth logs the admin_bootstrap security event; this line tells an
+	// operator reading the log where the password went.
+	n.log.Warn("bootstrap_password_printed", "user", user, "to", "console",
+		"note", "no admin was configured or stored; the password of the one created was printed to the console once")
+	fmt.Fprint(n.console, bootstrapBox(n.URL(), user, password))
+	return nil
+}
+
+// bootstrapBox frames the one-time credentials so that they stand out in a
+// terminal full of log lines.
+func bootstrapBox(url, user, password string) string {
+	lines := []string{
+		"patchmesh created the first administrator.",
+		"",
+		"  user:     " + user,
+		"  password: " + password,
+		"",
+		"It is shown only this once; only its hash is stored.",
+		"Log in with:",
+		"  patchmesh admin --server " + url + " login --user " + user + " --password-stdin",
+		"Then add admins to the config (patchmesh admin hash-password).",
+	}
+	width := 0
+	for _, l := range lines {
+		width = max(width, len(l))
+	}
+	var b strings.Builder
+	bar := "+" + strings.Repeat("-", width+2) + "+\n"
+	b.WriteString(bar)
+	for _, l := range lines {
+		fmt.Fprintf(&b, "| %-*s |\n", width, l)
+	}
+	b.WriteString(bar)
+	return b.String()
+}
+
+func (n *Node) bind() error {
+	s := n.cfg.Server
+	n.scheme = "http"
+	if s.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(s.TLSCert, s.TLSKey)
+		if err != nil {
+			return fmt.Errorf("node: load TLS certificate: %w", err)
+		}
+		n.tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		n.scheme = "https"
+	}
+	ln, err := net.Listen("tcp", s.Listen)
+	if err != nil {
+		return fmt.Errorf("node: listen on %s: %w", s.Listen, err)
+	}
+	n.ln = ln
+	return nil
+}
+
+// Addr is the address the node listens on, with the real port when the
+// config asked for port 0.
+func (n *Node) Addr() string { return n.ln.Addr().String() }
+
+// URL is the node's base URL, e.g. http://127.0.0.1:8080.
+func (n *Node) URL() string { return n.scheme + "://" + n.Addr() }
+
+// Handler is the node's HTTP API, for tests that drive it without a socket.
+func (n *Node) Handler() http.Handler { return n.handler }
+
+// Run serves until ctx ends, then stops taking connections, waits up to
+// server.shutdown_timeout for requests in flight, and closes the store.
+// It returns nil after a clean drain. Run may be called once.
+func (n *Node) Run(ctx context.Context) error {
+	defer n.Close()
+	n.log.Info("node_listening", "addr", n.Addr(), "url", n.URL(),
+		"node", n.cfg.Node.Name, "role", n.cfg.Node.Role, "version", Version)
+	fmt.Fprintf(n.console, "patchmesh listening on %s\n", n.URL())
+
+	maintainCtx, stopMaintain := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { n.maintain(maintainCtx) })
+	defer func() {
+		stopMaintain()
+		wg.Wait()
+	}()
+
+	serveErr := make(chan error, 1)
+	go func() {
+		var err error
+		if n.srv.TLSConfig != nil {
+			err = n.srv.ServeTLS(n.ln, "", "")
+		} else {
+			err = n.srv.Serve(n.ln)
+		}
+		serveErr <- err
+	}()
+
+	select {
+	case err := <-serveErr:
+		// Serve only returns early on a listener failure.
+		return fmt.Errorf("node: serve: %w", err)
+	case <-ctx.Done():
+	}
+
+	n.log.Info("node_draining", "timeout", n.cfg.Server.ShutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.Server.ShutdownTimeout)
+	defer cancel()
+	err := n.srv.Shutdown(sctx)
+	if err != nil {
+		// Requests still running after the timeout are cut off: a stop
+		// must not hang on a stuck client.
+		n.log.Warn("node_drain_timeout", "error", err.Error())
+		n.srv.Close()
+	}
+	if serr := <-serveErr; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		err = errors.Join(err, serr)
+	}
+	stopMaintain()
+	wg.Wait()
+	if cerr := n.Close(); cerr != nil {
+		err = errors.Join(err, cerr)
+	}
+	if err != nil {
+		return fmt.Errorf("node: shutdown: %w", err)
+	}
+	n.log.Info("node_stopped")
+	return nil
+}
+
+// sweeper is a blob driver that leaves abandoned uploads behind after a
+// crash and can clear them (the postgres driver).
+type sweeper interface {
+	Sweep(ctx context.Context) (int, error)
+}
+
+// maintain runs the periodic housekeeping — purging expired macaroon root
+// keys, sweeping abandoned blob uploads — once at start and then every
+// MaintainEvery.
+func (n *Node) maintain(ctx context.Context) {
+	t := time.NewTicker(MaintainEvery)
+	defer t.Stop()
+	for {
+		if err := n.auth.Maintain(ctx); err != nil && ctx.Err() == nil {
+			n.log.Error("maintain_failed", "task", "purge_root_keys", "error", err.Error())
+		}
+		if s, ok := n.blobs.(sweeper); ok {
+			if k, err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
+				n.log.Error("maintain_failed", "task", "sweep_uploads", "error", err.Error())
+			} else if k > 0 {
+				n.log.Info("blob_uploads_swept", "count", k)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Close releases the listener, the blob driver and the store. Run calls it;
+// call it directly only for a node that was never run. It is safe to call
+// more than once.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		var errs []error
+		if n.ln != nil {
+			if err := n.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+				errs = append(errs, fmt.Errorf("close listener: %w", err))
+			}
+		}
+		if c, ok := n.blobs.(io.Closer); ok {
+			if err := c.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close blobs: %w", err))
+			}
+		}
+		if n.store != nil {
+			if err := n.store.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close store: %w", err))
+			}
+		}
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
+}
+
+// apiQueue translates the config's queue length for the api package, where
+// 0 means its default and a negative value means no queue.
+func apiQueue(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
+}
