@@ -198,3 +198,5 @@ func TestDecodeMacaroonRefusesBadKeyID(t *testing.T) {
 		}
 	}
 }
+
+type macaroonT = macaroon.Macaroon
