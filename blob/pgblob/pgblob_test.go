@@ -233,3 +233,45 @@ func BenchmarkRead(b *testing.B) {
 	}
 	blobtest.BenchRead(b, s, 8<<20)
 }
+
+// A reader must not serve bytes from a blob removed under it, nor shifted
+// bytes from a damaged chunk: both are errors, never silent garbage.
+func TestReaderFailsOnRemovedOrDamagedChunks(t *testing.T) {
+	ctx := context.Background()
+	pool := newPool(t)
+	s, err := Open(ctx, pool, Options{ChunkSize: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := bytes.Repeat([]byte("0123456789"), 500) // 5 chunks
+	d := blob.FromBytes(b)
+	if _, err := blob.Put(ctx, s, d, bytes.NewReader(b)); err != nil {
+		t.Fatal(err)
+	}
+
+	r, _, err := s.Open(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := pool.Exec(ctx, `UPDATE blob_chunks SET data = substring(data from 2) WHERE n = 1`); err != nil {
+		t.Fatal(err)
+	}
+	first := make([]byte, 1000)
+	if _, err := r.Read(first); err != nil || !bytes.Equal(first, b[:1000]) {
+		t.Fatalf("reading intact chunk 0: err %v, bytes equal %v; want nil, true", err, bytes.Equal(first, b[:1000]))
+	}
+	if n, err := r.Read(make([]byte, 1000)); err == nil {
+		t.Errorf("reading a chunk one byte short returned %d bytes and no error, want an error", n)
+	}
+
+	if err := s.Remove(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Seek(3000, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Read(make([]byte, 10)); !errors.Is(err, blob.ErrNotFound) {
+		t.Errorf("reading a removed blob's next chunk: error = %v, want ErrNotFound", err)
+	}
+}
