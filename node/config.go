@@ -172,8 +172,13 @@ type LogConfig struct {
 
 // Defaults returns the configuration a node runs with when nothing is set:
 // embedded SQLite and filesystem blobs under the default data dir,
-// listening on loopback.
-func Defaults() Config {
+// listening on loopback. The data dir depends on the process environment
+// (see IdentityConfig.DataDir).
+func Defaults() Config { return DefaultsWithEnv(os.Getenv) }
+
+// DefaultsWithEnv is Defaults with the data dir chosen from getenv rather
+// than the process environment.
+func DefaultsWithEnv(getenv func(string) string) Config {
 	name, err := os.Hostname()
 	if err != nil || name == "" {
 		name = "patchmesh"
@@ -182,7 +187,7 @@ func Defaults() Config {
 		Node: IdentityConfig{
 			Name:    name,
 			Role:    RoleHub,
-			DataDir: defaultDataDir(os.Getenv, os.UserHomeDir, dirExists),
+			DataDir: defaultDataDir(getenv, os.UserHomeDir, dirExists),
 		},
 		Server: ServerConfig{
 			Listen:            "127.0.0.1:8080",
@@ -251,14 +256,29 @@ func dirExists(p string) bool {
 // have is an error, so that a misspelt option is never silently ignored.
 func Load(path string) (Config, error) {
 	c := Defaults()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return Config{}, fmt.Errorf("config: %w", err)
-	}
-	if err := c.decode(b); err != nil {
-		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	if err := c.LoadFile(path); err != nil {
+		return Config{}, err
 	}
 	return c, nil
+}
+
+// LoadFile layers a YAML config file over c; options the file does not set
+// keep their values. On an error c is unchanged.
+func (c *Config) LoadFile(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	next := *c
+	next.Auth.Admins = nil
+	if err := next.decode(b); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	if next.Auth.Admins == nil {
+		next.Auth.Admins = c.Auth.Admins
+	}
+	*c = next
+	return nil
 }
 
 // decode layers YAML onto c. An empty document changes nothing.

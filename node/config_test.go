@@ -397,3 +397,26 @@ func TestEnvVarsListsEveryOption(t *testing.T) {
 	}
 	t.Fatalf("want %q listed, got %v", want, got)
 }
+
+func TestDefaultsWithEnvTakesTheDataDirFromGetenv(t *testing.T) {
+	c := DefaultsWithEnv(func(k string) string { return map[string]string{"PATCHMESH_DATA_DIR": "/srv/pm"}[k] })
+	if c.Node.DataDir != "/srv/pm" {
+		t.Fatalf("want data dir /srv/pm from PATCHMESH_DATA_DIR, got %s", c.Node.DataDir)
+	}
+}
+
+func TestLoadFileLeavesConfigUnchangedOnError(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(path, []byte("server:\n  listen: 127.0.0.1:1\n  bogus: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := Defaults()
+	c.Auth.Admins = []auth.Admin{{Name: "alice", PasswordHash: testHash}}
+	before := c
+	if err := c.LoadFile(path); err == nil {
+		t.Fatal("want an error for the unknown key bogus, got nil")
+	}
+	if !reflect.DeepEqual(c, before) {
+		t.Fatalf("want the config unchanged, got %+v", c)
+	}
+}
