@@ -19,33 +19,25 @@ import (
 )
 
 func (s *server) adminRoutes(v1 *mux.Router) {
-	a := v1.PathPrefix("/admin").Subrouter()
-	a.Handle("/login", s.handle(s.login)).Methods(http.MethodPost)
-
-	a.Handle("/tiers", s.asAdmin(s.listTiers)).Methods(http.MethodGet)
-	a.Handle("/tiers", s.asAdmin(s.addTier)).Methods(http.MethodPost)
-	a.Handle("/tiers/{name}", s.asAdmin(s.removeTier)).Methods(http.MethodDelete)
-
+	a := subrouter(v1, "/admin")
+	a.Handle("/login", methods{http.MethodPost: s.handle(s.login)})
+	a.Handle("/tiers", methods{http.MethodGet: s.asAdmin(s.listTiers), http.MethodPost: s.asAdmin(s.addTier)})
+	a.Handle("/tiers/{name}", methods{http.MethodDelete: s.asAdmin(s.removeTier)})
 	for _, k := range []struct {
 		path string
 		kind catalog.TokenKind
 	}{{"/auth-tokens", catalog.TokenAuth}, {"/sync-tokens", catalog.TokenSync}} {
-		a.Handle(k.path, s.asAdmin(s.listTokens(k.kind))).Methods(http.MethodGet)
-		a.Handle(k.path, s.asAdmin(s.addToken(k.kind))).Methods(http.MethodPost)
-		a.Handle(k.path+"/{id}", s.asAdmin(s.revokeToken(k.kind))).Methods(http.MethodDelete)
+		a.Handle(k.path, methods{http.MethodGet: s.asAdmin(s.listTokens(k.kind)), http.MethodPost: s.asAdmin(s.addToken(k.kind))})
+		a.Handle(k.path+"/{id}", methods{http.MethodDelete: s.asAdmin(s.revokeToken(k.kind))})
 	}
-
-	a.Handle("/patches", s.asAdmin(s.uploadPatch)).Methods(http.MethodPost)
-	a.Handle("/patches", s.asAdmin(s.listPatches)).Methods(http.MethodGet)
-	a.Handle("/patches/{digest}", s.asAdmin(s.showPatch)).Methods(http.MethodGet)
-	a.Handle("/patches/{digest}", s.asAdmin(s.removePatch)).Methods(http.MethodDelete)
-	a.Handle("/patches/{ref}/promote", s.asAdmin(s.promote)).Methods(http.MethodPost)
-	a.Handle("/patches/{digest}/withdraw", s.asAdmin(s.withdraw)).Methods(http.MethodPost)
-	a.Handle("/promote-all", s.asAdmin(s.promoteAll)).Methods(http.MethodPost)
-
-	a.Handle("/machines", s.asAdmin(s.listMachines)).Methods(http.MethodGet)
-	a.Handle("/storage", s.asAdmin(s.listStorage)).Methods(http.MethodGet)
-	a.Handle("/storage/refresh", s.asAdmin(s.refreshStorage)).Methods(http.MethodPost)
+	a.Handle("/patches", methods{http.MethodGet: s.asAdmin(s.listPatches), http.MethodPost: s.asAdmin(s.uploadPatch)})
+	a.Handle("/patches/{digest}", methods{http.MethodGet: s.asAdmin(s.showPatch), http.MethodDelete: s.asAdmin(s.removePatch)})
+	a.Handle("/patches/{ref}/promote", methods{http.MethodPost: s.asAdmin(s.promote)})
+	a.Handle("/patches/{digest}/withdraw", methods{http.MethodPost: s.asAdmin(s.withdraw)})
+	a.Handle("/promote-all", methods{http.MethodPost: s.asAdmin(s.promoteAll)})
+	a.Handle("/machines", methods{http.MethodGet: s.asAdmin(s.listMachines)})
+	a.Handle("/storage", methods{http.MethodGet: s.asAdmin(s.listStorage)})
+	a.Handle("/storage/refresh", methods{http.MethodPost: s.asAdmin(s.refreshStorage)})
 }
 
 func (s *server) login(w http.ResponseWriter, r *http.Request) error {

@@ -16,6 +16,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -133,26 +135,21 @@ func New(cfg Config) (http.Handler, error) {
 	s.started = s.now()
 
 	r := mux.NewRouter()
-	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, errorDetail{Code: codeNotFound, Message: "no such endpoint"})
-	})
-	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusMethodNotAllowed, errorDetail{Code: codeMethodNotAllowed, Message: "method not allowed on this endpoint"})
-	})
+	answerUnrouted(r)
 	r.Use(recordRoute)
 
 	// Operators must see an overloaded node, so these bypass the governor.
-	r.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{
+	r.Handle("/metrics", methods{http.MethodGet: promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelError),
-	})).Methods(http.MethodGet)
-	r.Handle("/debug/info", s.handle(s.debugInfo)).Methods(http.MethodGet)
-	r.Handle("/debug/status", s.handle(s.debugStatus)).Methods(http.MethodGet)
+	})})
+	r.Handle("/debug/info", methods{http.MethodGet: s.handle(s.debugInfo)})
+	r.Handle("/debug/status", methods{http.MethodGet: s.handle(s.debugStatus)})
 
-	v1 := r.PathPrefix("/v1").Subrouter()
+	v1 := subrouter(r, "/v1")
 	v1.Use(newGovernor(cfg.Governor, s.metrics).middleware(s))
 	s.adminRoutes(v1)
 	s.clientRoutes(v1)
-	v1.Handle("/blobs/{digest}", s.handle(s.getBlob)).Methods(http.MethodGet, http.MethodHead)
+	v1.Handle("/blobs/{digest}", methods{http.MethodGet: s.handle(s.getBlob), http.MethodHead: s.handle(s.getBlob)})
 
 	return withRequestID(s.observe(s.recoverPanics(r))), nil
 }
@@ -166,4 +163,33 @@ func (s *server) handle(h handlerFunc) http.Handler {
 			s.fail(w, r, err)
 		}
 	})
+}
+
+// answerUnrouted gives a router a JSON answer for an unknown path.
+func answerUnrouted(r *mux.Router) {
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, errorDetail{Code: codeNotFound, Message: "no such endpoint"})
+	})
+}
+
+func subrouter(r *mux.Router, prefix string) *mux.Router {
+	return r.PathPrefix(prefix).Subrouter()
+}
+
+// methods serves one path, dispatching on the method. It stands in for
+// mux's method matching, whose 405 is lost inside nested subrouters.
+type methods map[string]http.Handler
+
+func (m methods) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h, ok := m[r.Method]; ok {
+		h.ServeHTTP(w, r)
+		return
+	}
+	allow := make([]string, 0, len(m))
+	for k := range m {
+		allow = append(allow, k)
+	}
+	slices.Sort(allow)
+	w.Header().Set("Allow", strings.Join(allow, ", "))
+	writeError(w, http.StatusMethodNotAllowed, errorDetail{Code: codeMethodNotAllowed, Message: "method not allowed on this endpoint"})
 }

@@ -12,11 +12,11 @@ import (
 )
 
 func (s *server) clientRoutes(v1 *mux.Router) {
-	c := v1.PathPrefix("/client").Subrouter()
-	c.Handle("/register", s.handle(s.register)).Methods(http.MethodPost)
-	c.Handle("/status", s.asMachine(s.status)).Methods(http.MethodGet)
-	c.Handle("/patch", s.asMachine(s.newestPatch)).Methods(http.MethodGet)
-	c.Handle("/checkin", s.asMachine(s.checkIn)).Methods(http.MethodPost)
+	c := subrouter(v1, "/client")
+	c.Handle("/register", methods{http.MethodPost: s.handle(s.register)})
+	c.Handle("/status", methods{http.MethodGet: s.asMachine(s.status)})
+	c.Handle("/patch", methods{http.MethodGet: s.asMachine(s.newestPatch)})
+	c.Handle("/checkin", methods{http.MethodPost: s.asMachine(s.checkIn)})
 }
 
 // machineHandler is a client endpoint for a registered machine, whose
