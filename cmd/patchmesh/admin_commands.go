@@ -1,0 +1,751 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/patchmesh/patchmesh/auth"
+	"github.com/patchmesh/patchmesh/catalog"
+)
+
+// Login and passwords.
+
+func (a *admin) login(ctx context.Context, args []string) error {
+	fs := a.flags("login")
+	user := fs.String("user", auth.BootstrapUser, "admin user name")
+	fromStdin := fs.Bool("password-stdin", false, "read the password from standard input")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs("patchmesh admin login", pos); err != nil {
+		return err
+	}
+	dir, err := adminConfigDir(a.getenv)
+	if err != nil {
+		return err
+	}
+	var previous string
+	if l, err := loadLogin(dir); err == nil {
+		previous = l.Server
+	}
+	server, err := a.serverURL(previous)
+	if err != nil {
+		return err
+	}
+	pw, err := a.readPassword(*fromStdin, fmt.Sprintf("Password for %s at %s: ", *user, server), false)
+	if err != nil {
+		return err
+	}
+	api, err := a.newAPI(server, "")
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	req, err := api.request(ctx, http.MethodPost, "/v1/admin/login", nil, nil)
+	if err != nil {
+		return err
+	}
+	req.SetBasicAuth(*user, pw)
+	raw, err := api.do(req)
+	if err != nil {
+		return err
+	}
+	var out struct {
+		Macaroon string    `json:"macaroon"`
+		Expires  time.Time `json:"expires"`
+	}
+	if err := decode(raw, &out); err != nil {
+		return err
+	}
+	if out.Macaroon == "" {
+		return errors.New("login: the server's answer holds no macaroon")
+	}
+	if err := saveLogin(dir, adminLogin{Server: server, User: *user, Macaroon: out.Macaroon, Expires: out.Expires.UTC()}); err != nil {
+		return err
+	}
+	// The macaroon is a bearer secret: it goes to the file, never to stdout.
+	result := struct {
+		Server  string    `json:"server"`
+		User    string    `json:"user"`
+		Expires time.Time `json:"expires"`
+	}{server, *user, out.Expires.UTC()}
+	return a.show(nil, result, func() error {
+		_, err := fmt.Fprintf(a.stdout, "Logged in to %s as %s until %s.\n", server, *user, fmtTime(out.Expires))
+		return err
+	})
+}
+
+func (a *admin) logout(ctx context.Context, args []string) error {
+	fs := a.flags("logout")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs("patchmesh admin logout", pos); err != nil {
+		return err
+	}
+	dir, err := adminConfigDir(a.getenv)
+	if err != nil {
+		return err
+	}
+	removed, err := removeLogin(dir)
+	if err != nil {
+		return err
+	}
+	return a.show(nil, map[string]bool{"logged_out": removed}, func() error {
+		msg := "Logged out."
+		if !removed {
+			msg = "Not logged in; nothing to do."
+		}
+		_, err := fmt.Fprintln(a.stdout, msg)
+		return err
+	})
+}
+
+func (a *admin) hashPassword(ctx context.Context, args []string) error {
+	fs := a.flags("hash-password")
+	fromStdin := fs.Bool("password-stdin", false, "read the password from standard input")
+	cost := fs.Int("cost", 0, "bcrypt cost (0: the default)")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs("patchmesh admin hash-password", pos); err != nil {
+		return err
+	}
+	pw, err := a.readPassword(*fromStdin, "New password: ", true)
+	if err != nil {
+		return err
+	}
+	hash, err := auth.HashPassword(pw, *cost)
+	if errors.Is(err, auth.ErrPasswordLength) {
+		return &catalog.InvalidError{Field: "password", Message: err.Error()}
+	}
+	if err != nil {
+		return usagef("%v", err)
+	}
+	return a.show(nil, map[string]string{"hash": hash}, func() error {
+		_, err := fmt.Fprintln(a.stdout, hash)
+		return err
+	})
+}
+
+// maxPasswordInput bounds what --password-stdin reads.
+const maxPasswordInput = 4096
+
+// readPassword reads one line from standard input with --password-stdin,
+// else prompts on the terminal without echo (twice when confirming).
+func (a *admin) readPassword(fromStdin bool, prompt string, confirm bool) (string, error) {
+	if fromStdin {
+		line, err := bufio.NewReader(io.LimitReader(a.stdin, maxPasswordInput)).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return "", fmt.Errorf("read password: %w", err)
+		}
+		pw := strings.TrimRight(line, "\r\n")
+		if pw == "" {
+			return "", usagef("no password on standard input")
+		}
+		return pw, nil
+	}
+	f, ok := a.stdin.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return "", usagef("standard input is not a terminal: pipe the password in with --password-stdin")
+	}
+	ask := func(p string) (string, error) {
+		fmt.Fprint(a.stderr, p)
+		b, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(a.stderr)
+		if err != nil {
+			return "", fmt.Errorf("read password: %w", err)
+		}
+		return string(b), nil
+	}
+	pw, err := ask(prompt)
+	if err != nil {
+		return "", err
+	}
+	if confirm {
+		again, err := ask("Again: ")
+		if err != nil {
+			return "", err
+		}
+		if again != pw {
+			return "", usagef("the passwords differ")
+		}
+	}
+	if pw == "" {
+		return "", usagef("empty password")
+	}
+	return pw, nil
+}
+
+// Tiers.
+
+func (a *admin) tiersList(ctx context.Context, args []string) error {
+	api, _, err := a.prepare(ctx, "tiers list", args)
+	if err != nil {
+		return err
+	}
+	raw, err := api.call(ctx, http.MethodGet, "/v1/admin/tiers", nil, nil)
+	if err != nil {
+		return err
+	}
+	return a.show(raw, nil, func() error {
+		var out struct{ Tiers []catalog.Tier }
+		if err := decode(raw, &out); err != nil {
+			return err
+		}
+		rows := make([][]string, len(out.Tiers))
+		for i, t := range out.Tiers {
+			rows[i] = []string{t.Name, strconv.Itoa(t.Position), fmtTime(t.Created)}
+		}
+		return table(a.stdout, []string{"NAME", "POSITION", "CREATED"}, rows)
+	})
+}
+
+func (a *admin) tiersAdd(ctx context.Context, args []string) error {
+	api, pos, err := a.prepare(ctx, "tiers add", args, "NAME")
+	if err != nil {
+		return err
+	}
+	raw, err := api.call(ctx, http.MethodPost, "/v1/admin/tiers", nil, map[string]string{"name": pos[0]})
+	if err != nil {
+		return err
+	}
+	return a.show(raw, nil, func() error {
+		var t catalog.Tier
+		if err := decode(raw, &t); err != nil {
+			return err
+		}
+		_, err := fmt.Fprintf(a.stdout, "Added tier %s at position %d.\n", t.Name, t.Position)
+		return err
+	})
+}
+
+func (a *admin) tiersRemove(ctx context.Context, args []string) error {
+	api, pos, err := a.prepare(ctx, "tiers remove", args, "NAME")
+	if err != nil {
+		return err
+	}
+	if _, err := api.call(ctx, http.MethodDelete, "/v1/admin/tiers/"+pathEscape(pos[0]), nil, nil); err != nil {
+		return err
+	}
+	return a.show(nil, map[string]string{"removed": pos[0]}, func() error {
+		_, err := fmt.Fprintf(a.stdout, "Removed tier %s.\n", pos[0])
+		return err
+	})
+}
+
+// prepare parses a command that has no flags of its own, checks its
+// arguments and opens the admin session.
+func (a *admin) prepare(ctx context.Context, cmd string, args []string, names ...string) (*adminAPI, []string, error) {
+	fs := a.flags(cmd)
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return nil, nil, err
+	}
+	return a.open(cmd, pos, names...)
+}
+
+// open checks the positional arguments, then opens the session.
+func (a *admin) open(cmd string, pos []string, names ...string) (*adminAPI, []string, error) {
+	if err := wantArgs("patchmesh admin "+cmd, pos, names...); err != nil {
+		return nil, nil, err
+	}
+	api, err := a.session()
+	if err != nil {
+		return nil, nil, err
+	}
+	return api, pos, nil
+}
+
+// Tokens.
+
+func tokensList(kind string) func(*admin, context.Context, []string) error {
+	return func(a *admin, ctx context.Context, args []string) error {
+		api, _, err := a.prepare(ctx, kind+" list", args)
+		if err != nil {
+			return err
+		}
+		raw, err := api.call(ctx, http.MethodGet, "/v1/admin/"+kind, nil, nil)
+		if err != nil {
+			return err
+		}
+		return a.show(raw, nil, func() error {
+			var out struct{ Tokens []catalog.Token }
+			if err := decode(raw, &out); err != nil {
+				return err
+			}
+			now := a.now()
+			rows := make([][]string, len(out.Tokens))
+			for i, t := range out.Tokens {
+				rows[i] = []string{t.ID, t.Tier, t.Name, fmtTime(t.Created), fmtTime(t.Expires), tokenStatus(t, now)}
+			}
+			return table(a.stdout, []string{"ID", "TIER", "NAME", "CREATED", "EXPIRES", "STATUS"}, rows)
+		})
+	}
+}
+
+func tokenStatus(t catalog.Token, now time.Time) string {
+	switch {
+	case !t.Revoked.IsZero():
+		return "revoked " + fmtTime(t.Revoked)
+	case !t.Live(now):
+		return "expired"
+	}
+	return "live"
+}
+
+func tokensAdd(kind string) func(*admin, context.Context, []string) error {
+	return func(a *admin, ctx context.Context, args []string) error {
+		fs := a.flags(kind + " add")
+		validUntil := fs.String("valid-until", "", "expiry: RFC 3339 time, duration (720h) or days (90d)")
+		pos, err := parseArgs(fs, args)
+		if err != nil {
+			return err
+		}
+		if err := wantArgs("patchmesh admin "+kind+" add", pos, "TIER", "NAME"); err != nil {
+			return err
+		}
+		in := map[string]string{"tier": pos[0], "name": pos[1]}
+		if *validUntil != "" {
+			t, err := parseValidUntil(*validUntil, a.now())
+			if err != nil {
+				return err
+			}
+			in["valid_until"] = t.Format(time.RFC3339)
+		}
+		api, err := a.session()
+		if err != nil {
+			return err
+		}
+		raw, err := api.call(ctx, http.MethodPost, "/v1/admin/"+kind, nil, in)
+		if err != nil {
+			return err
+		}
+		return a.show(raw, nil, func() error {
+			var out struct {
+				Token string        `json:"token"`
+				Info  catalog.Token `json:"info"`
+			}
+			if err := decode(raw, &out); err != nil {
+				return err
+			}
+			expires := "never expires"
+			if !out.Info.Expires.IsZero() {
+				expires = "expires " + fmtTime(out.Info.Expires)
+			}
+			_, err := fmt.Fprintf(a.stdout,
+				"Created %s token %s on tier %s, name %s, %s.\n\n"+
+					"Its secret is shown only this once. Store it now:\n\n    %s\n",
+				out.Info.Kind, out.Info.ID, out.Info.Tier, out.Info.Name, expires, out.Token)
+			return err
+		})
+	}
+}
+
+// parseValidUntil accepts an RFC 3339 time, a Go duration or a whole
+// number of days ("90d"), the latter two counted from now.
+func parseValidUntil(s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t.UTC(), nil
+	}
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		if n, err := strconv.Atoi(days); err == nil && n > 0 && n <= 100*366 {
+			return now.UTC().AddDate(0, 0, n).Truncate(time.Second), nil
+		}
+	}
+	if d, err := time.ParseDuration(s); err == nil && d > 0 {
+		return now.UTC().Add(d).Truncate(time.Second), nil
+	}
+	return time.Time{}, usagef("--valid-until %q: want an RFC 3339 time (2027-01-31T00:00:00Z), a positive duration (720h) or days (90d)", s)
+}
+
+func tokensRevoke(kind string) func(*admin, context.Context, []string) error {
+	return func(a *admin, ctx context.Context, args []string) error {
+		api, pos, err := a.prepare(ctx, kind+" revoke", args, "ID")
+		if err != nil {
+			return err
+		}
+		if _, err := api.call(ctx, http.MethodDelete, "/v1/admin/"+kind+"/"+pathEscape(pos[0]), nil, nil); err != nil {
+			return err
+		}
+		return a.show(nil, map[string]string{"revoked": pos[0]}, func() error {
+			_, err := fmt.Fprintf(a.stdout, "Revoked token %s.\n", pos[0])
+			return err
+		})
+	}
+}
+
+// Patches.
+
+func (a *admin) patchesUpload(ctx context.Context, args []string) error {
+	fs := a.flags("patches upload")
+	var p catalog.Patch
+	var cves stringList
+	fs.StringVar(&p.Kernel, "kernel", "", "kernel release, as uname -r prints it")
+	fs.StringVar(&p.Arch, "arch", "", "architecture, as uname -m prints it")
+	fs.StringVar(&p.Version, "version", "", "patch version, e.g. 107.1")
+	fs.Var(&cves, "cve", "CVE fixed (repeatable)")
+	fs.StringVar(&p.Description, "description", "", "free text")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs("patchmesh admin patches upload", pos, "FILE"); err != nil {
+		return err
+	}
+	for _, need := range []struct{ name, v string }{{"kernel", p.Kernel}, {"arch", p.Arch}, {"version", p.Version}} {
+		if need.v == "" {
+			return usagef("patches upload needs --%s", need.name)
+		}
+	}
+	p.CVEs = cves
+
+	f, err := os.Open(pos[0])
+	if err != nil {
+		return usagef("patches upload: %v", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return usagef("patches upload: %s is not a regular file", pos[0])
+	}
+	p.Size = fi.Size()
+	// Check what can be checked before reading a possibly large file, with
+	// a placeholder digest, so a typo costs nothing.
+	p.Digest = "sha256:" + strings.Repeat("0", 64)
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	api, err := a.session()
+	if err != nil {
+		return err
+	}
+
+	// Hash first, streaming; then send the same bytes with their length.
+	// The server hashes again and keeps nothing if the two differ (the file
+	// changed in between).
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return fmt.Errorf("hash %s: %w", pos[0], err)
+	}
+	p.Digest = "sha256:" + hex.EncodeToString(h.Sum(nil))
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	q := url.Values{"digest": {p.Digest}, "kernel": {p.Kernel}, "arch": {p.Arch}, "version": {p.Version}}
+	if len(p.CVEs) > 0 {
+		q.Set("cves", strings.Join(p.CVEs, ","))
+	}
+	if p.Description != "" {
+		q.Set("description", p.Description)
+	}
+	var body io.Reader = io.LimitReader(f, p.Size)
+	bar := newProgress(a.stderr, "uploading")
+	if bar != nil {
+		body = &countingReader{r: body, total: p.Size, fn: bar.update}
+	}
+	req, err := api.request(ctx, http.MethodPost, "/v1/admin/patches", q, body)
+	if err != nil {
+		return err
+	}
+	req.ContentLength = p.Size
+	req.Header.Set("Content-Type", "application/octet-stream")
+	raw, err := api.do(req)
+	bar.finish()
+	if err != nil {
+		return err
+	}
+	return a.show(raw, nil, func() error {
+		var got catalog.Patch
+		if err := decode(raw, &got); err != nil {
+			return err
+		}
+		_, err := fmt.Fprintf(a.stdout, "Uploaded %s\n  kernel %s, arch %s, version %s, %s, on tiers %s\n",
+			got.Digest, got.Kernel, got.Arch, got.Version, fmtSize(got.Size), orDash(strings.Join(got.Tiers, ", ")))
+		return err
+	})
+}
+
+func (a *admin) patchesList(ctx context.Context, args []string) error {
+	fs := a.flags("patches list")
+	kernel := fs.String("kernel", "", "only this kernel release")
+	arch := fs.String("arch", "", "only this architecture")
+	tier := fs.String("tier", "", "only patches on this tier")
+	version := fs.String("version", "", "only this version")
+	withdrawn := fs.Bool("withdrawn", false, "include withdrawn patches")
+	limit := fs.Int("limit", 0, "at most this many (0: the server's default)")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	api, _, err := a.open("patches list", pos)
+	if err != nil {
+		return err
+	}
+	q := url.Values{}
+	setNonEmpty(q, "kernel", *kernel)
+	setNonEmpty(q, "arch", *arch)
+	setNonEmpty(q, "tier", *tier)
+	setNonEmpty(q, "version", *version)
+	if *withdrawn {
+		q.Set("withdrawn", "true")
+	}
+	if *limit > 0 {
+		q.Set("limit", strconv.Itoa(*limit))
+	}
+	raw, err := api.call(ctx, http.MethodGet, "/v1/admin/patches", q, nil)
+	if err != nil {
+		return err
+	}
+	return a.show(raw, nil, func() error {
+		var out struct{ Patches []catalog.Patch }
+		if err := decode(raw, &out); err != nil {
+			return err
+		}
+		return a.patchTable(out.Patches)
+	})
+}
+
+func (a *admin) patchTable(patches []catalog.Patch) error {
+	rows := make([][]string, len(patches))
+	for i, p := range patches {
+		state := "live"
+		if p.Withdrawn {
+			state = "withdrawn"
+		}
+		rows[i] = []string{p.Digest, p.Kernel, p.Arch, p.Version, fmtSize(p.Size), orDash(strings.Join(p.Tiers, ",")), orDash(strings.Join(p.CVEs, ",")), state}
+	}
+	return table(a.stdout, []string{"DIGEST", "KERNEL", "ARCH", "VERSION", "SIZE", "TIERS", "CVES", "STATE"}, rows)
+}
+
+func setNonEmpty(q url.Values, k, v string) {
+	if v != "" {
+		q.Set(k, v)
+	}
+}
+
+func (a *admin) patchesShow(ctx context.Context, args []string) error {
+	api, pos, err := a.prepare(ctx, "patches show", args, "DIGEST")
+	if err != nil {
+		return err
+	}
+	raw, err := api.call(ctx, http.MethodGet, "/v1/admin/patches/"+pathEscape(pos[0]), nil, nil)
+	if err != nil {
+		return err
+	}
+	return a.show(raw, nil, func() error { return a.patchDetail(raw) })
+}
+
+func (a *admin) patchDetail(raw []byte) error {
+	var p catalog.Patch
+	if err := decode(raw, &p); err != nil {
+		return err
+	}
+	return table(a.stdout, []string{"FIELD", "VALUE"}, [][]string{
+		{"digest", p.Digest},
+		{"kernel", p.Kernel},
+		{"arch", p.Arch},
+		{"version", p.Version},
+		{"size", fmt.Sprintf("%d (%s)", p.Size, fmtSize(p.Size))},
+		{"tiers", orDash(strings.Join(p.Tiers, ", "))},
+		{"cves", orDash(strings.Join(p.CVEs, ", "))},
+		{"withdrawn", strconv.FormatBool(p.Withdrawn)},
+		{"created", fmtTime(p.Created)},
+		{"description", orDash(strings.ReplaceAll(p.Description, "\n", " "))},
+	})
+}
+
+func (a *admin) patchesPromote(ctx context.Context, args []string) error {
+	api, pos, err := a.prepare(ctx, "patches promote", args, "REF", "TIER")
+	if err != nil {
+		return err
+	}
+	raw, err := api.call(ctx, http.MethodPost, "/v1/admin/patches/"+pathEscape(pos[0])+"/promote", nil, map[string]string{"tier": pos[1]})
+	if err != nil {
+		return err
+	}
+	return a.show(raw, nil, func() error {
+		var out struct{ Patches []catalog.Patch }
+		if err := decode(raw, &out); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "Promoted %d patch(es) to %s:\n", len(out.Patches), pos[1])
+		return a.patchTable(out.Patches)
+	})
+}
+
+func (a *admin) patchesPromoteAll(ctx context.Context, args []string) error {
+	api, pos, err := a.prepare(ctx, "patches promote-all", args, "FROM", "TO")
+	if err != nil {
+		return err
+	}
+	raw, err := api.call(ctx, http.MethodPost, "/v1/admin/promote-all", nil, map[string]string{"from": pos[0], "to": pos[1]})
+	if err != nil {
+		return err
+	}
+	return a.show(raw, nil, func() error {
+		var out struct{ Promoted int }
+		if err := decode(raw, &out); err != nil {
+			return err
+		}
+		_, err := fmt.Fprintf(a.stdout, "Promoted %d patch(es) from %s to %s.\n", out.Promoted, pos[0], pos[1])
+		return err
+	})
+}
+
+func (a *admin) patchesWithdraw(ctx context.Context, args []string) error {
+	api, pos, err := a.prepare(ctx, "patches withdraw", args, "DIGEST")
+	if err != nil {
+		return err
+	}
+	raw, err := api.call(ctx, http.MethodPost, "/v1/admin/patches/"+pathEscape(pos[0])+"/withdraw", nil, nil)
+	if err != nil {
+		return err
+	}
+	return a.show(raw, nil, func() error {
+		var p catalog.Patch
+		if err := decode(raw, &p); err != nil {
+			return err
+		}
+		_, err := fmt.Fprintf(a.stdout, "Withdrew %s (kernel %s, arch %s, version %s): no machine is offered it any more.\n", p.Digest, p.Kernel, p.Arch, p.Version)
+		return err
+	})
+}
+
+func (a *admin) patchesRemove(ctx context.Context, args []string) error {
+	api, pos, err := a.prepare(ctx, "patches remove", args, "DIGEST")
+	if err != nil {
+		return err
+	}
+	if _, err := api.call(ctx, http.MethodDelete, "/v1/admin/patches/"+pathEscape(pos[0]), nil, nil); err != nil {
+		return err
+	}
+	return a.show(nil, map[string]string{"removed": pos[0]}, func() error {
+		_, err := fmt.Fprintf(a.stdout, "Removed %s and its file.\n", pos[0])
+		return err
+	})
+}
+
+// Machines and storage.
+
+func (a *admin) machinesList(ctx context.Context, args []string) error {
+	fs := a.flags("machines list")
+	tier := fs.String("tier", "", "only machines on this tier")
+	kernel := fs.String("kernel", "", "only machines running this kernel release")
+	state := fs.String("state", "", "only machines that last reported this state")
+	limit := fs.Int("limit", 0, "at most this many (0: the server's default)")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	api, _, err := a.open("machines list", pos)
+	if err != nil {
+		return err
+	}
+	q := url.Values{}
+	setNonEmpty(q, "tier", *tier)
+	setNonEmpty(q, "kernel", *kernel)
+	setNonEmpty(q, "state", *state)
+	if *limit > 0 {
+		q.Set("limit", strconv.Itoa(*limit))
+	}
+	raw, err := api.call(ctx, http.MethodGet, "/v1/admin/machines", q, nil)
+	if err != nil {
+		return err
+	}
+	return a.show(raw, nil, func() error {
+		var out struct{ Machines []catalog.Machine }
+		if err := decode(raw, &out); err != nil {
+			return err
+		}
+		rows := make([][]string, len(out.Machines))
+		for i, m := range out.Machines {
+			id := m.ID
+			if len(id) > 16 {
+				id = id[:16]
+			}
+			rows[i] = []string{id, m.Tier, m.Kernel, m.Arch, string(m.State), orDash(m.PatchVersion), orDash(m.ClientVersion), fmtTime(m.LastSeen)}
+		}
+		return table(a.stdout, []string{"MACHINE", "TIER", "KERNEL", "ARCH", "STATE", "PATCH", "CLIENT", "LAST SEEN"}, rows)
+	})
+}
+
+func (a *admin) storageList(ctx context.Context, args []string) error {
+	api, _, err := a.prepare(ctx, "storage list", args)
+	if err != nil {
+		return err
+	}
+	raw, err := api.call(ctx, http.MethodGet, "/v1/admin/storage", nil, nil)
+	if err != nil {
+		return err
+	}
+	return a.show(raw, nil, func() error {
+		var out struct {
+			Blobs []struct {
+				Digest   string    `json:"digest"`
+				Size     int64     `json:"size"`
+				Modified time.Time `json:"modified"`
+			} `json:"blobs"`
+		}
+		if err := decode(raw, &out); err != nil {
+			return err
+		}
+		rows := make([][]string, len(out.Blobs))
+		for i, b := range out.Blobs {
+			rows[i] = []string{b.Digest, fmtSize(b.Size), fmtTime(b.Modified)}
+		}
+		return table(a.stdout, []string{"DIGEST", "SIZE", "MODIFIED"}, rows)
+	})
+}
+
+func (a *admin) storageRefresh(ctx context.Context, args []string) error {
+	api, _, err := a.prepare(ctx, "storage refresh", args)
+	if err != nil {
+		return err
+	}
+	raw, err := api.call(ctx, http.MethodPost, "/v1/admin/storage/refresh", nil, nil)
+	if err != nil {
+		return err
+	}
+	return a.show(raw, nil, func() error {
+		var out struct {
+			Blobs   int      `json:"blobs"`
+			Patches int      `json:"patches"`
+			Orphans []string `json:"orphans"`
+			Missing []string `json:"missing"`
+		}
+		if err := decode(raw, &out); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "%d blob(s), %d patch record(s).\n", out.Blobs, out.Patches)
+		fmt.Fprintf(a.stdout, "Orphans (files no patch names): %d\n", len(out.Orphans))
+		for _, d := range out.Orphans {
+			fmt.Fprintf(a.stdout, "  %s\n", d)
+		}
+		fmt.Fprintf(a.stdout, "Missing (patches whose file is gone): %d\n", len(out.Missing))
+		for _, d := range out.Missing {
+			fmt.Fprintf(a.stdout, "  %s\n", d)
+		}
+		return nil
+	})
+}

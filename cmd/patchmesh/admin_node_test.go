@@ -1,0 +1,182 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/patchmesh/patchmesh/api"
+	"github.com/patchmesh/patchmesh/auth"
+	"github.com/patchmesh/patchmesh/blob/fsblob"
+	"github.com/patchmesh/patchmesh/store/sqlstore"
+)
+
+const (
+	nodeAdmin    = "admin"
+	nodePassword = "correct-horse-battery"
+	nodeKernel   = "5.15.0-107.117-generic"
+	nodeArch     = "x86_64"
+)
+
+// testNode is a real node's API — the api package over a real SQLite
+// store, filesystem blobs and authenticator — served by httptest, so the
+// admin tool and client are tested against the server they will meet.
+type testNode struct {
+	t        *testing.T
+	srv      *httptest.Server
+	blobDir  string
+	cfgDir   string // the admin tool's PATCHMESH_CONFIG_DIR
+	logs     *syncBuffer
+	mu       sync.Mutex
+	requests []*http.Request // a copy of each request's line and headers
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func newTestNode(t *testing.T, tune ...func(*api.Config)) *testNode {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	n := &testNode{t: t, blobDir: filepath.Join(dir, "blobs"), cfgDir: filepath.Join(dir, "admin-config"), logs: &syncBuffer{}}
+	log := slog.New(api.NewLogHandler(slog.NewJSONHandler(n.logs, nil)))
+	st, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, "meta.db"), sqlstore.Options{})
+	if err != nil {
+		t.Fatalf("open sqlite store: %v", err)
+	}
+	t.Cleanup(func() { st.Close() })
+	blobs, err := fsblob.Open(n.blobDir)
+	if err != nil {
+		t.Fatalf("open blob store: %v", err)
+	}
+	hash, err := auth.HashPassword(nodePassword, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	authn := auth.New(st, auth.Config{Admins: []auth.Admin{{Name: nodeAdmin, PasswordHash: hash}}, BcryptCost: 4}, log)
+	key := make([]byte, 32)
+	rand.Read(key)
+	cfg := api.Config{Store: st, Blobs: blobs, Auth: authn, Log: log, MachineKey: key}
+	for _, f := range tune {
+		f(&cfg)
+	}
+	h, err := api.New(cfg)
+	if err != nil {
+		t.Fatalf("api.New: %v", err)
+	}
+	n.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.mu.Lock()
+		n.requests = append(n.requests, &http.Request{Method: r.Method, URL: r.URL, Header: r.Header.Clone(), ContentLength: r.ContentLength, TransferEncoding: r.TransferEncoding})
+		n.mu.Unlock()
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(n.srv.Close)
+	t.Cleanup(func() {
+		if strings.Contains(n.logs.String(), nodePassword) {
+			t.Error("the node's log contains the admin password")
+		}
+	})
+	return n
+}
+
+// requestCount is how many requests the node has seen.
+func (n *testNode) requestCount() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.requests)
+}
+
+// lastRequest returns the last request seen with this method and path.
+func (n *testNode) lastRequest(method, path string) *http.Request {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for i := len(n.requests) - 1; i >= 0; i-- {
+		if r := n.requests[i]; r.Method == method && r.URL.Path == path {
+			return r
+		}
+	}
+	return nil
+}
+
+// result is one finished command.
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// admin runs `patchmesh admin` against the node with stdin as standard input.
+func (n *testNode) admin(stdin string, args ...string) result {
+	n.t.Helper()
+	return n.adminAt(time.Now(), stdin, args...)
+}
+
+// adminAt runs `patchmesh admin` with its clock at now.
+func (n *testNode) adminAt(now time.Time, stdin string, args ...string) result {
+	n.t.Helper()
+	var stdout, stderr bytes.Buffer
+	env := map[string]string{"PATCHMESH_URL": n.srv.URL, "PATCHMESH_CONFIG_DIR": n.cfgDir}
+	a := &admin{stdin: strings.NewReader(stdin), stdout: &stdout, stderr: &stderr, getenv: func(k string) string { return env[k] }, now: func() time.Time { return now }}
+	code := a.run(context.Background(), args)
+	return result{code, stdout.String(), stderr.String()}
+}
+
+// login logs the admin tool in.
+func (n *testNode) login() {
+	n.t.Helper()
+	if r := n.admin(nodePassword+"\n", "login", "--password-stdin"); r.code != exitOK {
+		n.t.Fatalf("login: exit %d, stderr %s", r.code, r.stderr)
+	}
+}
+
+// mustAdmin runs an admin command that must succeed.
+func (n *testNode) mustAdmin(args ...string) result {
+	n.t.Helper()
+	r := n.admin("", args...)
+	if r.code != exitOK {
+		n.t.Fatalf("patchmesh admin %s: exit %d, want 0; stderr: %s", strings.Join(args, " "), r.code, r.stderr)
+	}
+	return r
+}
+
+// writePatchFile writes content to a temporary file and returns its path
+// and digest.
+func writePatchFile(t *testing.T, content []byte) (path, digest string) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "patch.ko")
+	if err := os.WriteFile(path, content, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(content)
+	return path, "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// blobPath is where the node's filesystem driver keeps a blob.
+func (n *testNode) blobPath(digest string) string {
+	h := strings.TrimPrefix(digest, "sha256:")
+	return filepath.Join(n.blobDir, "sha256", h[:2], h)
+}
