@@ -3,13 +3,23 @@ package node
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -376,5 +386,80 @@ func TestNewRejects(t *testing.T) {
 				t.Fatalf("want nothing printed by a node that failed to start, got %q", console.String())
 			}
 		})
+	}
+}
+
+// writeSelfSigned writes a certificate and key for 127.0.0.1 and returns
+// their paths and a pool that trusts the certificate.
+func writeSelfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "patchmesh test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
+
+func TestNodeServesTLS12OrNewer(t *testing.T) {
+	certFile, keyFile, pool := writeSelfSigned(t)
+	cfg := testConfig(t)
+	cfg.Server.TLSCert, cfg.Server.TLSKey = certFile, keyFile
+	r := startNode(t, cfg)
+	if !strings.HasPrefix(r.url, "https://") {
+		t.Fatalf("URL: want https://, got %s", r.url)
+	}
+
+	tlsClient := func(maxVersion uint16) *http.Client {
+		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+			// MinVersion 1.0 so that the client offers old versions and
+			// only the server can refuse them.
+			TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS10, MaxVersion: maxVersion},
+		}}
+	}
+	resp, err := tlsClient(0).Get(r.url + "/debug/info")
+	if err != nil {
+		t.Fatalf("HTTPS request: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.TLS == nil || resp.TLS.Version < tls.VersionTLS12 {
+		t.Fatalf("HTTPS: want 200 over TLS 1.2+, got %d (TLS %+v)", resp.StatusCode, resp.TLS)
+	}
+	_, err = tlsClient(tls.VersionTLS11).Get(r.url + "/debug/info")
+	if err == nil || !strings.Contains(err.Error(), "protocol version") {
+		t.Fatalf("TLS 1.1 client: want the server to refuse the protocol version, got %v", err)
+	}
+	if err := r.stop(); err != nil {
+		t.Fatalf("Run: want a clean stop, got %v", err)
 	}
 }
