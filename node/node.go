@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/patchmesh/patchmesh/api"
 	"github.com/patchmesh/patchmesh/auth"
@@ -71,9 +72,9 @@ func WithConsole(w io.Writer) Option { return func(o *options) { o.console = w }
 // WithClock pins the node's clock, for tests.
 func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
 
-// New validates cfg, opens the store and blob driver, bootstraps the first
-// admin if there is none, builds the API and binds the listener, so that
-// Addr is known as soon as New returns. Call Run to serve, or Close to
+// New validates cfg, binds the listener (so that Addr is known as soon as
+// New returns), opens the store and blob driver, builds the API and
+// bootstraps the first admin if there is none. Call Run to serve, or Close to
 // release everything without serving.
 func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Node, error) {
 	o := options{console: os.Stderr, now: time.Now}
@@ -100,7 +101,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		return nil, err
 	}
 
+	// A registry per node, so that several nodes can run in one process
+	// (tests); it also carries the Go runtime and process metrics.
 	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := api.NewMetrics(reg)
 
 	if err := n.openStore(ctx, metrics, o.now); err != nil {
@@ -113,9 +117,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 	ac := cfg.authConfig()
 	ac.Now = o.now
 	n.auth = auth.New(n.store, ac, log)
-	if err := n.bootstrap(ctx); err != nil {
-		return nil, err
-	}
 
 	key, err := n.store.Secret(ctx, MachineKeySecret, func() ([]byte, error) {
 		b := make([]byte, 32)
@@ -157,6 +158,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout,
 		IdleTimeout:       cfg.Server.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	// Last, so that a node that fails to start prints no password.
+	if err := n.bootstrap(ctx); err != nil {
+		return nil, err
 	}
 	ok = true
 	return n, nil

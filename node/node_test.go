@@ -463,3 +463,26 @@ func TestNodeServesTLS12OrNewer(t *testing.T) {
 		t.Fatalf("Run: want a clean stop, got %v", err)
 	}
 }
+
+// The node wires its store's timings, the API's request metrics and the Go
+// runtime's into one /metrics page.
+func TestNodeExportsMetrics(t *testing.T) {
+	r := startNode(t, testConfig(t))
+	checkServing(t, r.url, auth.BootstrapUser, bootstrapPassword(t, r.console.String()))
+	resp, err := client.Get(r.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		"patchmesh_http_request_duration_seconds_count",
+		`patchmesh_store_query_duration_seconds_count{op="Tiers"`,
+		"go_goroutines",
+		"process_open_fds",
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics: want %s, missing from:\n%.2000s", want, body)
+		}
+	}
+}
