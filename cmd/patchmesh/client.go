@@ -1,0 +1,348 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/patchmesh/patchmesh/catalog"
+	"github.com/patchmesh/patchmesh/client"
+)
+
+const clientUsage = `Usage: patchmesh client [--server URL] [--state-dir DIR] [--ca-file PEM]
+                        [--require-tls] [--proxy URL] [--output text|json] COMMAND ...
+
+The machine side of patchmesh. Flags may also follow the command.
+
+Commands:
+  register AUTH_TOKEN [--machine-id ID] [--kernel K] [--arch A]
+      register this machine with the node at --server; AUTH_TOKEN "-" reads
+      the token from standard input. The machine ID defaults to
+      /etc/machine-id, kernel and arch to uname -r and uname -m. The machine
+      token is saved in the state directory (mode 0600).
+  status
+      print the node's record of this machine
+  refresh [--apply-hook CMD] [--kernel K] [--arch A]
+      fetch the newest patch for this kernel, verify its SHA-256, keep it in
+      the state directory, run CMD (sh -c) with PATCHMESH_PATCH_FILE,
+      PATCHMESH_PATCH_VERSION and PATCHMESH_PATCH_DIGEST set, and check in:
+      applied (CMD exit 0), apply-failed (non-zero), unapplied (no CMD),
+      nothing-to-apply, or check-failed (the bytes did not match: deleted).
+
+Options:
+  --server URL     node URL (register); later commands use the registered one
+  --state-dir DIR  default /var/lib/patchmesh-client as root, else the user
+                   config directory's patchmesh-client
+  --ca-file PEM    extra CAs trusted besides the system's
+  --require-tls    refuse any plain http:// URL
+  --proxy URL      HTTP(S) proxy; default from HTTPS_PROXY/HTTP_PROXY/NO_PROXY
+
+Exit codes:
+  0  success
+  1  server or network error, a patch that failed verification, a failed apply hook
+  2  usage error (including an http:// URL under --require-tls)
+  3  authentication failure (401, 403) or not registered
+  4  not found (404)
+  5  conflict (409)
+  6  invalid input (400, 413, 422)
+`
+
+// runClient is `patchmesh client`.
+func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	c := &clientCLI{stdin: os.Stdin, stdout: stdout, stderr: stderr, geteuid: os.Geteuid}
+	return c.run(ctx, args)
+}
+
+// clientCLI is one invocation of the client command line.
+type clientCLI struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	geteuid        func() int
+	// machineIDFile is read when --machine-id is not given.
+	machineIDFile string
+	// uptimeFile overrides /proc/uptime, for tests.
+	uptimeFile string
+
+	server     string
+	stateDir   string
+	caFile     string
+	requireTLS bool
+	proxy      string
+	output     outputFlag
+}
+
+func (c *clientCLI) run(ctx context.Context, args []string) int {
+	c.output = "text"
+	err := c.dispatch(ctx, args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(c.stdout, clientUsage)
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintf(c.stderr, "patchmesh client: %v\n", err)
+		code := exitCode(err)
+		if code == exitUsage {
+			fmt.Fprintln(c.stderr, "Run 'patchmesh client --help' for usage.")
+		}
+		return code
+	}
+	return exitOK
+}
+
+func (c *clientCLI) flags(name string) *flag.FlagSet {
+	fs := newFlagSet("patchmesh client " + name)
+	fs.StringVar(&c.server, "server", c.server, "node URL")
+	fs.StringVar(&c.stateDir, "state-dir", c.stateDir, "state directory")
+	fs.StringVar(&c.caFile, "ca-file", c.caFile, "PEM bundle of extra CAs")
+	fs.BoolVar(&c.requireTLS, "require-tls", c.requireTLS, "refuse plain http URLs")
+	fs.StringVar(&c.proxy, "proxy", c.proxy, "HTTP(S) proxy URL")
+	fs.Var(&c.output, "output", "text or json")
+	return fs
+}
+
+func (c *clientCLI) dispatch(ctx context.Context, args []string) error {
+	fs := c.flags("")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usagef("%v", err)
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		return usagef("no command given")
+	}
+	switch rest[0] {
+	case "register":
+		return c.register(ctx, rest[1:])
+	case "status":
+		return c.status(ctx, rest[1:])
+	case "refresh":
+		return c.refresh(ctx, rest[1:])
+	case "help":
+		return flag.ErrHelp
+	}
+	return usagef("unknown command %q", rest[0])
+}
+
+// defaultStateDir is /var/lib/patchmesh-client for root, else the user's
+// config directory's patchmesh-client.
+func (c *clientCLI) defaultStateDir() (string, error) {
+	if c.geteuid() == 0 {
+		return "/var/lib/patchmesh-client", nil
+	}
+	base, err := os.UserConfigDir()
+	if err != nil {
+		return "", usagef("no state directory: give --state-dir (%v)", err)
+	}
+	return filepath.Join(base, "patchmesh-client"), nil
+}
+
+// newClient builds the client from the global options.
+func (c *clientCLI) newClient(progressLabel string) (*client.Client, *progress, error) {
+	dir := c.stateDir
+	if dir == "" {
+		d, err := c.defaultStateDir()
+		if err != nil {
+			return nil, nil, err
+		}
+		dir = d
+	}
+	bar := newProgress(c.stderr, progressLabel)
+	cfg := client.Config{
+		Server:     strings.TrimRight(c.server, "/"),
+		StateDir:   dir,
+		Transport:  client.Transport{CAFile: c.caFile, RequireTLS: c.requireTLS, Proxy: c.proxy},
+		UptimeFile: c.uptimeFile,
+		// The hook's output goes to stderr so that stdout stays parseable.
+		HookStdout: c.stderr,
+		HookStderr: c.stderr,
+	}
+	if bar != nil {
+		cfg.Progress = bar.update
+	}
+	cl, err := client.New(cfg)
+	if errors.Is(err, client.ErrInsecureURL) {
+		return nil, nil, err
+	}
+	if err != nil {
+		return nil, nil, usagef("%v", err)
+	}
+	return cl, bar, nil
+}
+
+func (c *clientCLI) register(ctx context.Context, args []string) error {
+	fs := c.flags("register")
+	machineID := fs.String("machine-id", "", "machine ID (default: the contents of /etc/machine-id)")
+	kernel := fs.String("kernel", "", "kernel release (default: uname -r)")
+	arch := fs.String("arch", "", "architecture (default: uname -m)")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs("patchmesh client register", pos, "AUTH_TOKEN"); err != nil {
+		return err
+	}
+	if c.server == "" {
+		return usagef("register needs --server URL")
+	}
+	token := pos[0]
+	if token == "-" {
+		line, err := bufio.NewReader(io.LimitReader(c.stdin, 4096)).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("read auth token: %w", err)
+		}
+		token = strings.TrimSpace(line)
+	}
+	if !strings.HasPrefix(token, "pma_") {
+		return usagef("AUTH_TOKEN must be an auth token (pma_…)")
+	}
+	if *machineID == "" {
+		file := c.machineIDFile
+		if file == "" {
+			file = client.DefaultMachineIDFile
+		}
+		id, err := client.ReadMachineID(file)
+		if err != nil {
+			return usagef("%v; give --machine-id", err)
+		}
+		*machineID = id
+	}
+	if err := c.fillHost(kernel, arch); err != nil {
+		return err
+	}
+	cl, _, err := c.newClient("")
+	if err != nil {
+		return err
+	}
+	reg, err := cl.Register(ctx, client.RegisterRequest{AuthToken: token, MachineID: *machineID, Kernel: *kernel, Arch: *arch})
+	if err != nil {
+		return err
+	}
+	// The machine token stays in the state file; it is never printed.
+	out := struct {
+		Tier    string          `json:"tier"`
+		Machine catalog.Machine `json:"machine"`
+	}{reg.Tier, reg.Machine}
+	if c.output == "json" {
+		return printJSON(c.stdout, nil, out)
+	}
+	_, err = fmt.Fprintf(c.stdout, "Registered on tier %s as machine %s.\n", reg.Tier, reg.Machine.ID)
+	return err
+}
+
+// fillHost defaults kernel and arch to the running system's.
+func (c *clientCLI) fillHost(kernel, arch *string) error {
+	if *kernel != "" && *arch != "" {
+		return nil
+	}
+	k, a, err := client.Uname()
+	if err != nil {
+		return usagef("%v", err)
+	}
+	if *kernel == "" {
+		*kernel = k
+	}
+	if *arch == "" {
+		*arch = a
+	}
+	return nil
+}
+
+func (c *clientCLI) status(ctx context.Context, args []string) error {
+	fs := c.flags("status")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs("patchmesh client status", pos); err != nil {
+		return err
+	}
+	cl, _, err := c.newClient("")
+	if err != nil {
+		return err
+	}
+	m, err := cl.Status(ctx)
+	if err != nil {
+		return err
+	}
+	if c.output == "json" {
+		return printJSON(c.stdout, nil, m)
+	}
+	return machineDetail(c.stdout, m)
+}
+
+func machineDetail(w io.Writer, m catalog.Machine) error {
+	return table(w, []string{"FIELD", "VALUE"}, [][]string{
+		{"machine", m.ID},
+		{"tier", m.Tier},
+		{"kernel", m.Kernel},
+		{"arch", m.Arch},
+		{"state", string(m.State)},
+		{"patch version", orDash(m.PatchVersion)},
+		{"client version", orDash(m.ClientVersion)},
+		{"uptime", strconv.FormatInt(m.UptimeSeconds, 10) + "s"},
+		{"registered", fmtTime(m.Registered)},
+		{"last seen", fmtTime(m.LastSeen)},
+	})
+}
+
+func (c *clientCLI) refresh(ctx context.Context, args []string) error {
+	fs := c.flags("refresh")
+	hook := fs.String("apply-hook", "", "shell command that applies the verified patch")
+	kernel := fs.String("kernel", "", "kernel release (default: uname -r)")
+	arch := fs.String("arch", "", "architecture (default: uname -m)")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs("patchmesh client refresh", pos); err != nil {
+		return err
+	}
+	if err := c.fillHost(kernel, arch); err != nil {
+		return err
+	}
+	cl, bar, err := c.newClient("downloading")
+	if err != nil {
+		return err
+	}
+	res, err := cl.Refresh(ctx, client.RefreshOptions{Kernel: *kernel, Arch: *arch, ApplyHook: *hook})
+	bar.finish()
+	if res.State == "" {
+		return err // nothing was reported
+	}
+	if c.output == "json" {
+		out := struct {
+			State      catalog.MachineState `json:"state"`
+			Patch      *catalog.Patch       `json:"patch"`
+			Path       string               `json:"path,omitempty"`
+			Downloaded bool                 `json:"downloaded"`
+			Machine    catalog.Machine      `json:"machine"`
+		}{res.State, res.Patch, res.Path, res.Downloaded, res.Machine}
+		if perr := printJSON(c.stdout, nil, out); perr != nil {
+			return errors.Join(err, perr)
+		}
+		return err
+	}
+	switch {
+	case res.Patch == nil:
+		fmt.Fprintf(c.stdout, "No patch for kernel %s (%s) on this machine's tier.\n", *kernel, *arch)
+	case res.Path == "":
+		fmt.Fprintf(c.stdout, "Patch %s (version %s) REFUSED: it failed verification and was deleted.\n", res.Patch.Digest, res.Patch.Version)
+	default:
+		how := "already verified"
+		if res.Downloaded {
+			how = "downloaded and verified"
+		}
+		fmt.Fprintf(c.stdout, "Patch %s (version %s) %s: %s\n", res.Patch.Digest, res.Patch.Version, how, res.Path)
+	}
+	fmt.Fprintf(c.stdout, "Checked in: %s.\n", res.State)
+	return err
+}

@@ -1,0 +1,268 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/patchmesh/patchmesh/catalog"
+	"github.com/patchmesh/patchmesh/client"
+)
+
+const testMachineID = "0123456789abcdef0123456789abcdef"
+
+// machine is one client machine: a state directory and how to run
+// `patchmesh client` on it.
+type machine struct {
+	t        *testing.T
+	node     *testNode
+	stateDir string
+}
+
+func newMachine(t *testing.T, n *testNode) *machine {
+	return &machine{t: t, node: n, stateDir: filepath.Join(t.TempDir(), "state")}
+}
+
+// run runs `patchmesh client` with the machine's state dir.
+func (m *machine) run(stdin string, args ...string) result {
+	m.t.Helper()
+	var stdout, stderr bytes.Buffer
+	c := &clientCLI{stdin: strings.NewReader(stdin), stdout: &stdout, stderr: &stderr, geteuid: func() int { return 1000 },
+		uptimeFile: filepath.Join(m.t.TempDir(), "no-uptime")}
+	code := c.run(context.Background(), append([]string{"--state-dir", m.stateDir}, args...))
+	return result{code, stdout.String(), stderr.String()}
+}
+
+// authToken makes an auth token on tier with the admin tool.
+func authToken(t *testing.T, n *testNode, tier string) string {
+	t.Helper()
+	r := n.mustAdmin("auth-tokens", "add", tier, "fleet-"+tier, "--output", "json")
+	var out struct{ Token string }
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
+		t.Fatalf("auth-tokens add: %v", err)
+	}
+	return out.Token
+}
+
+func (m *machine) register(token string) {
+	m.t.Helper()
+	r := m.run("", "register", token, "--server", m.node.srv.URL, "--machine-id", testMachineID, "--kernel", nodeKernel, "--arch", nodeArch)
+	if r.code != exitOK {
+		m.t.Fatalf("register: exit %d, stderr %s", r.code, r.stderr)
+	}
+}
+
+func (m *machine) refresh(args ...string) result {
+	m.t.Helper()
+	return m.run("", append([]string{"refresh", "--kernel", nodeKernel, "--arch", nodeArch}, args...)...)
+}
+
+func TestClientRegisterSavesPrivateState(t *testing.T) {
+	n := newTestNode(t)
+	n.login()
+	m := newMachine(t, n)
+	token := authToken(t, n, "beta")
+
+	// The token may come on standard input, kept out of the process list.
+	r := m.run(token+"\n", "register", "-", "--server", n.srv.URL, "--machine-id", testMachineID, "--kernel", nodeKernel, "--arch", nodeArch)
+	if r.code != exitOK {
+		t.Fatalf("register: exit %d, stderr %s", r.code, r.stderr)
+	}
+	if !strings.Contains(r.stdout, "tier beta") {
+		t.Errorf("register output = %q, want the tier", r.stdout)
+	}
+	if got := fileMode(t, m.stateDir); got != 0o700 {
+		t.Errorf("state dir mode = %o, want 700", got)
+	}
+	statePath := filepath.Join(m.stateDir, client.StateFile)
+	if got := fileMode(t, statePath); got != 0o600 {
+		t.Errorf("state file mode = %o, want 600", got)
+	}
+	raw, _ := os.ReadFile(statePath)
+	if bytes.Contains(raw, []byte(testMachineID)) {
+		t.Error("the state file holds the raw machine ID")
+	}
+	st, err := client.LoadState(m.stateDir)
+	if err != nil || st.Tier != "beta" || st.Server != n.srv.URL || !strings.HasPrefix(st.MachineToken, "pmm_") {
+		t.Errorf("state = %+v, %v; want tier beta, the server and a machine token", st, err)
+	}
+	if strings.Contains(r.stdout+r.stderr, st.MachineToken) {
+		t.Error("register printed the machine token")
+	}
+
+	s := m.run("", "status", "--output", "json")
+	var got catalog.Machine
+	if err := json.Unmarshal([]byte(s.stdout), &got); err != nil || got.Tier != "beta" || got.Kernel != nodeKernel || got.ID != st.MachineID {
+		t.Errorf("status --output json = %s (%v), want the machine on beta", s.stdout, err)
+	}
+	if s := m.run("", "status"); s.code != exitOK || !strings.Contains(s.stdout, st.MachineID) {
+		t.Errorf("status: exit %d, stdout %q", s.code, s.stdout)
+	}
+}
+
+func TestClientRegisterRefused(t *testing.T) {
+	n := newTestNode(t)
+	n.login()
+	m := newMachine(t, n)
+	token := authToken(t, n, "edge")
+	n.mustAdmin("auth-tokens", "revoke", strings.Split(token, "_")[1])
+
+	r := m.run("", "register", token, "--server", n.srv.URL, "--machine-id", testMachineID, "--kernel", nodeKernel, "--arch", nodeArch)
+	if r.code != exitAuth || !strings.Contains(r.stderr, "unauthorized") {
+		t.Errorf("register with a revoked token: exit %d, stderr %q; want %d, unauthorized", r.code, r.stderr, exitAuth)
+	}
+	if _, err := os.Stat(filepath.Join(m.stateDir, client.StateFile)); err == nil {
+		t.Error("a refused registration left a state file")
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want int
+	}{
+		{"not registered", []string{"status"}, exitAuth},
+		{"no token", []string{"register", "--server", n.srv.URL}, exitUsage},
+		{"not an auth token", []string{"register", "pmm_x", "--server", n.srv.URL}, exitUsage},
+		{"no server", []string{"register", token}, exitUsage},
+		{"unknown command", []string{"frob"}, exitUsage},
+	} {
+		if r := m.run("", tc.args...); r.code != tc.want {
+			t.Errorf("%s: exit %d, want %d; stderr %s", tc.name, r.code, tc.want, r.stderr)
+		}
+	}
+}
+
+func TestClientRefreshStates(t *testing.T) {
+	n := newTestNode(t)
+	n.login()
+	m := newMachine(t, n)
+	m.register(authToken(t, n, "edge"))
+
+	// Nothing uploaded yet.
+	r := m.refresh()
+	if r.code != exitOK || !strings.Contains(r.stdout, "Checked in: nothing-to-apply.") {
+		t.Fatalf("refresh with no patch: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+
+	content := []byte("live patch for 107.117")
+	path, digest := writePatchFile(t, content)
+	n.mustAdmin("patches", "upload", path, "--kernel", nodeKernel, "--arch", nodeArch, "--version", "107.1")
+	kept := filepath.Join(m.stateDir, client.PatchDir, strings.TrimPrefix(digest, "sha256:"))
+
+	hookOut := filepath.Join(t.TempDir(), "hook.env")
+	for _, tc := range []struct {
+		name  string
+		hook  []string
+		code  int
+		state catalog.MachineState
+	}{
+		{"no hook", nil, exitOK, catalog.StateUnapplied},
+		{"hook succeeds", []string{"--apply-hook", `echo "$PATCHMESH_PATCH_FILE $PATCHMESH_PATCH_VERSION $PATCHMESH_PATCH_DIGEST" > ` + hookOut}, exitOK, catalog.StateApplied},
+		{"hook fails", []string{"--apply-hook", "echo cannot apply >&2; exit 7"}, exitServer, catalog.StateApplyFailed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := m.refresh(append(tc.hook, "--output", "json")...)
+			if r.code != tc.code {
+				t.Fatalf("refresh: exit %d, want %d; stderr %s", r.code, tc.code, r.stderr)
+			}
+			var out struct {
+				State   catalog.MachineState `json:"state"`
+				Patch   *catalog.Patch       `json:"patch"`
+				Path    string               `json:"path"`
+				Machine catalog.Machine      `json:"machine"`
+			}
+			if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
+				t.Fatalf("refresh --output json: %v\n%s", err, r.stdout)
+			}
+			if out.State != tc.state || out.Machine.State != tc.state || out.Patch == nil || out.Patch.Digest != digest || out.Path != kept {
+				t.Errorf("refresh = %s, want state %s for %s at %s", r.stdout, tc.state, digest, kept)
+			}
+			if out.Machine.PatchVersion != "107.1" {
+				t.Errorf("machine's patch version = %q, want 107.1", out.Machine.PatchVersion)
+			}
+			machines := n.mustAdmin("machines", "list", "--state", string(tc.state), "--output", "json")
+			if strings.Count(machines.stdout, `"id"`) != 1 {
+				t.Errorf("machines list --state %s:\n%s", tc.state, machines.stdout)
+			}
+		})
+	}
+	if got, _ := os.ReadFile(kept); !bytes.Equal(got, content) {
+		t.Errorf("kept patch = %q, want %q", got, content)
+	}
+	if got, _ := os.ReadFile(hookOut); string(got) != kept+" 107.1 "+digest+"\n" {
+		t.Errorf("hook saw %q, want %q", got, kept+" 107.1 "+digest+"\n")
+	}
+}
+
+func TestClientRefreshRefusesTamperedBlob(t *testing.T) {
+	n := newTestNode(t)
+	n.login()
+	m := newMachine(t, n)
+	m.register(authToken(t, n, "edge"))
+	content := []byte("the genuine live patch")
+	path, digest := writePatchFile(t, content)
+	n.mustAdmin("patches", "upload", path, "--kernel", nodeKernel, "--arch", nodeArch, "--version", "107.1")
+
+	// Tamper with the node's copy: it now serves other bytes under the digest.
+	if err := os.WriteFile(n.blobPath(digest), []byte("the tampered live patc"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hookRan := filepath.Join(t.TempDir(), "hook-ran")
+	r := m.refresh("--apply-hook", "touch "+hookRan)
+	if r.code != exitServer {
+		t.Errorf("refresh of tampered bytes: exit %d, want %d", r.code, exitServer)
+	}
+	if !strings.Contains(r.stderr, "does not match its digest") || !strings.Contains(r.stdout, "REFUSED") || !strings.Contains(r.stdout, "check-failed") {
+		t.Errorf("refresh output: stdout %q, stderr %q; want a clear refusal and check-failed", r.stdout, r.stderr)
+	}
+	if _, err := os.Stat(hookRan); err == nil {
+		t.Error("the apply hook ran on a refused patch")
+	}
+	filepath.WalkDir(m.stateDir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && d.Name() != client.StateFile {
+			t.Errorf("file %s kept after a refused download", p)
+		}
+		return nil
+	})
+	if machines := n.mustAdmin("machines", "list", "--state", "check-failed"); !strings.Contains(machines.stdout, "check-failed") {
+		t.Errorf("the node does not list the machine as check-failed:\n%s", machines.stdout)
+	}
+}
+
+func TestClientRequireTLSRefusesHTTP(t *testing.T) {
+	n := newTestNode(t)
+	n.login()
+	token := authToken(t, n, "edge")
+	m := newMachine(t, n)
+
+	before := n.requestCount()
+	r := m.run("", "register", token, "--require-tls", "--server", n.srv.URL, "--machine-id", testMachineID, "--kernel", nodeKernel, "--arch", nodeArch)
+	if r.code != exitUsage || !strings.Contains(r.stderr, "TLS is required") {
+		t.Errorf("register over http with --require-tls: exit %d, stderr %q; want %d, TLS is required", r.code, r.stderr, exitUsage)
+	}
+	if n.requestCount() != before {
+		t.Error("a request went out over plain http despite --require-tls")
+	}
+
+	m.register(token)
+	before = n.requestCount()
+	for _, cmd := range [][]string{{"status"}, {"refresh", "--kernel", nodeKernel, "--arch", nodeArch}} {
+		if r := m.run("", append(cmd, "--require-tls")...); r.code != exitUsage {
+			t.Errorf("%s over http with --require-tls: exit %d, want %d", cmd[0], r.code, exitUsage)
+		}
+	}
+	if n.requestCount() != before {
+		t.Error("a request went out over plain http despite --require-tls")
+	}
+}
+
+func TestClientHelpListsExitCodes(t *testing.T) {
+	m := newMachine(t, nil)
+	r := m.run("", "--help")
+	if r.code != exitOK || !strings.Contains(r.stdout, "Exit codes:") || !strings.Contains(r.stdout, "--require-tls") {
+		t.Errorf("--help: exit %d, stdout %q", r.code, r.stdout)
+	}
+}
