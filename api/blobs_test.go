@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -402,3 +403,38 @@ func TestStorageListAndRefresh(t *testing.T) {
 }
 
 var _ = api.RequestIDHeader
+
+// TestFailedUploadKeepsOnlyBlobsItDidNotCreate guards the clean-up after a
+// commit: a refused upload removes the blob it committed, but never a blob
+// that was there before it (another patch's, or one an operator keeps).
+func TestFailedUploadKeepsOnlyBlobsItDidNotCreate(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	file := content(1000, "size-lies")
+	d := blob.FromBytes(file)
+	// A chunked body has no length, so the declared size is checked only
+	// after the blob was committed.
+	path := uploadPath(string(d), testKernel, "1.1") + "&size=999"
+	chunked := func() io.Reader { return io.MultiReader(strings.NewReader(string(file))) }
+
+	before := e.snapshot()
+	r := e.request(http.MethodPost, path, e.admin, chunked())
+	if r.StatusCode != 400 || r.errField() != "size" {
+		t.Fatalf("size mismatch: %d %s, want 400 invalid_input size", r.StatusCode, r.body)
+	}
+	if _, err := e.blobs.Stat(ctx, d); !errors.Is(err, blob.ErrNotFound) {
+		t.Errorf("blob the refused upload created: Stat err %v, want ErrNotFound", err)
+	}
+	e.unchanged("a refused upload", before)
+
+	if _, err := blob.Put(ctx, e.blobs, d, strings.NewReader(string(file))); err != nil {
+		t.Fatal(err)
+	}
+	r = e.request(http.MethodPost, path, e.admin, chunked())
+	if r.StatusCode != 400 {
+		t.Fatalf("size mismatch over an existing blob: %d %s, want 400", r.StatusCode, r.body)
+	}
+	if _, err := e.blobs.Stat(ctx, d); err != nil {
+		t.Errorf("blob that existed before the refused upload: Stat err %v, want it kept", err)
+	}
+}
