@@ -3,7 +3,6 @@ package api_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"regexp"
@@ -91,7 +90,7 @@ func TestAccessLogLineHasRouteTemplateAndNoSecrets(t *testing.T) {
 	}
 }
 
-func TestUnknownRouteAndMethod(t *testing.T) {
+func TestUnknownPathIs404AndWrongMethodIs405(t *testing.T) {
 	e := newEnv(t)
 	r := e.request(http.MethodGet, "/v1/nope", e.admin, nil)
 	if r.StatusCode != http.StatusNotFound || r.errCode() != "not_found" {
@@ -139,7 +138,7 @@ func TestExpiredMacaroonIsRefused(t *testing.T) {
 	}
 }
 
-func TestLogin(t *testing.T) {
+func TestLoginMintsMacaroonOnlyForTheRightPassword(t *testing.T) {
 	e := newEnv(t)
 	for _, tc := range []struct {
 		name       string
@@ -172,7 +171,7 @@ func TestLogin(t *testing.T) {
 	}
 }
 
-func TestTiers(t *testing.T) {
+func TestTiersAddListRemoveAndRefuseBadInput(t *testing.T) {
 	e := newEnv(t)
 	var created catalog.Tier
 	e.want(e.request(http.MethodPost, "/v1/admin/tiers", e.admin, map[string]string{"name": "canary"}), http.StatusCreated, &created)
@@ -222,7 +221,7 @@ func TestTiers(t *testing.T) {
 	e.want(e.request(http.MethodDelete, "/v1/admin/tiers/spare", e.admin, nil), http.StatusNoContent, nil)
 }
 
-func TestTokens(t *testing.T) {
+func TestTokensShownOnceAndRevokedOnlyThroughTheirKind(t *testing.T) {
 	e := newEnv(t)
 	for _, kind := range []string{"auth", "sync"} {
 		t.Run(kind, func(t *testing.T) {
@@ -301,7 +300,7 @@ func TestTokens(t *testing.T) {
 	}
 }
 
-func TestUploadAndPatchAdmin(t *testing.T) {
+func TestUploadVerifiesBeforeStoringAndPatchesAreManaged(t *testing.T) {
 	e := newEnv(t, func(c *api.Config) { c.Limits.MaxUploadBytes = 4096 })
 	ctx := context.Background()
 	file := content(1000, "patch-1")
@@ -459,7 +458,7 @@ func TestUploadAndPatchAdmin(t *testing.T) {
 	}
 }
 
-func TestClientAPI(t *testing.T) {
+func TestClientRegisterStatusPatchCheckInAndRefusals(t *testing.T) {
 	e := newEnv(t, func(c *api.Config) { c.Limits.MaxBodyBytes = 1024 })
 	at, atInfo := e.token("auth", "beta", "fleet-a")
 	authz := "Bearer " + at
@@ -613,7 +612,7 @@ func TestClientAPI(t *testing.T) {
 	}
 }
 
-func TestDebugEndpoints(t *testing.T) {
+func TestDebugInfoAndStatusReportHealth(t *testing.T) {
 	e := newEnv(t)
 	e.clock.Advance(90 * time.Second)
 	var info struct {
@@ -650,5 +649,3 @@ func TestDebugEndpoints(t *testing.T) {
 		t.Errorf("request with the store closed: %d %s, want 500 internal without details", r.StatusCode, r.body)
 	}
 }
-
-var _ = fmt.Sprint

@@ -402,8 +402,6 @@ func TestStorageListAndRefresh(t *testing.T) {
 	e.unchanged("storage refresh", before)
 }
 
-var _ = api.RequestIDHeader
-
 // TestFailedUploadKeepsOnlyBlobsItDidNotCreate guards the clean-up after a
 // commit: a refused upload removes the blob it committed, but never a blob
 // that was there before it (another patch's, or one an operator keeps).

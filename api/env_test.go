@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -374,5 +373,3 @@ func content(n int, seed string) []byte {
 }
 
 func digestOf(b []byte) string { return string(blob.FromBytes(b)) }
-
-var _ = fmt.Sprintf
