@@ -16,7 +16,9 @@ CREATE TABLE patches (
     arch        TEXT NOT NULL,
     version     TEXT NOT NULL,
     -- version_key orders versions numerically as text (catalog.VersionKey).
-    version_key TEXT NOT NULL,
+    -- Its byte order is the version order, so it compares bytewise whatever
+    -- the database's locale: a locale collation may skip the dots.
+    version_key TEXT COLLATE "C" NOT NULL,
     size        BIGINT NOT NULL CHECK (size > 0),
     cves        TEXT NOT NULL DEFAULT '[]', -- JSON array of CVE IDs
     description TEXT NOT NULL DEFAULT '',
@@ -25,7 +27,9 @@ CREATE TABLE patches (
     UNIQUE (kernel, arch, version)
 );
 -- Serves the check-in question: newest live patch for a kernel and arch.
-CREATE INDEX patches_newest ON patches (kernel, arch, version_key DESC);
+-- Partial and carrying the digest, so the walk down the versions probes
+-- availability without reading a table row until the answer is found.
+CREATE INDEX patches_newest ON patches (kernel, arch, version_key DESC, digest) WHERE NOT withdrawn;
 
 CREATE TABLE availability (
     digest   TEXT NOT NULL REFERENCES patches (digest) ON DELETE CASCADE,

@@ -328,17 +328,27 @@ func (s *Store) Patches(ctx context.Context, f store.PatchFilter) (ps []catalog.
 	return ps, nil
 }
 
-// Newest answers the check-in question in one query. It walks the
-// patches_newest index (kernel, arch, version_key DESC) from the highest
-// version down and stops at the first live patch available on tier, probing
-// availability by its primary key: a handful of index lookups however large
-// the catalog.
+// newestQuery answers the check-in question in one query. It walks the
+// partial index patches_newest (kernel, arch, version_key DESC, digest) of
+// live patches from the highest version down and stops at the first one
+// available on the tier, probing availability by index: a few B-tree
+// lookups however large the catalog. Only the answer's row and its tiers
+// are read from the tables.
+const newestQuery = `SELECT ` + patchCols + ` FROM patches p
+	WHERE p.kernel = $1 AND p.arch = $2 AND NOT p.withdrawn
+	  AND EXISTS (SELECT 1 FROM availability x WHERE x.digest = p.digest AND x.tier = $3)
+	ORDER BY p.version_key DESC LIMIT 1`
+
+// Newest returns the highest-versioned live patch for kernel and arch on tier.
 func (s *Store) Newest(ctx context.Context, tier, kernel, arch string) (p catalog.Patch, err error) {
 	defer s.done("Newest", time.Now(), &err)
-	p, err = scanPatch(s.db.QueryRowContext(ctx, `SELECT `+patchCols+` FROM patches p
-		WHERE p.kernel = $1 AND p.arch = $2 AND NOT p.withdrawn
-		  AND EXISTS (SELECT 1 FROM availability x WHERE x.digest = p.digest AND x.tier = $3)
-		ORDER BY p.version_key DESC LIMIT 1`, kernel, arch, tier))
+	var row *sql.Row
+	if s.newest != nil {
+		row = s.newest.QueryRowContext(ctx, kernel, arch, tier)
+	} else {
+		row = s.db.QueryRowContext(ctx, newestQuery, kernel, arch, tier)
+	}
+	p, err = scanPatch(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return catalog.Patch{}, fmt.Errorf("sqlstore: newest for %s %s on %q: %w", kernel, arch, tier, catalog.ErrNotFound)
 	}

@@ -62,6 +62,12 @@ type Store struct {
 	pool    *pgxpool.Pool // nil for SQLite
 	observe func(op string, d time.Duration, err error)
 	clock   func() time.Time
+	// newest is newestQuery prepared, for SQLite only: modernc compiles a
+	// query anew on every call unless prepared, which would double the cost
+	// of the hottest query. pgx caches prepared statements per connection
+	// by itself, and database/sql cannot keep a statement on PostgreSQL
+	// connections it returns to the pool after every use.
+	newest *sql.Stmt
 }
 
 var _ store.Store = (*Store)(nil)
@@ -151,6 +157,13 @@ func open(ctx context.Context, db *sql.DB, d migrations.Dialect, pool *pgxpool.P
 		}
 		return nil, fmt.Errorf("sqlstore: %s: migrate: %w", d, err)
 	}
+	if d == migrations.SQLite {
+		var err error
+		if s.newest, err = db.PrepareContext(ctx, newestQuery); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("sqlstore: %s: prepare: %w", d, err)
+		}
+	}
 	return s, nil
 }
 
@@ -173,6 +186,9 @@ func (s *Store) Ping(ctx context.Context) (err error) {
 
 // Close closes the database and, for PostgreSQL, the pool.
 func (s *Store) Close() error {
+	if s.newest != nil {
+		s.newest.Close()
+	}
 	err := s.db.Close()
 	if s.pool != nil {
 		s.pool.Close()

@@ -260,3 +260,24 @@ func TestOpenPostgresUnreachableFailsClearly(t *testing.T) {
 		t.Errorf("OpenPostgres error must not show the password, got %q", err)
 	}
 }
+
+// The SQLite durability and integrity settings must be in force on the
+// connections the store uses: without them a committed change could be lost
+// to a power cut, or a row could name a tier that does not exist.
+func TestSQLiteConnectionSettings(t *testing.T) {
+	s := openSQLite(t, filepath.Join(t.TempDir(), "p.db"))
+	for _, tc := range []struct{ pragma, want string }{
+		{"foreign_keys", "1"},
+		{"journal_mode", "wal"},
+		{"synchronous", "2"}, // FULL
+		{"busy_timeout", "10000"},
+	} {
+		var got string
+		if err := s.DB().QueryRowContext(t.Context(), "PRAGMA "+tc.pragma).Scan(&got); err != nil {
+			t.Fatalf("PRAGMA %s: %v", tc.pragma, err)
+		}
+		if got != tc.want {
+			t.Errorf("PRAGMA %s: want %s, got %s", tc.pragma, tc.want, got)
+		}
+	}
+}
