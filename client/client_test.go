@@ -3,13 +3,16 @@ package client
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/patchmesh/patchmesh/catalog"
@@ -36,11 +39,13 @@ func newTestClient(t *testing.T, cfg Config) *Client {
 	return c
 }
 
-func register(t *testing.T, c *Client) {
+func register(t *testing.T, c *Client, token string) Registration {
 	t.Helper()
-	if _, err := c.Register(context.Background(), RegisterRequest{AuthToken: fakeAuthToken, MachineID: testMachineID, Kernel: testKernel, Arch: testArch}); err != nil {
+	reg, err := c.Register(context.Background(), RegisterRequest{AuthToken: token, MachineID: testMachineID, Kernel: testKernel, Arch: testArch})
+	if err != nil {
 		t.Fatalf("Register: %v", err)
 	}
+	return reg
 }
 
 func fileMode(t *testing.T, path string) os.FileMode {
@@ -53,20 +58,24 @@ func fileMode(t *testing.T, path string) os.FileMode {
 }
 
 func TestRegisterSavesPrivateStateWithoutRawMachineID(t *testing.T) {
-	f := newFakeServerNode(t, false)
+	n := newTestNode(t, false)
+	token := n.authToken("beta")
 	stateDir := filepath.Join(t.TempDir(), "deep", "state")
-	c := newTestClient(t, Config{Server: f.srv.URL, StateDir: stateDir, ClientVersion: "1.2.3"})
+	c := newTestClient(t, Config{Server: n.srv.URL, StateDir: stateDir, ClientVersion: "1.2.3"})
 
-	reg, err := c.Register(context.Background(), RegisterRequest{AuthToken: fakeAuthToken, MachineID: testMachineID, Kernel: testKernel, Arch: testArch})
-	if err != nil {
-		t.Fatalf("Register: %v", err)
+	reg := register(t, c, token)
+	if reg.Tier != "beta" || reg.Machine.ID == "" || reg.Machine.ID == testMachineID {
+		t.Errorf("registration = %+v, want tier beta and the server's (hashed) machine ID", reg)
 	}
-	if reg.Tier != "edge" || reg.Machine.ID != fakeMachineHMAC {
-		t.Errorf("registration = %+v, want tier edge and machine %s", reg, fakeMachineHMAC)
+	body := n.lastBody("/v1/client/register")
+	want := map[string]any{"machine_id": testMachineID, "kernel": testKernel, "arch": testArch, "client_version": "1.2.3"}
+	for k, v := range want {
+		if body[k] != v {
+			t.Errorf("register body %s = %v, want %v", k, body[k], v)
+		}
 	}
-	want := map[string]string{"machine_id": testMachineID, "kernel": testKernel, "arch": testArch, "client_version": "1.2.3"}
-	if got := f.registrations[0]; len(got) != len(want) || got["machine_id"] != want["machine_id"] || got["kernel"] != want["kernel"] || got["arch"] != want["arch"] || got["client_version"] != want["client_version"] {
-		t.Errorf("register body = %v, want %v", got, want)
+	if len(body) != len(want) {
+		t.Errorf("register body = %v, want exactly %v", body, want)
 	}
 
 	if got := fileMode(t, stateDir); got != 0o700 {
@@ -87,8 +96,8 @@ func TestRegisterSavesPrivateStateWithoutRawMachineID(t *testing.T) {
 	if err != nil {
 		t.Fatalf("LoadState: %v", err)
 	}
-	if st.Server != f.srv.URL || st.MachineToken != fakeMachineToken || st.Tier != "edge" || st.MachineID != fakeMachineHMAC {
-		t.Errorf("state = %+v, want server %s, the machine token, tier edge, machine %s", st, f.srv.URL, fakeMachineHMAC)
+	if st.Server != n.srv.URL || !strings.HasPrefix(st.MachineToken, "pmm_") || st.Tier != "beta" || st.MachineID != reg.Machine.ID {
+		t.Errorf("state = %+v, want server %s, a machine token, tier beta, machine %s", st, n.srv.URL, reg.Machine.ID)
 	}
 	entries, _ := os.ReadDir(stateDir)
 	if len(entries) != 1 {
@@ -97,14 +106,15 @@ func TestRegisterSavesPrivateStateWithoutRawMachineID(t *testing.T) {
 }
 
 func TestRegisterRefusedSavesNothing(t *testing.T) {
-	f := newFakeServerNode(t, false)
+	n := newTestNode(t, false)
 	stateDir := filepath.Join(t.TempDir(), "state")
-	c := newTestClient(t, Config{Server: f.srv.URL, StateDir: stateDir})
+	c := newTestClient(t, Config{Server: n.srv.URL, StateDir: stateDir})
 
-	_, err := c.Register(context.Background(), RegisterRequest{AuthToken: "pma_0000000000000000_wrong", MachineID: testMachineID, Kernel: testKernel, Arch: testArch})
+	unknown := "pma_0123456789abcdef_" + strings.Repeat("A", 43)
+	_, err := c.Register(context.Background(), RegisterRequest{AuthToken: unknown, MachineID: testMachineID, Kernel: testKernel, Arch: testArch})
 	var apiErr *APIError
-	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusUnauthorized || apiErr.Code != "unauthorized" || apiErr.RequestID != "req-fake-1" {
-		t.Fatalf("Register error = %v, want an APIError 401 unauthorized with request ID req-fake-1", err)
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusUnauthorized || apiErr.Code != "unauthorized" || apiErr.RequestID == "" {
+		t.Fatalf("Register error = %v, want an APIError 401 unauthorized with a request ID", err)
 	}
 	if _, err := os.Stat(filepath.Join(stateDir, StateFile)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("state file after a refused registration: stat err = %v, want not exist", err)
@@ -112,16 +122,18 @@ func TestRegisterRefusedSavesNothing(t *testing.T) {
 }
 
 func TestRegisterRejectsBadInputWithoutCallingServer(t *testing.T) {
-	f := newFakeServerNode(t, false)
-	c := newTestClient(t, Config{Server: f.srv.URL})
+	n := newTestNode(t, false)
+	token := n.authToken("edge")
+	c := newTestClient(t, Config{Server: n.srv.URL})
+	before := n.total()
 	for _, tc := range []struct {
 		name string
 		req  RegisterRequest
 	}{
-		{"not an auth token", RegisterRequest{AuthToken: fakeMachineToken, MachineID: testMachineID, Kernel: testKernel, Arch: testArch}},
-		{"short machine ID", RegisterRequest{AuthToken: fakeAuthToken, MachineID: "abc", Kernel: testKernel, Arch: testArch}},
-		{"bad kernel", RegisterRequest{AuthToken: fakeAuthToken, MachineID: testMachineID, Kernel: "linux", Arch: testArch}},
-		{"bad arch", RegisterRequest{AuthToken: fakeAuthToken, MachineID: testMachineID, Kernel: testKernel, Arch: "vax"}},
+		{"not an auth token", RegisterRequest{AuthToken: "pmm_0123456789abcdef_x", MachineID: testMachineID, Kernel: testKernel, Arch: testArch}},
+		{"short machine ID", RegisterRequest{AuthToken: token, MachineID: "abc", Kernel: testKernel, Arch: testArch}},
+		{"bad kernel", RegisterRequest{AuthToken: token, MachineID: testMachineID, Kernel: "linux", Arch: testArch}},
+		{"bad arch", RegisterRequest{AuthToken: token, MachineID: testMachineID, Kernel: testKernel, Arch: "vax"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := c.Register(context.Background(), tc.req); err == nil {
@@ -129,37 +141,37 @@ func TestRegisterRejectsBadInputWithoutCallingServer(t *testing.T) {
 			}
 		})
 	}
-	if n := len(f.authHeaders); n != 0 {
-		t.Errorf("server got %d requests, want 0", n)
+	if got := n.total() - before; got != 0 {
+		t.Errorf("server got %d requests, want 0", got)
 	}
 }
 
 func TestStatusNeedsRegistration(t *testing.T) {
-	f := newFakeServerNode(t, false)
-	c := newTestClient(t, Config{Server: f.srv.URL})
+	n := newTestNode(t, false)
+	c := newTestClient(t, Config{Server: n.srv.URL})
 	if _, err := c.Status(context.Background()); !errors.Is(err, ErrNotRegistered) {
 		t.Errorf("Status before Register = %v, want ErrNotRegistered", err)
 	}
-	register(t, c)
+	reg := register(t, c, n.authToken("edge"))
 	m, err := c.Status(context.Background())
 	if err != nil {
 		t.Fatalf("Status: %v", err)
 	}
-	if m.ID != fakeMachineHMAC || m.Tier != "edge" {
-		t.Errorf("Status = %+v, want machine %s on edge", m, fakeMachineHMAC)
+	if m.ID != reg.Machine.ID || m.Tier != "edge" || m.Kernel != testKernel {
+		t.Errorf("Status = %+v, want machine %s on edge", m, reg.Machine.ID)
 	}
 }
 
 func TestRequireTLSRefusesPlainHTTP(t *testing.T) {
-	f := newFakeServerNode(t, false)
-	if _, err := New(Config{Server: f.srv.URL, StateDir: t.TempDir(), Transport: Transport{RequireTLS: true}}); !errors.Is(err, ErrInsecureURL) {
+	n := newTestNode(t, false)
+	if _, err := New(Config{Server: n.srv.URL, StateDir: t.TempDir(), Transport: Transport{RequireTLS: true}}); !errors.Is(err, ErrInsecureURL) {
 		t.Errorf("New with an http server and RequireTLS = %v, want ErrInsecureURL", err)
 	}
 
 	// A registration saved with an http URL is refused too, before any request.
 	stateDir := filepath.Join(t.TempDir(), "state")
-	register(t, newTestClient(t, Config{Server: f.srv.URL, StateDir: stateDir}))
-	before := len(f.authHeaders)
+	register(t, newTestClient(t, Config{Server: n.srv.URL, StateDir: stateDir}), n.authToken("edge"))
+	before := n.total()
 	c := newTestClient(t, Config{StateDir: stateDir, Transport: Transport{RequireTLS: true}})
 	if _, err := c.Status(context.Background()); !errors.Is(err, ErrInsecureURL) {
 		t.Errorf("Status over http with RequireTLS = %v, want ErrInsecureURL", err)
@@ -167,24 +179,28 @@ func TestRequireTLSRefusesPlainHTTP(t *testing.T) {
 	if _, err := c.Refresh(context.Background(), RefreshOptions{Kernel: testKernel, Arch: testArch}); !errors.Is(err, ErrInsecureURL) {
 		t.Errorf("Refresh over http with RequireTLS = %v, want ErrInsecureURL", err)
 	}
-	if got := len(f.authHeaders); got != before {
-		t.Errorf("server got %d requests under RequireTLS, want 0", got-before)
+	if got := n.total() - before; got != 0 {
+		t.Errorf("server got %d requests under RequireTLS, want 0", got)
 	}
 }
 
 func TestRequireTLSRefusesRedirectToHTTP(t *testing.T) {
-	plain := newFakeServerNode(t, false)
-	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, plain.srv.URL+r.URL.Path, http.StatusFound)
+	n := newTestNode(t, false)
+	// A TLS front that redirects to the plain node, as a misconfigured
+	// load balancer might.
+	front := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, n.srv.URL+r.URL.Path, http.StatusTemporaryRedirect)
 	}))
-	t.Cleanup(tlsSrv.Close)
-	c := newTestClient(t, Config{Server: tlsSrv.URL, Transport: Transport{RequireTLS: true, CAFile: writeCA(t, tlsSrv)}})
-	_, err := c.Register(context.Background(), RegisterRequest{AuthToken: fakeAuthToken, MachineID: testMachineID, Kernel: testKernel, Arch: testArch})
+	t.Cleanup(front.Close)
+	token := n.authToken("edge")
+	before := n.total()
+	c := newTestClient(t, Config{Server: front.URL, Transport: Transport{RequireTLS: true, CAFile: writeCA(t, front)}})
+	_, err := c.Register(context.Background(), RegisterRequest{AuthToken: token, MachineID: testMachineID, Kernel: testKernel, Arch: testArch})
 	if !errors.Is(err, ErrInsecureURL) {
 		t.Errorf("Register redirected to http = %v, want ErrInsecureURL", err)
 	}
-	if n := len(plain.authHeaders); n != 0 {
-		t.Errorf("the plain http server got %d requests, want 0", n)
+	if got := n.total() - before; got != 0 {
+		t.Errorf("the plain http node got %d requests, want 0", got)
 	}
 }
 
@@ -200,17 +216,21 @@ func writeCA(t *testing.T, srv *httptest.Server) string {
 }
 
 func TestCAFileIsTrusted(t *testing.T) {
-	f := newFakeServerNode(t, true)
+	n := newTestNode(t, true)
+	token := n.authToken("edge")
 
-	without := newTestClient(t, Config{Server: f.srv.URL})
-	if _, err := without.Register(context.Background(), RegisterRequest{AuthToken: fakeAuthToken, MachineID: testMachineID, Kernel: testKernel, Arch: testArch}); err == nil {
+	without := newTestClient(t, Config{Server: n.srv.URL})
+	if _, err := without.Register(context.Background(), RegisterRequest{AuthToken: token, MachineID: testMachineID, Kernel: testKernel, Arch: testArch}); err == nil {
 		t.Fatal("Register to a server with a private CA succeeded without the CA file, want a certificate error")
 	}
 
-	with := newTestClient(t, Config{Server: f.srv.URL, Transport: Transport{CAFile: writeCA(t, f.srv), RequireTLS: true}})
-	register(t, with)
-	if _, err := with.Status(context.Background()); err != nil {
-		t.Errorf("Status with the CA file: %v", err)
+	with := newTestClient(t, Config{Server: n.srv.URL, Transport: Transport{CAFile: writeCA(t, n.srv), RequireTLS: true}})
+	register(t, with, token)
+	content := []byte("patch over TLS")
+	n.upload(content, "107.1")
+	res, err := with.Refresh(context.Background(), RefreshOptions{Kernel: testKernel, Arch: testArch})
+	if err != nil || !res.Downloaded {
+		t.Errorf("Refresh over TLS with the CA file = %+v, %v; want a download", res, err)
 	}
 }
 
@@ -237,11 +257,14 @@ func TestNewRejectsBadTransport(t *testing.T) {
 }
 
 func TestProxyIsUsed(t *testing.T) {
-	f := newFakeServerNode(t, false)
+	n := newTestNode(t, false)
+	var mu sync.Mutex
 	var proxied []string
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// A forward proxy gets the absolute URL; pass it on to the node.
+		mu.Lock()
 		proxied = append(proxied, r.URL.String())
+		mu.Unlock()
 		r.RequestURI = ""
 		resp, err := http.DefaultTransport.RoundTrip(r)
 		if err != nil {
@@ -253,27 +276,23 @@ func TestProxyIsUsed(t *testing.T) {
 			w.Header()[k] = v
 		}
 		w.WriteHeader(resp.StatusCode)
-		bytesCopy(w, resp)
+		io.Copy(w, resp.Body)
 	}))
 	t.Cleanup(proxy.Close)
-	c := newTestClient(t, Config{Server: f.srv.URL, Transport: Transport{Proxy: proxy.URL}})
-	register(t, c)
+	c := newTestClient(t, Config{Server: n.srv.URL, Transport: Transport{Proxy: proxy.URL}})
+	register(t, c, n.authToken("edge"))
+	mu.Lock()
+	defer mu.Unlock()
 	if len(proxied) != 1 || !strings.HasSuffix(proxied[0], "/v1/client/register") {
 		t.Errorf("proxy saw %v, want the registration", proxied)
 	}
-}
-
-func bytesCopy(w http.ResponseWriter, resp *http.Response) {
-	var b bytes.Buffer
-	b.ReadFrom(resp.Body)
-	w.Write(b.Bytes())
 }
 
 func TestRefreshStates(t *testing.T) {
 	content := []byte("live patch module bytes\n")
 	for _, tc := range []struct {
 		name      string
-		offer     bool
+		upload    bool
 		hook      string
 		wantState catalog.MachineState
 		wantErr   error
@@ -285,13 +304,13 @@ func TestRefreshStates(t *testing.T) {
 		{"hook exit 3 checks in apply-failed", true, "exit 3", catalog.StateApplyFailed, ErrApplyFailed, "107.1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFakeServerNode(t, false)
+			n := newTestNode(t, false)
 			uptime := filepath.Join(t.TempDir(), "uptime")
 			os.WriteFile(uptime, []byte("4321.77 9999.00\n"), 0o644)
-			c := newTestClient(t, Config{Server: f.srv.URL, UptimeFile: uptime, ClientVersion: "9.9.9"})
-			register(t, c)
-			if tc.offer {
-				f.offer(content, content)
+			c := newTestClient(t, Config{Server: n.srv.URL, UptimeFile: uptime, ClientVersion: "9.9.9"})
+			register(t, c, n.authToken("edge"))
+			if tc.upload {
+				n.upload(content, "107.1")
 			}
 			res, err := c.Refresh(context.Background(), RefreshOptions{Kernel: testKernel, Arch: testArch, ApplyHook: tc.hook})
 			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil && err != nil) {
@@ -300,7 +319,10 @@ func TestRefreshStates(t *testing.T) {
 			if res.State != tc.wantState || res.Machine.State != tc.wantState {
 				t.Errorf("result state = %s, machine state = %s, want %s", res.State, res.Machine.State, tc.wantState)
 			}
-			got := f.lastCheckin(t)
+			if res.Machine.UptimeSeconds != 4321 || res.Machine.PatchVersion != tc.wantVer || res.Machine.ClientVersion != "9.9.9" {
+				t.Errorf("machine after check-in = %+v, want uptime 4321, patch version %q, client 9.9.9", res.Machine, tc.wantVer)
+			}
+			got := n.lastBody("/v1/client/checkin")
 			want := map[string]any{"state": string(tc.wantState), "kernel": testKernel, "arch": testArch, "patch_version": tc.wantVer, "client_version": "9.9.9", "uptime_seconds": float64(4321)}
 			for k, v := range want {
 				if got[k] != v {
@@ -315,11 +337,11 @@ func TestRefreshStates(t *testing.T) {
 }
 
 func TestRefreshHookSeesPatchEnvironment(t *testing.T) {
-	f := newFakeServerNode(t, false)
-	c := newTestClient(t, Config{Server: f.srv.URL})
-	register(t, c)
+	n := newTestNode(t, false)
+	c := newTestClient(t, Config{Server: n.srv.URL})
+	register(t, c, n.authToken("edge"))
 	content := []byte("patch for the hook")
-	p := f.offer(content, content)
+	p := n.upload(content, "107.1")
 	out := filepath.Join(t.TempDir(), "hook.out")
 	hook := `printf '%s\n%s\n%s\n' "$PATCHMESH_PATCH_FILE" "$PATCHMESH_PATCH_VERSION" "$PATCHMESH_PATCH_DIGEST" > ` + out + ` && cmp -s "$PATCHMESH_PATCH_FILE" ` + writeTemp(t, content)
 	res, err := c.Refresh(context.Background(), RefreshOptions{Kernel: testKernel, Arch: testArch, ApplyHook: hook})
@@ -334,7 +356,7 @@ func TestRefreshHookSeesPatchEnvironment(t *testing.T) {
 	if string(got) != want {
 		t.Errorf("hook environment:\n%s\nwant:\n%s", got, want)
 	}
-	if wantPath := filepath.Join(c.cfg.StateDir, PatchDir, p.Digest[len("sha256:"):]); res.Path != wantPath {
+	if wantPath := filepath.Join(c.cfg.StateDir, PatchDir, strings.TrimPrefix(p.Digest, "sha256:")); res.Path != wantPath {
 		t.Errorf("patch path = %s, want %s", res.Path, wantPath)
 	}
 }
@@ -359,18 +381,22 @@ func TestRefreshRefusesTamperedBlob(t *testing.T) {
 		{"shorter", []byte("the genuine")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFakeServerNode(t, false)
-			c := newTestClient(t, Config{Server: f.srv.URL})
-			register(t, c)
-			f.offer(content, tc.sent)
+			n := newTestNode(t, false)
+			c := newTestClient(t, Config{Server: n.srv.URL})
+			register(t, c, n.authToken("edge"))
+			p := n.upload(content, "107.1")
+			// Tamper with the node's copy: it now serves other bytes.
+			if err := os.WriteFile(n.blobPath(p.Digest), tc.sent, 0o600); err != nil {
+				t.Fatal(err)
+			}
 			hookRan := filepath.Join(t.TempDir(), "hook-ran")
 
 			res, err := c.Refresh(context.Background(), RefreshOptions{Kernel: testKernel, Arch: testArch, ApplyHook: "touch " + hookRan})
 			if !errors.Is(err, ErrDigestMismatch) {
 				t.Fatalf("Refresh of tampered bytes = %v, want ErrDigestMismatch", err)
 			}
-			if res.State != catalog.StateCheckFailed || f.lastCheckin(t)["state"] != "check-failed" {
-				t.Errorf("state = %s, checked in %v, want check-failed", res.State, f.lastCheckin(t)["state"])
+			if res.State != catalog.StateCheckFailed || n.lastBody("/v1/client/checkin")["state"] != "check-failed" || res.Machine.State != catalog.StateCheckFailed {
+				t.Errorf("state = %s, machine %s, want check-failed reported", res.State, res.Machine.State)
 			}
 			if res.Path != "" {
 				t.Errorf("result path = %q, want none", res.Path)
@@ -402,59 +428,86 @@ func assertNoPatchFiles(t *testing.T, stateDir string) {
 }
 
 func TestRefreshReusesVerifiedCopyAndReplacesDamagedOne(t *testing.T) {
-	f := newFakeServerNode(t, false)
-	c := newTestClient(t, Config{Server: f.srv.URL})
-	register(t, c)
+	n := newTestNode(t, false)
+	c := newTestClient(t, Config{Server: n.srv.URL})
+	register(t, c, n.authToken("edge"))
 	content := []byte("patch bytes to keep")
-	f.offer(content, content)
+	n.upload(content, "107.1")
 	opts := RefreshOptions{Kernel: testKernel, Arch: testArch}
+	gets := func() int { return n.count(http.MethodGet, "/v1/blobs/") }
 
 	first, err := c.Refresh(context.Background(), opts)
-	if err != nil || !first.Downloaded {
-		t.Fatalf("first Refresh = %+v, %v; want a download", first, err)
+	if err != nil || !first.Downloaded || gets() != 1 {
+		t.Fatalf("first Refresh = %+v, %v, %d blob GETs; want one download", first, err, gets())
 	}
 	if got := fileMode(t, first.Path); got != 0o600 {
 		t.Errorf("patch file mode = %o, want 600", got)
 	}
 	second, err := c.Refresh(context.Background(), opts)
-	if err != nil || second.Downloaded || f.blobGets != 1 {
-		t.Errorf("second Refresh downloaded=%v err=%v blob GETs=%d, want the verified copy reused (1 GET)", second.Downloaded, err, f.blobGets)
+	if err != nil || second.Downloaded || gets() != 1 {
+		t.Errorf("second Refresh downloaded=%v err=%v blob GETs=%d, want the verified copy reused (1 GET)", second.Downloaded, err, gets())
 	}
 
 	if err := os.WriteFile(first.Path, []byte("bit rot"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	third, err := c.Refresh(context.Background(), opts)
-	if err != nil || !third.Downloaded || f.blobGets != 2 {
-		t.Errorf("Refresh over a damaged copy downloaded=%v err=%v blob GETs=%d, want a fresh download", third.Downloaded, err, f.blobGets)
+	if err != nil || !third.Downloaded || gets() != 2 {
+		t.Errorf("Refresh over a damaged copy downloaded=%v err=%v blob GETs=%d, want a fresh download", third.Downloaded, err, gets())
 	}
 	if got, _ := os.ReadFile(third.Path); !bytes.Equal(got, content) {
 		t.Errorf("patch file = %q, want %q", got, content)
 	}
 }
 
+// fakeServerBadRecord stands in for the api package only to test that the
+// client refuses a patch record whose digest is not a content address (a
+// path-traversal attempt), which a real node never sends: it answers
+// GET /v1/client/patch with such a record and records every request.
+type fakeServerBadRecord struct {
+	srv  *httptest.Server
+	mu   sync.Mutex
+	seen []string
+}
+
+func newFakeServerBadRecord(t *testing.T) *fakeServerBadRecord {
+	f := &fakeServerBadRecord{}
+	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		f.seen = append(f.seen, r.Method+" "+r.URL.Path)
+		f.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(catalog.Patch{Digest: "sha256:../../../../etc/passwd", Kernel: testKernel, Arch: testArch, Version: "1", Size: 1})
+	}))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
 func TestRefreshRefusesBadDigestRecord(t *testing.T) {
-	f := newFakeServerNode(t, false)
-	c := newTestClient(t, Config{Server: f.srv.URL})
-	register(t, c)
-	f.offer([]byte("x"), []byte("x"))
-	f.patch.Digest = "sha256:../../../../etc/passwd"
+	f := newFakeServerBadRecord(t)
+	stateDir := filepath.Join(t.TempDir(), "state")
+	if err := saveState(stateDir, State{Server: f.srv.URL, MachineToken: "pmm_0123456789abcdef_x", Tier: "edge"}); err != nil {
+		t.Fatal(err)
+	}
+	c := newTestClient(t, Config{StateDir: stateDir})
 	if _, err := c.Refresh(context.Background(), RefreshOptions{Kernel: testKernel, Arch: testArch}); err == nil {
 		t.Fatal("Refresh accepted a patch record with a bad digest")
 	}
-	if n := f.checkinCount(); n != 0 {
-		t.Errorf("%d check-ins after a bad record, want 0", n)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.seen) != 1 || f.seen[0] != "GET /v1/client/patch" {
+		t.Errorf("requests = %v, want only the patch query (no download, no check-in)", f.seen)
 	}
-	assertNoPatchFiles(t, c.cfg.StateDir)
+	assertNoPatchFiles(t, stateDir)
 }
 
 func TestRefreshReportsProgress(t *testing.T) {
-	f := newFakeServerNode(t, false)
+	n := newTestNode(t, false)
 	var last, total int64
-	c := newTestClient(t, Config{Server: f.srv.URL, Progress: func(d, tot int64) { last, total = d, tot }})
-	register(t, c)
+	c := newTestClient(t, Config{Server: n.srv.URL, Progress: func(d, tot int64) { last, total = d, tot }})
+	register(t, c, n.authToken("edge"))
 	content := bytes.Repeat([]byte("p"), 100_000)
-	f.offer(content, content)
+	n.upload(content, "107.1")
 	if _, err := c.Refresh(context.Background(), RefreshOptions{Kernel: testKernel, Arch: testArch}); err != nil {
 		t.Fatal(err)
 	}
@@ -508,5 +561,12 @@ func TestReadErrorHandlesForeignBodies(t *testing.T) {
 	var apiErr *APIError
 	if !errors.As(err, &apiErr) || apiErr.Status != 502 || apiErr.Code != "" || strings.ContainsRune(apiErr.Message, 0x1b) || apiErr.RequestID != "r1" {
 		t.Errorf("ReadError = %#v, want status 502, no code, no escape characters, request ID r1", err)
+	}
+}
+
+func TestUnameNamesThisMachine(t *testing.T) {
+	k, a, err := Uname()
+	if err != nil || k == "" || a == "" {
+		t.Errorf("Uname = %q, %q, %v; want this machine's release and arch", k, a, err)
 	}
 }

@@ -1,0 +1,202 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/patchmesh/patchmesh/api"
+	"github.com/patchmesh/patchmesh/auth"
+	"github.com/patchmesh/patchmesh/blob/fsblob"
+	"github.com/patchmesh/patchmesh/catalog"
+	"github.com/patchmesh/patchmesh/store/sqlstore"
+)
+
+const (
+	nodeAdmin    = "admin"
+	nodePassword = "correct-horse-battery"
+)
+
+// testNode is a real node's API — the api package over a real SQLite
+// store, filesystem blobs and authenticator — served by httptest. It
+// records each request (and each JSON body) so tests can check what the
+// client sent.
+type testNode struct {
+	t        *testing.T
+	srv      *httptest.Server
+	blobDir  string
+	macaroon string
+
+	mu       sync.Mutex
+	requests []recorded
+}
+
+// recorded is one request as the node received it.
+type recorded struct {
+	method, path string
+	header       http.Header
+	body         []byte // JSON bodies only
+}
+
+func newTestNode(t *testing.T, tlsServer bool) *testNode {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	n := &testNode{t: t, blobDir: filepath.Join(dir, "blobs")}
+	log := slog.New(slog.DiscardHandler)
+	st, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, "meta.db"), sqlstore.Options{})
+	if err != nil {
+		t.Fatalf("open sqlite store: %v", err)
+	}
+	t.Cleanup(func() { st.Close() })
+	blobs, err := fsblob.Open(n.blobDir)
+	if err != nil {
+		t.Fatalf("open blob store: %v", err)
+	}
+	hash, err := auth.HashPassword(nodePassword, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	authn := auth.New(st, auth.Config{Admins: []auth.Admin{{Name: nodeAdmin, PasswordHash: hash}}, BcryptCost: 4}, log)
+	key := make([]byte, 32)
+	rand.Read(key)
+	h, err := api.New(api.Config{Store: st, Blobs: blobs, Auth: authn, Log: log, MachineKey: key})
+	if err != nil {
+		t.Fatalf("api.New: %v", err)
+	}
+	rec := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rr := recorded{method: r.Method, path: r.URL.Path, header: r.Header.Clone()}
+		if r.Header.Get("Content-Type") == "application/json" {
+			rr.body, _ = io.ReadAll(io.LimitReader(r.Body, 1<<20))
+			r.Body = io.NopCloser(bytes.NewReader(rr.body))
+		}
+		n.mu.Lock()
+		n.requests = append(n.requests, rr)
+		n.mu.Unlock()
+		h.ServeHTTP(w, r)
+	})
+	if tlsServer {
+		n.srv = httptest.NewTLSServer(rec)
+	} else {
+		n.srv = httptest.NewServer(rec)
+	}
+	t.Cleanup(n.srv.Close)
+	n.login()
+	return n
+}
+
+// adminDo sends an admin request with the test's own HTTP client (the
+// client package is not used to set the node up).
+func (n *testNode) adminDo(method, path string, query url.Values, body io.Reader, contentType string) []byte {
+	n.t.Helper()
+	u := n.srv.URL + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := http.NewRequest(method, u, body)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	if n.macaroon != "" {
+		req.Header.Set("Authorization", "Macaroon "+n.macaroon)
+	} else {
+		req.SetBasicAuth(nodeAdmin, nodePassword)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := n.srv.Client().Do(req)
+	if err != nil {
+		n.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode/100 != 2 {
+		n.t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
+	}
+	return b
+}
+
+func (n *testNode) login() {
+	var out struct{ Macaroon string }
+	json.Unmarshal(n.adminDo(http.MethodPost, "/v1/admin/login", nil, nil, ""), &out)
+	n.macaroon = out.Macaroon
+}
+
+// authToken creates an auth token on tier.
+func (n *testNode) authToken(tier string) string {
+	n.t.Helper()
+	b, _ := json.Marshal(map[string]string{"tier": tier, "name": "fleet-" + tier})
+	var out struct{ Token string }
+	json.Unmarshal(n.adminDo(http.MethodPost, "/v1/admin/auth-tokens", nil, bytes.NewReader(b), "application/json"), &out)
+	return out.Token
+}
+
+// upload adds content as a patch for testKernel/testArch and returns its
+// record.
+func (n *testNode) upload(content []byte, version string) catalog.Patch {
+	n.t.Helper()
+	q := url.Values{"digest": {digestOf(content)}, "kernel": {testKernel}, "arch": {testArch}, "version": {version}}
+	var p catalog.Patch
+	json.Unmarshal(n.adminDo(http.MethodPost, "/v1/admin/patches", q, bytes.NewReader(content), "application/octet-stream"), &p)
+	return p
+}
+
+// blobPath is where the node's filesystem driver keeps a blob.
+func (n *testNode) blobPath(digest string) string {
+	h := strings.TrimPrefix(digest, "sha256:")
+	return filepath.Join(n.blobDir, "sha256", h[:2], h)
+}
+
+func (n *testNode) count(method, path string) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	c := 0
+	for _, r := range n.requests {
+		if r.method == method && (path == "" || r.path == path || strings.HasPrefix(r.path, path)) {
+			c++
+		}
+	}
+	return c
+}
+
+func (n *testNode) total() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.requests)
+}
+
+// lastBody decodes the JSON body of the last request to path.
+func (n *testNode) lastBody(path string) map[string]any {
+	n.t.Helper()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for i := len(n.requests) - 1; i >= 0; i-- {
+		if n.requests[i].path == path {
+			var m map[string]any
+			if err := json.Unmarshal(n.requests[i].body, &m); err != nil {
+				n.t.Fatalf("body of %s is not JSON: %v", path, err)
+			}
+			return m
+		}
+	}
+	n.t.Fatalf("no request to %s", path)
+	return nil
+}
+
+func digestOf(b []byte) string {
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
