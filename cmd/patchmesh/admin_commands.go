@@ -452,7 +452,7 @@ func (a *admin) patchesUpload(ctx context.Context, args []string) error {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
-	q := url.Values{"digest": {p.Digest}, "kernel": {p.Kernel}, "arch": {p.Arch}, "version": {p.Version}}
+	q := url.Values{"digest": {p.Digest}, "kernel": {p.Kernel}, "arch": {p.Arch}, "version": {p.Version}, "size": {strconv.FormatInt(p.Size, 10)}}
 	if len(p.CVEs) > 0 {
 		q.Set("cves", strings.Join(p.CVEs, ","))
 	}

@@ -301,7 +301,7 @@ func TestAdminUploadSendsDigestAndLength(t *testing.T) {
 	}
 	q := req.URL.Query()
 	if q.Get("digest") != digest || q.Get("kernel") != nodeKernel || q.Get("arch") != nodeArch || q.Get("version") != "107.1" ||
-		q.Get("cves") != "CVE-2024-1086,CVE-2024-26581" || q.Get("description") != "fixes two bugs" {
+		q.Get("cves") != "CVE-2024-1086,CVE-2024-26581" || q.Get("description") != "fixes two bugs" || q.Get("size") != fmt.Sprint(len(content)) {
 		t.Errorf("upload query = %v, want digest %s and the metadata", q, digest)
 	}
 	if req.ContentLength != int64(len(content)) || len(req.TransferEncoding) != 0 {
