@@ -271,7 +271,7 @@ func (api *adminAPI) request(ctx context.Context, method, path string, query url
 		return nil, err
 	}
 	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", "patchmesh-admin/"+client.Version)
+	req.Header.Set("User-Agent", "patchmesh-admin/"+version)
 	if api.macaroon != "" {
 		req.Header.Set("Authorization", "Macaroon "+api.macaroon)
 	}

@@ -56,7 +56,7 @@ Exit codes:
 
 // runClient is `patchmesh client`.
 func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	c := &clientCLI{stdin: os.Stdin, stdout: stdout, stderr: stderr, geteuid: os.Geteuid}
+	c := &clientCLI{stdin: os.Stdin, stdout: stdout, stderr: stderr, geteuid: os.Geteuid, uname: client.Uname}
 	return c.run(ctx, args)
 }
 
@@ -65,6 +65,7 @@ type clientCLI struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	geteuid        func() int
+	uname          func() (kernel, arch string, err error)
 	// machineIDFile is read when --machine-id is not given.
 	machineIDFile string
 	// uptimeFile overrides /proc/uptime, for tests.
@@ -161,6 +162,8 @@ func (c *clientCLI) newClient(progressLabel string) (*client.Client, *progress, 
 		StateDir:   dir,
 		Transport:  client.Transport{CAFile: c.caFile, RequireTLS: c.requireTLS, Proxy: c.proxy},
 		UptimeFile: c.uptimeFile,
+		// The client reports the binary's own version (main.version).
+		ClientVersion: version,
 		// The hook's output goes to stderr so that stdout stays parseable.
 		HookStdout: c.stderr,
 		HookStderr: c.stderr,
@@ -243,14 +246,20 @@ func (c *clientCLI) fillHost(kernel, arch *string) error {
 	if *kernel != "" && *arch != "" {
 		return nil
 	}
-	k, a, err := client.Uname()
+	k, a, err := c.uname()
 	if err != nil {
 		return usagef("%v", err)
 	}
 	if *kernel == "" {
+		if catalog.ValidKernel(k) != nil {
+			return usagef("the running kernel %q is not a release of the form patchmesh serves (ABI.BUILD-FLAVOUR, such as 5.15.0-107.117-generic); give --kernel", k)
+		}
 		*kernel = k
 	}
 	if *arch == "" {
+		if catalog.ValidArch(a) != nil {
+			return usagef("the machine architecture %q is not one patchmesh serves (%s); give --arch", a, strings.Join(catalog.Architectures, ", "))
+		}
 		*arch = a
 	}
 	return nil

@@ -21,10 +21,13 @@ type machine struct {
 	t        *testing.T
 	node     *testNode
 	stateDir string
+	// uname stands in for the running system's uname.
+	uname func() (string, string, error)
 }
 
 func newMachine(t *testing.T, n *testNode) *machine {
-	return &machine{t: t, node: n, stateDir: filepath.Join(t.TempDir(), "state")}
+	return &machine{t: t, node: n, stateDir: filepath.Join(t.TempDir(), "state"),
+		uname: func() (string, string, error) { return nodeKernel, nodeArch, nil }}
 }
 
 // run runs `patchmesh client` with the machine's state dir.
@@ -32,6 +35,7 @@ func (m *machine) run(stdin string, args ...string) result {
 	m.t.Helper()
 	var stdout, stderr bytes.Buffer
 	c := &clientCLI{stdin: strings.NewReader(stdin), stdout: &stdout, stderr: &stderr, geteuid: func() int { return 1000 },
+		uname:      m.uname,
 		uptimeFile: filepath.Join(m.t.TempDir(), "no-uptime")}
 	code := c.run(context.Background(), append([]string{"--state-dir", m.stateDir}, args...))
 	return result{code, stdout.String(), stderr.String()}
@@ -264,5 +268,34 @@ func TestClientHelpListsExitCodes(t *testing.T) {
 	r := m.run("", "--help")
 	if r.code != exitOK || !strings.Contains(r.stdout, "Exit codes:") || !strings.Contains(r.stdout, "--require-tls") {
 		t.Errorf("--help: exit %d, stdout %q", r.code, r.stdout)
+	}
+}
+
+func TestClientDefaultsToTheRunningKernel(t *testing.T) {
+	n := newTestNode(t)
+	n.login()
+	token := authToken(t, n, "edge")
+	m := newMachine(t, n)
+	idFile := filepath.Join(t.TempDir(), "machine-id")
+	os.WriteFile(idFile, []byte(testMachineID+"\n"), 0o444)
+
+	// A kernel release not in patchmesh's form is refused with a hint.
+	m.uname = func() (string, string, error) { return "6.18.44-custom", "x86_64", nil }
+	r := m.run("", "register", token, "--server", n.srv.URL, "--machine-id", testMachineID)
+	if r.code != exitUsage || !strings.Contains(r.stderr, "give --kernel") {
+		t.Errorf("register on an unusual kernel: exit %d, stderr %q; want %d and a hint to give --kernel", r.code, r.stderr, exitUsage)
+	}
+
+	m.uname = func() (string, string, error) { return "6.8.0-45.45-generic", "aarch64", nil }
+	var stdout, stderr bytes.Buffer
+	c := &clientCLI{stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr, geteuid: func() int { return 1000 }, uname: m.uname, machineIDFile: idFile}
+	if code := c.run(context.Background(), []string{"--state-dir", m.stateDir, "register", token, "--server", n.srv.URL}); code != exitOK {
+		t.Fatalf("register with defaults: exit %d, stderr %s", code, stderr.String())
+	}
+	machines := n.mustAdmin("machines", "list", "--output", "json")
+	var out struct{ Machines []catalog.Machine }
+	json.Unmarshal([]byte(machines.stdout), &out)
+	if len(out.Machines) != 1 || out.Machines[0].Kernel != "6.8.0-45.45-generic" || out.Machines[0].Arch != "aarch64" || out.Machines[0].ClientVersion != version {
+		t.Errorf("machines = %+v, want one on 6.8.0-45.45-generic aarch64 reporting client version %q", out.Machines, version)
 	}
 }
