@@ -1,0 +1,124 @@
+// Command patchmesh is the one patchmesh binary: `patchmesh serve` runs a
+// node, `patchmesh admin` drives a node's admin API, `patchmesh client` is
+// the machine side (register, refresh, status), and `patchmesh version`
+// says what was built.
+//
+// Exit codes: 0 success, 2 a usage or configuration error, 1 any other
+// failure; admin and client add codes of their own for auth, not-found and
+// rejected input (see their help).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"runtime/debug"
+)
+
+// version is set at build time:
+//
+//	go build -ldflags "-X main.version=1.2.3" ./cmd/patchmesh
+var version = "dev"
+
+const mainUsage = `patchmesh — federated kernel live-patch distribution
+
+Usage:
+  patchmesh serve [--config FILE] [--listen ADDR] [--data-dir DIR] [--log-level LEVEL]
+                                  run a node (no config: SQLite and files under the default data dir)
+  patchmesh admin --server URL COMMAND ...
+                                  administer a node: login, tiers, auth-tokens, sync-tokens,
+                                  patches, machines, storage
+  patchmesh client --server URL COMMAND ...
+                                  the machine side: register, refresh, status
+  patchmesh version [--output json]
+                                  print the version
+
+Run 'patchmesh COMMAND --help' for a command's options.
+`
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run dispatches to a subcommand and returns the process exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, mainUsage)
+		return exitUsage
+	}
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "serve":
+		return runServe(ctx, rest, os.Getenv, stdout, stderr)
+	case "admin":
+		return runAdmin(ctx, rest, stdout, stderr)
+	case "client":
+		return runClient(ctx, rest, stdout, stderr)
+	case "version", "--version":
+		return runVersion(rest, stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, mainUsage)
+		return exitOK
+	default:
+		fmt.Fprintf(stderr, "patchmesh: unknown command %q\n\n%s", cmd, mainUsage)
+		return exitUsage
+	}
+}
+
+// buildInfo is what `patchmesh version` reports.
+type buildInfo struct {
+	Version   string `json:"version"`
+	GoVersion string `json:"go_version"`
+	Revision  string `json:"revision,omitempty"`
+	Modified  bool   `json:"modified,omitempty"`
+	Platform  string `json:"platform"`
+}
+
+func readBuildInfo() buildInfo {
+	b := buildInfo{Version: version, GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				b.Revision = s.Value
+			case "vcs.modified":
+				b.Modified = s.Value == "true"
+			}
+		}
+	}
+	return b
+}
+
+func runVersion(args []string, stdout, stderr io.Writer) int {
+	asJSON := false
+	switch {
+	case len(args) == 0:
+	case len(args) == 2 && args[0] == "--output" && (args[1] == "json" || args[1] == "text"):
+		asJSON = args[1] == "json"
+	case len(args) == 1 && (args[0] == "--output=json" || args[0] == "--output=text"):
+		asJSON = args[0] == "--output=json"
+	default:
+		fmt.Fprintln(stderr, "usage: patchmesh version [--output text|json]")
+		return exitUsage
+	}
+	b := readBuildInfo()
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(b); err != nil {
+			return exitServer
+		}
+		return exitOK
+	}
+	line := fmt.Sprintf("patchmesh %s (%s, %s", b.Version, b.GoVersion, b.Platform)
+	if b.Revision != "" {
+		line += ", revision " + b.Revision
+		if b.Modified {
+			line += "+modified"
+		}
+	}
+	fmt.Fprintln(stdout, line+")")
+	return exitOK
+}
