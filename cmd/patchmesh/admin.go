@@ -298,7 +298,7 @@ func (api *adminAPI) do(req *http.Request) ([]byte, error) {
 	return b, nil
 }
 
-// decode unmarshals an answer, naming the call on failure.
+// decode unmarshals an answer for text output.
 func decode(raw []byte, v any) error {
 	if err := json.Unmarshal(raw, v); err != nil {
 		return fmt.Errorf("the server's answer is not what docs/api.md promises: %w", err)

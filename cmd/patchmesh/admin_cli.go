@@ -164,12 +164,23 @@ func printJSON(w io.Writer, raw []byte, v any) error {
 	return err
 }
 
-// table prints aligned columns.
+// table prints aligned columns. Cells are cleaned of control characters:
+// they come from the server, and a tab would break the alignment, an
+// escape sequence the operator's terminal.
 func table(w io.Writer, header []string, rows [][]string) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, strings.Join(header, "\t"))
 	for _, r := range rows {
-		fmt.Fprintln(tw, strings.Join(r, "\t"))
+		cells := make([]string, len(r))
+		for i, c := range r {
+			cells[i] = strings.Map(func(r rune) rune {
+				if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+					return ' '
+				}
+				return r
+			}, c)
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
 	return tw.Flush()
 }

@@ -503,3 +503,11 @@ func fileMode(t *testing.T, path string) os.FileMode {
 	}
 	return fi.Mode().Perm()
 }
+
+func TestTableCleansControlCharacters(t *testing.T) {
+	var buf bytes.Buffer
+	table(&buf, []string{"A", "B"}, [][]string{{"x\x1b[2Jy", "tab\there"}})
+	if strings.ContainsAny(buf.String(), "\x1b\t") {
+		t.Errorf("table output %q holds control characters from the cells", buf.String())
+	}
+}
