@@ -28,19 +28,26 @@ type serveOptions struct {
 	printConfig bool
 }
 
-// errServeHelp means --help was asked for; the usage has been printed.
+// errServeHelp means --help was asked for.
 var errServeHelp = errors.New("help requested")
 
-func serveFlagSet(o *serveOptions, out io.Writer) *flag.FlagSet {
+func serveFlagSet(o *serveOptions) *flag.FlagSet {
 	fs := flag.NewFlagSet("patchmesh serve", flag.ContinueOnError)
-	fs.SetOutput(out)
+	// Errors and help are reported by runServe: help to stdout, errors to
+	// stderr.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	fs.StringVar(&o.config, "config", "", "YAML config `file` (default $PATCHMESH_CONFIG; none: built-in defaults)")
 	fs.StringVar(&o.listen, "listen", "", "`host:port` to serve on, overrides server.listen")
 	fs.StringVar(&o.dataDir, "data-dir", "", "`dir` for the database and blobs, overrides node.data_dir")
-	fs.StringVar(&o.logLevel, "log-level", "", "debug, info, warn or error, overrides log.level")
+	fs.StringVar(&o.logLevel, "log-level", "", "`level`: debug, info, warn or error; overrides log.level")
 	fs.BoolVar(&o.printConfig, "print-config", false, "print the effective config as YAML (DSN password hidden) and exit")
-	fs.Usage = func() {
-		fmt.Fprint(out, `Usage: patchmesh serve [flags]
+	return fs
+}
+
+// serveUsage writes the help of `patchmesh serve`.
+func serveUsage(w io.Writer) {
+	fmt.Fprint(w, `Usage: patchmesh serve [flags]
 
 Runs a patchmesh node. With no config at all it keeps its data in SQLite and
 files under the default data dir and listens on 127.0.0.1:8080.
@@ -49,20 +56,21 @@ Every option is documented, with its default, in examples/patchmesh.yaml.
 
 Flags:
 `)
-		fs.PrintDefaults()
-		fmt.Fprintf(out, "\nEnvironment (one variable per config option):\n  PATCHMESH_CONFIG (--config)\n")
-		for _, v := range node.EnvVars() {
-			fmt.Fprintf(out, "  %s\n", v)
-		}
+	var o serveOptions
+	fs := serveFlagSet(&o)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fmt.Fprintf(w, "\nEnvironment (one variable per config option):\n  PATCHMESH_CONFIG (--config)\n")
+	for _, v := range node.EnvVars() {
+		fmt.Fprintf(w, "  %s\n", v)
 	}
-	return fs
 }
 
 // serveConfig builds the effective config from the command line and the
 // environment. An error is the operator's to fix (exit 2).
-func serveConfig(args []string, getenv func(string) string, out io.Writer) (node.Config, serveOptions, error) {
+func serveConfig(args []string, getenv func(string) string) (node.Config, serveOptions, error) {
 	var o serveOptions
-	fs := serveFlagSet(&o, out)
+	fs := serveFlagSet(&o)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return node.Config{}, o, errServeHelp
@@ -101,12 +109,13 @@ func serveConfig(args []string, getenv func(string) string, out io.Writer) (node
 }
 
 func runServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	cfg, opts, err := serveConfig(args, getenv, stderr)
+	cfg, opts, err := serveConfig(args, getenv)
 	switch {
 	case errors.Is(err, errServeHelp):
+		serveUsage(stdout)
 		return exitOK
 	case err != nil:
-		fmt.Fprintf(stderr, "patchmesh serve: %v\n", err)
+		fmt.Fprintf(stderr, "patchmesh serve: %v\nRun 'patchmesh serve --help' for usage.\n", err)
 		return exitUsage
 	}
 	if opts.printConfig {

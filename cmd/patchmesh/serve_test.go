@@ -45,7 +45,7 @@ log:
 		"PATCHMESH_NODE_DATA_DIR": "/from/env",
 		"PATCHMESH_LOG_FORMAT":    "text",
 	}
-	cfg, _, err := serveConfig([]string{"--config", file, "--listen", "127.0.0.1:1003"}, envMap(env), &bytes.Buffer{})
+	cfg, _, err := serveConfig([]string{"--config", file, "--listen", "127.0.0.1:1003"}, envMap(env))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ log:
 	}
 
 	cfg, _, err = serveConfig([]string{"--data-dir", "/from/flag", "--log-level", "warn"},
-		envMap(map[string]string{"PATCHMESH_CONFIG": file, "PATCHMESH_LOG_LEVEL": "error"}), &bytes.Buffer{})
+		envMap(map[string]string{"PATCHMESH_CONFIG": file, "PATCHMESH_LOG_LEVEL": "error"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,8 +110,8 @@ func TestServeHelpListsEnvironment(t *testing.T) {
 		t.Fatalf("--help: want exit 0, got %d", code)
 	}
 	for _, want := range []string{"-listen host:port", "-data-dir dir", "-log-level", "-config file", "PATCHMESH_STORE_DSN (store.dsn)"} {
-		if !strings.Contains(stderr.String(), want) {
-			t.Errorf("--help: want %q in the help, got:\n%s", want, stderr.String())
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("--help: want %q in the help on stdout, got:\n%s", want, stdout.String())
 		}
 	}
 }
