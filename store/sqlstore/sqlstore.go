@@ -56,6 +56,10 @@ type PostgresOptions struct {
 }
 
 // Store is a store.Store over database/sql.
+//
+// Its SQL is written once, with $N placeholders: PostgreSQL requires them,
+// and modernc's SQLite driver binds $N by position too, so no query needs
+// rewriting per dialect.
 type Store struct {
 	db      *sql.DB
 	dialect migrations.Dialect
@@ -190,11 +194,12 @@ func (s *Store) Ping(ctx context.Context) (err error) {
 }
 
 // Close closes the database and, for PostgreSQL, the pool.
-func (s *Store) Close() error {
+func (s *Store) Close() (err error) {
+	defer s.done("Close", time.Now(), &err)
 	if s.newest != nil {
 		s.newest.Close()
 	}
-	err := s.db.Close()
+	err = s.db.Close()
 	if s.pool != nil {
 		s.pool.Close()
 	}

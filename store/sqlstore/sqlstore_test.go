@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/patchmesh/patchmesh/catalog"
 	"github.com/patchmesh/patchmesh/internal/pgtest"
 	"github.com/patchmesh/patchmesh/migrations"
@@ -280,5 +282,67 @@ func TestSQLiteConnectionSettings(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("PRAGMA %s: want %s, got %s", tc.pragma, tc.want, got)
 		}
+	}
+}
+
+// A token added to a tier while RemoveTier is between its checks and its
+// delete (possible on PostgreSQL, where token writes do not queue behind
+// catalog changes) must make RemoveTier answer ErrConflict, not remove the
+// tier and not report a missing record.
+func TestPostgresRemoveTierRacingAddTokenConflicts(t *testing.T) {
+	ctx := t.Context()
+	dsn := pgtest.New(t)
+	s := openPostgres(t, dsn)
+	other, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close(context.WithoutCancel(ctx))
+	tx, err := other.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if _, err := tx.Exec(ctx, `INSERT INTO tokens (id, kind, tier, name, hash, created_us)
+		VALUES ('racer00000000001', 'auth', 'beta', 'racer', '\x00'::bytea, 0)`); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- s.RemoveTier(ctx, "beta") }()
+
+	// Wait (bounded) until RemoveTier blocks on the uncommitted token's lock.
+	blocked := false
+	for range 200 {
+		var n int
+		if err := s.DB().QueryRowContext(ctx, `SELECT COUNT(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			blocked = true
+			break
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	if !blocked {
+		t.Fatal("RemoveTier never waited for the concurrent token insert")
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, catalog.ErrConflict) {
+			t.Fatalf("RemoveTier racing AddToken: want ErrConflict, got %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("RemoveTier did not return within 20s of the token commit")
+	}
+	ts, err := s.Tiers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ts) != len(catalog.DefaultTiers) {
+		t.Errorf("tiers after the refused removal: want %d, got %d", len(catalog.DefaultTiers), len(ts))
 	}
 }
