@@ -7,8 +7,10 @@ CREATE TABLE tiers (
     position   INTEGER NOT NULL UNIQUE,
     created_us BIGINT NOT NULL
 );
-INSERT INTO tiers (name, position, created_us) VALUES
-    ('edge', 1, 0), ('beta', 2, 0), ('candidate', 3, 0), ('stable', 4, 0);
+-- The default tiers are created when the database is, so that is their date.
+INSERT INTO tiers (name, position, created_us)
+SELECT name, position, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::BIGINT
+FROM (VALUES ('edge', 1), ('beta', 2), ('candidate', 3), ('stable', 4)) AS t (name, position);
 
 CREATE TABLE patches (
     digest      TEXT PRIMARY KEY,

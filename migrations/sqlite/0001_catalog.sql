@@ -7,8 +7,10 @@ CREATE TABLE tiers (
     position   INTEGER NOT NULL UNIQUE,
     created_us BIGINT NOT NULL
 );
-INSERT INTO tiers (name, position, created_us) VALUES
-    ('edge', 1, 0), ('beta', 2, 0), ('candidate', 3, 0), ('stable', 4, 0);
+-- The default tiers are created when the database is, so that is their date.
+INSERT INTO tiers (name, position, created_us)
+SELECT column1, column2, CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)
+FROM (VALUES ('edge', 1), ('beta', 2), ('candidate', 3), ('stable', 4));
 
 CREATE TABLE patches (
     digest      TEXT PRIMARY KEY,

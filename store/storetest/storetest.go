@@ -251,6 +251,16 @@ func machine(label, tier string, seen time.Time) catalog.Machine {
 
 func testDefaultTiers(t *testing.T, s store.Store) {
 	wantTiers(t, s, catalog.DefaultTiers...)
+	tiers, err := s.Tiers(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The default tiers are dated when the database was made, not 1970.
+	for _, tier := range tiers {
+		if age := time.Since(tier.Created); age < 0 || age > time.Hour {
+			t.Errorf("default tier %s created %v: want the store's creation time", tier.Name, tier.Created)
+		}
+	}
 	if h := head(t, s); h != 0 {
 		t.Errorf("Head of a new store: want 0, got %d", h)
 	}
