@@ -83,4 +83,3 @@ func redact(dsn string) string {
 	}
 	return u.Redacted()
 }
-
