@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Patch download throughput: patchmesh's filesystem driver against nginx
+# serving the same file, same load generator (wrk), same run, alternating
+# A and B so that the machine's drift hits both alike.
+#
+#   bench/download.sh [SIZE_MIB] [ROUNDS] [DURATION]
+#
+# Prints each round's transfer rate and the ratio patchmesh / nginx.
+# Needs nginx-light and wrk (apt-get install -y nginx-light wrk).
+set -euo pipefail
+size_mib=${1:-256}
+rounds=${2:-3}
+dur=${3:-6s}
+cd "$(dirname "$0")/.."
+
+for t in nginx wrk curl; do command -v $t >/dev/null || { echo "bench: $t is missing (apt-get install -y nginx-light wrk curl)" >&2; exit 1; }; done
+
+work=$(mktemp -d /tmp/patchmesh-bench.XXXXXX)
+# nginx's workers run as an unprivileged user: they must be able to read it.
+chmod 755 "$work"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+go build -o "$work/patchmesh" ./cmd/patchmesh
+pm="$work/patchmesh"
+
+# The patch file: random bytes, so nothing compresses or dedups.
+mkdir -p "$work/www"
+head -c $((size_mib * 1024 * 1024)) /dev/urandom > "$work/www/patch.bin"
+chmod 755 "$work/www"; chmod 644 "$work/www/patch.bin"
+digest="sha256:$(sha256sum "$work/www/patch.bin" | cut -d' ' -f1)"
+
+# patchmesh node with a known admin password.
+pm_port=$(free_port)
+password="bench-password-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+hash=$(printf '%s' "$password" | "$pm" admin hash-password --password-stdin --cost 10)
+cat > "$work/patchmesh.yaml" <<YAML
+node: {name: bench, data_dir: $work/data}
+server: {listen: 127.0.0.1:$pm_port}
+auth: {admins: [{name: bench, password_hash: '$hash'}]}
+log: {level: warn}
+YAML
+"$pm" serve --config "$work/patchmesh.yaml" 2>"$work/serve.log" &
+pids+=($!)
+base="http://127.0.0.1:$pm_port"
+for _ in $(seq 1 100); do curl -fs "$base/debug/info" >/dev/null 2>&1 && break; sleep 0.1; done
+
+mac=$(curl -fs -u "bench:$password" -X POST "$base/v1/admin/login" | python3 -c 'import json,sys; print(json.load(sys.stdin)["macaroon"])')
+curl -fs -H "Authorization: Macaroon $mac" -X POST --data-binary @"$work/www/patch.bin" \
+  "$base/v1/admin/patches?digest=$digest&kernel=5.15.0-107.117-generic&arch=x86_64&version=107.1" >/dev/null
+auth=$(curl -fs -H "Authorization: Macaroon $mac" -H 'Content-Type: application/json' -d '{"tier":"edge","name":"bench"}' \
+  "$base/v1/admin/auth-tokens" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+machine=$(curl -fs -H "Authorization: Bearer $auth" -H 'Content-Type: application/json' \
+  -d '{"machine_id":"bench0000000000000000000000000001","kernel":"5.15.0-107.117-generic","arch":"x86_64","client_version":"bench"}' \
+  "$base/v1/client/register" | python3 -c 'import json,sys; print(json.load(sys.stdin)["machine_token"])')
+
+# nginx serving the same file.
+ng_port=$(free_port)
+cat > "$work/nginx.conf" <<CONF
+worker_processes 2; daemon off; pid $work/nginx.pid; error_log $work/nginx.err;
+events {}
+http { access_log off; sendfile on; tcp_nopush on;
+  server { listen 127.0.0.1:$ng_port; root $work/www; } }
+CONF
+nginx -c "$work/nginx.conf" -p "$work" &
+pids+=($!)
+for _ in $(seq 1 100); do curl -fs -o /dev/null "http://127.0.0.1:$ng_port/patch.bin" && break; sleep 0.1; done
+
+# Both must serve the same bytes before we time them.
+got=$(curl -fs -H "Authorization: Bearer $machine" "$base/v1/blobs/$digest" | sha256sum | cut -d' ' -f1)
+[ "sha256:$got" = "$digest" ] || { echo "bench: patchmesh served different bytes" >&2; exit 1; }
+got=$(curl -fs "http://127.0.0.1:$ng_port/patch.bin" | sha256sum | cut -d' ' -f1)
+[ "sha256:$got" = "$digest" ] || { echo "bench: nginx served different bytes" >&2; exit 1; }
+
+rate() { # wrk prints "Transfer/sec: 1.21GB"; normalise to MB/s. Any non-2xx answer voids the run.
+  awk '/Non-2xx/ { print "bench: non-2xx answers: " $0 > "/dev/stderr"; exit 1 }
+    /Transfer\/sec/ { v=$2; u=substr(v, length(v)-1); n=substr(v, 1, length(v)-2);
+    if (u=="GB") n*=1024; else if (u=="KB") n/=1024; printf "%.0f", n }'
+}
+echo "file ${size_mib} MiB, wrk -t2 -c4 -d$dur, $rounds alternating rounds"
+sum_pm=0; sum_ng=0
+for r in $(seq 1 "$rounds"); do
+  ng=$(wrk -t2 -c4 -d"$dur" "http://127.0.0.1:$ng_port/patch.bin" | rate)
+  pmr=$(wrk -t2 -c4 -d"$dur" -H "Authorization: Bearer $machine" "$base/v1/blobs/$digest" | rate)
+  echo "round $r: nginx ${ng} MB/s, patchmesh ${pmr} MB/s"
+  sum_pm=$((sum_pm + pmr)); sum_ng=$((sum_ng + ng))
+done
+python3 -c "print('ratio patchmesh/nginx: %.3f (mean nginx %.0f MB/s, mean patchmesh %.0f MB/s)' % ($sum_pm/$sum_ng, $sum_ng/$rounds, $sum_pm/$rounds))"

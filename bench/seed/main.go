@@ -1,0 +1,161 @@
+// Command seed fills a running patchmesh node with a realistic catalog
+// through its admin API, for the check-in benchmark (bench/checkin.sh):
+// many kernels, several patch versions each, spread over many tiers. It then
+// registers one machine and prints its token, kernel and arch, so that a load
+// generator can ask "newest patch for my kernel on my tier" as that machine.
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/url"
+	"os"
+	"sync"
+	"sync/atomic"
+)
+
+func main() {
+	server := flag.String("server", "http://127.0.0.1:8080", "node URL")
+	user := flag.String("user", "admin", "admin user")
+	patches := flag.Int("patches", 10000, "patches to upload")
+	tiers := flag.Int("tiers", 100, "tiers the catalog should have")
+	versions := flag.Int("versions", 10, "patch versions per kernel")
+	workers := flag.Int("workers", 8, "concurrent requests")
+	flag.Parse()
+	pw, err := io.ReadAll(os.Stdin)
+	if err != nil {
+		log.Fatal(err)
+	}
+	s := &seeder{base: *server, hc: &http.Client{}}
+	s.login(*user, string(bytes.TrimSpace(pw)))
+
+	var listed struct {
+		Tiers []struct{ Name string } `json:"tiers"`
+	}
+	s.call("GET", "/v1/admin/tiers", nil, &listed)
+	var tierNames []string
+	for _, t := range listed.Tiers {
+		tierNames = append(tierNames, t.Name)
+	}
+	for i := len(tierNames); i < *tiers; i++ {
+		name := fmt.Sprintf("dc%03d", i)
+		s.call("POST", "/v1/admin/tiers", map[string]string{"name": name}, nil)
+		tierNames = append(tierNames, name)
+	}
+
+	// Patch i is for kernel i/versions, version i%versions+1, and is
+	// promoted to tier i%tiers (besides the first tier it lands on), so
+	// every tier holds about patches/tiers patches.
+	kernels := (*patches + *versions - 1) / *versions
+	var next, done atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < *workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= *patches {
+					return
+				}
+				k := i / *versions
+				body := []byte(fmt.Sprintf("patchmesh bench patch %d\n", i))
+				sum := sha256.Sum256(body)
+				digest := "sha256:" + hex.EncodeToString(sum[:])
+				q := url.Values{
+					"digest":  {digest},
+					"kernel":  {kernelName(k)},
+					"arch":    {"x86_64"},
+					"version": {fmt.Sprintf("%d.%d", 100+k%50, i%*versions+1)},
+				}
+				s.upload("/v1/admin/patches?"+q.Encode(), body)
+				if t := tierNames[i%len(tierNames)]; t != tierNames[0] {
+					s.call("POST", "/v1/admin/patches/"+digest+"/promote", map[string]string{"tier": t}, nil)
+				}
+				if n := done.Add(1); n%1000 == 0 {
+					log.Printf("seeded %d/%d patches", n, *patches)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+
+	// The benchmark machine sits on the first tier, where every patch lands,
+	// so its question has the most rows to choose from.
+	var tok struct{ Token string }
+	s.call("POST", "/v1/admin/auth-tokens", map[string]string{"tier": tierNames[0], "name": "bench"}, &tok)
+	kernel := kernelName(kernels / 2)
+	var reg struct {
+		MachineToken string `json:"machine_token"`
+	}
+	s.bearer = tok.Token
+	s.call("POST", "/v1/client/register", map[string]string{
+		"machine_id": "bench-machine-0000000000000001", "kernel": kernel, "arch": "x86_64", "client_version": "bench",
+	}, &reg)
+	fmt.Printf("MACHINE_TOKEN=%s\nKERNEL=%s\nARCH=x86_64\n", reg.MachineToken, kernel)
+}
+
+func kernelName(k int) string {
+	return fmt.Sprintf("5.%d.0-%d.%d-generic", 4+k%20, 10+k, 10+k)
+}
+
+type seeder struct {
+	base     string
+	hc       *http.Client
+	macaroon string
+	bearer   string
+}
+
+func (s *seeder) login(user, pw string) {
+	req, _ := http.NewRequest("POST", s.base+"/v1/admin/login", nil)
+	req.SetBasicAuth(user, pw)
+	var out struct{ Macaroon string }
+	s.do(req, &out)
+	s.macaroon = out.Macaroon
+}
+
+func (s *seeder) upload(path string, body []byte) {
+	req, _ := http.NewRequest("POST", s.base+path, bytes.NewReader(body))
+	req.Header.Set("Authorization", "Macaroon "+s.macaroon)
+	s.do(req, nil)
+}
+
+func (s *seeder) call(method, path string, in, out any) {
+	var body io.Reader
+	if in != nil {
+		b, _ := json.Marshal(in)
+		body = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, s.base+path, body)
+	req.Header.Set("Content-Type", "application/json")
+	if s.bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+s.bearer)
+	} else {
+		req.Header.Set("Authorization", "Macaroon "+s.macaroon)
+	}
+	s.do(req, out)
+}
+
+func (s *seeder) do(req *http.Request, out any) {
+	resp, err := s.hc.Do(req)
+	if err != nil {
+		log.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		log.Fatalf("%s %s: %s: %s", req.Method, req.URL.Path, resp.Status, b)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			log.Fatalf("%s %s: decode: %v", req.Method, req.URL.Path, err)
+		}
+	}
+}
