@@ -77,16 +77,22 @@ type admin struct {
 
 func (a *admin) run(ctx context.Context, args []string) int {
 	a.output = "text"
-	err := a.dispatch(ctx, args)
+	return finish("patchmesh admin", adminUsage, a.dispatch(ctx, args), a.stdout, a.stderr)
+}
+
+// finish turns a command's outcome into its exit code: help goes to stdout,
+// an error to stderr with its exit code, and a usage error with a pointer to
+// --help. The admin tool and the client share it so they answer alike.
+func finish(prog, usage string, err error, stdout, stderr io.Writer) int {
 	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprint(a.stdout, adminUsage)
+		fmt.Fprint(stdout, usage)
 		return exitOK
 	}
 	if err != nil {
-		fmt.Fprintf(a.stderr, "patchmesh admin: %v\n", err)
+		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
 		code := exitCode(err)
 		if code == exitUsage {
-			fmt.Fprintln(a.stderr, "Run 'patchmesh admin --help' for usage.")
+			fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", prog)
 		}
 		return code
 	}

@@ -81,20 +81,7 @@ type clientCLI struct {
 
 func (c *clientCLI) run(ctx context.Context, args []string) int {
 	c.output = "text"
-	err := c.dispatch(ctx, args)
-	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprint(c.stdout, clientUsage)
-		return exitOK
-	}
-	if err != nil {
-		fmt.Fprintf(c.stderr, "patchmesh client: %v\n", err)
-		code := exitCode(err)
-		if code == exitUsage {
-			fmt.Fprintln(c.stderr, "Run 'patchmesh client --help' for usage.")
-		}
-		return code
-	}
-	return exitOK
+	return finish("patchmesh client", clientUsage, c.dispatch(ctx, args), c.stdout, c.stderr)
 }
 
 func (c *clientCLI) flags(name string) *flag.FlagSet {
