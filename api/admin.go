@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -276,6 +277,10 @@ func (s *server) uploadPatch(w http.ResponseWriter, r *http.Request, _ string) e
 	}
 
 	d := blob.Digest(p.Digest)
+	// From here to the record, uploads of one file take turns: otherwise a
+	// failing upload could remove the blob a concurrent upload of the same
+	// file has committed but not yet recorded.
+	defer s.uploads.lock(d)()
 	_, statErr := s.blobs.Stat(ctx, d)
 	existed := statErr == nil
 	if statErr != nil && !errors.Is(statErr, blob.ErrNotFound) {
@@ -298,6 +303,43 @@ func (s *server) uploadPatch(w http.ResponseWriter, r *http.Request, _ string) e
 	}
 	writeJSON(w, http.StatusCreated, added)
 	return nil
+}
+
+// digestLocks hands out one mutex per digest, created on first use and
+// dropped when its last holder unlocks, so unrelated uploads never wait on
+// each other.
+type digestLocks struct {
+	mu   sync.Mutex
+	held map[blob.Digest]*digestLock
+}
+
+type digestLock struct {
+	sync.Mutex
+	refs int
+}
+
+// lock waits for d's mutex and returns the function that releases it.
+func (l *digestLocks) lock(d blob.Digest) (unlock func()) {
+	l.mu.Lock()
+	if l.held == nil {
+		l.held = make(map[blob.Digest]*digestLock)
+	}
+	dl := l.held[d]
+	if dl == nil {
+		dl = &digestLock{}
+		l.held[d] = dl
+	}
+	dl.refs++
+	l.mu.Unlock()
+	dl.Lock()
+	return func() {
+		dl.Unlock()
+		l.mu.Lock()
+		if dl.refs--; dl.refs == 0 {
+			delete(l.held, d)
+		}
+		l.mu.Unlock()
+	}
 }
 
 // dropBlob removes a blob an upload committed but could not record, unless

@@ -83,6 +83,7 @@ type server struct {
 	info    Info
 	now     func() time.Time
 	started time.Time
+	uploads digestLocks
 }
 
 // New returns the node's HTTP handler.
