@@ -1,0 +1,58 @@
+// Package federation will own how patchmesh nodes cascade from the hub: the
+// upstream and downstream links, the change feed and the sync loop. Today it
+// owns their foundation: the hub's signing key and the signed record format.
+// It does not own storage (store, blob), serving (api) or blob transfer.
+//
+// # Signed records
+//
+// Patches enter the mesh at the hub only. The hub signs every event it
+// originates — a new patch, a promotion, a withdrawal, a removal — as a
+// Record, and every node below verifies it against the hub keys it pins.
+//
+// Exact bytes, not a canonical form. The hub encodes a Record once, with
+// encoding/json of the fixed Record struct, and signs those bytes; the
+// Envelope carries the bytes themselves next to the signature. Every node
+// after that verifies and forwards the same bytes and never re-encodes them.
+// So no two implementations, Go versions or field orders ever have to agree
+// on a canonical encoding: there is nothing to canonicalise, the hub's
+// encoding is the canonical one by definition. Verification reads only bytes
+// already proven to come from the hub; Open decodes them strictly (unknown
+// fields and trailing data refused) and checks the catalog's rules, so a
+// record that verifies but would not have been signed by a correct hub is
+// refused too.
+//
+// Per-tier contiguous sequences. Each Record carries the hub's own sequence
+// number for its tier, TierSeq, inside the signature: 1, 2, 3… with no gaps.
+// A downstream sees exactly one tier (its sync token's), so it can require
+// each record to be last+1 (CheckSequence): a lower or equal number is a
+// replay of an old event, a higher one means an event was withheld — for
+// instance a withdrawal a relay would rather hide. Because the sequence is
+// per tier, a tier's stream stays contiguous whatever happens on the other
+// tiers. An event that concerns several tiers (withdrawing a patch that is on
+// two tiers) is therefore signed once per tier, each record in its tier's
+// sequence.
+//
+// What a relay can and cannot do. A relay stores and forwards envelopes and
+// numbers them in its own change log, outside the signature, for its own
+// downstreams' cursors. It cannot invent or alter a record (the signature
+// fails), move a record to another tier (the tier is signed), replay an old
+// one (TierSeq is not last+1) or silently drop one (the next record leaves a
+// gap). It can still delay or stop forwarding altogether; the hub's signed
+// heartbeat, a later part of federation, is what makes that visible.
+//
+// Fields of a Patch that are state rather than fact — the tiers it is on and
+// whether it is withdrawn — are not signed: Sign zeroes them, Open refuses a
+// record that carries them, and a downstream derives them from the sequence
+// of events instead.
+//
+// # Keys
+//
+// The hub's key is ed25519, kept in a PEM PKCS#8 file of mode 0600 that
+// LoadOrCreateKey makes on first start. Records name the key that signed
+// them by KeyID, so a downstream can pin several keys at once: rotation pins
+// the new public key on every downstream first, then switches the hub to the
+// new private key. Dropping the old pin makes every record it signed
+// unverifiable, including for a fresh downstream replaying a tier's history
+// from the start, so the old pin stays until that history is re-signed; the
+// full procedure belongs with the sync loop.
+package federation

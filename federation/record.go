@@ -1,0 +1,240 @@
+package federation
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"regexp"
+	"time"
+
+	"github.com/patchmesh/patchmesh/catalog"
+)
+
+// Sentinel errors that the sync loop branches on. Every one of them means
+// the record must not be applied; the first three also mean someone between
+// the hub and here is lying, and deserve a security event.
+var (
+	// ErrBadSignature means the signature does not verify over the record
+	// bytes with the key the record names.
+	ErrBadSignature = errors.New("bad record signature")
+	// ErrUnknownKey means the record names a key this node does not pin.
+	ErrUnknownKey = errors.New("record signed by an unpinned key")
+	// ErrMalformedRecord means the record bytes are not a valid record,
+	// whether or not the signature over them verifies.
+	ErrMalformedRecord = errors.New("malformed record")
+	// ErrReplay means the record's tier sequence is not past the last one
+	// applied.
+	ErrReplay = errors.New("replayed record")
+	// ErrGap means records between the last applied one and this one are
+	// missing.
+	ErrGap = errors.New("gap in record sequence")
+)
+
+// FormatVersion is the Record format Sign writes and Open accepts.
+const FormatVersion = 1
+
+// MaxRecordSize bounds the record bytes Open will look at. The largest valid
+// record (256 CVEs, a 4 KiB description) is well under it; the bound keeps a
+// hostile relay from making a node hash and parse megabytes per event.
+const MaxRecordSize = 64 << 10
+
+// Record is one event the hub originates, as it signs it.
+type Record struct {
+	// V is the format version, FormatVersion.
+	V int `json:"v"`
+	// Key is the KeyID of the signing key.
+	Key string `json:"key"`
+	// Tier is the hub tier the event concerns.
+	Tier string `json:"tier"`
+	// TierSeq is the hub's sequence number for Tier: 1, 2, 3… with no gaps,
+	// so a downstream detects a replay (≤ last) or a withheld event (a gap).
+	TierSeq int64             `json:"tier_seq"`
+	Type    catalog.EventType `json:"type"`
+	// Patch is the patch as the hub knows it, for patch events; zero for
+	// tier events. Its Tiers and Withdrawn are state, not signed facts, and
+	// are always zero.
+	Patch catalog.Patch `json:"patch"`
+	// Time is when the hub made the change.
+	Time time.Time `json:"time"`
+}
+
+// Envelope is a record as it travels: the exact bytes the hub signed, and
+// the signature over them. Relays pass it on unchanged. In JSON both fields
+// are standard base64.
+type Envelope struct {
+	Record []byte `json:"record"`
+	Sig    []byte `json:"sig"`
+}
+
+// Sign encodes r and signs the encoding with priv. It sets r's V and Key,
+// zeroes the patch's Tiers and Withdrawn, writes times in UTC, and refuses a
+// record that breaks the catalog's rules, so that the hub never signs a
+// record its downstreams would refuse.
+func Sign(priv ed25519.PrivateKey, r Record) (Envelope, error) {
+	if len(priv) != ed25519.PrivateKeySize {
+		return Envelope{}, fmt.Errorf("sign: private key is %d bytes, want %d", len(priv), ed25519.PrivateKeySize)
+	}
+	r.V = FormatVersion
+	r.Key = KeyID(priv.Public().(ed25519.PublicKey))
+	r.Patch.Tiers = nil
+	r.Patch.Withdrawn = false
+	r.Time = r.Time.UTC()
+	if !r.Patch.Created.IsZero() {
+		r.Patch.Created = r.Patch.Created.UTC()
+	}
+	if err := r.validate(); err != nil {
+		return Envelope{}, fmt.Errorf("sign: %w", err)
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return Envelope{}, fmt.Errorf("sign: encode: %w", err)
+	}
+	if len(b) > MaxRecordSize {
+		return Envelope{}, fmt.Errorf("sign: record is %d bytes, limit %d", len(b), MaxRecordSize)
+	}
+	return Envelope{Record: b, Sig: ed25519.Sign(priv, b)}, nil
+}
+
+// Verifier checks envelopes against the hub keys a node pins.
+type Verifier struct {
+	keys map[string]ed25519.PublicKey // by KeyID
+}
+
+// NewVerifier returns a Verifier that trusts exactly the given keys. Each
+// must be ed25519.PublicKeySize bytes, as ParsePublicKey returns them; any
+// other length is a programming error and panics.
+func NewVerifier(pub ...ed25519.PublicKey) *Verifier {
+	v := &Verifier{keys: make(map[string]ed25519.PublicKey, len(pub))}
+	for _, p := range pub {
+		if len(p) != ed25519.PublicKeySize {
+			panic(fmt.Sprintf("federation.NewVerifier: public key is %d bytes, want %d", len(p), ed25519.PublicKeySize))
+		}
+		v.keys[KeyID(p)] = bytes.Clone(p)
+	}
+	return v
+}
+
+// Open verifies e and returns the record it carries. The error wraps
+// ErrUnknownKey if the record names a key v does not pin, ErrBadSignature if
+// the signature fails, and ErrMalformedRecord if the bytes are not a valid
+// record.
+func (v *Verifier) Open(e Envelope) (Record, error) {
+	if len(e.Record) > MaxRecordSize {
+		return Record{}, fmt.Errorf("%w: %d bytes, limit %d", ErrMalformedRecord, len(e.Record), MaxRecordSize)
+	}
+	// The key must be read before the signature can be checked, so this one
+	// field is read from unverified bytes. Nothing else is until they verify.
+	var head struct {
+		Key string `json:"key"`
+	}
+	if err := json.Unmarshal(e.Record, &head); err != nil {
+		return Record{}, fmt.Errorf("%w: %w", ErrMalformedRecord, err)
+	}
+	pub, ok := v.keys[head.Key]
+	if !ok {
+		return Record{}, fmt.Errorf("%w: key %q", ErrUnknownKey, head.Key)
+	}
+	if len(e.Sig) != ed25519.SignatureSize || !ed25519.Verify(pub, e.Record, e.Sig) {
+		return Record{}, fmt.Errorf("%w: key %s", ErrBadSignature, head.Key)
+	}
+	r, err := decodeRecord(e.Record)
+	if err != nil {
+		return Record{}, fmt.Errorf("%w: %w", ErrMalformedRecord, err)
+	}
+	if r.Key != head.Key {
+		// Cannot happen with encoding/json reading the same bytes twice;
+		// checked so a change of decoder can never split the two readings.
+		return Record{}, fmt.Errorf("%w: key read twice differs", ErrMalformedRecord)
+	}
+	if err := r.validate(); err != nil {
+		return Record{}, fmt.Errorf("%w: %w", ErrMalformedRecord, err)
+	}
+	return r, nil
+}
+
+// decodeRecord reads exactly one Record from b, refusing fields the format
+// does not have and anything after the record: a hub never writes either,
+// so their presence means the bytes were not made by Sign.
+func decodeRecord(b []byte) (Record, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var r Record
+	if err := dec.Decode(&r); err != nil {
+		return Record{}, err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return Record{}, errors.New("data after the record")
+	}
+	return r, nil
+}
+
+// CheckSequence says whether r is the next record of its tier after the one
+// numbered last: a record at or below last is a replay (ErrReplay), one past
+// last+1 means records were withheld (ErrGap).
+func CheckSequence(last int64, r Record) error {
+	switch {
+	case r.TierSeq <= last:
+		return fmt.Errorf("%w: tier %s record %d, last applied %d", ErrReplay, r.Tier, r.TierSeq, last)
+	case r.TierSeq > last+1:
+		return fmt.Errorf("%w: tier %s record %d, want %d", ErrGap, r.Tier, r.TierSeq, last+1)
+	}
+	return nil
+}
+
+var keyIDRE = regexp.MustCompile(`^[0-9a-f]{16}$`)
+
+// validate checks r against the catalog's rules. Patch events carry a valid
+// patch; tier events carry none.
+func (r Record) validate() error {
+	if r.V != FormatVersion {
+		return invalid("v", "format version %d, this node reads %d", r.V, FormatVersion)
+	}
+	if !keyIDRE.MatchString(r.Key) {
+		return invalid("key", "must be a key ID of 16 lowercase hex digits")
+	}
+	if err := catalog.ValidName("tier", r.Tier); err != nil {
+		return err
+	}
+	if r.TierSeq < 1 {
+		return invalid("tier_seq", "must be at least 1, got %d", r.TierSeq)
+	}
+	if r.Time.IsZero() {
+		return invalid("time", "must be set")
+	}
+	if len(r.Patch.Tiers) != 0 || r.Patch.Withdrawn {
+		return invalid("patch", "tiers and withdrawn are not signed and must be empty")
+	}
+	switch r.Type {
+	case catalog.EventPatchAdded, catalog.EventPatchPromoted,
+		catalog.EventPatchWithdrawn, catalog.EventPatchRemoved:
+		return r.Patch.Validate()
+	case catalog.EventTierAdded, catalog.EventTierRemoved:
+		if !patchIsZero(r.Patch) {
+			return invalid("patch", "must be empty for a %s event", r.Type)
+		}
+		return nil
+	default:
+		return invalid("type", "unknown event type %q", r.Type)
+	}
+}
+
+// patchIsZero reports whether p carries nothing. An empty list counts as
+// none, as JSON may write it either way; reflection keeps a field added to
+// Patch later from slipping past.
+func patchIsZero(p catalog.Patch) bool {
+	if len(p.CVEs) == 0 {
+		p.CVEs = nil
+	}
+	if len(p.Tiers) == 0 {
+		p.Tiers = nil
+	}
+	return reflect.ValueOf(p).IsZero()
+}
+
+func invalid(field, format string, args ...any) error {
+	return &catalog.InvalidError{Field: field, Message: fmt.Sprintf(format, args...)}
+}
