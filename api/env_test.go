@@ -3,14 +3,12 @@ package api_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -23,13 +21,14 @@ import (
 	"github.com/patchmesh/patchmesh/blob"
 	"github.com/patchmesh/patchmesh/blob/fsblob"
 	"github.com/patchmesh/patchmesh/catalog"
+	"github.com/patchmesh/patchmesh/internal/nodetest"
 	"github.com/patchmesh/patchmesh/store"
 	"github.com/patchmesh/patchmesh/store/sqlstore"
 )
 
 const (
 	adminUser     = "root"
-	adminPassword = "correct-horse-battery"
+	adminPassword = nodetest.Password
 	testKernel    = "5.15.0-107.117-generic"
 	testArch      = "x86_64"
 )
@@ -54,22 +53,7 @@ func (c *clock) Advance(d time.Duration) {
 }
 
 // logBuffer collects the JSON log lines of every logger in a test.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+type logBuffer struct{ nodetest.LogBuffer }
 
 // lines returns the decoded log records.
 func (l *logBuffer) lines(t *testing.T) []map[string]any {
@@ -108,37 +92,14 @@ type env struct {
 
 func newEnv(t *testing.T, tune ...func(*api.Config)) *env {
 	t.Helper()
-	ctx := context.Background()
-	dir := t.TempDir()
 	e := &env{t: t, clock: &clock{t: time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)}, logs: &logBuffer{}, reg: prometheus.NewRegistry()}
 	log := slog.New(api.NewLogHandler(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	metrics := api.NewMetrics(e.reg)
-	st, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, "meta.db"), sqlstore.Options{Observe: metrics.ObserveStore, Now: e.clock.Now})
-	if err != nil {
-		t.Fatalf("open sqlite store: %v", err)
-	}
-	t.Cleanup(func() { st.Close() })
-	e.store = st
-	if e.blobs, err = fsblob.Open(filepath.Join(dir, "blobs")); err != nil {
-		t.Fatalf("open blob store: %v", err)
-	}
-	hash, err := auth.HashPassword(adminPassword, 4)
-	if err != nil {
-		t.Fatalf("hash password: %v", err)
-	}
-	e.auth = auth.New(st, auth.Config{
-		Admins:     []auth.Admin{{Name: adminUser, PasswordHash: hash}},
-		BcryptCost: 4,
-		Now:        e.clock.Now,
-	}, log)
-	key := make([]byte, 32)
-	rand.Read(key)
-	cfg := api.Config{
-		Store: st, Blobs: e.blobs, Auth: e.auth, Log: log, Metrics: metrics,
-		MachineKey: key,
-		Info:       api.Info{Version: "1.2.3", Role: "hub", Node: "node-a"},
-		Now:        e.clock.Now,
-	}
+	n := nodetest.Wire(t, log, nodetest.Options{Admin: adminUser, Now: e.clock.Now, Observe: metrics.ObserveStore})
+	e.store, e.blobs, e.auth = n.Store, n.Blobs, n.Auth
+	cfg := n.Config
+	cfg.Metrics = metrics
+	cfg.Info = api.Info{Version: "1.2.3", Role: "hub", Node: "node-a"}
 	for _, f := range tune {
 		f(&cfg)
 	}

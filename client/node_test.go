@@ -2,8 +2,6 @@ package client
 
 import (
 	"bytes"
-	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -18,15 +16,13 @@ import (
 	"testing"
 
 	"github.com/patchmesh/patchmesh/api"
-	"github.com/patchmesh/patchmesh/auth"
-	"github.com/patchmesh/patchmesh/blob/fsblob"
 	"github.com/patchmesh/patchmesh/catalog"
-	"github.com/patchmesh/patchmesh/store/sqlstore"
+	"github.com/patchmesh/patchmesh/internal/nodetest"
 )
 
 const (
 	nodeAdmin    = "admin"
-	nodePassword = "correct-horse-battery"
+	nodePassword = nodetest.Password
 )
 
 // testNode is a real node's API — the api package over a real SQLite
@@ -52,27 +48,9 @@ type recorded struct {
 
 func newTestNode(t *testing.T, tlsServer bool) *testNode {
 	t.Helper()
-	ctx := context.Background()
-	dir := t.TempDir()
-	n := &testNode{t: t, blobDir: filepath.Join(dir, "blobs")}
-	log := slog.New(slog.DiscardHandler)
-	st, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, "meta.db"), sqlstore.Options{})
-	if err != nil {
-		t.Fatalf("open sqlite store: %v", err)
-	}
-	t.Cleanup(func() { st.Close() })
-	blobs, err := fsblob.Open(n.blobDir)
-	if err != nil {
-		t.Fatalf("open blob store: %v", err)
-	}
-	hash, err := auth.HashPassword(nodePassword, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	authn := auth.New(st, auth.Config{Admins: []auth.Admin{{Name: nodeAdmin, PasswordHash: hash}}, BcryptCost: 4}, log)
-	key := make([]byte, 32)
-	rand.Read(key)
-	h, err := api.New(api.Config{Store: st, Blobs: blobs, Auth: authn, Log: log, MachineKey: key})
+	wired := nodetest.Wire(t, slog.New(slog.DiscardHandler), nodetest.Options{Admin: nodeAdmin})
+	n := &testNode{t: t, blobDir: wired.BlobDir}
+	h, err := api.New(wired.Config)
 	if err != nil {
 		t.Fatalf("api.New: %v", err)
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"log/slog"
@@ -17,14 +16,12 @@ import (
 	"time"
 
 	"github.com/patchmesh/patchmesh/api"
-	"github.com/patchmesh/patchmesh/auth"
-	"github.com/patchmesh/patchmesh/blob/fsblob"
-	"github.com/patchmesh/patchmesh/store/sqlstore"
+	"github.com/patchmesh/patchmesh/internal/nodetest"
 )
 
 const (
 	nodeAdmin    = "admin"
-	nodePassword = "correct-horse-battery"
+	nodePassword = nodetest.Password
 	nodeKernel   = "5.15.0-107.117-generic"
 	nodeArch     = "x86_64"
 )
@@ -37,51 +34,18 @@ type testNode struct {
 	srv      *httptest.Server
 	blobDir  string
 	cfgDir   string // the admin tool's PATCHMESH_CONFIG_DIR
-	logs     *syncBuffer
+	logs     *nodetest.LogBuffer
 	mu       sync.Mutex
 	requests []*http.Request // a copy of each request's line and headers
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func newTestNode(t *testing.T, tune ...func(*api.Config)) *testNode {
 	t.Helper()
-	ctx := context.Background()
-	dir := t.TempDir()
-	n := &testNode{t: t, blobDir: filepath.Join(dir, "blobs"), cfgDir: filepath.Join(dir, "admin-config"), logs: &syncBuffer{}}
-	log := slog.New(api.NewLogHandler(slog.NewJSONHandler(n.logs, nil)))
-	st, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, "meta.db"), sqlstore.Options{})
-	if err != nil {
-		t.Fatalf("open sqlite store: %v", err)
-	}
-	t.Cleanup(func() { st.Close() })
-	blobs, err := fsblob.Open(n.blobDir)
-	if err != nil {
-		t.Fatalf("open blob store: %v", err)
-	}
-	hash, err := auth.HashPassword(nodePassword, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	authn := auth.New(st, auth.Config{Admins: []auth.Admin{{Name: nodeAdmin, PasswordHash: hash}}, BcryptCost: 4}, log)
-	key := make([]byte, 32)
-	rand.Read(key)
-	cfg := api.Config{Store: st, Blobs: blobs, Auth: authn, Log: log, MachineKey: key}
+	logs := &nodetest.LogBuffer{}
+	log := slog.New(api.NewLogHandler(slog.NewJSONHandler(logs, nil)))
+	wired := nodetest.Wire(t, log, nodetest.Options{Admin: nodeAdmin})
+	n := &testNode{t: t, blobDir: wired.BlobDir, cfgDir: filepath.Join(t.TempDir(), "admin-config"), logs: logs}
+	cfg := wired.Config
 	for _, f := range tune {
 		f(&cfg)
 	}
