@@ -138,6 +138,8 @@ type Store interface {
 	// HMAC key, so that nodes sharing one database agree on it.
 	Secret(ctx context.Context, name string, gen func() ([]byte, error)) ([]byte, error)
 
+	Syncer
+
 	// Ping checks that the backend answers.
 	Ping(ctx context.Context) error
 	// Close releases the backend's resources.

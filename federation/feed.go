@@ -1,0 +1,98 @@
+package federation
+
+import (
+	"context"
+	"time"
+)
+
+// The wire format of the sync API (docs/api.md, "Sync"). The api package
+// serves these bodies and the sync loop reads them, so both sides share one
+// definition.
+
+// Feed limits. A page holds at most MaxFeedLimit events; a long poll waits
+// at most MaxFeedWait.
+const (
+	DefaultFeedLimit = 100
+	MaxFeedLimit     = 1000
+	MaxFeedWait      = 60 * time.Second
+)
+
+// FeedResponse is the body of GET /v1/sync/feed.
+type FeedResponse struct {
+	// Tier is the serving node's tier the sync token grants.
+	Tier string `json:"tier"`
+	// Head is the serving node's Seq of the tier's newest signed event.
+	Head int64 `json:"head"`
+	// HubHead is the hub sequence number that event carries.
+	HubHead int64       `json:"hub_head"`
+	Events  []FeedEvent `json:"events"`
+}
+
+// FeedEvent is one entry of a feed page: the hub's envelope, unchanged,
+// numbered in the serving node's log.
+type FeedEvent struct {
+	Seq int64 `json:"seq"`
+	Envelope
+	// Skip: the serving node cannot serve this event's patch on this tier
+	// (withdrawn, removed or filtered there); record it, fetch nothing.
+	Skip bool `json:"skip,omitempty"`
+}
+
+// Link states, as LinkStatus.State reports them.
+const (
+	LinkStarting = "starting" // no round finished yet
+	LinkSynced   = "synced"   // the last round succeeded and nothing is pending
+	LinkSyncing  = "syncing"  // the last round succeeded and more is pending
+	LinkFailing  = "failing"  // the last round failed; retrying with backoff
+)
+
+// LinkStatus is one link's state, as GET /v1/sync/status reports it and
+// the sync metrics export it.
+type LinkStatus struct {
+	// Tier is the local tier the link feeds; HubTier the hub tier whose
+	// signed records it applies.
+	Tier    string `json:"tier"`
+	HubTier string `json:"hub_tier"`
+	// Upstream is the URL in use; Upstreams every candidate, in order.
+	Upstream  string   `json:"upstream"`
+	Upstreams []string `json:"upstreams"`
+	State     string   `json:"state"`
+	// Cursor is the upstream's Seq of the last entry applied, and
+	// UpstreamHead the upstream's newest Seq for the tier.
+	Cursor       int64 `json:"cursor"`
+	UpstreamHead int64 `json:"upstream_head"`
+	// HubSeq is the hub sequence number last applied; HubHead the newest
+	// the upstream has. LagEvents is their difference.
+	HubSeq    int64 `json:"hub_seq"`
+	HubHead   int64 `json:"hub_head"`
+	LagEvents int64 `json:"lag_events"`
+	// LagSeconds is how long the link has been behind: 0 when caught up.
+	LagSeconds float64 `json:"lag_seconds"`
+	// LastSuccess is when a round last succeeded; LastError and
+	// LastErrorAt describe the last failure.
+	LastSuccess     time.Time `json:"last_success,omitzero"`
+	LastError       string    `json:"last_error,omitempty"`
+	LastErrorAt     time.Time `json:"last_error_at,omitzero"`
+	BytesReplicated int64     `json:"bytes_replicated"`
+	// RecordsApplied counts events applied; RecordsRejected records that
+	// failed verification (signature, sequence, tier or blob digest).
+	RecordsApplied  int64 `json:"records_applied"`
+	RecordsRejected int64 `json:"records_rejected"`
+}
+
+// SyncStatusResponse is the body of GET /v1/sync/status and of the
+// trigger endpoint.
+type SyncStatusResponse struct {
+	Role  string       `json:"role"`
+	Links []LinkStatus `json:"links"`
+}
+
+// Control is what the API needs of a running sync loop.
+type Control interface {
+	// Status returns every link's state.
+	Status() []LinkStatus
+	// Trigger starts a round on every link now. With wait, it returns once
+	// a round that started after the call has ended on every link (or ctx
+	// ends), with the states then.
+	Trigger(ctx context.Context, wait bool) ([]LinkStatus, error)
+}

@@ -1,0 +1,117 @@
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/patchmesh/patchmesh/catalog"
+)
+
+// Sealer signs the events a hub originates. A Store given a Sealer calls it
+// inside the transaction of every patch change, once per tier the change
+// concerns, with that tier's next hub sequence number, and keeps the record
+// and signature with the event. Store does not know the record format; the
+// federation package does.
+type Sealer interface {
+	Seal(tier string, tierSeq int64, typ catalog.EventType, p catalog.Patch, at time.Time) (record, sig []byte, err error)
+}
+
+// FeedEntry is one signed event as a node serves it to its downstreams.
+type FeedEntry struct {
+	// Seq is the serving node's own change-log sequence number, the
+	// downstream's cursor into this node's feed.
+	Seq int64
+	// HubSeq is the hub's per-tier sequence number the record carries.
+	HubSeq int64
+	// Record and Sig are the hub's signed bytes, passed on unchanged.
+	Record []byte
+	Sig    []byte
+	// Skip says this node cannot serve the patch of an added or promoted
+	// event on this tier (it is withdrawn, removed, or this node filtered
+	// it out), so a downstream should record the event without fetching.
+	Skip bool
+}
+
+// FeedPage is a page of one tier's feed.
+type FeedPage struct {
+	Entries []FeedEntry
+	// Head is the Seq of the tier's newest signed event here, 0 if none.
+	Head int64
+	// HubHead is the HubSeq of that event, 0 if none.
+	HubHead int64
+}
+
+// FeedPosition says where a feed page starts: after a Seq of the serving
+// node's log, or, when a downstream switches to this node from another
+// upstream whose Seq numbers mean nothing here, after a hub sequence
+// number, which is the same on every node because the hub signed it.
+type FeedPosition struct {
+	AfterSeq    int64
+	AfterHubSeq int64
+	// ByHub selects AfterHubSeq.
+	ByHub bool
+}
+
+// Cursor is how far a local tier has synced from its upstream.
+type Cursor struct {
+	// Tier is the local tier the link feeds.
+	Tier string
+	// HubTier is the hub tier whose records the link applies.
+	HubTier string
+	// HubSeq is the TierSeq of the last record applied.
+	HubSeq int64
+	// Upstream names the upstream the cursor counts in (its URL).
+	Upstream string
+	// UpstreamSeq is the upstream's Seq of the last entry applied.
+	UpstreamSeq int64
+	// Updated is when the cursor last moved.
+	Updated time.Time
+}
+
+// SyncedEvent is one verified record to apply on a downstream.
+type SyncedEvent struct {
+	Record []byte
+	Sig    []byte
+	HubSeq int64
+	Type   catalog.EventType
+	// Patch holds the signed facts of the patch (no Tiers, not Withdrawn).
+	Patch catalog.Patch
+	// Apply is false for an event that is logged, to keep the tier's hub
+	// sequence contiguous for this node's own downstreams, but does not
+	// change the catalog: the upstream skipped it or a filter excluded it.
+	// Withdrawals and removals are always applied.
+	Apply bool
+}
+
+// TrustedKey is a hub public key pinned through the admin API.
+type TrustedKey struct {
+	// ID is the key's ID as records name it.
+	ID string
+	// Key is the public key in its text form, "ed25519:<base64url>".
+	Key   string
+	Added time.Time
+}
+
+// Syncer is the part of Store that federation uses.
+type Syncer interface {
+	// Feed returns up to limit signed events of tier from pos on, in Seq
+	// order, with the tier's head.
+	Feed(ctx context.Context, tier string, pos FeedPosition, limit int) (FeedPage, error)
+	// Cursor returns the local tier's cursor; the zero Cursor (with Tier
+	// set) when the tier never synced.
+	Cursor(ctx context.Context, tier string) (Cursor, error)
+	// ApplySynced applies events to the local tier and moves its cursor
+	// from prev to next, all in one transaction. Each event is appended to
+	// this node's change log with its record, under the local tier, so that
+	// this node's downstreams receive it. ErrConflict, and nothing changes,
+	// if the stored cursor is no longer prev (another writer moved it) or
+	// the events' hub sequence does not continue from prev.HubSeq.
+	ApplySynced(ctx context.Context, prev, next Cursor, events []SyncedEvent) error
+
+	// TrustedKeys lists the hub keys pinned through the admin API.
+	TrustedKeys(ctx context.Context) ([]TrustedKey, error)
+	// AddTrustedKey pins a key. ErrConflict if its ID is pinned.
+	AddTrustedKey(ctx context.Context, k TrustedKey) error
+	// RemoveTrustedKey unpins a key. ErrNotFound if it is not pinned.
+	RemoveTrustedKey(ctx context.Context, id string) error
+}
