@@ -26,38 +26,135 @@ import (
 // cannot take seq+1 before this one commits, so events become visible in
 // seq order; a rolled-back change rolls its increments back, leaving no gap.
 func (s *Store) change(ctx context.Context, fn func(c *changeTx) error) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	var c *changeTx
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE counters SET value = value WHERE name = 'events'`); err != nil {
 			return fmt.Errorf("lock change log: %w", err)
 		}
-		return fn(&changeTx{tx: tx, now: s.now()})
+		c = &changeTx{tx: tx, now: s.now(), sealer: s.sealer}
+		return fn(c)
 	})
+	// inTx returns nil only after the commit: a reader woken any earlier
+	// would read the log before the change is visible and sleep through it.
+	if err == nil && c.logged && s.changes != nil {
+		s.changes.Notify()
+	}
+	return err
 }
 
 // changeTx is a catalog change in progress.
 type changeTx struct {
 	tx  *sql.Tx
 	now time.Time
+	// sealer signs the patch events this node originates; nil unless this
+	// node is the hub.
+	sealer store.Sealer
+	// logged says the change appended an event, so its commit grows the log.
+	logged bool
 }
 
-// event appends one change-log event in the change's transaction. data is
-// the record the event carries (the Patch after the change, or the Tier).
+// logEntry is one change-log row.
+type logEntry struct {
+	typ    catalog.EventType
+	tier   string
+	digest string
+	// data is the record the event carries (the Patch after the change, or
+	// the Tier), as JSON.
+	data any
+	// record and sig are the hub's signed bytes, hubSeq the tier sequence
+	// number inside them; all zero for an unsigned event.
+	record, sig []byte
+	hubSeq      int64
+}
+
+// event appends one unsigned change-log event in the change's transaction.
 func (c *changeTx) event(ctx context.Context, typ catalog.EventType, tier, digest string, data any) error {
-	b, err := json.Marshal(data)
+	return c.append(ctx, logEntry{typ: typ, tier: tier, digest: digest, data: data})
+}
+
+// patchEvent appends a patch event on tier, p being the patch after the
+// change. On the hub it is sealed first, taking the tier's next hub
+// sequence number in this transaction, so a rolled-back change leaves no
+// gap in the tier's signed sequence and a failed seal rolls the change back.
+func (c *changeTx) patchEvent(ctx context.Context, typ catalog.EventType, tier string, p catalog.Patch) error {
+	e := logEntry{typ: typ, tier: tier, digest: p.Digest, data: p}
+	if c.sealer != nil && tier != "" {
+		var err error
+		if e.hubSeq, err = c.nextHubSeq(ctx, tier); err != nil {
+			return err
+		}
+		if e.record, e.sig, err = c.sealer.Seal(tier, e.hubSeq, typ, p, c.now); err != nil {
+			return fmt.Errorf("seal %s of %s on tier %s: %w", typ, p.Digest, tier, err)
+		}
+		if len(e.record) == 0 || len(e.sig) == 0 {
+			// Stored as is, it would drop out of the feed unnoticed and
+			// leave a gap in the tier's sequence.
+			return fmt.Errorf("seal %s of %s on tier %s: sealer returned an empty record or signature", typ, p.Digest, tier)
+		}
+	}
+	return c.append(ctx, e)
+}
+
+// patchEventEachTier appends one patch event per tier p is on, in tier
+// order, for a change that concerns every tier (withdrawal, removal): each
+// tier's feed then holds every event that concerns it, in its own hub
+// sequence. A patch on no tier still gets one event, with no tier.
+func (c *changeTx) patchEventEachTier(ctx context.Context, typ catalog.EventType, p catalog.Patch) error {
+	tiers := p.Tiers
+	if len(tiers) == 0 {
+		tiers = []string{""}
+	}
+	for _, t := range tiers {
+		if err := c.patchEvent(ctx, typ, t, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// nextHubSeq takes the tier's next hub sequence number, from a counter row
+// made on first use. The row is only ever locked while the change-log
+// counter is held, so it adds no deadlock.
+func (c *changeTx) nextHubSeq(ctx context.Context, tier string) (int64, error) {
+	var n int64
+	err := c.tx.QueryRowContext(ctx, `INSERT INTO counters (name, value) VALUES ($1, 1)
+		ON CONFLICT (name) DO UPDATE SET value = counters.value + 1 RETURNING value`, "tier:"+tier).Scan(&n)
 	if err != nil {
-		return fmt.Errorf("encode %s event: %w", typ, err)
+		return 0, fmt.Errorf("next hub seq of tier %s: %w", tier, err)
+	}
+	return n, nil
+}
+
+// append writes e to the change log under the next seq.
+func (c *changeTx) append(ctx context.Context, e logEntry) error {
+	b, err := json.Marshal(e.data)
+	if err != nil {
+		return fmt.Errorf("encode %s event: %w", e.typ, err)
 	}
 	var seq int64
 	if err := c.tx.QueryRowContext(ctx,
 		`UPDATE counters SET value = value + 1 WHERE name = 'events' RETURNING value`).Scan(&seq); err != nil {
 		return fmt.Errorf("next event seq: %w", err)
 	}
+	signed := e.record != nil
 	if _, err := c.tx.ExecContext(ctx,
-		`INSERT INTO events (seq, type, tier, digest, data, created_us) VALUES ($1, $2, $3, $4, $5, $6)`,
-		seq, string(typ), tier, digest, string(b), us(c.now)); err != nil {
-		return fmt.Errorf("append %s event: %w", typ, err)
+		`INSERT INTO events (seq, type, tier, digest, data, created_us, record, sig, hub_seq)
+		 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		seq, string(e.typ), e.tier, e.digest, string(b), us(c.now),
+		nullBytes(e.record), nullBytes(e.sig), sql.NullInt64{Int64: e.hubSeq, Valid: signed}); err != nil {
+		return fmt.Errorf("append %s event: %w", e.typ, err)
 	}
+	c.logged = true
 	return nil
+}
+
+// nullBytes maps nil to NULL explicitly: a driver may bind a nil []byte as
+// an empty blob, which is not NULL and would put the row in the feed.
+func nullBytes(b []byte) any {
+	if b == nil {
+		return nil
+	}
+	return b
 }
 
 // Tiers returns every tier in order.
@@ -238,26 +335,7 @@ func (s *Store) AddPatch(ctx context.Context, in catalog.Patch) (p catalog.Patch
 		if err != nil {
 			return err
 		}
-		var other string
-		err = c.tx.QueryRowContext(ctx, `SELECT digest FROM patches WHERE digest = $1 OR (kernel = $2 AND arch = $3 AND version = $4)`,
-			p.Digest, p.Kernel, p.Arch, p.Version).Scan(&other)
-		switch {
-		case err == nil && other == p.Digest:
-			return fmt.Errorf("patch %s exists: %w", p.Digest, catalog.ErrConflict)
-		case err == nil:
-			return fmt.Errorf("%s %s already has version %s (patch %s): %w", p.Kernel, p.Arch, p.Version, other, catalog.ErrConflict)
-		case !errors.Is(err, sql.ErrNoRows):
-			return err
-		}
-		cves, err := json.Marshal(p.CVEs)
-		if err != nil {
-			return err
-		}
-		if _, err := c.tx.ExecContext(ctx,
-			`INSERT INTO patches (digest, kernel, arch, version, version_key, size, cves, description, created_us, withdrawn)
-			 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, FALSE)`,
-			p.Digest, p.Kernel, p.Arch, p.Version, catalog.VersionKey(p.Version), p.Size, string(cves),
-			p.Description, us(p.Created)); err != nil {
+		if err := c.insertPatch(ctx, p); err != nil {
 			return err
 		}
 		if _, err := c.tx.ExecContext(ctx, `INSERT INTO availability (digest, tier, added_us) VALUES ($1, $2, $3)`,
@@ -265,12 +343,42 @@ func (s *Store) AddPatch(ctx context.Context, in catalog.Patch) (p catalog.Patch
 			return err
 		}
 		p.Tiers = []string{first}
-		return c.event(ctx, catalog.EventPatchAdded, first, p.Digest, p)
+		return c.patchEvent(ctx, catalog.EventPatchAdded, first, p)
 	})
 	if err != nil {
 		return catalog.Patch{}, mapErr("add patch "+in.Digest, err)
 	}
 	return p, nil
+}
+
+// insertPatch stores p's facts as a live patch on no tier. ErrConflict if
+// its digest, or its (kernel, arch, version) under another digest, exists.
+func (c *changeTx) insertPatch(ctx context.Context, p catalog.Patch) error {
+	var other string
+	err := c.tx.QueryRowContext(ctx, `SELECT digest FROM patches WHERE digest = $1 OR (kernel = $2 AND arch = $3 AND version = $4)`,
+		p.Digest, p.Kernel, p.Arch, p.Version).Scan(&other)
+	switch {
+	case err == nil && other == p.Digest:
+		return fmt.Errorf("patch %s exists: %w", p.Digest, catalog.ErrConflict)
+	case err == nil:
+		return fmt.Errorf("%s %s already has version %s (patch %s): %w", p.Kernel, p.Arch, p.Version, other, catalog.ErrConflict)
+	case !errors.Is(err, sql.ErrNoRows):
+		return err
+	}
+	cves := p.CVEs
+	if cves == nil {
+		cves = []string{}
+	}
+	b, err := json.Marshal(cves)
+	if err != nil {
+		return err
+	}
+	_, err = c.tx.ExecContext(ctx,
+		`INSERT INTO patches (digest, kernel, arch, version, version_key, size, cves, description, created_us, withdrawn)
+		 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, FALSE)`,
+		p.Digest, p.Kernel, p.Arch, p.Version, catalog.VersionKey(p.Version), p.Size, string(b),
+		p.Description, us(p.Created))
+	return err
 }
 
 // Patch returns the patch with this digest, withdrawn or not.
@@ -393,7 +501,7 @@ func (s *Store) Promote(ctx context.Context, digest, tierName string) (p catalog
 		if p, err = patch(ctx, c.tx, digest); err != nil {
 			return err
 		}
-		return c.event(ctx, catalog.EventPatchPromoted, tierName, digest, p)
+		return c.patchEvent(ctx, catalog.EventPatchPromoted, tierName, p)
 	})
 	if err != nil {
 		return catalog.Patch{}, mapErr("promote "+digest+" to "+tierName, err)
@@ -461,7 +569,7 @@ func (s *Store) PromoteAll(ctx context.Context, from, to string) (n int, err err
 			if err != nil {
 				return err
 			}
-			if err := c.event(ctx, catalog.EventPatchPromoted, to, d, p); err != nil {
+			if err := c.patchEvent(ctx, catalog.EventPatchPromoted, to, p); err != nil {
 				return err
 			}
 			n++
@@ -476,7 +584,9 @@ func (s *Store) PromoteAll(ctx context.Context, from, to string) (n int, err err
 
 // Withdraw marks the patch withdrawn. Its availability rows stay, as the
 // record of where it had reached; Newest and the default listing skip it.
-// Withdrawing a withdrawn patch changes nothing and appends no event.
+// It logs one event per tier the patch is on (one with no tier if it is on
+// none), so every tier's feed tells its downstreams. Withdrawing a
+// withdrawn patch changes nothing and appends no event.
 func (s *Store) Withdraw(ctx context.Context, digest string) (p catalog.Patch, err error) {
 	defer s.done("Withdraw", time.Now(), &err)
 	if err := catalog.ValidDigest(digest); err != nil {
@@ -494,7 +604,7 @@ func (s *Store) Withdraw(ctx context.Context, digest string) (p catalog.Patch, e
 			return err
 		}
 		p.Withdrawn = true
-		return c.event(ctx, catalog.EventPatchWithdrawn, "", digest, p)
+		return c.patchEventEachTier(ctx, catalog.EventPatchWithdrawn, p)
 	})
 	if err != nil {
 		return catalog.Patch{}, mapErr("withdraw "+digest, err)
@@ -502,8 +612,9 @@ func (s *Store) Withdraw(ctx context.Context, digest string) (p catalog.Patch, e
 	return p, nil
 }
 
-// RemovePatch deletes the patch record. Its event carries the patch as it
-// stood when removed.
+// RemovePatch deletes the patch record. It logs one event per tier the
+// patch was on, as Withdraw does, each carrying the patch as it stood when
+// removed.
 func (s *Store) RemovePatch(ctx context.Context, digest string) (err error) {
 	defer s.done("RemovePatch", time.Now(), &err)
 	if err := catalog.ValidDigest(digest); err != nil {
@@ -518,7 +629,7 @@ func (s *Store) RemovePatch(ctx context.Context, digest string) (err error) {
 		if _, err := c.tx.ExecContext(ctx, `DELETE FROM patches WHERE digest = $1`, digest); err != nil {
 			return err
 		}
-		return c.event(ctx, catalog.EventPatchRemoved, "", digest, p)
+		return c.patchEventEachTier(ctx, catalog.EventPatchRemoved, p)
 	})
 	return mapErr("remove patch "+digest, err)
 }

@@ -40,6 +40,13 @@ type Options struct {
 	// Now is the clock for times the store sets itself (created, revoked,
 	// event times). Nil means time.Now; tests pin it.
 	Now func() time.Time
+	// Sealer, set on the hub only, signs every patch event as it is
+	// logged, once per tier, so that the node's feed can serve it. Nil on
+	// every other node: they serve the hub's records as they received them.
+	Sealer store.Sealer
+	// Changes, if set, is notified after every committed change that grew
+	// the change log, so long-polling feed readers wake without polling.
+	Changes *store.Changes
 }
 
 // PostgresOptions size the PostgreSQL connection pool. A zero field keeps
@@ -66,6 +73,8 @@ type Store struct {
 	pool    *pgxpool.Pool // nil for SQLite
 	observe func(op string, d time.Duration, err error)
 	clock   func() time.Time
+	sealer  store.Sealer
+	changes *store.Changes
 	// newest is newestQuery prepared, for SQLite only: modernc compiles a
 	// query anew on every call unless prepared, which would double the cost
 	// of the hottest query. pgx caches prepared statements per connection
@@ -151,7 +160,8 @@ func OpenPostgres(ctx context.Context, dsn string, pg PostgresOptions, opts Opti
 }
 
 func open(ctx context.Context, db *sql.DB, d migrations.Dialect, pool *pgxpool.Pool, opts Options) (*Store, error) {
-	s := &Store{db: db, dialect: d, pool: pool, observe: opts.Observe, clock: opts.Now}
+	s := &Store{db: db, dialect: d, pool: pool, observe: opts.Observe, clock: opts.Now,
+		sealer: opts.Sealer, changes: opts.Changes}
 	if s.clock == nil {
 		s.clock = time.Now
 	}

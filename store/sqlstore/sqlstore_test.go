@@ -77,6 +77,30 @@ func TestContractPostgres(t *testing.T) {
 	})
 }
 
+func TestSyncContractSQLite(t *testing.T) {
+	storetest.RunSync(t, func(t *testing.T, sealer store.Sealer, changes *store.Changes) store.Store {
+		s, err := sqlstore.OpenSQLite(t.Context(), filepath.Join(t.TempDir(), "patchmesh.db"),
+			sqlstore.Options{Sealer: sealer, Changes: changes})
+		if err != nil {
+			t.Fatalf("OpenSQLite: %v", err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	})
+}
+
+func TestSyncContractPostgres(t *testing.T) {
+	storetest.RunSync(t, func(t *testing.T, sealer store.Sealer, changes *store.Changes) store.Store {
+		s, err := sqlstore.OpenPostgres(t.Context(), pgtest.New(t), sqlstore.PostgresOptions{MaxConns: 8},
+			sqlstore.Options{Sealer: sealer, Changes: changes})
+		if err != nil {
+			t.Fatalf("OpenPostgres: %v", err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	})
+}
+
 func TestReopenAppliesNothingAndKeepsData(t *testing.T) {
 	for _, d := range dialects {
 		t.Run(d.name, func(t *testing.T) {
@@ -121,9 +145,11 @@ func TestReopenAppliesNothingAndKeepsData(t *testing.T) {
 				t.Fatal(err)
 			}
 			latest, _ := migrations.Latest(d.dialect)
-			if after != before || after != latest || rows != latest {
-				t.Errorf("schema after reopen: want version %d with one row per version, got version %d (was %d), %d rows",
-					latest, after, before, rows)
+			// A dialect may skip a version (SQLite has no 0002), so count files.
+			ms, _ := migrations.List(d.dialect)
+			if after != before || after != latest || rows != len(ms) {
+				t.Errorf("schema after reopen: want version %d with one row per migration (%d), got version %d (was %d), %d rows",
+					latest, len(ms), after, before, rows)
 			}
 			got, err := s.Patch(ctx, p.Digest)
 			if err != nil {
@@ -193,9 +219,9 @@ func TestConcurrentFirstOpensBothSucceed(t *testing.T) {
 			if err := stores[0].DB().QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_version`).Scan(&rows); err != nil {
 				t.Fatal(err)
 			}
-			latest, _ := migrations.Latest(d.dialect)
-			if rows != latest {
-				t.Errorf("schema_version rows: want %d (each migration once), got %d", latest, rows)
+			ms, _ := migrations.List(d.dialect)
+			if rows != len(ms) {
+				t.Errorf("schema_version rows: want %d (each migration once), got %d", len(ms), rows)
 			}
 			ts, err := stores[1].Tiers(ctx)
 			if err != nil || len(ts) != len(catalog.DefaultTiers) {

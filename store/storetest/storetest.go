@@ -760,7 +760,8 @@ func testWithdraw(t *testing.T, s store.Store) {
 	if len(es) != 1 {
 		t.Fatalf("events after Withdraw: want 1, got %d", len(es))
 	}
-	wantPatchEvent(t, es[0], catalog.EventPatchWithdrawn, "", want)
+	// The patch is on edge only, so one event, on edge.
+	wantPatchEvent(t, es[0], catalog.EventPatchWithdrawn, "edge", want)
 	if _, err := s.Newest(ctx, "edge", kernelA, x86); !errors.Is(err, catalog.ErrNotFound) {
 		t.Errorf("Newest after Withdraw: want ErrNotFound, got %v", err)
 	}
@@ -775,6 +776,47 @@ func testWithdraw(t *testing.T, s store.Store) {
 	_, err = s.Withdraw(ctx, digestOf("nothing"))
 	wantErr(t, "Withdraw(unknown)", err, catalog.ErrNotFound)
 	wantNoEvent(t, s, h, "Withdraw(unknown)")
+	// A patch on two tiers: one event per tier, in tier order.
+	two := addPatch(t, s, kernelA, x86, "1.2")
+	if _, err := s.Promote(ctx, two.Digest, "stable"); err != nil {
+		t.Fatal(err)
+	}
+	h = head(t, s)
+	w, err = s.Withdraw(ctx, two.Digest)
+	if err != nil {
+		t.Fatalf("Withdraw of a patch on two tiers: %v", err)
+	}
+	es = eventsAfter(t, s, h)
+	if len(es) != 2 {
+		t.Fatalf("events after withdrawing a patch on two tiers: want 2, got %d", len(es))
+	}
+	wantPatchEvent(t, es[0], catalog.EventPatchWithdrawn, "edge", w)
+	wantPatchEvent(t, es[1], catalog.EventPatchWithdrawn, "stable", w)
+
+	// A patch on no tier (its only tier removed) still logs one event.
+	none := addPatch(t, s, kernelB, x86, "2.1")
+	if _, err := s.Promote(ctx, none.Digest, "beta"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RemoveTier(ctx, "beta"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RemoveTier(ctx, "edge"); err != nil {
+		t.Fatal(err)
+	}
+	h = head(t, s)
+	w, err = s.Withdraw(ctx, none.Digest)
+	if err != nil {
+		t.Fatalf("Withdraw of a patch on no tier: %v", err)
+	}
+	if len(w.Tiers) != 0 {
+		t.Fatalf("patch after removing its tiers: want on none, got %v", w.Tiers)
+	}
+	es = eventsAfter(t, s, h)
+	if len(es) != 1 {
+		t.Fatalf("events after withdrawing a patch on no tier: want 1, got %d", len(es))
+	}
+	wantPatchEvent(t, es[0], catalog.EventPatchWithdrawn, "", w)
 }
 
 func testRemovePatch(t *testing.T, s store.Store) {
@@ -790,15 +832,18 @@ func testRemovePatch(t *testing.T, s store.Store) {
 	}
 	_, err = s.Patch(ctx, p.Digest)
 	wantErr(t, "Patch after RemovePatch", err, catalog.ErrNotFound)
+	// One event per tier the patch was on, in tier order, so each tier's
+	// feed tells its own downstreams.
 	es := eventsAfter(t, s, h)
-	if len(es) != 1 {
-		t.Fatalf("events after RemovePatch: want 1, got %d", len(es))
+	if len(es) != 2 {
+		t.Fatalf("events after RemovePatch of a patch on two tiers: want 2, got %d", len(es))
 	}
-	wantPatchEvent(t, es[0], catalog.EventPatchRemoved, "", p)
+	wantPatchEvent(t, es[0], catalog.EventPatchRemoved, "edge", p)
+	wantPatchEvent(t, es[1], catalog.EventPatchRemoved, "beta", p)
 
 	err = s.RemovePatch(ctx, p.Digest)
 	wantErr(t, "RemovePatch again", err, catalog.ErrNotFound)
-	wantNoEvent(t, s, h+1, "RemovePatch of a removed patch")
+	wantNoEvent(t, s, h+2, "RemovePatch of a removed patch")
 	// Its (kernel, arch, version) is free again.
 	addPatch(t, s, kernelA, x86, "1.1")
 }
