@@ -1,0 +1,343 @@
+package meshtest
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/patchmesh/patchmesh/catalog"
+	"github.com/patchmesh/patchmesh/federation"
+)
+
+// httpClient carries every harness request. The timeout covers a blob of
+// a few hundred MiB on loopback and a triggered sync round.
+var httpClient = &http.Client{Timeout: 2 * time.Minute}
+
+// StatusError is a non-2xx answer.
+type StatusError struct {
+	Method, Path string
+	Status       int
+	Body         string
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("%s %s: status %d: %s", e.Method, e.Path, e.Status, e.Body)
+}
+
+// Call sends one request to the node and decodes a 2xx JSON answer into
+// out (if not nil). cred is the whole Authorization header value, or "".
+// A body of type []byte is sent raw; anything else non-nil as JSON.
+func (n *Node) Call(ctx context.Context, method, path, cred string, body, out any) error {
+	var rd io.Reader
+	ctype := ""
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		rd, ctype = bytes.NewReader(b), "application/octet-stream"
+	default:
+		j, err := json.Marshal(b)
+		if err != nil {
+			return err
+		}
+		rd, ctype = bytes.NewReader(j), "application/json"
+	}
+	req, err := http.NewRequestWithContext(ctx, method, n.URL+path, rd)
+	if err != nil {
+		return err
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	if cred != "" {
+		req.Header.Set("Authorization", cred)
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s on %s: %w", method, path, n.Name, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("%s %s on %s: read answer: %w", method, path, n.Name, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		return &StatusError{Method: method, Path: path, Status: resp.StatusCode, Body: string(raw)}
+	}
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			return fmt.Errorf("%s %s on %s: decode %q: %w", method, path, n.Name, raw, err)
+		}
+	}
+	return nil
+}
+
+// Bearer is the Authorization value for a token.
+func Bearer(token string) string { return "Bearer " + token }
+
+// must fails the test with err, naming the node.
+func (n *Node) must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%s: %v", n.Name, err)
+	}
+}
+
+// Admin logs in as the configured admin once and returns the
+// Authorization value of the macaroon. The macaroon outlives restarts:
+// its root key is in the node's store.
+func (n *Node) Admin(t testing.TB) string {
+	t.Helper()
+	n.mu.Lock()
+	m := n.macaroon
+	n.mu.Unlock()
+	if m != "" {
+		return "Macaroon " + m
+	}
+	req, err := http.NewRequest(http.MethodPost, n.URL+"/v1/admin/login", nil)
+	n.must(t, err)
+	req.SetBasicAuth(AdminUser, AdminPassword)
+	resp, err := httpClient.Do(req)
+	n.must(t, err)
+	defer resp.Body.Close()
+	var body struct {
+		Macaroon string `json:"macaroon"`
+	}
+	if resp.StatusCode != http.StatusOK {
+		raw, _ := io.ReadAll(resp.Body)
+		t.Fatalf("%s: admin login: want 200, got %d: %s", n.Name, resp.StatusCode, raw)
+	}
+	n.must(t, json.NewDecoder(resp.Body).Decode(&body))
+	n.mu.Lock()
+	n.macaroon = body.Macaroon
+	n.mu.Unlock()
+	return "Macaroon " + body.Macaroon
+}
+
+// AdminCall is Call with the admin macaroon, failing the test on error.
+func (n *Node) AdminCall(t testing.TB, method, path string, body, out any) {
+	t.Helper()
+	n.must(t, n.Call(context.Background(), method, path, n.Admin(t), body, out))
+}
+
+// SyncToken issues a sync token for tier on this node.
+func (n *Node) SyncToken(t testing.TB, tier, name string) string {
+	t.Helper()
+	var out struct{ Token string }
+	n.AdminCall(t, http.MethodPost, "/v1/admin/sync-tokens", map[string]string{"tier": tier, "name": name}, &out)
+	return out.Token
+}
+
+// AuthToken issues a machine registration token for tier on this node.
+func (n *Node) AuthToken(t testing.TB, tier, name string) string {
+	t.Helper()
+	var out struct{ Token string }
+	n.AdminCall(t, http.MethodPost, "/v1/admin/auth-tokens", map[string]string{"tier": tier, "name": name}, &out)
+	return out.Token
+}
+
+// PatchMeta is what an upload declares besides the bytes.
+type PatchMeta struct {
+	Kernel, Arch, Version string
+}
+
+// Digest is the content address of b as patchmesh writes it.
+func Digest(b []byte) string {
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// Upload uploads content as a patch at the node (the hub).
+func (n *Node) Upload(t testing.TB, content []byte, meta PatchMeta) catalog.Patch {
+	t.Helper()
+	q := url.Values{
+		"digest": {Digest(content)}, "kernel": {meta.Kernel}, "arch": {meta.Arch},
+		"version": {meta.Version}, "size": {strconv.Itoa(len(content))},
+	}
+	var p catalog.Patch
+	n.AdminCall(t, http.MethodPost, "/v1/admin/patches?"+q.Encode(), content, &p)
+	return p
+}
+
+// Promote puts the patch with digest on tier.
+func (n *Node) Promote(t testing.TB, digest, tier string) {
+	t.Helper()
+	n.AdminCall(t, http.MethodPost, "/v1/admin/patches/"+digest+"/promote", map[string]string{"tier": tier}, nil)
+}
+
+// Withdraw withdraws the patch with digest.
+func (n *Node) Withdraw(t testing.TB, digest string) {
+	t.Helper()
+	n.AdminCall(t, http.MethodPost, "/v1/admin/patches/"+digest+"/withdraw", nil, nil)
+}
+
+// Patches lists the node's patches matching query (see docs/api.md),
+// up to 10,000.
+func (n *Node) Patches(t testing.TB, query url.Values) []catalog.Patch {
+	t.Helper()
+	ps, err := n.TryPatches(t, query)
+	n.must(t, err)
+	return ps
+}
+
+// TryPatches is Patches that returns the error, for wait conditions.
+func (n *Node) TryPatches(t testing.TB, query url.Values) ([]catalog.Patch, error) {
+	t.Helper()
+	q := url.Values{"limit": {"10000"}}
+	for k, v := range query {
+		q[k] = v
+	}
+	var out struct{ Patches []catalog.Patch }
+	err := n.Call(context.Background(), http.MethodGet, "/v1/admin/patches?"+q.Encode(), n.Admin(t), nil, &out)
+	return out.Patches, err
+}
+
+// SyncStatus returns the node's link states.
+func (n *Node) SyncStatus(t testing.TB) federation.SyncStatusResponse {
+	t.Helper()
+	var st federation.SyncStatusResponse
+	n.AdminCall(t, http.MethodGet, "/v1/sync/status", nil, &st)
+	return st
+}
+
+// Link returns the state of the link feeding tier; it fails the test if
+// the node has none.
+func (n *Node) Link(t testing.TB, tier string) federation.LinkStatus {
+	t.Helper()
+	for _, l := range n.SyncStatus(t).Links {
+		if l.Tier == tier {
+			return l
+		}
+	}
+	t.Fatalf("%s: no sync link feeds tier %s", n.Name, tier)
+	return federation.LinkStatus{}
+}
+
+// Trigger starts a sync round on every link and waits for it to end.
+func (n *Node) Trigger(t testing.TB) federation.SyncStatusResponse {
+	t.Helper()
+	var st federation.SyncStatusResponse
+	n.AdminCall(t, http.MethodPost, "/v1/admin/sync/trigger", map[string]bool{"wait": true}, &st)
+	return st
+}
+
+// BlobInfo is what a blob download returned.
+type BlobInfo struct {
+	Status int
+	Size   int64
+	// Digest is the sha256 of the bytes received, as patchmesh writes
+	// digests; empty unless Status is 200.
+	Digest string
+}
+
+// FetchBlob downloads a blob with cred and hashes it; it does not fail
+// the test, so that a goroutine may poll with it.
+func (n *Node) FetchBlob(ctx context.Context, digest, cred string) (BlobInfo, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.URL+"/v1/blobs/"+digest, nil)
+	if err != nil {
+		return BlobInfo{}, err
+	}
+	req.Header.Set("Authorization", cred)
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return BlobInfo{}, fmt.Errorf("GET blob %s on %s: %w", digest, n.Name, err)
+	}
+	defer resp.Body.Close()
+	info := BlobInfo{Status: resp.StatusCode}
+	if resp.StatusCode != http.StatusOK {
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+		return info, nil
+	}
+	h := sha256.New()
+	info.Size, err = io.Copy(h, resp.Body)
+	if err != nil {
+		return info, fmt.Errorf("GET blob %s on %s: body after %d bytes: %w", digest, n.Name, info.Size, err)
+	}
+	info.Digest = "sha256:" + hex.EncodeToString(h.Sum(nil))
+	return info, nil
+}
+
+// Register registers a machine with an auth token and returns its
+// machine token.
+func (n *Node) Register(t testing.TB, authToken, machineID, kernel, arch string) string {
+	t.Helper()
+	var out struct {
+		MachineToken string `json:"machine_token"`
+	}
+	body := map[string]string{"machine_id": machineID, "kernel": kernel, "arch": arch, "client_version": "meshtest"}
+	n.must(t, n.Call(context.Background(), http.MethodPost, "/v1/client/register", Bearer(authToken), body, &out))
+	return out.MachineToken
+}
+
+// ClientPatch asks, as a machine, for the newest patch for kernel and
+// arch; ok is false when the node answers 404 (nothing to offer).
+func (n *Node) ClientPatch(t testing.TB, machineToken, kernel, arch string) (p catalog.Patch, ok bool) {
+	t.Helper()
+	q := url.Values{"kernel": {kernel}, "arch": {arch}}
+	err := n.Call(context.Background(), http.MethodGet, "/v1/client/patch?"+q.Encode(), Bearer(machineToken), nil, &p)
+	if se, isStatus := err.(*StatusError); isStatus && se.Status == http.StatusNotFound {
+		return catalog.Patch{}, false
+	}
+	n.must(t, err)
+	return p, true
+}
+
+// FeedRecords reads the node's whole feed of tier with a sync token the
+// node issued, page by page, and returns the records, verified against
+// the mesh's hub key.
+func (n *Node) FeedRecords(t testing.TB, syncToken string) []federation.Record {
+	t.Helper()
+	pub, err := federation.ParsePublicKey(n.m.HubPublicKey)
+	n.must(t, err)
+	v := federation.NewVerifier(pub)
+	var out []federation.Record
+	after := int64(0)
+	for range 10_000 { // bounded: at most 10 million events
+		var page federation.FeedResponse
+		path := fmt.Sprintf("/v1/sync/feed?after=%d&limit=%d", after, federation.MaxFeedLimit)
+		n.must(t, n.Call(context.Background(), http.MethodGet, path, Bearer(syncToken), nil, &page))
+		for _, e := range page.Events {
+			r, err := v.Open(e.Envelope)
+			if err != nil {
+				t.Fatalf("%s: feed event seq %d does not verify: %v", n.Name, e.Seq, err)
+			}
+			out = append(out, r)
+			after = e.Seq
+		}
+		if len(page.Events) == 0 || after >= page.Head {
+			return out
+		}
+	}
+	t.Fatalf("%s: feed did not end", n.Name)
+	return nil
+}
+
+// WaitFor polls check every 100ms until it returns nil, and fails the
+// test with what it wanted and the last error if that takes longer than
+// within. A check may call helpers that fail the test.
+func WaitFor(t testing.TB, within time.Duration, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("want %s within %v; last: %v", what, within, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Tiers names the tiers of a patch, for messages.
+func Tiers(p catalog.Patch) string { return "[" + strings.Join(p.Tiers, ",") + "]" }

@@ -1,0 +1,378 @@
+package meshtest
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/patchmesh/patchmesh/auth"
+	"github.com/patchmesh/patchmesh/blob"
+	"github.com/patchmesh/patchmesh/node"
+)
+
+// Spec describes a node to add to a mesh.
+type Spec struct {
+	// Name is the node's name (node.name) and its directory's.
+	Name string
+	// Role is node.RoleHub, node.RoleRelay or node.RoleEdge.
+	Role string
+	// Links are what a relay or edge pulls; none for the hub.
+	Links []Link
+	// Configure, if set, adjusts the config after meshtest's defaults and
+	// before the file is written.
+	Configure func(*node.Config)
+}
+
+// Link is one sync link of a downstream node.
+type Link struct {
+	Tier      string
+	HubTier   string
+	Upstreams []Upstream
+}
+
+// Upstream is one upstream of a link. The token is written to a file the
+// config names (token_file), as an operator is told to.
+type Upstream struct {
+	URL   string
+	Token string
+}
+
+// Test timings: short enough that a test sees a failing link retry and a
+// stopped node drain within seconds, long enough not to spin.
+const (
+	syncWait        = 2 * time.Second
+	retryMin        = 100 * time.Millisecond
+	retryMax        = time.Second
+	shutdownTimeout = 5 * time.Second
+	readyWithin     = 30 * time.Second
+	exitWithin      = 30 * time.Second
+)
+
+// Node is one patchmesh node of a mesh: its files, its fixed address and,
+// while it runs, its process.
+type Node struct {
+	m    *Mesh
+	Name string
+	Role string
+	// URL is the node's base URL; it stays the same across restarts.
+	URL string
+	// Dir holds config.yaml, node.log and the data dir.
+	Dir     string
+	DataDir string
+	Config  node.Config
+
+	cfgPath string
+	logPath string
+
+	mu       sync.Mutex
+	proc     *process
+	starts   int
+	macaroon string
+}
+
+// process is one run of the binary.
+type process struct {
+	cmd  *exec.Cmd
+	log  *os.File
+	done chan struct{}
+	err  error // Wait's result, once done is closed
+}
+
+// Add creates a node's directory and config file without starting it.
+func (m *Mesh) Add(spec Spec) *Node {
+	t := m.t
+	t.Helper()
+	if spec.Role == "" {
+		spec.Role = node.RoleEdge
+	}
+	dir := filepath.Join(m.dir, spec.Name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatalf("meshtest: %v", err)
+	}
+	addr := freeAddr(t)
+	n := &Node{
+		m: m, Name: spec.Name, Role: spec.Role, URL: "http://" + addr,
+		Dir: dir, DataDir: filepath.Join(dir, "data"),
+		cfgPath: filepath.Join(dir, "config.yaml"), logPath: filepath.Join(dir, "node.log"),
+	}
+
+	cfg := node.DefaultsWithEnv(func(string) string { return "" })
+	cfg.Node = node.IdentityConfig{Name: spec.Name, Role: spec.Role, DataDir: n.DataDir}
+	cfg.Server.Listen = addr
+	cfg.Server.ShutdownTimeout = shutdownTimeout
+	cfg.Auth.Admins = []auth.Admin{{Name: AdminUser, PasswordHash: adminHash(t)}}
+	cfg.Auth.BcryptCost = bcryptCost
+	cfg.Sync.Wait = syncWait
+	cfg.Sync.RetryMin = retryMin
+	cfg.Sync.RetryMax = retryMax
+	if spec.Role == node.RoleHub {
+		cfg.Sync.HubKey = m.HubKeyPath
+	} else {
+		cfg.Sync.Trust = []string{m.HubPublicKey}
+	}
+	for _, l := range spec.Links {
+		lc := node.LinkConfig{Tier: l.Tier, HubTier: l.HubTier}
+		for j, u := range l.Upstreams {
+			tf := filepath.Join(dir, fmt.Sprintf("token-%s-%d", l.Tier, j))
+			if err := os.WriteFile(tf, []byte(u.Token+"\n"), 0o600); err != nil {
+				t.Fatalf("meshtest: %v", err)
+			}
+			lc.Upstreams = append(lc.Upstreams, node.UpstreamConfig{URL: u.URL, TokenFile: tf})
+		}
+		cfg.Sync.Links = append(cfg.Sync.Links, lc)
+	}
+	if spec.Configure != nil {
+		spec.Configure(&cfg)
+	}
+	n.Config = cfg
+	n.writeConfig(t)
+
+	m.mu.Lock()
+	m.nodes = append(m.nodes, n)
+	m.mu.Unlock()
+	return n
+}
+
+// Start adds a node and starts it.
+func (m *Mesh) Start(spec Spec) *Node {
+	m.t.Helper()
+	n := m.Add(spec)
+	n.Start(m.t)
+	return n
+}
+
+// writeConfig writes n.Config as the node's config file. Marshalling the
+// node's own Config type keeps the file in step with the options the
+// binary knows.
+func (n *Node) writeConfig(t testing.TB) {
+	t.Helper()
+	b, err := yaml.Marshal(n.Config)
+	if err != nil {
+		t.Fatalf("meshtest: encode config of %s: %v", n.Name, err)
+	}
+	if err := os.WriteFile(n.cfgPath, b, 0o600); err != nil {
+		t.Fatalf("meshtest: %v", err)
+	}
+}
+
+// Reconfigure changes the config file; it takes effect at the next start.
+func (n *Node) Reconfigure(t testing.TB, change func(*node.Config)) {
+	t.Helper()
+	change(&n.Config)
+	n.writeConfig(t)
+}
+
+// Start runs the node and waits until it answers /debug/info. Its output
+// goes to node.log, appended to across restarts.
+func (n *Node) Start(t testing.TB) {
+	t.Helper()
+	n.mu.Lock()
+	if n.proc != nil {
+		n.mu.Unlock()
+		t.Fatalf("meshtest: %s is already running", n.Name)
+	}
+	n.starts++
+	log, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		n.mu.Unlock()
+		t.Fatalf("meshtest: %v", err)
+	}
+	fmt.Fprintf(log, "=== meshtest: start %d of %s at %s ===\n", n.starts, n.Name, time.Now().Format(time.RFC3339Nano))
+	cmd := exec.Command(Binary(t), "serve", "--config", n.cfgPath)
+	cmd.Env = cleanEnv()
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		log.Close()
+		n.mu.Unlock()
+		t.Fatalf("meshtest: start %s: %v", n.Name, err)
+	}
+	p := &process{cmd: cmd, log: log, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		log.Close()
+		close(p.done)
+	}()
+	n.proc = p
+	n.mu.Unlock()
+	n.waitReady(t, p)
+}
+
+func (n *Node) waitReady(t testing.TB, p *process) {
+	t.Helper()
+	deadline := time.Now().Add(readyWithin)
+	c := &http.Client{Timeout: 2 * time.Second}
+	for {
+		resp, err := c.Get(n.URL + "/debug/info")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		select {
+		case <-p.done:
+			n.forget(p)
+			t.Fatalf("meshtest: %s exited while starting (%v); log tail:\n%s", n.Name, p.err, n.LogTail(tailLines))
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("meshtest: %s did not answer %s/debug/info within %v (last error %v)", n.Name, n.URL, readyWithin, err)
+		}
+	}
+}
+
+func (n *Node) forget(p *process) {
+	n.mu.Lock()
+	if n.proc == p {
+		n.proc = nil
+	}
+	n.mu.Unlock()
+}
+
+// Running reports whether the node's process is alive.
+func (n *Node) Running() bool {
+	n.mu.Lock()
+	p := n.proc
+	n.mu.Unlock()
+	if p == nil {
+		return false
+	}
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Stop sends SIGTERM and wants a clean exit (status 0) within 30s.
+func (n *Node) Stop(t testing.TB) {
+	t.Helper()
+	p := n.running(t)
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("meshtest: SIGTERM %s: %v", n.Name, err)
+	}
+	n.await(t, p, "SIGTERM")
+	if p.err != nil {
+		t.Fatalf("meshtest: %s after SIGTERM: want exit 0, got %v; log tail:\n%s", n.Name, p.err, n.LogTail(tailLines))
+	}
+}
+
+// Kill sends SIGKILL, as a crash or a power cut would end the node, and
+// waits for the process to be gone.
+func (n *Node) Kill(t testing.TB) {
+	t.Helper()
+	p := n.running(t)
+	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		t.Fatalf("meshtest: SIGKILL %s: %v", n.Name, err)
+	}
+	n.await(t, p, "SIGKILL")
+}
+
+// Restart kills the node and starts it again on the same data.
+func (n *Node) Restart(t testing.TB) {
+	t.Helper()
+	n.Kill(t)
+	n.Start(t)
+}
+
+func (n *Node) running(t testing.TB) *process {
+	t.Helper()
+	n.mu.Lock()
+	p := n.proc
+	n.mu.Unlock()
+	if p == nil {
+		t.Fatalf("meshtest: %s is not running", n.Name)
+	}
+	select {
+	case <-p.done:
+		n.forget(p)
+		t.Fatalf("meshtest: %s exited on its own (%v); log tail:\n%s", n.Name, p.err, n.LogTail(tailLines))
+	default:
+	}
+	return p
+}
+
+func (n *Node) await(t testing.TB, p *process, sig string) {
+	t.Helper()
+	select {
+	case <-p.done:
+		n.forget(p)
+	case <-time.After(exitWithin):
+		t.Fatalf("meshtest: %s still running %v after %s", n.Name, exitWithin, sig)
+	}
+}
+
+// killQuietly ends a node at the end of a test, whatever its state.
+func (n *Node) killQuietly() {
+	n.mu.Lock()
+	p := n.proc
+	n.proc = nil
+	n.mu.Unlock()
+	if p == nil {
+		return
+	}
+	p.cmd.Process.Kill()
+	select {
+	case <-p.done:
+	case <-time.After(exitWithin):
+		n.m.t.Errorf("meshtest: %s (pid %d) still running after SIGKILL", n.Name, p.cmd.Process.Pid)
+	}
+}
+
+// Log returns everything the node has written to its log, across restarts.
+func (n *Node) Log() string {
+	b, err := os.ReadFile(n.logPath)
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	return string(b)
+}
+
+// LogTail returns the last k lines of the node's log.
+func (n *Node) LogTail(k int) string {
+	lines := strings.Split(strings.TrimRight(n.Log(), "\n"), "\n")
+	if len(lines) > k {
+		lines = lines[len(lines)-k:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// LogEvents returns the JSON log lines whose "event" attribute is event
+// (the security events), decoded.
+func (n *Node) LogEvents(event string) []map[string]any {
+	var out []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(n.Log()))
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	needle := []byte(`"event":"` + event + `"`)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if !bytes.HasPrefix(line, []byte("{")) || !bytes.Contains(line, needle) {
+			continue
+		}
+		var e map[string]any
+		if json.Unmarshal(line, &e) == nil && e["event"] == event {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// BlobFile is where the node's fs blob driver keeps a blob.
+func (n *Node) BlobFile(digest string) string {
+	h := blob.Digest(digest).Hex()
+	return filepath.Join(n.Config.BlobPath(), "sha256", h[:2], h)
+}
