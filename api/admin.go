@@ -31,14 +31,16 @@ func (s *server) adminRoutes(v1 *mux.Router) {
 		a.Handle(k.path, methods{http.MethodGet: s.asAdmin(s.listTokens(k.kind)), http.MethodPost: s.asAdmin(s.addToken(k.kind))})
 		a.Handle(k.path+"/{id}", methods{http.MethodDelete: s.asAdmin(s.revokeToken(k.kind))})
 	}
-	a.Handle("/patches", methods{http.MethodGet: s.asAdmin(s.listPatches), http.MethodPost: s.asAdmin(s.uploadPatch)})
-	a.Handle("/patches/{digest}", methods{http.MethodGet: s.asAdmin(s.showPatch), http.MethodDelete: s.asAdmin(s.removePatch)})
-	a.Handle("/patches/{ref}/promote", methods{http.MethodPost: s.asAdmin(s.promote)})
-	a.Handle("/patches/{digest}/withdraw", methods{http.MethodPost: s.asAdmin(s.withdraw)})
-	a.Handle("/promote-all", methods{http.MethodPost: s.asAdmin(s.promoteAll)})
+	// Patch changes only on the hub; reading them anywhere.
+	a.Handle("/patches", methods{http.MethodGet: s.asAdmin(s.listPatches), http.MethodPost: s.asAdmin(s.hubOnly(s.uploadPatch))})
+	a.Handle("/patches/{digest}", methods{http.MethodGet: s.asAdmin(s.showPatch), http.MethodDelete: s.asAdmin(s.hubOnly(s.removePatch))})
+	a.Handle("/patches/{ref}/promote", methods{http.MethodPost: s.asAdmin(s.hubOnly(s.promote))})
+	a.Handle("/patches/{digest}/withdraw", methods{http.MethodPost: s.asAdmin(s.hubOnly(s.withdraw))})
+	a.Handle("/promote-all", methods{http.MethodPost: s.asAdmin(s.hubOnly(s.promoteAll))})
 	a.Handle("/machines", methods{http.MethodGet: s.asAdmin(s.listMachines)})
 	a.Handle("/storage", methods{http.MethodGet: s.asAdmin(s.listStorage)})
 	a.Handle("/storage/refresh", methods{http.MethodPost: s.asAdmin(s.refreshStorage)})
+	s.syncAdminRoutes(a)
 }
 
 func (s *server) login(w http.ResponseWriter, r *http.Request) error {

@@ -8,11 +8,12 @@
 // deciding which credential may reach which resource (a token's tier
 // against a patch's tiers). It does not own the credentials themselves
 // (package auth checks tokens and macaroons), persistence (store, blob) or
-// the rules of a valid value (catalog). Federation's sync endpoints will
-// join the same router.
+// the rules of a valid value (catalog). Federation's sync endpoints share
+// the router; the sync loop and the record format are federation's.
 package api
 
 import (
+	"crypto/ed25519"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/patchmesh/patchmesh/auth"
 	"github.com/patchmesh/patchmesh/blob"
+	"github.com/patchmesh/patchmesh/federation"
 	"github.com/patchmesh/patchmesh/store"
 )
 
@@ -70,6 +72,19 @@ type Config struct {
 	Info       Info
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+
+	// Sync is the running sync loop; nil on a node without upstream links
+	// (the hub).
+	Sync federation.Control
+	// HubKey is the hub's public signing key; nil unless this node is the
+	// hub.
+	HubKey ed25519.PublicKey
+	// ConfigKeys are the hub keys pinned in the node's config file,
+	// "ed25519:…".
+	ConfigKeys []string
+	// Changes wakes long-polling feed requests; nil means feed requests
+	// poll the store every 250ms while they wait.
+	Changes *store.Changes
 }
 
 type server struct {
@@ -84,6 +99,11 @@ type server struct {
 	now     func() time.Time
 	started time.Time
 	uploads digestLocks
+
+	sync       federation.Control
+	hubPub     ed25519.PublicKey
+	configKeys []configKey
+	changes    *store.Changes
 }
 
 // New returns the node's HTTP handler.
@@ -99,6 +119,13 @@ func New(cfg Config) (http.Handler, error) {
 		return nil, errors.New("api: Config.MachineKey must be at least 16 bytes")
 	case cfg.Limits.MaxBodyBytes < 0, cfg.Limits.MaxUploadBytes < 0:
 		return nil, errors.New("api: Config.Limits must not be negative")
+	}
+	if err := checkHubKey(cfg.HubKey); err != nil {
+		return nil, err
+	}
+	configKeys, err := parseConfigKeys(cfg.ConfigKeys)
+	if err != nil {
+		return nil, err
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -132,6 +159,11 @@ func New(cfg Config) (http.Handler, error) {
 		limits:  cfg.Limits,
 		info:    cfg.Info,
 		now:     cfg.Now,
+
+		sync:       cfg.Sync,
+		hubPub:     cfg.HubKey,
+		configKeys: configKeys,
+		changes:    cfg.Changes,
 	}
 	s.started = s.now()
 
@@ -150,6 +182,7 @@ func New(cfg Config) (http.Handler, error) {
 	v1.Use(newGovernor(cfg.Governor, s.metrics).middleware(s))
 	s.adminRoutes(v1)
 	s.clientRoutes(v1)
+	s.syncRoutes(v1)
 	v1.Handle("/blobs/{digest}", methods{http.MethodGet: s.handle(s.getBlob), http.MethodHead: s.handle(s.getBlob)})
 
 	return withRequestID(s.observe(s.recoverPanics(r))), nil

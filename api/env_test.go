@@ -87,15 +87,31 @@ type env struct {
 	admin   string // Authorization header value for the admin
 
 	mu      sync.Mutex
-	secrets []string // every secret the test saw; none may reach the log
+	secrets []string       // every secret the test saw; none may reach the log
+	calls   map[string]int // store method calls by name
 }
 
 func newEnv(t *testing.T, tune ...func(*api.Config)) *env {
 	t.Helper()
-	e := &env{t: t, clock: &clock{t: time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)}, logs: &logBuffer{}, reg: prometheus.NewRegistry()}
+	return newEnvWith(t, nodetest.Options{}, tune...)
+}
+
+// newEnvWith is newEnv with the store wired as o says; its admin, clock
+// and observer are the env's own.
+func newEnvWith(t *testing.T, o nodetest.Options, tune ...func(*api.Config)) *env {
+	t.Helper()
+	e := &env{t: t, clock: &clock{t: time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)}, logs: &logBuffer{}, reg: prometheus.NewRegistry(),
+		calls: map[string]int{}}
 	log := slog.New(api.NewLogHandler(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	metrics := api.NewMetrics(e.reg)
-	n := nodetest.Wire(t, log, nodetest.Options{Admin: adminUser, Now: e.clock.Now, Observe: metrics.ObserveStore})
+	o.Admin, o.Now = adminUser, e.clock.Now
+	o.Observe = func(op string, d time.Duration, err error) {
+		e.mu.Lock()
+		e.calls[op]++
+		e.mu.Unlock()
+		metrics.ObserveStore(op, d, err)
+	}
+	n := nodetest.Wire(t, log, o)
 	e.store, e.blobs, e.auth = n.Store, n.Blobs, n.Auth
 	cfg := n.Config
 	cfg.Metrics = metrics
@@ -113,6 +129,13 @@ func newEnv(t *testing.T, tune ...func(*api.Config)) *env {
 	t.Cleanup(e.checkNoSecretsLogged)
 	e.admin = "Macaroon " + e.login()
 	return e
+}
+
+// storeCalls is how many times the store's method op has been called.
+func (e *env) storeCalls(op string) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.calls[op]
 }
 
 // keep remembers a secret the log must never contain.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/patchmesh/patchmesh/auth"
@@ -26,6 +27,10 @@ const (
 	codeDigestMismatch   = "digest_mismatch"
 	codeOverloaded       = "overloaded"
 	codeInternal         = "internal"
+	// Federation: the node's role does not allow the request.
+	codeNotHub        = "not_hub"
+	codeNotDownstream = "not_downstream"
+	codeConfigKey     = "config_key"
 )
 
 // httpError is an answer a handler has already decided on.
@@ -120,6 +125,8 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		d.Message = "internal error; request " + RequestID(r.Context())
 	case http.StatusUnauthorized:
 		w.Header().Set("WWW-Authenticate", challenge(r))
+	case http.StatusServiceUnavailable:
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
 	}
 	writeError(w, status, d)
 }
@@ -133,7 +140,7 @@ func challenge(r *http.Request) string {
 	switch {
 	case r.URL.Path == "/v1/admin/login":
 		return `Basic realm="patchmesh"`
-	case strings.HasPrefix(r.URL.Path, "/v1/admin/"):
+	case strings.HasPrefix(r.URL.Path, "/v1/admin/"), r.URL.Path == "/v1/sync/status":
 		return `Macaroon realm="patchmesh"`
 	}
 	return `Bearer realm="patchmesh"`

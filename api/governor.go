@@ -121,8 +121,46 @@ func (g *governor) middleware(s *server) func(http.Handler) http.Handler {
 				writeError(w, http.StatusServiceUnavailable, errorDetail{Code: codeOverloaded, Message: "request abandoned while queued"})
 				return
 			}
-			defer g.release()
-			next.ServeHTTP(w, r)
+			sl := &slot{g: g, held: true}
+			defer sl.release()
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), slotKey, sl)))
 		})
 	}
+}
+
+// slot is one admitted request's hold on the governor. A handler that
+// waits on nothing but a wake-up (a long-polling feed request) releases it
+// for the wait, so that idle downstreams cannot crowd out real work, and
+// takes it back, queueing like a new request, before it works again.
+type slot struct {
+	g    *governor
+	held bool
+}
+
+const slotKey ctxKey = 1
+
+// slotFrom returns the request's slot, nil outside the governor.
+func slotFrom(ctx context.Context) *slot {
+	sl, _ := ctx.Value(slotKey).(*slot)
+	return sl
+}
+
+func (sl *slot) release() {
+	if sl != nil && sl.held {
+		sl.held = false
+		sl.g.release()
+	}
+}
+
+// reacquire takes the slot back; errOverloaded or the context's error if
+// it cannot.
+func (sl *slot) reacquire(ctx context.Context) error {
+	if sl == nil || sl.held {
+		return nil
+	}
+	if err := sl.g.acquire(ctx); err != nil {
+		return err
+	}
+	sl.held = true
+	return nil
 }

@@ -17,6 +17,16 @@ import (
 // refusing unknown fields and anything after the object, so that a client
 // that misspells a field or sends two objects hears about it.
 func (s *server) decode(w http.ResponseWriter, r *http.Request, v any) error {
+	return s.decodeBody(w, r, v, false)
+}
+
+// decodeOptional is decode for a body that may be left out altogether,
+// leaving v as it was.
+func (s *server) decodeOptional(w http.ResponseWriter, r *http.Request, v any) error {
+	return s.decodeBody(w, r, v, true)
+}
+
+func (s *server) decodeBody(w http.ResponseWriter, r *http.Request, v any, optional bool) error {
 	body := http.MaxBytesReader(w, r.Body, s.limits.MaxBodyBytes)
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
@@ -25,6 +35,8 @@ func (s *server) decode(w http.ResponseWriter, r *http.Request, v any) error {
 		switch {
 		case errors.As(err, &mbe):
 			return err
+		case errors.Is(err, io.EOF) && optional:
+			return nil
 		case errors.Is(err, io.EOF):
 			return badRequest("missing JSON body")
 		}
@@ -102,15 +114,24 @@ func validTier(n string) error { return catalog.ValidName("tier", n) }
 
 // validTokenID checks a token ID: 16 lowercase hex digits.
 func validTokenID(id string) error {
-	if len(id) != 16 {
+	if !isHex16(id) {
 		return invalid("id", "must be 16 lowercase hex digits")
+	}
+	return nil
+}
+
+// isHex16 reports whether id is 16 lowercase hex digits, the form of token
+// and key IDs.
+func isHex16(id string) bool {
+	if len(id) != 16 {
+		return false
 	}
 	for _, c := range id {
 		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return invalid("id", "must be 16 lowercase hex digits")
+			return false
 		}
 	}
-	return nil
+	return true
 }
 
 func validStateString(s string) error { return catalog.ValidState(catalog.MachineState(s)) }

@@ -19,6 +19,10 @@ const (
 	EventTokenRevoked      = "token_revoked"
 	EventMachineRegistered = "machine_registered"
 	EventAdminBootstrap    = "admin_bootstrap"
+	// Pinning or unpinning a hub key changes which signed records a node
+	// accepts.
+	EventTrustKeyAdded   = "trust_key_added"
+	EventTrustKeyRemoved = "trust_key_removed"
 )
 
 // Reasons a credential is refused, logged as attr reason. They name what

@@ -18,6 +18,7 @@ import (
 	"github.com/patchmesh/patchmesh/api"
 	"github.com/patchmesh/patchmesh/auth"
 	"github.com/patchmesh/patchmesh/blob/fsblob"
+	"github.com/patchmesh/patchmesh/store"
 	"github.com/patchmesh/patchmesh/store/sqlstore"
 )
 
@@ -26,11 +27,17 @@ import (
 const Password = "correct-horse-battery"
 
 // Options tunes Wire. Zero values mean: admin "admin", wall clock, no
-// store observer.
+// store observer, a store that signs nothing and feed requests that poll.
 type Options struct {
 	Admin   string
 	Now     func() time.Time
 	Observe func(op string, d time.Duration, err error)
+	// Sealer signs the store's patch events, as on a hub, so that its sync
+	// feed has something to serve.
+	Sealer store.Sealer
+	// Changes is given to both the store and the api, as the node wires
+	// them, so that long-polling feed requests wake on commit.
+	Changes *store.Changes
 }
 
 // Node is the wired parts and the api.Config built from them, ready for
@@ -52,7 +59,7 @@ func Wire(t testing.TB, log *slog.Logger, o Options) *Node {
 		o.Admin = "admin"
 	}
 	dir := t.TempDir()
-	st, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(dir, "meta.db"), sqlstore.Options{Observe: o.Observe, Now: o.Now})
+	st, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(dir, "meta.db"), sqlstore.Options{Observe: o.Observe, Now: o.Now, Sealer: o.Sealer, Changes: o.Changes})
 	if err != nil {
 		t.Fatalf("nodetest: open sqlite store: %v", err)
 	}
@@ -74,7 +81,10 @@ func Wire(t testing.TB, log *slog.Logger, o Options) *Node {
 	if _, err := rand.Read(key); err != nil {
 		t.Fatal(err)
 	}
-	n.Config = api.Config{Store: st, Blobs: n.Blobs, Auth: n.Auth, Log: log, MachineKey: key, Now: o.Now}
+	// The role is the hub's, where patch changes are allowed; a test of a
+	// downstream node sets its own.
+	n.Config = api.Config{Store: st, Blobs: n.Blobs, Auth: n.Auth, Log: log, MachineKey: key, Now: o.Now,
+		Info: api.Info{Role: "hub"}, Changes: o.Changes}
 	return n
 }
 
