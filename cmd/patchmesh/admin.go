@@ -41,6 +41,10 @@ Commands:
   patches remove DIGEST
   machines list [--tier T] [--kernel K] [--state S] [--limit N]
   storage list | refresh
+  sync status                               each sync link's state, cursor and lag
+  sync trigger [--wait]                     start a sync round now (--wait: until it ends)
+  trust list | add KEY | remove ID          hub keys this node pins (KEY is ed25519:…)
+  hub-key                                   the node's hub signing key (public; no login)
 
 The login is kept in $PATCHMESH_CONFIG_DIR/admin.json, else in the user's
 config directory under patchmesh/ (mode 0600).
@@ -51,7 +55,7 @@ Exit codes:
   2  usage error
   3  authentication or authorization failure (401, 403, or not logged in)
   4  not found (404)
-  5  conflict (409)
+  5  conflict (409; also a patch change on a node that is not the hub)
   6  invalid input (400, 413, 422)
 `
 
@@ -132,6 +136,12 @@ var adminCommands = map[string]func(a *admin, ctx context.Context, args []string
 	"machines list":       (*admin).machinesList,
 	"storage list":        (*admin).storageList,
 	"storage refresh":     (*admin).storageRefresh,
+	"sync status":         (*admin).syncStatus,
+	"sync trigger":        (*admin).syncTrigger,
+	"trust list":          (*admin).trustList,
+	"trust add":           (*admin).trustAdd,
+	"trust remove":        (*admin).trustRemove,
+	"hub-key":             (*admin).adminHubKey,
 }
 
 func (a *admin) dispatch(ctx context.Context, args []string) error {
@@ -247,7 +257,12 @@ const apiTimeout = 60 * time.Second
 // call sends a JSON request (in may be nil) and returns the raw answer of
 // a 2xx, or an error wrapping *client.APIError.
 func (api *adminAPI) call(ctx context.Context, method, path string, query url.Values, in any) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	return api.callWithin(ctx, apiTimeout, method, path, query, in)
+}
+
+// callWithin is call for a request that may take longer than apiTimeout.
+func (api *adminAPI) callWithin(ctx context.Context, timeout time.Duration, method, path string, query url.Values, in any) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var body io.Reader
 	if in != nil {

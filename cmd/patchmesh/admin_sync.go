@@ -1,0 +1,244 @@
+package main
+
+// Federation commands: the sync loop's state and trigger, the hub keys a
+// node pins, and the hub's own key (`patchmesh admin hub-key` asks a
+// running hub; `patchmesh hub-key` reads or makes the key file itself).
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/patchmesh/patchmesh/federation"
+	"github.com/patchmesh/patchmesh/node"
+)
+
+// triggerWaitTimeout bounds `sync trigger --wait`: a round that fetches
+// many blobs can take longer than an ordinary admin call.
+const triggerWaitTimeout = 10 * time.Minute
+
+func (a *admin) syncStatus(ctx context.Context, args []string) error {
+	api, _, err := a.prepare(ctx, "sync status", args)
+	if err != nil {
+		return err
+	}
+	raw, err := api.call(ctx, http.MethodGet, "/v1/sync/status", nil, nil)
+	if err != nil {
+		return err
+	}
+	return a.showSyncStatus(raw)
+}
+
+func (a *admin) syncTrigger(ctx context.Context, args []string) error {
+	fs := a.flags("sync trigger")
+	wait := fs.Bool("wait", false, "return once the round has ended on every link")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	api, _, err := a.open("sync trigger", pos)
+	if err != nil {
+		return err
+	}
+	timeout := apiTimeout
+	if *wait {
+		timeout = triggerWaitTimeout
+	}
+	raw, err := api.callWithin(ctx, timeout, http.MethodPost, "/v1/admin/sync/trigger", nil, map[string]bool{"wait": *wait})
+	if err != nil {
+		return err
+	}
+	return a.showSyncStatus(raw)
+}
+
+func (a *admin) showSyncStatus(raw []byte) error {
+	return a.show(raw, nil, func() error {
+		var out federation.SyncStatusResponse
+		if err := decode(raw, &out); err != nil {
+			return err
+		}
+		if len(out.Links) == 0 {
+			_, err := fmt.Fprintf(a.stdout, "This node (%s) has no sync links.\n", orDash(out.Role))
+			return err
+		}
+		rows := make([][]string, len(out.Links))
+		for i, l := range out.Links {
+			lastErr := "-"
+			if l.LastError != "" {
+				lastErr = fmtTime(l.LastErrorAt) + " " + l.LastError
+			}
+			rows[i] = []string{
+				l.Tier, l.HubTier, orDash(l.Upstream), l.State,
+				fmt.Sprintf("%d/%d", l.Cursor, l.UpstreamHead),
+				fmt.Sprintf("%d events, %s", l.LagEvents, fmtLag(l.LagSeconds)),
+				fmtTime(l.LastSuccess), lastErr,
+			}
+		}
+		return table(a.stdout, []string{"TIER", "HUB TIER", "UPSTREAM", "STATE", "CURSOR/HEAD", "LAG", "LAST SUCCESS", "LAST ERROR"}, rows)
+	})
+}
+
+// fmtLag shows a lag in whole seconds, as a duration.
+func fmtLag(seconds float64) string {
+	return (time.Duration(seconds) * time.Second).String()
+}
+
+// trustKey is a pinned key as GET /v1/admin/trust lists it.
+type trustKey struct {
+	ID     string    `json:"id"`
+	Key    string    `json:"key"`
+	Source string    `json:"source"`
+	Added  time.Time `json:"added"`
+}
+
+func (a *admin) trustList(ctx context.Context, args []string) error {
+	api, _, err := a.prepare(ctx, "trust list", args)
+	if err != nil {
+		return err
+	}
+	raw, err := api.call(ctx, http.MethodGet, "/v1/admin/trust", nil, nil)
+	if err != nil {
+		return err
+	}
+	return a.show(raw, nil, func() error {
+		var out struct{ Keys []trustKey }
+		if err := decode(raw, &out); err != nil {
+			return err
+		}
+		rows := make([][]string, len(out.Keys))
+		for i, k := range out.Keys {
+			rows[i] = []string{k.ID, k.Source, fmtTime(k.Added), k.Key}
+		}
+		return table(a.stdout, []string{"ID", "SOURCE", "ADDED", "KEY"}, rows)
+	})
+}
+
+func (a *admin) trustAdd(ctx context.Context, args []string) error {
+	api, pos, err := a.prepare(ctx, "trust add", args, "KEY")
+	if err != nil {
+		return err
+	}
+	raw, err := api.call(ctx, http.MethodPost, "/v1/admin/trust", nil, map[string]string{"key": pos[0]})
+	if err != nil {
+		return err
+	}
+	return a.show(raw, nil, func() error {
+		var k trustKey
+		if err := decode(raw, &k); err != nil {
+			return err
+		}
+		_, err := fmt.Fprintf(a.stdout, "Pinned hub key %s (%s).\n", k.ID, k.Key)
+		return err
+	})
+}
+
+func (a *admin) trustRemove(ctx context.Context, args []string) error {
+	api, pos, err := a.prepare(ctx, "trust remove", args, "ID")
+	if err != nil {
+		return err
+	}
+	if _, err := api.call(ctx, http.MethodDelete, "/v1/admin/trust/"+pathEscape(pos[0]), nil, nil); err != nil {
+		return err
+	}
+	return a.show(nil, map[string]string{"removed": pos[0]}, func() error {
+		_, err := fmt.Fprintf(a.stdout, "Unpinned hub key %s. Records it signed are refused from now on.\n", pos[0])
+		return err
+	})
+}
+
+// adminHubKey asks a node for its hub key. The key is public, so no login
+// is needed, and none is sent.
+func (a *admin) adminHubKey(ctx context.Context, args []string) error {
+	fs := a.flags("hub-key")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs("patchmesh admin hub-key", pos); err != nil {
+		return err
+	}
+	var previous string
+	if dir, err := adminConfigDir(a.getenv); err == nil {
+		if l, err := loadLogin(dir); err == nil {
+			previous = l.Server
+		}
+	}
+	server, err := a.serverURL(previous)
+	if err != nil {
+		return err
+	}
+	api, err := a.newAPI(server, "")
+	if err != nil {
+		return err
+	}
+	raw, err := api.call(ctx, http.MethodGet, "/v1/sync/hub-key", nil, nil)
+	if err != nil {
+		return err
+	}
+	return a.show(raw, nil, func() error {
+		var out struct{ Key, ID string }
+		if err := decode(raw, &out); err != nil {
+			return err
+		}
+		_, err := fmt.Fprintf(a.stdout, "%s\nid %s\n", out.Key, out.ID)
+		return err
+	})
+}
+
+const hubKeyUsage = `Usage: patchmesh hub-key [--key FILE] [--output text|json]
+
+Prints the hub's public signing key ("ed25519:…") and its ID, reading the
+private key file, or creating it (mode 0600) if it does not exist. FILE
+defaults to hub.key in the default data directory.
+
+This is also step 1 of rotating the hub key: make a new key with --key
+NEW, pin the printed key on every downstream (node config sync.trust, or
+patchmesh admin trust add), then point the hub's sync.hub_key at NEW.
+Keep the old pin until nothing signed by the old key is needed.
+
+Exit codes: 0 success, 1 the key file cannot be read or made, 2 usage.
+`
+
+// runHubKey is `patchmesh hub-key`: it works on the key file, with no
+// server involved.
+func runHubKey(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("patchmesh hub-key")
+	path := fs.String("key", "", "the key `file`")
+	var output outputFlag = "text"
+	fs.Var(&output, "output", "text or json")
+	err := func() error {
+		pos, err := parseArgs(fs, args)
+		if err != nil {
+			return err
+		}
+		if err := wantArgs("patchmesh hub-key", pos); err != nil {
+			return err
+		}
+		if *path == "" {
+			*path = filepath.Join(node.DefaultsWithEnv(getenv).Node.DataDir, "hub.key")
+		}
+		priv, created, err := federation.LoadOrCreateKey(*path)
+		if err != nil {
+			return err
+		}
+		if created {
+			fmt.Fprintf(stderr, "Created a new hub key in %s.\n", *path)
+		}
+		pub := priv.Public().(ed25519.PublicKey)
+		out := struct {
+			Key  string `json:"key"`
+			ID   string `json:"id"`
+			File string `json:"file"`
+		}{federation.FormatPublicKey(pub), federation.KeyID(pub), *path}
+		if output == "json" {
+			return printJSON(stdout, nil, out)
+		}
+		_, err = fmt.Fprintf(stdout, "%s\nid %s\n", out.Key, out.ID)
+		return err
+	}()
+	return finish("patchmesh hub-key", hubKeyUsage, err, stdout, stderr)
+}

@@ -1,0 +1,218 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/patchmesh/patchmesh/api"
+	"github.com/patchmesh/patchmesh/federation"
+)
+
+// fakeControl stands in for the sync loop, which the node tests cover for
+// real: it reports fixed link states and records the triggers it receives.
+type fakeControl struct {
+	mu       sync.Mutex
+	links    []federation.LinkStatus
+	triggers []bool // the wait of each Trigger call
+}
+
+func (f *fakeControl) Status() []federation.LinkStatus {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.links)
+}
+
+func (f *fakeControl) Trigger(ctx context.Context, wait bool) ([]federation.LinkStatus, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.triggers = append(f.triggers, wait)
+	return slices.Clone(f.links), nil
+}
+
+func (f *fakeControl) waits() []bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.triggers)
+}
+
+func TestAdminSyncStatusAndTrigger(t *testing.T) {
+	fc := &fakeControl{links: []federation.LinkStatus{{
+		Tier: "edge", HubTier: "stable", Upstream: "https://hub.example:8443", State: federation.LinkFailing,
+		Cursor: 7, UpstreamHead: 9, HubSeq: 5, HubHead: 7, LagEvents: 2, LagSeconds: 12.4,
+		LastSuccess: time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC),
+		LastError:   "upstream answered 503", LastErrorAt: time.Date(2026, 11, 23, 8, 1, 0, 0, time.UTC),
+	}}}
+	n := newTestNode(t, func(c *api.Config) { c.Info.Role = "relay"; c.Sync = fc })
+	n.login()
+
+	r := n.mustAdmin("sync", "status")
+	for _, want := range []string{"TIER", "HUB TIER", "UPSTREAM", "STATE", "CURSOR/HEAD", "LAG", "LAST SUCCESS", "LAST ERROR",
+		"edge", "stable", "https://hub.example:8443", "failing", "7/9", "2 events, 12s", "2026-11-23T08:00:00Z",
+		"2026-11-23T08:01:00Z upstream answered 503"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("sync status output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	r = n.mustAdmin("sync", "status", "--output", "json")
+	var st federation.SyncStatusResponse
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || st.Role != "relay" || len(st.Links) != 1 || st.Links[0].LagEvents != 2 {
+		t.Errorf("sync status --output json = %s (%v), want the relay's link", r.stdout, err)
+	}
+
+	n.mustAdmin("sync", "trigger")
+	r = n.mustAdmin("sync", "trigger", "--wait")
+	if !strings.Contains(r.stdout, "7/9") {
+		t.Errorf("sync trigger --wait printed %q, want the links' table", r.stdout)
+	}
+	if got := fc.waits(); !slices.Equal(got, []bool{false, true}) {
+		t.Errorf("triggers with wait %v, want [false true]", got)
+	}
+	if r := n.admin("", "sync", "trigger", "now"); r.code != exitUsage {
+		t.Errorf("sync trigger with an argument: exit %d, want %d", r.code, exitUsage)
+	}
+
+	hub := newTestNode(t)
+	hub.login()
+	if r := hub.mustAdmin("sync", "status"); !strings.Contains(r.stdout, "no sync links") {
+		t.Errorf("sync status on the hub: %q, want it to say there are no links", r.stdout)
+	}
+	if r := hub.admin("", "sync", "trigger"); r.code != exitConflict || !strings.Contains(r.stderr, "not_downstream") {
+		t.Errorf("sync trigger on the hub: exit %d, stderr %q; want %d and not_downstream", r.code, r.stderr, exitConflict)
+	}
+}
+
+func newPublicKey(t *testing.T) ed25519.PublicKey {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub
+}
+
+func TestAdminTrust(t *testing.T) {
+	cfgPub, newPub := newPublicKey(t), newPublicKey(t)
+	cfgKey, newKey := federation.FormatPublicKey(cfgPub), federation.FormatPublicKey(newPub)
+	n := newTestNode(t, func(c *api.Config) { c.Info.Role = "edge"; c.ConfigKeys = []string{cfgKey} })
+	n.login()
+
+	if r := n.mustAdmin("trust", "add", newKey); !strings.Contains(r.stdout, federation.KeyID(newPub)) {
+		t.Errorf("trust add printed %q, want the key ID", r.stdout)
+	}
+	r := n.mustAdmin("trust", "list")
+	for _, want := range []string{"ID", "SOURCE", "ADDED", "KEY", federation.KeyID(cfgPub), "config", cfgKey, federation.KeyID(newPub), "admin", newKey} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("trust list lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want int
+	}{
+		{"duplicate", []string{"trust", "add", newKey}, exitConflict},
+		{"pinned in the config", []string{"trust", "add", cfgKey}, exitConflict},
+		{"not a key", []string{"trust", "add", "ed25519:nope"}, exitInvalid},
+		{"no key", []string{"trust", "add"}, exitUsage},
+		{"remove a config key", []string{"trust", "remove", federation.KeyID(cfgPub)}, exitConflict},
+		{"remove an unknown key", []string{"trust", "remove", "0123456789abcdef"}, exitNotFound},
+	} {
+		if r := n.admin("", tc.args...); r.code != tc.want {
+			t.Errorf("%s: exit %d, want %d; stderr %s", tc.name, r.code, tc.want, r.stderr)
+		}
+	}
+	n.mustAdmin("trust", "remove", federation.KeyID(newPub))
+	r = n.mustAdmin("trust", "list", "--output", "json")
+	var out struct{ Keys []struct{ ID, Source string } }
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || len(out.Keys) != 1 || out.Keys[0].Source != "config" {
+		t.Errorf("trust list --output json after removal = %s (%v), want only the config key", r.stdout, err)
+	}
+}
+
+func TestAdminPatchChangesRefusedDownstream(t *testing.T) {
+	n := newTestNode(t, func(c *api.Config) { c.Info.Role = "relay" })
+	n.login()
+	file, _ := writePatchFile(t, []byte("a patch"))
+	r := n.admin("", "patches", "upload", file, "--kernel", nodeKernel, "--arch", nodeArch, "--version", "1")
+	if r.code != exitConflict || !strings.Contains(r.stderr, "not_hub") {
+		t.Errorf("upload on a relay: exit %d, stderr %q; want %d and not_hub", r.code, r.stderr, exitConflict)
+	}
+	n.mustAdmin("patches", "list")
+}
+
+func TestAdminHubKeyNeedsNoLogin(t *testing.T) {
+	pub := newPublicKey(t)
+	n := newTestNode(t, func(c *api.Config) { c.HubKey = pub })
+	r := n.mustAdmin("hub-key")
+	if !strings.HasPrefix(r.stdout, federation.FormatPublicKey(pub)+"\n") || !strings.Contains(r.stdout, federation.KeyID(pub)) {
+		t.Errorf("admin hub-key printed %q, want the key on the first line and its ID", r.stdout)
+	}
+	if req := n.lastRequest("GET", "/v1/sync/hub-key"); req == nil || req.Header.Get("Authorization") != "" {
+		t.Error("admin hub-key sent credentials or no request; want a plain GET")
+	}
+	edge := newTestNode(t, func(c *api.Config) { c.Info.Role = "edge" })
+	if r := edge.admin("", "hub-key"); r.code != exitNotFound || !strings.Contains(r.stderr, "not_hub") {
+		t.Errorf("admin hub-key on an edge: exit %d, stderr %q; want %d and not_hub", r.code, r.stderr, exitNotFound)
+	}
+}
+
+func TestHubKeyCommandMakesThenReadsTheKey(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	env := map[string]string{"PATCHMESH_DATA_DIR": dataDir}
+	hubKey := func(args ...string) result {
+		var stdout, stderr bytes.Buffer
+		code := runHubKey(args, func(k string) string { return env[k] }, &stdout, &stderr)
+		return result{code, stdout.String(), stderr.String()}
+	}
+
+	first := hubKey()
+	if first.code != exitOK || !strings.Contains(first.stderr, "Created") {
+		t.Fatalf("first hub-key: exit %d, stderr %q; want 0 and a note that the key was created", first.code, first.stderr)
+	}
+	path := filepath.Join(dataDir, "hub.key")
+	priv, created, err := federation.LoadOrCreateKey(path)
+	if err != nil || created {
+		t.Fatalf("key file at the default path: created %v, %v; want the file hub-key made", created, err)
+	}
+	pub := priv.Public().(ed25519.PublicKey)
+	if want := federation.FormatPublicKey(pub) + "\nid " + federation.KeyID(pub) + "\n"; first.stdout != want {
+		t.Errorf("hub-key printed %q, want %q", first.stdout, want)
+	}
+	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("key file: %v, %v; want mode 0600", st, err)
+	}
+	if again := hubKey(); again.stdout != first.stdout || strings.Contains(again.stderr, "Created") {
+		t.Errorf("second hub-key: %q, stderr %q; want the same key, not a new one", again.stdout, again.stderr)
+	}
+
+	// Rotation's first step: a new key in a file of its own.
+	other := filepath.Join(t.TempDir(), "next.key")
+	r := hubKey("--key", other, "--output", "json")
+	var out struct{ Key, ID, File string }
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || out.File != other || out.Key == federation.FormatPublicKey(pub) {
+		t.Errorf("hub-key --key NEW --output json = %s (%v), want a different key in %s", r.stdout, err, other)
+	}
+
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := hubKey(); r.code != exitServer || !strings.Contains(r.stderr, "chmod 600") {
+		t.Errorf("hub-key on a world-readable key: exit %d, stderr %q; want 1 and the fix", r.code, r.stderr)
+	}
+	if r := hubKey("extra"); r.code != exitUsage {
+		t.Errorf("hub-key with an argument: exit %d, want %d", r.code, exitUsage)
+	}
+	if r := hubKey("--help"); r.code != exitOK || !strings.Contains(r.stdout, "rotating") {
+		t.Errorf("hub-key --help: exit %d, stdout %q; want the usage", r.code, r.stdout)
+	}
+}
