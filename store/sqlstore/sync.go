@@ -62,6 +62,10 @@ const (
 		                WHERE h.tier = $1 AND h.record IS NOT NULL AND h.hub_seq > $2
 		                ORDER BY h.hub_seq LIMIT 1)
 		ORDER BY e.seq LIMIT $3`
+	// feedHead is the tier's newest signed event, the last entry of
+	// events_feed.
+	feedHead = `SELECT seq, hub_seq FROM events
+		WHERE tier = $1 AND record IS NOT NULL ORDER BY seq DESC LIMIT 1`
 )
 
 // Feed returns up to limit signed events of tier from pos on, in Seq
@@ -95,8 +99,7 @@ func (s *Store) Feed(ctx context.Context, tier string, pos store.FeedPosition, l
 	// The head is read after the entries, so it is never behind them: an
 	// event committed in between only makes the head promise more.
 	var hubHead sql.NullInt64
-	err = s.db.QueryRowContext(ctx, `SELECT seq, hub_seq FROM events
-		WHERE tier = $1 AND record IS NOT NULL ORDER BY seq DESC LIMIT 1`, tier).Scan(&page.Head, &hubHead)
+	err = s.db.QueryRowContext(ctx, feedHead, tier).Scan(&page.Head, &hubHead)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return store.FeedPage{}, mapErr("feed head of "+tier, err)
 	}
