@@ -238,3 +238,18 @@ func patchIsZero(p catalog.Patch) bool {
 func invalid(field, format string, args ...any) error {
 	return &catalog.InvalidError{Field: field, Message: fmt.Sprintf(format, args...)}
 }
+
+// Sealer signs a hub's events as they are stored: it is the store.Sealer
+// a hub's store is opened with.
+type Sealer struct {
+	Key ed25519.PrivateKey
+}
+
+// Seal signs one event of tier, numbered tierSeq in the tier's sequence.
+func (s Sealer) Seal(tier string, tierSeq int64, typ catalog.EventType, p catalog.Patch, at time.Time) (record, sig []byte, err error) {
+	e, err := Sign(s.Key, Record{Tier: tier, TierSeq: tierSeq, Type: typ, Patch: p, Time: at})
+	if err != nil {
+		return nil, nil, err
+	}
+	return e.Record, e.Sig, nil
+}

@@ -1,0 +1,510 @@
+package federation
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/patchmesh/patchmesh/auth"
+	"github.com/patchmesh/patchmesh/blob"
+	"github.com/patchmesh/patchmesh/catalog"
+	"github.com/patchmesh/patchmesh/replicate"
+	"github.com/patchmesh/patchmesh/store"
+)
+
+// Security event codes the sync loop logs. A record or blob that fails
+// verification means someone between the hub and here is lying, or a
+// disk is; an upstream that refuses the sync token means the token was
+// revoked or the upstream is not the one configured.
+const (
+	EventRecordRejected = "sync_record_fail"
+	EventUpstreamAuth   = "sync_upstream_auth_fail"
+)
+
+// Upstream is one candidate a link may pull from.
+type Upstream struct {
+	// URL is the upstream node's base URL, e.g. https://hub.example:8443.
+	URL string
+	// Token is a sync token the upstream issued for the tier to pull.
+	Token string
+}
+
+// Link pulls one hub tier into one local tier.
+type Link struct {
+	// Tier is the local tier the link feeds. One link per local tier.
+	Tier string
+	// HubTier is the hub tier whose signed records the link accepts; a
+	// record of any other tier is refused, so a relay cannot move a patch
+	// onto a tier the hub did not put it on. Default: Tier.
+	HubTier string
+	// Upstreams are the candidates in order of preference; the link
+	// moves to the next after FailoverAfter consecutive failed rounds.
+	Upstreams []Upstream
+	Filter    Filter
+}
+
+// Store is what the sync loop needs of the store.
+type Store interface {
+	store.Syncer
+	Tiers(ctx context.Context) ([]catalog.Tier, error)
+	AddTier(ctx context.Context, name string) (catalog.Tier, error)
+}
+
+// Fetcher copies blobs from an upstream; *replicate.Replicator is one.
+type Fetcher interface {
+	Fetch(ctx context.Context, src replicate.Source, want []replicate.Want) (replicate.Result, error)
+}
+
+// PullConfig is what NewPuller builds the sync loop from.
+type PullConfig struct {
+	Store   Store
+	Fetcher Fetcher
+	// Client carries feed requests: the sync transport with its proxy,
+	// CA bundle and TLS floor.
+	Client *http.Client
+	// Keys returns the hub keys to trust now; it is called every round so
+	// that a key pinned through the admin API takes effect at once.
+	Keys  func(ctx context.Context) ([]ed25519.PublicKey, error)
+	Links []Link
+	// Wait is how long a caught-up link's feed request waits upstream for
+	// new events (the long poll). Default 30s, at most MaxFeedWait.
+	Wait time.Duration
+	// Limit is the most events a round takes. Default DefaultFeedLimit.
+	Limit int
+	// RetryMin and RetryMax bound the exponential backoff (with jitter)
+	// after a failed round. Defaults 500ms and 1m.
+	RetryMin, RetryMax time.Duration
+	// FailoverAfter is how many consecutive failed rounds move a link to
+	// its next upstream. Default 3.
+	FailoverAfter int
+	Log           *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Puller runs the sync loop of every link of a downstream node.
+type Puller struct {
+	cfg   PullConfig
+	links []*linkState
+}
+
+// NewPuller checks cfg and returns a Puller ready to Run.
+func NewPuller(cfg PullConfig) (*Puller, error) {
+	switch {
+	case cfg.Store == nil || cfg.Fetcher == nil || cfg.Client == nil || cfg.Keys == nil:
+		return nil, errors.New("federation: PullConfig needs Store, Fetcher, Client and Keys")
+	case len(cfg.Links) == 0:
+		return nil, errors.New("federation: no links to pull")
+	}
+	if cfg.Wait <= 0 {
+		cfg.Wait = 30 * time.Second
+	}
+	cfg.Wait = min(cfg.Wait, MaxFeedWait)
+	if cfg.Limit <= 0 {
+		cfg.Limit = DefaultFeedLimit
+	}
+	cfg.Limit = min(cfg.Limit, MaxFeedLimit)
+	if cfg.RetryMin <= 0 {
+		cfg.RetryMin = 500 * time.Millisecond
+	}
+	if cfg.RetryMax < cfg.RetryMin {
+		cfg.RetryMax = max(time.Minute, cfg.RetryMin)
+	}
+	if cfg.FailoverAfter <= 0 {
+		cfg.FailoverAfter = 3
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	p := &Puller{cfg: cfg}
+	seen := map[string]bool{}
+	for _, l := range cfg.Links {
+		if l.HubTier == "" {
+			l.HubTier = l.Tier
+		}
+		if err := catalog.ValidName("tier", l.Tier); err != nil {
+			return nil, fmt.Errorf("federation: link: %w", err)
+		}
+		if err := catalog.ValidName("hub_tier", l.HubTier); err != nil {
+			return nil, fmt.Errorf("federation: link %s: %w", l.Tier, err)
+		}
+		if seen[l.Tier] {
+			return nil, fmt.Errorf("federation: two links feed tier %s; a tier has one source", l.Tier)
+		}
+		seen[l.Tier] = true
+		if len(l.Upstreams) == 0 {
+			return nil, fmt.Errorf("federation: link %s has no upstream", l.Tier)
+		}
+		for _, u := range l.Upstreams {
+			if _, err := parseBaseURL(u.URL); err != nil {
+				return nil, fmt.Errorf("federation: link %s: %w", l.Tier, err)
+			}
+			if u.Token == "" {
+				return nil, fmt.Errorf("federation: link %s: upstream %s has no sync token", l.Tier, u.URL)
+			}
+		}
+		if err := l.Filter.Validate(); err != nil {
+			return nil, fmt.Errorf("federation: link %s: %w", l.Tier, err)
+		}
+		p.links = append(p.links, newLinkState(l))
+	}
+	return p, nil
+}
+
+func parseBaseURL(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" {
+		return nil, fmt.Errorf("upstream URL %q: want http(s)://host[:port][/path] without credentials or query", s)
+	}
+	return u, nil
+}
+
+// Run pulls every link until ctx ends. Local tiers a link feeds are
+// created if missing, so a fresh downstream needs only its config.
+func (p *Puller) Run(ctx context.Context) error {
+	if err := p.ensureTiers(ctx); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	for _, l := range p.links {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.runLink(ctx, l)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+func (p *Puller) ensureTiers(ctx context.Context) error {
+	ts, err := p.cfg.Store.Tiers(ctx)
+	if err != nil {
+		return fmt.Errorf("federation: list tiers: %w", err)
+	}
+	have := map[string]bool{}
+	for _, t := range ts {
+		have[t.Name] = true
+	}
+	for _, l := range p.links {
+		if have[l.cfg.Tier] {
+			continue
+		}
+		if _, err := p.cfg.Store.AddTier(ctx, l.cfg.Tier); err != nil && !errors.Is(err, catalog.ErrConflict) {
+			return fmt.Errorf("federation: create tier %s for its link: %w", l.cfg.Tier, err)
+		}
+		p.cfg.Log.Info("created the tier a sync link feeds", slog.String("tier", l.cfg.Tier))
+	}
+	return nil
+}
+
+// Status returns every link's state.
+func (p *Puller) Status() []LinkStatus {
+	out := make([]LinkStatus, len(p.links))
+	for i, l := range p.links {
+		out[i] = l.status(p.cfg.Now())
+	}
+	return out
+}
+
+// Trigger starts a round on every link at once; with wait, it returns
+// when a round that started after the call has ended on every link.
+func (p *Puller) Trigger(ctx context.Context, wait bool) ([]LinkStatus, error) {
+	targets := make([]uint64, len(p.links))
+	for i, l := range p.links {
+		targets[i] = l.trigger()
+	}
+	if wait {
+		for i, l := range p.links {
+			if err := l.awaitRound(ctx, targets[i]); err != nil {
+				return p.Status(), err
+			}
+		}
+	}
+	return p.Status(), nil
+}
+
+var _ Control = (*Puller)(nil)
+
+// runLink is one link's loop: a round, then at once the next one, which
+// long-polls the upstream when caught up; after a failure, a backoff pause
+// that a trigger cuts short.
+func (p *Puller) runLink(ctx context.Context, l *linkState) {
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = p.cfg.RetryMin
+	bo.MaxInterval = p.cfg.RetryMax
+	bo.MaxElapsedTime = 0 // a link never gives up
+	bo.RandomizationFactor = 0.5
+	bo.Reset()
+	wait := time.Duration(0) // the first round answers at once, so status fills in
+	for ctx.Err() == nil {
+		select {
+		case <-l.kick:
+			wait = 0 // triggered between rounds: no long poll this time
+		default:
+		}
+		gen := l.startRound()
+		caughtUp, err := p.round(ctx, l, wait)
+		if ctx.Err() != nil {
+			l.endRound(gen, nil, p.cfg.Now())
+			return
+		}
+		if errors.Is(err, errTriggered) {
+			// Not a failure: the round gave way to the triggered one.
+			l.endRound(gen, nil, p.cfg.Now())
+			wait = 0
+			continue
+		}
+		l.endRound(gen, err, p.cfg.Now())
+		if err == nil {
+			bo.Reset()
+			wait = 0
+			if caughtUp {
+				wait = p.cfg.Wait
+			}
+			continue
+		}
+		wait = 0
+		if l.noteFailure(p.cfg.FailoverAfter) {
+			p.cfg.Log.Warn("sync link moves to its next upstream",
+				slog.String("tier", l.cfg.Tier), slog.String("upstream", l.upstream().URL))
+		}
+		p.cfg.Log.Warn("sync round failed", slog.String("tier", l.cfg.Tier),
+			slog.String("upstream", l.upstream().URL), slog.String("error", err.Error()))
+		pause := time.NewTimer(bo.NextBackOff())
+		select {
+		case <-ctx.Done():
+		case <-pause.C:
+		case <-l.kick:
+		}
+		pause.Stop()
+	}
+}
+
+// errBehind: the upstream has fewer hub records of the tier than this node
+// applied — restored from an old backup, or a different hub.
+var errBehind = errors.New("upstream is behind this node")
+
+// round runs one sync round: read a feed page, verify every record, fetch
+// the blobs, then apply the records and the new cursor in one store
+// transaction. caughtUp says nothing more was pending upstream.
+func (p *Puller) round(ctx context.Context, l *linkState, wait time.Duration) (caughtUp bool, err error) {
+	up := l.upstream()
+	cur, err := p.cfg.Store.Cursor(ctx, l.cfg.Tier)
+	if err != nil {
+		return false, fmt.Errorf("read cursor: %w", err)
+	}
+	if cur.HubTier != "" && cur.HubTier != l.cfg.HubTier {
+		return false, fmt.Errorf("tier %s synced hub tier %s so far, the config now says %s; a tier cannot change its source",
+			l.cfg.Tier, cur.HubTier, l.cfg.HubTier)
+	}
+	l.at(cur)
+	pos := store.FeedPosition{AfterSeq: cur.UpstreamSeq}
+	if cur.Upstream != up.URL && cur.HubSeq > 0 {
+		// Seq numbers are per node: on a new upstream, resume after the
+		// last hub record applied, which every node numbers the same.
+		pos = store.FeedPosition{ByHub: true, AfterHubSeq: cur.HubSeq}
+	}
+	page, err := p.feed(ctx, l, up, pos, wait)
+	if err != nil {
+		return false, err
+	}
+	l.observeHeads(page.Head, page.HubHead, cur.HubSeq, p.cfg.Now())
+	if page.HubHead < cur.HubSeq {
+		return false, fmt.Errorf("%w: its newest %s record is %d, this node applied %d", errBehind, l.cfg.HubTier, page.HubHead, cur.HubSeq)
+	}
+
+	keys, err := p.cfg.Keys(ctx)
+	if err != nil {
+		return false, fmt.Errorf("read pinned hub keys: %w", err)
+	}
+	if len(keys) == 0 {
+		return false, errors.New("no hub key is pinned: set federation.trust or run patchmesh admin trust add")
+	}
+	v := NewVerifier(keys...)
+	events := make([]store.SyncedEvent, 0, len(page.Events))
+	var wants []replicate.Want
+	last, lastSeq := cur.HubSeq, pos.AfterSeq
+	for _, fe := range page.Events {
+		if !pos.ByHub && fe.Seq <= lastSeq {
+			return false, fmt.Errorf("upstream feed went backwards: seq %d after %d", fe.Seq, lastSeq)
+		}
+		r, err := v.Open(fe.Envelope)
+		if err == nil && r.Tier != l.cfg.HubTier {
+			err = fmt.Errorf("record of hub tier %s on a link for hub tier %s", r.Tier, l.cfg.HubTier)
+		}
+		if err == nil {
+			err = CheckSequence(last, r)
+		}
+		if err != nil {
+			l.rejected()
+			p.securityEvent(ctx, l, up, reason(err), slog.Int64("upstream_seq", fe.Seq))
+			return false, fmt.Errorf("record at upstream seq %d refused: %w", fe.Seq, err)
+		}
+		apply := true
+		if r.Type == catalog.EventPatchAdded || r.Type == catalog.EventPatchPromoted {
+			apply = !fe.Skip && l.cfg.Filter.Match(r.Patch)
+			if apply {
+				wants = append(wants, replicate.Want{Digest: blob.Digest(r.Patch.Digest), Size: r.Patch.Size})
+			}
+		}
+		events = append(events, store.SyncedEvent{
+			Record: fe.Record, Sig: fe.Sig, HubSeq: r.TierSeq, Type: r.Type, Patch: r.Patch, Apply: apply,
+		})
+		last, lastSeq = r.TierSeq, fe.Seq
+	}
+
+	if len(wants) > 0 {
+		res, err := p.cfg.Fetcher.Fetch(ctx, replicate.Source{BaseURL: up.URL, Token: up.Token}, wants)
+		l.replicated(res.Bytes)
+		if errors.Is(err, blob.ErrDigestMismatch) {
+			l.rejected()
+			p.securityEvent(ctx, l, up, "digest_mismatch")
+		}
+		if err != nil {
+			return false, fmt.Errorf("fetch blobs: %w", err)
+		}
+	}
+
+	next := store.Cursor{Tier: l.cfg.Tier, HubTier: l.cfg.HubTier, HubSeq: last, Upstream: up.URL, UpstreamSeq: cur.UpstreamSeq}
+	switch {
+	case len(events) > 0:
+		next.UpstreamSeq = lastSeq
+	case cur.Upstream != up.URL && page.HubHead == cur.HubSeq:
+		// Caught up on a new upstream: its head is where this node is.
+		next.UpstreamSeq = page.Head
+	case cur.Upstream != up.URL:
+		// The new upstream is not past this node yet; keep the cursor.
+		next = cur
+	}
+	if next.HubTier == "" {
+		next.HubTier = l.cfg.HubTier
+	}
+	if len(events) > 0 || !sameCursor(cur, next) {
+		prev := cur
+		if err := p.cfg.Store.ApplySynced(ctx, prev, next, events); err != nil {
+			return false, fmt.Errorf("apply %d records: %w", len(events), err)
+		}
+	}
+	l.applied(next, len(events), p.cfg.Now())
+	return len(events) < p.cfg.Limit && next.UpstreamSeq >= page.Head, nil
+}
+
+func sameCursor(a, b store.Cursor) bool {
+	return a.Tier == b.Tier && a.HubTier == b.HubTier && a.HubSeq == b.HubSeq &&
+		a.Upstream == b.Upstream && a.UpstreamSeq == b.UpstreamSeq
+}
+
+// maxFeedBody bounds a feed answer: a full page of the largest records,
+// base64-encoded, with room to spare.
+const maxFeedBody = MaxFeedLimit * (MaxRecordSize*4/3 + 1024)
+
+// feed asks the upstream for a page. A trigger cancels a long poll in
+// progress, so that the round starts over at once.
+func (p *Puller) feed(ctx context.Context, l *linkState, up Upstream, pos store.FeedPosition, wait time.Duration) (FeedResponse, error) {
+	pollCtx, cancel := context.WithTimeout(ctx, wait+30*time.Second)
+	defer cancel()
+	if wait > 0 {
+		go func() {
+			select {
+			case <-l.kick:
+				cancel()
+			case <-pollCtx.Done():
+			}
+		}()
+	}
+	q := url.Values{}
+	if pos.ByHub {
+		q.Set("hub_after", strconv.FormatInt(pos.AfterHubSeq, 10))
+	} else {
+		q.Set("after", strconv.FormatInt(pos.AfterSeq, 10))
+	}
+	q.Set("limit", strconv.Itoa(p.cfg.Limit))
+	q.Set("wait", wait.String())
+	req, err := http.NewRequestWithContext(pollCtx, http.MethodGet, strings.TrimSuffix(up.URL, "/")+"/v1/sync/feed?"+q.Encode(), nil)
+	if err != nil {
+		return FeedResponse{}, fmt.Errorf("feed request: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+up.Token)
+	req.Header.Set("Accept", "application/json")
+	resp, err := p.cfg.Client.Do(req)
+	if err != nil {
+		if ctx.Err() == nil && pollCtx.Err() != nil && wait > 0 && !errors.Is(pollCtx.Err(), context.DeadlineExceeded) {
+			return FeedResponse{}, errTriggered
+		}
+		return FeedResponse{}, fmt.Errorf("feed from %s: %w", up.URL, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		auth.SecurityEvent(ctx, p.cfg.Log, EventUpstreamAuth, slog.String("tier", l.cfg.Tier),
+			slog.String("upstream", up.URL), slog.Int("status", resp.StatusCode))
+	}
+	if resp.StatusCode != http.StatusOK {
+		return FeedResponse{}, fmt.Errorf("feed from %s: %s%s", up.URL, resp.Status, errorBody(resp.Body))
+	}
+	var page FeedResponse
+	dec := json.NewDecoder(io.LimitReader(resp.Body, maxFeedBody))
+	if err := dec.Decode(&page); err != nil {
+		return FeedResponse{}, fmt.Errorf("feed from %s: decode: %w", up.URL, err)
+	}
+	if len(page.Events) > p.cfg.Limit {
+		return FeedResponse{}, fmt.Errorf("feed from %s: %d events, asked for at most %d", up.URL, len(page.Events), p.cfg.Limit)
+	}
+	return page, nil
+}
+
+// errTriggered ends a long poll that a trigger cut short; the loop starts
+// the next round at once.
+var errTriggered = errors.New("long poll cut short by a trigger")
+
+// errorBody reads a patchmesh error answer's code and message, bounded.
+func errorBody(r io.Reader) string {
+	var e struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if json.NewDecoder(io.LimitReader(r, 4096)).Decode(&e) != nil || e.Error.Code == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (%s: %s)", e.Error.Code, e.Error.Message)
+}
+
+// reason names why a record was refused, for the security event.
+func reason(err error) string {
+	switch {
+	case errors.Is(err, ErrBadSignature):
+		return "bad_signature"
+	case errors.Is(err, ErrUnknownKey):
+		return "unknown_key"
+	case errors.Is(err, ErrMalformedRecord):
+		return "malformed"
+	case errors.Is(err, ErrReplay):
+		return "replay"
+	case errors.Is(err, ErrGap):
+		return "gap"
+	}
+	return "wrong_tier"
+}
+
+func (p *Puller) securityEvent(ctx context.Context, l *linkState, up Upstream, why string, attrs ...slog.Attr) {
+	all := append([]slog.Attr{slog.String("tier", l.cfg.Tier), slog.String("hub_tier", l.cfg.HubTier),
+		slog.String("upstream", up.URL), slog.String("reason", why)}, attrs...)
+	auth.SecurityEvent(ctx, p.cfg.Log, EventRecordRejected, all...)
+}
