@@ -18,6 +18,7 @@ import (
 	"github.com/patchmesh/patchmesh/api"
 	"github.com/patchmesh/patchmesh/auth"
 	"github.com/patchmesh/patchmesh/blob/pgblob"
+	"github.com/patchmesh/patchmesh/federation"
 )
 
 // Config is everything a node needs to start. The zero value is not
@@ -36,6 +37,7 @@ type Config struct {
 	Limits   LimitsConfig   `yaml:"limits"`
 	Governor GovernorConfig `yaml:"governor"`
 	Log      LogConfig      `yaml:"log"`
+	Sync     SyncConfig     `yaml:"sync"`
 }
 
 // Node roles. Every role runs the full server; the role says where the
@@ -161,6 +163,69 @@ type GovernorConfig struct {
 	QueueTimeout time.Duration `yaml:"queue_timeout"`
 }
 
+// SyncConfig links the node into a federation: the hub signs what it
+// publishes; relays and edges pull from upstreams and verify.
+type SyncConfig struct {
+	// HubKey is the hub's ed25519 signing key file (PEM PKCS#8, mode
+	// 0600), created on the hub's first start. Hub only. Default
+	// <data_dir>/hub.key.
+	HubKey string `yaml:"hub_key"`
+	// Trust pins the hub public keys ("ed25519:…", from `patchmesh
+	// hub-key` or `patchmesh admin hub-key` at the hub) whose records a
+	// relay or edge accepts; more keys can be pinned at run time with
+	// `patchmesh admin trust add`. In the environment: a comma-separated
+	// list.
+	Trust []string `yaml:"trust"`
+	// Links say what to pull: each feeds one local tier from the first
+	// healthy of its upstreams. Required for relays and edges, refused on
+	// the hub. Not settable from the environment.
+	Links []LinkConfig `yaml:"links" env:"-"`
+	// Wait is how long a caught-up link's feed request waits upstream for
+	// news (the long poll). Default 30s, at most 60s.
+	Wait time.Duration `yaml:"wait"`
+	// BatchSize is the most events one sync round applies. Default 100.
+	BatchSize int `yaml:"batch_size"`
+	// Parallel is how many blobs the node fetches at once. Default 4.
+	Parallel int `yaml:"parallel"`
+	// RetryMin and RetryMax bound the backoff after a failed round.
+	// Defaults 500ms and 1m.
+	RetryMin time.Duration `yaml:"retry_min"`
+	RetryMax time.Duration `yaml:"retry_max"`
+	// CAFile is a PEM bundle trusted for https upstreams besides the
+	// system roots.
+	CAFile string `yaml:"ca_file"`
+	// Proxy is the HTTP(S) proxy URL for upstream connections. Default:
+	// the HTTPS_PROXY, HTTP_PROXY and NO_PROXY environment variables.
+	Proxy string `yaml:"proxy"`
+}
+
+// LinkConfig is one sync link.
+type LinkConfig struct {
+	// Tier is the local tier the link feeds; it is created if missing.
+	Tier string `yaml:"tier"`
+	// HubTier is the hub tier whose records the link accepts. Default:
+	// the same name as Tier.
+	HubTier string `yaml:"hub_tier"`
+	// Upstreams are tried in order.
+	Upstreams []UpstreamConfig `yaml:"upstreams"`
+	// Architectures, Flavours and MinKernel narrow what the link takes
+	// (e.g. [x86_64], [generic, aws], "5.15"). Empty takes everything.
+	Architectures []string `yaml:"architectures"`
+	Flavours      []string `yaml:"flavours"`
+	MinKernel     string   `yaml:"min_kernel"`
+}
+
+// UpstreamConfig is one upstream candidate.
+type UpstreamConfig struct {
+	// URL is the upstream node's base URL.
+	URL string `yaml:"url"`
+	// Token is a sync token from `patchmesh admin sync-tokens add TIER
+	// NAME` on the upstream; TokenFile names a file holding it instead
+	// (preferred: a config file is often readable by more people).
+	Token     string `yaml:"token"`
+	TokenFile string `yaml:"token_file"`
+}
+
 // LogConfig shapes the node's log.
 type LogConfig struct {
 	// Level is debug, info, warn or error. Default info.
@@ -220,6 +285,15 @@ func DefaultsWithEnv(getenv func(string) string) Config {
 			QueueTimeout: api.DefaultQueueTimeout,
 		},
 		Log: LogConfig{Level: "info", Format: "json"},
+		Sync: SyncConfig{
+			Trust:     []string{},
+			Links:     []LinkConfig{},
+			Wait:      30 * time.Second,
+			BatchSize: federation.DefaultFeedLimit,
+			Parallel:  4,
+			RetryMin:  500 * time.Millisecond,
+			RetryMax:  time.Minute,
+		},
 	}
 }
 
@@ -289,6 +363,14 @@ func (c *Config) decode(b []byte) error {
 		return err
 	}
 	return nil
+}
+
+// HubKeyPath is the hub's signing key file once defaults are applied.
+func (c Config) HubKeyPath() string {
+	if c.Sync.HubKey != "" {
+		return c.Sync.HubKey
+	}
+	return filepath.Join(c.Node.DataDir, "hub.key")
 }
 
 // StorePath is where the SQLite database lives once defaults are applied.
@@ -399,6 +481,8 @@ func (c Config) Validate() error {
 		bad("governor.max_queue", "must not be negative, got %d", c.Governor.MaxQueue)
 	}
 	positive("governor.queue_timeout", c.Governor.QueueTimeout)
+
+	errs = append(errs, c.validateSync()...)
 
 	if _, err := parseLevel(c.Log.Level); err != nil {
 		bad("log.level", "%v", err)

@@ -19,6 +19,7 @@ const EnvPrefix = "PATCHMESH_"
 var (
 	durationType = reflect.TypeFor[time.Duration]()
 	adminsType   = reflect.TypeFor[[]auth.Admin]()
+	stringsType  = reflect.TypeFor[[]string]()
 )
 
 // envField is one overridable option: its variable and where it lives.
@@ -39,6 +40,9 @@ func envFields() []envField {
 		secTag := yamlName(sec)
 		for j := range sec.Type.NumField() {
 			f := sec.Type.Field(j)
+			if f.Tag.Get("env") == "-" {
+				continue // structured options live in the file only
+			}
 			tag := yamlName(f)
 			out = append(out, envField{
 				name:  EnvPrefix + strings.ToUpper(secTag+"_"+tag),
@@ -116,6 +120,14 @@ func setField(v reflect.Value, s string) error {
 		v.Set(reflect.ValueOf(admins))
 	case v.Kind() == reflect.String:
 		v.SetString(s)
+	case v.Type() == stringsType:
+		var items []string
+		for _, item := range strings.Split(s, ",") {
+			if item = strings.TrimSpace(item); item != "" {
+				items = append(items, item)
+			}
+		}
+		v.Set(reflect.ValueOf(items))
 	case v.Kind() == reflect.Int, v.Kind() == reflect.Int32, v.Kind() == reflect.Int64:
 		n, err := strconv.ParseInt(s, 10, v.Type().Bits())
 		if err != nil {

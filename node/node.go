@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/tls"
 	"errors"
@@ -23,6 +24,8 @@ import (
 	"github.com/patchmesh/patchmesh/blob"
 	"github.com/patchmesh/patchmesh/blob/fsblob"
 	"github.com/patchmesh/patchmesh/blob/pgblob"
+	"github.com/patchmesh/patchmesh/federation"
+	"github.com/patchmesh/patchmesh/store"
 	"github.com/patchmesh/patchmesh/store/sqlstore"
 )
 
@@ -51,6 +54,15 @@ type Node struct {
 	// tlsConfig is nil for plain HTTP.
 	tlsConfig *tls.Config
 	srv       *http.Server
+	// changes wakes long-polling feed requests when the log grows.
+	changes store.Changes
+	// hubKey signs what a hub publishes; nil on relays and edges.
+	hubKey ed25519.PrivateKey
+	// puller runs the sync links of a relay or edge; nil on the hub.
+	puller *federation.Puller
+	// announce holds console messages kept until the node has started,
+	// so that a node that fails to start prints nothing.
+	announce []string
 
 	closeOnce sync.Once
 	closeErr  error
@@ -107,11 +119,22 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := api.NewMetrics(reg)
 
+	if cfg.Node.Role == RoleHub {
+		if err := n.loadHubKey(); err != nil {
+			return nil, err
+		}
+	}
 	if err := n.openStore(ctx, metrics, o.now); err != nil {
 		return nil, err
 	}
 	if err := n.openBlobs(ctx); err != nil {
 		return nil, err
+	}
+	if cfg.Node.Role != RoleHub {
+		if err := n.newPuller(o.now); err != nil {
+			return nil, err
+		}
+		reg.MustRegister(federation.NewCollector(n.puller))
 	}
 
 	ac := cfg.authConfig()
@@ -144,8 +167,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 			MaxQueue:     apiQueue(cfg.Governor.MaxQueue),
 			QueueTimeout: cfg.Governor.QueueTimeout,
 		},
-		Info: api.Info{Version: Version, Role: cfg.Node.Role, Node: cfg.Node.Name},
-		Now:  o.now,
+		Info:       api.Info{Version: Version, Role: cfg.Node.Role, Node: cfg.Node.Name},
+		Now:        o.now,
+		Sync:       n.syncControl(),
+		HubKey:     n.hubPublicKey(),
+		ConfigKeys: cfg.Sync.Trust,
+		Changes:    &n.changes,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: api: %w", err)
@@ -163,12 +190,18 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 	if err := n.bootstrap(ctx); err != nil {
 		return nil, err
 	}
+	for _, m := range n.announce {
+		fmt.Fprint(n.console, m)
+	}
 	ok = true
 	return n, nil
 }
 
 func (n *Node) openStore(ctx context.Context, metrics *api.Metrics, now func() time.Time) error {
-	opts := sqlstore.Options{Observe: metrics.ObserveStore, Now: now}
+	opts := sqlstore.Options{Observe: metrics.ObserveStore, Now: now, Changes: &n.changes}
+	if n.hubKey != nil {
+		opts.Sealer = federation.Sealer{Key: n.hubKey}
+	}
 	var err error
 	switch n.cfg.Store.Driver {
 	case DriverSQLite:
@@ -321,6 +354,11 @@ func (n *Node) Run(ctx context.Context) error {
 	maintainCtx, stopMaintain := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { n.maintain(maintainCtx) })
+	if n.puller != nil {
+		// Stopped with maintenance, before the store closes, so that a
+		// round in progress ends its transaction first.
+		wg.Go(func() { n.puller.Run(maintainCtx) })
+	}
 	defer func() {
 		stopMaintain()
 		wg.Wait()

@@ -37,6 +37,11 @@ server:
 node:
   data_dir: /from/file
   role: relay
+sync:
+  trust: [ed25519:ei7gEASb__yzkdzFAkJeOQyoLb6dg7H4qpSDVYX_t2o]
+  links:
+    - tier: stable
+      upstreams: [{url: "http://127.0.0.1:1000", token: pms_0123456789abcdef_x}]
 log:
   level: debug
 `)

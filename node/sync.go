@@ -1,0 +1,252 @@
+package node
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/patchmesh/patchmesh/catalog"
+	"github.com/patchmesh/patchmesh/federation"
+	"github.com/patchmesh/patchmesh/replicate"
+	"github.com/patchmesh/patchmesh/store"
+)
+
+// validateSync checks the sync section against the node's role.
+func (c Config) validateSync() []error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	s := c.Sync
+	if c.Node.Role == RoleHub && len(s.Links) > 0 {
+		bad("sync.links", "a hub has no upstream; set node.role to relay or edge to pull from one")
+	}
+	if c.Node.Role != RoleHub && len(s.Links) == 0 {
+		bad("sync.links", "a %s pulls from an upstream: add at least one link", c.Node.Role)
+	}
+	for i, k := range s.Trust {
+		if _, err := federation.ParsePublicKey(k); err != nil {
+			bad(fmt.Sprintf("sync.trust[%d]", i), "%v", err)
+		}
+	}
+	tiers := map[string]bool{}
+	for i, l := range s.Links {
+		field := fmt.Sprintf("sync.links[%d]", i)
+		if err := catalog.ValidName("tier", l.Tier); err != nil {
+			bad(field+".tier", "%v", err)
+		} else if tiers[l.Tier] {
+			bad(field+".tier", "tier %s already has a link; a tier has one source", l.Tier)
+		}
+		tiers[l.Tier] = true
+		if l.HubTier != "" {
+			if err := catalog.ValidName("hub_tier", l.HubTier); err != nil {
+				bad(field+".hub_tier", "%v", err)
+			}
+		}
+		if len(l.Upstreams) == 0 {
+			bad(field+".upstreams", "must list at least one upstream")
+		}
+		for j, u := range l.Upstreams {
+			uf := fmt.Sprintf("%s.upstreams[%d]", field, j)
+			if pu, err := url.Parse(u.URL); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" || pu.User != nil {
+				bad(uf+".url", "must be an http(s) URL without credentials, got %q", u.URL)
+			}
+			if (u.Token == "") == (u.TokenFile == "") {
+				bad(uf, "set exactly one of token and token_file")
+			}
+		}
+		f := federation.Filter{MinKernel: l.MinKernel}
+		if err := f.Validate(); err != nil {
+			bad(field+".min_kernel", "%v", err)
+		}
+	}
+	if s.Wait <= 0 || s.Wait > federation.MaxFeedWait {
+		bad("sync.wait", "must be between 1s and %v, got %v", federation.MaxFeedWait, s.Wait)
+	}
+	if s.BatchSize < 1 || s.BatchSize > federation.MaxFeedLimit {
+		bad("sync.batch_size", "must be between 1 and %d, got %d", federation.MaxFeedLimit, s.BatchSize)
+	}
+	if s.Parallel < 1 {
+		bad("sync.parallel", "must be at least 1, got %d", s.Parallel)
+	}
+	if s.RetryMin <= 0 || s.RetryMax < s.RetryMin {
+		bad("sync.retry_min", "retry_min must be positive and at most retry_max, got %v and %v", s.RetryMin, s.RetryMax)
+	}
+	if s.Proxy != "" {
+		if pu, err := url.Parse(s.Proxy); err != nil || pu.Host == "" {
+			bad("sync.proxy", "must be a proxy URL such as http://proxy:3128")
+		}
+	}
+	return errs
+}
+
+// links turns the config's links into the sync loop's, reading token
+// files. A token never appears in an error.
+func (c Config) links() ([]federation.Link, error) {
+	var out []federation.Link
+	for _, l := range c.Sync.Links {
+		fl := federation.Link{
+			Tier: l.Tier, HubTier: l.HubTier,
+			Filter: federation.Filter{Archs: l.Architectures, Flavours: l.Flavours, MinKernel: l.MinKernel},
+		}
+		for _, u := range l.Upstreams {
+			tok := u.Token
+			if u.TokenFile != "" {
+				b, err := os.ReadFile(u.TokenFile)
+				if err != nil {
+					return nil, fmt.Errorf("sync link %s: token file: %w", l.Tier, err)
+				}
+				tok = strings.TrimSpace(string(b))
+				if tok == "" {
+					return nil, fmt.Errorf("sync link %s: token file %s is empty", l.Tier, u.TokenFile)
+				}
+			}
+			fl.Upstreams = append(fl.Upstreams, federation.Upstream{URL: u.URL, Token: tok})
+		}
+		out = append(out, fl)
+	}
+	return out, nil
+}
+
+// syncTransport is the HTTP client for upstreams: proxy from the config or
+// the environment, the system roots plus the configured CA bundle, TLS 1.2
+// at least.
+func (c Config) syncTransport() (*http.Client, error) {
+	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.Sync.CAFile != "" {
+		pem, err := os.ReadFile(c.Sync.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("sync.ca_file: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil || pool == nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("sync.ca_file %s: no PEM certificate in it", c.Sync.CAFile)
+		}
+		tlsConf.RootCAs = pool
+	}
+	proxy := http.ProxyFromEnvironment
+	if c.Sync.Proxy != "" {
+		pu, err := url.Parse(c.Sync.Proxy)
+		if err != nil {
+			return nil, fmt.Errorf("sync.proxy: %w", err)
+		}
+		proxy = http.ProxyURL(pu)
+	}
+	tr := &http.Transport{
+		Proxy:                 proxy,
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:       tlsConf,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: c.Sync.Wait + 30*time.Second,
+		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost:   c.Sync.Parallel + 2,
+		ForceAttemptHTTP2:     true,
+	}
+	return &http.Client{Transport: tr}, nil
+}
+
+// trustedKeys returns the hub keys pinned in the config and through the
+// admin API.
+func trustedKeys(cfgKeys []string, st store.Syncer) func(ctx context.Context) ([]ed25519.PublicKey, error) {
+	return func(ctx context.Context) ([]ed25519.PublicKey, error) {
+		var keys []ed25519.PublicKey
+		for _, k := range cfgKeys {
+			pub, err := federation.ParsePublicKey(k)
+			if err != nil {
+				return nil, err // Validate refused it already
+			}
+			keys = append(keys, pub)
+		}
+		stored, err := st.TrustedKeys(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range stored {
+			pub, err := federation.ParsePublicKey(k.Key)
+			if err != nil {
+				return nil, fmt.Errorf("stored trusted key %s: %w", k.ID, err)
+			}
+			keys = append(keys, pub)
+		}
+		return keys, nil
+	}
+}
+
+// loadHubKey loads the hub's signing key, creating it on first start and
+// telling the operator the public key to pin downstream.
+func (n *Node) loadHubKey() error {
+	path := n.cfg.HubKeyPath()
+	key, created, err := federation.LoadOrCreateKey(path)
+	if err != nil {
+		return fmt.Errorf("node: hub signing key: %w", err)
+	}
+	n.hubKey = key
+	pub := federation.FormatPublicKey(key.Public().(ed25519.PublicKey))
+	n.log.Info("hub_key_loaded", "path", path, "created", created, "public_key", pub,
+		"key_id", federation.KeyID(key.Public().(ed25519.PublicKey)))
+	if created {
+		n.announce = append(n.announce, fmt.Sprintf(
+			"patchmesh created the hub signing key %s\nPin it on every relay and edge (sync.trust):\n  %s\n", path, pub))
+	}
+	return nil
+}
+
+func (n *Node) hubPublicKey() ed25519.PublicKey {
+	if n.hubKey == nil {
+		return nil
+	}
+	return n.hubKey.Public().(ed25519.PublicKey)
+}
+
+// syncControl is the puller as the API sees it; a nil interface, not a
+// typed nil, on the hub.
+func (n *Node) syncControl() federation.Control {
+	if n.puller == nil {
+		return nil
+	}
+	return n.puller
+}
+
+// newPuller builds a relay's or edge's sync loop from the config.
+func (n *Node) newPuller(now func() time.Time) error {
+	client, err := n.cfg.syncTransport()
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	links, err := n.cfg.links()
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	rep, err := replicate.New(replicate.Config{Client: client, Blobs: n.blobs, Parallel: n.cfg.Sync.Parallel, Log: n.log})
+	if err != nil {
+		return fmt.Errorf("node: replicator: %w", err)
+	}
+	n.puller, err = federation.NewPuller(federation.PullConfig{
+		Store:    n.store,
+		Fetcher:  rep,
+		Client:   client,
+		Keys:     trustedKeys(n.cfg.Sync.Trust, n.store),
+		Links:    links,
+		Wait:     n.cfg.Sync.Wait,
+		Limit:    n.cfg.Sync.BatchSize,
+		RetryMin: n.cfg.Sync.RetryMin,
+		RetryMax: n.cfg.Sync.RetryMax,
+		Log:      n.log,
+		Now:      now,
+	})
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	return nil
+}
