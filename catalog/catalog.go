@@ -156,8 +156,9 @@ type Event struct {
 	Seq  int64     `json:"seq"`
 	Type EventType `json:"type"`
 	// Tier is the tier the event concerns: the tier a patch landed on or was
-	// promoted to, or the tier added or removed. Empty for events that concern
-	// every tier (withdrawal, removal).
+	// promoted to, withdrawn or removed from (one event per tier), or the
+	// tier added or removed. Empty only for the withdrawal or removal of a
+	// patch that was on no tier.
 	Tier string `json:"tier,omitempty"`
 	// Digest is the patch concerned, if any.
 	Digest string `json:"digest,omitempty"`

@@ -3,7 +3,7 @@ package store
 import "sync"
 
 // Changes tells waiters that the change log grew. A Store given one calls
-// Notify after every committed change; a long-polling feed request waits on
+// Notify after every committed change that appended to the log; a long-polling feed request waits on
 // it instead of polling the database. The zero value is ready to use.
 type Changes struct {
 	mu sync.Mutex

@@ -85,8 +85,11 @@ type Store interface {
 	// returns how many patches changed.
 	PromoteAll(ctx context.Context, from, to string) (int, error)
 	// Withdraw stops offering the patch on every tier; the record stays.
+	// It logs one event per tier the patch is on, in tier order (one with
+	// no tier if it is on none), so that every tier's feed is complete.
 	Withdraw(ctx context.Context, digest string) (catalog.Patch, error)
-	// RemovePatch deletes the patch record.
+	// RemovePatch deletes the patch record, logging one event per tier it
+	// was on, in tier order (one with no tier if it was on none).
 	RemovePatch(ctx context.Context, digest string) error
 
 	// AddToken stores a new token. ErrConflict if its ID exists;
