@@ -3,8 +3,9 @@ package store
 import "sync"
 
 // Changes tells waiters that the change log grew. A Store given one calls
-// Notify after every committed change that appended to the log; a long-polling feed request waits on
-// it instead of polling the database. The zero value is ready to use.
+// Notify after every committed change that appended to the log; a
+// long-polling feed request waits on it instead of polling the database.
+// The zero value is ready to use.
 type Changes struct {
 	mu sync.Mutex
 	ch chan struct{}
