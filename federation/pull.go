@@ -340,6 +340,7 @@ func (p *Puller) round(ctx context.Context, l *linkState, wait time.Duration) (c
 	events := make([]store.SyncedEvent, 0, len(page.Events))
 	var wants []replicate.Want
 	last, lastSeq := cur.HubSeq, pos.AfterSeq
+	var refused error
 	for _, fe := range page.Events {
 		if !pos.ByHub && fe.Seq <= lastSeq {
 			return false, fmt.Errorf("upstream feed went backwards: seq %d after %d", fe.Seq, lastSeq)
@@ -354,7 +355,10 @@ func (p *Puller) round(ctx context.Context, l *linkState, wait time.Duration) (c
 		if err != nil {
 			l.rejected()
 			p.securityEvent(ctx, l, up, reason(err), slog.Int64("upstream_seq", fe.Seq))
-			return false, fmt.Errorf("record at upstream seq %d refused: %w", fe.Seq, err)
+			// The records verified before this one are still applied
+			// below; the round then fails and retries from here.
+			refused = fmt.Errorf("record at upstream seq %d refused: %w", fe.Seq, err)
+			break
 		}
 		apply := true
 		if r.Type == catalog.EventPatchAdded || r.Type == catalog.EventPatchPromoted {
@@ -402,6 +406,9 @@ func (p *Puller) round(ctx context.Context, l *linkState, wait time.Duration) (c
 		}
 	}
 	l.applied(next, len(events), p.cfg.Now())
+	if refused != nil {
+		return false, refused
+	}
 	return len(events) < p.cfg.Limit && next.UpstreamSeq >= page.Head, nil
 }
 
