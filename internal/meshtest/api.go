@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -338,6 +337,3 @@ func WaitFor(t testing.TB, within time.Duration, what string, check func() error
 		time.Sleep(100 * time.Millisecond)
 	}
 }
-
-// Tiers names the tiers of a patch, for messages.
-func Tiers(p catalog.Patch) string { return "[" + strings.Join(p.Tiers, ",") + "]" }

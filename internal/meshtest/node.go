@@ -168,13 +168,6 @@ func (n *Node) writeConfig(t testing.TB) {
 	}
 }
 
-// Reconfigure changes the config file; it takes effect at the next start.
-func (n *Node) Reconfigure(t testing.TB, change func(*node.Config)) {
-	t.Helper()
-	change(&n.Config)
-	n.writeConfig(t)
-}
-
 // Start runs the node and waits until it answers /debug/info. Its output
 // goes to node.log, appended to across restarts.
 func (n *Node) Start(t testing.TB) {
