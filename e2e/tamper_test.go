@@ -76,6 +76,8 @@ func TestTamperedFeedRecord(t *testing.T) {
 
 	px.tamper.Store(true)
 	bad := h.Upload(t, randomBytes(t, 128<<10), meshtest.PatchMeta{Kernel: kernel, Arch: arch, Version: "1.2"})
+	// A sound record behind the altered one must wait for it.
+	later := h.Upload(t, randomBytes(t, 128<<10), meshtest.PatchMeta{Kernel: kernel, Arch: arch, Version: "1.3"})
 	meshtest.WaitFor(t, converge, "the edge to refuse the altered record", func() error {
 		l := e.Link(t, "edge")
 		if l.RecordsRejected == 0 || l.State != federation.LinkFailing {
@@ -91,16 +93,24 @@ func TestTamperedFeedRecord(t *testing.T) {
 		t.Errorf("security event: want upstream %s (the proxy), got %v", px.URL, ev)
 	}
 	wantRefused(t, e, machine, good, bad)
+	if err := wantListed(t, e, later.Digest, []string{"edge"}); err == nil {
+		t.Fatal("the edge applied 1.3, which comes after the record it refused")
+	}
 	if l := e.Link(t, "edge"); l.HubSeq != at.HubSeq || l.Cursor != at.Cursor {
 		t.Fatalf("after refusing a record: want the link still at hub_seq %d, cursor %d; got %+v", at.HubSeq, at.Cursor, l)
 	}
 
 	px.tamper.Store(false)
 	meshtest.WaitFor(t, converge, "the edge to catch up once the proxy is honest", func() error {
-		return wantListed(t, e, bad.Digest, []string{"edge"})
+		for _, p := range []catalog.Patch{bad, later} {
+			if err := wantListed(t, e, p.Digest, []string{"edge"}); err != nil {
+				return fmt.Errorf("%s: %w", p.Version, err)
+			}
+		}
+		return nil
 	})
-	if cp, ok := e.ClientPatch(t, machine, kernel, arch); !ok || cp.Digest != bad.Digest {
-		t.Fatalf("client patch after catching up: want %s (1.2), got %+v (found %v)", bad.Digest, cp, ok)
+	if cp, ok := e.ClientPatch(t, machine, kernel, arch); !ok || cp.Digest != later.Digest {
+		t.Fatalf("client patch after catching up: want %s (1.3), got %+v (found %v)", later.Digest, cp, ok)
 	}
 }
 
