@@ -27,7 +27,8 @@ import (
 type Spec struct {
 	// Name is the node's name (node.name) and its directory's.
 	Name string
-	// Role is node.RoleHub, node.RoleRelay or node.RoleEdge.
+	// Role is node.RoleHub, node.RoleRelay or node.RoleEdge; empty
+	// means edge.
 	Role string
 	// Links are what a relay or edge pulls; none for the hub.
 	Links []Link
@@ -72,7 +73,10 @@ type Node struct {
 	// Dir holds config.yaml, node.log and the data dir.
 	Dir     string
 	DataDir string
-	Config  node.Config
+	// Config is what the node's config file says: meshtest's test
+	// profile (2s long polls, retries from 100ms to 1s, a 5s drain),
+	// then the Spec.
+	Config node.Config
 
 	cfgPath string
 	logPath string
