@@ -78,6 +78,9 @@ type LinkStatus struct {
 	// failed verification (signature, sequence, tier or blob digest).
 	RecordsApplied  int64 `json:"records_applied"`
 	RecordsRejected int64 `json:"records_rejected"`
+	// Rounds counts finished sync rounds; RoundsFailed those that failed.
+	Rounds       int64 `json:"rounds"`
+	RoundsFailed int64 `json:"rounds_failed"`
 }
 
 // SyncStatusResponse is the body of GET /v1/sync/status and of the

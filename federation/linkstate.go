@@ -72,7 +72,9 @@ func (l *linkState) startRound() uint64 {
 func (l *linkState) endRound(gen uint64, err error, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.st.Rounds++
 	if err != nil {
+		l.st.RoundsFailed++
 		l.st.State = LinkFailing
 		l.st.LastError = err.Error()
 		l.st.LastErrorAt = now

@@ -2,6 +2,7 @@ package federation
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 )
@@ -31,6 +32,10 @@ func TestLinkFailsOverAfterConsecutiveFailures(t *testing.T) {
 	l.noteFailure(3)
 	if l.noteFailure(3) {
 		t.Error("two failures after a success moved the link")
+	}
+	l.endRound(l.startRound(), errors.New("upstream down"), time.Now())
+	if s := l.status(time.Now()); s.Rounds != 2 || s.RoundsFailed != 1 || s.State != LinkFailing {
+		t.Errorf("after one good and one failed round: want 2 rounds, 1 failed, failing; got %d, %d, %s", s.Rounds, s.RoundsFailed, s.State)
 	}
 }
 

@@ -42,6 +42,10 @@ var (
 		"Blob bytes the link fetched from upstreams.", tierLabel, nil)
 	descApplied = prometheus.NewDesc("patchmesh_sync_records_applied_total",
 		"Hub records the link applied (or logged, when skipped or filtered).", tierLabel, nil)
+	descRounds = prometheus.NewDesc("patchmesh_sync_rounds_total",
+		"Sync rounds the link finished.", tierLabel, nil)
+	descRoundsFailed = prometheus.NewDesc("patchmesh_sync_rounds_failed_total",
+		"Sync rounds the link finished with an error.", tierLabel, nil)
 	descRejected = prometheus.NewDesc("patchmesh_sync_records_rejected_total",
 		"Records or blobs the link refused: bad signature, unpinned key, replay, gap, wrong tier or digest mismatch.", tierLabel, nil)
 )
@@ -49,7 +53,7 @@ var (
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descInfo, descUp, descCursor, descUpstreamHead, descHubSeq, descHubHead,
-		descLagEvents, descLagSeconds, descLastSuccess, descBytes, descApplied, descRejected} {
+		descLagEvents, descLagSeconds, descLastSuccess, descBytes, descApplied, descRejected, descRounds, descRoundsFailed} {
 		ch <- d
 	}
 }
@@ -83,5 +87,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descBytes, float64(s.BytesReplicated))
 		counter(descApplied, float64(s.RecordsApplied))
 		counter(descRejected, float64(s.RecordsRejected))
+		counter(descRounds, float64(s.Rounds))
+		counter(descRoundsFailed, float64(s.RoundsFailed))
 	}
 }
