@@ -16,8 +16,9 @@ type linkState struct {
 	kick chan struct{} // a trigger; buffered, so a trigger is never lost
 
 	mu        sync.Mutex
-	current   int // index into cfg.Upstreams
-	failures  int // consecutive failed rounds on current
+	current   int         // index into cfg.Upstreams
+	failures  int         // consecutive failed rounds on current
+	demoted   []time.Time // per candidate: skipped until then after repeated failures
 	st        LinkStatus
 	behind    time.Time // since when the link has been behind; zero when caught up
 	started   uint64    // rounds started
@@ -32,6 +33,7 @@ func newLinkState(l Link) *linkState {
 	}
 	return &linkState{
 		cfg:       l,
+		demoted:   make([]time.Time, len(l.Upstreams)),
 		kick:      make(chan struct{}, 1),
 		roundDone: make(chan struct{}),
 		st: LinkStatus{
@@ -46,9 +48,54 @@ func (l *linkState) upstream() Upstream {
 	return l.cfg.Upstreams[l.current]
 }
 
-// noteFailure counts a failed round and moves to the next upstream after
-// limit failures in a row; it reports whether it moved.
-func (l *linkState) noteFailure(limit int) bool {
+// Health says what gossip knows of the node serving url: known is false
+// for a URL no member advertises, alive is false for a suspect, dead or
+// departed one.
+type Health func(url string) (known, alive bool)
+
+// choose picks the upstream for the next round: the first candidate, in
+// the configured order, that is neither demoted for repeated failures nor
+// known to gossip as down. So a link returns to its preferred upstream as
+// soon as that is healthy again and its demotion has run out. With every
+// candidate ruled out it keeps the one whose demotion ends first, so that
+// it always has somewhere to try. It reports whether the choice changed.
+func (l *linkState) choose(now time.Time, health Health) (Upstream, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	pick := -1
+	for i, u := range l.cfg.Upstreams {
+		if now.Before(l.demoted[i]) {
+			continue
+		}
+		if health != nil {
+			if known, alive := health(u.URL); known && !alive {
+				continue
+			}
+		}
+		pick = i
+		break
+	}
+	if pick < 0 {
+		pick = l.current
+		for i := range l.cfg.Upstreams {
+			if l.demoted[i].Before(l.demoted[pick]) {
+				pick = i
+			}
+		}
+	}
+	changed := pick != l.current
+	if changed {
+		l.current = pick
+		l.failures = 0
+		l.st.Upstream = l.cfg.Upstreams[pick].URL
+	}
+	return l.cfg.Upstreams[pick], changed
+}
+
+// noteFailure counts a failed round; after limit in a row it demotes the
+// current upstream for demoteFor, so that choose moves on, and reports
+// that it did.
+func (l *linkState) noteFailure(limit int, now time.Time, demoteFor time.Duration) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.failures++
@@ -56,9 +103,18 @@ func (l *linkState) noteFailure(limit int) bool {
 		return false
 	}
 	l.failures = 0
-	l.current = (l.current + 1) % len(l.cfg.Upstreams)
-	l.st.Upstream = l.cfg.Upstreams[l.current].URL
+	l.demoted[l.current] = now.Add(demoteFor)
 	return true
+}
+
+// uses says whether url is one of the link's candidates.
+func (l *linkState) uses(url string) bool {
+	for _, u := range l.cfg.Upstreams {
+		if u.URL == url {
+			return true
+		}
+	}
+	return false
 }
 
 func (l *linkState) startRound() uint64 {

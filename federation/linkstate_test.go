@@ -13,29 +13,64 @@ func testLink() *linkState {
 	}})
 }
 
-func TestLinkFailsOverAfterConsecutiveFailures(t *testing.T) {
+func TestLinkFailsOverAfterConsecutiveFailuresAndComesBack(t *testing.T) {
 	l := testLink()
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 	for i := 1; i < 3; i++ {
-		if l.noteFailure(3) {
-			t.Fatalf("failure %d of 3: moved upstream too early", i)
+		if l.noteFailure(3, now, time.Minute) {
+			t.Fatalf("failure %d of 3: demoted too early", i)
 		}
 	}
-	if !l.noteFailure(3) || l.upstream().URL != "http://127.0.0.1:2" {
-		t.Fatalf("third failure: want a move to the second upstream, on %s", l.upstream().URL)
+	if !l.noteFailure(3, now, time.Minute) {
+		t.Fatal("third failure: want the upstream demoted")
 	}
-	if got := l.status(time.Now()).Upstream; got != "http://127.0.0.1:2" {
+	if up, changed := l.choose(now, nil); !changed || up.URL != "http://127.0.0.1:2" {
+		t.Fatalf("after demotion: want a switch to the second upstream, got %s (changed %v)", up.URL, changed)
+	}
+	if got := l.status(now).Upstream; got != "http://127.0.0.1:2" {
 		t.Errorf("status upstream: want the second, got %s", got)
 	}
+	// While the demotion lasts the link stays; after it, it returns.
+	if up, _ := l.choose(now.Add(59*time.Second), nil); up.URL != "http://127.0.0.1:2" {
+		t.Errorf("within the demotion: want the second upstream, got %s", up.URL)
+	}
+	if up, changed := l.choose(now.Add(61*time.Second), nil); !changed || up.URL != "http://127.0.0.1:1" {
+		t.Errorf("after the demotion: want back on the first upstream, got %s", up.URL)
+	}
+
 	// A success in between resets the count.
-	l.noteFailure(3)
-	l.endRound(l.startRound(), nil, time.Now())
-	l.noteFailure(3)
-	if l.noteFailure(3) {
-		t.Error("two failures after a success moved the link")
+	l.noteFailure(3, now, time.Minute)
+	l.endRound(l.startRound(), nil, now)
+	l.noteFailure(3, now, time.Minute)
+	if l.noteFailure(3, now, time.Minute) {
+		t.Error("two failures after a success demoted the upstream")
 	}
 	l.endRound(l.startRound(), errors.New("upstream down"), time.Now())
 	if s := l.status(time.Now()); s.Rounds != 2 || s.RoundsFailed != 1 || s.State != LinkFailing {
 		t.Errorf("after one good and one failed round: want 2 rounds, 1 failed, failing; got %d, %d, %s", s.Rounds, s.RoundsFailed, s.State)
+	}
+}
+
+func TestLinkFollowsGossipHealth(t *testing.T) {
+	l := testLink()
+	now := time.Now()
+	down := map[string]bool{"http://127.0.0.1:1": true}
+	health := func(url string) (bool, bool) { return true, !down[url] }
+	if up, changed := l.choose(now, health); !changed || up.URL != "http://127.0.0.1:2" {
+		t.Fatalf("preferred upstream dead: want the second, got %s", up.URL)
+	}
+	delete(down, "http://127.0.0.1:1")
+	if up, changed := l.choose(now, health); !changed || up.URL != "http://127.0.0.1:1" {
+		t.Fatalf("preferred upstream alive again: want it back, got %s", up.URL)
+	}
+	// Unknown to gossip counts as usable: gossip may be off.
+	if up, _ := l.choose(now, func(string) (bool, bool) { return false, false }); up.URL != "http://127.0.0.1:1" {
+		t.Errorf("no gossip knowledge: want the preferred upstream, got %s", up.URL)
+	}
+	// Every candidate down: keep trying something rather than nothing.
+	all := func(string) (bool, bool) { return true, false }
+	if up, _ := l.choose(now, all); up.URL == "" {
+		t.Error("every candidate down: want some upstream to try")
 	}
 }
 

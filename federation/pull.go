@@ -89,6 +89,13 @@ type PullConfig struct {
 	// FailoverAfter is how many consecutive failed rounds move a link to
 	// its next upstream. Default 3.
 	FailoverAfter int
+	// DemoteFor is how long an upstream that failed FailoverAfter rounds
+	// in a row is passed over before the link tries it again. Default 30s.
+	DemoteFor time.Duration
+	// Health, if set, is gossip's view of the upstreams: a link skips a
+	// candidate gossip knows to be down, and returns to its preferred one
+	// once gossip sees it alive again.
+	Health Health
 	Log           *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -124,6 +131,9 @@ func NewPuller(cfg PullConfig) (*Puller, error) {
 	}
 	if cfg.FailoverAfter <= 0 {
 		cfg.FailoverAfter = 3
+	}
+	if cfg.DemoteFor <= 0 {
+		cfg.DemoteFor = 30 * time.Second
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -241,6 +251,27 @@ func (p *Puller) Trigger(ctx context.Context, wait bool) ([]LinkStatus, error) {
 
 var _ Control = (*Puller)(nil)
 
+// Poke starts a round at once on every link that counts url among its
+// upstreams: gossip saw that node's head advance, or its health change.
+// A round already waiting on a long poll gives way to the new one, which
+// also reconsiders which upstream to use.
+func (p *Puller) Poke(url string) {
+	for _, l := range p.links {
+		if l.uses(url) {
+			l.trigger()
+		}
+	}
+}
+
+// Upstreams returns the upstream each link uses now, by local tier.
+func (p *Puller) Upstreams() map[string]string {
+	out := make(map[string]string, len(p.links))
+	for _, l := range p.links {
+		out[l.cfg.Tier] = l.upstream().URL
+	}
+	return out
+}
+
 // runLink is one link's loop: a round, then at once the next one, which
 // long-polls the upstream when caught up; after a failure, a backoff pause
 // that a trigger cuts short.
@@ -280,12 +311,13 @@ func (p *Puller) runLink(ctx context.Context, l *linkState) {
 			continue
 		}
 		wait = 0
-		if l.noteFailure(p.cfg.FailoverAfter) {
-			p.cfg.Log.Warn("sync link moves to its next upstream",
-				slog.String("tier", l.cfg.Tier), slog.String("upstream", l.upstream().URL))
-		}
 		p.cfg.Log.Warn("sync round failed", slog.String("tier", l.cfg.Tier),
 			slog.String("upstream", l.upstream().URL), slog.String("error", err.Error()))
+		if l.noteFailure(p.cfg.FailoverAfter, p.cfg.Now(), p.cfg.DemoteFor) {
+			p.cfg.Log.Warn("sync upstream demoted after repeated failures", slog.String("tier", l.cfg.Tier),
+				slog.String("upstream", l.upstream().URL), slog.Duration("for", p.cfg.DemoteFor))
+			continue // straight to the next candidate, no pause
+		}
 		pause := time.NewTimer(bo.NextBackOff())
 		select {
 		case <-ctx.Done():
@@ -304,7 +336,10 @@ var errBehind = errors.New("upstream is behind this node")
 // the blobs, then apply the records and the new cursor in one store
 // transaction. caughtUp says nothing more was pending upstream.
 func (p *Puller) round(ctx context.Context, l *linkState, wait time.Duration) (caughtUp bool, err error) {
-	up := l.upstream()
+	up, changed := l.choose(p.cfg.Now(), p.cfg.Health)
+	if changed {
+		p.cfg.Log.Warn("sync link switches upstream", slog.String("tier", l.cfg.Tier), slog.String("upstream", up.URL))
+	}
 	cur, err := p.cfg.Store.Cursor(ctx, l.cfg.Tier)
 	if err != nil {
 		return false, fmt.Errorf("read cursor: %w", err)
