@@ -96,7 +96,7 @@ type PullConfig struct {
 	// candidate gossip knows to be down, and returns to its preferred one
 	// once gossip sees it alive again.
 	Health Health
-	Log           *slog.Logger
+	Log    *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
