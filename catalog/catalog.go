@@ -148,6 +148,11 @@ const (
 	EventPatchRemoved   EventType = "patch.removed"
 	EventTierAdded      EventType = "tier.added"
 	EventTierRemoved    EventType = "tier.removed"
+	// Token events log the creation and revocation of enrollment (auth)
+	// tokens, so the hub can replicate them to every node serving their
+	// tier. Their Data is the Token, which never carries its Hash.
+	EventTokenAdded   EventType = "token.added"
+	EventTokenRevoked EventType = "token.revoked"
 )
 
 // Event is one entry of a node's change log. Seq is the node's own sequence

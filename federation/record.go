@@ -3,6 +3,7 @@ package federation
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/patchmesh/patchmesh/catalog"
+	"github.com/patchmesh/patchmesh/store"
 )
 
 // Sentinel errors that the sync loop branches on. Every one of them means
@@ -55,11 +57,49 @@ type Record struct {
 	TierSeq int64             `json:"tier_seq"`
 	Type    catalog.EventType `json:"type"`
 	// Patch is the patch as the hub knows it, for patch events; zero for
-	// tier events. Its Tiers and Withdrawn are state, not signed facts, and
-	// are always zero.
+	// tier and token events. Its Tiers and Withdrawn are state, not signed
+	// facts, and are always zero.
 	Patch catalog.Patch `json:"patch"`
+	// Token is the enrollment token of a token event; nil for every other
+	// event. omitempty keeps patch records byte for byte what they were
+	// before tokens replicated, so records signed then still verify and
+	// decode, and a hub re-signing history writes the same bytes.
+	Token *TokenRecord `json:"token,omitempty"`
 	// Time is when the hub made the change.
 	Time time.Time `json:"time"`
+}
+
+// TokenRecord is an enrollment (auth) token as the hub signs it, so that
+// every node serving the token's tier accepts it for registration. Only
+// the secret's hash travels: a node can check the token, never mint it.
+// The token's tier is the record's Tier; its kind is always auth, as sync
+// and machine tokens belong to the node that issued them.
+type TokenRecord struct {
+	// ID is the token's public ID, 16 lowercase hex digits.
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// Hash is SHA-256 of the token's secret part.
+	Hash    []byte    `json:"hash"`
+	Created time.Time `json:"created"`
+	// Expires is zero for a token that never expires.
+	Expires time.Time `json:"expires,omitzero"`
+	// Revoked is when the hub revoked the token: set on token.revoked
+	// events, zero on token.added ones.
+	Revoked time.Time `json:"revoked,omitzero"`
+}
+
+// CatalogToken returns the token r carries as the store keeps it, an auth
+// token of r's hub tier, or nil if r carries none: what a SyncedEvent's
+// Token is.
+func (r Record) CatalogToken() *catalog.Token {
+	if r.Token == nil {
+		return nil
+	}
+	return &catalog.Token{
+		ID: r.Token.ID, Kind: catalog.TokenAuth, Tier: r.Tier, Name: r.Token.Name,
+		Hash: bytes.Clone(r.Token.Hash), Created: r.Token.Created,
+		Expires: r.Token.Expires, Revoked: r.Token.Revoked,
+	}
 }
 
 // Envelope is a record as it travels: the exact bytes the hub signed, and
@@ -86,6 +126,14 @@ func Sign(priv ed25519.PrivateKey, r Record) (Envelope, error) {
 	if !r.Patch.Created.IsZero() {
 		r.Patch.Created = r.Patch.Created.UTC()
 	}
+	if r.Token != nil {
+		// A copy, so signing never changes the caller's token.
+		tok := *r.Token
+		tok.Created = utc(tok.Created)
+		tok.Expires = utc(tok.Expires)
+		tok.Revoked = utc(tok.Revoked)
+		r.Token = &tok
+	}
 	if err := r.validate(); err != nil {
 		return Envelope{}, fmt.Errorf("sign: %w", err)
 	}
@@ -97,6 +145,14 @@ func Sign(priv ed25519.PrivateKey, r Record) (Envelope, error) {
 		return Envelope{}, fmt.Errorf("sign: record is %d bytes, limit %d", len(b), MaxRecordSize)
 	}
 	return Envelope{Record: b, Sig: ed25519.Sign(priv, b)}, nil
+}
+
+// utc returns t in UTC, and the zero time as it is.
+func utc(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return t.UTC()
 }
 
 // Verifier checks envelopes against the hub keys a node pins.
@@ -187,8 +243,12 @@ func CheckSequence(last int64, r Record) error {
 
 var keyIDRE = regexp.MustCompile(`^[0-9a-f]{16}$`)
 
+// tokenIDRE is the form of a token ID as auth.NewToken makes it.
+var tokenIDRE = regexp.MustCompile(`^[0-9a-f]{16}$`)
+
 // validate checks r against the catalog's rules. Patch events carry a valid
-// patch; tier events carry none.
+// patch and no token; token events a valid token and no patch; tier events
+// neither.
 func (r Record) validate() error {
 	if r.V != FormatVersion {
 		return invalid("v", "format version %d, this node reads %d", r.V, FormatVersion)
@@ -211,15 +271,53 @@ func (r Record) validate() error {
 	switch r.Type {
 	case catalog.EventPatchAdded, catalog.EventPatchPromoted,
 		catalog.EventPatchWithdrawn, catalog.EventPatchRemoved:
+		if r.Token != nil {
+			return invalid("token", "must be absent for a %s event", r.Type)
+		}
 		return r.Patch.Validate()
 	case catalog.EventTierAdded, catalog.EventTierRemoved:
+		if r.Token != nil {
+			return invalid("token", "must be absent for a %s event", r.Type)
+		}
 		if !patchIsZero(r.Patch) {
 			return invalid("patch", "must be empty for a %s event", r.Type)
 		}
 		return nil
+	case catalog.EventTokenAdded, catalog.EventTokenRevoked:
+		if !patchIsZero(r.Patch) {
+			return invalid("patch", "must be empty for a %s event", r.Type)
+		}
+		if r.Token == nil {
+			return invalid("token", "must be set for a %s event", r.Type)
+		}
+		return r.Token.validate(r.Type)
 	default:
 		return invalid("type", "unknown event type %q", r.Type)
 	}
+}
+
+// validate checks a token of an event of type typ: a revocation says when,
+// an addition carries a live token.
+func (t TokenRecord) validate(typ catalog.EventType) error {
+	if !tokenIDRE.MatchString(t.ID) {
+		return invalid("token.id", "must be a token ID of 16 lowercase hex digits")
+	}
+	if err := catalog.ValidName("token.name", t.Name); err != nil {
+		return err
+	}
+	if len(t.Hash) != sha256.Size {
+		return invalid("token.hash", "must be a SHA-256 (%d bytes), got %d", sha256.Size, len(t.Hash))
+	}
+	if t.Created.IsZero() {
+		return invalid("token.created", "must be set")
+	}
+	switch revoked := !t.Revoked.IsZero(); {
+	case typ == catalog.EventTokenRevoked && !revoked:
+		return invalid("token.revoked", "must be set for a %s event", typ)
+	case typ == catalog.EventTokenAdded && revoked:
+		return invalid("token.revoked", "must be empty for a %s event", typ)
+	}
+	return nil
 }
 
 // patchIsZero reports whether p carries nothing. An empty list counts as
@@ -245,11 +343,17 @@ type Sealer struct {
 	Key ed25519.PrivateKey
 }
 
-// Seal signs one event of tier, numbered tierSeq in the tier's sequence.
-func (s Sealer) Seal(tier string, tierSeq int64, typ catalog.EventType, p catalog.Patch, at time.Time) (record, sig []byte, err error) {
-	e, err := Sign(s.Key, Record{Tier: tier, TierSeq: tierSeq, Type: typ, Patch: p, Time: at})
+var _ store.Sealer = Sealer{}
+
+// Seal signs one event, numbered e.TierSeq in its tier's sequence.
+func (s Sealer) Seal(e store.SealRequest) (record, sig []byte, err error) {
+	r := Record{Tier: e.Tier, TierSeq: e.TierSeq, Type: e.Type, Patch: e.Patch, Time: e.At}
+	if t := e.Token; t != nil {
+		r.Token = &TokenRecord{ID: t.ID, Name: t.Name, Hash: t.Hash, Created: t.Created, Expires: t.Expires, Revoked: t.Revoked}
+	}
+	env, err := Sign(s.Key, r)
 	if err != nil {
 		return nil, nil, err
 	}
-	return e.Record, e.Sig, nil
+	return env.Record, env.Sig, nil
 }

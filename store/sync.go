@@ -9,11 +9,31 @@ import (
 
 // Sealer signs the events a hub originates. A Store given a Sealer calls it
 // inside the transaction of every patch change, once per tier the change
-// concerns, with that tier's next hub sequence number, and keeps the record
-// and signature with the event. Store does not know the record format; the
-// federation package does.
+// concerns, and of every change to an enrollment (auth) token, with that
+// tier's next hub sequence number, and keeps the record and signature with
+// the event. Store does not know the record format; the federation package
+// does. It takes one request struct so that a new kind of event adds a
+// field, not a parameter every implementation must follow.
 type Sealer interface {
-	Seal(tier string, tierSeq int64, typ catalog.EventType, p catalog.Patch, at time.Time) (record, sig []byte, err error)
+	Seal(e SealRequest) (record, sig []byte, err error)
+}
+
+// SealRequest is one event for a Sealer to sign.
+type SealRequest struct {
+	// Tier is the hub tier the event belongs to, TierSeq its number in
+	// that tier's sequence.
+	Tier    string
+	TierSeq int64
+	Type    catalog.EventType
+	// Patch is the patch after the change, for patch events; zero
+	// otherwise.
+	Patch catalog.Patch
+	// Token is the token after the change (ID, Name, Hash, Created,
+	// Expires, and Revoked for a revocation), for token events; nil
+	// otherwise.
+	Token *catalog.Token
+	// At is when the hub made the change.
+	At time.Time
 }
 
 // FeedEntry is one signed event as a node serves it to its downstreams.
@@ -76,10 +96,14 @@ type SyncedEvent struct {
 	Type   catalog.EventType
 	// Patch holds the signed facts of the patch (no Tiers, not Withdrawn).
 	Patch catalog.Patch
+	// Token holds the signed facts of the token of a token event (ID,
+	// Name, Hash, Created, Expires, and Revoked for a revocation); nil for
+	// other events. The store puts it on the local tier, whatever its Tier.
+	Token *catalog.Token
 	// Apply is false for an event that is logged, to keep the tier's hub
 	// sequence contiguous for this node's own downstreams, but does not
 	// change the catalog: the upstream skipped it or a filter excluded it.
-	// Withdrawals and removals are always applied.
+	// Withdrawals, removals and token events are always applied.
 	Apply bool
 }
 

@@ -46,8 +46,8 @@ func (s *Store) change(ctx context.Context, fn func(c *changeTx) error) error {
 type changeTx struct {
 	tx  *sql.Tx
 	now time.Time
-	// sealer signs the patch events this node originates; nil unless this
-	// node is the hub.
+	// sealer signs the patch and token events this node originates; nil
+	// unless this node is the hub.
 	sealer store.Sealer
 	// logged says the change appended an event, so its commit grows the log.
 	logged bool
@@ -58,8 +58,8 @@ type logEntry struct {
 	typ    catalog.EventType
 	tier   string
 	digest string
-	// data is the record the event carries (the Patch after the change, or
-	// the Tier), as JSON.
+	// data is the record the event carries (the Patch or Token after the
+	// change, or the Tier), as JSON.
 	data any
 	// record and sig are the hub's signed bytes, hubSeq the tier sequence
 	// number inside them; all zero for an unsigned event.
@@ -73,23 +73,41 @@ func (c *changeTx) event(ctx context.Context, typ catalog.EventType, tier, diges
 }
 
 // patchEvent appends a patch event on tier, p being the patch after the
-// change. On the hub it is sealed first, taking the tier's next hub
-// sequence number in this transaction, so a rolled-back change leaves no
-// gap in the tier's signed sequence and a failed seal rolls the change back.
+// change, sealed on the hub.
 func (c *changeTx) patchEvent(ctx context.Context, typ catalog.EventType, tier string, p catalog.Patch) error {
-	e := logEntry{typ: typ, tier: tier, digest: p.Digest, data: p}
-	if c.sealer != nil && tier != "" {
+	return c.sealedEvent(ctx, logEntry{typ: typ, tier: tier, digest: p.Digest, data: p},
+		store.SealRequest{Patch: p}, p.Digest)
+}
+
+// tokenEvent appends a token event on the token's tier, t being the token
+// after the change, sealed on the hub in the same tier sequence as the
+// tier's patch events. The log's data is t as JSON, which never carries
+// the hash; the sealed record does, as a downstream needs it to check the
+// token.
+func (c *changeTx) tokenEvent(ctx context.Context, typ catalog.EventType, t catalog.Token) error {
+	return c.sealedEvent(ctx, logEntry{typ: typ, tier: t.Tier, data: t},
+		store.SealRequest{Token: &t}, "token "+t.ID)
+}
+
+// sealedEvent appends e. On the hub it is sealed first, with req's subject
+// (its Patch or Token), taking the tier's next hub sequence number in this
+// transaction, so a rolled-back change leaves no gap in the tier's signed
+// sequence and a failed seal rolls the change back. what names the
+// subject in errors.
+func (c *changeTx) sealedEvent(ctx context.Context, e logEntry, req store.SealRequest, what string) error {
+	if c.sealer != nil && e.tier != "" {
 		var err error
-		if e.hubSeq, err = c.nextHubSeq(ctx, tier); err != nil {
+		if e.hubSeq, err = c.nextHubSeq(ctx, e.tier); err != nil {
 			return err
 		}
-		if e.record, e.sig, err = c.sealer.Seal(tier, e.hubSeq, typ, p, c.now); err != nil {
-			return fmt.Errorf("seal %s of %s on tier %s: %w", typ, p.Digest, tier, err)
+		req.Tier, req.TierSeq, req.Type, req.At = e.tier, e.hubSeq, e.typ, c.now
+		if e.record, e.sig, err = c.sealer.Seal(req); err != nil {
+			return fmt.Errorf("seal %s of %s on tier %s: %w", e.typ, what, e.tier, err)
 		}
 		if len(e.record) == 0 || len(e.sig) == 0 {
 			// Stored as is, it would drop out of the feed unnoticed and
 			// leave a gap in the tier's sequence.
-			return fmt.Errorf("seal %s of %s on tier %s: sealer returned an empty record or signature", typ, p.Digest, tier)
+			return fmt.Errorf("seal %s of %s on tier %s: sealer returned an empty record or signature", e.typ, what, e.tier)
 		}
 	}
 	return c.append(ctx, e)

@@ -43,14 +43,38 @@ func RunSync(t *testing.T, open OpenSync) {
 	}
 }
 
-// sealed is what the test sealer signs: its arguments, as JSON. A real
+// sealed is what the test sealer signs: its request, as JSON. A real
 // sealer's format is the federation package's; the store must not care.
 type sealed struct {
 	Tier    string            `json:"tier"`
 	TierSeq int64             `json:"tier_seq"`
 	Type    catalog.EventType `json:"type"`
 	Patch   catalog.Patch     `json:"patch"`
+	Token   *sealedToken      `json:"token,omitempty"`
 	Time    time.Time         `json:"time"`
+}
+
+// sealedToken is a token as the test sealer signs it: with its hash, which
+// catalog.Token's JSON leaves out and a downstream needs.
+type sealedToken struct {
+	ID      string    `json:"id"`
+	Name    string    `json:"name"`
+	Hash    []byte    `json:"hash"`
+	Created time.Time `json:"created"`
+	Expires time.Time `json:"expires"`
+	Revoked time.Time `json:"revoked"`
+}
+
+// catalogToken is what a sync loop hands the store for a sealed token:
+// the signed facts, as an auth token of the record's tier.
+func (r sealed) catalogToken() *catalog.Token {
+	if r.Token == nil {
+		return nil
+	}
+	return &catalog.Token{
+		ID: r.Token.ID, Kind: catalog.TokenAuth, Tier: r.Tier, Name: r.Token.Name, Hash: r.Token.Hash,
+		Created: r.Token.Created, Expires: r.Token.Expires, Revoked: r.Token.Revoked,
+	}
 }
 
 // testSealer seals deterministically: the record is JSON of its arguments
@@ -61,16 +85,21 @@ type testSealer struct {
 	fail error
 }
 
-func (s *testSealer) Seal(tier string, tierSeq int64, typ catalog.EventType, p catalog.Patch, at time.Time) ([]byte, []byte, error) {
+func (s *testSealer) Seal(e store.SealRequest) ([]byte, []byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.fail != nil {
 		return nil, nil, s.fail
 	}
 	// State is not signed, as federation.Sign does not sign it.
+	p := e.Patch
 	p.Tiers = nil
 	p.Withdrawn = false
-	rec, err := json.Marshal(sealed{Tier: tier, TierSeq: tierSeq, Type: typ, Patch: p, Time: at})
+	r := sealed{Tier: e.Tier, TierSeq: e.TierSeq, Type: e.Type, Patch: p, Time: e.At}
+	if t := e.Token; t != nil {
+		r.Token = &sealedToken{ID: t.ID, Name: t.Name, Hash: t.Hash, Created: t.Created, Expires: t.Expires, Revoked: t.Revoked}
+	}
+	rec, err := json.Marshal(r)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -121,9 +150,9 @@ func wantFeed(t *testing.T, s store.Store, tier string, want ...sealed) []store.
 	}
 	for i, e := range page.Entries {
 		r := unseal(t, e)
-		if r.Tier != tier || r.TierSeq != int64(i+1) || r.Type != want[i].Type || r.Patch.Digest != want[i].Patch.Digest {
+		if r.Tier != tier || r.TierSeq != int64(i+1) || r.Type != want[i].Type || r.subject() != want[i].subject() {
 			t.Errorf("Feed(%s) entry %d: want %s of %s, tier seq %d; got %s of %s on %q, tier seq %d",
-				tier, i, want[i].Type, want[i].Patch.Digest, i+1, r.Type, r.Patch.Digest, r.Tier, r.TierSeq)
+				tier, i, want[i].Type, want[i].subject(), i+1, r.Type, r.subject(), r.Tier, r.TierSeq)
 		}
 		if i > 0 && e.Seq <= page.Entries[i-1].Seq {
 			t.Errorf("Feed(%s): Seq %d after %d, want rising", tier, e.Seq, page.Entries[i-1].Seq)
@@ -140,6 +169,19 @@ func wantFeed(t *testing.T, s store.Store, tier string, want ...sealed) []store.
 }
 
 func ev(typ catalog.EventType, p catalog.Patch) sealed { return sealed{Type: typ, Patch: p} }
+
+// tokenEv is a wanted token event, for wantFeed.
+func tokenEv(typ catalog.EventType, tok catalog.Token) sealed {
+	return sealed{Type: typ, Token: &sealedToken{ID: tok.ID}}
+}
+
+// subject names what a sealed event is about: its token or its patch.
+func (r sealed) subject() string {
+	if r.Token != nil {
+		return "token " + r.Token.ID
+	}
+	return r.Patch.Digest
+}
 
 func promote(t *testing.T, s store.Store, p catalog.Patch, tier string) catalog.Patch {
 	t.Helper()
@@ -390,7 +432,8 @@ func toSynced(t *testing.T, entries []store.FeedEntry, apply bool) []store.Synce
 	for _, e := range entries {
 		r := unseal(t, e)
 		out = append(out, store.SyncedEvent{
-			Record: e.Record, Sig: e.Sig, HubSeq: e.HubSeq, Type: r.Type, Patch: r.Patch, Apply: apply,
+			Record: e.Record, Sig: e.Sig, HubSeq: e.HubSeq, Type: r.Type, Patch: r.Patch,
+			Token: r.catalogToken(), Apply: apply,
 		})
 	}
 	return out
