@@ -89,13 +89,39 @@ func insertToken(ctx context.Context, q querier, t catalog.Token) error {
 }
 
 // AddToken stores a new token. A zero Created becomes now.
+//
+// An enrollment (auth) token is a catalog change: it logs a token.added
+// event on its tier, sealed on the hub, so that every node serving the
+// tier lets machines register with it. One added already revoked logs a
+// token.revoked after it, so that no node ever holds it live. Sync and
+// machine tokens belong to this node alone and log nothing.
 func (s *Store) AddToken(ctx context.Context, t catalog.Token) (err error) {
 	defer s.done("AddToken", time.Now(), &err)
 	if err := validToken(t); err != nil {
 		return fmt.Errorf("sqlstore: add token: %w", err)
 	}
 	t.Created = s.orNow(t.Created)
-	return mapErr("add token "+t.ID, insertToken(ctx, s.db, t))
+	if !t.Revoked.IsZero() {
+		t.Revoked = s.orNow(t.Revoked)
+	}
+	if t.Kind != catalog.TokenAuth {
+		return mapErr("add token "+t.ID, insertToken(ctx, s.db, t))
+	}
+	err = s.change(ctx, func(c *changeTx) error {
+		if err := insertToken(ctx, c.tx, t); err != nil {
+			return err
+		}
+		added := t
+		added.Revoked = time.Time{}
+		if err := c.tokenEvent(ctx, catalog.EventTokenAdded, added); err != nil {
+			return err
+		}
+		if t.Revoked.IsZero() {
+			return nil
+		}
+		return c.tokenEvent(ctx, catalog.EventTokenRevoked, t)
+	})
+	return mapErr("add token "+t.ID, err)
 }
 
 // Token returns a token by ID, revoked or not.
@@ -134,19 +160,44 @@ func (s *Store) Tokens(ctx context.Context, kind catalog.TokenKind) (ts []catalo
 // RevokeToken marks a token of kind revoked at the given time. Revoking a
 // revoked token keeps the first revocation time. A token of another kind is
 // not found, so one kind's endpoint cannot revoke another's tokens.
+//
+// Revoking an enrollment (auth) token is a catalog change, logging a
+// token.revoked event on its tier (sealed on the hub), so that every node
+// the token reached stops accepting it. Revoking a revoked one logs
+// nothing, as nothing changed.
 func (s *Store) RevokeToken(ctx context.Context, kind catalog.TokenKind, id string, at time.Time) (err error) {
 	defer s.done("RevokeToken", time.Now(), &err)
 	at = s.orNow(at)
-	err = s.inTx(ctx, func(tx *sql.Tx) error {
-		var revoked sql.NullInt64
-		err := tx.QueryRowContext(ctx, `SELECT revoked_us FROM tokens WHERE id = $1 AND kind = $2`, id, string(kind)).Scan(&revoked)
-		if err != nil || revoked.Valid {
+	if kind != catalog.TokenAuth {
+		err = s.inTx(ctx, func(tx *sql.Tx) error {
+			_, _, err := revokeToken(ctx, tx, kind, id, at)
 			return err
-		}
-		_, err = tx.ExecContext(ctx, `UPDATE tokens SET revoked_us = $1 WHERE id = $2`, us(at), id)
-		return err
-	})
+		})
+	} else {
+		err = s.change(ctx, func(c *changeTx) error {
+			t, changed, err := revokeToken(ctx, c.tx, kind, id, at)
+			if err != nil || !changed {
+				return err
+			}
+			return c.tokenEvent(ctx, catalog.EventTokenRevoked, t)
+		})
+	}
 	return mapErr(fmt.Sprintf("revoke %s token %s", kind, id), err)
+}
+
+// revokeToken revokes the token of kind with this id at at, unless it is
+// revoked already, and returns the token as it stands after, and whether
+// it changed. sql.ErrNoRows if there is no such token of kind.
+func revokeToken(ctx context.Context, q querier, kind catalog.TokenKind, id string, at time.Time) (catalog.Token, bool, error) {
+	t, err := scanToken(q.QueryRowContext(ctx, `SELECT `+tokenCols+` FROM tokens WHERE id = $1 AND kind = $2`, id, string(kind)))
+	if err != nil || !t.Revoked.IsZero() {
+		return t, false, err
+	}
+	if _, err := q.ExecContext(ctx, `UPDATE tokens SET revoked_us = $1 WHERE id = $2`, us(at), id); err != nil {
+		return t, false, err
+	}
+	t.Revoked = at
+	return t, true, nil
 }
 
 func validMachine(m catalog.Machine) error {

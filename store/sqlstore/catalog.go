@@ -275,10 +275,11 @@ func (s *Store) RemoveTier(ctx context.Context, name string) (err error) {
 		if _, err := c.tx.ExecContext(ctx, `DELETE FROM tokens WHERE tier = $1`, name); err != nil {
 			return err
 		}
-		// Availability on the tier goes by ON DELETE CASCADE. Tokens and
-		// machines are not catalog changes, so they do not wait for the
-		// change-log lock: one added since the checks above makes the
-		// delete break its foreign key, and the tier is in use after all.
+		// Availability on the tier goes by ON DELETE CASCADE. Machines and
+		// sync and machine tokens are not catalog changes, so they do not
+		// wait for the change-log lock: one added since the checks above
+		// makes the delete break its foreign key, and the tier is in use
+		// after all.
 		_, err = c.tx.ExecContext(ctx, `DELETE FROM tiers WHERE name = $1`, name)
 		if classify(err) == foreignKeyViolation {
 			return fmt.Errorf("tier %q came into use: %w", name, catalog.ErrConflict)

@@ -8,6 +8,7 @@ package sqlstore
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -143,9 +144,10 @@ func sameCursor(a, b store.Cursor) bool {
 // ApplySynced applies events to the local tier next.Tier and moves its
 // cursor from prev to next in one catalog change; see store.Syncer.
 //
-// Withdrawals and removals are applied whatever their Apply says: the
-// interface promises they always are, and dropping one would keep offering
-// a patch the hub took back. Every event, applied or not, is logged under
+// Withdrawals, removals and token events are applied whatever their Apply
+// says: the interface promises they always are. Dropping a withdrawal
+// would keep offering a patch the hub took back, dropping a revocation
+// would keep accepting a token it took back, and a token costs no blob. Every event, applied or not, is logged under
 // next.Tier with the upstream's record, never re-sealed, so this node's
 // downstreams receive the hub's own bytes.
 func (s *Store) ApplySynced(ctx context.Context, prev, next store.Cursor, events []store.SyncedEvent) (err error) {
@@ -167,7 +169,7 @@ func (s *Store) ApplySynced(ctx context.Context, prev, next store.Cursor, events
 		}
 		for _, ev := range events {
 			if err := c.applySynced(ctx, next.Tier, ev); err != nil {
-				return fmt.Errorf("hub seq %d (%s of %s): %w", ev.HubSeq, ev.Type, ev.Patch.Digest, err)
+				return fmt.Errorf("hub seq %d (%s of %s): %w", ev.HubSeq, ev.Type, syncedSubject(ev), err)
 			}
 		}
 		_, err = c.tx.ExecContext(ctx,
@@ -212,9 +214,24 @@ func checkSynced(prev, next store.Cursor, events []store.SyncedEvent) error {
 	return nil
 }
 
+// syncedSubject names what a synced event is about, for errors.
+func syncedSubject(ev store.SyncedEvent) string {
+	if ev.Token != nil {
+		return "token " + ev.Token.ID
+	}
+	return ev.Patch.Digest
+}
+
 func checkSyncedEvent(ev store.SyncedEvent) error {
 	if len(ev.Record) == 0 || len(ev.Sig) == 0 {
 		return &catalog.InvalidError{Field: "record", Message: "a synced event needs its record and signature"}
+	}
+	switch ev.Type {
+	case catalog.EventTokenAdded, catalog.EventTokenRevoked:
+		return checkSyncedToken(ev)
+	}
+	if ev.Token != nil {
+		return &catalog.InvalidError{Field: "token", Message: fmt.Sprintf("must be absent for a %s event", ev.Type)}
 	}
 	switch ev.Type {
 	case catalog.EventPatchAdded, catalog.EventPatchPromoted:
@@ -224,15 +241,43 @@ func checkSyncedEvent(ev store.SyncedEvent) error {
 		}
 	case catalog.EventPatchWithdrawn, catalog.EventPatchRemoved:
 	default:
-		// The hub seals patch events only.
-		return &catalog.InvalidError{Field: "type", Message: fmt.Sprintf("%q is not a patch event", ev.Type)}
+		// The hub seals patch and token events only.
+		return &catalog.InvalidError{Field: "type", Message: fmt.Sprintf("%q is not a patch or token event", ev.Type)}
 	}
 	return catalog.ValidDigest(ev.Patch.Digest)
+}
+
+// checkSyncedToken checks the token of a token event against what the
+// store keeps of a token: it becomes a local auth token as it is.
+func checkSyncedToken(ev store.SyncedEvent) error {
+	t := ev.Token
+	if t == nil {
+		return &catalog.InvalidError{Field: "token", Message: fmt.Sprintf("must be set for a %s event", ev.Type)}
+	}
+	if err := validID("token.id", t.ID); err != nil {
+		return err
+	}
+	if err := catalog.ValidName("token.name", t.Name); err != nil {
+		return err
+	}
+	if len(t.Hash) != sha256.Size {
+		return &catalog.InvalidError{Field: "token.hash", Message: "must be a SHA-256 (32 bytes)"}
+	}
+	if t.Created.IsZero() {
+		return &catalog.InvalidError{Field: "token.created", Message: "must be set"}
+	}
+	if ev.Type == catalog.EventTokenRevoked && t.Revoked.IsZero() {
+		return &catalog.InvalidError{Field: "token.revoked", Message: "must be set for a token.revoked event"}
+	}
+	return nil
 }
 
 // applySynced applies one synced event to tierName, if it is to be
 // applied, and logs it with its record.
 func (c *changeTx) applySynced(ctx context.Context, tierName string, ev store.SyncedEvent) error {
+	if ev.Type == catalog.EventTokenAdded || ev.Type == catalog.EventTokenRevoked {
+		return c.applySyncedToken(ctx, tierName, ev)
+	}
 	digest := ev.Patch.Digest
 	local, err := patch(ctx, c.tx, digest)
 	present := err == nil
@@ -290,6 +335,61 @@ func (c *changeTx) applySynced(ctx context.Context, tierName string, ev store.Sy
 	}
 	return c.append(ctx, logEntry{
 		typ: ev.Type, tier: tierName, digest: digest, data: data,
+		record: ev.Record, sig: ev.Sig, hubSeq: ev.HubSeq,
+	})
+}
+
+// applySyncedToken applies one synced token event to tierName and logs it
+// with its record. An added token becomes an auth token of the local tier,
+// unless its ID is here already: the record was applied before (through
+// another link, or the tier was re-synced), and what is here stays. A
+// revocation revokes the auth token with that ID if it is live; a token
+// of another kind that shares the ID is not the hub's to revoke.
+func (c *changeTx) applySyncedToken(ctx context.Context, tierName string, ev store.SyncedEvent) error {
+	in := *ev.Token
+	in.Kind, in.Tier, in.MachineID = catalog.TokenAuth, tierName, ""
+	in.Created = in.Created.UTC().Truncate(time.Microsecond)
+	if !in.Expires.IsZero() {
+		in.Expires = in.Expires.UTC().Truncate(time.Microsecond)
+	}
+	if !in.Revoked.IsZero() {
+		in.Revoked = in.Revoked.UTC().Truncate(time.Microsecond)
+	}
+	local, err := scanToken(c.tx.QueryRowContext(ctx, `SELECT `+tokenCols+` FROM tokens WHERE id = $1`, in.ID))
+	present := err == nil
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return err
+	}
+	// The log carries the local token as it stands after the event, or
+	// the signed facts if none of this node's auth tokens has the ID.
+	data := in
+	if present && local.Kind == catalog.TokenAuth {
+		data = local
+	}
+	switch ev.Type {
+	case catalog.EventTokenAdded:
+		if present {
+			break
+		}
+		// A token.added record never says revoked; the revocation is
+		// its own record, later in the sequence.
+		in.Revoked = time.Time{}
+		if err := insertToken(ctx, c.tx, in); err != nil {
+			return err
+		}
+		data = in
+	case catalog.EventTokenRevoked:
+		if !present || local.Kind != catalog.TokenAuth || !local.Revoked.IsZero() {
+			break
+		}
+		if _, err := c.tx.ExecContext(ctx, `UPDATE tokens SET revoked_us = $1 WHERE id = $2`, us(in.Revoked), in.ID); err != nil {
+			return err
+		}
+		local.Revoked = in.Revoked
+		data = local
+	}
+	return c.append(ctx, logEntry{
+		typ: ev.Type, tier: tierName, data: data,
 		record: ev.Record, sig: ev.Sig, hubSeq: ev.HubSeq,
 	})
 }

@@ -21,7 +21,8 @@ import (
 type OpenSync func(t *testing.T, sealer store.Sealer, changes *store.Changes) store.Store
 
 // RunSync runs the contract of the federation side of a store: sealing,
-// the feed, cursors, ApplySynced, change notification and trusted keys.
+// the feed, cursors, ApplySynced (of patch and token events), change
+// notification and trusted keys.
 func RunSync(t *testing.T, open OpenSync) {
 	tests := []struct {
 		name string
@@ -35,6 +36,12 @@ func RunSync(t *testing.T, open OpenSync) {
 		{"ApplySyncedAppliesLogsAndMovesTheCursor", testApplySynced},
 		{"ApplySyncedUnappliedEventsAreLoggedOnly", testApplySyncedUnapplied},
 		{"ApplySyncedRefusalsChangeNothing", testApplySyncedRefusals},
+		{"SealTokensInTheirTiersSequence", testSealTokens},
+		{"SealTokenFailureRollsTheChangeBack", testSealTokenFailure},
+		{"TokenEventsLoggedUnsealedOffTheHub", testTokenEventsUnsealed},
+		{"ApplySyncedTokensAddAndRevoke", testApplySyncedTokens},
+		{"ApplySyncedTokensIdempotent", testApplySyncedTokensIdempotent},
+		{"ApplySyncedTokenRefusalsChangeNothing", testApplySyncedTokenRefusals},
 		{"ChangesNotifiedAfterCommitOnly", testChangesNotify},
 		{"TrustedKeysAddListRemove", testTrustedKeys},
 	}
