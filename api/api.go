@@ -50,6 +50,10 @@ type Info struct {
 	Version string
 	Role    string
 	Node    string
+	// URL is the node's advertised base URL for machines, as gossip
+	// carries it. Empty: GET /v1/client/nodes names this node by the
+	// scheme and host of the request.
+	URL string
 }
 
 // Config is what New builds the handler from.
@@ -85,6 +89,9 @@ type Config struct {
 	// Changes wakes long-polling feed requests; nil means feed requests
 	// poll the store every 250ms while they wait.
 	Changes *store.Changes
+	// Nodes lists the healthy nodes serving a tier, for machines choosing
+	// a node; nil means machines are told of this node only.
+	Nodes NodeLister
 }
 
 type server struct {
@@ -104,6 +111,7 @@ type server struct {
 	hubPub     ed25519.PublicKey
 	configKeys []configKey
 	changes    *store.Changes
+	nodes      NodeLister
 }
 
 // New returns the node's HTTP handler.
@@ -164,6 +172,7 @@ func New(cfg Config) (http.Handler, error) {
 		hubPub:     cfg.HubKey,
 		configKeys: configKeys,
 		changes:    cfg.Changes,
+		nodes:      cfg.Nodes,
 	}
 	s.started = s.now()
 

@@ -17,6 +17,7 @@ func (s *server) clientRoutes(v1 *mux.Router) {
 	c.Handle("/status", methods{http.MethodGet: s.asMachine(s.status)})
 	c.Handle("/patch", methods{http.MethodGet: s.asMachine(s.newestPatch)})
 	c.Handle("/checkin", methods{http.MethodPost: s.asMachine(s.checkIn)})
+	c.Handle("/nodes", methods{http.MethodGet: s.asMachine(s.clientNodes)})
 }
 
 // machineHandler is a client endpoint for a registered machine, whose
