@@ -2,12 +2,19 @@
 // with a node, asks for the newest patch for the machine's kernel, downloads
 // and verifies it, runs the operator's apply hook and reports back.
 //
-// It owns the machine's state directory (state.json with the machine token,
-// and the verified patch files under patches/) and the HTTP transport rules a
+// A machine registers at one node (the first contact), learns from it the
+// nodes serving its tier, ranks them by round-trip time and from then on
+// talks to the nearest one that answers, registering at a further node
+// with the tier's enrollment token the first time it fails over there.
+//
+// It owns the machine's state directory (state.json with the enrollment
+// token, the machine's token at each node and the node ranking, and the
+// verified patch files under patches/) and the HTTP transport rules a
 // machine needs (extra CAs, proxy, TLS 1.2 or better, refusing plain HTTP
-// when asked). It does not own the command line (cmd/patchmesh) nor the
-// server side (api). APIError and ReadError are shared with the admin tool,
-// which speaks the same error format.
+// when asked). It does not own the command line (cmd/patchmesh), the server
+// side (api) nor how nodes learn of each other (topology). APIError and
+// ReadError are shared with the admin tool, which speaks the same error
+// format.
 package client
 
 import (
@@ -39,12 +46,21 @@ var (
 	ErrApplyFailed = errors.New("apply hook failed")
 )
 
-// Config says how a Client reaches its node and where it keeps its state.
+// Config says how a Client reaches its nodes and where it keeps its state.
 type Config struct {
-	// Server is the node's base URL, e.g. https://patches.example.com.
-	// Register needs it; later calls use the URL saved at registration
-	// when it is empty.
+	// Server is a node's base URL, e.g. https://patches.example.com.
+	// Register needs it: it is the first contact, which the machine
+	// registers with and learns the other nodes from. Later calls do not
+	// use it: they go to the nearest ranked node that answers, and to the
+	// first contact saved at registration as a last resort, so that a
+	// client built once for registering and refreshing is not pinned to
+	// one node.
 	Server string
+	// MachineID is the machine's raw ID, needed to register at a node the
+	// machine fails over to (the state keeps only its hash, and refuses an
+	// ID other than the one registered). Empty: the machine uses only the
+	// nodes it is already registered at.
+	MachineID string
 	// StateDir holds state.json and the verified patches. Required. It is
 	// created with mode 0700.
 	StateDir string
@@ -65,12 +81,19 @@ type Config struct {
 	// HookStdout and HookStderr receive the apply hook's output. Nil
 	// discards it.
 	HookStdout, HookStderr io.Writer
+	// RerankEvery is how old the node ranking may grow before a call
+	// learns the node list and measures round-trip times again; a failover
+	// also makes the next call re-rank. Default: 10m.
+	RerankEvery time.Duration
+	// ProbeTimeout bounds each of the three round-trip probes of a node;
+	// a node that does not answer two of them ranks last. Default: 1s.
+	ProbeTimeout time.Duration
 }
 
 // Version is the client version reported when Config.ClientVersion is empty.
 const Version = "0.1.0"
 
-// Client talks to one node on behalf of one machine. It is safe for
+// Client talks to the nodes serving one machine's tier on its behalf. It is safe for
 // sequential use; two concurrent Refresh calls on one state directory are
 // not coordinated.
 type Client struct {
@@ -95,6 +118,13 @@ func New(cfg Config) (*Client, error) {
 	if cfg.UptimeFile == "" {
 		cfg.UptimeFile = "/proc/uptime"
 	}
+	if cfg.RerankEvery <= 0 {
+		cfg.RerankEvery = 10 * time.Minute
+	}
+	if cfg.ProbeTimeout <= 0 {
+		cfg.ProbeTimeout = time.Second
+	}
+	cfg.Server = strings.TrimRight(cfg.Server, "/")
 	if cfg.Server != "" {
 		if err := checkURL(cfg.Server, cfg.Transport.RequireTLS); err != nil {
 			return nil, fmt.Errorf("client: server: %w", err)
@@ -204,7 +234,7 @@ func (c *Client) apiCall(ctx context.Context, server, token, method, path string
 	req.Header.Set("User-Agent", "patchmesh-client/"+c.cfg.ClientVersion)
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
+		return fmt.Errorf("%s %s: %w", method, path, unreachable(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
@@ -214,7 +244,8 @@ func (c *Client) apiCall(ctx context.Context, server, token, method, path string
 		return nil
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(out); err != nil {
-		return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
+		// A cut-short or garbled answer is the node failing, not a refusal.
+		return fmt.Errorf("%s %s: decode answer: %w", method, path, unreachable(err))
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/patchmesh/patchmesh/catalog"
 )
@@ -96,8 +97,11 @@ func TestRegisterSavesPrivateStateWithoutRawMachineID(t *testing.T) {
 	if err != nil {
 		t.Fatalf("LoadState: %v", err)
 	}
-	if st.Server != n.srv.URL || !strings.HasPrefix(st.MachineToken, "pmm_") || st.Tier != "beta" || st.MachineID != reg.Machine.ID {
-		t.Errorf("state = %+v, want server %s, a machine token, tier beta, machine %s", st, n.srv.URL, reg.Machine.ID)
+	if st.Server != n.srv.URL || !strings.HasPrefix(st.Registrations[n.srv.URL].MachineToken, "pmm_") || st.Tier != "beta" || st.MachineID != reg.Machine.ID {
+		t.Errorf("state = %+v, want server %s, a machine token there, tier beta, machine %s", st, n.srv.URL, reg.Machine.ID)
+	}
+	if st.EnrollmentToken != token || len(st.Nodes) != 1 || st.Nodes[0].URL != n.srv.URL || !st.Nodes[0].Reachable || st.Ranked.IsZero() {
+		t.Errorf("state = %+v, want the enrollment token kept and the node ranked (the only one, reachable)", st)
 	}
 	entries, _ := os.ReadDir(stateDir)
 	if len(entries) != 1 {
@@ -280,11 +284,17 @@ func TestProxyIsUsed(t *testing.T) {
 	}))
 	t.Cleanup(proxy.Close)
 	c := newTestClient(t, Config{Server: n.srv.URL, Transport: Transport{Proxy: proxy.URL}})
-	register(t, c, n.authToken("edge"))
+	token := n.authToken("edge")
+	before := n.total()
+	register(t, c, token)
 	mu.Lock()
 	defer mu.Unlock()
-	if len(proxied) != 1 || !strings.HasSuffix(proxied[0], "/v1/client/register") {
-		t.Errorf("proxy saw %v, want the registration", proxied)
+	if len(proxied) == 0 || !strings.HasSuffix(proxied[0], "/v1/client/register") {
+		t.Errorf("proxy saw %v, want the registration first", proxied)
+	}
+	// The node list and the round-trip probes go through the proxy too.
+	if got := n.total() - before; got != len(proxied) {
+		t.Errorf("the node got %d requests, the proxy passed on %d (%v); want every request through the proxy", got, len(proxied), proxied)
 	}
 }
 
@@ -486,7 +496,11 @@ func newFakeServerBadRecord(t *testing.T) *fakeServerBadRecord {
 func TestRefreshRefusesBadDigestRecord(t *testing.T) {
 	f := newFakeServerBadRecord(t)
 	stateDir := filepath.Join(t.TempDir(), "state")
-	if err := saveState(stateDir, State{Server: f.srv.URL, MachineToken: "pmm_0123456789abcdef_x", Tier: "edge"}); err != nil {
+	// A fresh ranking, so that the client asks for nothing but the patch.
+	st := State{Server: f.srv.URL, Tier: "edge", Ranked: time.Now(),
+		Registrations: map[string]NodeRegistration{f.srv.URL: {MachineToken: "pmm_0123456789abcdef_x"}},
+		Nodes:         []Node{{URL: f.srv.URL, Reachable: true}}}
+	if err := saveState(stateDir, st); err != nil {
 		t.Fatal(err)
 	}
 	c := newTestClient(t, Config{StateDir: stateDir})

@@ -18,6 +18,7 @@ import (
 	"github.com/patchmesh/patchmesh/api"
 	"github.com/patchmesh/patchmesh/catalog"
 	"github.com/patchmesh/patchmesh/internal/nodetest"
+	"github.com/patchmesh/patchmesh/store/sqlstore"
 )
 
 const (
@@ -32,11 +33,16 @@ const (
 type testNode struct {
 	t        *testing.T
 	srv      *httptest.Server
+	store    *sqlstore.Store
 	blobDir  string
 	macaroon string
 
 	mu       sync.Mutex
 	requests []recorded
+	// intercept, when set, sees each request first; it answers the
+	// request itself by returning true. Tests use it to make a real node
+	// fail in ways a healthy node does not.
+	intercept func(w http.ResponseWriter, r *http.Request) bool
 }
 
 // recorded is one request as the node received it.
@@ -48,9 +54,17 @@ type recorded struct {
 
 func newTestNode(t *testing.T, tlsServer bool) *testNode {
 	t.Helper()
+	return newTestNodeWith(t, tlsServer, func(*api.Config) {})
+}
+
+// newTestNodeWith is newTestNode with the api configured by tune.
+func newTestNodeWith(t *testing.T, tlsServer bool, tune func(*api.Config)) *testNode {
+	t.Helper()
 	wired := nodetest.Wire(t, slog.New(slog.DiscardHandler), nodetest.Options{Admin: nodeAdmin})
-	n := &testNode{t: t, blobDir: wired.BlobDir}
-	h, err := api.New(wired.Config)
+	n := &testNode{t: t, store: wired.Store, blobDir: wired.BlobDir}
+	cfg := wired.Config
+	tune(&cfg)
+	h, err := api.New(cfg)
 	if err != nil {
 		t.Fatalf("api.New: %v", err)
 	}
@@ -62,7 +76,11 @@ func newTestNode(t *testing.T, tlsServer bool) *testNode {
 		}
 		n.mu.Lock()
 		n.requests = append(n.requests, rr)
+		intercept := n.intercept
 		n.mu.Unlock()
+		if intercept != nil && intercept(w, r) {
+			return
+		}
 		h.ServeHTTP(w, r)
 	})
 	if tlsServer {
@@ -148,6 +166,13 @@ func (n *testNode) count(method, path string) int {
 		}
 	}
 	return c
+}
+
+// setIntercept makes f see each request first (nil: none).
+func (n *testNode) setIntercept(f func(w http.ResponseWriter, r *http.Request) bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.intercept = f
 }
 
 func (n *testNode) total() int {

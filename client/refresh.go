@@ -52,26 +52,32 @@ type RefreshResult struct {
 // downloads and verifies it (or reuses a verified copy), runs the apply
 // hook and checks in with the outcome.
 //
+// Each of the three calls goes to the nearest node that answers, so they
+// may reach different nodes when one fails mid-way; the patch record the
+// bytes are checked against is the one the first call got.
+//
 // A digest mismatch deletes the downloaded bytes, checks in check-failed
 // and returns an error wrapping ErrDigestMismatch; a failed hook checks in
 // apply-failed and returns an error wrapping ErrApplyFailed. In both cases
 // the result is filled in too. Other errors (network, server) are returned
 // without a check-in.
 func (c *Client) Refresh(ctx context.Context, o RefreshOptions) (RefreshResult, error) {
-	s, err := c.session()
-	if err != nil {
-		return RefreshResult{}, fmt.Errorf("refresh: %w", err)
-	}
 	if err := catalog.ValidKernel(o.Kernel); err != nil {
 		return RefreshResult{}, fmt.Errorf("refresh: %w", err)
 	}
 	if err := catalog.ValidArch(o.Arch); err != nil {
 		return RefreshResult{}, fmt.Errorf("refresh: %w", err)
 	}
+	s, err := c.open(ctx, o.Kernel, o.Arch, false)
+	if err != nil {
+		return RefreshResult{}, fmt.Errorf("refresh: %w", err)
+	}
 
 	var p catalog.Patch
 	q := url.Values{"kernel": {o.Kernel}, "arch": {o.Arch}}
-	err = c.apiCall(ctx, s.server, s.token, http.MethodGet, "/v1/client/patch", q, nil, &p)
+	err = s.do(ctx, func(ctx context.Context, t target) error {
+		return c.apiCall(ctx, t.url, t.token, http.MethodGet, "/v1/client/patch", q, nil, &p)
+	})
 	var apiErr *APIError
 	if errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound {
 		res := RefreshResult{State: catalog.StateNothingToApply}
@@ -126,7 +132,7 @@ func (c *Client) Refresh(ctx context.Context, o RefreshOptions) (RefreshResult, 
 }
 
 // checkin reports the machine's state.
-func (c *Client) checkin(ctx context.Context, s session, o RefreshOptions, state catalog.MachineState, version string) (catalog.Machine, error) {
+func (c *Client) checkin(ctx context.Context, s *session, o RefreshOptions, state catalog.MachineState, version string) (catalog.Machine, error) {
 	in := struct {
 		State         catalog.MachineState `json:"state"`
 		Kernel        string               `json:"kernel"`
@@ -136,7 +142,10 @@ func (c *Client) checkin(ctx context.Context, s session, o RefreshOptions, state
 		UptimeSeconds int64                `json:"uptime_seconds"`
 	}{state, o.Kernel, o.Arch, version, c.cfg.ClientVersion, readUptime(c.cfg.UptimeFile)}
 	var m catalog.Machine
-	if err := c.apiCall(ctx, s.server, s.token, http.MethodPost, "/v1/client/checkin", nil, in, &m); err != nil {
+	err := s.do(ctx, func(ctx context.Context, t target) error {
+		return c.apiCall(ctx, t.url, t.token, http.MethodPost, "/v1/client/checkin", nil, in, &m)
+	})
+	if err != nil {
 		return catalog.Machine{}, fmt.Errorf("check in %s: %w", state, err)
 	}
 	return m, nil
@@ -144,7 +153,7 @@ func (c *Client) checkin(ctx context.Context, s session, o RefreshOptions, state
 
 // fetch returns the path of a verified copy of p, downloading it unless a
 // verified copy is already in the state directory.
-func (c *Client) fetch(ctx context.Context, s session, p catalog.Patch) (path string, downloaded bool, err error) {
+func (c *Client) fetch(ctx context.Context, s *session, p catalog.Patch) (path string, downloaded bool, err error) {
 	if err := ensureDir(c.cfg.StateDir); err != nil {
 		return "", false, err
 	}
@@ -164,7 +173,10 @@ func (c *Client) fetch(ctx context.Context, s session, p catalog.Patch) (path st
 	case !errors.Is(err, os.ErrNotExist):
 		return "", false, err
 	}
-	if err := c.download(ctx, s, p, final); err != nil {
+	err = s.do(ctx, func(ctx context.Context, t target) error {
+		return c.download(ctx, t, p, final)
+	})
+	if err != nil {
 		return "", false, err
 	}
 	return final, true, nil
@@ -172,9 +184,10 @@ func (c *Client) fetch(ctx context.Context, s session, p catalog.Patch) (path st
 
 // download streams the blob into a temporary file in the state directory
 // while hashing it, and renames it to final only if it matches p.Digest.
-// On any failure the temporary file is removed.
-func (c *Client) download(ctx context.Context, s session, p catalog.Patch, final string) (err error) {
-	u, err := endpoint(s.server, "/v1/blobs/"+p.Digest, nil, c.cfg.Transport.RequireTLS)
+// On any failure the temporary file is removed, so that the next node
+// starts afresh.
+func (c *Client) download(ctx context.Context, t target, p catalog.Patch, final string) (err error) {
+	u, err := endpoint(t.url, "/v1/blobs/"+p.Digest, nil, c.cfg.Transport.RequireTLS)
 	if err != nil {
 		return err
 	}
@@ -182,11 +195,11 @@ func (c *Client) download(ctx context.Context, s session, p catalog.Patch, final
 	if err != nil {
 		return fmt.Errorf("download %s: %w", p.Digest, err)
 	}
-	req.Header.Set("Authorization", "Bearer "+s.token)
+	req.Header.Set("Authorization", "Bearer "+t.token)
 	req.Header.Set("User-Agent", "patchmesh-client/"+c.cfg.ClientVersion)
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("download %s: %w", p.Digest, err)
+		return fmt.Errorf("download %s: %w", p.Digest, unreachable(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -208,7 +221,9 @@ func (c *Client) download(ctx context.Context, s session, p catalog.Patch, final
 	if total <= 0 {
 		total = resp.ContentLength
 	}
-	var body io.Reader = resp.Body
+	// A read that fails is the node failing mid-way; a write that fails is
+	// this machine's disk, which no other node can help with.
+	var body io.Reader = &downReader{resp.Body}
 	if p.Size > 0 {
 		// One byte more than promised is enough to know the server lies;
 		// reading on would let it fill the disk.
@@ -268,6 +283,17 @@ func (c *Client) runHook(ctx context.Context, hook, path string, p catalog.Patch
 		return fmt.Errorf("%w: %q: %w", ErrApplyFailed, hook, err)
 	}
 	return nil
+}
+
+// downReader marks its reader's errors as the node failing.
+type downReader struct{ r io.Reader }
+
+func (d *downReader) Read(b []byte) (int, error) {
+	n, err := d.r.Read(b)
+	if err != nil && err != io.EOF {
+		err = unreachable(err)
+	}
+	return n, err
 }
 
 // progressReader reports how many bytes went through it.

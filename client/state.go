@@ -7,31 +7,89 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
 // StateFile is the name of the registration file inside the state directory.
 const StateFile = "state.json"
 
-// State is what a machine keeps between runs. The raw machine ID is not
-// here: it goes to the server once, at registration.
+// State is what a machine keeps between runs: how it registered, its
+// token at each node it has used, and its ranking of the nodes serving its
+// tier.
+//
+// The raw machine ID is not here: it goes to each node at registration and
+// only its SHA-256 is kept, so that the client never registers at a further
+// node under another machine's ID.
+//
+// The enrollment token is here, which is a trade-off. It lets the machine
+// register, unattended, at whichever node it fails over to (a machine token
+// is valid only at the node that issued it), so a machine keeps getting
+// patches when its nearest node is gone. The cost is that the state file
+// now holds a credential that can register any machine on the tier, not
+// only this machine's own token: whoever can read the file (root, or the
+// user the client runs as; the file is 0600 in a 0700 directory) can enroll
+// machines until the operator revokes the token. Operators who will not
+// accept that give tier tokens a short life; a machine whose enrollment
+// token expired still uses every node it is registered at.
 type State struct {
-	// Server is the node the machine registered with.
+	// Server is the first contact: the node the machine registered with,
+	// as given at registration. It is the last resort when no ranked node
+	// answers.
 	Server string `json:"server"`
-	// MachineToken is the machine's bearer credential (pmm_…).
-	MachineToken string `json:"machine_token"`
 	// Tier is the tier the machine was registered on.
 	Tier string `json:"tier"`
-	// MachineID is the server's name for the machine: the HMAC of its ID.
+	// MachineID is the first contact's name for the machine: the HMAC of
+	// its ID under that node's key. Other nodes may name it otherwise; see
+	// Registrations.
 	MachineID string `json:"machine_id"`
-	// Registered is when the machine registered.
+	// Registered is when the machine registered with the first contact.
+	Registered time.Time `json:"registered"`
+	// Kernel and Arch are what the machine registered with; further
+	// registrations outside a refresh use them.
+	Kernel string `json:"kernel,omitempty"`
+	Arch   string `json:"arch,omitempty"`
+	// MachineIDSHA256 is the hex SHA-256 of the raw machine ID registered,
+	// to check Config.MachineID against before registering elsewhere.
+	MachineIDSHA256 string `json:"machine_id_sha256,omitempty"`
+	// EnrollmentToken is the tier's auth token (pma_…) the machine
+	// registered with; empty in state written before failover existed,
+	// whose machines use only the nodes they are registered at.
+	EnrollmentToken string `json:"enrollment_token,omitempty"`
+	// Registrations holds the machine's token at each node, by base URL.
+	Registrations map[string]NodeRegistration `json:"registrations"`
+	// Nodes are the nodes serving the tier, nearest first, unreachable
+	// ones last.
+	Nodes []Node `json:"nodes,omitempty"`
+	// Ranked is when Nodes was last learned and measured.
+	Ranked time.Time `json:"ranked,omitzero"`
+	// RerankDue is set after a failover, so that the next call learns and
+	// measures the nodes again instead of waiting for Config.RerankEvery.
+	RerankDue bool `json:"rerank_due,omitempty"`
+}
+
+// NodeRegistration is the machine's registration at one node.
+type NodeRegistration struct {
+	// MachineToken is the machine's bearer credential there (pmm_…).
+	MachineToken string `json:"machine_token"`
+	// MachineID is that node's name for the machine.
+	MachineID string `json:"machine_id,omitempty"`
+	// Registered is when the machine registered there.
 	Registered time.Time `json:"registered"`
 }
 
-// LoadState reads the state directory's registration. ErrNotRegistered if
-// there is none.
+// legacyState is the state file written before machines used more than one
+// node: one server and its token.
+type legacyState struct {
+	MachineToken string `json:"machine_token"`
+}
+
+// LoadState reads the state directory's registration, migrating a file in
+// the one-server format (which the next write replaces). ErrNotRegistered
+// if there is none.
 func LoadState(dir string) (State, error) {
-	b, err := os.ReadFile(filepath.Join(dir, StateFile))
+	path := filepath.Join(dir, StateFile)
+	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return State{}, fmt.Errorf("%w (no %s in %s)", ErrNotRegistered, StateFile, dir)
 	}
@@ -40,12 +98,35 @@ func LoadState(dir string) (State, error) {
 	}
 	var s State
 	if err := json.Unmarshal(b, &s); err != nil {
-		return State{}, fmt.Errorf("read state %s: %w", filepath.Join(dir, StateFile), err)
+		return State{}, fmt.Errorf("read state %s: %w", path, err)
 	}
-	if s.Server == "" || s.MachineToken == "" {
-		return State{}, fmt.Errorf("%w (%s lacks server or token)", ErrNotRegistered, filepath.Join(dir, StateFile))
+	if s.Registrations == nil {
+		var old legacyState
+		if err := json.Unmarshal(b, &old); err != nil {
+			return State{}, fmt.Errorf("read state %s: %w", path, err)
+		}
+		s = migrate(s, old)
+	}
+	if s.Server == "" || len(s.Registrations) == 0 {
+		return State{}, fmt.Errorf("%w (%s lacks server or token)", ErrNotRegistered, path)
 	}
 	return s, nil
+}
+
+// migrate turns a one-server state into the current form: its token is
+// the registration at its server, which is the only node known until the
+// first call learns the rest. Such a machine has no enrollment token, so it
+// can use other nodes only once it is registered there anew.
+func migrate(s State, old legacyState) State {
+	s.Registrations = map[string]NodeRegistration{}
+	if s.Server == "" || old.MachineToken == "" {
+		return s
+	}
+	s.Server = strings.TrimRight(s.Server, "/")
+	s.Registrations[s.Server] = NodeRegistration{MachineToken: old.MachineToken, MachineID: s.MachineID, Registered: s.Registered}
+	s.Nodes = []Node{{URL: s.Server}}
+	s.RerankDue = true
+	return s
 }
 
 // saveState writes the registration atomically, mode 0600 in a 0700

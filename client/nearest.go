@@ -1,0 +1,271 @@
+package client
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/patchmesh/patchmesh/catalog"
+)
+
+// nodeDown marks an error as the node failing to answer (the network, a
+// timeout, an answer cut short) rather than the node answering no.
+type nodeDown struct{ err error }
+
+func (e *nodeDown) Error() string { return e.err.Error() }
+func (e *nodeDown) Unwrap() error { return e.err }
+
+func unreachable(err error) error { return &nodeDown{err} }
+
+// failsOver reports whether err means "try the next node": the node did
+// not answer, or answered 5xx (503 overloaded included). Any other answer
+// is the mesh's answer, the same at every node, and trying elsewhere would
+// only repeat it.
+func failsOver(err error) bool {
+	var down *nodeDown
+	if errors.As(err, &down) {
+		return true
+	}
+	var apiErr *APIError
+	return errors.As(err, &apiErr) && apiErr.Status >= 500
+}
+
+func refusedToken(err error) bool {
+	var apiErr *APIError
+	return errors.As(err, &apiErr) && apiErr.Status == http.StatusUnauthorized
+}
+
+// session is one operation's view of the machine's state: the nodes to try
+// and the tokens to try them with. It saves the state as it changes, since
+// a registration replaces the machine's earlier token at that node.
+type session struct {
+	c  *Client
+	st State
+	// host is the kernel and arch to register with at a further node.
+	kernel, arch string
+	// down are the nodes that failed during this operation; later calls of
+	// the operation try them last.
+	down map[string]bool
+}
+
+// target is one node and the machine's token there.
+type target struct {
+	url, token string
+}
+
+// open loads the state and, when the ranking is stale, a failover left it
+// suspect or force says so, learns the node list again and re-measures.
+// kernel and arch are used for registrations at further nodes; empty means
+// the ones the machine registered with.
+func (c *Client) open(ctx context.Context, kernel, arch string, force bool) (*session, error) {
+	st, err := LoadState(c.cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	s := &session{c: c, st: st, kernel: kernel, arch: arch, down: map[string]bool{}}
+	if s.kernel == "" {
+		s.kernel, s.arch = st.Kernel, st.Arch
+	}
+	if force || st.RerankDue || time.Since(st.Ranked) > c.cfg.RerankEvery {
+		if err := s.rerank(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func (s *session) save() error {
+	return saveState(s.c.cfg.StateDir, s.st)
+}
+
+// order is the nodes to try, best first: the ranking, then the first
+// contact; nodes that failed in this operation go last. Nodes the client may not use (plain http under RequireTLS, or no
+// registration and no way to make one) are left out; err says why when
+// that leaves none.
+func (s *session) order() ([]string, error) {
+	var cands []string
+	for _, n := range s.st.Nodes {
+		cands = append(cands, n.URL)
+	}
+	cands = append(cands, s.st.Server)
+
+	var up, down []string
+	var skipped []error
+	seen := map[string]bool{}
+	for _, u := range cands {
+		if u == "" || seen[u] {
+			continue
+		}
+		seen[u] = true
+		if err := checkURL(u, s.c.cfg.Transport.RequireTLS); err != nil {
+			skipped = append(skipped, err)
+			continue
+		}
+		if _, ok := s.st.Registrations[u]; !ok {
+			if err := s.canRegister(); err != nil {
+				skipped = append(skipped, fmt.Errorf("%s: %w", u, err))
+				continue
+			}
+		}
+		if s.down[u] {
+			down = append(down, u)
+		} else {
+			up = append(up, u)
+		}
+	}
+	if len(up)+len(down) == 0 {
+		return nil, fmt.Errorf("no node to use: %w", errors.Join(skipped...))
+	}
+	return append(up, down...), nil
+}
+
+// errNoEnrollment says why a machine cannot register at a further node.
+var errNoEnrollment = errors.New("not registered there and no enrollment token saved (registered before failover existed; register again to enable it)")
+
+// canRegister says whether the machine may register at a node it has no
+// token for.
+func (s *session) canRegister() error {
+	switch {
+	case s.st.EnrollmentToken == "":
+		return errNoEnrollment
+	case s.c.cfg.MachineID == "":
+		return errors.New("not registered there and no machine ID given to register with")
+	case machineIDHash(s.c.cfg.MachineID) != s.st.MachineIDSHA256:
+		return errors.New("not registered there, and the machine ID given is not the one this machine registered with")
+	}
+	return nil
+}
+
+// do runs call against the nodes in order until one answers. A node that
+// does not answer, or answers 5xx, passes the call to the next; at a node
+// where the machine has no token, or its token is refused (401), the
+// machine registers with the enrollment token and tries once more; any
+// other answer, success or refusal, is returned. At most one call per node
+// plus, per node, one registration and the retry after it.
+func (s *session) do(ctx context.Context, call func(context.Context, target) error) error {
+	nodes, err := s.order()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for i, u := range nodes {
+		err := s.tryNode(ctx, u, call)
+		if err == nil {
+			if i > 0 {
+				// The nearest node failed: measure again on the next call
+				// rather than keep paying for its timeout.
+				s.st.RerankDue = true
+				if err := s.save(); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		if ctx.Err() != nil || !failsOver(err) {
+			return err
+		}
+		s.down[u] = true
+		errs = append(errs, err)
+	}
+	return fmt.Errorf("no node answered (%d tried): %w", len(nodes), errors.Join(errs...))
+}
+
+// tryNode runs call at the node u, registering there first when the
+// machine has no token for it and once more if its token is refused.
+// Registration failures pass the call to the next node: this node does
+// not know the enrollment token (yet), or is down.
+func (s *session) tryNode(ctx context.Context, u string, call func(context.Context, target) error) error {
+	reg, ok := s.st.Registrations[u]
+	fresh := false
+	if !ok {
+		var err error
+		if reg, err = s.registerAt(ctx, u); err != nil {
+			return err
+		}
+		fresh = true
+	}
+	err := call(ctx, target{u, reg.MachineToken})
+	if !refusedToken(err) {
+		return err
+	}
+	if !fresh && s.canRegister() == nil {
+		if reg, err = s.registerAt(ctx, u); err != nil {
+			return err
+		}
+		err = call(ctx, target{u, reg.MachineToken})
+	}
+	if refusedToken(err) {
+		// The node will not take this machine: another node may.
+		return unreachable(fmt.Errorf("%s refused the machine's token: %w", u, err))
+	}
+	return err
+}
+
+// registerAt registers the machine at u with the enrollment token and
+// saves the new token at once: registering again replaces the machine's
+// earlier token there, so a lost answer would leave the machine with a
+// dead token.
+func (s *session) registerAt(ctx context.Context, u string) (NodeRegistration, error) {
+	if err := s.canRegister(); err != nil {
+		return NodeRegistration{}, unreachable(fmt.Errorf("%s: %w", u, err))
+	}
+	got, err := s.c.registerAt(ctx, u, s.st.EnrollmentToken, RegisterRequest{
+		MachineID: s.c.cfg.MachineID, Kernel: s.kernel, Arch: s.arch,
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			err = unreachable(err)
+		}
+		return NodeRegistration{}, fmt.Errorf("register at %s: %w", u, err)
+	}
+	if got.tier != s.st.Tier {
+		// The token means another tier there: using that node would fetch
+		// another tier's patches.
+		return NodeRegistration{}, unreachable(fmt.Errorf("register at %s: it put the machine on tier %q, not %q", u, got.tier, s.st.Tier))
+	}
+	s.st.Registrations[u] = got.reg
+	if err := s.save(); err != nil {
+		return NodeRegistration{}, err
+	}
+	return got.reg, nil
+}
+
+// registered is a node's answer to a registration.
+type registered struct {
+	reg     NodeRegistration
+	tier    string
+	machine catalog.Machine
+}
+
+// registerAt sends one registration to server with the auth token.
+func (c *Client) registerAt(ctx context.Context, server, authToken string, r RegisterRequest) (registered, error) {
+	in := map[string]string{
+		"machine_id":     r.MachineID,
+		"kernel":         r.Kernel,
+		"arch":           r.Arch,
+		"client_version": c.cfg.ClientVersion,
+	}
+	var out struct {
+		MachineToken string          `json:"machine_token"`
+		Tier         string          `json:"tier"`
+		Machine      catalog.Machine `json:"machine"`
+	}
+	if err := c.apiCall(ctx, server, authToken, http.MethodPost, "/v1/client/register", nil, in, &out); err != nil {
+		return registered{}, err
+	}
+	if !strings.HasPrefix(out.MachineToken, "pmm_") {
+		return registered{}, errors.New("the server's answer holds no machine token")
+	}
+	reg := NodeRegistration{MachineToken: out.MachineToken, MachineID: out.Machine.ID, Registered: time.Now().UTC()}
+	return registered{reg, out.Tier, out.Machine}, nil
+}
+
+func machineIDHash(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(sum[:])
+}
