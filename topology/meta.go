@@ -1,0 +1,58 @@
+package topology
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// MetaMaxSize is memberlist's limit on a node's metadata, in bytes.
+const MetaMaxSize = memberlist.MetaMaxSize
+
+// ErrMetaTooLarge is returned by Meta.Encode when the encoding would not fit
+// in memberlist's node metadata. Memberlist panics on oversized metadata and
+// a truncated one would not decode, so the caller must shrink it instead.
+var ErrMetaTooLarge = errors.New("topology: node meta too large")
+
+// Meta is what a node tells the mesh about itself. It travels in memberlist's
+// node metadata, limited to MetaMaxSize bytes, hence the short JSON keys.
+type Meta struct {
+	Name     string   `json:"n"`
+	Role     string   `json:"r"`            // hub, relay, edge
+	DC       string   `json:"dc"`           // data centre
+	API      string   `json:"api"`          // base URL machines and downstreams use
+	Upstream string   `json:"up,omitempty"` // API URL of the upstream in use ("" on the hub)
+	Head     int64    `json:"h"`            // the node's change-log head seq
+	Synced   int64    `json:"s"`            // sum over its links of hub seq applied (0 on the hub)
+	Lag      int64    `json:"l,omitempty"`  // hub records its links have not applied yet (0 on the hub)
+	Tiers    []string `json:"t"`            // tiers it serves
+	Version  string   `json:"v"`
+}
+
+// Encode returns the compact encoding of m, or ErrMetaTooLarge if it exceeds
+// MetaMaxSize (typically because of too many tiers).
+func (m Meta) Encode() ([]byte, error) {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("topology: encode meta: %w", err)
+	}
+	if len(b) > MetaMaxSize {
+		return nil, fmt.Errorf("%w: %d bytes with %d tiers, limit %d", ErrMetaTooLarge, len(b), len(m.Tiers), MetaMaxSize)
+	}
+	return b, nil
+}
+
+// DecodeMeta decodes what Encode produced. Unknown keys are ignored so that
+// a newer node can add fields without older ones dropping it.
+func DecodeMeta(b []byte) (Meta, error) {
+	var m Meta
+	if len(b) == 0 {
+		return m, nil
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return Meta{}, fmt.Errorf("topology: decode meta: %w", err)
+	}
+	return m, nil
+}

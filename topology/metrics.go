@@ -1,0 +1,37 @@
+package topology
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Collector exports gossip membership and traffic, read from Stats at
+// scrape time.
+type Collector struct{ t *Topology }
+
+// NewCollector returns a collector over t.
+func NewCollector(t *Topology) *Collector { return &Collector{t: t} }
+
+var (
+	descMembers = prometheus.NewDesc("patchmesh_gossip_members",
+		"Members this node knows, by health state (dead and left ones are kept for a while).",
+		[]string{"state"}, nil)
+	descSent = prometheus.NewDesc("patchmesh_gossip_sent_bytes_total",
+		"Bytes this node sent on gossip, UDP and TCP, encrypted.", nil, nil)
+	descReceived = prometheus.NewDesc("patchmesh_gossip_received_bytes_total",
+		"Bytes this node received on gossip, UDP and TCP, encrypted.", nil, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descMembers
+	ch <- descSent
+	ch <- descReceived
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.t.Stats()
+	for _, state := range []string{Alive, Suspect, Dead, Left} {
+		ch <- prometheus.MustNewConstMetric(descMembers, prometheus.GaugeValue, float64(s.Members[state]), state)
+	}
+	ch <- prometheus.MustNewConstMetric(descSent, prometheus.CounterValue, float64(s.SentBytes))
+	ch <- prometheus.MustNewConstMetric(descReceived, prometheus.CounterValue, float64(s.ReceivedBytes))
+}

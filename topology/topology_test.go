@@ -1,0 +1,518 @@
+package topology
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Every node gets its own loopback address, so tests never collide on ports
+// with each other or with other packages' tests.
+var lastIP atomic.Int32
+
+func loopback(t *testing.T) string {
+	n := lastIP.Add(1)
+	if n > 250 {
+		t.Fatal("out of loopback addresses for this test binary")
+	}
+	return fmt.Sprintf("127.0.77.%d", n)
+}
+
+// testLog discards unless TOPOLOGY_TEST_LOG is set: memberlist logs from
+// goroutines that may outlive a test, where t.Log would panic.
+func testLog() *slog.Logger {
+	if os.Getenv("TOPOLOGY_TEST_LOG") == "" {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// fast is the local profile sped up so failures are detected in about a
+// second.
+func fast(t *testing.T, name string, keys [][]byte, join ...string) Config {
+	return Config{
+		Name:             name,
+		BindAddr:         loopback(t),
+		Profile:          "local",
+		Join:             join,
+		ProbeInterval:    100 * time.Millisecond,
+		ProbeTimeout:     50 * time.Millisecond,
+		GossipInterval:   20 * time.Millisecond,
+		PushPullInterval: 500 * time.Millisecond,
+		SuspicionMult:    4,
+		JoinRetry:        200 * time.Millisecond,
+		Keys:             keys,
+		Log:              testLog(),
+	}
+}
+
+// deadBound is the longest memberlist should take to declare a crashed
+// member dead: one probe round to notice, the longest suspicion timeout
+// (the local profile's SuspicionMaxTimeoutMult is 6), and slack for gossip
+// and a slow machine under -race.
+func deadBound(cfg Config, members int) time.Duration {
+	detect := time.Duration(members)*cfg.ProbeInterval + cfg.ProbeTimeout
+	suspicion := 6 * time.Duration(cfg.SuspicionMult) * cfg.ProbeInterval
+	return detect + suspicion + 3*time.Second
+}
+
+func key(t *testing.T) []byte {
+	k, err := NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// recorder keeps every OnChange call.
+type recorder struct {
+	mu   sync.Mutex
+	seen []Member
+}
+
+func (r *recorder) on(m Member) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.seen = append(r.seen, m)
+}
+
+// states returns the successive states reported for name.
+func (r *recorder) states(name string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, m := range r.seen {
+		if m.Name == name && (len(out) == 0 || out[len(out)-1] != m.State) {
+			out = append(out, m.State)
+		}
+	}
+	return out
+}
+
+func (r *recorder) any(f func(Member) bool) (Member, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, m := range r.seen {
+		if f(m) {
+			return m, true
+		}
+	}
+	return Member{}, false
+}
+
+func start(t *testing.T, cfg Config) *Topology {
+	t.Helper()
+	top, err := Start(context.Background(), cfg)
+	if err != nil {
+		if top != nil {
+			top.Close()
+		}
+		t.Fatalf("start %s: %v", cfg.Name, err)
+	}
+	t.Cleanup(func() { top.Close() })
+	return top
+}
+
+// waitFor polls cond every 10ms until it holds or the timeout passes; on
+// timeout it fails with cond's last description of what it saw.
+func waitFor(t *testing.T, timeout time.Duration, want string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, got := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: want %s; got %s", timeout, want, got)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func summary(ms []Member) string {
+	var parts []string
+	for _, m := range ms {
+		parts = append(parts, fmt.Sprintf("%s=%s(h%d)", m.Name, m.State, m.Head))
+	}
+	return "[" + strings.Join(parts, " ") + "]"
+}
+
+// seesAlive reports whether top sees exactly names, all alive.
+func seesAlive(top *Topology, names ...string) (bool, string) {
+	ms := top.Members()
+	if len(ms) != len(names) {
+		return false, summary(ms)
+	}
+	for i, m := range ms {
+		if m.Name != names[i] || m.State != Alive {
+			return false, summary(ms)
+		}
+	}
+	return true, ""
+}
+
+func TestThreeNodesShareMetaAndUpdates(t *testing.T) {
+	k := [][]byte{key(t)}
+	var head atomic.Int64
+	meta := func(name, role string) func() Meta {
+		return func() Meta {
+			m := Meta{Role: role, DC: "dc1", API: "http://" + name + ".test:8080", Tiers: []string{"stable", "beta"}, Version: "test"}
+			if name == "a" {
+				m.Head = head.Load()
+			}
+			return m
+		}
+	}
+	var recB recorder
+	ca := fast(t, "a", k)
+	ca.Meta = meta("a", "hub")
+	a := start(t, ca)
+	cb := fast(t, "b", k, a.LocalAddr())
+	cb.Meta, cb.OnChange = meta("b", "relay"), recB.on
+	b := start(t, cb)
+	cc := fast(t, "c", k, b.LocalAddr())
+	cc.Meta = meta("c", "edge")
+	c := start(t, cc)
+
+	for _, top := range []*Topology{a, b, c} {
+		waitFor(t, 5*time.Second, "a, b, c alive", func() (bool, string) { return seesAlive(top, "a", "b", "c") })
+		if !top.stateReadable.Load() {
+			t.Fatal("memberlist's node states are not readable: has nodeState's layout changed? see nodestate.go")
+		}
+	}
+	ms := c.Members()
+	if ms[0].Role != "hub" || ms[0].DC != "dc1" || ms[0].API != "http://a.test:8080" ||
+		!slices.Equal(ms[0].Tiers, []string{"stable", "beta"}) || ms[0].Addr != a.LocalAddr() || ms[0].Self {
+		t.Errorf("c's view of a: got %+v", ms[0])
+	}
+	if !ms[2].Self || ms[1].Self {
+		t.Errorf("Self: want only c on c, got %+v", ms)
+	}
+	if m, ok := a.ByAPI("http://b.test:8080/"); !ok || m.Name != "b" || m.Role != "relay" {
+		t.Errorf("ByAPI(b's URL): want b, got %+v %v", m, ok)
+	}
+	if _, ok := a.ByAPI("http://nobody.test"); ok {
+		t.Error("ByAPI(unknown URL): found a member")
+	}
+	if m, ok := b.Member("c"); !ok || m.Role != "edge" {
+		t.Errorf("Member(c): got %+v %v", m, ok)
+	}
+
+	// A burst of updates: only the last value matters, and it must arrive.
+	for i := int64(1); i <= 42; i++ {
+		head.Store(i)
+		a.UpdateMeta()
+	}
+	for _, top := range []*Topology{b, c} {
+		waitFor(t, 5*time.Second, "a's head 42", func() (bool, string) {
+			m, _ := top.Member("a")
+			return m.Head == 42, summary(top.Members())
+		})
+	}
+	waitFor(t, time.Second, "b's OnChange to report a's join and its new head", func() (bool, string) {
+		_, joined := recB.any(func(m Member) bool { return m.Name == "a" && m.State == Alive })
+		_, updated := recB.any(func(m Member) bool { return m.Name == "a" && m.Head == 42 })
+		return joined && updated, fmt.Sprintf("joined=%v updated=%v", joined, updated)
+	})
+}
+
+func TestCrashIsSuspectThenDeadAndLeaveIsLeft(t *testing.T) {
+	k := [][]byte{key(t)}
+	var rec recorder
+	ca := fast(t, "a", k)
+	ca.OnChange = rec.on
+	a := start(t, ca)
+	b := start(t, fast(t, "b", k, a.LocalAddr()))
+	cc := fast(t, "c", k, a.LocalAddr())
+	c := start(t, cc)
+	d := start(t, fast(t, "d", k, a.LocalAddr()))
+	waitFor(t, 5*time.Second, "a, b, c, d alive", func() (bool, string) { return seesAlive(a, "a", "b", "c", "d") })
+
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	bound := deadBound(cc, 4)
+	waitFor(t, bound, "a to see c dead", func() (bool, string) {
+		m, _ := a.Member("c")
+		return m.State == Dead, summary(a.Members())
+	})
+	if got := rec.states("c"); !slices.Equal(got, []string{Alive, Suspect, Dead}) {
+		t.Errorf("states of c reported to a's OnChange: want alive, suspect, dead; got %v", got)
+	}
+
+	if err := b.Leave(2 * time.Second); err != nil {
+		t.Fatalf("leave: %v", err)
+	}
+	waitFor(t, bound, "a to see b left", func() (bool, string) {
+		m, _ := a.Member("b")
+		return m.State == Left, summary(a.Members())
+	})
+	if got := rec.states("b"); slices.Contains(got, Dead) {
+		t.Errorf("b left gracefully but a saw it dead: %v", got)
+	}
+	if err := b.Leave(time.Second); !errors.Is(err, ErrClosed) {
+		t.Errorf("second Leave: want ErrClosed, got %v", err)
+	}
+	// Dead and left members stay listed for operators.
+	st := a.Stats().Members
+	if st[Alive] != 2 || st[Dead] != 1 || st[Left] != 1 {
+		t.Errorf("a's members by state: want 2 alive, 1 dead, 1 left; got %v (%s)", st, summary(a.Members()))
+	}
+	if ok, got := seesAlive(d, "a", "d"); ok {
+		t.Errorf("d forgot b and c: %s", got)
+	}
+}
+
+func TestWrongKeyCannotJoin(t *testing.T) {
+	k := [][]byte{key(t)}
+	var recA, recB recorder
+	ca := fast(t, "a", k)
+	ca.OnChange = recA.on
+	a := start(t, ca)
+	cb := fast(t, "b", k, a.LocalAddr())
+	cb.OnChange = recB.on
+	b := start(t, cb)
+	waitFor(t, 5*time.Second, "a, b alive", func() (bool, string) { return seesAlive(a, "a", "b") })
+
+	x, err := Start(context.Background(), fast(t, "x", [][]byte{key(t)}, a.LocalAddr(), b.LocalAddr()))
+	if !errors.Is(err, ErrNotJoined) || x == nil {
+		t.Fatalf("start with another key: want a Topology and ErrNotJoined, got %v, %v", x, err)
+	}
+	defer x.Close()
+	// Let x retry joining and a and b push-pull a few times.
+	time.Sleep(1500 * time.Millisecond)
+	for name, rec := range map[string]*recorder{"a": &recA, "b": &recB} {
+		if m, ok := rec.any(func(m Member) bool { return m.Name == "x" }); ok {
+			t.Errorf("%s saw the node with the wrong key: %+v", name, m)
+		}
+	}
+	if ok, got := seesAlive(a, "a", "b"); !ok {
+		t.Errorf("a: want a and b only, got %s", got)
+	}
+	if ok, got := seesAlive(x, "x"); !ok {
+		t.Errorf("x: want itself only, got %s", got)
+	}
+}
+
+func TestStartRefuses(t *testing.T) {
+	good := fast(t, "n", [][]byte{key(t)})
+	tests := []struct {
+		name   string
+		change func(*Config)
+		want   error
+	}{
+		{"no key", func(c *Config) { c.Keys = nil }, ErrNoKeys},
+		{"key of 20 bytes", func(c *Config) { c.Keys = [][]byte{make([]byte, 20)} }, nil},
+		{"no name", func(c *Config) { c.Name = "" }, nil},
+		{"unknown profile", func(c *Config) { c.Profile = "moon" }, nil},
+		{"meta over the limit", func(c *Config) {
+			c.Meta = func() Meta { return Meta{Tiers: manyTiers(100)} }
+		}, ErrMetaTooLarge},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := good
+			tc.change(&cfg)
+			top, err := Start(context.Background(), cfg)
+			if err == nil {
+				top.Close()
+				t.Fatal("Start succeeded")
+			}
+			if tc.want != nil && !errors.Is(err, tc.want) {
+				t.Errorf("want %v, got %v", tc.want, err)
+			}
+		})
+	}
+}
+
+func TestKeyRotationKeepsTheClusterTogether(t *testing.T) {
+	oldKey, newKey := key(t), key(t)
+	recs := map[string]*recorder{}
+	node := func(name string, keys [][]byte, join ...string) *Topology {
+		cfg := fast(t, name, keys, join...)
+		rec := &recorder{}
+		recs[name] = rec
+		cfg.OnChange = rec.on
+		return start(t, cfg)
+	}
+	a := node("a", [][]byte{oldKey})
+	b := node("b", [][]byte{oldKey}, a.LocalAddr())
+	// A node configured for the rotation ahead: old primary, new installed.
+	c := node("c", [][]byte{oldKey, newKey}, a.LocalAddr())
+	all := []*Topology{a, b, c}
+	for _, top := range all {
+		waitFor(t, 5*time.Second, "a, b, c alive", func() (bool, string) { return seesAlive(top, "a", "b", "c") })
+	}
+	settle := func() { time.Sleep(500 * time.Millisecond) } // a few probe rounds per phase
+
+	for _, top := range all {
+		if err := top.InstallKey(newKey); err != nil {
+			t.Fatal(err)
+		}
+	}
+	settle()
+	for _, top := range all {
+		if err := top.UseKey(newKey); err != nil {
+			t.Fatal(err)
+		}
+	}
+	settle()
+	if err := a.RemoveKey(newKey); err == nil {
+		t.Error("removing the primary key: want an error")
+	}
+	for _, top := range all {
+		if err := top.RemoveKey(oldKey); err != nil {
+			t.Fatal(err)
+		}
+	}
+	settle()
+
+	for name, rec := range recs {
+		if m, ok := rec.any(func(m Member) bool { return m.State != Alive }); ok {
+			t.Errorf("%s saw %s %s during the rotation", name, m.Name, m.State)
+		}
+	}
+	for _, top := range all {
+		if ok, got := seesAlive(top, "a", "b", "c"); !ok {
+			t.Errorf("after rotation: want a, b, c alive, got %s", got)
+		}
+	}
+
+	stale, err := Start(context.Background(), fast(t, "stale", [][]byte{oldKey}, a.LocalAddr()))
+	if !errors.Is(err, ErrNotJoined) {
+		t.Errorf("a node with only the removed key: want ErrNotJoined, got %v", err)
+	}
+	if stale != nil {
+		stale.Close()
+	}
+	fresh := node("fresh", [][]byte{newKey}, b.LocalAddr())
+	waitFor(t, 5*time.Second, "fresh in the cluster", func() (bool, string) { return seesAlive(fresh, "a", "b", "c", "fresh") })
+	if _, ok := recs["a"].any(func(m Member) bool { return m.Name == "stale" }); ok {
+		t.Error("a saw the node with the removed key")
+	}
+}
+
+func TestJoinRetriesUntilAPeerStarts(t *testing.T) {
+	k := [][]byte{key(t)}
+	bAddr := loopback(t)
+	l, err := net.Listen("tcp", bAddr+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bPort := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+
+	a, err := Start(context.Background(), fast(t, "a", k, fmt.Sprintf("%s:%d", bAddr, bPort)))
+	if !errors.Is(err, ErrNotJoined) || a == nil {
+		t.Fatalf("start before the peer: want a Topology and ErrNotJoined, got %v, %v", a, err)
+	}
+	t.Cleanup(func() { a.Close() })
+	cb := fast(t, "b", k)
+	cb.BindAddr, cb.BindPort = bAddr, bPort
+	b := start(t, cb)
+	waitFor(t, 5*time.Second, "a and b together", func() (bool, string) { return seesAlive(b, "a", "b") })
+}
+
+func TestStartGivesUpWithContext(t *testing.T) {
+	// A peer that accepts the join's connection and never answers.
+	l, err := net.Listen("tcp", loopback(t)+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	top, err := Start(ctx, fast(t, "a", [][]byte{key(t)}, l.Addr().String()))
+	if top != nil {
+		top.Close()
+		t.Error("Start with a cancelled context returned a Topology")
+	}
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("want context.Canceled, got %v", err)
+	}
+}
+
+func TestGossipTrafficIsCountedAndExported(t *testing.T) {
+	k := [][]byte{key(t)}
+	a := start(t, fast(t, "a", k))
+	b := start(t, fast(t, "b", k, a.LocalAddr()))
+	waitFor(t, 5*time.Second, "a, b alive", func() (bool, string) { return seesAlive(a, "a", "b") })
+
+	s0 := a.Stats()
+	if s0.SentBytes == 0 || s0.ReceivedBytes == 0 {
+		t.Errorf("after joining: want bytes both ways, got sent %d received %d", s0.SentBytes, s0.ReceivedBytes)
+	}
+	waitFor(t, 5*time.Second, "traffic to keep growing", func() (bool, string) {
+		s := a.Stats()
+		return s.SentBytes > s0.SentBytes && s.ReceivedBytes > s0.ReceivedBytes,
+			fmt.Sprintf("sent %d→%d received %d→%d", s0.SentBytes, s.SentBytes, s0.ReceivedBytes, s.ReceivedBytes)
+	})
+	if got := b.Stats().Members; got[Alive] != 2 || got[Dead] != 0 {
+		t.Errorf("b's members by state: want 2 alive, got %v", got)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewCollector(a))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			name := mf.GetName()
+			for _, l := range m.GetLabel() {
+				name += "/" + l.GetValue()
+			}
+			got[name] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	if got["patchmesh_gossip_members/alive"] != 2 || got["patchmesh_gossip_members/dead"] != 0 {
+		t.Errorf("members gauge: got %v", got)
+	}
+	if got["patchmesh_gossip_sent_bytes_total"] <= 0 || got["patchmesh_gossip_received_bytes_total"] <= 0 {
+		t.Errorf("byte counters: got %v", got)
+	}
+}
+
+func TestOversizedMetaLaterKeepsTheLastGood(t *testing.T) {
+	k := [][]byte{key(t)}
+	var big atomic.Bool
+	ca := fast(t, "a", k)
+	ca.Meta = func() Meta {
+		if big.Load() {
+			return Meta{Role: "hub", Head: 2, Tiers: manyTiers(100)}
+		}
+		return Meta{Role: "hub", Head: 1}
+	}
+	a := start(t, ca)
+	b := start(t, fast(t, "b", k, a.LocalAddr()))
+	waitFor(t, 5*time.Second, "a, b alive", func() (bool, string) { return seesAlive(b, "a", "b") })
+	big.Store(true)
+	a.UpdateMeta()
+	time.Sleep(300 * time.Millisecond) // several gossip intervals
+	if m, _ := b.Member("a"); m.Head != 1 || m.Role != "hub" {
+		t.Errorf("b's view of a after an oversized update: want the last good meta (head 1), got %+v", m.Meta)
+	}
+}

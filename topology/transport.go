@@ -1,0 +1,164 @@
+package topology
+
+import (
+	"fmt"
+	"log"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// countingTransport is memberlist's NetTransport with every byte counted:
+// packets written and read, and both directions of every stream, dialled or
+// accepted. The counts are of what goes on the wire, so they include
+// encryption overhead.
+type countingTransport struct {
+	inner          *memberlist.NetTransport
+	sent, received atomic.Int64
+
+	packets chan *memberlist.Packet
+	streams chan net.Conn
+	done    chan struct{}
+	wg      sync.WaitGroup
+	once    sync.Once
+}
+
+var _ memberlist.NodeAwareTransport = (*countingTransport)(nil)
+
+// newCountingTransport listens on addr:port. With port 0 the kernel picks a
+// TCP port and the UDP listener must get the same one, which another process
+// can take in between, so that case is retried like memberlist does.
+func newCountingTransport(addr string, port int, logger *log.Logger) (*countingTransport, error) {
+	attempts := 1
+	if port == 0 {
+		attempts = 10
+	}
+	var inner *memberlist.NetTransport
+	var err error
+	for range attempts {
+		inner, err = memberlist.NewNetTransport(&memberlist.NetTransportConfig{
+			BindAddrs: []string{addr},
+			BindPort:  port,
+			Logger:    logger,
+		})
+		if err == nil || !strings.Contains(err.Error(), "address already in use") {
+			break
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("topology: listen on %s port %d: %w", addr, port, err)
+	}
+	c := &countingTransport{
+		inner:   inner,
+		packets: make(chan *memberlist.Packet),
+		streams: make(chan net.Conn),
+		done:    make(chan struct{}),
+	}
+	c.wg.Add(2)
+	go c.forwardPackets()
+	go c.forwardStreams()
+	return c, nil
+}
+
+func (c *countingTransport) port() int { return c.inner.GetAutoBindPort() }
+
+func (c *countingTransport) forwardPackets() {
+	defer c.wg.Done()
+	for {
+		select {
+		case p := <-c.inner.PacketCh():
+			c.received.Add(int64(len(p.Buf)))
+			select {
+			case c.packets <- p:
+			case <-c.done:
+				return
+			}
+		case <-c.done:
+			return
+		}
+	}
+}
+
+func (c *countingTransport) forwardStreams() {
+	defer c.wg.Done()
+	for {
+		select {
+		case conn := <-c.inner.StreamCh():
+			select {
+			case c.streams <- c.count(conn):
+			case <-c.done:
+				conn.Close()
+				return
+			}
+		case <-c.done:
+			return
+		}
+	}
+}
+
+func (c *countingTransport) count(conn net.Conn) net.Conn {
+	return &countingConn{Conn: conn, t: c}
+}
+
+func (c *countingTransport) FinalAdvertiseAddr(ip string, port int) (net.IP, int, error) {
+	return c.inner.FinalAdvertiseAddr(ip, port)
+}
+
+func (c *countingTransport) WriteTo(b []byte, addr string) (time.Time, error) {
+	return c.WriteToAddress(b, memberlist.Address{Addr: addr})
+}
+
+func (c *countingTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
+	ts, err := c.inner.WriteToAddress(b, a)
+	if err == nil {
+		c.sent.Add(int64(len(b)))
+	}
+	return ts, err
+}
+
+func (c *countingTransport) PacketCh() <-chan *memberlist.Packet { return c.packets }
+
+func (c *countingTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	return c.DialAddressTimeout(memberlist.Address{Addr: addr}, timeout)
+}
+
+func (c *countingTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
+	conn, err := c.inner.DialAddressTimeout(a, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return c.count(conn), nil
+}
+
+func (c *countingTransport) StreamCh() <-chan net.Conn { return c.streams }
+
+// Shutdown stops the listeners before the forwarders: NetTransport's
+// listeners block handing a packet or stream over until someone reads it,
+// and memberlist keeps reading until this returns.
+func (c *countingTransport) Shutdown() error {
+	err := c.inner.Shutdown()
+	c.once.Do(func() { close(c.done) })
+	c.wg.Wait()
+	return err
+}
+
+type countingConn struct {
+	net.Conn
+	t *countingTransport
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.t.received.Add(int64(n))
+	return n, err
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.t.sent.Add(int64(n))
+	return n, err
+}
