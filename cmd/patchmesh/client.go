@@ -11,24 +11,35 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/patchmesh/patchmesh/catalog"
 	"github.com/patchmesh/patchmesh/client"
 )
 
-const clientUsage = `Usage: patchmesh client [--server URL] [--state-dir DIR] [--ca-file PEM]
-                        [--require-tls] [--proxy URL] [--output text|json] COMMAND ...
+const clientUsage = `Usage: patchmesh client [--server URL] [--state-dir DIR] [--machine-id ID]
+                        [--ca-file PEM] [--require-tls] [--proxy URL]
+                        [--output text|json] COMMAND ...
 
 The machine side of patchmesh. Flags may also follow the command.
 
+The machine registers with the node at --server, learns from it the nodes
+serving its tier and ranks them by round-trip time. Every later command goes
+to the nearest node that answers; when a node is down or answers 5xx, the
+next one is tried, and the machine registers there the first time with the
+auth token it registered with (kept in the state directory for that).
+
 Commands:
-  register AUTH_TOKEN [--machine-id ID] [--kernel K] [--arch A]
+  register AUTH_TOKEN [--kernel K] [--arch A]
       register this machine with the node at --server; AUTH_TOKEN "-" reads
-      the token from standard input. The machine ID defaults to
-      /etc/machine-id, kernel and arch to uname -r and uname -m. The machine
-      token is saved in the state directory (mode 0600).
+      the token from standard input. Kernel and arch default to uname -r
+      and uname -m. The auth token, the machine token and the node ranking
+      are saved in the state directory (mode 0600).
   status
-      print the node's record of this machine
+      print the nearest node's record of this machine
+  nodes
+      measure the nodes serving this machine's tier again and print them,
+      nearest first
   refresh [--apply-hook CMD] [--kernel K] [--arch A]
       fetch the newest patch for this kernel, verify its SHA-256, keep it in
       the state directory, run CMD (sh -c) with PATCHMESH_PATCH_FILE,
@@ -37,9 +48,12 @@ Commands:
       nothing-to-apply, or check-failed (the bytes did not match: deleted).
 
 Options:
-  --server URL     node URL (register); later commands use the registered one
+  --server URL     the node to register with (register only); later commands
+                   use the nearest node that answers
   --state-dir DIR  default /var/lib/patchmesh-client as root, else the user
                    config directory's patchmesh-client
+  --machine-id ID  this machine's ID, sent when registering at a node;
+                   default: the contents of /etc/machine-id
   --ca-file PEM    extra CAs trusted besides the system's
   --require-tls    refuse any plain http:// URL
   --proxy URL      HTTP(S) proxy; default from HTTPS_PROXY/HTTP_PROXY/NO_PROXY
@@ -73,6 +87,7 @@ type clientCLI struct {
 
 	server     string
 	stateDir   string
+	machineID  string
 	caFile     string
 	requireTLS bool
 	proxy      string
@@ -88,6 +103,7 @@ func (c *clientCLI) flags(name string) *flag.FlagSet {
 	fs := newFlagSet("patchmesh client " + name)
 	fs.StringVar(&c.server, "server", c.server, "node URL")
 	fs.StringVar(&c.stateDir, "state-dir", c.stateDir, "state directory")
+	fs.StringVar(&c.machineID, "machine-id", c.machineID, "machine ID (default: the contents of /etc/machine-id)")
 	fs.StringVar(&c.caFile, "ca-file", c.caFile, "PEM bundle of extra CAs")
 	fs.BoolVar(&c.requireTLS, "require-tls", c.requireTLS, "refuse plain http URLs")
 	fs.StringVar(&c.proxy, "proxy", c.proxy, "HTTP(S) proxy URL")
@@ -114,6 +130,8 @@ func (c *clientCLI) dispatch(ctx context.Context, args []string) error {
 		return c.status(ctx, rest[1:])
 	case "refresh":
 		return c.refresh(ctx, rest[1:])
+	case "nodes":
+		return c.nodes(ctx, rest[1:])
 	case "help":
 		return flag.ErrHelp
 	}
@@ -147,6 +165,7 @@ func (c *clientCLI) newClient(progressLabel string) (*client.Client, *progress, 
 	cfg := client.Config{
 		Server:     strings.TrimRight(c.server, "/"),
 		StateDir:   dir,
+		MachineID:  c.failoverMachineID(),
 		Transport:  client.Transport{CAFile: c.caFile, RequireTLS: c.requireTLS, Proxy: c.proxy},
 		UptimeFile: c.uptimeFile,
 		// The client reports the binary's own version (main.version).
@@ -168,9 +187,30 @@ func (c *clientCLI) newClient(progressLabel string) (*client.Client, *progress, 
 	return cl, bar, nil
 }
 
+// failoverMachineID is the machine ID to register at further nodes with:
+// --machine-id, else the machine ID file when it is readable. Without one
+// the machine still uses every node it is registered at, so an unreadable
+// file is no error here.
+func (c *clientCLI) failoverMachineID() string {
+	if c.machineID != "" {
+		return c.machineID
+	}
+	id, err := client.ReadMachineID(c.machineIDPath())
+	if err != nil {
+		return ""
+	}
+	return id
+}
+
+func (c *clientCLI) machineIDPath() string {
+	if c.machineIDFile != "" {
+		return c.machineIDFile
+	}
+	return client.DefaultMachineIDFile
+}
+
 func (c *clientCLI) register(ctx context.Context, args []string) error {
 	fs := c.flags("register")
-	machineID := fs.String("machine-id", "", "machine ID (default: the contents of /etc/machine-id)")
 	kernel := fs.String("kernel", "", "kernel release (default: uname -r)")
 	arch := fs.String("arch", "", "architecture (default: uname -m)")
 	pos, err := parseArgs(fs, args)
@@ -194,16 +234,12 @@ func (c *clientCLI) register(ctx context.Context, args []string) error {
 	if !strings.HasPrefix(token, "pma_") {
 		return usagef("AUTH_TOKEN must be an auth token (pma_…)")
 	}
-	if *machineID == "" {
-		file := c.machineIDFile
-		if file == "" {
-			file = client.DefaultMachineIDFile
-		}
-		id, err := client.ReadMachineID(file)
+	if c.machineID == "" {
+		id, err := client.ReadMachineID(c.machineIDPath())
 		if err != nil {
 			return usagef("%v; give --machine-id", err)
 		}
-		*machineID = id
+		c.machineID = id
 	}
 	if err := c.fillHost(kernel, arch); err != nil {
 		return err
@@ -212,7 +248,7 @@ func (c *clientCLI) register(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	reg, err := cl.Register(ctx, client.RegisterRequest{AuthToken: token, MachineID: *machineID, Kernel: *kernel, Arch: *arch})
+	reg, err := cl.Register(ctx, client.RegisterRequest{AuthToken: token, MachineID: c.machineID, Kernel: *kernel, Arch: *arch})
 	if err != nil {
 		return err
 	}
@@ -224,7 +260,7 @@ func (c *clientCLI) register(ctx context.Context, args []string) error {
 	if c.output == "json" {
 		return printJSON(c.stdout, nil, out)
 	}
-	_, err = fmt.Fprintf(c.stdout, "Registered on tier %s as machine %s.\n", reg.Tier, reg.Machine.ID)
+	_, err = fmt.Fprintf(c.stdout, "Registered on tier %s as machine %s; %d node(s) serve the tier.\n", reg.Tier, reg.Machine.ID, len(reg.Nodes))
 	return err
 }
 
@@ -341,4 +377,59 @@ func (c *clientCLI) refresh(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintf(c.stdout, "Checked in: %s.\n", res.State)
 	return err
+}
+
+func (c *clientCLI) nodes(ctx context.Context, args []string) error {
+	fs := c.flags("nodes")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs("patchmesh client nodes", pos); err != nil {
+		return err
+	}
+	cl, _, err := c.newClient("")
+	if err != nil {
+		return err
+	}
+	nodes, err := cl.Nodes(ctx)
+	if err != nil {
+		return err
+	}
+	if c.output == "json" {
+		type jsonNode struct {
+			Name       string    `json:"name"`
+			DC         string    `json:"dc"`
+			Role       string    `json:"role"`
+			URL        string    `json:"url"`
+			Reachable  bool      `json:"reachable"`
+			RTTMillis  float64   `json:"rtt_ms"`
+			Registered bool      `json:"registered"`
+			Checked    time.Time `json:"checked"`
+		}
+		out := struct {
+			Nodes []jsonNode `json:"nodes"`
+		}{Nodes: []jsonNode{}}
+		for _, n := range nodes {
+			rtt := 0.0
+			if n.Reachable {
+				rtt = float64(n.RTT.Microseconds()) / 1000
+			}
+			out.Nodes = append(out.Nodes, jsonNode{n.Name, n.DC, n.Role, n.URL, n.Reachable, rtt, n.Registered, n.Checked})
+		}
+		return printJSON(c.stdout, nil, out)
+	}
+	rows := make([][]string, 0, len(nodes))
+	for _, n := range nodes {
+		rtt := "unreachable"
+		if n.Reachable {
+			rtt = n.RTT.Round(100 * time.Microsecond).String()
+		}
+		reg := "no"
+		if n.Registered {
+			reg = "yes"
+		}
+		rows = append(rows, []string{orDash(n.Name), orDash(n.DC), n.URL, rtt, reg})
+	}
+	return table(c.stdout, []string{"NAME", "DC", "URL", "RTT", "REGISTERED"}, rows)
 }

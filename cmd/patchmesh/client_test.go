@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/patchmesh/patchmesh/api"
 	"github.com/patchmesh/patchmesh/catalog"
 	"github.com/patchmesh/patchmesh/client"
 )
@@ -91,11 +93,12 @@ func TestClientRegisterSavesPrivateState(t *testing.T) {
 		t.Error("the state file holds the raw machine ID")
 	}
 	st, err := client.LoadState(m.stateDir)
-	if err != nil || st.Tier != "beta" || st.Server != n.srv.URL || !strings.HasPrefix(st.MachineToken, "pmm_") {
-		t.Errorf("state = %+v, %v; want tier beta, the server and a machine token", st, err)
+	mt := st.Registrations[n.srv.URL].MachineToken
+	if err != nil || st.Tier != "beta" || st.Server != n.srv.URL || !strings.HasPrefix(mt, "pmm_") || st.EnrollmentToken != token {
+		t.Errorf("state = %+v, %v; want tier beta, the server, a machine token there and the auth token", st, err)
 	}
-	if strings.Contains(r.stdout+r.stderr, st.MachineToken) {
-		t.Error("register printed the machine token")
+	if strings.Contains(r.stdout+r.stderr, mt) || strings.Contains(r.stdout+r.stderr, strings.Split(token, "_")[2]) {
+		t.Error("register printed a token")
 	}
 
 	s := m.run("", "status", "--output", "json")
@@ -297,5 +300,62 @@ func TestClientDefaultsToTheRunningKernel(t *testing.T) {
 	json.Unmarshal([]byte(machines.stdout), &out)
 	if len(out.Machines) != 1 || out.Machines[0].Kernel != "6.8.0-45.45-generic" || out.Machines[0].Arch != "aarch64" || out.Machines[0].ClientVersion != version {
 		t.Errorf("machines = %+v, want one on 6.8.0-45.45-generic aarch64 reporting client version %q", out.Machines, version)
+	}
+}
+
+// fakeNodes stands in for gossip, which the topology tests cover: it lists
+// the same nodes for every tier.
+type fakeNodes []api.NodeInfo
+
+func (f fakeNodes) Nodes(string) []api.NodeInfo { return f }
+
+func TestClientNodesPrintsTheRanking(t *testing.T) {
+	dead := httptest.NewServer(nil)
+	dead.Close()
+	// The node's own URL is the request's; gossip adds a node that is down.
+	n := newTestNode(t, func(c *api.Config) {
+		c.Info.Node = "hub-1"
+		c.Nodes = fakeNodes{{Name: "edge-far", DC: "far", Role: "edge", API: dead.URL}}
+	})
+	n.login()
+	m := newMachine(t, n)
+	m.register(authToken(t, n, "edge"))
+
+	r := m.run("", "nodes")
+	if r.code != exitOK {
+		t.Fatalf("nodes: exit %d, stderr %s", r.code, r.stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != 3 || strings.Join(strings.Fields(lines[0]), " ") != "NAME DC URL RTT REGISTERED" {
+		t.Fatalf("nodes output:\n%s\nwant a header and two nodes", r.stdout)
+	}
+	first, last := strings.Fields(lines[1]), strings.Fields(lines[2])
+	if len(first) != 5 || first[0] != "hub-1" || first[2] != n.srv.URL || first[4] != "yes" || !strings.HasSuffix(first[3], "s") {
+		t.Errorf("first row %q, want hub-1 at %s with an RTT, registered", lines[1], n.srv.URL)
+	}
+	if len(last) != 5 || last[0] != "edge-far" || last[1] != "far" || last[3] != "unreachable" || last[4] != "no" {
+		t.Errorf("last row %q, want edge-far unreachable and not registered", lines[2])
+	}
+
+	r = m.run("", "nodes", "--output", "json")
+	var out struct {
+		Nodes []struct {
+			Name       string  `json:"name"`
+			URL        string  `json:"url"`
+			Reachable  bool    `json:"reachable"`
+			RTTMillis  float64 `json:"rtt_ms"`
+			Registered bool    `json:"registered"`
+		} `json:"nodes"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || r.code != exitOK {
+		t.Fatalf("nodes --output json: exit %d, %v\n%s", r.code, err, r.stdout)
+	}
+	if len(out.Nodes) != 2 || out.Nodes[0].Name != "hub-1" || !out.Nodes[0].Reachable || out.Nodes[0].RTTMillis <= 0 || !out.Nodes[0].Registered ||
+		out.Nodes[1].URL != dead.URL || out.Nodes[1].Reachable || out.Nodes[1].Registered {
+		t.Errorf("nodes --output json = %+v, want hub-1 reachable and registered, then the dead node", out.Nodes)
+	}
+
+	if r := newMachine(t, n).run("", "nodes"); r.code != exitAuth {
+		t.Errorf("nodes before registering: exit %d, want %d", r.code, exitAuth)
 	}
 }
