@@ -38,6 +38,7 @@ type Config struct {
 	Governor GovernorConfig `yaml:"governor"`
 	Log      LogConfig      `yaml:"log"`
 	Sync     SyncConfig     `yaml:"sync"`
+	Gossip   GossipConfig   `yaml:"gossip"`
 }
 
 // Node roles. Every role runs the full server; the role says where the
@@ -55,6 +56,14 @@ type IdentityConfig struct {
 	Name string `yaml:"name"`
 	// Role is hub, relay or edge. Default hub: a lone node is its own hub.
 	Role string `yaml:"role"`
+	// Datacenter names the node's data centre: nodes of one data centre
+	// fetch blobs from each other before going upstream, and machines see
+	// it when they rank nodes. Default dc1.
+	Datacenter string `yaml:"datacenter"`
+	// AdvertiseURL is the base URL other nodes and machines reach this
+	// node's API at, as gossip tells the mesh. Default: the URL it
+	// listens on.
+	AdvertiseURL string `yaml:"advertise_url"`
 	// DataDir holds the embedded database and the blob files unless their
 	// paths are set. Default: $PATCHMESH_DATA_DIR, else
 	// $XDG_DATA_HOME/patchmesh, else /var/lib/patchmesh if it exists, else
@@ -199,6 +208,36 @@ type SyncConfig struct {
 	Proxy string `yaml:"proxy"`
 }
 
+// GossipConfig joins the node to the mesh's membership (hashicorp/
+// memberlist): who is alive, where, serving what. Off unless Bind is set.
+type GossipConfig struct {
+	// Bind is the host:port gossip listens on (UDP and TCP), e.g.
+	// 10.0.0.5:7946. Empty: no gossip, the node knows only its config.
+	Bind string `yaml:"bind"`
+	// Advertise is the host:port other members reach this one at, when it
+	// differs from Bind (NAT). Default: Bind.
+	Advertise string `yaml:"advertise"`
+	// Join lists host:port of members to join at start; any one that
+	// answers is enough. Retried in the background until one does.
+	Join []string `yaml:"join"`
+	// Profile starts the timing from memberlist's defaults: local (one
+	// host, tests), lan (one data centre's network) or wan. Default lan.
+	Profile string `yaml:"profile"`
+	// Keys is the gossip keyring, base64 16, 24 or 32 byte keys, the first
+	// used to encrypt and all to decrypt (make one with `patchmesh
+	// gossip-key`). KeyringFile names a file with one key per line
+	// instead; its keys come first. Gossip is always encrypted: Bind
+	// without a key is refused. In the environment: comma-separated.
+	Keys        []string `yaml:"keys"`
+	KeyringFile string   `yaml:"keyring_file"`
+	// Timing overrides; 0 keeps the profile's value.
+	ProbeInterval    time.Duration `yaml:"probe_interval"`
+	ProbeTimeout     time.Duration `yaml:"probe_timeout"`
+	GossipInterval   time.Duration `yaml:"gossip_interval"`
+	PushPullInterval time.Duration `yaml:"push_pull_interval"`
+	SuspicionMult    int           `yaml:"suspicion_mult"`
+}
+
 // LinkConfig is one sync link.
 type LinkConfig struct {
 	// Tier is the local tier the link feeds; it is created if missing.
@@ -250,9 +289,10 @@ func DefaultsWithEnv(getenv func(string) string) Config {
 	}
 	return Config{
 		Node: IdentityConfig{
-			Name:    name,
-			Role:    RoleHub,
-			DataDir: defaultDataDir(getenv, os.UserHomeDir, dirExists),
+			Name:       name,
+			Role:       RoleHub,
+			Datacenter: "dc1",
+			DataDir:    defaultDataDir(getenv, os.UserHomeDir, dirExists),
 		},
 		Server: ServerConfig{
 			Listen:            "127.0.0.1:8080",
@@ -293,6 +333,11 @@ func DefaultsWithEnv(getenv func(string) string) Config {
 			Parallel:  4,
 			RetryMin:  500 * time.Millisecond,
 			RetryMax:  time.Minute,
+		},
+		Gossip: GossipConfig{
+			Join:    []string{},
+			Profile: "lan",
+			Keys:    []string{},
 		},
 	}
 }
@@ -483,6 +528,15 @@ func (c Config) Validate() error {
 	positive("governor.queue_timeout", c.Governor.QueueTimeout)
 
 	errs = append(errs, c.validateSync()...)
+	errs = append(errs, c.validateGossip()...)
+	if !nodeNameRE.MatchString(c.Node.Datacenter) {
+		bad("node.datacenter", "must be 1-63 letters, digits, '.', '_' or '-', got %q", c.Node.Datacenter)
+	}
+	if c.Node.AdvertiseURL != "" {
+		if u, err := url.Parse(c.Node.AdvertiseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("node.advertise_url", "must be an http(s) base URL such as https://patches.dc1.example:8443")
+		}
+	}
 
 	if _, err := parseLevel(c.Log.Level); err != nil {
 		bad("log.level", "%v", err)

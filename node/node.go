@@ -27,6 +27,7 @@ import (
 	"github.com/patchmesh/patchmesh/federation"
 	"github.com/patchmesh/patchmesh/store"
 	"github.com/patchmesh/patchmesh/store/sqlstore"
+	"github.com/patchmesh/patchmesh/topology"
 )
 
 // Version is reported by /debug/info; cmd/patchmesh sets it from the
@@ -60,6 +61,8 @@ type Node struct {
 	hubKey ed25519.PrivateKey
 	// puller runs the sync links of a relay or edge; nil on the hub.
 	puller *federation.Puller
+	// gossip is the node's mesh membership; nil with gossip off.
+	gossip *gossip
 	// announce holds console messages kept until the node has started,
 	// so that a node that fails to start prints nothing.
 	announce []string
@@ -136,6 +139,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		}
 		reg.MustRegister(federation.NewCollector(n.puller))
 	}
+	if cfg.Gossip.Bind != "" {
+		if err := n.startGossip(ctx); err != nil {
+			return nil, err
+		}
+		reg.MustRegister(topology.NewCollector(n.gossip.topo))
+	}
 
 	ac := cfg.authConfig()
 	ac.Now = o.now
@@ -167,7 +176,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 			MaxQueue:     apiQueue(cfg.Governor.MaxQueue),
 			QueueTimeout: cfg.Governor.QueueTimeout,
 		},
-		Info:       api.Info{Version: Version, Role: cfg.Node.Role, Node: cfg.Node.Name},
+		Info:       api.Info{Version: Version, Role: cfg.Node.Role, Node: cfg.Node.Name, URL: n.apiURL()},
+		Nodes:      n.nodeLister(),
 		Now:        o.now,
 		Sync:       n.syncControl(),
 		HubKey:     n.hubPublicKey(),
@@ -359,6 +369,9 @@ func (n *Node) Run(ctx context.Context) error {
 		// round in progress ends its transaction first.
 		wg.Go(func() { n.puller.Run(maintainCtx) })
 	}
+	if n.gossip != nil {
+		wg.Go(func() { n.gossip.watch(maintainCtx) })
+	}
 	defer func() {
 		stopMaintain()
 		wg.Wait()
@@ -382,6 +395,13 @@ func (n *Node) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 
+	if n.gossip != nil {
+		// Leave first, so that the mesh sees a departure rather than a
+		// failure and moves downstreams and machines away at once.
+		if err := n.gossip.topo.Leave(5 * time.Second); err != nil {
+			n.log.Warn("gossip_leave_failed", "error", err.Error())
+		}
+	}
 	n.log.Info("node_draining", "timeout", n.cfg.Server.ShutdownTimeout.String())
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.Server.ShutdownTimeout)
 	defer cancel()
@@ -444,6 +464,11 @@ func (n *Node) maintain(ctx context.Context) {
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		var errs []error
+		if n.gossip != nil {
+			if err := n.gossip.topo.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close gossip: %w", err))
+			}
+		}
 		if n.ln != nil {
 			if err := n.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 				errs = append(errs, fmt.Errorf("close listener: %w", err))

@@ -242,8 +242,14 @@ func (n *Node) newPuller(now func() time.Time) error {
 		Limit:    n.cfg.Sync.BatchSize,
 		RetryMin: n.cfg.Sync.RetryMin,
 		RetryMax: n.cfg.Sync.RetryMax,
-		Log:      n.log,
-		Now:      now,
+		Health: func(url string) (bool, bool) {
+			if n.gossip == nil {
+				return false, false
+			}
+			return n.gossip.health(url)
+		},
+		Log: n.log,
+		Now: now,
 	})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)

@@ -1,0 +1,317 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/patchmesh/patchmesh/api"
+	"github.com/patchmesh/patchmesh/topology"
+)
+
+// Gossip profiles.
+var gossipProfiles = []string{"local", "lan", "wan"}
+
+func (c Config) validateGossip() []error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	g := c.Gossip
+	if !slices.Contains(gossipProfiles, g.Profile) {
+		bad("gossip.profile", "must be local, lan or wan, got %q", g.Profile)
+	}
+	if g.Bind == "" {
+		if len(g.Join) > 0 {
+			bad("gossip.join", "needs gossip.bind: a node joins the mesh only with gossip on")
+		}
+		return errs
+	}
+	if _, err := splitHostPort(g.Bind); err != nil {
+		bad("gossip.bind", "%v", err)
+	}
+	if g.Advertise != "" {
+		if _, err := splitHostPort(g.Advertise); err != nil {
+			bad("gossip.advertise", "%v", err)
+		}
+	}
+	for i, j := range g.Join {
+		if _, _, err := net.SplitHostPort(j); err != nil {
+			bad(fmt.Sprintf("gossip.join[%d]", i), "must be host:port, got %q", j)
+		}
+	}
+	// Key material is checked without echoing it.
+	if len(g.Keys) == 0 && g.KeyringFile == "" {
+		bad("gossip.keys", "gossip is always encrypted: set keys or keyring_file (make a key with patchmesh gossip-key)")
+	}
+	for i, k := range g.Keys {
+		if _, err := topology.ParseKeys(k); err != nil {
+			bad(fmt.Sprintf("gossip.keys[%d]", i), "not a base64 key of 16, 24 or 32 bytes")
+		}
+	}
+	for name, d := range map[string]time.Duration{
+		"gossip.probe_interval": g.ProbeInterval, "gossip.probe_timeout": g.ProbeTimeout,
+		"gossip.gossip_interval": g.GossipInterval, "gossip.push_pull_interval": g.PushPullInterval,
+	} {
+		if d < 0 {
+			bad(name, "must not be negative, got %v", d)
+		}
+	}
+	if g.SuspicionMult < 0 {
+		bad("gossip.suspicion_mult", "must not be negative, got %d", g.SuspicionMult)
+	}
+	return errs
+}
+
+type hostPort struct {
+	host string
+	port int
+}
+
+func splitHostPort(s string) (hostPort, error) {
+	h, p, err := net.SplitHostPort(s)
+	if err != nil {
+		return hostPort{}, fmt.Errorf("must be host:port such as 10.0.0.5:7946, got %q", s)
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil || n < 0 || n > 65535 {
+		return hostPort{}, fmt.Errorf("bad port in %q", s)
+	}
+	return hostPort{h, n}, nil
+}
+
+// gossipKeys reads the keyring: the file's keys first, then the config's.
+func (c Config) gossipKeys() ([][]byte, error) {
+	var keys [][]byte
+	if c.Gossip.KeyringFile != "" {
+		b, err := os.ReadFile(c.Gossip.KeyringFile)
+		if err != nil {
+			return nil, fmt.Errorf("gossip.keyring_file: %w", err)
+		}
+		k, err := topology.ParseKeys(string(b))
+		if err != nil {
+			return nil, fmt.Errorf("gossip.keyring_file %s: %w", c.Gossip.KeyringFile, err)
+		}
+		keys = append(keys, k...)
+	}
+	for _, s := range c.Gossip.Keys {
+		k, err := topology.ParseKeys(s)
+		if err != nil {
+			return nil, fmt.Errorf("gossip.keys: %w", err)
+		}
+		keys = append(keys, k...)
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("gossip: no key in keys or keyring_file")
+	}
+	return keys, nil
+}
+
+// gossip is the node's membership: its own meta, kept current without
+// touching the store from memberlist's goroutines, and the reactions to
+// other members' changes.
+type gossip struct {
+	n    *Node
+	topo *topology.Topology
+
+	mu     sync.Mutex
+	tiers  []string // the store's tiers, for a hub's meta
+	head   int64
+	synced int64
+	lag    int64
+	// changed says the figures moved since meta was last rebroadcast.
+	changed bool
+	heads   map[string]int64  // last head seen per member API URL
+	states  map[string]string // last state seen per member API URL
+}
+
+// startGossip joins the mesh. Called from New, after the puller exists.
+func (n *Node) startGossip(ctx context.Context) error {
+	keys, err := n.cfg.gossipKeys()
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	bind, _ := splitHostPort(n.cfg.Gossip.Bind)
+	g := &gossip{n: n, heads: map[string]int64{}, states: map[string]string{}}
+	if err := g.refresh(ctx); err != nil {
+		return fmt.Errorf("node: gossip: %w", err)
+	}
+	tc := topology.Config{
+		Name:             n.cfg.Node.Name,
+		BindAddr:         bind.host,
+		BindPort:         bind.port,
+		Join:             n.cfg.Gossip.Join,
+		Profile:          n.cfg.Gossip.Profile,
+		ProbeInterval:    n.cfg.Gossip.ProbeInterval,
+		ProbeTimeout:     n.cfg.Gossip.ProbeTimeout,
+		GossipInterval:   n.cfg.Gossip.GossipInterval,
+		PushPullInterval: n.cfg.Gossip.PushPullInterval,
+		SuspicionMult:    n.cfg.Gossip.SuspicionMult,
+		Keys:             keys,
+		Meta:             g.meta,
+		OnChange:         g.onChange,
+		Log:              n.log,
+	}
+	if n.cfg.Gossip.Advertise != "" {
+		adv, _ := splitHostPort(n.cfg.Gossip.Advertise)
+		tc.AdvertiseAddr, tc.AdvertisePort = adv.host, adv.port
+	}
+	if g.topo, err = topology.Start(ctx, tc); err != nil {
+		return fmt.Errorf("node: gossip: %w", err)
+	}
+	n.gossip = g
+	n.log.Info("gossip_started", "addr", g.topo.LocalAddr(), "profile", n.cfg.Gossip.Profile,
+		"join", n.cfg.Gossip.Join, "keys", len(keys))
+	return nil
+}
+
+// apiURL is the URL this node tells others to use.
+func (n *Node) apiURL() string {
+	if n.cfg.Node.AdvertiseURL != "" {
+		return n.cfg.Node.AdvertiseURL
+	}
+	return n.URL()
+}
+
+// meta is called by memberlist whenever it needs the local metadata; it
+// only reads cached values.
+func (g *gossip) meta() topology.Meta {
+	n := g.n
+	m := topology.Meta{
+		Name: n.cfg.Node.Name, Role: n.cfg.Node.Role, DC: n.cfg.Node.Datacenter,
+		API: n.apiURL(), Version: Version,
+	}
+	g.mu.Lock()
+	m.Head, m.Synced, m.Lag = g.head, g.synced, g.lag
+	m.Tiers = g.served()
+	g.mu.Unlock()
+	if n.puller != nil {
+		ups := n.puller.Upstreams()
+		if len(n.cfg.Sync.Links) > 0 {
+			m.Upstream = ups[n.cfg.Sync.Links[0].Tier]
+		}
+	}
+	return m
+}
+
+// served lists the tiers machines can use this node for: every tier on
+// the hub, the linked tiers on a relay or edge. Call with g.mu held.
+func (g *gossip) served() []string {
+	if g.n.cfg.Node.Role == RoleHub {
+		return append([]string(nil), g.tiers...)
+	}
+	out := make([]string, 0, len(g.n.cfg.Sync.Links))
+	for _, l := range g.n.cfg.Sync.Links {
+		out = append(out, l.Tier)
+	}
+	return out
+}
+
+// refresh reads the figures meta advertises from the store and the
+// puller, and reports whether any moved.
+func (g *gossip) refresh(ctx context.Context) error {
+	h, err := g.n.store.Head(ctx)
+	if err != nil {
+		return fmt.Errorf("read head: %w", err)
+	}
+	ts, err := g.n.store.Tiers(ctx)
+	if err != nil {
+		return fmt.Errorf("read tiers: %w", err)
+	}
+	names := make([]string, len(ts))
+	for i, t := range ts {
+		names[i] = t.Name
+	}
+	var synced, lag int64
+	if g.n.puller != nil {
+		for _, s := range g.n.puller.Status() {
+			synced += s.HubSeq
+			lag += s.LagEvents
+		}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.changed = g.changed || h != g.head || synced != g.synced || lag != g.lag || !slices.Equal(names, g.tiers)
+	g.head, g.synced, g.lag, g.tiers = h, synced, lag, names
+	return nil
+}
+
+// onChange reacts to another member's change: a head that advanced or a
+// health change of an upstream starts a sync round at once (the puller
+// ignores URLs none of its links use).
+func (g *gossip) onChange(m topology.Member) {
+	if m.Self || m.API == "" || g.n.puller == nil {
+		return
+	}
+	g.mu.Lock()
+	moved := m.Head > g.heads[m.API] || m.State != g.states[m.API]
+	g.heads[m.API], g.states[m.API] = m.Head, m.State
+	g.mu.Unlock()
+	if moved {
+		g.n.puller.Poke(m.API)
+	}
+}
+
+// health is the puller's view of an upstream through gossip. A suspect
+// member still counts as alive: suspicion often clears, and switching on
+// every missed probe would make links flap.
+func (g *gossip) health(url string) (known, alive bool) {
+	m, ok := g.topo.ByAPI(url)
+	if !ok {
+		return false, false
+	}
+	return true, m.State == topology.Alive || m.State == topology.Suspect
+}
+
+// watch keeps the advertised head, synced and lag figures current and
+// rebroadcasts them when they move, until ctx ends.
+func (g *gossip) watch(ctx context.Context) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		wake := g.n.changes.Wait()
+		if err := g.refresh(ctx); err != nil && ctx.Err() == nil {
+			g.n.log.Warn("gossip_meta_refresh_failed", "error", err.Error())
+		}
+		g.mu.Lock()
+		changed := g.changed
+		g.changed = false
+		g.mu.Unlock()
+		if changed {
+			g.topo.UpdateMeta()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-wake:
+		case <-tick.C:
+		}
+	}
+}
+
+// Nodes lists the members machines of tier may use: alive, serving the
+// tier, with an API URL. It is the api's NodeLister.
+func (g *gossip) Nodes(tier string) []api.NodeInfo {
+	var out []api.NodeInfo
+	for _, m := range g.topo.Members() {
+		if m.State != topology.Alive || m.API == "" || !slices.Contains(m.Tiers, tier) {
+			continue
+		}
+		out = append(out, api.NodeInfo{Name: m.Name, DC: m.DC, Role: m.Role, API: m.API})
+	}
+	return out
+}
+
+// nodeLister is the gossip as the API sees it; a nil interface with gossip
+// off.
+func (n *Node) nodeLister() api.NodeLister {
+	if n.gossip == nil {
+		return nil
+	}
+	return n.gossip
+}

@@ -1,0 +1,84 @@
+package node
+
+import (
+	"encoding/base64"
+	"net"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/patchmesh/patchmesh/api"
+	"github.com/patchmesh/patchmesh/topology"
+)
+
+func freeGossipAddr(t *testing.T, ip string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// Two nodes with gossip on find each other and tell each other what they
+// are: the hub lists both for machines of a tier both serve, and a leaving
+// node is seen to leave.
+func TestNodesGossipTheirMeta(t *testing.T) {
+	key, err := topology.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := []string{base64.StdEncoding.EncodeToString(key)}
+	hubCfg := testConfig(t)
+	hubCfg.Node.Name, hubCfg.Node.Datacenter = "hub-1", "dc-a"
+	hubCfg.Gossip.Bind, hubCfg.Gossip.Profile, hubCfg.Gossip.Keys = freeGossipAddr(t, "127.0.0.1"), "local", keys
+	hub := startNode(t, hubCfg)
+
+	edgeCfg := testConfig(t)
+	edgeCfg.Node.Name, edgeCfg.Node.Role, edgeCfg.Node.Datacenter = "edge-1", RoleEdge, "dc-b"
+	edgeCfg.Sync.Trust = []string{"ed25519:ei7gEASb__yzkdzFAkJeOQyoLb6dg7H4qpSDVYX_t2o"}
+	edgeCfg.Sync.Links = []LinkConfig{{Tier: "stable", Upstreams: []UpstreamConfig{{URL: hub.url, Token: "pms_0123456789abcdef_x"}}}}
+	edgeCfg.Gossip.Bind, edgeCfg.Gossip.Profile, edgeCfg.Gossip.Keys = freeGossipAddr(t, "127.0.0.1"), "local", keys
+	edgeCfg.Gossip.Join = []string{hubCfg.Gossip.Bind}
+	edge := startNode(t, edgeCfg)
+
+	ok := waitFor(func() bool {
+		ns := hub.node.gossip.Nodes("stable")
+		return len(ns) == 2
+	}, 10*time.Second)
+	if !ok {
+		t.Fatalf("hub: want hub-1 and edge-1 serving stable, got %+v", hub.node.gossip.Nodes("stable"))
+	}
+	for _, n := range hub.node.gossip.Nodes("stable") {
+		if n.Name == "edge-1" && (n.DC != "dc-b" || n.Role != RoleEdge || n.API != edge.url) {
+			t.Errorf("edge-1 as the hub sees it: %+v", n)
+		}
+	}
+	// The edge serves only its linked tier; the hub serves every tier.
+	if ns := hub.node.gossip.Nodes("edge"); len(ns) != 1 || ns[0].Name != "hub-1" {
+		t.Errorf("tier edge: want only the hub, got %+v", ns)
+	}
+	m, ok := edge.node.gossip.topo.Member("edge-1")
+	if !ok || m.Upstream != hub.url {
+		t.Errorf("edge-1 meta: want upstream %s, got %+v", hub.url, m)
+	}
+	if known, alive := edge.node.gossip.health(hub.url); !known || !alive {
+		t.Errorf("edge's view of its upstream: want known and alive, got %v %v", known, alive)
+	}
+
+	if err := edge.stop(); err != nil {
+		t.Fatalf("edge stop: %v", err)
+	}
+	ok = waitFor(func() bool {
+		m, ok := hub.node.gossip.topo.Member("edge-1")
+		return ok && m.State == topology.Left
+	}, 10*time.Second)
+	if !ok {
+		m, _ := hub.node.gossip.topo.Member("edge-1")
+		t.Fatalf("after a clean stop: want edge-1 left, got %+v", m)
+	}
+	if ns := hub.node.gossip.Nodes("stable"); slices.ContainsFunc(ns, func(n api.NodeInfo) bool { return n.Name == "edge-1" }) {
+		t.Errorf("a node that left is still offered to machines: %+v", ns)
+	}
+}
