@@ -403,7 +403,7 @@ func (p *Puller) round(ctx context.Context, l *linkState, wait time.Duration) (c
 			}
 		}
 		events = append(events, store.SyncedEvent{
-			Record: fe.Record, Sig: fe.Sig, HubSeq: r.TierSeq, Type: r.Type, Patch: r.Patch, Apply: apply,
+			Record: fe.Record, Sig: fe.Sig, HubSeq: r.TierSeq, Type: r.Type, Patch: r.Patch, Token: r.CatalogToken(), Apply: apply,
 		})
 		last, lastSeq = r.TierSeq, fe.Seq
 	}

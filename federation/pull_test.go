@@ -486,3 +486,30 @@ func TestPullRefusesCorruptBlob(t *testing.T) {
 		t.Errorf("want a rejection and a digest_mismatch security event; status %+v", st[0])
 	}
 }
+
+// An enrollment token made at the hub works at a downstream, so a machine
+// can register wherever it fails over to; its revocation follows.
+func TestPullCarriesEnrollmentTokens(t *testing.T) {
+	h := newHub(t)
+	d := downstream(t, []ed25519.PublicKey{h.pub()},
+		link("edge", federation.Upstream{URL: h.srv.URL, Token: syncToken(t, h.meshNode, "edge")}))
+	secret, tok, err := auth.NewToken(catalog.TokenAuth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok.Tier, tok.Name, tok.Created = "edge", "fleet", time.Now()
+	if err := h.Store.AddToken(t.Context(), tok); err != nil {
+		t.Fatal(err)
+	}
+	d.sync(t)
+	if _, err := d.Auth.Bearer(t.Context(), "Bearer "+secret, catalog.TokenAuth); err != nil {
+		t.Fatalf("the hub's enrollment token at the downstream: %v", err)
+	}
+	if err := h.Store.RevokeToken(t.Context(), catalog.TokenAuth, tok.ID, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	d.sync(t)
+	if _, err := d.Auth.Bearer(t.Context(), "Bearer "+secret, catalog.TokenAuth); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("revoked at the hub: want refused at the downstream, got %v", err)
+	}
+}
