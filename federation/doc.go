@@ -6,8 +6,10 @@
 // # Signed records
 //
 // Patches enter the mesh at the hub only. The hub signs every event it
-// originates — a new patch, a promotion, a withdrawal, a removal — as a
-// Record, and every node below verifies it against the hub keys it pins.
+// originates — a new patch, a promotion, a withdrawal, a removal, and the
+// creation or revocation of an enrollment token, so that machines can
+// register at any node of their tier — as a Record, and every node below
+// verifies it against the hub keys it pins.
 //
 // Exact bytes, not a canonical form. The hub encodes a Record once, with
 // encoding/json of the fixed Record struct, and signs those bytes; the

@@ -93,13 +93,16 @@ type Store interface {
 	RemovePatch(ctx context.Context, digest string) error
 
 	// AddToken stores a new token. ErrConflict if its ID exists;
-	// ErrNotFound if its tier does not exist.
+	// ErrNotFound if its tier does not exist. An enrollment (auth) token
+	// is a catalog change: it is logged, and sealed on a hub, so that it
+	// reaches every node of its tier.
 	AddToken(ctx context.Context, t catalog.Token) error
 	// Token returns a token by ID, revoked or not.
 	Token(ctx context.Context, id string) (catalog.Token, error)
 	// Tokens lists tokens of one kind, newest first.
 	Tokens(ctx context.Context, kind catalog.TokenKind) ([]catalog.Token, error)
-	// RevokeToken marks a token revoked at the given time.
+	// RevokeToken marks a token revoked at the given time; for an
+	// enrollment token it is a logged (and on a hub, sealed) change.
 	RevokeToken(ctx context.Context, kind catalog.TokenKind, id string, at time.Time) error
 
 	// RegisterMachine records (or re-records) a machine with a new machine
