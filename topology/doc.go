@@ -13,14 +13,20 @@
 //
 // # Health
 //
-// Joins, deaths, leaves and metadata changes come from memberlist's event
-// callbacks. Memberlist does not publish a member's health in Node.State
-// (it stays alive; hashicorp/memberlist#266), so the state, Suspect
-// included, is read from memberlist's own record of it (nodestate.go): in
-// the callbacks, and by a poll every half probe interval and on every call
-// to Members, since becoming suspect is not an event. Memberlist forgets
-// dead members after GossipToTheDeadTime; this package keeps them
-// (Config.Retain, a day by default) so operators see who went away and when.
+// Memberlist does not publish a member's health in Node.State, which stays
+// alive whatever happens (hashicorp/memberlist#266), and becoming suspect or
+// being cleared of it is not an event. So the states are read from
+// memberlist's own records (nodestate.go), only inside its callbacks, while
+// it holds its lock: every join, update, death or alive message brings all
+// members up to date. In between, a member this node's own probe found
+// silent is marked Suspect at once (memberlist logs it), and one that
+// answers a probe again is marked Alive. Memberlist forgets dead members
+// after GossipToTheDeadTime; this package keeps them (Config.Retain, a day
+// by default) so operators see who went away and when.
+//
+// A node that calls Leave is seen Left; one that stops without it (Close, a
+// crash, a partition) is seen Suspect, then Dead. OnChange reports every
+// change, from one goroutine of this package rather than memberlist's.
 //
 // # Encryption
 //

@@ -16,7 +16,8 @@ import (
 // Start checks the mirror against this node's own entry before trusting it
 // (see layoutLooksRight); if an upgrade moves the field, members are
 // reported Alive and Dead only, with a warning, and the tests of Suspect and
-// Left fail.
+// Left fail. The state is only read while memberlist holds its node lock,
+// from its callbacks, as any other read would race with its writes.
 type nodeStateLayout struct {
 	memberlist.Node
 	Incarnation uint32

@@ -36,6 +36,8 @@ var (
 const (
 	DefaultRetain    = 24 * time.Hour
 	DefaultJoinRetry = 5 * time.Second
+	// DefaultLeaveTimeout bounds Leave when it is given no timeout.
+	DefaultLeaveTimeout = 5 * time.Second
 )
 
 // Config configures a node's membership. Timing fields left zero keep the
@@ -48,7 +50,8 @@ type Config struct {
 	// BindPort is the UDP and TCP port; 0 picks a free one (see LocalAddr).
 	BindPort int
 	// AdvertiseAddr and AdvertisePort are what others are told to dial, when
-	// that differs from the bind address (NAT, 0.0.0.0). Optional.
+	// that differs from the bind address (NAT, 0.0.0.0). Optional; the port
+	// is only used with the address and defaults to the bound port.
 	AdvertiseAddr string
 	AdvertisePort int
 	// Join lists host:port of any members. Empty starts a new cluster.
@@ -116,7 +119,6 @@ type Topology struct {
 	meta      func() Meta
 	retain    time.Duration
 	joinRetry time.Duration
-	poll      time.Duration
 	started   time.Time
 
 	// stateReadable says memberlist's private node state can be read (see
@@ -129,12 +131,10 @@ type Topology struct {
 	// its own lock held.
 	mu       sync.Mutex
 	members  map[string]*entry
-	gen      uint64 // bumped by every event, see refresh
 	lastMeta []byte // last local meta that encoded, for NodeMeta
 
-	refreshMu sync.Mutex // one refresh at a time, so snapshots apply in order
-	notes     *notifier
-	updates   chan struct{}
+	notes   *notifier
+	updates chan struct{}
 
 	stopMu  sync.Mutex
 	stopped bool
@@ -144,7 +144,9 @@ type Topology struct {
 
 type entry struct {
 	Member
-	gen uint64 // t.gen when an event last set this entry
+	// node is memberlist's own record of the member, from its last event;
+	// read only while memberlist holds its lock (see syncStates).
+	node *memberlist.Node
 }
 
 // Start creates the memberlist and joins the members in cfg.Join. If none of
@@ -166,12 +168,10 @@ func Start(ctx context.Context, cfg Config) (*Topology, error) {
 		name:      cfg.Name,
 		log:       logger,
 		meta:      cfg.Meta,
-		retain:    cmp(cfg.Retain, DefaultRetain),
-		joinRetry: cmp(cfg.JoinRetry, DefaultJoinRetry),
-		poll:      max(mc.ProbeInterval/2, 10*time.Millisecond),
+		retain:    orDefault(cfg.Retain, DefaultRetain),
+		joinRetry: orDefault(cfg.JoinRetry, DefaultJoinRetry),
 		started:   time.Now(),
 		members:   make(map[string]*entry),
-		notes:     newNotifier(cfg.OnChange),
 		updates:   make(chan struct{}, 1),
 		done:      make(chan struct{}),
 	}
@@ -186,7 +186,7 @@ func Start(ctx context.Context, cfg Config) (*Topology, error) {
 	if t.keyring, err = memberlist.NewKeyring(cfg.Keys, cfg.Keys[0]); err != nil {
 		return nil, fmt.Errorf("topology: keyring: %w", err)
 	}
-	mlLog := log.New(logBridge{logger.With("component", "memberlist")}, "", 0)
+	mlLog := log.New(logBridge{l: logger.With("component", "memberlist"), suspect: t.suspectedHere}, "", 0)
 	if t.transport, err = newCountingTransport(mc.BindAddr, mc.BindPort, mlLog); err != nil {
 		return nil, err
 	}
@@ -198,14 +198,16 @@ func Start(ctx context.Context, cfg Config) (*Topology, error) {
 	mc.Keyring = t.keyring
 	mc.Delegate = delegate{t}
 	mc.Events = events{t}
+	mc.Alive = aliveWatch{t}
+	mc.Ping = pingWatch{t}
 	mc.Logger = mlLog
+	t.notes = newNotifier(cfg.OnChange) // Create announces this node already
 	if t.ml, err = memberlist.Create(mc); err != nil {
 		t.transport.Shutdown()
 		t.notes.stop()
 		return nil, fmt.Errorf("topology: start memberlist: %w", err)
 	}
-	t.wg.Add(2)
-	go t.pollLoop()
+	t.wg.Add(1)
 	go t.updateLoop()
 	if len(cfg.Join) == 0 {
 		return t, nil
@@ -244,15 +246,15 @@ func memberlistConfig(cfg Config) (*memberlist.Config, error) {
 		return nil, fmt.Errorf("topology: config: unknown profile %q (want local, lan or wan)", cfg.Profile)
 	}
 	mc.Name = cfg.Name
-	mc.BindAddr = cmp(cfg.BindAddr, "0.0.0.0")
+	mc.BindAddr = orDefault(cfg.BindAddr, "0.0.0.0")
 	mc.BindPort = cfg.BindPort
 	mc.AdvertiseAddr = cfg.AdvertiseAddr
 	mc.AdvertisePort = cfg.AdvertisePort
-	mc.ProbeInterval = cmp(cfg.ProbeInterval, mc.ProbeInterval)
-	mc.ProbeTimeout = cmp(cfg.ProbeTimeout, mc.ProbeTimeout)
-	mc.GossipInterval = cmp(cfg.GossipInterval, mc.GossipInterval)
-	mc.PushPullInterval = cmp(cfg.PushPullInterval, mc.PushPullInterval)
-	mc.SuspicionMult = cmp(cfg.SuspicionMult, mc.SuspicionMult)
+	mc.ProbeInterval = orDefault(cfg.ProbeInterval, mc.ProbeInterval)
+	mc.ProbeTimeout = orDefault(cfg.ProbeTimeout, mc.ProbeTimeout)
+	mc.GossipInterval = orDefault(cfg.GossipInterval, mc.GossipInterval)
+	mc.PushPullInterval = orDefault(cfg.PushPullInterval, mc.PushPullInterval)
+	mc.SuspicionMult = orDefault(cfg.SuspicionMult, mc.SuspicionMult)
 	if mc.ProbeTimeout > mc.ProbeInterval {
 		return nil, fmt.Errorf("topology: config: probe timeout %s longer than probe interval %s", mc.ProbeTimeout, mc.ProbeInterval)
 	}
@@ -262,8 +264,8 @@ func memberlistConfig(cfg Config) (*memberlist.Config, error) {
 	return mc, nil
 }
 
-// cmp returns v unless it is the zero value, else def.
-func cmp[T comparable](v, def T) T {
+// orDefault returns v unless it is the zero value, else def.
+func orDefault[T comparable](v, def T) T {
 	var zero T
 	if v == zero {
 		return def
@@ -279,15 +281,15 @@ func (t *Topology) firstJoin(ctx context.Context, addrs []string) error {
 	res := make(chan result, 1)
 	go func() {
 		n, err := t.ml.Join(addrs)
-		res <- result{n, err}
+		res <- result{n, joinErr(n, err)}
 	}()
 	select {
 	case r := <-res:
 		if r.n > 0 {
-			t.log.Info("joined the mesh", "contacted", r.n)
+			t.log.Info("gossip_joined", "contacted", r.n)
 			return nil
 		}
-		t.log.Warn("no join address answered; retrying in the background", "join", addrs, "every", t.joinRetry, "err", r.err)
+		t.log.Warn("gossip_join_failed_retrying", "join", addrs, "every", t.joinRetry.String(), "error", r.err.Error())
 		t.wg.Add(1)
 		go t.joinLoop(addrs)
 		return fmt.Errorf("%w: %v: %w", ErrNotJoined, addrs, r.err)
@@ -296,6 +298,15 @@ func (t *Topology) firstJoin(ctx context.Context, addrs []string) error {
 		<-res
 		return fmt.Errorf("topology: join %v: %w", addrs, ctx.Err())
 	}
+}
+
+// joinErr is memberlist's Join error, never nil when nobody answered
+// (memberlist returns nil if the addresses resolved to nothing).
+func joinErr(contacted int, err error) error {
+	if contacted == 0 && err == nil {
+		return errors.New("no address to contact")
+	}
+	return err
 }
 
 // joinLoop retries joining until this node knows another member, whoever
@@ -311,22 +322,23 @@ func (t *Topology) joinLoop(addrs []string) {
 		case <-tick.C:
 		}
 		if t.ml.NumMembers() > 1 {
-			t.log.Info("in the mesh; stopping join retries")
+			t.log.Info("gossip_joined_by_peer")
 			return
 		}
 		n, err := t.ml.Join(addrs)
+		err = joinErr(n, err)
 		if n > 0 {
-			t.log.Info("joined the mesh", "contacted", n, "attempt", attempt)
+			t.log.Info("gossip_joined", "contacted", n, "attempt", attempt)
 			return
 		}
-		t.log.Debug("join failed; will retry", "attempt", attempt, "err", err)
+		t.log.Debug("gossip_join_retry_failed", "attempt", attempt, "error", err.Error())
 	}
 }
 
 // Members returns every member this node knows, including dead and left
 // ones for Config.Retain, sorted by name.
 func (t *Topology) Members() []Member {
-	t.refresh()
+	t.prune()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	out := make([]Member, 0, len(t.members))
@@ -339,7 +351,7 @@ func (t *Topology) Members() []Member {
 
 // Member returns the member named name (its memberlist node name).
 func (t *Topology) Member(name string) (Member, bool) {
-	t.refresh()
+	t.prune()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e, ok := t.members[name]
@@ -404,7 +416,7 @@ func (t *Topology) updateLoop() {
 		// The timeout only bounds how long Close may wait for this; the
 		// broadcast stays queued either way.
 		if err := t.ml.UpdateNode(time.Second); err != nil {
-			t.log.Debug("meta update not yet broadcast", "err", err)
+			t.log.Debug("gossip_meta_update_pending", "error", err.Error())
 		}
 		select {
 		case <-t.done:
@@ -419,7 +431,7 @@ func (t *Topology) LocalAddr() string { return t.ml.LocalNode().Address() }
 
 // Stats returns gossip traffic so far and the members by state.
 func (t *Topology) Stats() Stats {
-	t.refresh()
+	t.prune()
 	s := Stats{
 		SentBytes:     t.transport.sent.Load(),
 		ReceivedBytes: t.transport.received.Load(),
@@ -434,9 +446,14 @@ func (t *Topology) Stats() Stats {
 }
 
 // Leave tells the mesh this node is going away, waits up to timeout for
-// that to be gossiped, and shuts down: others see it Left rather than Dead.
+// that to reach the other members, and shuts down: others see it Left
+// rather than Dead. A timeout of zero or less means DefaultLeaveTimeout.
 // Close after Leave does nothing.
 func (t *Topology) Leave(timeout time.Duration) error {
+	if timeout <= 0 {
+		timeout = DefaultLeaveTimeout
+	}
+	deadline := time.Now().Add(timeout)
 	t.stopMu.Lock()
 	if t.stopped {
 		t.stopMu.Unlock()
@@ -444,6 +461,9 @@ func (t *Topology) Leave(timeout time.Duration) error {
 	}
 	// Under stopMu: memberlist panics on a Leave after Shutdown.
 	err := t.ml.Leave(timeout)
+	if err == nil {
+		t.tellPeers(deadline)
+	}
 	t.stopped = true
 	t.stopMu.Unlock()
 
@@ -454,6 +474,49 @@ func (t *Topology) Leave(timeout time.Duration) error {
 		return fmt.Errorf("topology: leave: %w", err)
 	}
 	return nil
+}
+
+// leaveFanout bounds the push/pulls of tellPeers running at once.
+const leaveFanout = 8
+
+// tellPeers makes sure every live member hears of our leave. Memberlist
+// gossips it a fixed, small number of times, piggybacked on whatever packets
+// go out next, and in a small cluster those can all go to a member that is
+// itself failing; the others would then see us fail instead. A push/pull
+// (memberlist's Join) with each live member carries our Left state over
+// TCP. It gives up at deadline; stragglers end at memberlist's TCP timeout.
+func (t *Topology) tellPeers(deadline time.Time) {
+	var peers []string
+	t.mu.Lock()
+	for _, e := range t.members {
+		if !e.Self && (e.State == Alive || e.State == Suspect) {
+			peers = append(peers, e.Addr)
+		}
+	}
+	t.mu.Unlock()
+	sem := make(chan struct{}, leaveFanout)
+	var wg sync.WaitGroup
+	for _, p := range peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if time.Now().After(deadline) {
+				return
+			}
+			if _, err := t.ml.Join([]string{p}); err != nil {
+				t.log.Debug("gossip_leave_push_failed", "addr", p, "error", err.Error())
+			}
+		}()
+	}
+	all := make(chan struct{})
+	go func() { wg.Wait(); close(all) }()
+	select {
+	case <-all:
+	case <-time.After(time.Until(deadline)):
+		t.log.Warn("gossip_leave_incomplete", "members", len(peers))
+	}
 }
 
 // Close shuts down without leaving: others see this node fail (Suspect,
@@ -489,11 +552,12 @@ func (t *Topology) localMeta() Meta {
 }
 
 // observe records what a memberlist event says about n. Memberlist holds its
-// node lock while calling, so n and its state may be read here and not after.
+// node lock while calling, so n and the states of all members may be read
+// here, and not after.
 func (t *Topology) observe(n *memberlist.Node, leaving bool) {
 	meta, err := DecodeMeta(n.Meta)
 	if err != nil {
-		t.log.Warn("undecodable meta from member", "member", n.Name, "err", err)
+		t.log.Warn("gossip_meta_undecodable", "member", n.Name, "error", err.Error())
 	}
 	if meta.Name == "" {
 		meta.Name = n.Name
@@ -507,7 +571,7 @@ func (t *Topology) observe(n *memberlist.Node, leaving bool) {
 		if layoutLooksRight(n, t.started) {
 			t.stateReadable.Store(true)
 		} else {
-			t.log.Warn("cannot read memberlist's node states; members will show alive or dead only")
+			t.log.Warn("gossip_states_unreadable", "effect", "members show alive or dead only")
 		}
 	}
 	switch {
@@ -518,79 +582,81 @@ func (t *Topology) observe(n *memberlist.Node, leaving bool) {
 	default:
 		m.State = Alive
 	}
-	t.gen++
 	m.Since = now
 	if old, ok := t.members[n.Name]; ok && old.State == m.State {
 		m.Since = old.Since
 	}
-	t.members[n.Name] = &entry{Member: m, gen: t.gen}
+	t.members[n.Name] = &entry{Member: m, node: n}
+	changed := append(t.syncStatesLocked(now), m)
+	t.mu.Unlock()
+	for _, c := range changed {
+		t.notes.push(c)
+	}
+}
+
+// syncStates reads every member's state from memberlist's records. It must
+// only be called from a memberlist callback made under memberlist's lock:
+// becoming suspect and being cleared of it are not events, so each callback
+// (any join, update, death or alive message) catches up on them all.
+func (t *Topology) syncStates() {
+	now := time.Now()
+	t.mu.Lock()
+	changed := t.syncStatesLocked(now)
+	t.mu.Unlock()
+	for _, c := range changed {
+		t.notes.push(c)
+	}
+}
+
+func (t *Topology) syncStatesLocked(now time.Time) []Member {
+	if !t.stateReadable.Load() {
+		return nil
+	}
+	var changed []Member
+	for _, e := range t.members {
+		if state := stateName(nodeStateOf(e.node).State); state != e.State {
+			e.State, e.Since = state, now
+			changed = append(changed, e.copy())
+		}
+	}
+	return changed
+}
+
+// suspectedHere marks name Suspect when this node's own probe of it failed:
+// memberlist logs that just before it marks the member suspect. Only an
+// alive member moves, so a late log line cannot undo a death.
+func (t *Topology) suspectedHere(name string) {
+	t.setIf(name, Alive, Suspect)
+}
+
+// answered marks a suspect member alive again when it answered one of our
+// probes: memberlist will clear the suspicion as soon as the member's
+// refutation arrives, which brings no event of its own.
+func (t *Topology) answered(name string) {
+	t.setIf(name, Suspect, Alive)
+}
+
+func (t *Topology) setIf(name, from, to string) {
+	t.mu.Lock()
+	e, ok := t.members[name]
+	if !ok || e.State != from {
+		t.mu.Unlock()
+		return
+	}
+	e.State, e.Since = to, time.Now()
+	m := e.copy()
 	t.mu.Unlock()
 	t.notes.push(m)
 }
 
-// refresh reads Alive/Suspect from memberlist, since suspicion is not an
-// event, and prunes members gone for longer than Retain.
-func (t *Topology) refresh() {
-	t.refreshMu.Lock()
-	defer t.refreshMu.Unlock()
-	t.mu.Lock()
-	gen := t.gen
-	t.mu.Unlock()
-
-	live := t.liveStates()
+// prune forgets members dead or left for longer than Retain.
+func (t *Topology) prune() {
 	now := time.Now()
-	var changed []Member
 	t.mu.Lock()
-	for name, state := range live {
-		e, ok := t.members[name]
-		// Only Alive and Suspect move here; joins, deaths and leaves come
-		// from events, and an event newer than the snapshot wins over it.
-		if !ok || e.gen > gen || e.State == state || (e.State != Alive && e.State != Suspect) {
-			continue
-		}
-		e.State, e.Since = state, now
-		changed = append(changed, e.copy())
-	}
+	defer t.mu.Unlock()
 	for name, e := range t.members {
 		if (e.State == Dead || e.State == Left) && now.Sub(e.Since) > t.retain {
 			delete(t.members, name)
-		}
-	}
-	t.mu.Unlock()
-	for _, m := range changed {
-		t.notes.push(m)
-	}
-}
-
-// liveStates returns the state of each member memberlist considers alive
-// or suspect, or nil if states cannot be read.
-func (t *Topology) liveStates() map[string]string {
-	if !t.stateReadable.Load() {
-		return nil
-	}
-	nodes := t.ml.Members()
-	states := make(map[string]string, len(nodes))
-	for _, n := range nodes {
-		states[n.Name] = stateName(nodeStateOf(n).State)
-	}
-	// Members released memberlist's lock before the reads above, which
-	// there is no public way to avoid. Taking the lock again at once orders
-	// them before memberlist's next write, so the unsynchronised window is
-	// a few reads long instead of lasting until our next call.
-	t.ml.NumMembers()
-	return states
-}
-
-func (t *Topology) pollLoop() {
-	defer t.wg.Done()
-	tick := time.NewTicker(t.poll)
-	defer tick.Stop()
-	for {
-		select {
-		case <-t.done:
-			return
-		case <-tick.C:
-			t.refresh()
 		}
 	}
 }
@@ -612,7 +678,10 @@ func (d delegate) NodeMeta(limit int) []byte {
 	defer t.mu.Unlock()
 	if err != nil || len(b) > limit {
 		// Keep advertising the last good meta: stale beats truncated.
-		t.log.Error("local meta not advertised", "err", err, "limit", limit)
+		if err == nil {
+			err = fmt.Errorf("%d bytes over memberlist's limit of %d", len(b), limit)
+		}
+		t.log.Error("gossip_meta_not_advertised", "error", err.Error())
 		return slices.Clone(t.lastMeta)
 	}
 	t.lastMeta = b
@@ -625,6 +694,23 @@ func (delegate) LocalState(join bool) []byte                { return nil }
 func (delegate) MergeRemoteState(buf []byte, join bool)     {}
 
 type events struct{ t *Topology }
+
+// aliveWatch is called, under memberlist's lock, for every alive message,
+// including the refutations that clear a suspicion.
+type aliveWatch struct{ t *Topology }
+
+func (a aliveWatch) NotifyAlive(*memberlist.Node) error {
+	a.t.syncStates()
+	return nil
+}
+
+// pingWatch hears which members answer this node's probes.
+type pingWatch struct{ t *Topology }
+
+func (pingWatch) AckPayload() []byte { return nil }
+func (p pingWatch) NotifyPingComplete(other *memberlist.Node, _ time.Duration, _ []byte) {
+	p.t.answered(other.Name)
+}
 
 func (e events) NotifyJoin(n *memberlist.Node)   { e.t.observe(n, false) }
 func (e events) NotifyLeave(n *memberlist.Node)  { e.t.observe(n, true) }
@@ -691,8 +777,12 @@ func (n *notifier) stop() {
 }
 
 // logBridge turns memberlist's "[LEVEL] memberlist: message" lines into
-// slog records.
-type logBridge struct{ l *slog.Logger }
+// slog records, and passes on the one line that says this node's probe of a
+// member failed, the only sign of a new suspicion memberlist gives.
+type logBridge struct {
+	l       *slog.Logger
+	suspect func(name string)
+}
 
 func (b logBridge) Write(p []byte) (int, error) {
 	line := strings.TrimSpace(string(p))
@@ -704,6 +794,11 @@ func (b logBridge) Write(p []byte) (int, error) {
 		line = rest
 	}
 	line = strings.TrimPrefix(line, "memberlist: ")
-	b.l.Log(context.Background(), level, line)
+	if name, ok := strings.CutPrefix(line, "Suspect "); ok && b.suspect != nil {
+		if name, ok = strings.CutSuffix(name, " has failed, no acks received"); ok {
+			b.suspect(name)
+		}
+	}
+	b.l.Log(context.Background(), level, "memberlist", "text", line)
 	return len(p), nil
 }

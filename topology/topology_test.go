@@ -23,10 +23,10 @@ var lastIP atomic.Int32
 
 func loopback(t *testing.T) string {
 	n := lastIP.Add(1)
-	if n > 250 {
+	if n > 250*250 {
 		t.Fatal("out of loopback addresses for this test binary")
 	}
-	return fmt.Sprintf("127.0.77.%d", n)
+	return fmt.Sprintf("127.77.%d.%d", n/250, n%250+1)
 }
 
 // testLog discards unless TOPOLOGY_TEST_LOG is set: memberlist logs from
@@ -165,9 +165,12 @@ func seesAlive(top *Topology, names ...string) (bool, string) {
 
 func TestThreeNodesShareMetaAndUpdates(t *testing.T) {
 	k := [][]byte{key(t)}
-	var head atomic.Int64
+	var head, metaCalls atomic.Int64
 	meta := func(name, role string) func() Meta {
 		return func() Meta {
+			if name == "a" {
+				metaCalls.Add(1)
+			}
 			m := Meta{Role: role, DC: "dc1", API: "http://" + name + ".test:8080", Tiers: []string{"stable", "beta"}, Version: "test"}
 			if name == "a" {
 				m.Head = head.Load()
@@ -210,7 +213,9 @@ func TestThreeNodesShareMetaAndUpdates(t *testing.T) {
 		t.Errorf("Member(c): got %+v %v", m, ok)
 	}
 
-	// A burst of updates: only the last value matters, and it must arrive.
+	// A burst of updates: only the last value matters, and it must arrive;
+	// memberlist is asked for the meta at most once per updateGap.
+	callsBefore, burstStart := metaCalls.Load(), time.Now()
 	for i := int64(1); i <= 42; i++ {
 		head.Store(i)
 		a.UpdateMeta()
@@ -220,6 +225,10 @@ func TestThreeNodesShareMetaAndUpdates(t *testing.T) {
 			m, _ := top.Member("a")
 			return m.Head == 42, summary(top.Members())
 		})
+	}
+	calls, most := metaCalls.Load()-callsBefore, 1+int64(time.Since(burstStart)/updateGap)
+	if calls < 1 || calls > most {
+		t.Errorf("meta broadcasts for a burst of 42 updates: want between 1 and %d, got %d", most, calls)
 	}
 	waitFor(t, time.Second, "b's OnChange to report a's join and its new head", func() (bool, string) {
 		_, joined := recB.any(func(m Member) bool { return m.Name == "a" && m.State == Alive })
@@ -248,9 +257,11 @@ func TestCrashIsSuspectThenDeadAndLeaveIsLeft(t *testing.T) {
 		m, _ := a.Member("c")
 		return m.State == Dead, summary(a.Members())
 	})
-	if got := rec.states("c"); !slices.Equal(got, []string{Alive, Suspect, Dead}) {
-		t.Errorf("states of c reported to a's OnChange: want alive, suspect, dead; got %v", got)
-	}
+	// OnChange is asynchronous: wait for it to catch up with Members.
+	waitFor(t, time.Second, "a's OnChange to report c alive, suspect, dead", func() (bool, string) {
+		got := rec.states("c")
+		return slices.Equal(got, []string{Alive, Suspect, Dead}), fmt.Sprint(got)
+	})
 
 	if err := b.Leave(2 * time.Second); err != nil {
 		t.Fatalf("leave: %v", err)
@@ -379,8 +390,10 @@ func TestKeyRotationKeepsTheClusterTogether(t *testing.T) {
 	}
 	settle()
 
+	// A packet in flight under a key just removed is dropped, and a missed
+	// ack can make a member suspect for a moment; none may be declared gone.
 	for name, rec := range recs {
-		if m, ok := rec.any(func(m Member) bool { return m.State != Alive }); ok {
+		if m, ok := rec.any(func(m Member) bool { return m.State == Dead || m.State == Left }); ok {
 			t.Errorf("%s saw %s %s during the rotation", name, m.Name, m.State)
 		}
 	}
@@ -515,4 +528,20 @@ func TestOversizedMetaLaterKeepsTheLastGood(t *testing.T) {
 	if m, _ := b.Member("a"); m.Head != 1 || m.Role != "hub" {
 		t.Errorf("b's view of a after an oversized update: want the last good meta (head 1), got %+v", m.Meta)
 	}
+}
+
+func TestDeadMembersAreForgottenAfterRetain(t *testing.T) {
+	k := [][]byte{key(t)}
+	ca := fast(t, "a", k)
+	ca.Retain = 500 * time.Millisecond
+	a := start(t, ca)
+	cb := fast(t, "b", k, a.LocalAddr())
+	b := start(t, cb)
+	waitFor(t, 5*time.Second, "a, b alive", func() (bool, string) { return seesAlive(a, "a", "b") })
+	b.Close()
+	waitFor(t, deadBound(cb, 2), "a to see b dead", func() (bool, string) {
+		m, _ := a.Member("b")
+		return m.State == Dead, summary(a.Members())
+	})
+	waitFor(t, ca.Retain+2*time.Second, "b forgotten after Retain", func() (bool, string) { return seesAlive(a, "a") })
 }
