@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -161,7 +162,16 @@ func (n *Node) startGossip(ctx context.Context) error {
 		adv, _ := splitHostPort(n.cfg.Gossip.Advertise)
 		tc.AdvertiseAddr, tc.AdvertisePort = adv.host, adv.port
 	}
-	if g.topo, err = topology.Start(ctx, tc); err != nil {
+	g.topo, err = topology.Start(ctx, tc)
+	switch {
+	case errors.Is(err, topology.ErrNotJoined):
+		// No member answered yet: the node serves on its own and gossip
+		// keeps trying to join in the background.
+		n.log.Warn("gossip_not_joined", "join", n.cfg.Gossip.Join, "error", err.Error())
+	case err != nil:
+		if g.topo != nil {
+			g.topo.Close()
+		}
 		return fmt.Errorf("node: gossip: %w", err)
 	}
 	n.gossip = g

@@ -82,3 +82,30 @@ func TestNodesGossipTheirMeta(t *testing.T) {
 		t.Errorf("a node that left is still offered to machines: %+v", ns)
 	}
 }
+
+// A node whose join addresses do not answer yet still starts, and joins
+// once a member is there.
+func TestNodeStartsBeforeItsGossipPeers(t *testing.T) {
+	key, err := topology.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := []string{base64.StdEncoding.EncodeToString(key)}
+	laterAddr := freeGossipAddr(t, "127.0.0.1")
+	early := testConfig(t)
+	early.Node.Name = "early"
+	early.Gossip.Bind, early.Gossip.Profile, early.Gossip.Keys = freeGossipAddr(t, "127.0.0.1"), "local", keys
+	early.Gossip.Join = []string{laterAddr}
+	e := startNode(t, early)
+
+	later := testConfig(t)
+	later.Node.Name = "later"
+	later.Gossip.Bind, later.Gossip.Profile, later.Gossip.Keys = laterAddr, "local", keys
+	startNode(t, later)
+	if !waitFor(func() bool {
+		m, ok := e.node.gossip.topo.Member("later")
+		return ok && m.State == topology.Alive
+	}, 20*time.Second) {
+		t.Fatal("the early node never joined the later one")
+	}
+}
