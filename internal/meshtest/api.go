@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -336,4 +337,83 @@ func WaitFor(t testing.TB, within time.Duration, what string, check func() error
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// Metrics reads the node's /metrics and returns each sample by its series
+// as exposed, e.g. `patchmesh_gossip_members{state="dead"}`. It does not
+// fail the test, so that a goroutine may poll with it.
+func (n *Node) Metrics(ctx context.Context) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.URL+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("GET /metrics on %s: %w", n.Name, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, fmt.Errorf("GET /metrics on %s: %w", n.Name, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, &StatusError{Method: http.MethodGet, Path: "/metrics", Status: resp.StatusCode, Body: string(raw)}
+	}
+	out := map[string]float64{}
+	for line := range strings.Lines(string(raw)) {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		// The value is the last field: label values may hold spaces.
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		out[line[:i]] = v
+	}
+	return out, nil
+}
+
+// Gossip is one node's view of the mesh's membership, read from its
+// metrics: how many members it counts in each state (alive, suspect,
+// dead, left; itself among the alive), and its gossip traffic so far.
+type Gossip struct {
+	Members                  map[string]int
+	SentBytes, ReceivedBytes float64
+}
+
+// Total is how many members the node knows of, in any state.
+func (g Gossip) Total() int {
+	k := 0
+	for _, c := range g.Members {
+		k += c
+	}
+	return k
+}
+
+// GossipView reads the node's view of the membership. It does not fail
+// the test, so that a goroutine may poll with it. It reads counts, not
+// names: the per-member admin view (GET /v1/topology) is not there yet.
+func (n *Node) GossipView(ctx context.Context) (Gossip, error) {
+	ms, err := n.Metrics(ctx)
+	if err != nil {
+		return Gossip{}, err
+	}
+	if _, ok := ms["patchmesh_gossip_sent_bytes_total"]; !ok {
+		return Gossip{}, fmt.Errorf("%s: no gossip metrics (gossip off?)", n.Name)
+	}
+	g := Gossip{
+		Members:       map[string]int{},
+		SentBytes:     ms["patchmesh_gossip_sent_bytes_total"],
+		ReceivedBytes: ms["patchmesh_gossip_received_bytes_total"],
+	}
+	for _, st := range []string{"alive", "suspect", "dead", "left"} {
+		g.Members[st] = int(ms[`patchmesh_gossip_members{state="`+st+`"}`])
+	}
+	return g, nil
 }

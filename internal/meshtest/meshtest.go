@@ -12,11 +12,15 @@ package meshtest
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/base64"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +28,7 @@ import (
 
 	"github.com/patchmesh/patchmesh/auth"
 	"github.com/patchmesh/patchmesh/federation"
+	"github.com/patchmesh/patchmesh/topology"
 )
 
 // Admin is the administrator every node is configured with, so that a test
@@ -99,29 +104,48 @@ func adminHash(t testing.TB) string {
 }
 
 // Addresses. Every node gets its own loopback address, 127.0.0.2 and up,
-// so that nodes of tests running in parallel never share a host, and a
-// port found free at creation that the node keeps across restarts.
+// so that nodes of tests running in parallel never share a host, and ports
+// found free at creation that the node keeps across restarts.
 var (
 	addrMu   sync.Mutex
 	nextHost = 2
 )
 
-func freeAddr(t testing.TB) string {
-	t.Helper()
+// nextLoopback hands out the next loopback host, wrapping after .254.
+func nextLoopback() string {
 	addrMu.Lock()
+	defer addrMu.Unlock()
 	host := nextHost
 	nextHost++
 	if nextHost > 254 {
 		nextHost = 2
 	}
-	addrMu.Unlock()
-	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:0", host))
-	if err != nil {
-		t.Fatalf("meshtest: find a free port on 127.0.0.%d: %v", host, err)
+	return fmt.Sprintf("127.0.0.%d", host)
+}
+
+// freePort finds a port on host that is free for TCP and, with udp, for
+// UDP too (gossip listens on both with one number).
+func freePort(t testing.TB, host string, udp bool) string {
+	t.Helper()
+	for range 20 { // bounded: a TCP port whose UDP twin is taken is retried
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			t.Fatalf("meshtest: find a free port on %s: %v", host, err)
+		}
+		addr := ln.Addr().String()
+		if !udp {
+			ln.Close()
+			return addr
+		}
+		pc, err := net.ListenPacket("udp", addr)
+		ln.Close()
+		if err == nil {
+			pc.Close()
+			return addr
+		}
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+	t.Fatalf("meshtest: no port free for both TCP and UDP on %s", host)
+	return ""
 }
 
 // Mesh is the set of nodes of one test. Its hub signing key is made before
@@ -134,6 +158,12 @@ type Mesh struct {
 	// key as sync.trust takes it.
 	HubKeyPath   string
 	HubPublicKey string
+
+	// Gossip, when set before nodes are added, turns gossip on for them
+	// with this memberlist profile (local, lan or wan); see Spec.
+	Gossip string
+	// GossipKey is the mesh's gossip keyring (one base64 key), made by New.
+	GossipKey string
 
 	mu    sync.Mutex
 	nodes []*Node
@@ -151,6 +181,11 @@ func New(t testing.TB) *Mesh {
 		t.Fatalf("meshtest: hub key: %v", err)
 	}
 	m.HubPublicKey = federation.FormatPublicKey(key.Public().(ed25519.PublicKey))
+	gk, err := topology.NewKey()
+	if err != nil {
+		t.Fatalf("meshtest: gossip key: %v", err)
+	}
+	m.GossipKey = base64.StdEncoding.EncodeToString(gk)
 	// Registered after TempDir's own cleanup, so it runs before it: the
 	// processes are gone before their directories are removed.
 	t.Cleanup(m.cleanup)
@@ -190,4 +225,37 @@ func cleanEnv() []string {
 		env = append(env, kv)
 	}
 	return env
+}
+
+// freePortIn is freePort for a node in network namespace netns, or in the
+// test's own when netns is empty. The test process cannot listen inside a
+// namespace, but one the test made is empty: any port there is free.
+func freePortIn(t testing.TB, netns, host string, udp bool) string {
+	t.Helper()
+	if netns == "" {
+		return freePort(t, host, udp)
+	}
+	return net.JoinHostPort(host, strconv.Itoa(20000+rand.IntN(40000)))
+}
+
+// joinSeeds is where a starting node joins the gossip: the first few
+// running nodes of the mesh, in the order they were added, that hold the
+// mesh's key (a node given a wrong one is never a seed). The first node of a mesh finds none and starts the cluster; a node
+// restarted later rejoins through whoever is up.
+func (m *Mesh) joinSeeds(self *Node) []string {
+	const seeds = 3
+	m.mu.Lock()
+	nodes := append([]*Node(nil), m.nodes...)
+	m.mu.Unlock()
+	var out []string
+	for _, n := range nodes {
+		if n == self || n.GossipAddr == "" || !n.Running() || !slices.Equal(n.Config.Gossip.Keys, []string{m.GossipKey}) {
+			continue
+		}
+		out = append(out, n.GossipAddr)
+		if len(out) == seeds {
+			break
+		}
+	}
+	return out
 }

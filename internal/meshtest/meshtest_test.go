@@ -1,9 +1,12 @@
 package meshtest
 
 import (
+	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/patchmesh/patchmesh/node"
 )
@@ -40,4 +43,39 @@ func TestNodeSurvivesKillAtSameAddress(t *testing.T) {
 	if !strings.Contains(n.LogTail(5), `"msg":"node_stopped"`) {
 		t.Fatalf("after Stop: want node_stopped at the end of the log, got:\n%s", n.LogTail(5))
 	}
+}
+
+// With gossip on, the nodes of a mesh find each other through the first
+// one started, and a killed node comes back at the same gossip address
+// and rejoins through whoever is up, even when it was the first.
+func TestGossipJoinsAndRejoinsAtSameAddress(t *testing.T) {
+	m := New(t)
+	m.Gossip = "local"
+	h := m.Start(Spec{Name: "hub", Role: node.RoleHub})
+	r := m.Start(Spec{Name: "relay", Role: node.RoleRelay, Links: []Link{{Tier: "edge",
+		Upstreams: []Upstream{{URL: h.URL, Token: h.SyncToken(t, "edge", "relay")}}}}})
+	if len(h.Config.Gossip.Join) != 0 || !slices.Equal(r.Config.Gossip.Join, []string{h.GossipAddr}) {
+		t.Fatalf("want the hub to start the cluster and the relay to join it, got joins %v and %v",
+			h.Config.Gossip.Join, r.Config.Gossip.Join)
+	}
+	bothAlive := func() error {
+		for _, n := range []*Node{h, r} {
+			g, err := n.GossipView(t.Context())
+			if err != nil {
+				return err
+			}
+			if g.Members["alive"] != 2 || g.Total() != 2 {
+				return fmt.Errorf("%s: members %v", n.Name, g.Members)
+			}
+		}
+		return nil
+	}
+	WaitFor(t, 30*time.Second, "both nodes alive in both views", bothAlive)
+
+	addr := h.GossipAddr
+	h.Restart(t)
+	if h.GossipAddr != addr || !slices.Equal(h.Config.Gossip.Join, []string{r.GossipAddr}) {
+		t.Fatalf("restarted hub: want gossip at %s joining %s, got %s joining %v", addr, r.GossipAddr, h.GossipAddr, h.Config.Gossip.Join)
+	}
+	WaitFor(t, 30*time.Second, "both nodes alive again after the hub's restart", bothAlive)
 }

@@ -32,8 +32,21 @@ type Spec struct {
 	Role string
 	// Links are what a relay or edge pulls; none for the hub.
 	Links []Link
+	// DC is the node's data centre (node.datacenter); empty keeps the
+	// default, dc1.
+	DC string
+	// GossipKey replaces the mesh's gossip key for this node (base64), to
+	// test a node that holds the wrong one. Only with Mesh.Gossip set.
+	GossipKey string
+	// Host is the address the node listens on, HTTP and gossip; empty
+	// gives it a loopback address of its own. Netns, if set, runs the
+	// node inside that network namespace (ip netns exec), which the test
+	// made and whose address Host must then be.
+	Host  string
+	Netns string
 	// Configure, if set, adjusts the config after meshtest's defaults and
-	// before the file is written.
+	// before the file is written. A gossip.join it sets is kept; otherwise
+	// meshtest chooses it at every start (see Node.Start).
 	Configure func(*node.Config)
 }
 
@@ -77,9 +90,15 @@ type Node struct {
 	// profile (2s long polls, retries from 100ms to 1s, a 5s drain),
 	// then the Spec.
 	Config node.Config
+	// GossipAddr is the node's gossip host:port, fixed across restarts;
+	// empty with gossip off.
+	GossipAddr string
 
 	cfgPath string
 	logPath string
+	netns   string
+	// autoJoin says meshtest picks gossip.join at each start.
+	autoJoin bool
 
 	mu       sync.Mutex
 	proc     *process
@@ -106,15 +125,20 @@ func (m *Mesh) Add(spec Spec) *Node {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatalf("meshtest: %v", err)
 	}
-	addr := freeAddr(t)
+	host := spec.Host
+	if host == "" {
+		host = nextLoopback()
+	}
+	addr := freePortIn(t, spec.Netns, host, false)
 	n := &Node{
 		m: m, Name: spec.Name, Role: spec.Role, URL: "http://" + addr,
 		Dir: dir, DataDir: filepath.Join(dir, "data"),
 		cfgPath: filepath.Join(dir, "config.yaml"), logPath: filepath.Join(dir, "node.log"),
+		netns: spec.Netns,
 	}
 
 	cfg := node.DefaultsWithEnv(func(string) string { return "" })
-	cfg.Node = node.IdentityConfig{Name: spec.Name, Role: spec.Role, DataDir: n.DataDir}
+	cfg.Node.Name, cfg.Node.Role, cfg.Node.DataDir = spec.Name, spec.Role, n.DataDir
 	cfg.Server.Listen = addr
 	cfg.Server.ShutdownTimeout = shutdownTimeout
 	cfg.Auth.Admins = []auth.Admin{{Name: AdminUser, PasswordHash: adminHash(t)}}
@@ -138,9 +162,24 @@ func (m *Mesh) Add(spec Spec) *Node {
 		}
 		cfg.Sync.Links = append(cfg.Sync.Links, lc)
 	}
+	if spec.DC != "" {
+		cfg.Node.Datacenter = spec.DC
+	}
+	if m.Gossip != "" {
+		key := m.GossipKey
+		if spec.GossipKey != "" {
+			key = spec.GossipKey
+		}
+		n.GossipAddr = freePortIn(t, spec.Netns, host, true)
+		cfg.Node.AdvertiseURL = n.URL
+		cfg.Gossip.Bind = n.GossipAddr
+		cfg.Gossip.Profile = m.Gossip
+		cfg.Gossip.Keys = []string{key}
+	}
 	if spec.Configure != nil {
 		spec.Configure(&cfg)
 	}
+	n.autoJoin = m.Gossip != "" && len(cfg.Gossip.Join) == 0
 	n.Config = cfg
 	n.writeConfig(t)
 
@@ -176,6 +215,13 @@ func (n *Node) writeConfig(t testing.TB) {
 // goes to node.log, appended to across restarts.
 func (n *Node) Start(t testing.TB) {
 	t.Helper()
+	if n.autoJoin && !n.Running() {
+		// Chosen now, not at Add: who is up to be joined changes as the
+		// test kills and restarts nodes. Outside n.mu: joinSeeds takes
+		// the other nodes' locks.
+		n.Config.Gossip.Join = n.m.joinSeeds(n)
+		n.writeConfig(t)
+	}
 	n.mu.Lock()
 	if n.proc != nil {
 		n.mu.Unlock()
@@ -189,6 +235,9 @@ func (n *Node) Start(t testing.TB) {
 	}
 	fmt.Fprintf(log, "=== meshtest: start %d of %s at %s ===\n", n.starts, n.Name, time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command(Binary(t), "serve", "--config", n.cfgPath)
+	if n.netns != "" {
+		cmd = exec.Command("ip", "netns", "exec", n.netns, Binary(t), "serve", "--config", n.cfgPath)
+	}
 	cmd.Env = cleanEnv()
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {

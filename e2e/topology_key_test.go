@@ -1,0 +1,79 @@
+package e2e_test
+
+import (
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/patchmesh/patchmesh/internal/meshtest"
+	"github.com/patchmesh/patchmesh/node"
+	"github.com/patchmesh/patchmesh/topology"
+)
+
+// A node whose gossip key is not the mesh's cannot join it: the members
+// never count it, it counts none of them, and the refusal is in the logs.
+func TestTopologyWrongGossipKeyIsRefused(t *testing.T) {
+	t.Parallel()
+	m := meshtest.New(t)
+	m.Gossip = gossipProfile
+	h, rs := regionsMesh(t, m, 1, "a")
+	members := meshNodes(h, rs)
+	viewEvery(t, members, converge, "every member alive", allAlive(len(members)))
+
+	k, err := topology.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := pullSpec(t, "intruder", node.RoleEdge, h.URL, h, "edge")
+	spec.GossipKey = base64.StdEncoding.EncodeToString(k)
+	in := m.Start(spec)
+	if len(in.Config.Gossip.Join) == 0 {
+		t.Fatal("the intruder was given nobody to join; the test would prove nothing")
+	}
+
+	// Long enough for several probe and gossip rounds and one push-pull
+	// attempt of the local profile; a joined node would be counted within
+	// a second or two.
+	const watch = 8 * time.Second
+	deadline := time.Now().Add(watch)
+	for time.Now().Before(deadline) {
+		for _, n := range members {
+			g, err := n.GossipView(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g.Total() != len(members) {
+				t.Fatalf("%s: counts the intruder: members %v, want %d alive and nobody else", n.Name, g.Members, len(members))
+			}
+		}
+		g, err := in.GossipView(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g.Total() != 1 || g.Members["alive"] != 1 {
+			t.Fatalf("intruder: members %v, want itself alone", g.Members)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !in.Running() {
+		t.Fatalf("intruder: exited; want it running alone. Log:\n%s", in.LogTail(20))
+	}
+	refused := 0
+	for _, n := range append(members, in) {
+		refused += strings.Count(n.Log(), "decrypt")
+	}
+	if refused == 0 {
+		t.Errorf("want a decryption failure logged by the members or the intruder, found none")
+	}
+	fmt.Fprintln(testWriter{t}, "decryption failures logged:", refused)
+}
+
+// testWriter logs through t.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
