@@ -1,0 +1,121 @@
+package topology
+
+import (
+	"slices"
+	"strings"
+	"time"
+)
+
+// View is the mesh as this node sees it, in the shape GET /v1/topology
+// answers: every member and, for each member that pulls from an upstream,
+// the link from that upstream to it. It is a snapshot; nothing in it is
+// shared with the Topology.
+type View struct {
+	// Self is this node's name.
+	Self string `json:"self"`
+	// Nodes is every known member, dead and left ones included for
+	// Config.Retain, sorted by name.
+	Nodes []ViewNode `json:"nodes"`
+	// Links go from upstream to downstream, one per member that advertises
+	// an upstream, sorted by downstream name.
+	Links []ViewLink `json:"links"`
+}
+
+// ViewNode is one member: its meta, its health and where it gossips.
+type ViewNode struct {
+	Name     string    `json:"name"`
+	Role     string    `json:"role"`
+	DC       string    `json:"dc"`
+	URL      string    `json:"url"`      // Meta.API
+	Upstream string    `json:"upstream"` // API URL of the upstream in use; "" on the hub
+	State    string    `json:"state"`    // Alive, Suspect, Dead, Left
+	Version  string    `json:"version"`
+	Since    time.Time `json:"since"` // when State last changed, as this node saw it
+	Head     int64     `json:"head"`
+	Synced   int64     `json:"synced"`
+	Lag      int64     `json:"lag"`
+	Tiers    []string  `json:"tiers"`
+	Addr     string    `json:"addr"` // gossip host:port
+}
+
+// ViewLink is a downstream pulling from its upstream.
+type ViewLink struct {
+	// From is the upstream's name, "" when no known member advertises the
+	// URL the downstream pulls from (a node outside gossip, or one this
+	// node has forgotten).
+	From string `json:"from"`
+	// To is the downstream's name.
+	To string `json:"to"`
+	// FromURL is the upstream URL as the downstream advertises it, so that
+	// an unknown upstream can still be named.
+	FromURL string `json:"from_url"`
+	// LagEvents is the downstream's Meta.Lag: hub records it has not
+	// applied yet.
+	LagEvents int64 `json:"lag_events"`
+	// Healthy says both ends are alive.
+	Healthy bool `json:"healthy"`
+}
+
+// View returns the mesh as this node sees it now.
+func (t *Topology) View() View {
+	return ViewOf(t.name, t.Members())
+}
+
+// ViewOf builds the View of members ms as seen by the node named self. It
+// is separate from Topology so that a view can be built, and tested,
+// without running gossip.
+func ViewOf(self string, ms []Member) View {
+	ms = slices.Clone(ms)
+	slices.SortFunc(ms, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
+
+	// Downstreams name their upstream by API URL, as federation dials it.
+	// Several members may advertise one URL (a node back under a new name);
+	// the one ByAPI would pick is the upstream.
+	byURL := make(map[string]Member, len(ms))
+	for _, m := range ms {
+		u := strings.TrimSuffix(m.API, "/")
+		if u == "" {
+			continue
+		}
+		if best, ok := byURL[u]; !ok || betterUpstream(m, best) {
+			byURL[u] = m
+		}
+	}
+
+	v := View{Self: self, Nodes: make([]ViewNode, 0, len(ms)), Links: []ViewLink{}}
+	for _, m := range ms {
+		v.Nodes = append(v.Nodes, ViewNode{
+			Name: m.Name, Role: m.Role, DC: m.DC, URL: m.API, Upstream: m.Upstream,
+			State: m.State, Version: m.Version, Since: m.Since,
+			Head: m.Head, Synced: m.Synced, Lag: m.Lag,
+			Tiers: nonNil(slices.Clone(m.Tiers)), Addr: m.Addr,
+		})
+		if m.Upstream == "" {
+			continue
+		}
+		l := ViewLink{To: m.Name, FromURL: m.Upstream, LagEvents: m.Lag}
+		if up, ok := byURL[strings.TrimSuffix(m.Upstream, "/")]; ok {
+			l.From = up.Name
+			l.Healthy = up.State == Alive && m.State == Alive
+		}
+		v.Links = append(v.Links, l)
+	}
+	return v
+}
+
+// betterUpstream says whether m should stand for its URL rather than best:
+// the healthier, then the more recently changed, as in ByAPI.
+func betterUpstream(m, best Member) bool {
+	if r, b := healthRank(m.State), healthRank(best.State); r != b {
+		return r < b
+	}
+	return m.Since.After(best.Since)
+}
+
+// nonNil keeps "tiers": [] rather than null on the wire.
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
