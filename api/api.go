@@ -92,6 +92,9 @@ type Config struct {
 	// Nodes lists the healthy nodes serving a tier, for machines choosing
 	// a node; nil means machines are told of this node only.
 	Nodes NodeLister
+	// Topology is the node's gossip membership, for GET /v1/topology; nil
+	// with gossip off, when the answer holds this node alone.
+	Topology TopologyViewer
 }
 
 type server struct {
@@ -112,6 +115,7 @@ type server struct {
 	configKeys []configKey
 	changes    *store.Changes
 	nodes      NodeLister
+	topo       TopologyViewer
 }
 
 // New returns the node's HTTP handler.
@@ -173,6 +177,7 @@ func New(cfg Config) (http.Handler, error) {
 		configKeys: configKeys,
 		changes:    cfg.Changes,
 		nodes:      cfg.Nodes,
+		topo:       cfg.Topology,
 	}
 	s.started = s.now()
 
@@ -192,6 +197,7 @@ func New(cfg Config) (http.Handler, error) {
 	s.adminRoutes(v1)
 	s.clientRoutes(v1)
 	s.syncRoutes(v1)
+	v1.Handle("/topology", methods{http.MethodGet: s.asAdmin(s.topology)})
 	v1.Handle("/blobs/{digest}", methods{http.MethodGet: s.handle(s.getBlob), http.MethodHead: s.handle(s.getBlob)})
 
 	return withRequestID(s.observe(s.recoverPanics(r))), nil

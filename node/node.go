@@ -178,6 +178,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		},
 		Info:       api.Info{Version: Version, Role: cfg.Node.Role, Node: cfg.Node.Name, URL: n.apiURL()},
 		Nodes:      n.nodeLister(),
+		Topology:   n.topologyViewer(),
 		Now:        o.now,
 		Sync:       n.syncControl(),
 		HubKey:     n.hubPublicKey(),
@@ -487,6 +488,15 @@ func (n *Node) Close() error {
 		n.closeErr = errors.Join(errs...)
 	})
 	return n.closeErr
+}
+
+// topologyViewer is the gossip membership for GET /v1/topology; a nil
+// interface with gossip off, never a nil *Topology in a non-nil one.
+func (n *Node) topologyViewer() api.TopologyViewer {
+	if n.gossip == nil {
+		return nil
+	}
+	return n.gossip.topo
 }
 
 // apiQueue translates the config's queue length for the api package, where
