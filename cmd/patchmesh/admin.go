@@ -45,6 +45,8 @@ Commands:
   sync trigger [--wait]                     start a sync round now (--wait: until it ends)
   trust list | add KEY | remove ID          hub keys this node pins (KEY is ed25519:…)
   hub-key                                   the node's hub signing key (public; no login)
+  topology                                  the mesh as the node's gossip sees it: a tree
+                                            from the hub, with health and lag (times UTC)
 
 The login is kept in $PATCHMESH_CONFIG_DIR/admin.json, else in the user's
 config directory under patchmesh/ (mode 0600).
@@ -142,6 +144,7 @@ var adminCommands = map[string]func(a *admin, ctx context.Context, args []string
 	"trust add":           (*admin).trustAdd,
 	"trust remove":        (*admin).trustRemove,
 	"hub-key":             (*admin).adminHubKey,
+	"topology":            (*admin).topology,
 }
 
 func (a *admin) dispatch(ctx context.Context, args []string) error {

@@ -1,0 +1,218 @@
+package main
+
+// Mesh commands: `patchmesh admin topology` draws the mesh as a node's
+// gossip sees it; `patchmesh gossip-key` makes a key for the gossip
+// keyring, with no server involved.
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/patchmesh/patchmesh/topology"
+)
+
+func (a *admin) topology(ctx context.Context, args []string) error {
+	api, _, err := a.prepare(ctx, "topology", args)
+	if err != nil {
+		return err
+	}
+	raw, err := api.call(ctx, http.MethodGet, "/v1/topology", nil, nil)
+	if err != nil {
+		return err
+	}
+	return a.show(raw, nil, func() error {
+		var v topology.View
+		if err := decode(raw, &v); err != nil {
+			return err
+		}
+		return renderTopology(a.stdout, v, a.now())
+	})
+}
+
+// renderTopology draws the mesh as trees, one from each root (a node with
+// no upstream: normally the hub), children sorted by name. Nodes no root
+// reaches, because their upstream is no known member or because upstreams
+// form a cycle, follow in a table of their own that says why: a broken
+// chain is what an operator looking at the mesh needs to see first.
+func renderTopology(w io.Writer, v topology.View, now time.Time) error {
+	if len(v.Nodes) == 0 {
+		_, err := fmt.Fprintln(w, "No member known.")
+		return err
+	}
+	t := newTopologyTree(v, now)
+	header := []string{"NODE", "ROLE", "DC", "STATE", "SYNC"}
+	var rows [][]string
+	for _, n := range v.Nodes {
+		if n.Upstream == "" {
+			rows = t.draw(rows, n.Name, "", "", "")
+		}
+	}
+	var lost [][]string
+	// First the subtrees hanging from an unknown upstream, then whatever is
+	// left, which can only be upstream cycles.
+	for _, n := range v.Nodes {
+		if l, ok := t.up[n.Name]; ok && l.From == "" && !t.seen[n.Name] {
+			lost = t.draw(lost, n.Name, "", "", "upstream "+l.FromURL+" is no known member")
+		}
+	}
+	for _, n := range v.Nodes {
+		if !t.seen[n.Name] {
+			lost = t.draw(lost, n.Name, "", "", "in an upstream cycle")
+		}
+	}
+	if len(rows) > 0 {
+		if err := table(w, header, rows); err != nil {
+			return err
+		}
+	}
+	if len(lost) == 0 {
+		return nil
+	}
+	if len(rows) > 0 {
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w, "Not reachable from a node without upstream:")
+	return table(w, append(header, "WHY"), lost)
+}
+
+// topologyTree indexes a View for drawing.
+type topologyTree struct {
+	now      time.Time
+	nodes    map[string]topology.ViewNode
+	up       map[string]topology.ViewLink // by downstream
+	children map[string][]string          // by upstream, sorted
+	seen     map[string]bool              // drawn already
+}
+
+func newTopologyTree(v topology.View, now time.Time) *topologyTree {
+	t := &topologyTree{
+		now:      now,
+		nodes:    make(map[string]topology.ViewNode, len(v.Nodes)),
+		up:       make(map[string]topology.ViewLink, len(v.Links)),
+		children: make(map[string][]string),
+		seen:     make(map[string]bool, len(v.Nodes)),
+	}
+	for _, n := range v.Nodes {
+		t.nodes[n.Name] = n
+	}
+	for _, l := range v.Links {
+		if _, ok := t.nodes[l.To]; !ok {
+			continue // a link to a node the view does not list draws nothing
+		}
+		t.up[l.To] = l
+		if l.From != "" {
+			t.children[l.From] = append(t.children[l.From], l.To)
+		}
+	}
+	for _, c := range t.children {
+		slices.Sort(c)
+	}
+	return t
+}
+
+// draw appends name's row and those of its subtree. branch is the
+// connector before name ("├── ", "└── ", "" for a root), indent what comes
+// before the connectors of its children; why, if set, fills a last column.
+// A node is drawn once, so a cycle ends where it closes.
+func (t *topologyTree) draw(rows [][]string, name, indent, branch, why string) [][]string {
+	t.seen[name] = true
+	n := t.nodes[name]
+	row := []string{indent + branch + n.Name, orDash(n.Role), orDash(n.DC), t.state(n), t.progress(n)}
+	if why != "" {
+		row = append(row, why)
+	}
+	rows = append(rows, row)
+	switch branch {
+	case "├── ":
+		indent += "│   "
+	case "└── ":
+		indent += "    "
+	}
+	var todo []string
+	for _, c := range t.children[name] {
+		if !t.seen[c] {
+			todo = append(todo, c)
+		}
+	}
+	for i, c := range todo {
+		b := "├── "
+		if i == len(todo)-1 {
+			b = "└── "
+		}
+		var cwhy string
+		if why != "" {
+			cwhy = "below " + name
+		}
+		rows = t.draw(rows, c, indent, b, cwhy)
+	}
+	return rows
+}
+
+// state is the health, with since when unless alive.
+func (t *topologyTree) state(n topology.ViewNode) string {
+	if n.State == topology.Alive || n.Since.IsZero() {
+		return orDash(n.State)
+	}
+	return n.State + " (since " + t.when(n.Since) + ")"
+}
+
+// when shows a time of today (UTC) as its clock time, others in full.
+func (t *topologyTree) when(at time.Time) string {
+	at, now := at.UTC(), t.now.UTC()
+	if at.YearDay() == now.YearDay() && at.Year() == now.Year() {
+		return at.Format(time.TimeOnly)
+	}
+	return fmtTime(at)
+}
+
+// progress is the hub's log head, or a downstream's lag behind the hub.
+// Dead and departed nodes show none: their last report is stale.
+func (t *topologyTree) progress(n topology.ViewNode) string {
+	switch {
+	case n.State == topology.Dead || n.State == topology.Left:
+		return "-"
+	case n.Upstream == "":
+		return fmt.Sprintf("head %d", n.Head)
+	}
+	return fmt.Sprintf("lag %d", n.Lag)
+}
+
+const gossipKeyUsage = `Usage: patchmesh gossip-key
+
+Prints a new random gossip encryption key: 32 bytes (AES-256), base64. Put
+it in every node's gossip.keys (or PATCHMESH_GOSSIP_KEYS), or one per line
+in the file gossip.keyring_file names. The first key encrypts, every key
+decrypts.
+
+To rotate: add the new key after the old one on every node, then put it
+first on every node, then remove the old one; restart each node after each
+step. Nodes that share no key cannot gossip with each other.
+
+Exit codes: 0 success, 1 no randomness available, 2 usage.
+`
+
+// runGossipKey is `patchmesh gossip-key`.
+func runGossipKey(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("patchmesh gossip-key")
+	err := func() error {
+		pos, err := parseArgs(fs, args)
+		if err != nil {
+			return err
+		}
+		if err := wantArgs("patchmesh gossip-key", pos); err != nil {
+			return err
+		}
+		k, err := topology.NewKey()
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(k))
+		return err
+	}()
+	return finish("patchmesh gossip-key", gossipKeyUsage, err, stdout, stderr)
+}

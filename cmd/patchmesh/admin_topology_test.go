@@ -1,0 +1,178 @@
+package main
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/patchmesh/patchmesh/api"
+	"github.com/patchmesh/patchmesh/topology"
+)
+
+// fixedView stands in for gossip, which the topology tests run for real.
+type fixedView topology.View
+
+func (f fixedView) View() topology.View { return topology.View(f) }
+
+var topoNow = time.Date(2026, 11, 23, 12, 30, 0, 0, time.UTC)
+
+func viewNode(name, role, dc, up, state string, head, lag int64) topology.ViewNode {
+	return topology.ViewNode{Name: name, Role: role, DC: dc, URL: "https://" + name + ".example", Upstream: up, State: state,
+		Since: time.Date(2026, 11, 23, 12, 3, 4, 0, time.UTC), Head: head, Lag: lag, Tiers: []string{}}
+}
+
+// meshView is a hub, two regions and their edges: one edge dead since
+// 12:03:04 today, one region suspect.
+func meshView() topology.View {
+	link := func(from, to string, lag int64, healthy bool) topology.ViewLink {
+		return topology.ViewLink{From: from, To: to, FromURL: "https://" + from + ".example", LagEvents: lag, Healthy: healthy}
+	}
+	return topology.View{
+		Self: "hub-1",
+		Nodes: []topology.ViewNode{
+			viewNode("edge-a1", "edge", "dc-a", "https://region-a.example", topology.Alive, 40, 0),
+			viewNode("edge-a2", "edge", "dc-a", "https://region-a.example", topology.Dead, 30, 7),
+			viewNode("edge-b1", "edge", "dc-b", "https://region-b.example", topology.Alive, 12, 3),
+			viewNode("hub-1", "hub", "dc-a", "", topology.Alive, 120, 0),
+			viewNode("region-a", "relay", "dc-a", "https://hub-1.example", topology.Alive, 80, 0),
+			viewNode("region-b", "relay", "dc-b", "https://hub-1.example", topology.Suspect, 70, 3),
+		},
+		Links: []topology.ViewLink{
+			link("region-a", "edge-a1", 0, true),
+			link("region-a", "edge-a2", 7, false),
+			link("region-b", "edge-b1", 3, false),
+			link("hub-1", "region-a", 0, true),
+			link("hub-1", "region-b", 3, false),
+		},
+	}
+}
+
+func TestRenderTopologyDrawsTheTreeFromTheHub(t *testing.T) {
+	var b bytes.Buffer
+	if err := renderTopology(&b, meshView(), topoNow); err != nil {
+		t.Fatal(err)
+	}
+	want := `NODE             ROLE   DC    STATE                     SYNC
+hub-1            hub    dc-a  alive                     head 120
+├── region-a     relay  dc-a  alive                     lag 0
+│   ├── edge-a1  edge   dc-a  alive                     lag 0
+│   └── edge-a2  edge   dc-a  dead (since 12:03:04)     -
+└── region-b     relay  dc-b  suspect (since 12:03:04)  lag 3
+    └── edge-b1  edge   dc-b  alive                     lag 3
+`
+	if b.String() != want {
+		t.Errorf("rendered:\n%s\nwant:\n%s", b.String(), want)
+	}
+}
+
+func TestRenderTopologyListsWhatNoRootReaches(t *testing.T) {
+	v := meshView()
+	// edge-x pulls from a node gossip does not know; c1 and c2 pull from
+	// each other, with c3 below c2.
+	v.Nodes = append(v.Nodes,
+		viewNode("edge-x", "edge", "dc-c", "https://gone.example", topology.Alive, 5, 9),
+		viewNode("c1", "relay", "dc-c", "https://c2.example", topology.Alive, 1, 1),
+		viewNode("c2", "relay", "dc-c", "https://c1.example", topology.Alive, 1, 1),
+		viewNode("c3", "edge", "dc-c", "https://c2.example", topology.Left, 1, 1),
+		viewNode("x-child", "edge", "dc-c", "https://edge-x.example", topology.Alive, 1, 2),
+	)
+	v.Links = append(v.Links,
+		topology.ViewLink{To: "edge-x", FromURL: "https://gone.example", LagEvents: 9},
+		topology.ViewLink{From: "c2", To: "c1", FromURL: "https://c2.example", LagEvents: 1},
+		topology.ViewLink{From: "c1", To: "c2", FromURL: "https://c1.example", LagEvents: 1},
+		topology.ViewLink{From: "c2", To: "c3", FromURL: "https://c2.example", LagEvents: 1},
+		topology.ViewLink{From: "edge-x", To: "x-child", FromURL: "https://edge-x.example", LagEvents: 2},
+	)
+	var b bytes.Buffer
+	// The day after: times are shown in full.
+	if err := renderTopology(&b, v, topoNow.Add(24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	main, lost, ok := strings.Cut(out, "Not reachable from a node without upstream:\n")
+	if !ok {
+		t.Fatalf("no section for unreachable nodes:\n%s", out)
+	}
+	if !strings.Contains(main, "dead (since 2026-11-23T12:03:04Z)") {
+		t.Errorf("a dead node's time on another day should be in full:\n%s", main)
+	}
+	for _, name := range []string{"edge-x", "c1", "c2", "c3", "x-child"} {
+		if strings.Contains(main, name) {
+			t.Errorf("%s is drawn under the hub, but no root reaches it:\n%s", name, main)
+		}
+	}
+	wantLost := `NODE         ROLE   DC    STATE                              SYNC   WHY
+edge-x       edge   dc-c  alive                              lag 9  upstream https://gone.example is no known member
+└── x-child  edge   dc-c  alive                              lag 2  below edge-x
+c1           relay  dc-c  alive                              lag 1  in an upstream cycle
+└── c2       relay  dc-c  alive                              lag 1  below c1
+    └── c3   edge   dc-c  left (since 2026-11-23T12:03:04Z)  -      below c2
+`
+	if lost != wantLost {
+		t.Errorf("unreachable nodes:\n%s\nwant:\n%s", lost, wantLost)
+	}
+}
+
+func TestAdminTopology(t *testing.T) {
+	n := newTestNode(t, func(c *api.Config) { c.Topology = fixedView(meshView()) })
+	n.login()
+	r := n.mustAdmin("topology")
+	for _, want := range []string{"hub-1", "├── region-a", "│   └── edge-a2", "dead (since ", "└── region-b", "head 120"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("admin topology lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	r = n.mustAdmin("topology", "--output", "json")
+	var got topology.View
+	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil || !reflect.DeepEqual(got, meshView()) {
+		t.Errorf("admin topology --output json = %s (%v), want the node's view", r.stdout, err)
+	}
+	if r := n.admin("", "topology", "extra"); r.code != exitUsage {
+		t.Errorf("admin topology with an argument: exit %d, want %d", r.code, exitUsage)
+	}
+
+	// Without gossip the node shows itself alone.
+	lone := newTestNode(t)
+	lone.login()
+	if r := lone.mustAdmin("topology"); !strings.Contains(r.stdout, "alive") || strings.Count(strings.TrimSpace(r.stdout), "\n") != 1 {
+		t.Errorf("admin topology without gossip:\n%s\nwant a header and this node, alive", r.stdout)
+	}
+}
+
+func TestGossipKeyPrintsNewKeys(t *testing.T) {
+	gossipKey := func(args ...string) result {
+		var stdout, stderr bytes.Buffer
+		code := runGossipKey(args, &stdout, &stderr)
+		return result{code, stdout.String(), stderr.String()}
+	}
+	first, second := gossipKey(), gossipKey()
+	for _, r := range []result{first, second} {
+		if r.code != exitOK {
+			t.Fatalf("gossip-key: exit %d, stderr %q; want 0", r.code, r.stderr)
+		}
+		k, err := base64.StdEncoding.DecodeString(strings.TrimSuffix(r.stdout, "\n"))
+		if err != nil || len(k) != 32 {
+			t.Errorf("gossip-key printed %q: %d bytes, %v; want 32 bytes of standard base64", r.stdout, len(k), err)
+		}
+		if _, err := topology.ParseKeys(r.stdout); err != nil {
+			t.Errorf("gossip-key printed %q, which the keyring does not take: %v", r.stdout, err)
+		}
+	}
+	if first.stdout == second.stdout {
+		t.Errorf("two gossip-key runs printed the same key %q", first.stdout)
+	}
+	if r := gossipKey("extra"); r.code != exitUsage {
+		t.Errorf("gossip-key with an argument: exit %d, want %d", r.code, exitUsage)
+	}
+	if r := gossipKey("--help"); r.code != exitOK || !strings.Contains(r.stdout, "gossip.keys") {
+		t.Errorf("gossip-key --help: exit %d, %q; want the usage", r.code, r.stdout)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run(t.Context(), []string{"gossip-key"}, &stdout, &stderr); code != exitOK || len(stdout.String()) != 45 {
+		t.Errorf("patchmesh gossip-key: exit %d, %q; want a 44-character key and a newline", code, stdout.String())
+	}
+}
