@@ -22,9 +22,11 @@ type clientNode struct {
 	Registered bool   `json:"registered"`
 }
 
-// machineCLI runs the real `patchmesh client` for one machine.
+// machineCLI runs the real `patchmesh client` for one machine, inside
+// network namespace netns when that is set.
 type machineCLI struct {
 	bin, stateDir, id string
+	netns             string
 }
 
 func newMachineCLI(t *testing.T) *machineCLI {
@@ -39,6 +41,9 @@ func (c *machineCLI) run(t *testing.T, args ...string) (int, string, string) {
 	defer cancel()
 	full := append([]string{"client", "--state-dir", c.stateDir, "--machine-id", c.id}, args...)
 	cmd := exec.CommandContext(ctx, c.bin, full...)
+	if c.netns != "" {
+		cmd = exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", c.netns, c.bin}, full...)...)
+	}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
