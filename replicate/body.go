@@ -172,8 +172,7 @@ func contentRange(h string) (start, total int64, err error) {
 // get requests the blob from byte off on. Non-2xx answers become errors
 // here, so callers only see 2xx responses.
 func (b *body) get(off int64) (*http.Response, error) {
-	u := b.src.BaseURL + "/v1/blobs/" + string(b.want.Digest)
-	req, err := http.NewRequestWithContext(b.ctx, http.MethodGet, u, nil)
+	req, err := http.NewRequestWithContext(b.ctx, http.MethodGet, b.src.BlobURL(b.want.Digest), nil)
 	if err != nil {
 		return nil, fmt.Errorf("request: %w", err)
 	}

@@ -65,13 +65,33 @@ type Want struct {
 	Size int64
 }
 
-// Source is the upstream node to fetch from.
+// Source is a node to fetch from: an upstream, or a peer in the same data
+// centre.
 type Source struct {
-	// BaseURL is the upstream's root, e.g. "https://hub.example:8443".
+	// BaseURL is the node's root, e.g. "https://hub.example:8443".
 	BaseURL string
-	// Token is the sync token ("pms_…"). It is sent only in the
+	// Token is the bearer token: a sync token ("pms_…") for an upstream, a
+	// peer token ("pmp_…") for a peer. It is sent only in the
 	// Authorization header and never appears in a log line or error.
 	Token string
+	// Path is where the node serves blobs by digest, with both slashes:
+	// "" means DefaultPath; a peer serves them at PeerPath.
+	Path string
+}
+
+// Where blobs are served: to machines and downstreams, and to peers.
+const (
+	DefaultPath = "/v1/blobs/"
+	PeerPath    = "/v1/peer/blobs/"
+)
+
+// BlobURL is the URL src serves d at.
+func (s Source) BlobURL(d blob.Digest) string {
+	path := s.Path
+	if path == "" {
+		path = DefaultPath
+	}
+	return strings.TrimRight(s.BaseURL, "/") + path + string(d)
 }
 
 // Result counts what a Fetch did.
@@ -84,6 +104,17 @@ type Result struct {
 	// Bytes is the number of body bytes this call's transfers read from the
 	// network, failed transfers included.
 	Bytes int64
+	// Mismatches lists every source that sent bytes not hashing to the
+	// wanted digest, including those FetchFrom then got the blob from
+	// another source for: each is a node lying or a disk failing, for the
+	// caller to log as a security event.
+	Mismatches []Mismatch
+}
+
+// Mismatch is one blob whose bytes from one source failed the digest check.
+type Mismatch struct {
+	Source string // the source's BaseURL
+	Digest blob.Digest
 }
 
 // local is the part of the node's blob store a Replicator uses.
@@ -153,11 +184,26 @@ func backoff(try int) time.Duration {
 // blob.ErrDigestMismatch; 404 wraps blob.ErrNotFound; 401 and 403 wrap
 // ErrUnauthorized.
 func (r *Replicator) Fetch(ctx context.Context, src Source, want []Want) (Result, error) {
-	base, err := checkSource(src)
-	if err != nil {
-		return Result{}, err
+	return r.FetchFrom(ctx, []Source{src}, want)
+}
+
+// FetchFrom is Fetch from the first of sources that serves each blob: a
+// source that lacks it, refuses the token, cannot be reached, fails or
+// sends bytes that do not hash to the digest is passed over for the next.
+// A blob fails only when the last source fails too, with that source's
+// error (wrapped as Fetch says), the earlier ones' quoted after it. Every
+// mismatch, passed over or not, is listed in Result.Mismatches.
+func (r *Replicator) FetchFrom(ctx context.Context, sources []Source, want []Want) (Result, error) {
+	if len(sources) == 0 {
+		return Result{}, errors.New("replicate: no source to fetch from")
 	}
-	src.BaseURL = base
+	srcs := make([]Source, len(sources))
+	for i, src := range sources {
+		var err error
+		if srcs[i], err = checkSource(src); err != nil {
+			return Result{}, err
+		}
+	}
 	wants, errs := dedupe(want)
 
 	// A bounded set of workers rather than one goroutine per blob: a
@@ -168,7 +214,7 @@ func (r *Replicator) Fetch(ctx context.Context, src Source, want []Want) (Result
 	for range min(len(wants), workersPerSlot*cap(r.slots)) {
 		wg.Go(func() {
 			for i := range next {
-				outcomes[i] = r.fetchOne(ctx, src, wants[i])
+				outcomes[i] = r.fetchFirst(ctx, srcs, wants[i])
 			}
 		})
 	}
@@ -181,6 +227,7 @@ func (r *Replicator) Fetch(ctx context.Context, src Source, want []Want) (Result
 	var res Result
 	for _, o := range outcomes {
 		res.Bytes += o.bytes
+		res.Mismatches = append(res.Mismatches, o.mismatches...)
 		switch {
 		case o.err != nil:
 			errs = append(errs, o.err)
@@ -193,28 +240,65 @@ func (r *Replicator) Fetch(ctx context.Context, src Source, want []Want) (Result
 	return res, errors.Join(errs...)
 }
 
-// checkSource validates src before any request and returns its base URL
-// without a trailing slash. Errors never quote the token.
-func checkSource(src Source) (string, error) {
+// fetchFirst makes w present from the first of srcs that serves it.
+func (r *Replicator) fetchFirst(ctx context.Context, srcs []Source, w Want) outcome {
+	var all outcome
+	var passed []string
+	for i, src := range srcs {
+		o := r.fetchOne(ctx, src, w)
+		all.bytes += o.bytes
+		if o.err == nil {
+			all.fetched = o.fetched
+			return all
+		}
+		if errors.Is(o.err, blob.ErrDigestMismatch) {
+			all.mismatches = append(all.mismatches, Mismatch{Source: src.BaseURL, Digest: w.Digest})
+		}
+		if i == len(srcs)-1 || ctx.Err() != nil {
+			// Only this error is wrapped, so that errors.Is speaks of
+			// the source the caller hears about last.
+			all.err = o.err
+			if len(passed) > 0 {
+				all.err = fmt.Errorf("%w (sources passed over: %s)", o.err, strings.Join(passed, "; "))
+			}
+			return all
+		}
+		passed = append(passed, o.err.Error())
+	}
+	return all // not reached: srcs is not empty
+}
+
+// checkSource validates src before any request and returns it with the
+// base URL's trailing slash dropped and the path filled in. Errors never
+// quote the token.
+func checkSource(src Source) (Source, error) {
 	u, err := url.Parse(src.BaseURL)
 	if err != nil {
 		// Not quoted: it may hold credentials that url.Redacted cannot find.
-		return "", errors.New("replicate: source URL does not parse")
+		return Source{}, errors.New("replicate: source URL does not parse")
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return "", fmt.Errorf("replicate: source URL %q: want http(s)://host[:port]", u.Redacted())
+		return Source{}, fmt.Errorf("replicate: source URL %q: want http(s)://host[:port]", u.Redacted())
 	}
 	if u.User != nil {
 		// Credentials in the URL would end up in every error that quotes it.
-		return "", fmt.Errorf("replicate: source URL for %s carries credentials; put the sync token in Source.Token", u.Host)
+		return Source{}, fmt.Errorf("replicate: source URL for %s carries credentials; put the token in Source.Token", u.Host)
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
-		return "", fmt.Errorf("replicate: source URL %s: no query or fragment allowed", u.Redacted())
+		return Source{}, fmt.Errorf("replicate: source URL %s: no query or fragment allowed", u.Redacted())
 	}
 	if src.Token == "" || strings.ContainsFunc(src.Token, func(c rune) bool { return c <= ' ' || c == 0x7f }) {
-		return "", errors.New("replicate: source token is empty or has spaces or control characters")
+		return Source{}, errors.New("replicate: source token is empty or has spaces or control characters")
 	}
-	return strings.TrimRight(src.BaseURL, "/"), nil
+	if src.Path == "" {
+		src.Path = DefaultPath
+	}
+	if p, err := url.Parse(src.Path); err != nil || p.Path != src.Path || p.String() != src.Path ||
+		!strings.HasPrefix(src.Path, "/") || !strings.HasSuffix(src.Path, "/") {
+		return Source{}, fmt.Errorf("replicate: source path %q: want a plain /path/ with both slashes", src.Path)
+	}
+	src.BaseURL = strings.TrimRight(src.BaseURL, "/")
+	return src, nil
 }
 
 // dedupe drops repeated digests, so one Fetch never waits on itself, and
@@ -243,9 +327,10 @@ func dedupe(want []Want) ([]Want, []error) {
 
 // outcome is what one wanted blob came to, for one Fetch call.
 type outcome struct {
-	fetched bool  // this call's transfer committed it
-	bytes   int64 // network bytes this call's transfer read
-	err     error
+	fetched    bool  // this call's transfer committed it
+	bytes      int64 // network bytes this call's transfers read
+	mismatches []Mismatch
+	err        error
 }
 
 // transfer is one digest being made present, shared by every Fetch that

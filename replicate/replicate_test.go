@@ -11,7 +11,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +38,7 @@ type upstream struct {
 	blobs    map[blob.Digest][]byte
 	requests map[blob.Digest]int
 	ranges   []string // Range and If-Range of every request that had a Range
+	paths    []string // method and path of every authorized request
 	// serve, if set, answers instead of ServeContent; n counts the
 	// requests for this digest so far, this one included.
 	serve func(w http.ResponseWriter, r *http.Request, data []byte, n int)
@@ -98,8 +101,9 @@ func (u *upstream) handle(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, "unauthorized", "bad token")
 		return
 	}
-	d := blob.Digest(strings.TrimPrefix(r.URL.Path, "/v1/blobs/"))
+	d := blob.Digest(path.Base(r.URL.Path))
 	u.mu.Lock()
+	u.paths = append(u.paths, r.Method+" "+r.URL.Path)
 	data, ok := u.blobs[d]
 	u.requests[d]++
 	n := u.requests[d]
@@ -224,7 +228,7 @@ func TestFetchOneAndMany(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (Result{Fetched: 1, Bytes: int64(len(one))}); res != want {
+	if want := (Result{Fetched: 1, Bytes: int64(len(one))}); !reflect.DeepEqual(res, want) {
 		t.Errorf("one blob: want %+v, got %+v", want, res)
 	}
 	l.mustHave(t, w.Digest, one)
@@ -244,7 +248,7 @@ func TestFetchOneAndMany(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (Result{Fetched: 12, Bytes: total}); res != want {
+	if want := (Result{Fetched: 12, Bytes: total}); !reflect.DeepEqual(res, want) {
 		t.Errorf("12 blobs: want %+v, got %+v", want, res)
 	}
 	for i, w := range wants {
@@ -288,7 +292,7 @@ func TestPresentBlobsAreNotRequested(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (Result{Present: 5}); res != want || up.total() != 2 {
+	if want := (Result{Present: 5}); !reflect.DeepEqual(res, want) || up.total() != 2 {
 		t.Errorf("second fetch: want %+v and still 2 requests, got %+v and %d", want, res, up.total())
 	}
 }
@@ -358,11 +362,11 @@ func TestConcurrentFetchesOfOneDigestShareOneTransfer(t *testing.T) {
 	if got := up.count(w.Digest); got != 1 {
 		t.Errorf("want 1 request for the shared blob, got %d", got)
 	}
-	if want := (Result{Fetched: 1, Bytes: int64(len(data))}); results[0] != want {
+	if want := (Result{Fetched: 1, Bytes: int64(len(data))}); !reflect.DeepEqual(results[0], want) {
 		t.Errorf("leader: want %+v, got %+v", want, results[0])
 	}
 	for i := 1; i < callers; i++ {
-		if want := (Result{Present: 1}); results[i] != want {
+		if want := (Result{Present: 1}); !reflect.DeepEqual(results[i], want) {
 			t.Errorf("follower %d: want %+v, got %+v", i, want, results[i])
 		}
 	}
