@@ -95,6 +95,11 @@ type Config struct {
 	// Topology is the node's gossip membership, for GET /v1/topology; nil
 	// with gossip off, when the answer holds this node alone.
 	Topology TopologyViewer
+	// PeerTokens returns the peer tokens accepted now, one per gossip key
+	// (topology.PeerToken), for GET /v1/peer/blobs. It is called on every
+	// such request, so a keyring rotation takes effect at once. Nil (gossip
+	// off) means the endpoint answers 404.
+	PeerTokens func() []string
 }
 
 type server struct {
@@ -116,6 +121,7 @@ type server struct {
 	changes    *store.Changes
 	nodes      NodeLister
 	topo       TopologyViewer
+	peerTokens func() []string
 }
 
 // New returns the node's HTTP handler.
@@ -178,6 +184,7 @@ func New(cfg Config) (http.Handler, error) {
 		changes:    cfg.Changes,
 		nodes:      cfg.Nodes,
 		topo:       cfg.Topology,
+		peerTokens: cfg.PeerTokens,
 	}
 	s.started = s.now()
 
@@ -199,6 +206,7 @@ func New(cfg Config) (http.Handler, error) {
 	s.syncRoutes(v1)
 	v1.Handle("/topology", methods{http.MethodGet: s.asAdmin(s.topology)})
 	v1.Handle("/blobs/{digest}", methods{http.MethodGet: s.handle(s.getBlob), http.MethodHead: s.handle(s.getBlob)})
+	v1.Handle("/peer/blobs/{digest}", methods{http.MethodGet: s.handle(s.getPeerBlob), http.MethodHead: s.handle(s.getPeerBlob)})
 
 	return withRequestID(s.observe(s.recoverPanics(r))), nil
 }
