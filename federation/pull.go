@@ -96,7 +96,15 @@ type PullConfig struct {
 	// candidate gossip knows to be down, and returns to its preferred one
 	// once gossip sees it alive again.
 	Health Health
-	Log    *slog.Logger
+	// Peers, if set, lets the nodes of a data centre fetch each blob from
+	// the hub side about once between them (see peers.go); it needs a
+	// Fetcher that is a PeerFetcher. Nil: every blob from the upstream.
+	Peers Peers
+	// PeerWait is how long a node that is not its data centre's designated
+	// fetcher waits for a peer to have a blob before it goes upstream
+	// itself. Default DefaultPeerWait.
+	PeerWait time.Duration
+	Log      *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -134,6 +142,12 @@ func NewPuller(cfg PullConfig) (*Puller, error) {
 	}
 	if cfg.DemoteFor <= 0 {
 		cfg.DemoteFor = 30 * time.Second
+	}
+	if cfg.PeerWait <= 0 {
+		cfg.PeerWait = DefaultPeerWait
+	}
+	if _, ok := cfg.Fetcher.(PeerFetcher); cfg.Peers != nil && !ok {
+		return nil, errors.New("federation: PullConfig.Peers needs a Fetcher that is a PeerFetcher")
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -409,7 +423,7 @@ func (p *Puller) round(ctx context.Context, l *linkState, wait time.Duration) (c
 	}
 
 	if len(wants) > 0 {
-		res, err := p.cfg.Fetcher.Fetch(ctx, replicate.Source{BaseURL: up.URL, Token: up.Token}, wants)
+		res, err := p.fetch(ctx, l, up, wants)
 		l.replicated(res.Bytes)
 		if errors.Is(err, blob.ErrDigestMismatch) {
 			l.rejected()
