@@ -196,6 +196,13 @@ type SyncConfig struct {
 	BatchSize int `yaml:"batch_size"`
 	// Parallel is how many blobs the node fetches at once. Default 4.
 	Parallel int `yaml:"parallel"`
+	// PeerWait is how long a node waits for a peer of its data centre to
+	// have a new blob before it fetches the blob upstream itself. With
+	// gossip on, one node per data centre (the designated fetcher) goes
+	// upstream at once and the others fetch from it; this bounds how long
+	// they wait for it, and should cover one blob's transfer from
+	// upstream. Default 10s.
+	PeerWait time.Duration `yaml:"peer_wait"`
 	// RetryMin and RetryMax bound the backoff after a failed round.
 	// Defaults 500ms and 1m.
 	RetryMin time.Duration `yaml:"retry_min"`
@@ -331,6 +338,7 @@ func DefaultsWithEnv(getenv func(string) string) Config {
 			Wait:      30 * time.Second,
 			BatchSize: federation.DefaultFeedLimit,
 			Parallel:  4,
+			PeerWait:  federation.DefaultPeerWait,
 			RetryMin:  500 * time.Millisecond,
 			RetryMax:  time.Minute,
 		},

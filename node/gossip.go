@@ -8,10 +8,13 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/patchmesh/patchmesh/api"
+	"github.com/patchmesh/patchmesh/replicate"
 	"github.com/patchmesh/patchmesh/topology"
 )
 
@@ -129,6 +132,8 @@ type gossip struct {
 	changed bool
 	heads   map[string]int64  // last head seen per member API URL
 	states  map[string]string // last state seen per member API URL
+	// serving says the api serves this node's peers (peerTokens).
+	serving atomic.Bool
 }
 
 // startGossip joins the mesh. Called from New, after the puller exists.
@@ -324,4 +329,50 @@ func (n *Node) nodeLister() api.NodeLister {
 		return nil
 	}
 	return n.gossip
+}
+
+// peerTokens is the api's PeerTokens: the peer token of every gossip key
+// now, so that a keyring rotation changes what this node accepts at once.
+// Nil with gossip off, when the peer endpoint does not exist. Building the
+// api with it is what makes this node serve its peers, which its sync loop
+// checks before it waits on theirs (see peers).
+func (n *Node) peerTokens() func() []string {
+	if n.gossip == nil {
+		return nil
+	}
+	n.gossip.serving.Store(true)
+	return n.gossip.topo.PeerTokens
+}
+
+// peers is the sync loop's Peers hook. The group that shares a blob's trip
+// from upstream is the members of this node's data centre that serve the
+// tier and pull from the same upstream (by their advertised upstream):
+// members at the same level of the cascade, none waiting on another for the
+// blob. A member that pulls from this node, or that this node pulls from,
+// is never in it, so no node waits on a node that waits on it. The
+// designated fetcher is the lowest name in the group, this node included;
+// every member computes the same one from the same gossip, without talking.
+// Suspect members stay in the group, as for upstream health: suspicion
+// often clears, and a group that flapped would send the blob twice.
+func (g *gossip) peers(tier, upstream string) (designated bool, peers []replicate.Source) {
+	tokens := g.topo.PeerTokens()
+	if !g.serving.Load() || len(tokens) == 0 {
+		// This node does not serve peers: it takes no part in the scheme.
+		return true, nil
+	}
+	n := g.n
+	self := n.cfg.Node.Name
+	designated = true
+	for _, m := range g.topo.Members() { // sorted by name
+		if m.Self || m.DC != n.cfg.Node.Datacenter || m.API == "" || !slices.Contains(m.Tiers, tier) ||
+			(m.State != topology.Alive && m.State != topology.Suspect) ||
+			strings.TrimSuffix(m.Upstream, "/") != strings.TrimSuffix(upstream, "/") {
+			continue
+		}
+		if m.Name < self && len(peers) == 0 {
+			designated = false
+		}
+		peers = append(peers, replicate.Source{BaseURL: m.API, Token: tokens[0], Path: replicate.PeerPath})
+	}
+	return designated, peers
 }

@@ -19,6 +19,10 @@ import (
 	"github.com/patchmesh/patchmesh/store"
 )
 
+// maxPeerWait bounds sync.peer_wait: a node that waits longer on its peers
+// than this lets a stuck peer hold its data centre back for too long.
+const maxPeerWait = 5 * time.Minute
+
 // validateSync checks the sync section against the node's role.
 func (c Config) validateSync() []error {
 	var errs []error
@@ -76,6 +80,9 @@ func (c Config) validateSync() []error {
 	}
 	if s.Parallel < 1 {
 		bad("sync.parallel", "must be at least 1, got %d", s.Parallel)
+	}
+	if s.PeerWait <= 0 || s.PeerWait > maxPeerWait {
+		bad("sync.peer_wait", "must be between 1ms and %v, got %v", maxPeerWait, s.PeerWait)
 	}
 	if s.RetryMin <= 0 || s.RetryMax < s.RetryMin {
 		bad("sync.retry_min", "retry_min must be positive and at most retry_max, got %v and %v", s.RetryMin, s.RetryMax)
@@ -232,7 +239,7 @@ func (n *Node) newPuller(now func() time.Time) error {
 	if err != nil {
 		return fmt.Errorf("node: replicator: %w", err)
 	}
-	n.puller, err = federation.NewPuller(federation.PullConfig{
+	pc := federation.PullConfig{
 		Store:    n.store,
 		Fetcher:  rep,
 		Client:   client,
@@ -248,9 +255,20 @@ func (n *Node) newPuller(now func() time.Time) error {
 			}
 			return n.gossip.health(url)
 		},
-		Log: n.log,
-		Now: now,
-	})
+		PeerWait: n.cfg.Sync.PeerWait,
+		Log:      n.log,
+		Now:      now,
+	}
+	if n.cfg.Gossip.Bind != "" {
+		// Gossip starts after the puller; the loop runs after both.
+		pc.Peers = func(tier, upstream string) (bool, []replicate.Source) {
+			if n.gossip == nil {
+				return true, nil
+			}
+			return n.gossip.peers(tier, upstream)
+		}
+	}
+	n.puller, err = federation.NewPuller(pc)
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
