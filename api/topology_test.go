@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"net/http"
+	"strings"
 	"reflect"
 	"testing"
 	"time"
@@ -75,6 +76,9 @@ func TestTopologyNeedsTheAdmin(t *testing.T) {
 			r := e.request(http.MethodGet, "/v1/topology", tc.authz, nil)
 			if r.StatusCode != http.StatusUnauthorized || r.errCode() != "unauthorized" {
 				t.Errorf("GET /v1/topology: %d %s, want 401 unauthorized", r.StatusCode, r.body)
+			}
+			if got := r.Header.Get("WWW-Authenticate"); !strings.HasPrefix(got, "Macaroon ") {
+				t.Errorf("GET /v1/topology: WWW-Authenticate %q, want the Macaroon scheme", got)
 			}
 		})
 	}
