@@ -178,6 +178,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		},
 		Info:       api.Info{Version: Version, Role: cfg.Node.Role, Node: cfg.Node.Name, URL: n.apiURL()},
 		Nodes:      n.nodeLister(),
+		PeerTokens: n.peerTokens(),
 		Topology:   n.topologyViewer(),
 		Now:        o.now,
 		Sync:       n.syncControl(),
