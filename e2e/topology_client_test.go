@@ -81,7 +81,7 @@ func TestTopologyClientFailsOverFromKilledEdge(t *testing.T) {
 	m.Gossip = gossipProfile
 	h, rs := regionsMesh(t, m, 2, "a")
 	all := meshNodes(h, rs)
-	viewEvery(t, all, converge, "every member alive", allAlive(len(all)))
+	viewEvery(t, all, converge, "every member alive", allAlive(all))
 	e1 := rs[0].edges[0]
 
 	// The token is made at the hub; the edge knows it once it replicated.

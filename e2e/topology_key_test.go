@@ -20,7 +20,7 @@ func TestTopologyWrongGossipKeyIsRefused(t *testing.T) {
 	m.Gossip = gossipProfile
 	h, rs := regionsMesh(t, m, 1, "a")
 	members := meshNodes(h, rs)
-	viewEvery(t, members, converge, "every member alive", allAlive(len(members)))
+	viewEvery(t, members, converge, "every member alive", allAlive(members))
 
 	k, err := topology.NewKey()
 	if err != nil {
@@ -37,23 +37,32 @@ func TestTopologyWrongGossipKeyIsRefused(t *testing.T) {
 	// attempt of the local profile; a joined node would be counted within
 	// a second or two.
 	const watch = 8 * time.Second
+	in.Admin(t)
 	deadline := time.Now().Add(watch)
 	for time.Now().Before(deadline) {
 		for _, n := range members {
-			g, err := n.GossipView(t.Context())
+			v, err := n.Topology(t.Context())
 			if err != nil {
 				t.Fatal(err)
 			}
-			if g.Total() != len(members) {
-				t.Fatalf("%s: counts the intruder: members %v, want %d alive and nobody else", n.Name, g.Members, len(members))
+			if st := v.State(in.Name); st != "" || len(v.Nodes) != len(members) {
+				t.Fatalf("%s: knows the intruder (%q) or a stranger: view %+v", n.Name, st, v.Nodes)
 			}
 		}
+		v, err := in.Topology(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(v.Nodes) != 1 || v.State(in.Name) != "alive" {
+			t.Fatalf("intruder: view %+v, want itself alone", v.Nodes)
+		}
+		// The metrics say the same as the view.
 		g, err := in.GossipView(t.Context())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if g.Total() != 1 || g.Members["alive"] != 1 {
-			t.Fatalf("intruder: members %v, want itself alone", g.Members)
+		if g.Total() != 1 {
+			t.Fatalf("intruder: gossip metrics count members %v, want itself alone", g.Members)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

@@ -87,19 +87,23 @@ func without(nodes []*meshtest.Node, drop ...*meshtest.Node) []*meshtest.Node {
 	return out
 }
 
-// viewEvery waits, for every node at once, until its gossip view passes
-// check, for at most within.
-func viewEvery(t *testing.T, nodes []*meshtest.Node, within time.Duration, what string, check func(meshtest.Gossip) error) {
+// viewEvery waits, for every node at once, until its view of the mesh
+// (GET /v1/topology) passes check, for at most within; it reads each
+// node's view every 50 ms.
+func viewEvery(t *testing.T, nodes []*meshtest.Node, within time.Duration, what string, check func(meshtest.Topology) error) {
 	t.Helper()
+	for _, n := range nodes {
+		n.Admin(t) // log in here: a goroutine must not fail the test
+	}
 	var wg sync.WaitGroup
 	errs := make([]error, len(nodes))
 	for i, n := range nodes {
 		wg.Go(func() {
 			deadline := time.Now().Add(within)
 			for {
-				g, err := n.GossipView(context.Background())
+				v, err := n.Topology(context.Background())
 				if err == nil {
-					err = check(g)
+					err = check(v)
 				}
 				errs[i] = err
 				if err == nil || time.Now().After(deadline) {
@@ -120,11 +124,31 @@ func viewEvery(t *testing.T, nodes []*meshtest.Node, within time.Duration, what 
 	}
 }
 
-// allAlive wants exactly k members, all alive.
-func allAlive(k int) func(meshtest.Gossip) error {
-	return func(g meshtest.Gossip) error {
-		if g.Members["alive"] != k || g.Total() != k {
-			return fmt.Errorf("members %v, want %d alive and nothing else", g.Members, k)
+// allAlive wants the view to hold exactly nodes, every one alive.
+func allAlive(nodes []*meshtest.Node) func(meshtest.Topology) error {
+	return func(v meshtest.Topology) error {
+		if len(v.Nodes) != len(nodes) {
+			return fmt.Errorf("view of %d members %+v, want %d", len(v.Nodes), v.Nodes, len(nodes))
+		}
+		for _, n := range nodes {
+			if st := v.State(n.Name); st != "alive" {
+				return fmt.Errorf("%s is %q, want alive", n.Name, st)
+			}
+		}
+		return nil
+	}
+}
+
+// deadIn wants the view to give dead as dead and others as alive.
+func deadIn(dead *meshtest.Node, others []*meshtest.Node) func(meshtest.Topology) error {
+	return func(v meshtest.Topology) error {
+		if st := v.State(dead.Name); st != "dead" {
+			return fmt.Errorf("%s is %q, want dead", dead.Name, st)
+		}
+		for _, n := range others {
+			if st := v.State(n.Name); st != "alive" {
+				return fmt.Errorf("%s is %q, want alive", n.Name, st)
+			}
 		}
 		return nil
 	}

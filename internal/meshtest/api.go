@@ -417,3 +417,48 @@ func (n *Node) GossipView(ctx context.Context) (Gossip, error) {
 	}
 	return g, nil
 }
+
+// Member is one node as another's gossip sees it (GET /v1/topology).
+type Member struct {
+	Name     string    `json:"name"`
+	Role     string    `json:"role"`
+	DC       string    `json:"dc"`
+	URL      string    `json:"url"`
+	Upstream string    `json:"upstream"`
+	State    string    `json:"state"`
+	Since    time.Time `json:"since"`
+	Head     int64     `json:"head"`
+	Addr     string    `json:"addr"`
+}
+
+// Topology is a node's view of the mesh.
+type Topology struct {
+	Self  string   `json:"self"`
+	Nodes []Member `json:"nodes"`
+}
+
+// State is the state the view gives the member named name, "" if the
+// view does not know it.
+func (v Topology) State(name string) string {
+	for _, m := range v.Nodes {
+		if m.Name == name {
+			return m.State
+		}
+	}
+	return ""
+}
+
+// Topology reads the node's view of the mesh (GET /v1/topology). It does
+// not fail the test, so that a goroutine may poll with it, and so needs
+// the admin macaroon from an earlier call of Admin.
+func (n *Node) Topology(ctx context.Context) (Topology, error) {
+	n.mu.Lock()
+	m := n.macaroon
+	n.mu.Unlock()
+	if m == "" {
+		return Topology{}, fmt.Errorf("%s: call Admin before Topology", n.Name)
+	}
+	var v Topology
+	err := n.Call(ctx, http.MethodGet, "/v1/topology", "Macaroon "+m, nil, &v)
+	return v, err
+}

@@ -222,6 +222,9 @@ func (n *Node) Start(t testing.TB) {
 		n.Config.Gossip.Join = n.m.joinSeeds(n)
 		n.writeConfig(t)
 	}
+	// Before taking n.mu: a failed build ends the test, and the cleanup
+	// that kills the nodes takes n.mu.
+	bin := Binary(t)
 	n.mu.Lock()
 	if n.proc != nil {
 		n.mu.Unlock()
@@ -234,9 +237,9 @@ func (n *Node) Start(t testing.TB) {
 		t.Fatalf("meshtest: %v", err)
 	}
 	fmt.Fprintf(log, "=== meshtest: start %d of %s at %s ===\n", n.starts, n.Name, time.Now().Format(time.RFC3339Nano))
-	cmd := exec.Command(Binary(t), "serve", "--config", n.cfgPath)
+	cmd := exec.Command(bin, "serve", "--config", n.cfgPath)
 	if n.netns != "" {
-		cmd = exec.Command("ip", "netns", "exec", n.netns, Binary(t), "serve", "--config", n.cfgPath)
+		cmd = exec.Command("ip", "netns", "exec", n.netns, bin, "serve", "--config", n.cfgPath)
 	}
 	cmd.Env = cleanEnv()
 	cmd.Stdout, cmd.Stderr = log, log
