@@ -1,0 +1,155 @@
+package federation_test
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/patchmesh/patchmesh/catalog"
+	"github.com/patchmesh/patchmesh/internal/meshtest"
+	"github.com/patchmesh/patchmesh/node"
+)
+
+// pollEvery is how often each node is asked whether it serves the new
+// patch: it bounds how late a figure can be by one interval plus a request.
+const pollEvery = 5 * time.Millisecond
+
+// propagationSizes are the patch sizes BenchmarkPropagation measures. The
+// 100 MiB one writes 1.3 GB (13 copies) per upload, so -bench can pick one
+// with a sub-benchmark name, e.g. 'Propagation/1MiB'.
+var propagationSizes = []int{1 << 20, 100 << 20}
+
+// converge bounds one upload's propagation (and one removal's); past it the
+// mesh is broken, not slow, and the benchmark fails.
+var converge = flag.Duration("converge", 5*time.Minute, "how long one change may take to reach every node before a benchmark fails")
+
+// BenchmarkPropagation times an upload at the hub of a 1 + 3 + 9 cascade
+// until the patch is servable at every node: each op is one upload, its
+// time counted from the upload call returning until the last of the 13
+// nodes offers the patch to a machine of its own (GET /v1/client/patch).
+// Every node is polled at once every pollEvery; the links long-poll as in
+// production, and nothing triggers a round. Run it with -benchtime 20x for
+// p50/p99 over 20 uploads.
+//
+// Each patch is removed at the hub after its sample, and the removal waited
+// for everywhere, so every upload meets the same quiet mesh with a single
+// patch in it and the disks hold one copy of one patch per node.
+func BenchmarkPropagation(b *testing.B) {
+	m := meshtest.New(b)
+	hub := startHub(m)
+	nodes := []*meshtest.Node{hub}
+	for r := range 3 {
+		region := startDownstream(b, m, fmt.Sprintf("region-%d", r), node.RoleRelay, hub)
+		nodes = append(nodes, region)
+		for e := range 3 {
+			nodes = append(nodes, startDownstream(b, m, fmt.Sprintf("edge-%d%d", r, e), node.RoleEdge, region))
+		}
+	}
+	machines := make([]string, len(nodes))
+	for i, n := range nodes {
+		machines[i] = meshtest.Bearer(n.Register(b, n.AuthToken(b, tier, "bench"), fmt.Sprintf("machine-%s-0000000001", n.Name), kernel, arch))
+	}
+	mesh := fmt.Sprintf("mesh: hub, 3 relays, 9 edges (%d processes); sync.wait %v", len(nodes), nodes[1].Config.Sync.Wait)
+
+	version := 0 // rises across sub-benchmarks and their runs: each upload is a new version
+	for _, size := range propagationSizes {
+		b.Run(fmt.Sprintf("%dMiB", size>>20), func(b *testing.B) {
+			b.Log(mesh) // here, not in the parent: a parent's log is shown only if it fails
+			content := patchBytes(b, size)
+			samples := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for range b.N {
+				b.StopTimer()
+				version++
+				stamp(content, version)
+				p := hub.Upload(b, content, meshtest.PatchMeta{Kernel: kernel, Arch: arch, Version: fmt.Sprintf("107.%d", version)})
+				start := time.Now()
+				b.StartTimer()
+				last, err := untilEvery(nodes, machines, start, func(got catalog.Patch, found bool) bool {
+					return found && got.Digest == p.Digest
+				})
+				b.StopTimer()
+				if err != nil {
+					logLinks(b, nodes)
+					b.Fatalf("upload of %d bytes, version %s: %v", size, p.Version, err)
+				}
+				samples = append(samples, last)
+
+				hub.AdminCall(b, http.MethodDelete, "/v1/admin/patches/"+p.Digest, nil, nil)
+				if _, err := untilEvery(nodes, machines, time.Now(), func(got catalog.Patch, found bool) bool {
+					return !found || got.Digest != p.Digest
+				}); err != nil {
+					logLinks(b, nodes)
+					b.Fatalf("removal of version %s: %v", p.Version, err)
+				}
+				b.StartTimer()
+			}
+			b.StopTimer()
+			reportLatency(b, fmt.Sprintf("%d MiB servable on all %d nodes", size>>20, len(nodes)), samples, time.Millisecond, "ms")
+		})
+	}
+}
+
+// untilEvery polls every node at once, as its machine, until done holds
+// for the patch the node offers, and returns how long after start the last
+// node got there. It gives up after converge.
+func untilEvery(nodes []*meshtest.Node, machines []string, start time.Time, done func(p catalog.Patch, found bool) bool) (time.Duration, error) {
+	ctx, cancel := context.WithDeadline(context.Background(), start.Add(*converge))
+	defer cancel()
+	at := make([]time.Duration, len(nodes))
+	errs := make([]error, len(nodes))
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Go(func() {
+			for {
+				p, found, err := clientPatch(ctx, n, machines[i])
+				if err == nil && done(p, found) {
+					at[i] = time.Since(start)
+					return
+				}
+				select {
+				case <-ctx.Done():
+					errs[i] = fmt.Errorf("%s: not there after %v (last answer %+v, found %v, error %v)", n.Name, *converge, p, found, err)
+					return
+				case <-time.After(pollEvery):
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return 0, err
+	}
+	return slices.Max(at), nil
+}
+
+// clientPatch asks n, as a machine, for the newest patch for the
+// benchmarks' kernel; found is false when n answers 404 (nothing to offer).
+func clientPatch(ctx context.Context, n *meshtest.Node, machine string) (p catalog.Patch, found bool, err error) {
+	q := url.Values{"kernel": {kernel}, "arch": {arch}}
+	err = n.Call(ctx, http.MethodGet, "/v1/client/patch?"+q.Encode(), machine, nil, &p)
+	var se *meshtest.StatusError
+	if errors.As(err, &se) && se.Status == http.StatusNotFound {
+		return catalog.Patch{}, false, nil
+	}
+	return p, err == nil, err
+}
+
+// logLinks logs the sync links of every downstream node, which say why a
+// change did not arrive better than the tail of a log full of polls does.
+func logLinks(b *testing.B, nodes []*meshtest.Node) {
+	b.Helper()
+	for _, n := range nodes {
+		for _, l := range n.SyncStatus(b).Links {
+			b.Logf("%s: link %s from %s: %s, cursor %d of %d, hub seq %d of %d, rounds %d (%d failed), last error %q",
+				n.Name, l.Tier, l.Upstream, l.State, l.Cursor, l.UpstreamHead, l.HubSeq, l.HubHead, l.Rounds, l.RoundsFailed, l.LastError)
+		}
+	}
+}
