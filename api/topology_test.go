@@ -2,8 +2,8 @@ package api_test
 
 import (
 	"net/http"
-	"strings"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
