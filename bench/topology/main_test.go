@@ -40,12 +40,20 @@ var (
 	// Overrides of the profile, to measure a tuning against the default.
 	probeInterval = flag.Duration("probe-interval", 0, "gossip.probe_interval override (0 keeps the profile's)")
 	suspicionMult = flag.Int("suspicion-mult", 0, "gossip.suspicion_mult override (0 keeps the profile's)")
+	// meshtest retries a failed sync round after 100 ms, up to 1 s, so a
+	// link gives up on a dead upstream (three failed rounds) well before
+	// gossip declares it dead; deployed nodes back off from 500 ms.
+	deployedRetry = flag.Bool("deployed-retry", false, "sync.retry_min and retry_max at their defaults instead of meshtest's")
 )
 
 // tune applies the timing flags to a node's config.
 func tune(c *node.Config) {
 	c.Gossip.ProbeInterval = *probeInterval
 	c.Gossip.SuspicionMult = *suspicionMult
+	if *deployedRetry {
+		d := node.DefaultsWithEnv(func(string) string { return "" })
+		c.Sync.RetryMin, c.Sync.RetryMax = d.Sync.RetryMin, d.Sync.RetryMax
+	}
 }
 
 const (
