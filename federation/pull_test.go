@@ -117,6 +117,13 @@ func (h *hub) upload(t *testing.T, arch string) (catalog.Patch, []byte) {
 // the test ends.
 func downstream(t *testing.T, keys []ed25519.PublicKey, links ...federation.Link) *meshNode {
 	t.Helper()
+	return downstreamRetrying(t, 10*time.Millisecond, keys, links...)
+}
+
+// downstreamRetrying is downstream with the backoff after a failed round
+// pinned to retry.
+func downstreamRetrying(t *testing.T, retry time.Duration, keys []ed25519.PublicKey, links ...federation.Link) *meshNode {
+	t.Helper()
 	buf, log := newLog()
 	n := nodetest.Wire(t, log, nodetest.Options{Changes: &store.Changes{}})
 	n.Config.Info.Role = "relay"
@@ -129,7 +136,7 @@ func downstream(t *testing.T, keys []ed25519.PublicKey, links ...federation.Link
 	m.puller, err = federation.NewPuller(federation.PullConfig{
 		Store: n.Store, Fetcher: rep, Client: client,
 		Keys:  func(context.Context) ([]ed25519.PublicKey, error) { return keys, nil },
-		Links: links, Wait: 2 * time.Second, RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond,
+		Links: links, Wait: 2 * time.Second, RetryMin: retry, RetryMax: max(retry, 50*time.Millisecond),
 		Log: log,
 	})
 	if err != nil {
@@ -512,4 +519,40 @@ func TestPullCarriesEnrollmentTokens(t *testing.T) {
 	if _, err := d.Auth.Bearer(t.Context(), "Bearer "+secret, catalog.TokenAuth); !errors.Is(err, auth.ErrUnauthenticated) {
 		t.Fatalf("revoked at the hub: want refused at the downstream, got %v", err)
 	}
+}
+
+// Poke (gossip saw the upstream's head move, or its health change) starts
+// a round at once, even in the middle of a long backoff pause.
+func TestPokeCutsABackoffPauseShort(t *testing.T) {
+	h := newHub(t)
+	var down atomic.Bool
+	u, _ := url.Parse(h.srv.URL)
+	rp := httputil.NewSingleHostReverseProxy(u)
+	flaky := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(flaky.Close)
+	down.Store(true)
+	d := downstreamRetrying(t, time.Hour, []ed25519.PublicKey{h.pub()},
+		link("edge", federation.Upstream{URL: flaky.URL, Token: syncToken(t, h.meshNode, "edge")}))
+	waitFor(t, "the link failing", func() error {
+		if s := d.puller.Status()[0]; s.State != federation.LinkFailing {
+			return fmt.Errorf("state %s", s.State)
+		}
+		return nil
+	})
+	p, _ := h.upload(t, "x86_64")
+	down.Store(false)
+	// The loop now sleeps for about an hour; only a poke gets it going.
+	d.puller.Poke("http://127.0.0.1:1") // a URL no link uses changes nothing
+	time.Sleep(200 * time.Millisecond)
+	if _, err := d.Store.Patch(t.Context(), p.Digest); !errors.Is(err, catalog.ErrNotFound) {
+		t.Fatalf("a poke for another upstream started a round: %v", err)
+	}
+	d.puller.Poke(flaky.URL)
+	waitFor(t, "the patch after the poke", func() error { return hasPatch(d, p.Digest, "edge") })
 }
