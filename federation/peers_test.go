@@ -195,13 +195,20 @@ func TestPeersFallBackToUpstreamAfterTheWait(t *testing.T) {
 
 	patches, size := uploadN(t, h, 2)
 	waitHave(t, d.nodes[1:], patches)
-	if got := sent.Load(); got != 2*size {
-		t.Errorf("hub sent %d blob bytes for %d bytes of blobs; want each blob sent to both survivors, %d", got, size, 2*size)
+	// Each survivor falls back on its own after the wait, unless the other
+	// already has the blob by then and serves it as a peer: between one and
+	// two copies of each blob, never more, and never none.
+	if got := sent.Load(); got < size || got > 2*size {
+		t.Errorf("hub sent %d blob bytes for %d bytes of blobs; want between %d and %d", got, size, size, 2*size)
 	}
-	for i, m := range d.nodes[1:] {
-		if !strings.Contains(m.log.String(), "not at a same-DC peer in time") {
-			t.Errorf("node %d: want the fallback to the upstream logged", i+1)
+	fellBack := 0
+	for _, m := range d.nodes[1:] {
+		if strings.Contains(m.log.String(), "not at a same-DC peer in time") {
+			fellBack++
 		}
+	}
+	if fellBack == 0 {
+		t.Error("no survivor logged falling back to the upstream")
 	}
 }
 
