@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -201,8 +202,24 @@ func parseBaseURL(s string) (*url.URL, error) {
 // Run pulls every link until ctx ends. Local tiers a link feeds are
 // created if missing, so a fresh downstream needs only its config.
 func (p *Puller) Run(ctx context.Context) error {
-	if err := p.ensureTiers(ctx); err != nil {
-		return err
+	// A store that fails at start (a database restarting) must not leave
+	// the node without sync for good: retry until it answers.
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval, bo.MaxInterval, bo.MaxElapsedTime = p.cfg.RetryMin, p.cfg.RetryMax, 0
+	for {
+		err := p.ensureTiers(ctx)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		p.cfg.Log.Error("sync cannot start yet", slog.String("error", err.Error()))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(bo.NextBackOff()):
+		}
 	}
 	var wg sync.WaitGroup
 	for _, l := range p.links {
@@ -373,6 +390,18 @@ func (p *Puller) round(ctx context.Context, l *linkState, wait time.Duration) (c
 	if err != nil {
 		return false, err
 	}
+	if !pos.ByHub && cur.HubSeq > 0 && (page.Head < cur.UpstreamSeq || p.renumbered(ctx, page, cur.HubSeq)) {
+		// The same upstream numbers its log differently now: restored
+		// from a backup or rebuilt from empty. Its seq numbers mean
+		// nothing to the cursor any more; the hub's still do.
+		p.cfg.Log.Warn("sync upstream renumbered its log; resuming by hub sequence",
+			slog.String("tier", l.cfg.Tier), slog.String("upstream", up.URL),
+			slog.Int64("cursor", cur.UpstreamSeq), slog.Int64("upstream_head", page.Head))
+		pos = store.FeedPosition{ByHub: true, AfterHubSeq: cur.HubSeq}
+		if page, err = p.feed(ctx, l, up, pos, 0); err != nil {
+			return false, err
+		}
+	}
 	l.observeHeads(page.Head, page.HubHead, cur.HubSeq, p.cfg.Now())
 	if page.HubHead < cur.HubSeq {
 		return false, fmt.Errorf("%w: its newest %s record is %d, this node applied %d", errBehind, l.cfg.HubTier, page.HubHead, cur.HubSeq)
@@ -466,23 +495,52 @@ func sameCursor(a, b store.Cursor) bool {
 		a.Upstream == b.Upstream && a.UpstreamSeq == b.UpstreamSeq
 }
 
-// maxFeedBody bounds a feed answer: a full page of the largest records,
-// base64-encoded, with room to spare.
-const maxFeedBody = MaxFeedLimit * (MaxRecordSize*4/3 + 1024)
+// renumbered says whether a page asked for by seq starts with a record
+// that does not continue this link's hub sequence although it verifies:
+// the upstream's log was renumbered, so the page is not the one asked
+// for. A record that does not verify is left to the round to refuse.
+func (p *Puller) renumbered(ctx context.Context, page FeedResponse, last int64) bool {
+	if len(page.Events) == 0 {
+		return false
+	}
+	keys, err := p.cfg.Keys(ctx)
+	if err != nil || len(keys) == 0 {
+		return false
+	}
+	r, err := NewVerifier(keys...).Open(page.Events[0].Envelope)
+	return err == nil && r.TierSeq != last+1
+}
+
+// maxFeedBody bounds a feed answer of limit events: a full page of the
+// largest records, base64-encoded, with room to spare.
+func maxFeedBody(limit int) int64 {
+	return int64(limit)*(MaxRecordSize*4/3+1024) + 4096
+}
 
 // feed asks the upstream for a page. A trigger cancels a long poll in
 // progress, so that the round starts over at once.
 func (p *Puller) feed(ctx context.Context, l *linkState, up Upstream, pos store.FeedPosition, wait time.Duration) (FeedResponse, error) {
 	pollCtx, cancel := context.WithTimeout(ctx, wait+30*time.Second)
 	defer cancel()
+	// While a long poll waits for the upstream's answer, a trigger cuts it
+	// short. The watcher stops as soon as the answer's headers are in, so
+	// that a late trigger neither breaks the body being read (a failed
+	// round) nor is swallowed (a lost trigger): it stays for the next round.
+	stopWatch, watchDone := make(chan struct{}), make(chan struct{})
+	var kicked atomic.Bool
 	if wait > 0 {
 		go func() {
+			defer close(watchDone)
 			select {
 			case <-l.kick:
+				kicked.Store(true)
 				cancel()
+			case <-stopWatch:
 			case <-pollCtx.Done():
 			}
 		}()
+	} else {
+		close(watchDone)
 	}
 	q := url.Values{}
 	if pos.ByHub {
@@ -499,10 +557,17 @@ func (p *Puller) feed(ctx context.Context, l *linkState, up Upstream, pos store.
 	req.Header.Set("Authorization", "Bearer "+up.Token)
 	req.Header.Set("Accept", "application/json")
 	resp, err := p.cfg.Client.Do(req)
-	if err != nil {
-		if ctx.Err() == nil && pollCtx.Err() != nil && wait > 0 && !errors.Is(pollCtx.Err(), context.DeadlineExceeded) {
-			return FeedResponse{}, errTriggered
+	close(stopWatch)
+	<-watchDone
+	if kicked.Load() {
+		// The trigger won, even if an answer raced it in: the loop starts
+		// the triggered round at once, from the same cursor.
+		if err == nil {
+			resp.Body.Close()
 		}
+		return FeedResponse{}, errTriggered
+	}
+	if err != nil {
 		return FeedResponse{}, fmt.Errorf("feed from %s: %w", up.URL, err)
 	}
 	defer resp.Body.Close()
@@ -511,10 +576,10 @@ func (p *Puller) feed(ctx context.Context, l *linkState, up Upstream, pos store.
 			slog.String("upstream", up.URL), slog.Int("status", resp.StatusCode))
 	}
 	if resp.StatusCode != http.StatusOK {
-		return FeedResponse{}, fmt.Errorf("feed from %s: %s%s", up.URL, resp.Status, errorBody(resp.Body))
+		return FeedResponse{}, fmt.Errorf("feed from %s: %s%s", up.URL, resp.Status, errorBody(resp.Body, up.Token))
 	}
 	var page FeedResponse
-	dec := json.NewDecoder(io.LimitReader(resp.Body, maxFeedBody))
+	dec := json.NewDecoder(io.LimitReader(resp.Body, maxFeedBody(p.cfg.Limit)))
 	if err := dec.Decode(&page); err != nil {
 		return FeedResponse{}, fmt.Errorf("feed from %s: decode: %w", up.URL, err)
 	}
@@ -528,8 +593,10 @@ func (p *Puller) feed(ctx context.Context, l *linkState, up Upstream, pos store.
 // the next round at once.
 var errTriggered = errors.New("long poll cut short by a trigger")
 
-// errorBody reads a patchmesh error answer's code and message, bounded.
-func errorBody(r io.Reader) string {
+// errorBody reads a patchmesh error answer's code and message, bounded,
+// with the sync token cut out should the upstream (or a proxy) echo it:
+// the text goes to logs and to the sync status.
+func errorBody(r io.Reader, token string) string {
 	var e struct {
 		Error struct {
 			Code    string `json:"code"`
@@ -539,7 +606,22 @@ func errorBody(r io.Reader) string {
 	if json.NewDecoder(io.LimitReader(r, 4096)).Decode(&e) != nil || e.Error.Code == "" {
 		return ""
 	}
-	return fmt.Sprintf(" (%s: %s)", e.Error.Code, e.Error.Message)
+	clean := func(s string) string {
+		if token != "" {
+			s = strings.ReplaceAll(s, token, "[token]")
+		}
+		s = strings.Map(func(r rune) rune {
+			if r < 0x20 || r == 0x7f {
+				return ' '
+			}
+			return r
+		}, s)
+		if len(s) > 200 {
+			s = s[:200] + "…"
+		}
+		return s
+	}
+	return fmt.Sprintf(" (%s: %s)", clean(e.Error.Code), clean(e.Error.Message))
 }
 
 // reason names why a record was refused, for the security event.

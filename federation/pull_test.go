@@ -556,3 +556,58 @@ func TestPokeCutsABackoffPauseShort(t *testing.T) {
 	d.puller.Poke(flaky.URL)
 	waitFor(t, "the patch after the poke", func() error { return hasPatch(d, p.Digest, "edge") })
 }
+
+// An upstream rebuilt behind the same URL numbers its log anew: the link
+// notices that the page it got does not continue its hub sequence and
+// resumes by hub sequence, with no security event and nothing repeated.
+func TestPullSurvivesAnUpstreamRenumberedBehindTheSameURL(t *testing.T) {
+	h := newHub(t)
+	keys := []ed25519.PublicKey{h.pub()}
+	a := downstream(t, keys, link("edge", federation.Upstream{URL: h.srv.URL, Token: syncToken(t, h.meshNode, "edge")}))
+	b := downstream(t, keys, link("edge", federation.Upstream{URL: h.srv.URL, Token: syncToken(t, h.meshNode, "edge")}))
+	// b's log is numbered differently from a's: 40 local tier events first.
+	for i := range 40 {
+		if _, err := b.Store.AddTier(t.Context(), fmt.Sprintf("local%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var target atomic.Pointer[httputil.ReverseProxy]
+	proxyTo := func(m *meshNode) {
+		u, _ := url.Parse(m.srv.URL)
+		target.Store(httputil.NewSingleHostReverseProxy(u))
+	}
+	proxyTo(a)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { target.Load().ServeHTTP(w, r) }))
+	t.Cleanup(front.Close)
+	// One token valid on both: the same secret added to each store.
+	secret, tok, err := auth.NewToken(catalog.TokenSync)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok.Tier, tok.Name, tok.Created = "edge", "edge-1", time.Now()
+	for _, m := range []*meshNode{a, b} {
+		if err := m.Store.AddToken(t.Context(), tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	edge := downstream(t, keys, link("edge", federation.Upstream{URL: front.URL, Token: secret}))
+
+	p1, _ := h.upload(t, "x86_64")
+	a.sync(t)
+	b.sync(t)
+	edge.sync(t)
+	if err := hasPatch(edge, p1.Digest, "edge"); err != nil {
+		t.Fatal(err)
+	}
+	proxyTo(b) // "a" is rebuilt: same URL, b's numbering
+	p2, _ := h.upload(t, "x86_64")
+	b.sync(t)
+	waitFor(t, "edge gets p2 from the renumbered upstream", func() error {
+		edge.puller.Trigger(t.Context(), false)
+		return hasPatch(edge, p2.Digest, "edge")
+	})
+	wantContiguous(t, "edge's own feed", hubSeqs(t, edge, "edge"), 2)
+	if strings.Contains(edge.log.String(), "sync_record_fail") {
+		t.Errorf("a renumbered upstream was reported as an attack:\n%s", edge.log.String())
+	}
+}
