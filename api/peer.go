@@ -64,6 +64,7 @@ func (s *server) checkPeerToken(r *http.Request) error {
 	if match != 1 {
 		return fail("bad_secret")
 	}
+	s.securityEvent(r, auth.EventTokenSuccess, slog.String("kind", kindPeer))
 	return nil
 }
 

@@ -106,6 +106,9 @@ func TestPeerBlobAuth(t *testing.T) {
 	}
 
 	logs := e.logs.String()
+	if !strings.Contains(logs, `"event":"authn_token_success","kind":"peer"`) {
+		t.Error("an accepted peer token logged no authn_token_success security event")
+	}
 	for _, tok := range []string{good, rotated, wrong} {
 		if strings.Contains(logs, strings.TrimPrefix(tok, topology.PeerTokenPrefix)) {
 			t.Errorf("a peer token (%.10s…) is in the log", tok)
