@@ -102,7 +102,7 @@ func (s *session) order() ([]string, error) {
 			continue
 		}
 		seen[u] = true
-		if err := checkURL(u, s.c.cfg.Transport.RequireTLS); err != nil {
+		if err := checkURL(u, s.tlsOnly()); err != nil {
 			skipped = append(skipped, err)
 			continue
 		}
@@ -268,4 +268,12 @@ func (c *Client) registerAt(ctx context.Context, server, authToken string, r Reg
 func machineIDHash(id string) string {
 	sum := sha256.Sum256([]byte(id))
 	return hex.EncodeToString(sum[:])
+}
+
+// tlsOnly says whether learned nodes must be https: when the operator
+// asked for it, and whenever the first contact was https, so that a node
+// list from gossip can never lead the client to send its enrollment token
+// or machine token over a weaker scheme than the one it started on.
+func (s *session) tlsOnly() bool {
+	return s.c.cfg.Transport.RequireTLS || strings.HasPrefix(strings.ToLower(s.st.Server), "https://")
 }

@@ -86,7 +86,7 @@ func (s *session) rerank(ctx context.Context) error {
 			u := strings.TrimRight(n.URL, "/")
 			// A URL the client could never use is dropped here, so that
 			// it is neither probed nor offered an enrollment token.
-			if seen[u] || checkURL(u, s.c.cfg.Transport.RequireTLS) != nil || len(nodes) == maxNodes {
+			if seen[u] || checkURL(u, s.tlsOnly()) != nil || len(nodes) == maxNodes {
 				continue
 			}
 			seen[u] = true
