@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/patchmesh/patchmesh/blob"
@@ -66,7 +67,7 @@ func (b *body) Read(p []byte) (int, error) {
 			}
 			p = p[:min(int64(len(p)), b.want.Size-b.got)]
 		}
-		k, err := b.resp.Body.Read(p)
+		k, err := b.readWatched(p)
 		b.got += int64(k)
 		b.n += int64(k)
 		if err == nil {
@@ -93,6 +94,24 @@ func (b *body) Read(p []byte) (int, error) {
 			return k, nil
 		}
 	}
+}
+
+// readWatched reads from the current response, dropping the connection
+// if no byte arrives within the idle timeout: the read then fails like a
+// broken body, and Read resumes from where the bytes stopped.
+func (b *body) readWatched(p []byte) (int, error) {
+	resp := b.resp
+	var stalled atomic.Bool
+	watch := time.AfterFunc(b.r.idle, func() {
+		stalled.Store(true)
+		resp.Body.Close()
+	})
+	k, err := resp.Body.Read(p)
+	watch.Stop()
+	if err != nil && stalled.Load() {
+		err = fmt.Errorf("no byte received for %v", b.r.idle)
+	}
+	return k, err
 }
 
 // end is called once Size bytes are in. It checks that the upstream has

@@ -53,6 +53,11 @@ type Config struct {
 	// Resumes bounds the Range resumes of one blob within one Fetch, so that
 	// a link that breaks every few bytes fails instead of crawling. 0 means 5.
 	Resumes int
+	// IdleTimeout is how long a transfer may go without receiving a byte
+	// before its connection is dropped and the transfer resumed (or, past
+	// Resumes, failed), so that an upstream that keeps a connection open
+	// and sends nothing cannot hold a sync round forever. 0 means 60s.
+	IdleTimeout time.Duration
 	// Log receives one line per transfer and per resume. nil discards.
 	Log *slog.Logger
 }
@@ -130,6 +135,7 @@ type Replicator struct {
 	client  *http.Client
 	blobs   local
 	resumes int
+	idle    time.Duration
 	log     *slog.Logger
 	slots   chan struct{} // one token per running transfer
 	pause   func(try int) time.Duration
@@ -155,10 +161,14 @@ func New(cfg Config) (*Replicator, error) {
 	if cfg.Resumes == 0 {
 		cfg.Resumes = defaultResumes
 	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = defaultIdleTimeout
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	return &Replicator{
+		idle:     cfg.IdleTimeout,
 		client:   cfg.Client,
 		blobs:    cfg.Blobs,
 		resumes:  cfg.Resumes,
@@ -168,6 +178,8 @@ func New(cfg Config) (*Replicator, error) {
 		inflight: make(map[blob.Digest]*transfer),
 	}, nil
 }
+
+const defaultIdleTimeout = 60 * time.Second
 
 // backoff doubles the pause before each resume, up to maxPause.
 func backoff(try int) time.Duration {

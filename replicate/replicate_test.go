@@ -831,3 +831,40 @@ func TestLargeBatchWithOneSlot(t *testing.T) {
 		t.Errorf("want 300 fetched one at a time, got %+v with %d at once", res, up.maxInflight.Load())
 	}
 }
+
+// An upstream that sends part of a blob and then nothing, keeping the
+// connection open, does not hold the transfer forever: the idle timeout
+// drops the connection and the transfer resumes with Range.
+func TestStalledBodyIsDroppedAndResumed(t *testing.T) {
+	const size, cut = 100_000, 30_000
+	up := newUpstream(t)
+	l := newLocal(t)
+	r := newReplicator(t, l, Config{IdleTimeout: 200 * time.Millisecond})
+	data := randomBytes(t, size)
+	w := up.add(data)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	up.serve = func(rw http.ResponseWriter, req *http.Request, data []byte, n int) {
+		if n == 1 {
+			rw.Header().Set("Content-Length", strconv.Itoa(len(data)))
+			rw.WriteHeader(http.StatusOK)
+			rw.Write(data[:cut])
+			rw.(http.Flusher).Flush()
+			select { // stall with the connection open
+			case <-release:
+			case <-req.Context().Done():
+			}
+			return
+		}
+		serveBlob(rw, req, data)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := r.Fetch(ctx, up.source(), []Want{w}); err != nil {
+		t.Fatalf("a stalled body: want resumed and fetched, got %v", err)
+	}
+	l.mustHave(t, w.Digest, data)
+	if want := fmt.Sprintf(`bytes=%d- if "%s"`, cut, w.Digest); len(up.ranges) != 1 || up.ranges[0] != want {
+		t.Errorf("want one resume %q, got %q", want, up.ranges)
+	}
+}
