@@ -319,33 +319,6 @@ func countEvents(lines []map[string]any, event string) int {
 	return n
 }
 
-// fakeControl stands in for the sync loop, which the node tests cover for
-// real: it reports fixed link states and records the triggers it receives.
-type fakeControl struct {
-	mu       sync.Mutex
-	links    []federation.LinkStatus
-	triggers []bool // the wait of each Trigger call
-}
-
-func (f *fakeControl) Status() []federation.LinkStatus {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.links)
-}
-
-func (f *fakeControl) Trigger(ctx context.Context, wait bool) ([]federation.LinkStatus, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.triggers = append(f.triggers, wait)
-	return slices.Clone(f.links), nil
-}
-
-func (f *fakeControl) waits() []bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.triggers)
-}
-
 func TestSyncStatusAndTrigger(t *testing.T) {
 	t.Run("hub", func(t *testing.T) {
 		e := newEnv(t)
@@ -360,7 +333,7 @@ func TestSyncStatusAndTrigger(t *testing.T) {
 		}
 	})
 	t.Run("relay", func(t *testing.T) {
-		fc := &fakeControl{links: []federation.LinkStatus{{
+		fc := &nodetest.FakeControl{Links: []federation.LinkStatus{{
 			Tier: "edge", HubTier: "stable", Upstream: "https://hub.example", Upstreams: []string{"https://hub.example"},
 			State: federation.LinkSynced, Cursor: 7, UpstreamHead: 7, HubSeq: 5, HubHead: 5,
 			LastSuccess: time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC),
@@ -368,7 +341,7 @@ func TestSyncStatusAndTrigger(t *testing.T) {
 		e := newEnv(t, func(c *api.Config) { c.Info.Role = "relay"; c.Sync = fc })
 		var st federation.SyncStatusResponse
 		e.want(e.request(http.MethodGet, "/v1/sync/status", e.admin, nil), http.StatusOK, &st)
-		if st.Role != "relay" || len(st.Links) != 1 || st.Links[0].Tier != "edge" || !st.Links[0].LastSuccess.Equal(fc.links[0].LastSuccess) {
+		if st.Role != "relay" || len(st.Links) != 1 || st.Links[0].Tier != "edge" || !st.Links[0].LastSuccess.Equal(fc.Links[0].LastSuccess) {
 			t.Errorf("relay status %+v, want role relay and the loop's link", st)
 		}
 		for _, tc := range []struct {
@@ -381,7 +354,7 @@ func TestSyncStatusAndTrigger(t *testing.T) {
 				t.Errorf("trigger (%s) answered %+v, want the links' status", tc.name, out)
 			}
 		}
-		if got := fc.waits(); !slices.Equal(got, []bool{false, false, true}) {
+		if got := fc.Waits(); !slices.Equal(got, []bool{false, false, true}) {
 			t.Errorf("Trigger calls with wait %v, want [false false true]", got)
 		}
 		for _, body := range []string{`{"wait":"yes"}`, `{"wiat":true}`, `{} {}`} {
@@ -389,7 +362,7 @@ func TestSyncStatusAndTrigger(t *testing.T) {
 				t.Errorf("trigger with body %s: %d %s, want 400", body, r.StatusCode, r.body)
 			}
 		}
-		if len(fc.waits()) != 3 {
+		if len(fc.Waits()) != 3 {
 			t.Error("a refused trigger reached the sync loop")
 		}
 		syncTok, _ := e.token("sync", "edge", "dc")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
@@ -10,43 +9,16 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/patchmesh/patchmesh/api"
 	"github.com/patchmesh/patchmesh/federation"
+	"github.com/patchmesh/patchmesh/internal/nodetest"
 )
 
-// fakeControl stands in for the sync loop, which the node tests cover for
-// real: it reports fixed link states and records the triggers it receives.
-type fakeControl struct {
-	mu       sync.Mutex
-	links    []federation.LinkStatus
-	triggers []bool // the wait of each Trigger call
-}
-
-func (f *fakeControl) Status() []federation.LinkStatus {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.links)
-}
-
-func (f *fakeControl) Trigger(ctx context.Context, wait bool) ([]federation.LinkStatus, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.triggers = append(f.triggers, wait)
-	return slices.Clone(f.links), nil
-}
-
-func (f *fakeControl) waits() []bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.triggers)
-}
-
 func TestAdminSyncStatusAndTrigger(t *testing.T) {
-	fc := &fakeControl{links: []federation.LinkStatus{{
+	fc := &nodetest.FakeControl{Links: []federation.LinkStatus{{
 		Tier: "edge", HubTier: "stable", Upstream: "https://hub.example:8443", State: federation.LinkFailing,
 		Cursor: 7, UpstreamHead: 9, HubSeq: 5, HubHead: 7, LagEvents: 2, LagSeconds: 12.4,
 		LastSuccess: time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC),
@@ -74,7 +46,7 @@ func TestAdminSyncStatusAndTrigger(t *testing.T) {
 	if !strings.Contains(r.stdout, "7/9") {
 		t.Errorf("sync trigger --wait printed %q, want the links' table", r.stdout)
 	}
-	if got := fc.waits(); !slices.Equal(got, []bool{false, true}) {
+	if got := fc.Waits(); !slices.Equal(got, []bool{false, true}) {
 		t.Errorf("triggers with wait %v, want [false true]", got)
 	}
 	if r := n.admin("", "sync", "trigger", "now"); r.code != exitUsage {
