@@ -20,9 +20,16 @@ vet:
 
 # Every test, PostgreSQL included: scripts/postgres.sh finds, starts or
 # installs a server and prints its DSN. -p 2 matches the machine's cores.
+# The in-process packages run under the race detector; the ones whose tests
+# drive real patchmesh processes (e2e, cmd, meshtest, bench) gain nothing
+# from it in the test binary and run without.
+PROCESS_PKGS := /e2e|/cmd/|/internal/meshtest|/bench/
 test: vet
 	@dsn=$$(scripts/postgres.sh) && \
-	PATCHMESH_TEST_POSTGRES="$$dsn" $(GO) test -count=1 -p 2 -timeout 20m ./...
+	race=$$($(GO) list ./... | grep -Ev '$(PROCESS_PKGS)') && \
+	procs=$$($(GO) list ./... | grep -E '$(PROCESS_PKGS)') && \
+	PATCHMESH_TEST_POSTGRES="$$dsn" $(GO) test -race -count=1 -p 2 -timeout 20m $$race && \
+	PATCHMESH_TEST_POSTGRES="$$dsn" $(GO) test -count=1 -p 2 -timeout 20m $$procs
 
 # Benchmarks; figures and the commands that give them are in bench/RESULTS.md.
 bench:
