@@ -78,6 +78,9 @@ func TestSystemdUnitVerifies(t *testing.T) {
 		wantProblem bool
 	}{
 		{name: "as shipped"},
+		{name: "with the drop-in for a port below 1024", edit: func(u string) string {
+			return strings.Replace(u, "\n[Install]", "\nAmbientCapabilities=CAP_NET_BIND_SERVICE\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE\nPrivateUsers=no\n\n[Install]", 1)
+		}},
 		{name: "misspelt directive", wantProblem: true, edit: func(u string) string {
 			return strings.Replace(u, "\nNoNewPrivileges=yes", "\nNoNewPrivilegs=yes", 1)
 		}},
