@@ -15,6 +15,7 @@ package api
 import (
 	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -187,7 +188,15 @@ func New(cfg Config) (http.Handler, error) {
 		peerTokens: cfg.PeerTokens,
 	}
 	s.started = s.now()
+	r := s.router(gatherer, cfg.Governor)
+	return withRequestID(s.observe(s.recoverPanics(r))), nil
+}
 
+// router routes every path of the API to its handler. Which paths exist
+// does not depend on the configuration: an endpoint a node cannot serve
+// (the hub key on a downstream, peer blobs with gossip off) still answers,
+// with the documented error.
+func (s *server) router(gatherer prometheus.Gatherer, gov GovernorConfig) *mux.Router {
 	r := mux.NewRouter()
 	answerUnrouted(r)
 	r.Use(recordRoute)
@@ -200,15 +209,57 @@ func New(cfg Config) (http.Handler, error) {
 	r.Handle("/debug/status", methods{http.MethodGet: s.handle(s.debugStatus)})
 
 	v1 := subrouter(r, "/v1")
-	v1.Use(newGovernor(cfg.Governor, s.metrics).middleware(s))
+	v1.Use(newGovernor(gov, s.metrics).middleware(s))
 	s.adminRoutes(v1)
 	s.clientRoutes(v1)
 	s.syncRoutes(v1)
 	v1.Handle("/topology", methods{http.MethodGet: s.asAdmin(s.topology)})
 	v1.Handle("/blobs/{digest}", methods{http.MethodGet: s.handle(s.getBlob), http.MethodHead: s.handle(s.getBlob)})
 	v1.Handle("/peer/blobs/{digest}", methods{http.MethodGet: s.handle(s.getPeerBlob), http.MethodHead: s.handle(s.getPeerBlob)})
+	return r
+}
 
-	return withRequestID(s.observe(s.recoverPanics(r))), nil
+// Route is one path the API serves and the methods it answers there.
+type Route struct {
+	// Path is the path template, with variables in braces as gorilla/mux
+	// writes them: /v1/admin/tiers/{name}.
+	Path string
+	// Methods are sorted.
+	Methods []string
+}
+
+// Routes lists every route a handler from New serves, read off the router
+// itself, so that a description of the API (docs/openapi.yaml) can be
+// checked against the code. A route whose methods cannot be read is an
+// error rather than a silent gap.
+func Routes() ([]Route, error) {
+	s := &server{log: slog.New(slog.DiscardHandler), metrics: NewMetrics(nil), now: time.Now}
+	var out []Route
+	err := s.router(prometheus.NewRegistry(), GovernorConfig{}).Walk(func(route *mux.Route, _ *mux.Router, _ []*mux.Route) error {
+		h := route.GetHandler()
+		if h == nil {
+			return nil // a subrouter's prefix, not an endpoint
+		}
+		path, err := route.GetPathTemplate()
+		if err != nil {
+			return fmt.Errorf("api: route without a path: %w", err)
+		}
+		m, ok := h.(methods)
+		if !ok {
+			return fmt.Errorf("api: route %s: handler %T does not say its methods", path, h)
+		}
+		ms := make([]string, 0, len(m))
+		for k := range m {
+			ms = append(ms, k)
+		}
+		slices.Sort(ms)
+		out = append(out, Route{Path: path, Methods: ms})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // handlerFunc is a handler that returns its failure for s.fail to answer.

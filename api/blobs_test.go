@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -347,6 +348,10 @@ func TestMetricsEndpointServesLintCleanFamilies(t *testing.T) {
 		if !strings.Contains(string(r.body), series) {
 			t.Errorf("/metrics lacks the series %s", series)
 		}
+	}
+	// A method that never failed still exports its error counter, at 0.
+	if !regexp.MustCompile(`(?m)^patchmesh_store_errors_total\{op="[A-Za-z]+"\} 0$`).Match(r.body) {
+		t.Errorf("/metrics: want a store errors counter at 0 for a method that never failed, got none")
 	}
 	problems, err := testutil.GatherAndLint(e.reg)
 	if err != nil {

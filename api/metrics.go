@@ -98,12 +98,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // ObserveStore records one store method call. Pass it as the store's
 // observer (sqlstore.Options.Observe). Not-found and conflict errors are
 // answers, not failures, and a cancelled request is the client's doing, so
-// none of them count as store errors.
+// none of them count as store errors. The error counter of a method is
+// exported from its first call, at 0 until it fails, so that a rate over
+// it reads 0 rather than nothing.
 func (m *Metrics) ObserveStore(op string, d time.Duration, err error) {
 	m.storeDuration.WithLabelValues(op).Observe(d.Seconds())
+	errs := m.storeErrors.WithLabelValues(op)
 	if err != nil && !errors.Is(err, catalog.ErrNotFound) && !errors.Is(err, catalog.ErrConflict) &&
 		!errors.Is(err, context.Canceled) {
-		m.storeErrors.WithLabelValues(op).Inc()
+		errs.Inc()
 	}
 }
 

@@ -1,0 +1,52 @@
+package api_test
+
+import (
+	"net/http"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/patchmesh/patchmesh/api"
+)
+
+// TestRoutesMatchHandler checks api.Routes against a real handler from
+// api.New: every listed path exists there (a method it does not list
+// answers 405 with Allow naming exactly the listed ones), and the list holds
+// the endpoints docs/api.md documents.
+func TestRoutesMatchHandler(t *testing.T) {
+	routes, err := api.Routes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t)
+	vars := regexp.MustCompile(`\{[^}]+\}`)
+	seen := map[string]bool{}
+	for _, r := range routes {
+		if seen[r.Path] {
+			t.Errorf("route %s listed twice", r.Path)
+		}
+		seen[r.Path] = true
+		if len(r.Methods) == 0 || !slices.IsSorted(r.Methods) {
+			t.Errorf("route %s: want sorted methods, got %v", r.Path, r.Methods)
+		}
+		// A variable's value does not matter: methods are checked first.
+		path := vars.ReplaceAllString(r.Path, "x")
+		resp := e.request("PATCH", path, e.admin, nil)
+		if resp.StatusCode != http.StatusMethodNotAllowed {
+			t.Errorf("PATCH %s: want 405, got %d %s", path, resp.StatusCode, resp.body)
+			continue
+		}
+		if got, want := resp.Header.Get("Allow"), strings.Join(r.Methods, ", "); got != want {
+			t.Errorf("PATCH %s: want Allow %q as Routes lists, got %q", path, want, got)
+		}
+	}
+	for _, want := range []string{
+		"/metrics", "/debug/info", "/debug/status", "/v1/admin/login", "/v1/admin/patches/{ref}/promote",
+		"/v1/client/checkin", "/v1/sync/feed", "/v1/topology", "/v1/blobs/{digest}", "/v1/peer/blobs/{digest}",
+	} {
+		if !seen[want] {
+			t.Errorf("Routes lacks %s; got %v", want, routes)
+		}
+	}
+}

@@ -1,0 +1,416 @@
+// Package docs holds no code: its tests keep openapi.yaml true to the
+// API as built. The description must load and validate, name exactly the
+// routes and methods the router serves, and describe the requests and
+// answers of a real hub and edge.
+package docs
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
+
+	"github.com/patchmesh/patchmesh/api"
+	"github.com/patchmesh/patchmesh/federation"
+	"github.com/patchmesh/patchmesh/internal/meshtest"
+	"github.com/patchmesh/patchmesh/node"
+	"github.com/patchmesh/patchmesh/topology"
+)
+
+func TestMain(m *testing.M) { os.Exit(meshtest.Main(m)) }
+
+const specFile = "openapi.yaml"
+
+func loadSpec(t *testing.T) *openapi3.T {
+	t.Helper()
+	doc, err := openapi3.NewLoader().LoadFromFile(specFile)
+	if err != nil {
+		t.Fatalf("load %s: %v", specFile, err)
+	}
+	if err := doc.Validate(context.Background()); err != nil {
+		t.Fatalf("%s does not validate: %v", specFile, err)
+	}
+	return doc
+}
+
+// TestOpenAPIValidates loads the description and validates it as OpenAPI 3.
+func TestOpenAPIValidates(t *testing.T) {
+	doc := loadSpec(t)
+	if doc.Paths.Len() == 0 {
+		t.Fatalf("%s: no paths", specFile)
+	}
+}
+
+// specMethods are an operation's methods, in the router's spelling.
+func specMethods(item *openapi3.PathItem) []string {
+	var ms []string
+	for m := range item.Operations() {
+		ms = append(ms, strings.ToUpper(m))
+	}
+	slices.Sort(ms)
+	return ms
+}
+
+// TestOpenAPIMatchesRouter compares the description's paths and methods
+// with the routes the node's router serves, both ways.
+func TestOpenAPIMatchesRouter(t *testing.T) {
+	doc := loadSpec(t)
+	routes, err := api.Routes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(routes) == 0 {
+		t.Fatal("api.Routes: no routes")
+	}
+	inRouter := map[string]bool{}
+	for _, r := range routes {
+		inRouter[r.Path] = true
+		item := doc.Paths.Value(r.Path)
+		if item == nil {
+			t.Errorf("route %s %v is not in %s", r.Path, r.Methods, specFile)
+			continue
+		}
+		if got := specMethods(item); !slices.Equal(got, r.Methods) {
+			t.Errorf("%s: the router serves %v, %s describes %v", r.Path, r.Methods, specFile, got)
+		}
+	}
+	for path := range doc.Paths.Map() {
+		if !inRouter[path] {
+			t.Errorf("%s describes %s, which the router does not serve", specFile, path)
+		}
+	}
+}
+
+// authenticate checks that a request carries the credential a security
+// scheme of the description names, so that an operation documented with the
+// wrong credential fails validation.
+func authenticate(_ context.Context, in *openapi3filter.AuthenticationInput) error {
+	want := map[string]string{
+		"basic":        "Basic ",
+		"macaroon":     "Macaroon ",
+		"authToken":    "Bearer pma_",
+		"machineToken": "Bearer pmm_",
+		"syncToken":    "Bearer pms_",
+		"peerToken":    "Bearer pmp_",
+	}[in.SecuritySchemeName]
+	if want == "" {
+		return fmt.Errorf("unknown security scheme %q", in.SecuritySchemeName)
+	}
+	if !strings.HasPrefix(in.RequestValidationInput.Request.Header.Get("Authorization"), want) {
+		return in.NewError(fmt.Errorf("want Authorization %s…", want))
+	}
+	return nil
+}
+
+// checker sends requests to live nodes and validates each request and its
+// answer against the description.
+type checker struct {
+	t      *testing.T
+	router routers.Router
+	// done holds the operations whose request validated and that answered
+	// with a 2xx or 3xx status whose answer validated too.
+	done map[string]bool
+}
+
+// call is one request to validate.
+type call struct {
+	node   *meshtest.Node
+	method string
+	path   string // with the query
+	cred   string // the Authorization header value
+	body   any    // []byte sent raw, anything else as JSON
+	header map[string]string
+	// want is the status the node must answer.
+	want int
+	// badRequest says the request itself breaks the description (a missing
+	// credential, an unknown field): validating it must fail. The answer
+	// is validated all the same.
+	badRequest bool
+}
+
+// do sends c, checks the status and validates both sides; it returns the
+// answer's body.
+func (ck *checker) do(c call) []byte {
+	t := ck.t
+	t.Helper()
+	var raw []byte
+	ctype := ""
+	switch b := c.body.(type) {
+	case nil:
+	case []byte:
+		raw, ctype = b, "application/octet-stream"
+	default:
+		j, err := json.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, ctype = j, "application/json"
+	}
+	newReq := func() *http.Request {
+		var rd io.Reader
+		if raw != nil {
+			rd = bytes.NewReader(raw)
+		}
+		req, err := http.NewRequestWithContext(t.Context(), c.method, c.node.URL+c.path, rd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ctype != "" {
+			req.Header.Set("Content-Type", ctype)
+		}
+		if c.cred != "" {
+			req.Header.Set("Authorization", c.cred)
+		}
+		for k, v := range c.header {
+			req.Header.Set(k, v)
+		}
+		return req
+	}
+	what := c.method + " " + c.path + " on " + c.node.Name
+
+	// Validation reads the body: validate one copy, send another.
+	vreq := newReq()
+	route, params, err := ck.router.FindRoute(vreq)
+	if err != nil {
+		t.Errorf("%s: not in %s: %v", what, specFile, err)
+		return nil
+	}
+	in := &openapi3filter.RequestValidationInput{
+		Request: vreq, PathParams: params, Route: route,
+		Options: &openapi3filter.Options{AuthenticationFunc: authenticate},
+	}
+	reqErr := openapi3filter.ValidateRequest(t.Context(), in)
+	switch {
+	case reqErr != nil && !c.badRequest:
+		t.Errorf("%s: request does not match %s: %v", what, specFile, reqErr)
+	case reqErr == nil && c.badRequest:
+		t.Errorf("%s: a request that breaks the API validated against %s", what, specFile)
+	}
+
+	resp, err := http.DefaultClient.Do(newReq())
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("%s: read answer: %v", what, err)
+	}
+	if resp.StatusCode != c.want {
+		t.Errorf("%s: want status %d, got %d: %s", what, c.want, resp.StatusCode, body)
+		return body
+	}
+	out := &openapi3filter.ResponseValidationInput{
+		RequestValidationInput: in,
+		Status:                 resp.StatusCode,
+		Header:                 resp.Header,
+		Body:                   io.NopCloser(bytes.NewReader(body)),
+		Options:                &openapi3filter.Options{IncludeResponseStatus: true},
+	}
+	if err := openapi3filter.ValidateResponse(t.Context(), out); err != nil {
+		t.Errorf("%s: answer %d does not match %s: %v\nbody: %.2000s", what, resp.StatusCode, specFile, err, body)
+		return body
+	}
+	if reqErr == nil && resp.StatusCode < 400 {
+		ck.done[strings.ToUpper(c.method)+" "+route.Path] = true
+	}
+	return body
+}
+
+// decode unmarshals an answer the test needs a value from.
+func decode[T any](t *testing.T, body []byte) T {
+	t.Helper()
+	var v T
+	if err := json.Unmarshal(body, &v); err != nil {
+		t.Fatalf("decode %s: %v", body, err)
+	}
+	return v
+}
+
+func digestOf(b []byte) string { return meshtest.Digest(b) }
+
+// TestOpenAPIDescribesLiveNodes drives a real hub and an edge that syncs
+// from it, with gossip on, through every operation of the description, and
+// validates each request and answer with openapi3filter. A field missing
+// from an answer, a wrong type, an undocumented status or credential fails;
+// a field the description does not name does not. It ends by checking that
+// every documented operation was exercised.
+func TestOpenAPIDescribesLiveNodes(t *testing.T) {
+	doc := loadSpec(t)
+
+	m := meshtest.New(t)
+	m.Gossip = "local"
+	hub := m.Start(meshtest.Spec{Name: "hub", Role: node.RoleHub})
+	edge := m.Start(meshtest.Spec{Name: "edge", Role: node.RoleEdge, Links: []meshtest.Link{{
+		Tier: "stable", Upstreams: []meshtest.Upstream{{URL: hub.URL, Token: hub.SyncToken(t, "stable", "edge")}},
+	}}})
+
+	// The description's server is a default; these nodes are where they are.
+	doc.Servers = openapi3.Servers{{URL: hub.URL}, {URL: edge.URL}}
+	router, err := gorillamux.NewRouter(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck := &checker{t: t, router: router, done: map[string]bool{}}
+
+	// Operations.
+	ck.do(call{node: hub, method: "GET", path: "/debug/info", want: 200})
+	ck.do(call{node: hub, method: "GET", path: "/debug/status", want: 200})
+	ck.do(call{node: hub, method: "GET", path: "/metrics", want: 200})
+
+	// Login.
+	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte(meshtest.AdminUser+":"+meshtest.AdminPassword))
+	login := decode[struct{ Macaroon string }](t, ck.do(call{node: hub, method: "POST", path: "/v1/admin/login", cred: basic, want: 200}))
+	admin := "Macaroon " + login.Macaroon
+	edgeAdmin := edge.Admin(t)
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/login", cred: "Basic " + base64.StdEncoding.EncodeToString([]byte("nobody:wrong")), want: 401})
+
+	// Tiers.
+	ck.do(call{node: hub, method: "GET", path: "/v1/admin/tiers", cred: admin, want: 200})
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/tiers", cred: admin, body: map[string]string{"name": "lab"}, want: 201})
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/tiers", cred: admin, body: map[string]string{"name": "lab"}, want: 409})
+	ck.do(call{node: hub, method: "DELETE", path: "/v1/admin/tiers/lab", cred: admin, want: 204})
+	ck.do(call{node: hub, method: "GET", path: "/v1/admin/tiers", want: 401, badRequest: true})
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/tiers", cred: admin, body: map[string]any{"name": "lab", "colour": "red"}, want: 400, badRequest: true})
+
+	// Tokens.
+	authTok := decode[struct{ Token string }](t, ck.do(call{node: hub, method: "POST", path: "/v1/admin/auth-tokens", cred: admin,
+		body: map[string]string{"tier": "edge", "name": "fleet-a"}, want: 201})).Token
+	spare := decode[struct{ Info struct{ ID string } }](t, ck.do(call{node: hub, method: "POST", path: "/v1/admin/auth-tokens", cred: admin,
+		body: map[string]string{"tier": "edge", "name": "spare"}, want: 201})).Info.ID
+	ck.do(call{node: hub, method: "GET", path: "/v1/admin/auth-tokens", cred: admin, want: 200})
+	ck.do(call{node: hub, method: "DELETE", path: "/v1/admin/auth-tokens/" + spare, cred: admin, want: 204})
+	ck.do(call{node: hub, method: "GET", path: "/v1/admin/auth-tokens", cred: admin, want: 200}) // with a revoked one
+	syncTok := decode[struct {
+		Token string
+		Info  struct{ ID string }
+	}](t, ck.do(call{node: hub, method: "POST", path: "/v1/admin/sync-tokens", cred: admin,
+		body: map[string]any{"tier": "edge", "name": "dc-east", "valid_until": time.Now().Add(time.Hour).UTC()}, want: 201}))
+	spareSync := decode[struct{ Info struct{ ID string } }](t, ck.do(call{node: hub, method: "POST", path: "/v1/admin/sync-tokens", cred: admin,
+		body: map[string]string{"tier": "edge", "name": "spare"}, want: 201})).Info.ID
+	ck.do(call{node: hub, method: "GET", path: "/v1/admin/sync-tokens", cred: admin, want: 200})
+	ck.do(call{node: hub, method: "DELETE", path: "/v1/admin/sync-tokens/" + spareSync, cred: admin, want: 204})
+	ck.do(call{node: hub, method: "DELETE", path: "/v1/admin/sync-tokens/0123456789abcdef", cred: admin, want: 404})
+
+	// Patches, at the hub.
+	content := []byte("openapi test patch, version 1")
+	digest := digestOf(content)
+	q := url.Values{"digest": {digest}, "kernel": {"5.15.0-107.117-generic"}, "arch": {"x86_64"}, "version": {"107.1"},
+		"cves": {"CVE-2024-1234,CVE-2024-5678"}, "description": {"fixes two things"}, "size": {fmt.Sprint(len(content))}}
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/patches?" + q.Encode(), cred: admin, body: content, want: 201})
+	bad := url.Values{"digest": {digestOf([]byte("other"))}, "kernel": {"5.15.0-107.117-generic"}, "arch": {"x86_64"}, "version": {"107.9"}}
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/patches?" + bad.Encode(), cred: admin, body: content, want: 422})
+	ck.do(call{node: edge, method: "POST", path: "/v1/admin/patches?" + q.Encode(), cred: edgeAdmin, body: content, want: 409})
+	ck.do(call{node: hub, method: "GET", path: "/v1/admin/patches/" + digest, cred: admin, want: 200})
+	ck.do(call{node: hub, method: "GET", path: "/v1/admin/patches/" + digestOf([]byte("none")), cred: admin, want: 404})
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/patches/" + digest + "/promote", cred: admin, body: map[string]string{"tier": "edge"}, want: 200})
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/patches/107.1/promote", cred: admin, body: map[string]string{"tier": "stable"}, want: 200})
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/promote-all", cred: admin, body: map[string]string{"from": "edge", "to": "beta"}, want: 200})
+	ck.do(call{node: hub, method: "GET", path: "/v1/admin/patches?tier=edge&withdrawn=true&limit=10", cred: admin, want: 200})
+
+	// A machine on tier edge.
+	reg := decode[struct {
+		MachineToken string `json:"machine_token"`
+	}](t, ck.do(call{node: hub, method: "POST", path: "/v1/client/register", cred: "Bearer " + authTok, want: 201,
+		body: map[string]string{"machine_id": "0123456789abcdef0123456789abcdef", "kernel": "5.15.0-107.117-generic", "arch": "x86_64", "client_version": "1.0.0"}}))
+	machine := "Bearer " + reg.MachineToken
+	ck.do(call{node: hub, method: "GET", path: "/v1/client/status", cred: machine, want: 200})
+	ck.do(call{node: hub, method: "GET", path: "/v1/client/status", cred: "Bearer " + syncTok.Token, want: 403, badRequest: true})
+	ck.do(call{node: hub, method: "GET", path: "/v1/client/patch?kernel=5.15.0-107.117-generic&arch=x86_64", cred: machine, want: 200})
+	ck.do(call{node: hub, method: "GET", path: "/v1/client/patch?kernel=5.15.0-108.118-generic&arch=x86_64", cred: machine, want: 404})
+	ck.do(call{node: hub, method: "POST", path: "/v1/client/checkin", cred: machine, want: 200, body: map[string]any{
+		"state": "applied", "kernel": "5.15.0-107.117-generic", "arch": "x86_64", "patch_version": "107.1", "client_version": "1.0.0", "uptime_seconds": 123}})
+	ck.do(call{node: hub, method: "GET", path: "/v1/client/nodes", cred: machine, want: 200})
+	ck.do(call{node: hub, method: "GET", path: "/v1/admin/machines?tier=edge&state=applied", cred: admin, want: 200})
+
+	// Blobs.
+	ck.do(call{node: hub, method: "GET", path: "/v1/blobs/" + digest, cred: machine, want: 200})
+	ck.do(call{node: hub, method: "HEAD", path: "/v1/blobs/" + digest, cred: machine, want: 200})
+	ck.do(call{node: hub, method: "GET", path: "/v1/blobs/" + digest, cred: admin, header: map[string]string{"Range": "bytes=0-9"}, want: 206})
+	ck.do(call{node: hub, method: "GET", path: "/v1/blobs/" + digest, cred: "Bearer " + syncTok.Token, header: map[string]string{"If-None-Match": `"` + digest + `"`}, want: 304})
+	ck.do(call{node: hub, method: "GET", path: "/v1/blobs/" + digest, want: 401, badRequest: true})
+
+	// Sync: the feed, the link at the edge, hub keys.
+	ck.do(call{node: hub, method: "GET", path: "/v1/sync/feed?after=0&limit=10", cred: "Bearer " + syncTok.Token, want: 200})
+	ck.do(call{node: hub, method: "GET", path: "/v1/sync/feed?hub_after=0&wait=0s", cred: "Bearer " + syncTok.Token, want: 200})
+	ck.do(call{node: hub, method: "GET", path: "/v1/sync/feed?limit=0", cred: "Bearer " + syncTok.Token, want: 400, badRequest: true})
+	ck.do(call{node: hub, method: "GET", path: "/v1/sync/hub-key", want: 200})
+	ck.do(call{node: edge, method: "GET", path: "/v1/sync/hub-key", want: 404})
+	meshtest.WaitFor(t, 30*time.Second, "the patch at the edge", func() error {
+		ps, err := edge.TryPatches(t, nil)
+		if err != nil || len(ps) != 1 {
+			return fmt.Errorf("edge patches %v, %v", ps, err)
+		}
+		return nil
+	})
+	ck.do(call{node: edge, method: "POST", path: "/v1/admin/sync/trigger", cred: edgeAdmin, body: map[string]bool{"wait": true}, want: 200})
+	ck.do(call{node: edge, method: "POST", path: "/v1/admin/sync/trigger", cred: edgeAdmin, want: 200})
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/sync/trigger", cred: admin, want: 409})
+	ck.do(call{node: edge, method: "GET", path: "/v1/sync/status", cred: edgeAdmin, want: 200})
+	ck.do(call{node: hub, method: "GET", path: "/v1/sync/status", cred: admin, want: 200})
+
+	// Trust, at the edge: the config's key and one pinned here.
+	ck.do(call{node: edge, method: "GET", path: "/v1/admin/trust", cred: edgeAdmin, want: 200})
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	added := decode[struct{ ID string }](t, ck.do(call{node: edge, method: "POST", path: "/v1/admin/trust", cred: edgeAdmin,
+		body: map[string]string{"key": federation.FormatPublicKey(pub)}, want: 201}))
+	ck.do(call{node: edge, method: "GET", path: "/v1/admin/trust", cred: edgeAdmin, want: 200})
+	ck.do(call{node: edge, method: "DELETE", path: "/v1/admin/trust/" + added.ID, cred: edgeAdmin, want: 204})
+	ck.do(call{node: edge, method: "DELETE", path: "/v1/admin/trust/" + federation.KeyID(pub), cred: edgeAdmin, want: 404})
+
+	// Topology, with gossip, once both nodes see each other.
+	meshtest.WaitFor(t, 30*time.Second, "both nodes in the hub's gossip", func() error {
+		g, err := hub.GossipView(t.Context())
+		if err != nil || g.Members["alive"] != 2 {
+			return fmt.Errorf("hub gossip %v, %v", g.Members, err)
+		}
+		return nil
+	})
+	ck.do(call{node: hub, method: "GET", path: "/v1/topology", cred: admin, want: 200})
+	ck.do(call{node: edge, method: "GET", path: "/v1/topology", cred: edgeAdmin, want: 200})
+
+	// Peer blobs, with the token of the mesh's gossip key.
+	gk, err := base64.StdEncoding.DecodeString(m.GossipKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := "Bearer " + topology.PeerToken(gk)
+	ck.do(call{node: edge, method: "GET", path: "/v1/peer/blobs/" + digest, cred: peer, want: 200})
+	ck.do(call{node: edge, method: "HEAD", path: "/v1/peer/blobs/" + digest, cred: peer, want: 200})
+	ck.do(call{node: edge, method: "GET", path: "/v1/peer/blobs/" + digest, cred: machine, want: 401, badRequest: true})
+
+	// Storage, then the end of a patch: withdrawn, then removed.
+	ck.do(call{node: hub, method: "GET", path: "/v1/admin/storage", cred: admin, want: 200})
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/storage/refresh", cred: admin, want: 200})
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/patches/" + digest + "/withdraw", cred: admin, want: 200})
+	ck.do(call{node: hub, method: "DELETE", path: "/v1/admin/patches/" + digest, cred: admin, want: 204})
+	ck.do(call{node: hub, method: "GET", path: "/v1/admin/patches", cred: admin, want: 200})
+
+	// Every documented operation must have been seen working.
+	for path, item := range doc.Paths.Map() {
+		for method := range item.Operations() {
+			if op := strings.ToUpper(method) + " " + path; !ck.done[op] {
+				t.Errorf("%s: %s was not exercised against a live node", specFile, op)
+			}
+		}
+	}
+}
