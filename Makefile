@@ -21,9 +21,9 @@ vet:
 # Every test, PostgreSQL included: scripts/postgres.sh finds, starts or
 # installs a server and prints its DSN. -p 2 matches the machine's cores.
 # The in-process packages run under the race detector; the ones whose tests
-# drive real patchmesh processes (e2e, cmd, meshtest, bench) gain nothing
-# from it in the test binary and run without.
-PROCESS_PKGS := /e2e|/cmd/|/internal/meshtest|/bench/
+# drive real patchmesh processes (e2e, cmd, meshtest, bench, packaging,
+# docs) gain nothing from it in the test binary and run without.
+PROCESS_PKGS := /e2e|/cmd/|/internal/meshtest|/bench/|/packaging|/docs
 test: vet
 	@dsn=$$(scripts/postgres.sh) && \
 	race=$$($(GO) list ./... | grep -Ev '$(PROCESS_PKGS)') && \
