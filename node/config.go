@@ -410,14 +410,17 @@ func (c *Config) LoadFile(path string) error {
 	return nil
 }
 
-// decode layers YAML onto c. An empty document changes nothing.
+// decode layers YAML onto c. An empty document changes nothing. Errors
+// name the option by its key in the file (decodeYAML).
 func (c *Config) decode(b []byte) error {
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+	var doc yaml.Node
+	if err := yaml.NewDecoder(bytes.NewReader(b)).Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
 		return err
 	}
-	return nil
+	return decodeYAML(&doc, c)
 }
 
 // HubKeyPath is the hub's signing key file once defaults are applied.
