@@ -67,7 +67,8 @@ type IdentityConfig struct {
 	// DataDir holds the embedded database and the blob files unless their
 	// paths are set. Default: $PATCHMESH_DATA_DIR, else
 	// $XDG_DATA_HOME/patchmesh, else /var/lib/patchmesh if it exists, else
-	// ~/.local/share/patchmesh.
+	// ~/.local/share/patchmesh. A running node locks it (LockFile), so
+	// that a second node on it is refused.
 	DataDir string `yaml:"data_dir"`
 }
 

@@ -63,6 +63,8 @@ type Node struct {
 	puller *federation.Puller
 	// gossip is the node's mesh membership; nil with gossip off.
 	gossip *gossip
+	// lock holds the data directory for this process.
+	lock *dataDirLock
 	// announce holds console messages kept until the node has started,
 	// so that a node that fails to start prints nothing.
 	announce []string
@@ -110,7 +112,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		}
 	}()
 
-	// Bind first: a taken port fails fast, before any database work, and
+	// The data directory first: a second node on it must be told so,
+	// not that the port (which it likely shares too) is taken.
+	lock, err := lockDataDir(cfg.Node.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	n.lock = lock
+
+	// Bind next: a taken port fails fast, before any database work, and
 	// the bootstrap message can name the node's URL.
 	if err := n.bind(); err != nil {
 		return nil, err
@@ -485,6 +495,10 @@ func (n *Node) Close() error {
 			if err := n.store.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close store: %w", err))
 			}
+		}
+		// Last, once nothing writes to the directory any more.
+		if err := n.lock.release(); err != nil {
+			errs = append(errs, fmt.Errorf("release data directory: %w", err))
 		}
 		n.closeErr = errors.Join(errs...)
 	})
