@@ -51,8 +51,10 @@ const (
 
 // IdentityConfig names the node and says where it keeps its data.
 type IdentityConfig struct {
-	// Name identifies the node in logs, /debug/info and, later, the mesh.
-	// Default: the host name.
+	// Name identifies the node in logs, /debug/info and the mesh, where
+	// it must be unique (gossip refuses a second member of one name).
+	// Default: the host name and the API port, e.g. web-3-8080, so that
+	// nodes on one host differ without configuring names.
 	Name string `yaml:"name"`
 	// Role is hub, relay or edge. Default hub: a lone node is its own hub.
 	Role string `yaml:"role"`
@@ -293,13 +295,8 @@ func Defaults() Config { return DefaultsWithEnv(os.Getenv) }
 // DefaultsWithEnv is Defaults with the data dir chosen from getenv rather
 // than the process environment.
 func DefaultsWithEnv(getenv func(string) string) Config {
-	name, err := os.Hostname()
-	if err != nil || name == "" {
-		name = "patchmesh"
-	}
 	return Config{
 		Node: IdentityConfig{
-			Name:       name,
 			Role:       RoleHub,
 			Datacenter: "dc1",
 			DataDir:    defaultDataDir(getenv, os.UserHomeDir, dirExists),
@@ -351,6 +348,28 @@ func DefaultsWithEnv(getenv func(string) string) Config {
 			Keys:    []string{},
 		},
 	}
+}
+
+// DefaultName is the node name used when none is configured: the host
+// name (up to its first dot, made to fit node.name's rule) and the port
+// the API listens on. Two nodes on one host cannot share a port, so their
+// default names differ; nodes on different hosts differ by host name.
+func DefaultName(hostname, port string) string {
+	host, _, _ := strings.Cut(hostname, ".")
+	host = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '-'
+	}, host)
+	host = strings.TrimLeft(host, "-_")
+	if host == "" {
+		host = "patchmesh"
+	}
+	if max := 63 - 1 - len(port); len(host) > max {
+		host = host[:max]
+	}
+	return host + "-" + port
 }
 
 // systemDataDir is used by default when it exists: a packaged install
@@ -463,7 +482,7 @@ func (c Config) Validate() error {
 		}
 	}
 
-	if !nodeNameRE.MatchString(c.Node.Name) {
+	if c.Node.Name != "" && !nodeNameRE.MatchString(c.Node.Name) {
 		bad("node.name", "must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit, got %q", c.Node.Name)
 	}
 	switch c.Node.Role {

@@ -468,3 +468,22 @@ func TestLoadFileLeavesConfigUnchangedOnError(t *testing.T) {
 		t.Fatalf("want the config unchanged, got %+v", c)
 	}
 }
+
+func TestDefaultNameIsHostAndPort(t *testing.T) {
+	tests := []struct{ host, port, want string }{
+		{"web-3", "8080", "web-3-8080"},
+		{"web-3.dc1.example.com", "8443", "web-3-8443"},
+		{"", "8080", "patchmesh-8080"},
+		{"my host!", "80", "my-host--80"},
+		{strings.Repeat("h", 80), "65535", strings.Repeat("h", 57) + "-65535"},
+	}
+	for _, tt := range tests {
+		got := DefaultName(tt.host, tt.port)
+		if got != tt.want {
+			t.Errorf("DefaultName(%q, %q) = %q, want %q", tt.host, tt.port, got, tt.want)
+		}
+		if !nodeNameRE.MatchString(got) {
+			t.Errorf("DefaultName(%q, %q) = %q breaks node.name's rule", tt.host, tt.port, got)
+		}
+	}
+}

@@ -125,6 +125,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 	if err := n.bind(); err != nil {
 		return nil, err
 	}
+	if n.cfg.Node.Name == "" {
+		host, _ := os.Hostname()
+		_, port, _ := net.SplitHostPort(n.Addr())
+		n.cfg.Node.Name = DefaultName(host, port)
+		cfg.Node.Name = n.cfg.Node.Name
+	}
 
 	// A registry per node, so that several nodes can run in one process
 	// (tests); it also carries the Go runtime and process metrics.
