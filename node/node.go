@@ -175,6 +175,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		return nil, fmt.Errorf("node: machine key: %w", err)
 	}
 
+	// Closed by http.Server.Shutdown (RegisterOnShutdown below), so that
+	// long polls end as the drain begins.
+	stopping := make(chan struct{})
 	handler, err := api.New(api.Config{
 		Store:      n.store,
 		Blobs:      n.blobs,
@@ -201,6 +204,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		HubKey:     n.hubPublicKey(),
 		ConfigKeys: cfg.Sync.Trust,
 		Changes:    &n.changes,
+		Stopping:   stopping,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: api: %w", err)
@@ -214,6 +218,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		IdleTimeout:       cfg.Server.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	n.srv.RegisterOnShutdown(func() { close(stopping) })
 	// Last, so that a node that fails to start prints no password.
 	if err := n.bootstrap(ctx); err != nil {
 		return nil, err
