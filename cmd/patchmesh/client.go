@@ -31,11 +31,12 @@ auth token it registered with (kept in the state directory for that).
 
 Commands:
   register AUTH_TOKEN [--kernel K] [--arch A]
-      register this machine with the node at --server; AUTH_TOKEN "-" reads
-      the token from standard input. The kernel defaults to the running
-      one's release (on Ubuntu ABI.BUILD-FLAVOUR from /proc/version_signature,
-      elsewhere uname -r), the arch to uname -m. The auth token, the machine token and the node ranking
-      are saved in the state directory (mode 0600).
+      register this machine with the node at --server ($PATCHMESH_URL);
+      AUTH_TOKEN "-" reads the token from standard input. The kernel
+      defaults to the running one's release (on Ubuntu ABI.BUILD-FLAVOUR
+      from /proc/version_signature, elsewhere uname -r), the arch to
+      uname -m. The auth token, the machine token and the node ranking are
+      saved in the state directory (mode 0600).
   status
       print the nearest node's record of this machine
   nodes
