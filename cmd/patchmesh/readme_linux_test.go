@@ -464,3 +464,35 @@ func (r *readmeRun) stopAll() {
 	}
 	r.nodes = nil
 }
+
+func TestREADMEParsing(t *testing.T) {
+	md := "# x\n\n## Other\n\n```sh\nnot me\n```\n\n## Wanted\n\ntext\n\n```sh\n" +
+		"export A=1   # set it\n" +
+		"# a comment\n" +
+		"cmd --x 'a # b' \\\n    --y \"c#d\"   # trailing\n" +
+		"#   conf.yaml:\n" +
+		"#     key: {a: 1}   # not a shell comment in YAML\n" +
+		"#     list: [x]\n" +
+		"# prose again\n" +
+		"last\n" +
+		"```\n\n```go\nignored\n```\n\n## Next\n\n```sh\nnot me either\n```\n"
+	bs := shBlocks(md, "Wanted")
+	if len(bs) != 1 {
+		t.Fatalf("want one sh block under Wanted, got %d", len(bs))
+	}
+	want := []shStep{
+		{command: "export A=1"},
+		{command: `cmd --x 'a # b' --y "c#d"`},
+		{configName: "conf.yaml", configBody: "key: {a: 1}   # not a shell comment in YAML\nlist: [x]\n"},
+		{command: "last"},
+	}
+	got := bs[0].steps
+	if len(got) != len(want) {
+		t.Fatalf("steps: got %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("step %d: got %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}
