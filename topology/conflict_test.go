@@ -57,8 +57,14 @@ func TestDuplicateNameIsRefused(t *testing.T) {
 		t.Errorf("the refused member logged gossip_joined:\n%s", logDup.String())
 	}
 
-	// The member it joined says so loudly, once, and keeps the first.
-	if n := strings.Count(logB.String(), `"level":"ERROR","msg":"gossip_name_conflict"`); n != 1 {
+	// The member it joined says so loudly, once, and keeps the first. It
+	// merges the joiner's state after answering it, so the line may follow
+	// Start's return.
+	const conflict = `"level":"ERROR","msg":"gossip_name_conflict"`
+	waitFor(t, 5*time.Second, "other to log gossip_name_conflict", func() (bool, string) {
+		return strings.Contains(logB.String(), conflict), logB.String()
+	})
+	if n := strings.Count(logB.String(), conflict); n != 1 {
 		t.Errorf("other logged gossip_name_conflict %d times, want once:\n%s", n, logB.String())
 	}
 	if ok, got := seesAlive(b, "other", "twin"); !ok {
