@@ -90,6 +90,10 @@ type Config struct {
 	// Changes wakes long-polling feed requests; nil means feed requests
 	// poll the store every 250ms while they wait.
 	Changes *store.Changes
+	// Stopping is closed when the node begins to stop: long-polling feed
+	// requests then answer at once, as at their deadline, so that a stop
+	// waits for real work (downloads, uploads) only. Nil never closes.
+	Stopping <-chan struct{}
 	// Nodes lists the healthy nodes serving a tier, for machines choosing
 	// a node; nil means machines are told of this node only.
 	Nodes NodeLister
@@ -120,6 +124,7 @@ type server struct {
 	hubPub     ed25519.PublicKey
 	configKeys []configKey
 	changes    *store.Changes
+	stopping   <-chan struct{}
 	nodes      NodeLister
 	topo       TopologyViewer
 	peerTokens func() []string
@@ -183,6 +188,7 @@ func New(cfg Config) (http.Handler, error) {
 		hubPub:     cfg.HubKey,
 		configKeys: configKeys,
 		changes:    cfg.Changes,
+		stopping:   cfg.Stopping,
 		nodes:      cfg.Nodes,
 		topo:       cfg.Topology,
 		peerTokens: cfg.PeerTokens,

@@ -179,8 +179,8 @@ func (s *server) wakeUp() (<-chan struct{}, func()) {
 	return ch, func() { t.Stop() }
 }
 
-// idle waits for wake, the deadline or the client to leave, holding no
-// governor slot meanwhile. done says the request should answer now; after
+// idle waits for wake, the deadline, the node to stop or the client to
+// leave, holding no governor slot meanwhile. done says the request should answer now; after
 // a wake-up it holds its slot again.
 func (s *server) idle(ctx context.Context, wake <-chan struct{}, deadline <-chan time.Time) (done bool, err error) {
 	sl := slotFrom(ctx)
@@ -188,6 +188,10 @@ func (s *server) idle(ctx context.Context, wake <-chan struct{}, deadline <-chan
 	select {
 	case <-wake:
 	case <-deadline:
+		done = true
+	case <-s.stopping:
+		// The node is draining: the caller polls again, elsewhere or
+		// after the restart, and this request no longer holds the stop.
 		done = true
 	case <-ctx.Done():
 		// The client is gone; the answer only feeds the access log.

@@ -541,3 +541,38 @@ func TestDownstreamRefusesPatchChanges(t *testing.T) {
 		t.Errorf("unauthenticated remove on a relay: %d, want 401", r.StatusCode)
 	}
 }
+
+func TestLongPollAnswersWhenTheNodeStops(t *testing.T) {
+	stopping := make(chan struct{})
+	e, _ := newHub(t, true, func(c *api.Config) { c.Stopping = stopping })
+	tok, _ := e.token("sync", "edge", "edge-node")
+	e.upload(content(100, "first"), "1")
+	head := e.feed(tok, "").Head
+
+	type answer struct {
+		status int
+		body   []byte
+	}
+	got := make(chan answer, 1)
+	before := e.storeCalls("Feed")
+	go func() {
+		s, b, _ := get(fmt.Sprintf("%s/v1/sync/feed?after=%d&wait=60s", e.srv.URL, head), "Bearer "+tok)
+		got <- answer{s, b}
+	}()
+	waitFor(t, "the long poll to read the feed", func() bool { return e.storeCalls("Feed") > before })
+	select {
+	case a := <-got:
+		t.Fatalf("the long poll answered %d %s before the node stopped; want it waiting", a.status, a.body)
+	default:
+	}
+	close(stopping)
+	select {
+	case a := <-got:
+		var out federation.FeedResponse
+		if a.status != http.StatusOK || json.Unmarshal(a.body, &out) != nil || len(out.Events) != 0 || out.Head != head {
+			t.Errorf("long poll at the stop: %d %s; want 200 and the empty page at head %d", a.status, a.body, head)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the long poll (wait=60s) still waits 30s after the node began to stop")
+	}
+}

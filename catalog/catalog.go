@@ -25,8 +25,10 @@ var (
 type Patch struct {
 	// Digest is the content address of the file, "sha256:<64 hex>".
 	Digest string `json:"digest"`
-	// Kernel is the kernel release the patch applies to, as `uname -r`
-	// prints it: ABI.BUILD-FLAVOUR, e.g. "5.15.0-107.117-generic".
+	// Kernel is the kernel release the patch applies to, as the machine
+	// identifies its running kernel (ValidKernel's grammar): on Ubuntu
+	// ABI.BUILD-FLAVOUR, e.g. "5.15.0-107.117-generic", elsewhere
+	// `uname -r`, e.g. "6.1.0-18-amd64".
 	Kernel string `json:"kernel"`
 	// Arch is the machine architecture, e.g. "x86_64".
 	Arch string `json:"arch"`

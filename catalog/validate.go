@@ -30,9 +30,7 @@ const (
 )
 
 var (
-	digestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
-	// ABI.BUILD-FLAVOUR as `uname -r` prints it, e.g. 5.15.0-107.117-generic.
-	kernelRE  = regexp.MustCompile(`^[0-9]{1,4}\.[0-9]{1,4}\.[0-9]{1,4}-[0-9]{1,6}\.[0-9]{1,6}-[a-z0-9][a-z0-9+_.]{0,31}$`)
+	digestRE  = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 	versionRE = regexp.MustCompile(`^[0-9]{1,9}(\.[0-9]{1,9}){0,3}$`)
 	cveRE     = regexp.MustCompile(`^CVE-[0-9]{4}-[0-9]{4,9}$`)
 	nameRE    = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
@@ -48,14 +46,6 @@ var Architectures = []string{"x86_64", "aarch64", "s390x", "ppc64le", "riscv64"}
 func ValidDigest(d string) error {
 	if !digestRE.MatchString(d) {
 		return invalid("digest", "must be sha256: followed by 64 lowercase hex digits")
-	}
-	return nil
-}
-
-// ValidKernel checks a kernel release.
-func ValidKernel(k string) error {
-	if !kernelRE.MatchString(k) {
-		return invalid("kernel", "must be a kernel release as uname -r prints it, ABI.BUILD-FLAVOUR such as 5.15.0-107.117-generic")
 	}
 	return nil
 }

@@ -43,3 +43,14 @@ func readUptime(path string) int64 {
 	}
 	return int64(f)
 }
+
+// RunningKernel is the release a machine reports, from the content of
+// /proc/version_signature (empty when absent) and `uname -r` and
+// `uname -v`: Ubuntu's ABI.BUILD-FLAVOUR when those give it, else
+// `uname -r` unchanged.
+func RunningKernel(signature, release, version string) string {
+	if k, ok := catalog.UbuntuKernel(signature, release, version); ok {
+		return k
+	}
+	return release
+}

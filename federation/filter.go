@@ -49,8 +49,7 @@ func (f Filter) Match(p catalog.Patch) bool {
 		if err != nil {
 			return false
 		}
-		got, err := kernelNumbers(strings.TrimSuffix(p.Kernel, "-"+flavour(p.Kernel)))
-		if err != nil || compareNumbers(got, min) < 0 {
+		if compareNumbers(leadingNumbers(p.Kernel), min) < 0 {
 			return false
 		}
 	}
@@ -58,7 +57,8 @@ func (f Filter) Match(p catalog.Patch) bool {
 }
 
 // flavour returns what follows the second '-' of a release such as
-// 5.15.0-107.117-generic (catalog.ValidKernel's form).
+// 5.15.0-107.117-generic or 6.1.0-18-amd64 (Ubuntu's and Debian's forms);
+// a release without one, such as Fedora's 6.5.6-300.fc39.x86_64, has none.
 func flavour(kernel string) string {
 	_, rest, _ := strings.Cut(kernel, "-")
 	_, fl, _ := strings.Cut(rest, "-")
@@ -80,6 +80,21 @@ func kernelNumbers(s string) ([]uint64, error) {
 		out[i] = n
 	}
 	return out, nil
+}
+
+// leadingNumbers reads the numbers a release starts with, up to its first
+// field that is not one: 5.15.0-107.117-generic gives [5 15 0 107 117],
+// 6.5.6-300.fc39.x86_64 gives [6 5 6 300].
+func leadingNumbers(kernel string) []uint64 {
+	var out []uint64
+	for _, p := range strings.FieldsFunc(kernel, func(r rune) bool { return r == '.' || r == '-' }) {
+		n, err := strconv.ParseUint(p, 10, 32)
+		if err != nil {
+			break
+		}
+		out = append(out, n)
+	}
+	return out
 }
 
 // compareNumbers compares a release to a prefix: only the prefix's

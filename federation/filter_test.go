@@ -25,6 +25,12 @@ func TestFilterMatch(t *testing.T) {
 		{"ABI below minimum", Filter{MinKernel: "5.15.0-108"}, p("5.15.0-107.117-generic", "x86_64"), false},
 		{"ABI at minimum", Filter{MinKernel: "5.15.0-107"}, p("5.15.0-107.117-generic", "x86_64"), true},
 		{"numeric, not text, order", Filter{MinKernel: "5.9"}, p("5.15.0-1.1-generic", "x86_64"), true},
+		{"Debian flavour", Filter{Flavours: []string{"amd64"}}, p("6.1.0-18-amd64", "x86_64"), true},
+		{"Debian release at minimum ABI", Filter{MinKernel: "6.1.0-18"}, p("6.1.0-18-amd64", "x86_64"), true},
+		{"Fedora release above minimum", Filter{MinKernel: "6.5.6-300"}, p("6.5.6-300.fc39.x86_64", "x86_64"), true},
+		{"RHEL release below minimum", Filter{MinKernel: "5.15"}, p("5.14.0-362.8.1.el9_3.x86_64", "x86_64"), false},
+		{"Fedora release has no flavour", Filter{Flavours: []string{"generic"}}, p("6.5.6-300.fc39.x86_64", "x86_64"), false},
+		{"Ubuntu HWE release above minimum", Filter{MinKernel: "5.15.0-100"}, p("5.15.0-107.117~20.04.1-generic", "x86_64"), true},
 		{"all must hold", Filter{Archs: []string{"x86_64"}, Flavours: []string{"aws"}}, p("5.15.0-107.117-generic", "x86_64"), false},
 	}
 	for _, tt := range tests {

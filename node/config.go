@@ -51,8 +51,10 @@ const (
 
 // IdentityConfig names the node and says where it keeps its data.
 type IdentityConfig struct {
-	// Name identifies the node in logs, /debug/info and, later, the mesh.
-	// Default: the host name.
+	// Name identifies the node in logs, /debug/info and the mesh, where
+	// it must be unique (gossip refuses a second member of one name).
+	// Default: the host name and the API port, e.g. web-3-8080, so that
+	// nodes on one host differ without configuring names.
 	Name string `yaml:"name"`
 	// Role is hub, relay or edge. Default hub: a lone node is its own hub.
 	Role string `yaml:"role"`
@@ -67,7 +69,8 @@ type IdentityConfig struct {
 	// DataDir holds the embedded database and the blob files unless their
 	// paths are set. Default: $PATCHMESH_DATA_DIR, else
 	// $XDG_DATA_HOME/patchmesh, else /var/lib/patchmesh if it exists, else
-	// ~/.local/share/patchmesh.
+	// ~/.local/share/patchmesh. A running node locks it (LockFile), so
+	// that a second node on it is refused.
 	DataDir string `yaml:"data_dir"`
 }
 
@@ -292,13 +295,8 @@ func Defaults() Config { return DefaultsWithEnv(os.Getenv) }
 // DefaultsWithEnv is Defaults with the data dir chosen from getenv rather
 // than the process environment.
 func DefaultsWithEnv(getenv func(string) string) Config {
-	name, err := os.Hostname()
-	if err != nil || name == "" {
-		name = "patchmesh"
-	}
 	return Config{
 		Node: IdentityConfig{
-			Name:       name,
 			Role:       RoleHub,
 			Datacenter: "dc1",
 			DataDir:    defaultDataDir(getenv, os.UserHomeDir, dirExists),
@@ -350,6 +348,28 @@ func DefaultsWithEnv(getenv func(string) string) Config {
 			Keys:    []string{},
 		},
 	}
+}
+
+// DefaultName is the node name used when none is configured: the host
+// name (up to its first dot, made to fit node.name's rule) and the port
+// the API listens on. Two nodes on one host cannot share a port, so their
+// default names differ; nodes on different hosts differ by host name.
+func DefaultName(hostname, port string) string {
+	host, _, _ := strings.Cut(hostname, ".")
+	host = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '-'
+	}, host)
+	host = strings.TrimLeft(host, "-_")
+	if host == "" {
+		host = "patchmesh"
+	}
+	if max := 63 - 1 - len(port); len(host) > max {
+		host = host[:max]
+	}
+	return host + "-" + port
 }
 
 // systemDataDir is used by default when it exists: a packaged install
@@ -410,14 +430,17 @@ func (c *Config) LoadFile(path string) error {
 	return nil
 }
 
-// decode layers YAML onto c. An empty document changes nothing.
+// decode layers YAML onto c. An empty document changes nothing. Errors
+// name the option by its key in the file (decodeYAML).
 func (c *Config) decode(b []byte) error {
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+	var doc yaml.Node
+	if err := yaml.NewDecoder(bytes.NewReader(b)).Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
 		return err
 	}
-	return nil
+	return decodeYAML(&doc, c)
 }
 
 // HubKeyPath is the hub's signing key file once defaults are applied.
@@ -459,7 +482,7 @@ func (c Config) Validate() error {
 		}
 	}
 
-	if !nodeNameRE.MatchString(c.Node.Name) {
+	if c.Node.Name != "" && !nodeNameRE.MatchString(c.Node.Name) {
 		bad("node.name", "must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit, got %q", c.Node.Name)
 	}
 	switch c.Node.Role {

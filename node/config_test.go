@@ -145,6 +145,49 @@ func TestLoadRejects(t *testing.T) {
 	}
 }
 
+func TestLoadErrorsNameTheYAMLKey(t *testing.T) {
+	tests := []struct {
+		name, yaml string
+		want       string // the whole message after "config PATH: "
+	}{
+		{"misspelt option", "server:\n  listn: 127.0.0.1:1\n",
+			"server.listn (line 2): unknown option; server takes listen, read_header_timeout, idle_timeout, shutdown_timeout, tls_cert, tls_key"},
+		{"misspelt section", "serve:\n  listen: 127.0.0.1:1\n",
+			"serve (line 1): unknown option; the file takes node, server, store, blobs, auth, limits, governor, log, sync, gossip"},
+		{"malformed duration", "server:\n  idle_timeout: soon\n",
+			`server.idle_timeout (line 2): want a duration such as 30s or 1h30m, got "soon"`},
+		{"duration without unit", "sync:\n  wait: 30\n",
+			`sync.wait (line 2): want a duration such as 30s or 1h30m, got "30"`},
+		{"word for a number", "store:\n  max_conns: many\n",
+			`store.max_conns (line 2): want a whole number that fits 32 bits, got "many"`},
+		{"one key for a list", "sync:\n  trust: ed25519:abc\n",
+			`sync.trust (line 2): want a list of strings, such as [a, b], got "ed25519:abc"`},
+		{"section given a value", "gossip: on\n",
+			`gossip: line 1: want a section of options, got "on"`},
+		{"list where a string goes", "node:\n  name: [a, b]\n",
+			"node.name (line 2): want a string, got a list"},
+		{"misspelt option deep in a list", "sync:\n  links:\n    - tier: stable\n      upstreams:\n        - url: http://127.0.0.1:1\n          tokn: x\n",
+			"sync.links[0].upstreams[0].tokn (line 6): unknown option; sync.links[0].upstreams[0] takes url, token, token_file"},
+		{"option given twice", "log:\n  level: info\n  level: debug\n",
+			"log.level (line 3): given twice"},
+		{"not a mapping", "- a\n- b\n",
+			"line 1: want a YAML mapping of sections (node:, server:, store:, …), got a list"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "c.yaml")
+			if err := os.WriteFile(path, []byte(tt.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Load(path)
+			want := "config " + path + ": " + tt.want
+			if err == nil || err.Error() != want {
+				t.Fatalf("Load:\n got %v\nwant %s", err, want)
+			}
+		})
+	}
+}
+
 // envValue returns a valid, non-default environment value for a field of
 // type typ, and the value ApplyEnv should then store.
 func envValue(t *testing.T, typ reflect.Type, i int) (string, any) {
@@ -423,5 +466,24 @@ func TestLoadFileLeavesConfigUnchangedOnError(t *testing.T) {
 	}
 	if !reflect.DeepEqual(c, before) {
 		t.Fatalf("want the config unchanged, got %+v", c)
+	}
+}
+
+func TestDefaultNameIsHostAndPort(t *testing.T) {
+	tests := []struct{ host, port, want string }{
+		{"web-3", "8080", "web-3-8080"},
+		{"web-3.dc1.example.com", "8443", "web-3-8443"},
+		{"", "8080", "patchmesh-8080"},
+		{"my host!", "80", "my-host--80"},
+		{strings.Repeat("h", 80), "65535", strings.Repeat("h", 57) + "-65535"},
+	}
+	for _, tt := range tests {
+		got := DefaultName(tt.host, tt.port)
+		if got != tt.want {
+			t.Errorf("DefaultName(%q, %q) = %q, want %q", tt.host, tt.port, got, tt.want)
+		}
+		if !nodeNameRE.MatchString(got) {
+			t.Errorf("DefaultName(%q, %q) = %q breaks node.name's rule", tt.host, tt.port, got)
+		}
 	}
 }

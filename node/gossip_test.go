@@ -1,9 +1,13 @@
 package node
 
 import (
+	"context"
 	"encoding/base64"
+	"errors"
 	"net"
+	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -107,5 +111,47 @@ func TestNodeStartsBeforeItsGossipPeers(t *testing.T) {
 		return ok && m.State == topology.Alive
 	}, 20*time.Second) {
 		t.Fatal("the early node never joined the later one")
+	}
+}
+
+// Two nodes on one host with no names configured get distinct default
+// names and see each other; a third named like the first is refused at
+// start, saying why.
+func TestDefaultNamesDifferAndADuplicateIsRefused(t *testing.T) {
+	key, err := topology.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := []string{base64.StdEncoding.EncodeToString(key)}
+	unnamed := func(join ...string) Config {
+		c := testConfig(t)
+		c.Node.Name = ""
+		c.Gossip.Bind, c.Gossip.Profile, c.Gossip.Keys, c.Gossip.Join = freeGossipAddr(t, "127.0.0.1"), "local", keys, join
+		return c
+	}
+	aCfg := unnamed()
+	a := startNode(t, aCfg)
+	b := startNode(t, unnamed(aCfg.Gossip.Bind))
+	host, _ := os.Hostname()
+	_, aPort, _ := net.SplitHostPort(a.node.Addr())
+	if got, want := a.node.cfg.Node.Name, DefaultName(host, aPort); got != want {
+		t.Errorf("default name: got %q, want %q", got, want)
+	}
+	if a.node.cfg.Node.Name == b.node.cfg.Node.Name {
+		t.Fatalf("two nodes on one host share the default name %q", a.node.cfg.Node.Name)
+	}
+	if !waitFor(func() bool { return len(a.node.gossip.Nodes("edge")) == 2 }, 10*time.Second) {
+		t.Fatalf("want both default-named nodes in gossip, got %+v", a.node.gossip.Nodes("edge"))
+	}
+
+	dup := testConfig(t)
+	dup.Node.Name = a.node.cfg.Node.Name
+	dup.Gossip.Bind, dup.Gossip.Profile, dup.Gossip.Keys, dup.Gossip.Join = freeGossipAddr(t, "127.0.0.1"), "local", keys, []string{aCfg.Gossip.Bind}
+	n, err := New(context.Background(), dup, nil, WithConsole(&syncBuffer{}))
+	if err == nil {
+		n.Close()
+	}
+	if !errors.Is(err, topology.ErrNameConflict) || !strings.Contains(err.Error(), aCfg.Gossip.Bind) {
+		t.Fatalf("a node named like a member: want ErrNameConflict naming %s, got %v", aCfg.Gossip.Bind, err)
 	}
 }

@@ -63,6 +63,8 @@ type Node struct {
 	puller *federation.Puller
 	// gossip is the node's mesh membership; nil with gossip off.
 	gossip *gossip
+	// lock holds the data directory for this process.
+	lock *dataDirLock
 	// announce holds console messages kept until the node has started,
 	// so that a node that fails to start prints nothing.
 	announce []string
@@ -110,10 +112,24 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		}
 	}()
 
-	// Bind first: a taken port fails fast, before any database work, and
+	// The data directory first: a second node on it must be told so,
+	// not that the port (which it likely shares too) is taken.
+	lock, err := lockDataDir(cfg.Node.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	n.lock = lock
+
+	// Bind next: a taken port fails fast, before any database work, and
 	// the bootstrap message can name the node's URL.
 	if err := n.bind(); err != nil {
 		return nil, err
+	}
+	if n.cfg.Node.Name == "" {
+		host, _ := os.Hostname()
+		_, port, _ := net.SplitHostPort(n.Addr())
+		n.cfg.Node.Name = DefaultName(host, port)
+		cfg.Node.Name = n.cfg.Node.Name
 	}
 
 	// A registry per node, so that several nodes can run in one process
@@ -159,6 +175,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		return nil, fmt.Errorf("node: machine key: %w", err)
 	}
 
+	// Closed by http.Server.Shutdown (RegisterOnShutdown below), so that
+	// long polls end as the drain begins.
+	stopping := make(chan struct{})
 	handler, err := api.New(api.Config{
 		Store:      n.store,
 		Blobs:      n.blobs,
@@ -185,6 +204,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		HubKey:     n.hubPublicKey(),
 		ConfigKeys: cfg.Sync.Trust,
 		Changes:    &n.changes,
+		Stopping:   stopping,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: api: %w", err)
@@ -198,6 +218,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		IdleTimeout:       cfg.Server.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	n.srv.RegisterOnShutdown(func() { close(stopping) })
 	// Last, so that a node that fails to start prints no password.
 	if err := n.bootstrap(ctx); err != nil {
 		return nil, err
@@ -485,6 +506,10 @@ func (n *Node) Close() error {
 			if err := n.store.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close store: %w", err))
 			}
+		}
+		// Last, once nothing writes to the directory any more.
+		if err := n.lock.release(); err != nil {
+			errs = append(errs, fmt.Errorf("release data directory: %w", err))
 		}
 		n.closeErr = errors.Join(errs...)
 	})

@@ -30,6 +30,11 @@ var (
 	ErrNotJoined = errors.New("topology: no join address answered")
 	// ErrClosed is returned by Leave after Close or Leave.
 	ErrClosed = errors.New("topology: closed")
+	// ErrNameConflict is returned by Start when a member of the mesh it
+	// joined already has this node's name at another address. Names must
+	// be unique: memberlist keeps one record per name, so two nodes with
+	// one name would each ignore the other's news.
+	ErrNameConflict = errors.New("topology: node name already in use")
 )
 
 // Defaults for the Config fields that are not memberlist's.
@@ -144,6 +149,15 @@ type Topology struct {
 	notes   *notifier
 	updates chan struct{}
 
+	// conflictMu guards the name conflicts memberlist reported.
+	conflictMu sync.Mutex
+	// selfConflict is the address of another member using this node's
+	// name, "" while there is none.
+	selfConflict string
+	// conflictsLogged keeps each conflict logged once: memberlist reports
+	// one per alive message, that is every gossip round.
+	conflictsLogged map[string]bool
+
 	stopMu  sync.Mutex
 	stopped bool
 	done    chan struct{}
@@ -208,6 +222,7 @@ func Start(ctx context.Context, cfg Config) (*Topology, error) {
 	mc.Events = events{t}
 	mc.Alive = aliveWatch{t}
 	mc.Ping = pingWatch{t}
+	mc.Conflict = conflictWatch{t}
 	mc.Logger = mlLog
 	t.notes = newNotifier(cfg.OnChange) // Create announces this node already
 	if t.ml, err = memberlist.Create(mc); err != nil {
@@ -295,6 +310,14 @@ func (t *Topology) firstJoin(ctx context.Context, addrs []string) error {
 	select {
 	case r := <-res:
 		if r.n > 0 {
+			if other := t.nameConflict(); other != "" {
+				// The push-pull of the join brought the other member's
+				// record: refuse rather than run half-seen. Shut down
+				// without leaving: a leave in this name would mark the
+				// other node as gone.
+				t.Close()
+				return nameConflictErr(t.name, other)
+			}
 			t.log.Info("gossip_joined", "contacted", r.n)
 			return nil
 		}
@@ -337,6 +360,12 @@ func (t *Topology) joinLoop(addrs []string) {
 		n, err := t.ml.Join(addrs)
 		err = joinErr(n, err)
 		if n > 0 {
+			if other := t.nameConflict(); other != "" {
+				// Already logged loudly by conflictWatch; the node runs on
+				// without hearing the member that shares its name.
+				t.log.Error("gossip_join_refused", "error", nameConflictErr(t.name, other).Error(), "attempt", attempt)
+				return
+			}
 			t.log.Info("gossip_joined", "contacted", n, "attempt", attempt)
 			return
 		}
@@ -703,6 +732,46 @@ func (delegate) LocalState(join bool) []byte                { return nil }
 func (delegate) MergeRemoteState(buf []byte, join bool)     {}
 
 type events struct{ t *Topology }
+
+// conflictWatch hears, under memberlist's lock, of an alive message that
+// names a known member at another address. memberlist ignores such a
+// message and only logs it; patchmesh makes it an error event, and Start
+// refuses to join a mesh where its own name is taken.
+type conflictWatch struct{ t *Topology }
+
+func (c conflictWatch) NotifyConflict(existing, other *memberlist.Node) {
+	t := c.t
+	theirs := other.Address()
+	t.conflictMu.Lock()
+	self := existing.Name == t.name
+	if self && t.selfConflict == "" {
+		t.selfConflict = theirs
+	}
+	key := existing.Name + "\x00" + existing.Address() + "\x00" + theirs
+	first := !t.conflictsLogged[key]
+	if t.conflictsLogged == nil {
+		t.conflictsLogged = map[string]bool{}
+	}
+	t.conflictsLogged[key] = true
+	t.conflictMu.Unlock()
+	if first {
+		t.log.Error("gossip_name_conflict", "name", existing.Name, "known_addr", existing.Address(),
+			"other_addr", theirs, "self", self,
+			"error", fmt.Sprintf("two gossip members are named %q (%s and %s); every node needs its own node.name; the one at %s is ignored", existing.Name, existing.Address(), theirs, theirs))
+	}
+}
+
+// nameConflict is the address of another member using this node's name,
+// or "".
+func (t *Topology) nameConflict() string {
+	t.conflictMu.Lock()
+	defer t.conflictMu.Unlock()
+	return t.selfConflict
+}
+
+func nameConflictErr(name, other string) error {
+	return fmt.Errorf("%w: the member at %s is already named %q; give every node its own node.name (the default is the host name and the API port)", ErrNameConflict, other, name)
+}
 
 // aliveWatch is called, under memberlist's lock, for every alive message,
 // including the refutations that clear a suspicion.

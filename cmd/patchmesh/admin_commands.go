@@ -398,7 +398,7 @@ func (a *admin) patchesUpload(ctx context.Context, args []string) error {
 	fs := a.flags("patches upload")
 	var p catalog.Patch
 	var cves stringList
-	fs.StringVar(&p.Kernel, "kernel", "", "kernel release, as uname -r prints it")
+	fs.StringVar(&p.Kernel, "kernel", "", "kernel release its machines report: Ubuntu's ABI.BUILD-FLAVOUR (5.15.0-107.117-generic), elsewhere uname -r")
 	fs.StringVar(&p.Arch, "arch", "", "architecture, as uname -m prints it")
 	fs.StringVar(&p.Version, "version", "", "patch version, e.g. 107.1")
 	fs.Var(&cves, "cve", "CVE fixed (repeatable)")

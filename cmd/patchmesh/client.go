@@ -31,10 +31,12 @@ auth token it registered with (kept in the state directory for that).
 
 Commands:
   register AUTH_TOKEN [--kernel K] [--arch A]
-      register this machine with the node at --server; AUTH_TOKEN "-" reads
-      the token from standard input. Kernel and arch default to uname -r
-      and uname -m. The auth token, the machine token and the node ranking
-      are saved in the state directory (mode 0600).
+      register this machine with the node at --server ($PATCHMESH_URL);
+      AUTH_TOKEN "-" reads the token from standard input. The kernel
+      defaults to the running one's release (on Ubuntu ABI.BUILD-FLAVOUR
+      from /proc/version_signature, elsewhere uname -r), the arch to
+      uname -m. The auth token, the machine token and the node ranking are
+      saved in the state directory (mode 0600).
   status
       print the nearest node's record of this machine
   nodes
@@ -48,8 +50,9 @@ Commands:
       nothing-to-apply, or check-failed (the bytes did not match: deleted).
 
 Options:
-  --server URL     the node to register with (register only); later commands
-                   use the nearest node that answers
+  --server URL     the node to register with (register only), default
+                   $PATCHMESH_URL; later commands use the nearest node that
+                   answers
   --state-dir DIR  default /var/lib/patchmesh-client as root, else the user
                    config directory's patchmesh-client
   --machine-id ID  this machine's ID, sent when registering at a node;
@@ -70,7 +73,7 @@ Exit codes:
 
 // runClient is `patchmesh client`.
 func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	c := &clientCLI{stdin: os.Stdin, stdout: stdout, stderr: stderr, geteuid: os.Geteuid, uname: client.Uname}
+	c := &clientCLI{stdin: os.Stdin, stdout: stdout, stderr: stderr, geteuid: os.Geteuid, uname: client.Uname, getenv: os.Getenv}
 	return c.run(ctx, args)
 }
 
@@ -80,6 +83,8 @@ type clientCLI struct {
 	stdout, stderr io.Writer
 	geteuid        func() int
 	uname          func() (kernel, arch string, err error)
+	// getenv reads PATCHMESH_URL; nil reads nothing.
+	getenv func(string) string
 	// machineIDFile is read when --machine-id is not given.
 	machineIDFile string
 	// uptimeFile overrides /proc/uptime, for tests.
@@ -211,7 +216,7 @@ func (c *clientCLI) machineIDPath() string {
 
 func (c *clientCLI) register(ctx context.Context, args []string) error {
 	fs := c.flags("register")
-	kernel := fs.String("kernel", "", "kernel release (default: uname -r)")
+	kernel := fs.String("kernel", "", "kernel release (default: the running kernel's, see docs/api.md)")
 	arch := fs.String("arch", "", "architecture (default: uname -m)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
@@ -220,8 +225,12 @@ func (c *clientCLI) register(ctx context.Context, args []string) error {
 	if err := wantArgs("patchmesh client register", pos, "AUTH_TOKEN"); err != nil {
 		return err
 	}
+	if c.server == "" && c.getenv != nil {
+		// As the admin tool does: one export serves both tools.
+		c.server = c.getenv("PATCHMESH_URL")
+	}
 	if c.server == "" {
-		return usagef("register needs --server URL")
+		return usagef("register needs --server URL or PATCHMESH_URL")
 	}
 	token := pos[0]
 	if token == "-" {
@@ -275,7 +284,7 @@ func (c *clientCLI) fillHost(kernel, arch *string) error {
 	}
 	if *kernel == "" {
 		if catalog.ValidKernel(k) != nil {
-			return usagef("the running kernel %q is not a release of the form patchmesh serves (ABI.BUILD-FLAVOUR, such as 5.15.0-107.117-generic); give --kernel", k)
+			return usagef("the running kernel's release %q is not well formed (%v); give --kernel", k, catalog.ValidKernel(k))
 		}
 		*kernel = k
 	}
@@ -329,7 +338,7 @@ func machineDetail(w io.Writer, m catalog.Machine) error {
 func (c *clientCLI) refresh(ctx context.Context, args []string) error {
 	fs := c.flags("refresh")
 	hook := fs.String("apply-hook", "", "shell command that applies the verified patch")
-	kernel := fs.String("kernel", "", "kernel release (default: uname -r)")
+	kernel := fs.String("kernel", "", "kernel release (default: the running kernel's, see docs/api.md)")
 	arch := fs.String("arch", "", "architecture (default: uname -m)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {

@@ -25,6 +25,8 @@ type machine struct {
 	stateDir string
 	// uname stands in for the running system's uname.
 	uname func() (string, string, error)
+	// env is the client's environment.
+	env map[string]string
 }
 
 func newMachine(t *testing.T, n *testNode) *machine {
@@ -38,6 +40,7 @@ func (m *machine) run(stdin string, args ...string) result {
 	var stdout, stderr bytes.Buffer
 	c := &clientCLI{stdin: strings.NewReader(stdin), stdout: &stdout, stderr: &stderr, geteuid: func() int { return 1000 },
 		uname:      m.uname,
+		getenv:     func(k string) string { return m.env[k] },
 		uptimeFile: filepath.Join(m.t.TempDir(), "no-uptime")}
 	code := c.run(context.Background(), append([]string{"--state-dir", m.stateDir}, args...))
 	return result{code, stdout.String(), stderr.String()}
@@ -282,11 +285,11 @@ func TestClientDefaultsToTheRunningKernel(t *testing.T) {
 	idFile := filepath.Join(t.TempDir(), "machine-id")
 	os.WriteFile(idFile, []byte(testMachineID+"\n"), 0o444)
 
-	// A kernel release not in patchmesh's form is refused with a hint.
-	m.uname = func() (string, string, error) { return "6.18.44-custom", "x86_64", nil }
+	// A release no kernel prints is refused with a hint.
+	m.uname = func() (string, string, error) { return "custom kernel", "x86_64", nil }
 	r := m.run("", "register", token, "--server", n.srv.URL, "--machine-id", testMachineID)
 	if r.code != exitUsage || !strings.Contains(r.stderr, "give --kernel") {
-		t.Errorf("register on an unusual kernel: exit %d, stderr %q; want %d and a hint to give --kernel", r.code, r.stderr, exitUsage)
+		t.Errorf("register on a malformed kernel release: exit %d, stderr %q; want %d and a hint to give --kernel", r.code, r.stderr, exitUsage)
 	}
 
 	m.uname = func() (string, string, error) { return "6.8.0-45.45-generic", "aarch64", nil }
@@ -357,5 +360,37 @@ func TestClientNodesPrintsTheRanking(t *testing.T) {
 
 	if r := newMachine(t, n).run("", "nodes"); r.code != exitAuth {
 		t.Errorf("nodes before registering: exit %d, want %d", r.code, exitAuth)
+	}
+}
+
+func TestClientRegisterReadsPATCHMESH_URL(t *testing.T) {
+	n := newTestNode(t)
+	n.login()
+	token := authToken(t, n, "edge")
+	m := newMachine(t, n)
+
+	r := m.run("", "register", token, "--machine-id", testMachineID)
+	if r.code != exitUsage || !strings.Contains(r.stderr, "PATCHMESH_URL") {
+		t.Errorf("register without --server or PATCHMESH_URL: exit %d, stderr %q; want %d naming PATCHMESH_URL", r.code, r.stderr, exitUsage)
+	}
+
+	m.env = map[string]string{"PATCHMESH_URL": n.srv.URL}
+	r = m.run("", "register", token, "--machine-id", testMachineID)
+	if r.code != exitOK {
+		t.Fatalf("register with PATCHMESH_URL set: exit %d, stderr %q", r.code, r.stderr)
+	}
+	r = m.run("", "status", "--output", "json")
+	var got catalog.Machine
+	if r.code != exitOK || json.Unmarshal([]byte(r.stdout), &got) != nil || got.Kernel != nodeKernel {
+		t.Errorf("status after registering through PATCHMESH_URL: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+
+	// --server wins over the environment, as it does for the admin tool.
+	dead := httptest.NewServer(nil)
+	dead.Close()
+	m.env = map[string]string{"PATCHMESH_URL": dead.URL}
+	r = m.run("", "register", token, "--server", n.srv.URL, "--machine-id", testMachineID)
+	if r.code != exitOK {
+		t.Errorf("register with --server and a dead PATCHMESH_URL: exit %d, stderr %q; want the flag used", r.code, r.stderr)
 	}
 }
