@@ -110,7 +110,7 @@ type SyncedEvent struct {
 	// Apply is false for an event that is logged, to keep the tier's hub
 	// sequence contiguous for this node's own downstreams, but does not
 	// change the catalog: the upstream skipped it or a filter excluded it.
-	// Withdrawals, removals and token events are always applied.
+	// Withdrawals, removals, token and node events are always applied.
 	Apply bool
 }
 
