@@ -110,12 +110,16 @@ func testSealNodes(t *testing.T, open OpenSync) {
 	_, err = hub.AdmitNode(ctx, testNode("edge-a2", "edge", "no-such-tier"))
 	wantErr(t, "AdmitNode on a missing tier", err, catalog.ErrNotFound)
 	for name, n := range map[string]catalog.Node{
-		"no tier":       testNode("edge-a2"),
-		"a tier twice":  testNode("edge-a2", "edge", "edge"),
-		"no URL":        func() catalog.Node { n := testNode("edge-a2", "edge"); n.URLs = nil; return n }(),
-		"a bad key":     func() catalog.Node { n := testNode("edge-a2", "edge"); n.Key = "rsa:xyz"; return n }(),
-		"a bad name":    testNode("edge a2", "edge"),
-		"a URL with ?q": func() catalog.Node { n := testNode("edge-a2", "edge"); n.URLs = []string{"https://x.example/?q=1"}; return n }(),
+		"no tier":      testNode("edge-a2"),
+		"a tier twice": testNode("edge-a2", "edge", "edge"),
+		"no URL":       func() catalog.Node { n := testNode("edge-a2", "edge"); n.URLs = nil; return n }(),
+		"a bad key":    func() catalog.Node { n := testNode("edge-a2", "edge"); n.Key = "rsa:xyz"; return n }(),
+		"a bad name":   testNode("edge a2", "edge"),
+		"a URL with ?q": func() catalog.Node {
+			n := testNode("edge-a2", "edge")
+			n.URLs = []string{"https://x.example/?q=1"}
+			return n
+		}(),
 	} {
 		_, err := hub.AdmitNode(ctx, n)
 		wantInvalid(t, "AdmitNode with "+name, err)
@@ -240,7 +244,10 @@ func testApplySyncedNodeRefusals(t *testing.T, open OpenSync) {
 		{"no URL", func(ev *store.SyncedEvent) { ev.Node.URLs = nil }},
 		{"no admission time", func(ev *store.SyncedEvent) { ev.Node.Admitted = time.Time{} }},
 		{"a removal without its time", func(ev *store.SyncedEvent) { ev.Type = catalog.EventNodeRemoved }},
-		{"a token as well", func(ev *store.SyncedEvent) { tk := token("e000000000000001", catalog.TokenAuth, "edge"); ev.Token = &tk }},
+		{"a token as well", func(ev *store.SyncedEvent) {
+			tk := token("e000000000000001", catalog.TokenAuth, "edge")
+			ev.Token = &tk
+		}},
 		{"a token event carrying a node", func(ev *store.SyncedEvent) {
 			tk := token("e000000000000001", catalog.TokenAuth, "edge")
 			ev.Type, ev.Token = catalog.EventTokenAdded, &tk
