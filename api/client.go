@@ -102,9 +102,8 @@ func (s *server) registerByCredential(w http.ResponseWriter, r *http.Request, re
 	if req.MachineID != "" {
 		return invalid("machine_id", "must be left out when registering with a machine credential")
 	}
-	if err := validRegistration(req); err != nil {
-		return err
-	}
+	// The credential first, as a bearer token is checked first: an
+	// unauthenticated caller learns nothing about its body.
 	st, err := s.checkCredential(r, req.Credential)
 	if err != nil {
 		return err
