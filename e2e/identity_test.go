@@ -44,7 +44,8 @@ func registerAt(ctx context.Context, n *meshtest.Node, cred string, body map[str
 	return out.MachineToken, out.Credential, out.Machine.ID, err
 }
 
-// A mesh of a hub and two edges, all admitted, with two processes that
+// A mesh of a hub, a relay and two edges below it, the hub and edges
+// admitted (the relay is not: it serves only nodes), with two processes that
 // hold the gossip key but are not admitted: "rogue", under its own name,
 // and "ghost", under a name the hub admitted with a key ghost does not
 // hold. Machines at the hub and at an edge are never told of either; a
@@ -56,8 +57,11 @@ func TestIdentityMachinesUseOnlyAdmittedNodes(t *testing.T) {
 	m := meshtest.New(t)
 	m.Gossip = gossipProfile
 	h := m.Start(meshtest.Spec{Name: "hub", Role: node.RoleHub})
-	a := m.Start(pullSpec(t, "edge-a", node.RoleEdge, h.URL, h, "edge"))
-	b := m.Start(pullSpec(t, "edge-b", node.RoleEdge, h.URL, h, "edge"))
+	// The edges pull through a relay, so admissions and removals reach
+	// them as the relay passes the hub's records on.
+	r := m.Start(pullSpec(t, "region", node.RoleRelay, h.URL, h, "edge"))
+	a := m.Start(pullSpec(t, "edge-a", node.RoleEdge, r.URL, r, "edge"))
+	b := m.Start(pullSpec(t, "edge-b", node.RoleEdge, r.URL, r, "edge"))
 	rogue := m.Start(pullSpec(t, "rogue", node.RoleEdge, h.URL, h, "edge"))
 	ghost := m.Start(pullSpec(t, "ghost", node.RoleEdge, h.URL, h, "edge"))
 	h.Admit(t, h, a, b)
@@ -67,7 +71,7 @@ func TestIdentityMachinesUseOnlyAdmittedNodes(t *testing.T) {
 	}
 	h.AdminCall(t, http.MethodPost, "/v1/admin/nodes", map[string]any{
 		"name": "ghost", "key": federation.FormatPublicKey(otherPub), "urls": []string{ghost.URL}, "tiers": []string{"edge"}}, nil)
-	all := []*meshtest.Node{h, a, b, rogue, ghost}
+	all := []*meshtest.Node{h, r, a, b, rogue, ghost}
 	viewEvery(t, all, converge, "every member alive, the rogue and the ghost included", allAlive(all))
 
 	enroll := h.AuthToken(t, "edge", "fleet")
