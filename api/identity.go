@@ -137,25 +137,10 @@ func (s *server) removeNode(w http.ResponseWriter, r *http.Request, user string)
 	return nil
 }
 
-// rosterNode is an admitted node as machines see it: where to reach it,
-// its key, and the hub's signed admission to check both against.
-type rosterNode struct {
-	Name string `json:"name"`
-	// DC and Role are gossip's word, hints for ranking only.
-	DC   string `json:"dc,omitempty"`
-	Role string `json:"role,omitempty"`
-	// URL is where to reach the node: one of its admitted URLs.
-	URL   string   `json:"url"`
-	URLs  []string `json:"urls"`
-	Key   string   `json:"key"`
-	KeyID string   `json:"key_id"`
-	// Admission is the hub's signed node.admitted record; absent for an
-	// admission that was never sealed, which a machine must not trust.
-	Admission *federation.Envelope `json:"admission,omitempty"`
-}
-
-func newRosterNode(a store.Admission) rosterNode {
-	n := rosterNode{Name: a.Node.Name, URL: a.Node.URLs[0], URLs: a.Node.URLs, Key: a.Node.Key, KeyID: a.Node.KeyID}
+// newRosterNode is an admission as machines see it: where to reach the
+// node, its key, and the hub's signed admission to check both against.
+func newRosterNode(a store.Admission) federation.RosterNode {
+	n := federation.RosterNode{Name: a.Node.Name, URL: a.Node.URLs[0], URLs: a.Node.URLs, Key: a.Node.Key, KeyID: a.Node.KeyID}
 	if a.Record != nil {
 		n.Admission = &federation.Envelope{Record: a.Record, Sig: a.Sig}
 	}
@@ -175,15 +160,12 @@ func (s *server) roster(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := make([]rosterNode, 0, len(as))
+	out := federation.RosterResponse{Tier: tier, Nodes: make([]federation.RosterNode, 0, len(as))}
 	for _, a := range as {
-		out = append(out, newRosterNode(a))
+		out.Nodes = append(out.Nodes, newRosterNode(a))
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, struct {
-		Tier  string       `json:"tier"`
-		Nodes []rosterNode `json:"nodes"`
-	}{tier, out})
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/patchmesh/patchmesh/auth"
 	"github.com/patchmesh/patchmesh/catalog"
+	"github.com/patchmesh/patchmesh/federation"
 	"github.com/patchmesh/patchmesh/store"
 )
 
@@ -58,7 +59,7 @@ func (s *server) clientNodes(w http.ResponseWriter, r *http.Request, t catalog.T
 	if !slices.ContainsFunc(alive, func(n NodeInfo) bool { return n.Name == s.info.Node }) {
 		alive = append(alive, NodeInfo{Name: s.info.Node, Role: s.info.Role, KeyID: s.nodeKeyID})
 	}
-	out := make([]rosterNode, 0, len(alive))
+	out := make([]federation.RosterNode, 0, len(alive))
 	seen := make(map[string]bool, len(alive))
 	for _, m := range alive {
 		// A name seen twice is gossip catching up: the first report wins.
@@ -86,7 +87,7 @@ func (s *server) clientNodes(w http.ResponseWriter, r *http.Request, t catalog.T
 		out = append(out, n)
 	}
 	writeJSON(w, http.StatusOK, struct {
-		Nodes []rosterNode `json:"nodes"`
+		Nodes []federation.RosterNode `json:"nodes"`
 	}{out})
 	return nil
 }

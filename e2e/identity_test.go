@@ -116,15 +116,38 @@ func TestIdentityMachinesUseOnlyAdmittedNodes(t *testing.T) {
 				t.Fatalf("%s listed %s", n.Name, ln.Name)
 			}
 			key := map[string]*meshtest.Node{"hub": h, "edge-a": a, "edge-b": b}[ln.Name].NodeKey(t)
-			pub, _ := federation.ParsePublicKey(key)
-			if ln.Admission == nil {
-				t.Fatalf("%s lists %s without the hub's admission", n.Name, ln.Name)
-			}
-			if _, err := federation.VerifyAdmission(verifier, *ln.Admission, ln.Name, pub); err != nil {
-				t.Errorf("%s lists %s with an admission that does not verify: %v", n.Name, ln.Name, err)
+			pub, r, err := ln.Verify(verifier)
+			if err != nil || federation.FormatPublicKey(pub) != key || r.Tier != "edge" {
+				t.Errorf("%s lists %s with an admission that does not verify for tier edge with its key: %v", n.Name, ln.Name, err)
 			}
 		}
 	}
+	// A machine's check before it sends a node anything: the admitted
+	// edge proves it holds its key; the ghost, reached at the URL the hub
+	// admitted for its name, cannot.
+	helloOK := func(n *meshtest.Node, pub ed25519.PublicKey) error {
+		nonce, err := federation.NewNonce()
+		if err != nil {
+			return err
+		}
+		host, err := federation.HelloHost(n.URL)
+		if err != nil {
+			return err
+		}
+		var hello federation.Hello
+		if err := n.Call(ctx, http.MethodGet, "/v1/client/hello?nonce="+nonce, "", nil, &hello); err != nil {
+			return err
+		}
+		return federation.VerifyHello(hello, pub, nonce, host)
+	}
+	aPub, _ := federation.ParsePublicKey(a.NodeKey(t))
+	if err := helloOK(a, aPub); err != nil {
+		t.Errorf("edge-a's hello: %v", err)
+	}
+	if err := helloOK(ghost, otherPub); !errors.Is(err, federation.ErrBadHello) {
+		t.Errorf("the ghost's hello against the key admitted for its name: want ErrBadHello, got %v", err)
+	}
+
 	// The hub saw the ghost claim an admitted name under its own key.
 	if ev := h.LogEvents("node_identity_fail"); len(ev) == 0 || ev[0]["node"] != "ghost" {
 		t.Errorf("hub: want a node_identity_fail security event for ghost, got %v", ev)

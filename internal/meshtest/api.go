@@ -487,13 +487,7 @@ func (n *Node) Admit(t testing.TB, nodes ...*Node) {
 }
 
 // ListedNode is one node of GET /v1/client/nodes.
-type ListedNode struct {
-	Name  string `json:"name"`
-	URL   string `json:"url"`
-	KeyID string `json:"key_id"`
-	// Admission is the hub's signed admission, as it travels.
-	Admission *federation.Envelope `json:"admission"`
-}
+type ListedNode = federation.RosterNode
 
 // ClientNodes asks, as a machine, for the nodes it may use.
 func (n *Node) ClientNodes(ctx context.Context, machineToken string) ([]ListedNode, error) {
