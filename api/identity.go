@@ -110,7 +110,7 @@ func (s *server) admitNode(w http.ResponseWriter, r *http.Request, user string) 
 	}
 	n, err = s.store.AdmitNode(r.Context(), n)
 	if errors.Is(err, catalog.ErrNotFound) { // a tier went away meanwhile
-		return invalid("tiers", "a tier named no longer exists")
+		return invalid("tiers", "a tier it names no longer exists")
 	}
 	if err != nil {
 		return err
