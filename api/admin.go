@@ -41,6 +41,7 @@ func (s *server) adminRoutes(v1 *mux.Router) {
 	a.Handle("/storage", methods{http.MethodGet: s.asAdmin(s.listStorage)})
 	a.Handle("/storage/refresh", methods{http.MethodPost: s.asAdmin(s.refreshStorage)})
 	s.syncAdminRoutes(a)
+	s.nodeAdminRoutes(a)
 }
 
 func (s *server) login(w http.ResponseWriter, r *http.Request) error {

@@ -105,6 +105,13 @@ type Config struct {
 	// such request, so a keyring rotation takes effect at once. Nil (gossip
 	// off) means the endpoint answers 404.
 	PeerTokens func() []string
+	// NodeKey is this node's identity key (federation.LoadOrCreateNodeKey):
+	// it signs hellos and the machine credentials issued at registration.
+	// Nil means neither is offered.
+	NodeKey ed25519.PrivateKey
+	// CredentialTTL is how long a machine credential issued here is
+	// valid; 0 means DefaultCredentialTTL.
+	CredentialTTL time.Duration
 }
 
 type server struct {
@@ -128,6 +135,11 @@ type server struct {
 	nodes      NodeLister
 	topo       TopologyViewer
 	peerTokens func() []string
+
+	nodeKey       ed25519.PrivateKey
+	nodeKeyID     string
+	credentialTTL time.Duration
+	identityLog   identityLog
 }
 
 // New returns the node's HTTP handler.
@@ -146,6 +158,15 @@ func New(cfg Config) (http.Handler, error) {
 	}
 	if err := checkHubKey(cfg.HubKey); err != nil {
 		return nil, err
+	}
+	if err := checkNodeKey(cfg.NodeKey); err != nil {
+		return nil, err
+	}
+	if cfg.CredentialTTL < 0 {
+		return nil, errors.New("api: Config.CredentialTTL must not be negative")
+	}
+	if cfg.CredentialTTL == 0 {
+		cfg.CredentialTTL = DefaultCredentialTTL
 	}
 	configKeys, err := parseConfigKeys(cfg.ConfigKeys)
 	if err != nil {
@@ -192,6 +213,12 @@ func New(cfg Config) (http.Handler, error) {
 		nodes:      cfg.Nodes,
 		topo:       cfg.Topology,
 		peerTokens: cfg.PeerTokens,
+
+		nodeKey:       cfg.NodeKey,
+		credentialTTL: cfg.CredentialTTL,
+	}
+	if s.nodeKey != nil {
+		s.nodeKeyID = federation.KeyID(s.nodeKey.Public().(ed25519.PublicKey))
 	}
 	s.started = s.now()
 	r := s.router(gatherer, cfg.Governor)

@@ -3,12 +3,14 @@ package api
 import (
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
 
 	"github.com/patchmesh/patchmesh/auth"
 	"github.com/patchmesh/patchmesh/catalog"
+	"github.com/patchmesh/patchmesh/federation"
 )
 
 func (s *server) clientRoutes(v1 *mux.Router) {
@@ -18,6 +20,7 @@ func (s *server) clientRoutes(v1 *mux.Router) {
 	c.Handle("/patch", methods{http.MethodGet: s.asMachine(s.newestPatch)})
 	c.Handle("/checkin", methods{http.MethodPost: s.asMachine(s.checkIn)})
 	c.Handle("/nodes", methods{http.MethodGet: s.asMachine(s.clientNodes)})
+	s.identityRoutes(c)
 }
 
 // machineHandler is a client endpoint for a registered machine, whose
@@ -34,25 +37,85 @@ func (s *server) asMachine(h machineHandler) http.Handler {
 	})
 }
 
-// register turns an auth token and a machine's own ID into a machine token
-// on the auth token's tier. Registering again replaces the machine's
-// earlier token.
+// registerRequest is the body of POST /v1/client/register. A machine
+// registers with an auth token and its raw ID, or with a machine
+// credential another admitted node issued, and then without its raw ID:
+// the credential names the machine by the issuer's HMAC of it.
+type registerRequest struct {
+	MachineID     string `json:"machine_id"`
+	Credential    string `json:"credential"`
+	Kernel        string `json:"kernel"`
+	Arch          string `json:"arch"`
+	ClientVersion string `json:"client_version"`
+}
+
+// register turns an auth token and a machine's own ID, or a machine
+// credential, into a machine token on the token's (credential's) tier.
+// Registering again replaces the machine's earlier token.
+//
+// The credential travels as the bearer or in the body. Without one, the
+// auth token is checked before the body is read, as every credential is.
 func (s *server) register(w http.ResponseWriter, r *http.Request) error {
+	header := r.Header.Get("Authorization")
+	scheme, bearer, _ := strings.Cut(header, " ")
+	bearer = strings.TrimSpace(bearer)
+	var req registerRequest
+	if strings.EqualFold(scheme, "Bearer") && federation.IsCredential(bearer) {
+		if err := s.decode(w, r, &req); err != nil {
+			return err
+		}
+		if req.Credential != "" && req.Credential != bearer {
+			return invalid("credential", "must be left out, or equal the bearer credential")
+		}
+		req.Credential = bearer
+		return s.registerByCredential(w, r, req)
+	}
+	if header == "" {
+		// Only a body can carry the credential now; a body that does not
+		// is answered as a missing credential.
+		if err := s.decode(w, r, &req); err == nil && req.Credential != "" {
+			return s.registerByCredential(w, r, req)
+		}
+		_, err := s.bearer(r, catalog.TokenAuth)
+		return err
+	}
 	at, err := s.bearer(r, catalog.TokenAuth)
 	if err != nil {
 		return err
 	}
-	var req struct {
-		MachineID     string `json:"machine_id"`
-		Kernel        string `json:"kernel"`
-		Arch          string `json:"arch"`
-		ClientVersion string `json:"client_version"`
-	}
 	if err := s.decode(w, r, &req); err != nil {
 		return err
 	}
+	if req.Credential != "" {
+		return invalid("credential", "must be left out when registering with an auth token")
+	}
+	if err := catalog.ValidMachineID(req.MachineID); err != nil {
+		return err
+	}
+	id := auth.MachineID(s.key, req.MachineID)
+	return s.registerMachine(w, r, req, id, at.Tier, slog.String("auth_token_id", at.ID))
+}
+
+// registerByCredential registers the machine a credential names, under
+// the issuer's ID for it: this node never sees the raw machine ID.
+func (s *server) registerByCredential(w http.ResponseWriter, r *http.Request, req registerRequest) error {
+	if req.MachineID != "" {
+		return invalid("machine_id", "must be left out when registering with a machine credential")
+	}
+	// The credential first, as a bearer token is checked first: an
+	// unauthenticated caller learns nothing about its body.
+	st, err := s.checkCredential(r, req.Credential)
+	if err != nil {
+		return err
+	}
+	if err := s.requireTier(r, "tier", st.Tier); err != nil {
+		return err
+	}
+	return s.registerMachine(w, r, req, st.Machine, st.Tier, slog.String("issuer", st.Issuer))
+}
+
+func validRegistration(req registerRequest) error {
 	for _, err := range []error{
-		catalog.ValidMachineID(req.MachineID),
 		catalog.ValidKernel(req.Kernel),
 		catalog.ValidArch(req.Arch),
 		catalog.ValidClientVersion(req.ClientVersion),
@@ -61,19 +124,28 @@ func (s *server) register(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
-	id := auth.MachineID(s.key, req.MachineID)
+	return nil
+}
+
+// registerMachine records machine id on tier with a new machine token and
+// answers with the token and, if this node has a node key, a machine
+// credential for registering at the other admitted nodes of the tier.
+func (s *server) registerMachine(w http.ResponseWriter, r *http.Request, req registerRequest, id, tier string, by slog.Attr) error {
+	if err := validRegistration(req); err != nil {
+		return err
+	}
 	secret, mt, err := auth.NewToken(catalog.TokenMachine)
 	if err != nil {
 		return err
 	}
 	now := s.now().UTC().Truncate(time.Microsecond)
-	mt.Tier = at.Tier
+	mt.Tier = tier
 	mt.Name = id
 	mt.MachineID = id
 	mt.Created = now
 	m := catalog.Machine{
 		ID:            id,
-		Tier:          at.Tier,
+		Tier:          tier,
 		Kernel:        req.Kernel,
 		Arch:          req.Arch,
 		State:         catalog.StateUnknown,
@@ -81,11 +153,15 @@ func (s *server) register(w http.ResponseWriter, r *http.Request) error {
 		Registered:    now,
 		LastSeen:      now,
 	}
+	cred, err := s.issueCredential(id, tier, now)
+	if err != nil {
+		return err
+	}
 	if err := s.store.RegisterMachine(r.Context(), m, mt); err != nil {
 		return err
 	}
-	s.securityEvent(r, auth.EventMachineRegistered, slog.String("machine_id", id), slog.String("tier", at.Tier),
-		slog.String("token_id", mt.ID), slog.String("auth_token_id", at.ID))
+	s.securityEvent(r, auth.EventMachineRegistered, slog.String("machine_id", id), slog.String("tier", tier),
+		slog.String("token_id", mt.ID), by)
 	if stored, err := s.store.Machine(r.Context(), id); err == nil {
 		m = stored
 	}
@@ -93,7 +169,8 @@ func (s *server) register(w http.ResponseWriter, r *http.Request) error {
 		MachineToken string          `json:"machine_token"`
 		Tier         string          `json:"tier"`
 		Machine      catalog.Machine `json:"machine"`
-	}{secret, at.Tier, m})
+		Credential   string          `json:"credential,omitempty"`
+	}{secret, tier, m, cred})
 	return nil
 }
 

@@ -1,20 +1,31 @@
 package api
 
 import (
+	"crypto/ed25519"
 	"errors"
 	"log/slog"
 	"net/http"
 
 	"github.com/patchmesh/patchmesh/blob"
+	"github.com/patchmesh/patchmesh/federation"
 )
 
+// debugInfo says who this node is. The node key and its ID are public:
+// they are what the hub admits and what a hello is checked against.
 func (s *server) debugInfo(w http.ResponseWriter, r *http.Request) error {
-	writeJSON(w, http.StatusOK, struct {
+	out := struct {
 		Version       string `json:"version"`
 		UptimeSeconds int64  `json:"uptime_seconds"`
 		Role          string `json:"role"`
 		Node          string `json:"node"`
-	}{s.info.Version, int64(s.now().Sub(s.started).Seconds()), s.info.Role, s.info.Node})
+		NodeKey       string `json:"node_key,omitempty"`
+		KeyID         string `json:"key_id,omitempty"`
+	}{Version: s.info.Version, UptimeSeconds: int64(s.now().Sub(s.started).Seconds()), Role: s.info.Role, Node: s.info.Node}
+	if s.nodeKey != nil {
+		out.NodeKey = federation.FormatPublicKey(s.nodeKey.Public().(ed25519.PublicKey))
+		out.KeyID = s.nodeKeyID
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 

@@ -23,6 +23,17 @@ const (
 	// accepts.
 	EventTrustKeyAdded   = "trust_key_added"
 	EventTrustKeyRemoved = "trust_key_removed"
+	// A machine credential issued by another node was accepted or
+	// refused at registration.
+	EventCredentialSuccess = "authn_credential_success"
+	EventCredentialFail    = "authn_credential_fail"
+	// The hub admitted a node or took its admission back; both change
+	// which nodes machines of a tier may use.
+	EventNodeAdmitted = "node_admitted"
+	EventNodeRemoved  = "node_removed"
+	// A gossip member claims an admitted node's name under another key
+	// (or otherwise fails the node identity check).
+	EventNodeIdentityFail = "node_identity_fail"
 )
 
 // Reasons a credential is refused, logged as attr reason. They name what

@@ -155,7 +155,36 @@ const (
 	// tier. Their Data is the Token, which never carries its Hash.
 	EventTokenAdded   EventType = "token.added"
 	EventTokenRevoked EventType = "token.revoked"
+	// Node events log the hub admitting a node (its name, key and URLs)
+	// on a tier, and taking that admission back, so that every node of
+	// the tier can tell machines which nodes they may use. Their Data is
+	// the Node.
+	EventNodeAdmitted EventType = "node.admitted"
+	EventNodeRemoved  EventType = "node.removed"
 )
+
+// Node is a patchmesh node the hub admitted: a name bound to a node key,
+// with the URLs machines reach it at. A machine uses a node only while an
+// admission of it, signed by the hub, is live for the machine's tier.
+type Node struct {
+	// Name is the node's name in the mesh (its node.name).
+	Name string `json:"name"`
+	// Key is the node's public key, "ed25519:<base64url>"; KeyID names it.
+	Key string `json:"key"`
+	// KeyID is the ID of Key, as records name keys (16 hex digits).
+	KeyID string `json:"key_id"`
+	// URLs are the node's API base URLs for machines (http or https).
+	URLs []string `json:"urls"`
+	// Tiers are the tiers the node is admitted on (live admissions).
+	Tiers []string `json:"tiers"`
+	// Admitted is when the hub admitted it.
+	Admitted time.Time `json:"admitted"`
+	// Removed is when the hub took the admission back; zero while live.
+	Removed time.Time `json:"removed,omitzero"`
+}
+
+// MaxNodeURLs bounds the URLs one admission carries.
+const MaxNodeURLs = 8
 
 // Event is one entry of a node's change log. Seq is the node's own sequence
 // number: it rises by one per event and is never reused.

@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"fmt"
+	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -37,7 +38,16 @@ var (
 	// A machine ID as /etc/machine-id holds it, or any opaque 16–128 char ID.
 	machineIDRE = regexp.MustCompile(`^[A-Za-z0-9._:-]{16,128}$`)
 	clientVerRE = regexp.MustCompile(`^[A-Za-z0-9.+_-]{1,64}$`)
+	// A node name as node.name allows it.
+	nodeNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+	// An ed25519 public key in its text form: 32 bytes are 43 characters
+	// of unpadded URL-safe base64.
+	nodeKeyRE   = regexp.MustCompile(`^ed25519:[A-Za-z0-9_-]{43}$`)
+	nodeKeyIDRE = regexp.MustCompile(`^[0-9a-f]{16}$`)
 )
+
+// MaxNodeURLLen bounds one URL of a node admission.
+const MaxNodeURLLen = 512
 
 // Architectures patchmesh serves, named as `uname -m` prints them.
 var Architectures = []string{"x86_64", "aarch64", "s390x", "ppc64le", "riscv64"}
@@ -150,4 +160,50 @@ func VersionKey(v string) string {
 		fmt.Fprintf(&b, "%010d", n)
 	}
 	return b.String()
+}
+
+// ValidNodeName checks a node's name as node.name allows it.
+func ValidNodeName(field, n string) error {
+	if !nodeNameRE.MatchString(n) {
+		return invalid(field, "must be 1-63 characters of A-Z, a-z, 0-9, '.', '_' or '-', starting with a letter or digit")
+	}
+	return nil
+}
+
+// ValidNodeURL checks a URL machines are to reach a node at: an absolute
+// http or https URL with a host and nothing a base URL does not need.
+func ValidNodeURL(field, u string) error {
+	p, err := url.Parse(u)
+	if err != nil || len(u) > MaxNodeURLLen || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" ||
+		p.User != nil || p.RawQuery != "" || p.Fragment != "" {
+		return invalid(field, "must be an http(s) base URL of at most %d characters, without credentials, query or fragment", MaxNodeURLLen)
+	}
+	return nil
+}
+
+// Validate checks a node admission: name, key and key ID in their forms,
+// and 1 to MaxNodeURLs distinct URLs. That KeyID is the ID of Key is the
+// federation package's to check; catalog does not derive key IDs.
+func (n Node) Validate() error {
+	if err := ValidNodeName("name", n.Name); err != nil {
+		return err
+	}
+	if !nodeKeyRE.MatchString(n.Key) {
+		return invalid("key", `must be an ed25519 public key, "ed25519:" and 43 characters of base64url`)
+	}
+	if !nodeKeyIDRE.MatchString(n.KeyID) {
+		return invalid("key_id", "must be a key ID of 16 lowercase hex digits")
+	}
+	if len(n.URLs) == 0 || len(n.URLs) > MaxNodeURLs {
+		return invalid("urls", "must list 1 to %d URLs", MaxNodeURLs)
+	}
+	for i, u := range n.URLs {
+		if err := ValidNodeURL(fmt.Sprintf("urls[%d]", i), u); err != nil {
+			return err
+		}
+		if slices.Contains(n.URLs[:i], u) {
+			return invalid(fmt.Sprintf("urls[%d]", i), "is listed twice")
+		}
+	}
+	return nil
 }

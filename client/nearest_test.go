@@ -3,6 +3,8 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +24,7 @@ import (
 	"github.com/patchmesh/patchmesh/api"
 	"github.com/patchmesh/patchmesh/auth"
 	"github.com/patchmesh/patchmesh/catalog"
+	"github.com/patchmesh/patchmesh/federation"
 )
 
 // fakeNodes stands in for gossip, which the topology tests cover: it lists
@@ -73,11 +76,21 @@ func newMesh(t *testing.T, delays ...time.Duration) *mesh {
 	}
 	tok.Tier, tok.Name, tok.Created = meshTier, "fleet", time.Now().UTC()
 	m.enroll = secret
+	type member struct {
+		name, url string
+		key       ed25519.PublicKey
+	}
+	var members []member
 	for i, d := range delays {
 		name := fmt.Sprintf("node-%c", 'a'+i)
+		pub, key, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
 		n := newTestNodeWith(t, false, func(c *api.Config) {
 			c.Nodes = m.gossip
 			c.Info.Node = name
+			c.NodeKey = key
 		})
 		if err := n.store.AddToken(context.Background(), tok); err != nil {
 			t.Fatalf("add the shared enrollment token to %s: %v", name, err)
@@ -88,9 +101,39 @@ func newMesh(t *testing.T, delays ...time.Duration) *mesh {
 		}
 		m.nodes = append(m.nodes, n)
 		m.urls = append(m.urls, u)
-		m.gossip.add(api.NodeInfo{Name: name, DC: "dc-" + name, Role: "edge", API: u})
+		m.gossip.add(api.NodeInfo{Name: name, DC: "dc-" + name, Role: "edge", API: u, KeyID: federation.KeyID(pub)})
+		members = append(members, member{name, u, pub})
+	}
+	// Machines are told only of admitted nodes: each node holds the
+	// admission of every node, as the hub's signed records would bring it.
+	for _, mb := range members {
+		m.admit(mb.name, mb.url, mb.key)
 	}
 	return m
+}
+
+// admit records the admission of the node called name, reached at url,
+// in every node's store.
+func (m *mesh) admit(name, url string, pub ed25519.PublicKey) {
+	m.t.Helper()
+	for _, n := range m.nodes {
+		_, err := n.store.AdmitNode(context.Background(), catalog.Node{Name: name, Key: federation.FormatPublicKey(pub),
+			KeyID: federation.KeyID(pub), URLs: []string{url}, Tiers: []string{meshTier}})
+		if err != nil {
+			m.t.Fatalf("admit %s: %v", name, err)
+		}
+	}
+}
+
+// addAdmitted adds an admitted node to gossip, under a key of its own.
+func (m *mesh) addAdmitted(name, url string) {
+	m.t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	m.gossip.add(api.NodeInfo{Name: name, API: url, KeyID: federation.KeyID(pub)})
+	m.admit(name, url, pub)
 }
 
 // delayingProxy forwards to target after waiting d.
@@ -153,7 +196,7 @@ func TestRegisterRanksNodesByRoundTripAndUsesTheNearest(t *testing.T) {
 	m := newMesh(t, 300*time.Millisecond, 0)
 	dead := httptest.NewServer(http.NotFoundHandler())
 	dead.Close()
-	m.gossip.add(api.NodeInfo{Name: "node-dead", API: dead.URL})
+	m.addAdmitted("node-dead", dead.URL)
 	slow, near := m.nodes[0], m.nodes[1]
 
 	// The first contact is the slow node: the machine registers there and

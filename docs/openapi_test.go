@@ -102,12 +102,13 @@ func TestOpenAPIMatchesRouter(t *testing.T) {
 // wrong credential fails validation.
 func authenticate(_ context.Context, in *openapi3filter.AuthenticationInput) error {
 	want := map[string]string{
-		"basic":        "Basic ",
-		"macaroon":     "Macaroon ",
-		"authToken":    "Bearer pma_",
-		"machineToken": "Bearer pmm_",
-		"syncToken":    "Bearer pms_",
-		"peerToken":    "Bearer pmp_",
+		"basic":             "Basic ",
+		"macaroon":          "Macaroon ",
+		"authToken":         "Bearer pma_",
+		"machineToken":      "Bearer pmm_",
+		"syncToken":         "Bearer pms_",
+		"peerToken":         "Bearer pmp_",
+		"machineCredential": "Bearer pmc_",
 	}[in.SecuritySchemeName]
 	if want == "" {
 		return fmt.Errorf("unknown security scheme %q", in.SecuritySchemeName)
@@ -324,12 +325,37 @@ func TestOpenAPIDescribesLiveNodes(t *testing.T) {
 	ck.do(call{node: hub, method: "POST", path: "/v1/admin/promote-all", cred: admin, body: map[string]string{"from": "edge", "to": "beta"}, want: 200})
 	ck.do(call{node: hub, method: "GET", path: "/v1/admin/patches?tier=edge&withdrawn=true&limit=10", cred: admin, want: 200})
 
+	// Nodes, admitted at the hub (the hub on every tier, the edge on
+	// stable), before machines are told of them.
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/nodes", cred: admin, want: 201,
+		body: map[string]any{"name": "hub", "key": hub.NodeKey(t), "urls": []string{hub.URL}}})
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/nodes", cred: admin, want: 201,
+		body: map[string]any{"name": "edge", "key": edge.NodeKey(t), "urls": []string{edge.URL}, "tiers": []string{"stable"}}})
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/nodes", cred: admin, want: 409,
+		body: map[string]any{"name": "edge", "key": edge.NodeKey(t), "urls": []string{edge.URL}}})
+	ck.do(call{node: edge, method: "POST", path: "/v1/admin/nodes", cred: edgeAdmin, want: 409,
+		body: map[string]any{"name": "edge", "key": edge.NodeKey(t), "urls": []string{edge.URL}}})
+	ck.do(call{node: hub, method: "GET", path: "/v1/admin/nodes", cred: admin, want: 200})
+	ck.do(call{node: hub, method: "GET", path: "/v1/client/roster?tier=stable", want: 200})
+	ck.do(call{node: hub, method: "GET", path: "/v1/client/roster?tier=Not%20A%20Tier", want: 400, badRequest: true})
+	ck.do(call{node: hub, method: "GET", path: "/v1/client/hello?nonce=openapi-test-nonce-0123456789", want: 200})
+	ck.do(call{node: hub, method: "GET", path: "/v1/client/hello?nonce=short", want: 400, badRequest: true})
+
 	// A machine on tier edge.
 	reg := decode[struct {
 		MachineToken string `json:"machine_token"`
+		Credential   string
 	}](t, ck.do(call{node: hub, method: "POST", path: "/v1/client/register", cred: "Bearer " + authTok, want: 201,
 		body: map[string]string{"machine_id": "0123456789abcdef0123456789abcdef", "kernel": "5.15.0-107.117-generic", "arch": "x86_64", "client_version": "1.0.0"}}))
 	machine := "Bearer " + reg.MachineToken
+	// The hub's own credential registers the machine again, as another
+	// admitted node's would.
+	ck.do(call{node: hub, method: "POST", path: "/v1/client/register", cred: "Bearer " + reg.Credential, want: 201,
+		body: map[string]string{"kernel": "5.15.0-107.117-generic", "arch": "x86_64", "client_version": "1.0.0"}})
+	machine = "Bearer " + decode[struct {
+		MachineToken string `json:"machine_token"`
+	}](t, ck.do(call{node: hub, method: "POST", path: "/v1/client/register", cred: "Bearer " + authTok, want: 201,
+		body: map[string]string{"machine_id": "0123456789abcdef0123456789abcdef", "kernel": "5.15.0-107.117-generic", "arch": "x86_64", "client_version": "1.0.0"}})).MachineToken
 	ck.do(call{node: hub, method: "GET", path: "/v1/client/status", cred: machine, want: 200})
 	ck.do(call{node: hub, method: "GET", path: "/v1/client/status", cred: "Bearer " + syncTok.Token, want: 403, badRequest: true})
 	ck.do(call{node: hub, method: "GET", path: "/v1/client/patch?kernel=5.15.0-107.117-generic&arch=x86_64", cred: machine, want: 200})
@@ -397,6 +423,10 @@ func TestOpenAPIDescribesLiveNodes(t *testing.T) {
 	ck.do(call{node: edge, method: "GET", path: "/v1/peer/blobs/" + digest, cred: peer, want: 200})
 	ck.do(call{node: edge, method: "HEAD", path: "/v1/peer/blobs/" + digest, cred: peer, want: 200})
 	ck.do(call{node: edge, method: "GET", path: "/v1/peer/blobs/" + digest, cred: machine, want: 401, badRequest: true})
+
+	// A node's admission taken back.
+	ck.do(call{node: hub, method: "DELETE", path: "/v1/admin/nodes/edge", cred: admin, want: 204})
+	ck.do(call{node: hub, method: "DELETE", path: "/v1/admin/nodes/edge", cred: admin, want: 404})
 
 	// Storage, then the end of a patch: withdrawn, then removed.
 	ck.do(call{node: hub, method: "GET", path: "/v1/admin/storage", cred: admin, want: 200})

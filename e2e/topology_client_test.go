@@ -82,6 +82,8 @@ func TestTopologyClientFailsOverFromKilledEdge(t *testing.T) {
 	h, rs := regionsMesh(t, m, 2, "a")
 	all := meshNodes(h, rs)
 	viewEvery(t, all, converge, "every member alive", allAlive(all))
+	// Machines are told only of the nodes the hub admitted.
+	h.Admit(t, all...)
 	e1 := rs[0].edges[0]
 
 	// The token is made at the hub; the edge knows it once it replicated.

@@ -1,7 +1,8 @@
-// Package federation will own how patchmesh nodes cascade from the hub: the
-// upstream and downstream links, the change feed and the sync loop. Today it
-// owns their foundation: the hub's signing key and the signed record format.
-// It does not own storage (store, blob), serving (api) or blob transfer.
+// Package federation owns how patchmesh nodes cascade from the hub: the
+// hub's signing key and the signed record format, node identity (node keys,
+// admissions, hellos, machine credentials), the feed's wire format and the
+// sync loop. It does not own storage (store, blob), serving (api) or blob
+// transfer.
 //
 // # Signed records
 //
@@ -46,6 +47,19 @@
 // whether it is withdrawn — are not signed: Sign zeroes them, Open refuses a
 // record that carries them, and a downstream derives them from the sequence
 // of events instead.
+//
+// # Node identity
+//
+// Every node has an ed25519 identity key (LoadOrCreateNodeKey, the same
+// file rules as the hub key); its ID is KeyID. The hub admits a node by
+// signing a node.admitted Record (NodeRecord: name, key, URLs) per tier,
+// carried and verified like any other record. VerifyAdmission,
+// VerifyHello and VerifyCredential are the checks a machine (or another
+// node) runs before it trusts a node: the hub admitted this name with this
+// key, the node at this address holds that key now, and a machine
+// credential was issued by an admitted node. Each node-key signature is
+// over a message starting with its own context line, so none can be
+// passed off as another.
 //
 // # Keys
 //

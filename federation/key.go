@@ -32,18 +32,32 @@ const pemType = "PRIVATE KEY"
 // the file's own mode protects the key. A key file that group or others may
 // read or write is refused with ErrKeyFileMode.
 func LoadOrCreateKey(path string) (key ed25519.PrivateKey, created bool, err error) {
-	key, err = loadKey(path)
+	return loadOrCreate(path, "hub key")
+}
+
+// LoadOrCreateNodeKey returns the node's identity key kept at path,
+// creating it if the file does not exist, with the same file rules as
+// LoadOrCreateKey. A node's ID in the mesh is KeyID of its public half:
+// the hub admits a node by that key, machines check its hello and the
+// credentials it issues against it.
+func LoadOrCreateNodeKey(path string) (key ed25519.PrivateKey, created bool, err error) {
+	return loadOrCreate(path, "node key")
+}
+
+// loadOrCreate loads or makes the key at path; what names it in errors.
+func loadOrCreate(path, what string) (key ed25519.PrivateKey, created bool, err error) {
+	key, err = loadKey(path, what)
 	if err == nil {
 		return key, false, nil
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
 		return nil, false, err
 	}
-	key, err = createKey(path)
+	key, err = createKey(path, what)
 	if errors.Is(err, fs.ErrExist) {
 		// Another process made the key between our look and our write:
-		// theirs is the hub's key now.
-		key, err = loadKey(path)
+		// theirs is the key now.
+		key, err = loadKey(path, what)
 		return key, false, err
 	}
 	if err != nil {
@@ -52,37 +66,37 @@ func LoadOrCreateKey(path string) (key ed25519.PrivateKey, created bool, err err
 	return key, true, nil
 }
 
-func loadKey(path string) (ed25519.PrivateKey, error) {
+func loadKey(path, what string) (ed25519.PrivateKey, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("hub key: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	defer f.Close()
 	// Stat the open file, not the path, so the mode checked is the mode of
 	// the bytes read.
 	st, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("hub key: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("hub key %s: not a regular file", path)
+		return nil, fmt.Errorf("%s %s: not a regular file", what, path)
 	}
 	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("hub key %s has mode %04o: %w; run chmod 600 on it, and replace the key if others may have read it", path, perm, ErrKeyFileMode)
+		return nil, fmt.Errorf("%s %s has mode %04o: %w; run chmod 600 on it, and replace the key if others may have read it", what, path, perm, ErrKeyFileMode)
 	}
 	// A PEM PKCS#8 ed25519 key is about 120 bytes; anything much larger is
 	// not a key file.
 	const maxKeyFile = 4096
 	data, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
 	if err != nil {
-		return nil, fmt.Errorf("hub key %s: %w", path, err)
+		return nil, fmt.Errorf("%s %s: %w", what, path, err)
 	}
 	if len(data) > maxKeyFile {
-		return nil, fmt.Errorf("hub key %s: larger than a key file", path)
+		return nil, fmt.Errorf("%s %s: larger than a key file", what, path)
 	}
 	key, err := parseKey(data)
 	if err != nil {
-		return nil, fmt.Errorf("hub key %s: %w", path, err)
+		return nil, fmt.Errorf("%s %s: %w", what, path, err)
 	}
 	return key, nil
 }
@@ -109,44 +123,44 @@ func parseKey(data []byte) (ed25519.PrivateKey, error) {
 // createKey writes a new key to a temporary file in path's directory, syncs
 // it, and links it into place. A link, unlike a rename, never replaces a key
 // another process wrote meanwhile: it fails with fs.ErrExist instead.
-func createKey(path string) (ed25519.PrivateKey, error) {
+func createKey(path, what string) (ed25519.PrivateKey, error) {
 	_, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("hub key: generate: %w", err)
+		return nil, fmt.Errorf("%s: generate: %w", what, err)
 	}
 	der, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		return nil, fmt.Errorf("hub key: encode: %w", err)
+		return nil, fmt.Errorf("%s: encode: %w", what, err)
 	}
 	data := pem.EncodeToMemory(&pem.Block{Type: pemType, Bytes: der})
 
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("hub key: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	// CreateTemp makes the file 0600, so the key is never readable by others,
 	// not even for a moment.
-	tmp, err := os.CreateTemp(dir, ".hubkey-*")
+	tmp, err := os.CreateTemp(dir, ".key-*")
 	if err != nil {
-		return nil, fmt.Errorf("hub key: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	defer os.Remove(tmp.Name())
 	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
-		return nil, fmt.Errorf("hub key: write: %w", err)
+		return nil, fmt.Errorf("%s: write: %w", what, err)
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
-		return nil, fmt.Errorf("hub key: sync: %w", err)
+		return nil, fmt.Errorf("%s: sync: %w", what, err)
 	}
 	if err := tmp.Close(); err != nil {
-		return nil, fmt.Errorf("hub key: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	if err := os.Link(tmp.Name(), path); err != nil {
-		return nil, fmt.Errorf("hub key: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	if err := syncDir(dir); err != nil {
-		return nil, fmt.Errorf("hub key: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	return key, nil
 }

@@ -446,7 +446,7 @@ func (p *Puller) round(ctx context.Context, l *linkState, wait time.Duration) (c
 			}
 		}
 		events = append(events, store.SyncedEvent{
-			Record: fe.Record, Sig: fe.Sig, HubSeq: r.TierSeq, Type: r.Type, Patch: r.Patch, Token: r.CatalogToken(), Apply: apply,
+			Record: fe.Record, Sig: fe.Sig, HubSeq: r.TierSeq, Type: r.Type, Patch: r.Patch, Token: r.CatalogToken(), Node: r.CatalogNode(), Apply: apply,
 		})
 		last, lastSeq = r.TierSeq, fe.Seq
 	}

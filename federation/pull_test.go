@@ -611,3 +611,36 @@ func TestPullSurvivesAnUpstreamRenumberedBehindTheSameURL(t *testing.T) {
 		t.Errorf("a renumbered upstream was reported as an attack:\n%s", edge.log.String())
 	}
 }
+
+// A node admitted at the hub is in the downstream's roster with the hub's
+// own signed record; its removal follows.
+func TestPullCarriesNodeAdmissions(t *testing.T) {
+	h := newHub(t)
+	d := downstream(t, []ed25519.PublicKey{h.pub()},
+		link("edge", federation.Upstream{URL: h.srv.URL, Token: syncToken(t, h.meshNode, "edge")}))
+	nodePub, _, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := catalog.Node{Name: "edge-a1", Key: federation.FormatPublicKey(nodePub), KeyID: federation.KeyID(nodePub),
+		URLs: []string{"https://edge-a1.example"}, Tiers: []string{"edge"}, Admitted: time.Now()}
+	if _, err := h.Store.AdmitNode(t.Context(), n); err != nil {
+		t.Fatal(err)
+	}
+	d.sync(t)
+	as, err := d.Store.Admissions(t.Context(), "edge")
+	if err != nil || len(as) != 1 {
+		t.Fatalf("the hub's admission at the downstream: %+v, %v", as, err)
+	}
+	env := federation.Envelope{Record: as[0].Record, Sig: as[0].Sig}
+	if _, err := federation.VerifyAdmission(federation.NewVerifier(h.pub()), env, "edge-a1", nodePub); err != nil {
+		t.Errorf("the downstream's roster record does not verify against the hub key: %v", err)
+	}
+	if err := h.Store.RemoveNode(t.Context(), "edge-a1", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	d.sync(t)
+	if as, err := d.Store.Admissions(t.Context(), "edge"); err != nil || len(as) != 0 {
+		t.Errorf("removed at the hub: want no admission at the downstream, got %+v (%v)", as, err)
+	}
+}

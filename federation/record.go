@@ -65,6 +65,9 @@ type Record struct {
 	// before tokens replicated, so records signed then still verify and
 	// decode, and a hub re-signing history writes the same bytes.
 	Token *TokenRecord `json:"token,omitempty"`
+	// Node is the node of a node event (node.admitted, node.removed); nil
+	// for every other event, and then absent from the bytes, as Token is.
+	Node *NodeRecord `json:"node,omitempty"`
 	// Time is when the hub made the change.
 	Time time.Time `json:"time"`
 }
@@ -86,6 +89,38 @@ type TokenRecord struct {
 	// Revoked is when the hub revoked the token: set on token.revoked
 	// events, zero on token.added ones.
 	Revoked time.Time `json:"revoked,omitzero"`
+}
+
+// NodeRecord is a node the hub admits on the record's tier: its name,
+// bound to its node key, and the URLs machines reach it at. A node.removed
+// record carries the same name and key with Removed set. It is what a
+// machine checks a node against before it sends that node any credential
+// (VerifyAdmission, then VerifyHello).
+type NodeRecord struct {
+	Name string `json:"name"`
+	// Key is the node's public key, "ed25519:<base64url>" (FormatPublicKey).
+	Key  string   `json:"key"`
+	URLs []string `json:"urls"`
+	// Admitted is when the hub admitted the node.
+	Admitted time.Time `json:"admitted"`
+	// Removed is set on node.removed records, zero on node.admitted ones.
+	Removed time.Time `json:"removed,omitzero"`
+}
+
+// CatalogNode returns the node r carries as the store keeps it, admitted
+// on r's hub tier, or nil if r carries none: what a SyncedEvent's Node is.
+func (r Record) CatalogNode() *catalog.Node {
+	if r.Node == nil {
+		return nil
+	}
+	n := &catalog.Node{
+		Name: r.Node.Name, Key: r.Node.Key, URLs: append([]string(nil), r.Node.URLs...),
+		Tiers: []string{r.Tier}, Admitted: r.Node.Admitted, Removed: r.Node.Removed,
+	}
+	if pub, err := ParsePublicKey(r.Node.Key); err == nil {
+		n.KeyID = KeyID(pub)
+	}
+	return n
 }
 
 // CatalogToken returns the token r carries as the store keeps it, an auth
@@ -133,6 +168,13 @@ func Sign(priv ed25519.PrivateKey, r Record) (Envelope, error) {
 		tok.Expires = utc(tok.Expires)
 		tok.Revoked = utc(tok.Revoked)
 		r.Token = &tok
+	}
+	if r.Node != nil {
+		n := *r.Node
+		n.URLs = append([]string(nil), n.URLs...)
+		n.Admitted = utc(n.Admitted)
+		n.Removed = utc(n.Removed)
+		r.Node = &n
 	}
 	if err := r.validate(); err != nil {
 		return Envelope{}, fmt.Errorf("sign: %w", err)
@@ -268,7 +310,21 @@ func (r Record) validate() error {
 	if len(r.Patch.Tiers) != 0 || r.Patch.Withdrawn {
 		return invalid("patch", "tiers and withdrawn are not signed and must be empty")
 	}
+	if r.Node != nil && r.Type != catalog.EventNodeAdmitted && r.Type != catalog.EventNodeRemoved {
+		return invalid("node", "must be absent for a %s event", r.Type)
+	}
 	switch r.Type {
+	case catalog.EventNodeAdmitted, catalog.EventNodeRemoved:
+		if r.Token != nil {
+			return invalid("token", "must be absent for a %s event", r.Type)
+		}
+		if !patchIsZero(r.Patch) {
+			return invalid("patch", "must be empty for a %s event", r.Type)
+		}
+		if r.Node == nil {
+			return invalid("node", "must be set for a %s event", r.Type)
+		}
+		return r.Node.validate(r.Type)
 	case catalog.EventPatchAdded, catalog.EventPatchPromoted,
 		catalog.EventPatchWithdrawn, catalog.EventPatchRemoved:
 		if r.Token != nil {
@@ -320,6 +376,33 @@ func (t TokenRecord) validate(typ catalog.EventType) error {
 	return nil
 }
 
+// validate checks the node of an event of type typ: a real key, URLs a
+// machine may use, and a removal that says when.
+func (n NodeRecord) validate(typ catalog.EventType) error {
+	pub, err := ParsePublicKey(n.Key)
+	if err != nil {
+		return invalid("node.key", "%v", err)
+	}
+	if n.Admitted.IsZero() {
+		return invalid("node.admitted", "must be set")
+	}
+	c := catalog.Node{Name: n.Name, Key: n.Key, KeyID: KeyID(pub), URLs: n.URLs}
+	if err := c.Validate(); err != nil {
+		var ie *catalog.InvalidError
+		if errors.As(err, &ie) {
+			return invalid("node."+ie.Field, "%s", ie.Message)
+		}
+		return err
+	}
+	switch removed := !n.Removed.IsZero(); {
+	case typ == catalog.EventNodeRemoved && !removed:
+		return invalid("node.removed", "must be set for a %s event", typ)
+	case typ == catalog.EventNodeAdmitted && removed:
+		return invalid("node.removed", "must be empty for a %s event", typ)
+	}
+	return nil
+}
+
 // patchIsZero reports whether p carries nothing. An empty list counts as
 // none, as JSON may write it either way; reflection keeps a field added to
 // Patch later from slipping past.
@@ -350,6 +433,9 @@ func (s Sealer) Seal(e store.SealRequest) (record, sig []byte, err error) {
 	r := Record{Tier: e.Tier, TierSeq: e.TierSeq, Type: e.Type, Patch: e.Patch, Time: e.At}
 	if t := e.Token; t != nil {
 		r.Token = &TokenRecord{ID: t.ID, Name: t.Name, Hash: t.Hash, Created: t.Created, Expires: t.Expires, Revoked: t.Revoked}
+	}
+	if n := e.Node; n != nil {
+		r.Node = &NodeRecord{Name: n.Name, Key: n.Key, URLs: n.URLs, Admitted: n.Admitted, Removed: n.Removed}
 	}
 	env, err := Sign(s.Key, r)
 	if err != nil {

@@ -72,6 +72,10 @@ type IdentityConfig struct {
 	// ~/.local/share/patchmesh. A running node locks it (LockFile), so
 	// that a second node on it is refused.
 	DataDir string `yaml:"data_dir"`
+	// KeyFile is the node's identity key (ed25519, PEM PKCS#8, mode 0600),
+	// created at first start; its public half is what the hub admits
+	// (patchmesh node-key prints it). Default <data_dir>/node.key.
+	KeyFile string `yaml:"key_file"`
 }
 
 // ServerConfig tunes the HTTP listener.
@@ -449,6 +453,14 @@ func (c Config) HubKeyPath() string {
 		return c.Sync.HubKey
 	}
 	return filepath.Join(c.Node.DataDir, "hub.key")
+}
+
+// NodeKeyPath is the node's identity key file once defaults are applied.
+func (c Config) NodeKeyPath() string {
+	if c.Node.KeyFile != "" {
+		return c.Node.KeyFile
+	}
+	return filepath.Join(c.Node.DataDir, "node.key")
 }
 
 // StorePath is where the SQLite database lives once defaults are applied.

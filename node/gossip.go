@@ -199,7 +199,7 @@ func (g *gossip) meta() topology.Meta {
 	n := g.n
 	m := topology.Meta{
 		Name: n.cfg.Node.Name, Role: n.cfg.Node.Role, DC: n.cfg.Node.Datacenter,
-		API: n.apiURL(), Version: Version,
+		API: n.apiURL(), Version: Version, Key: n.nodeKeyID(),
 	}
 	g.mu.Lock()
 	m.Head, m.Synced, m.Lag = g.head, g.synced, g.lag
@@ -317,7 +317,7 @@ func (g *gossip) Nodes(tier string) []api.NodeInfo {
 		if m.State != topology.Alive || m.API == "" || !slices.Contains(m.Tiers, tier) {
 			continue
 		}
-		out = append(out, api.NodeInfo{Name: m.Name, DC: m.DC, Role: m.Role, API: m.API})
+		out = append(out, api.NodeInfo{Name: m.Name, DC: m.DC, Role: m.Role, API: m.API, KeyID: m.Key})
 	}
 	return out
 }

@@ -59,6 +59,9 @@ type Node struct {
 	changes store.Changes
 	// hubKey signs what a hub publishes; nil on relays and edges.
 	hubKey ed25519.PrivateKey
+	// nodeKey is the node's identity: the hub admits it, it signs hellos
+	// and machine credentials.
+	nodeKey ed25519.PrivateKey
 	// puller runs the sync links of a relay or edge; nil on the hub.
 	puller *federation.Puller
 	// gossip is the node's mesh membership; nil with gossip off.
@@ -138,6 +141,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := api.NewMetrics(reg)
 
+	if err := n.loadNodeKey(); err != nil {
+		return nil, err
+	}
 	if cfg.Node.Role == RoleHub {
 		if err := n.loadHubKey(); err != nil {
 			return nil, err
@@ -205,6 +211,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		ConfigKeys: cfg.Sync.Trust,
 		Changes:    &n.changes,
 		Stopping:   stopping,
+		NodeKey:    n.nodeKey,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: api: %w", err)

@@ -190,6 +190,31 @@ func trustedKeys(cfgKeys []string, st store.Syncer) func(ctx context.Context) ([
 	}
 }
 
+// loadNodeKey loads the node's identity key, creating it on first start
+// and telling the operator the public key to admit at the hub.
+func (n *Node) loadNodeKey() error {
+	path := n.cfg.NodeKeyPath()
+	key, created, err := federation.LoadOrCreateNodeKey(path)
+	if err != nil {
+		return fmt.Errorf("node: identity key: %w", err)
+	}
+	n.nodeKey = key
+	pub := key.Public().(ed25519.PublicKey)
+	n.log.Info("node_key_loaded", "path", path, "created", created, "public_key", federation.FormatPublicKey(pub),
+		"key_id", federation.KeyID(pub))
+	if created {
+		n.announce = append(n.announce, fmt.Sprintf(
+			"patchmesh created the node key %s\nAdmit the node at the hub:\n  patchmesh admin nodes admit %s --key %s --url %s\n",
+			path, n.cfg.Node.Name, federation.FormatPublicKey(pub), n.apiURL()))
+	}
+	return nil
+}
+
+// nodeKeyID is the ID of the node's identity key.
+func (n *Node) nodeKeyID() string {
+	return federation.KeyID(n.nodeKey.Public().(ed25519.PublicKey))
+}
+
 // loadHubKey loads the hub's signing key, creating it on first start and
 // telling the operator the public key to pin downstream.
 func (n *Node) loadHubKey() error {

@@ -145,9 +145,44 @@ type Store interface {
 	Secret(ctx context.Context, name string, gen func() ([]byte, error)) ([]byte, error)
 
 	Syncer
+	Roster
 
 	// Ping checks that the backend answers.
 	Ping(ctx context.Context) error
 	// Close releases the backend's resources.
 	Close() error
+}
+
+// Admission is one live admission of a node on a tier, with the hub's
+// signed node.admitted record of it.
+type Admission struct {
+	// Node is the admitted node; its Tiers holds the admission's tier.
+	Node catalog.Node
+	// Record and Sig are the hub's bytes and signature, as they travel
+	// (federation.Envelope); nil for an admission that was never sealed.
+	Record []byte
+	Sig    []byte
+}
+
+// Roster is the part of Store that keeps the nodes the hub admitted. A
+// node's admission is a catalog change per tier, like an enrollment
+// token: logged, sealed on the hub in the tier's sequence, and applied on
+// every downstream by ApplySynced.
+type Roster interface {
+	// AdmitNode admits n on each of n.Tiers, in that order, logging one
+	// node.admitted event per tier (sealed on a hub). A zero Admitted
+	// means now. ErrConflict if n.Name has a live admission anywhere
+	// (remove it first); ErrNotFound if a tier does not exist. It
+	// returns the node as stored.
+	AdmitNode(ctx context.Context, n catalog.Node) (catalog.Node, error)
+	// RemoveNode takes back every live admission of the node called
+	// name, at at, logging one node.removed event per tier in tier order.
+	// ErrNotFound if it has none.
+	RemoveNode(ctx context.Context, name string, at time.Time) error
+	// Nodes lists every node ever admitted here, by name: Tiers holds the
+	// tiers it is live on, in tier order; a node live on none has Removed
+	// set.
+	Nodes(ctx context.Context) ([]catalog.Node, error)
+	// Admissions lists the live admissions on tier, by name.
+	Admissions(ctx context.Context, tier string) ([]Admission, error)
 }

@@ -32,6 +32,9 @@ type SealRequest struct {
 	// Expires, and Revoked for a revocation), for token events; nil
 	// otherwise.
 	Token *catalog.Token
+	// Node is the node after the change (Name, Key, URLs, Admitted, and
+	// Removed for a removal), for node events; nil otherwise.
+	Node *catalog.Node
 	// At is when the hub made the change.
 	At time.Time
 }
@@ -100,10 +103,14 @@ type SyncedEvent struct {
 	// Name, Hash, Created, Expires, and Revoked for a revocation); nil for
 	// other events. The store puts it on the local tier, whatever its Tier.
 	Token *catalog.Token
+	// Node holds the signed facts of the node of a node event (Name, Key,
+	// KeyID, URLs, Admitted, and Removed for a removal); nil for other
+	// events. The store puts its admission on the local tier.
+	Node *catalog.Node
 	// Apply is false for an event that is logged, to keep the tier's hub
 	// sequence contiguous for this node's own downstreams, but does not
 	// change the catalog: the upstream skipped it or a filter excluded it.
-	// Withdrawals, removals and token events are always applied.
+	// Withdrawals, removals, token and node events are always applied.
 	Apply bool
 }
 

@@ -29,6 +29,10 @@ type Meta struct {
 	Lag      int64    `json:"l,omitempty"`  // hub records its links have not applied yet (0 on the hub)
 	Tiers    []string `json:"t"`            // tiers it serves
 	Version  string   `json:"v"`
+	// Key is the ID of the node key the node says it holds: a hint that
+	// lets others drop a member claiming an admitted name under another
+	// key, never proof (only a signed hello is).
+	Key string `json:"k,omitempty"`
 }
 
 // Encode returns the compact encoding of m, or ErrMetaTooLarge if it exceeds

@@ -45,6 +45,9 @@ Commands:
   sync trigger [--wait]                     start a sync round now (--wait: until it ends)
   trust list | add KEY | remove ID          hub keys this node pins (KEY is ed25519:…)
   hub-key                                   the node's hub signing key (public; no login)
+  nodes list | remove NAME                  nodes the hub admitted (machines use only these)
+  nodes admit NAME --key ed25519:… --url URL [--url URL]... [--tier T]...
+                                            admit a node at the hub (default: every tier)
   topology                                  the mesh as the node's gossip sees it: a tree
                                             from the hub, with health and lag (times UTC)
 
@@ -144,6 +147,9 @@ var adminCommands = map[string]func(a *admin, ctx context.Context, args []string
 	"trust add":           (*admin).trustAdd,
 	"trust remove":        (*admin).trustRemove,
 	"hub-key":             (*admin).adminHubKey,
+	"nodes list":          (*admin).nodesList,
+	"nodes admit":         (*admin).nodesAdmit,
+	"nodes remove":        (*admin).nodesRemove,
 	"topology":            (*admin).topology,
 }
 

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"net/http/httptest"
 	"os"
@@ -13,6 +15,7 @@ import (
 	"github.com/patchmesh/patchmesh/api"
 	"github.com/patchmesh/patchmesh/catalog"
 	"github.com/patchmesh/patchmesh/client"
+	"github.com/patchmesh/patchmesh/federation"
 )
 
 const testMachineID = "0123456789abcdef0123456789abcdef"
@@ -100,8 +103,8 @@ func TestClientRegisterSavesPrivateState(t *testing.T) {
 	if err != nil || st.Tier != "beta" || st.Server != n.srv.URL || !strings.HasPrefix(mt, "pmm_") || st.EnrollmentToken != token {
 		t.Errorf("state = %+v, %v; want tier beta, the server, a machine token there and the auth token", st, err)
 	}
-	if strings.Contains(r.stdout+r.stderr, mt) || strings.Contains(r.stdout+r.stderr, strings.Split(token, "_")[2]) {
-		t.Error("register printed a token")
+	if strings.Contains(r.stdout+r.stderr, mt) || strings.Contains(r.stdout+r.stderr, strings.SplitN(token, "_", 3)[2]) {
+		t.Errorf("register printed a token: %q %q", r.stdout, r.stderr)
 	}
 
 	s := m.run("", "status", "--output", "json")
@@ -315,12 +318,17 @@ func (f fakeNodes) Nodes(string) []api.NodeInfo { return f }
 func TestClientNodesPrintsTheRanking(t *testing.T) {
 	dead := httptest.NewServer(nil)
 	dead.Close()
-	// The node's own URL is the request's; gossip adds a node that is down.
+	// Gossip adds a node that is down; the hub admitted both.
+	_, self, _ := ed25519.GenerateKey(rand.Reader)
+	farPub, _, _ := ed25519.GenerateKey(rand.Reader)
 	n := newTestNode(t, func(c *api.Config) {
 		c.Info.Node = "hub-1"
-		c.Nodes = fakeNodes{{Name: "edge-far", DC: "far", Role: "edge", API: dead.URL}}
+		c.NodeKey = self
+		c.Nodes = fakeNodes{{Name: "edge-far", DC: "far", Role: "edge", API: dead.URL, KeyID: federation.KeyID(farPub)}}
 	})
 	n.login()
+	n.mustAdmin("nodes", "admit", "hub-1", "--key", federation.FormatPublicKey(self.Public().(ed25519.PublicKey)), "--url", n.srv.URL)
+	n.mustAdmin("nodes", "admit", "edge-far", "--key", federation.FormatPublicKey(farPub), "--url", dead.URL)
 	m := newMachine(t, n)
 	m.register(authToken(t, n, "edge"))
 

@@ -1,9 +1,9 @@
 // Command patchmesh is the one patchmesh binary: `patchmesh serve` runs a
 // node, `patchmesh admin` drives a node's admin API, `patchmesh client` is
 // the machine side (register, refresh, status), `patchmesh hub-key` prints
-// (making it if needed) the hub's public signing key, `patchmesh
-// gossip-key` makes a key for the gossip keyring, and `patchmesh version`
-// says what was built.
+// (making it if needed) the hub's public signing key, `patchmesh node-key`
+// the node's identity key, `patchmesh gossip-key` makes a key for the
+// gossip keyring, and `patchmesh version` says what was built.
 //
 // Exit codes: 0 success, 2 a usage or configuration error, 1 any other
 // failure; admin and client add codes of their own for auth, not-found and
@@ -32,9 +32,13 @@ Usage:
                                   run a node (no config: SQLite and files under the default data dir)
   patchmesh admin --server URL COMMAND ...
                                   administer a node: login, tiers, auth-tokens, sync-tokens,
-                                  patches, machines, storage, sync, trust, hub-key, topology
+                                  patches, machines, storage, sync, trust, hub-key, nodes,
+                                  topology
   patchmesh hub-key [--key FILE]  print the hub's public signing key, creating the key file if
                                   missing (default: hub.key in the default data dir)
+  patchmesh node-key [--key FILE] print the node's public identity key, creating the key file if
+                                  missing (default: node.key in the default data dir); the hub
+                                  admits the node by it
   patchmesh gossip-key            print a new random gossip key (base64) for gossip.keys or
                                   the keyring file
   patchmesh client --server URL COMMAND ...
@@ -66,6 +70,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runHubKey(rest, os.Getenv, stdout, stderr)
 	case "gossip-key":
 		return runGossipKey(rest, stdout, stderr)
+	case "node-key":
+		return runNodeKey(rest, os.Getenv, stdout, stderr)
 	case "version", "--version":
 		return runVersion(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":

@@ -163,6 +163,15 @@ if [ ! -f "$WORK/hub/config.yaml" ]; then
     start "$name"
     login "$name"
   done
+  # Machines use only nodes the hub admitted: each node made its identity
+  # key on first start, and the hub signs an admission of it (on every
+  # tier) that reaches every node by sync. In production read the key on
+  # the node's own machine (patchmesh node-key) and compare it out of band.
+  for name in "${NAMES[@]}"; do
+    key=$("$BIN" node-key --key "$WORK/$name/data/node.key" --output json | jq -r .key)
+    admin hub nodes admit "$name" --key "$key" --url "$(url_of "$name")" >/dev/null
+    printf '  admitted  %-9s %s\n' "$name" "$key"
+  done
 else
   echo "Starting the cascade in $WORK"
   for name in "${NAMES[@]}"; do

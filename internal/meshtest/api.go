@@ -462,3 +462,38 @@ func (n *Node) Topology(ctx context.Context) (Topology, error) {
 	err := n.Call(ctx, http.MethodGet, "/v1/topology", "Macaroon "+m, nil, &v)
 	return v, err
 }
+
+// NodeKey is the node's public identity key, as GET /debug/info names it.
+func (n *Node) NodeKey(t testing.TB) string {
+	t.Helper()
+	var info struct {
+		NodeKey string `json:"node_key"`
+	}
+	n.must(t, n.Call(context.Background(), http.MethodGet, "/debug/info", "", nil, &info))
+	if info.NodeKey == "" {
+		t.Fatalf("%s: /debug/info names no node key", n.Name)
+	}
+	return info.NodeKey
+}
+
+// Admit admits each node at this node (the hub) under its own key and URL,
+// on every tier.
+func (n *Node) Admit(t testing.TB, nodes ...*Node) {
+	t.Helper()
+	for _, o := range nodes {
+		n.AdminCall(t, http.MethodPost, "/v1/admin/nodes",
+			map[string]any{"name": o.Name, "key": o.NodeKey(t), "urls": []string{o.URL}}, nil)
+	}
+}
+
+// ListedNode is one node of GET /v1/client/nodes.
+type ListedNode = federation.RosterNode
+
+// ClientNodes asks, as a machine, for the nodes it may use.
+func (n *Node) ClientNodes(ctx context.Context, machineToken string) ([]ListedNode, error) {
+	var out struct {
+		Nodes []ListedNode `json:"nodes"`
+	}
+	err := n.Call(ctx, http.MethodGet, "/v1/client/nodes", Bearer(machineToken), nil, &out)
+	return out.Nodes, err
+}

@@ -95,22 +95,32 @@ func (c *changeTx) tokenEvent(ctx context.Context, typ catalog.EventType, t cata
 // sequence and a failed seal rolls the change back. what names the
 // subject in errors.
 func (c *changeTx) sealedEvent(ctx context.Context, e logEntry, req store.SealRequest, what string) error {
-	if c.sealer != nil && e.tier != "" {
-		var err error
-		if e.hubSeq, err = c.nextHubSeq(ctx, e.tier); err != nil {
-			return err
-		}
-		req.Tier, req.TierSeq, req.Type, req.At = e.tier, e.hubSeq, e.typ, c.now
-		if e.record, e.sig, err = c.sealer.Seal(req); err != nil {
-			return fmt.Errorf("seal %s of %s on tier %s: %w", e.typ, what, e.tier, err)
-		}
-		if len(e.record) == 0 || len(e.sig) == 0 {
-			// Stored as is, it would drop out of the feed unnoticed and
-			// leave a gap in the tier's sequence.
-			return fmt.Errorf("seal %s of %s on tier %s: sealer returned an empty record or signature", e.typ, what, e.tier)
-		}
+	if err := c.seal(ctx, &e, req, what); err != nil {
+		return err
 	}
 	return c.append(ctx, e)
+}
+
+// seal signs e on the hub (see sealedEvent), setting its record, sig and
+// hub sequence; on any other node it leaves e unsigned.
+func (c *changeTx) seal(ctx context.Context, e *logEntry, req store.SealRequest, what string) error {
+	if c.sealer == nil || e.tier == "" {
+		return nil
+	}
+	var err error
+	if e.hubSeq, err = c.nextHubSeq(ctx, e.tier); err != nil {
+		return err
+	}
+	req.Tier, req.TierSeq, req.Type, req.At = e.tier, e.hubSeq, e.typ, c.now
+	if e.record, e.sig, err = c.sealer.Seal(req); err != nil {
+		return fmt.Errorf("seal %s of %s on tier %s: %w", e.typ, what, e.tier, err)
+	}
+	if len(e.record) == 0 || len(e.sig) == 0 {
+		// Stored as is, it would drop out of the feed unnoticed and
+		// leave a gap in the tier's sequence.
+		return fmt.Errorf("seal %s of %s on tier %s: sealer returned an empty record or signature", e.typ, what, e.tier)
+	}
+	return nil
 }
 
 // patchEventEachTier appends one patch event per tier p is on, in tier

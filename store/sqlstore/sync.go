@@ -144,8 +144,8 @@ func sameCursor(a, b store.Cursor) bool {
 // ApplySynced applies events to the local tier next.Tier and moves its
 // cursor from prev to next in one catalog change; see store.Syncer.
 //
-// Withdrawals, removals and token events are applied whatever their Apply
-// says: the interface promises they always are. Dropping a withdrawal
+// Withdrawals, removals, token and node events are applied whatever their
+// Apply says: the interface promises they always are. Dropping a withdrawal
 // would keep offering a patch the hub took back, dropping a revocation
 // would keep accepting a token it took back, and a token costs no blob. Every event, applied or not, is logged under
 // next.Tier with the upstream's record, never re-sealed, so this node's
@@ -219,6 +219,9 @@ func syncedSubject(ev store.SyncedEvent) string {
 	if ev.Token != nil {
 		return "token " + ev.Token.ID
 	}
+	if ev.Node != nil {
+		return "node " + ev.Node.Name
+	}
 	return ev.Patch.Digest
 }
 
@@ -228,7 +231,15 @@ func checkSyncedEvent(ev store.SyncedEvent) error {
 	}
 	switch ev.Type {
 	case catalog.EventTokenAdded, catalog.EventTokenRevoked:
+		if ev.Node != nil {
+			return &catalog.InvalidError{Field: "node", Message: fmt.Sprintf("must be absent for a %s event", ev.Type)}
+		}
 		return checkSyncedToken(ev)
+	case catalog.EventNodeAdmitted, catalog.EventNodeRemoved:
+		return checkSyncedNode(ev)
+	}
+	if ev.Node != nil {
+		return &catalog.InvalidError{Field: "node", Message: fmt.Sprintf("must be absent for a %s event", ev.Type)}
 	}
 	if ev.Token != nil {
 		return &catalog.InvalidError{Field: "token", Message: fmt.Sprintf("must be absent for a %s event", ev.Type)}
@@ -241,8 +252,8 @@ func checkSyncedEvent(ev store.SyncedEvent) error {
 		}
 	case catalog.EventPatchWithdrawn, catalog.EventPatchRemoved:
 	default:
-		// The hub seals patch and token events only.
-		return &catalog.InvalidError{Field: "type", Message: fmt.Sprintf("%q is not a patch or token event", ev.Type)}
+		// The hub seals patch, token and node events only.
+		return &catalog.InvalidError{Field: "type", Message: fmt.Sprintf("%q is not a patch, token or node event", ev.Type)}
 	}
 	return catalog.ValidDigest(ev.Patch.Digest)
 }
@@ -275,8 +286,11 @@ func checkSyncedToken(ev store.SyncedEvent) error {
 // applySynced applies one synced event to tierName, if it is to be
 // applied, and logs it with its record.
 func (c *changeTx) applySynced(ctx context.Context, tierName string, ev store.SyncedEvent) error {
-	if ev.Type == catalog.EventTokenAdded || ev.Type == catalog.EventTokenRevoked {
+	switch ev.Type {
+	case catalog.EventTokenAdded, catalog.EventTokenRevoked:
 		return c.applySyncedToken(ctx, tierName, ev)
+	case catalog.EventNodeAdmitted, catalog.EventNodeRemoved:
+		return c.applySyncedNode(ctx, tierName, ev)
 	}
 	digest := ev.Patch.Digest
 	local, err := patch(ctx, c.tx, digest)

@@ -42,6 +42,10 @@ func RunSync(t *testing.T, open OpenSync) {
 		{"ApplySyncedTokensAddAndRevoke", testApplySyncedTokens},
 		{"ApplySyncedTokensIdempotent", testApplySyncedTokensIdempotent},
 		{"ApplySyncedTokenRefusalsChangeNothing", testApplySyncedTokenRefusals},
+		{"NodeAdmissionsSealedPerTier", testSealNodes},
+		{"NodeAdmissionsUnsealedOffTheHub", testNodesUnsealed},
+		{"ApplySyncedNodesAdmitAndRemove", testApplySyncedNodes},
+		{"ApplySyncedNodeRefusalsChangeNothing", testApplySyncedNodeRefusals},
 		{"ChangesNotifiedAfterCommitOnly", testChangesNotify},
 		{"TrustedKeysAddListRemove", testTrustedKeys},
 	}
@@ -58,6 +62,7 @@ type sealed struct {
 	Type    catalog.EventType `json:"type"`
 	Patch   catalog.Patch     `json:"patch"`
 	Token   *sealedToken      `json:"token,omitempty"`
+	Node    *catalog.Node     `json:"node,omitempty"`
 	Time    time.Time         `json:"time"`
 }
 
@@ -70,6 +75,17 @@ type sealedToken struct {
 	Created time.Time `json:"created"`
 	Expires time.Time `json:"expires"`
 	Revoked time.Time `json:"revoked"`
+}
+
+// catalogNode is what a sync loop hands the store for a sealed node: the
+// signed facts, admitted on the record's tier.
+func (r sealed) catalogNode() *catalog.Node {
+	if r.Node == nil {
+		return nil
+	}
+	n := *r.Node
+	n.Tiers = []string{r.Tier}
+	return &n
 }
 
 // catalogToken is what a sync loop hands the store for a sealed token:
@@ -105,6 +121,11 @@ func (s *testSealer) Seal(e store.SealRequest) ([]byte, []byte, error) {
 	r := sealed{Tier: e.Tier, TierSeq: e.TierSeq, Type: e.Type, Patch: p, Time: e.At}
 	if t := e.Token; t != nil {
 		r.Token = &sealedToken{ID: t.ID, Name: t.Name, Hash: t.Hash, Created: t.Created, Expires: t.Expires, Revoked: t.Revoked}
+	}
+	if n := e.Node; n != nil {
+		c := *n
+		c.Tiers = nil
+		r.Node = &c
 	}
 	rec, err := json.Marshal(r)
 	if err != nil {
@@ -186,6 +207,9 @@ func tokenEv(typ catalog.EventType, tok catalog.Token) sealed {
 func (r sealed) subject() string {
 	if r.Token != nil {
 		return "token " + r.Token.ID
+	}
+	if r.Node != nil {
+		return "node " + r.Node.Name
 	}
 	return r.Patch.Digest
 }
@@ -440,7 +464,7 @@ func toSynced(t *testing.T, entries []store.FeedEntry, apply bool) []store.Synce
 		r := unseal(t, e)
 		out = append(out, store.SyncedEvent{
 			Record: e.Record, Sig: e.Sig, HubSeq: e.HubSeq, Type: r.Type, Patch: r.Patch,
-			Token: r.catalogToken(), Apply: apply,
+			Token: r.catalogToken(), Node: r.catalogNode(), Apply: apply,
 		})
 	}
 	return out
