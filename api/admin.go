@@ -264,9 +264,10 @@ func (s *server) uploadPatch(w http.ResponseWriter, r *http.Request, _ string) e
 	if declared > 0 && r.ContentLength >= 0 && r.ContentLength != declared {
 		return invalid("size", "is %d but the request body is %d bytes", declared, r.ContentLength)
 	}
-	// Refuse a duplicate digest before reading a possibly large body.
-	if _, err := s.store.Patch(ctx, p.Digest); err == nil {
-		return fmt.Errorf("patch %s: %w", p.Digest, catalog.ErrConflict)
+	// Answer a repeated upload, or refuse a duplicate digest, before
+	// reading a possibly large body.
+	if old, err := s.store.Patch(ctx, p.Digest); err == nil {
+		return s.reupload(w, old, p, declared)
 	} else if !errors.Is(err, catalog.ErrNotFound) {
 		return err
 	}
@@ -300,10 +301,35 @@ func (s *server) uploadPatch(w http.ResponseWriter, r *http.Request, _ string) e
 	p.Size = info.Size
 	added, err := s.store.AddPatch(ctx, p)
 	if err != nil {
+		if errors.Is(err, catalog.ErrConflict) {
+			// A concurrent upload of the same file may have recorded it
+			// first: then this one is a repeat, and the blob is that
+			// record's.
+			if old, perr := s.store.Patch(ctx, p.Digest); perr == nil {
+				return s.reupload(w, old, p, declared)
+			}
+		}
 		s.dropBlob(r, d, existed)
 		return err
 	}
 	writeJSON(w, http.StatusCreated, added)
+	return nil
+}
+
+// reupload answers an upload whose digest the catalog holds already. The
+// same file under the same kernel, arch and version is a repeat (a retried
+// upload, a re-run script): it answers 200 with the record as it stands,
+// which the upload changes in nothing. The same file under other metadata
+// is a conflict: a digest names one patch.
+func (s *server) reupload(w http.ResponseWriter, old, p catalog.Patch, declared int64) error {
+	if old.Kernel != p.Kernel || old.Arch != p.Arch || old.Version != p.Version {
+		return fmt.Errorf("patch %s is recorded already as kernel %s, arch %s, version %s: %w",
+			p.Digest, old.Kernel, old.Arch, old.Version, catalog.ErrConflict)
+	}
+	if declared > 0 && declared != old.Size {
+		return invalid("size", "is %d but the recorded patch with this digest has %d bytes", declared, old.Size)
+	}
+	writeJSON(w, http.StatusOK, old)
 	return nil
 }
 

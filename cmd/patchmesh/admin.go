@@ -306,20 +306,26 @@ func (api *adminAPI) request(ctx context.Context, method, path string, query url
 const maxAnswer = 64 << 20
 
 func (api *adminAPI) do(req *http.Request) ([]byte, error) {
+	_, b, err := api.doStatus(req)
+	return b, err
+}
+
+// doStatus is do that also says which 2xx status answered.
+func (api *adminAPI) doStatus(req *http.Request) (int, []byte, error) {
 	what := req.Method + " " + req.URL.Path
 	resp, err := api.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", what, err)
+		return 0, nil, fmt.Errorf("%s: %w", what, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return nil, fmt.Errorf("%s: %w", what, client.ReadError(resp))
+		return 0, nil, fmt.Errorf("%s: %w", what, client.ReadError(resp))
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
 	if err != nil {
-		return nil, fmt.Errorf("%s: read answer: %w", what, err)
+		return 0, nil, fmt.Errorf("%s: read answer: %w", what, err)
 	}
-	return b, nil
+	return resp.StatusCode, b, nil
 }
 
 // decode unmarshals an answer for text output.

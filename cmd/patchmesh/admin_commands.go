@@ -470,7 +470,7 @@ func (a *admin) patchesUpload(ctx context.Context, args []string) error {
 	}
 	req.ContentLength = p.Size
 	req.Header.Set("Content-Type", "application/octet-stream")
-	raw, err := api.do(req)
+	status, raw, err := api.doStatus(req)
 	bar.finish()
 	if err != nil {
 		return err
@@ -480,8 +480,12 @@ func (a *admin) patchesUpload(ctx context.Context, args []string) error {
 		if err := decode(raw, &got); err != nil {
 			return err
 		}
-		_, err := fmt.Fprintf(a.stdout, "Uploaded %s\n  kernel %s, arch %s, version %s, %s, on tiers %s\n",
-			got.Digest, got.Kernel, got.Arch, got.Version, fmtSize(got.Size), orDash(strings.Join(got.Tiers, ", ")))
+		verb := "Uploaded"
+		if status == http.StatusOK { // a repeat: the node had this very patch
+			verb = "Already uploaded (unchanged)"
+		}
+		_, err := fmt.Fprintf(a.stdout, "%s %s\n  kernel %s, arch %s, version %s, %s, on tiers %s\n",
+			verb, got.Digest, got.Kernel, got.Arch, got.Version, fmtSize(got.Size), orDash(strings.Join(got.Tiers, ", ")))
 		return err
 	})
 }

@@ -322,9 +322,13 @@ func TestAdminUploadSendsDigestAndLength(t *testing.T) {
 		t.Errorf("stderr = %q, want nothing (no progress when stderr is not a terminal)", r.stderr)
 	}
 
-	// Uploading it again conflicts.
-	if r := n.admin("", "patches", "upload", path, "--kernel", nodeKernel, "--arch", nodeArch, "--version", "107.1"); r.code != exitConflict {
-		t.Errorf("second upload: exit %d, want %d", r.code, exitConflict)
+	// Uploading it again under the same metadata is a repeat, answered
+	// with the existing patch; under another version it conflicts.
+	if r := n.admin("", "patches", "upload", path, "--kernel", nodeKernel, "--arch", nodeArch, "--version", "107.1"); r.code != exitOK || !strings.Contains(r.stdout, "Already uploaded") || !strings.Contains(r.stdout, digest) {
+		t.Errorf("identical second upload: exit %d, stdout %q; want 0 and 'Already uploaded %s'", r.code, r.stdout, digest)
+	}
+	if r := n.admin("", "patches", "upload", path, "--kernel", nodeKernel, "--arch", nodeArch, "--version", "107.9"); r.code != exitConflict {
+		t.Errorf("upload of the same file as another version: exit %d, want %d", r.code, exitConflict)
 	}
 }
 
