@@ -19,6 +19,7 @@ import (
 
 	"github.com/patchmesh/patchmesh/auth"
 	"github.com/patchmesh/patchmesh/catalog"
+	"github.com/patchmesh/patchmesh/client"
 )
 
 // Login and passwords.
@@ -38,11 +39,11 @@ func (a *admin) login(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	var previous string
-	if l, err := loadLogin(dir); err == nil {
-		previous = l.Server
+	cfg, err := loadConfig(dir)
+	if err != nil {
+		return err
 	}
-	server, err := a.serverURL(previous)
+	name, server, err := a.loginTarget(cfg)
 	if err != nil {
 		return err
 	}
@@ -62,6 +63,11 @@ func (a *admin) login(ctx context.Context, args []string) error {
 	}
 	req.SetBasicAuth(*user, pw)
 	raw, err := api.do(req)
+	var apiErr *client.APIError
+	if errors.As(err, &apiErr) && apiErr.Status == http.StatusUnauthorized {
+		// The node says no more than 401, by design; this is what it means.
+		return fmt.Errorf("login refused: the user name or password is wrong, or the user may not log in: %w", err)
+	}
 	if err != nil {
 		return err
 	}
@@ -75,21 +81,80 @@ func (a *admin) login(ctx context.Context, args []string) error {
 	if out.Macaroon == "" {
 		return errors.New("login: the server's answer holds no macaroon")
 	}
-	if err := saveLogin(dir, adminLogin{Server: server, User: *user, Macaroon: out.Macaroon, Expires: out.Expires.UTC()}); err != nil {
+	cfg.Contexts[name] = adminLogin{Server: server, User: *user, Macaroon: out.Macaroon, Expires: out.Expires.UTC()}
+	cfg.Current = name
+	if err := saveConfig(dir, cfg); err != nil {
 		return err
 	}
 	// The macaroon is a bearer secret: it goes to the file, never to stdout.
 	result := struct {
+		Context string    `json:"context"`
 		Server  string    `json:"server"`
 		User    string    `json:"user"`
 		Expires time.Time `json:"expires"`
-	}{server, *user, out.Expires.UTC()}
+	}{name, server, *user, out.Expires.UTC()}
 	return a.show(nil, result, func() error {
-		_, err := fmt.Fprintf(a.stdout, "Logged in to %s as %s until %s.\n", server, *user, fmtTime(out.Expires))
+		_, err := fmt.Fprintf(a.stdout, "Logged in to %s as %s until %s (context %s, now current).\n", server, *user, fmtTime(out.Expires), name)
 		return err
 	})
 }
 
+// loginTarget is the context a login is kept under and the server it goes
+// to. The name is --context (else $PATCHMESH_CONTEXT when no --server is
+// given); the server is --server, else the named context's server, else
+// $PATCHMESH_URL, else the current context's (a fresh login to it). With
+// no name, the context already kept for the server is renewed, else one
+// named after the server's host and port is made.
+func (a *admin) loginTarget(cfg adminConfig) (name, server string, err error) {
+	explicit := a.context
+	if explicit == "" && a.server == "" {
+		explicit = a.getenv("PATCHMESH_CONTEXT")
+	}
+	if explicit != "" {
+		if err := validContextName(explicit); err != nil {
+			return "", "", err
+		}
+	}
+	raw := a.server
+	if raw == "" && explicit != "" {
+		raw = cfg.Contexts[explicit].Server
+	}
+	if raw == "" {
+		raw = a.getenv("PATCHMESH_URL")
+	}
+	if raw == "" && explicit == "" {
+		c, err := a.choose(cfg)
+		if err != nil {
+			return "", "", err
+		}
+		raw = c.server
+	}
+	if raw == "" {
+		return "", "", usagef("no server: give --server URL (context %s is new)", explicit)
+	}
+	if server, err = normalizeServer(raw); err != nil {
+		return "", "", err
+	}
+	if explicit != "" {
+		return explicit, server, nil
+	}
+	if name, err = cfg.byServer(server); err != nil || name != "" {
+		return name, server, err
+	}
+	// A new context, named after the host; a name another server holds
+	// already gets a number.
+	base := contextName(server)
+	name = base
+	for i := 2; i < 1000; i++ {
+		if _, taken := cfg.Contexts[name]; !taken {
+			return name, server, nil
+		}
+		name = fmt.Sprintf("%s-%d", base, i)
+	}
+	return "", "", usagef("too many contexts named after %s: give --context NAME", base)
+}
+
+// logout forgets the login the command would use (see choose).
 func (a *admin) logout(ctx context.Context, args []string) error {
 	fs := a.flags("logout")
 	pos, err := parseArgs(fs, args)
@@ -103,18 +168,38 @@ func (a *admin) logout(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	removed, err := removeLogin(dir)
+	cfg, err := loadConfig(dir)
 	if err != nil {
 		return err
 	}
-	return a.show(nil, map[string]bool{"logged_out": removed}, func() error {
-		msg := "Logged out."
+	c, err := a.choose(cfg)
+	if err != nil && !errors.Is(err, errNoContext) && len(cfg.Contexts) > 0 {
+		return err
+	}
+	removed := c.name != "" && err == nil
+	if removed {
+		if err := forgetContext(dir, cfg, c.name); err != nil {
+			return err
+		}
+	}
+	return a.show(nil, map[string]any{"logged_out": removed, "context": c.name}, func() error {
+		msg := fmt.Sprintf("Logged out of %s (context %s removed).", c.server, c.name)
 		if !removed {
 			msg = "Not logged in; nothing to do."
 		}
 		_, err := fmt.Fprintln(a.stdout, msg)
 		return err
 	})
+}
+
+// forgetContext removes a context and saves the config; removing the
+// current context leaves none current.
+func forgetContext(dir string, cfg adminConfig, name string) error {
+	delete(cfg.Contexts, name)
+	if cfg.Current == name {
+		cfg.Current = ""
+	}
+	return saveConfig(dir, cfg)
 }
 
 func (a *admin) hashPassword(ctx context.Context, args []string) error {
@@ -401,7 +486,7 @@ func (a *admin) patchesUpload(ctx context.Context, args []string) error {
 	fs.StringVar(&p.Kernel, "kernel", "", "kernel release, as uname -r prints it")
 	fs.StringVar(&p.Arch, "arch", "", "architecture, as uname -m prints it")
 	fs.StringVar(&p.Version, "version", "", "patch version, e.g. 107.1")
-	fs.Var(&cves, "cve", "CVE fixed (repeatable)")
+	fs.Var(&cves, "cve", "a `CVE` the patch fixes (repeatable)")
 	fs.StringVar(&p.Description, "description", "", "free text")
 	pos, err := parseArgs(fs, args)
 	if err != nil {

@@ -96,7 +96,8 @@ type clientCLI struct {
 
 func (c *clientCLI) run(ctx context.Context, args []string) int {
 	c.output = "text"
-	return finish("patchmesh client", clientUsage, c.dispatch(ctx, args), c.stdout, c.stderr)
+	err := c.dispatch(ctx, args)
+	return finishOutput("patchmesh client", clientUsage, string(c.output), err, c.stdout, c.stderr)
 }
 
 func (c *clientCLI) flags(name string) *flag.FlagSet {
