@@ -363,22 +363,28 @@ func (a *admin) open(cmd string, pos []string, names ...string) (*adminAPI, []st
 
 func tokensList(kind string) func(*admin, context.Context, []string) error {
 	return func(a *admin, ctx context.Context, args []string) error {
-		api, _, err := a.prepare(ctx, kind+" list", args)
+		fs := a.flags(kind + " list")
+		limit, after := listFlags(fs)
+		pos, err := parseArgs(fs, args)
 		if err != nil {
 			return err
 		}
-		raw, err := api.call(ctx, http.MethodGet, "/v1/admin/"+kind, nil, nil)
+		api, _, err := a.open(kind+" list", pos)
 		if err != nil {
 			return err
 		}
-		return a.show(raw, nil, func() error {
-			var out struct{ Tokens []catalog.Token }
-			if err := decode(raw, &out); err != nil {
+		l, err := api.list(ctx, "/v1/admin/"+kind, nil, "tokens", *limit, *after)
+		if err != nil {
+			return err
+		}
+		return a.showListing(l, func() error {
+			var tokens []catalog.Token
+			if err := l.decodeItems(&tokens); err != nil {
 				return err
 			}
 			now := a.now()
-			rows := make([][]string, len(out.Tokens))
-			for i, t := range out.Tokens {
+			rows := make([][]string, len(tokens))
+			for i, t := range tokens {
 				rows[i] = []string{t.ID, t.Tier, t.Name, fmtTime(t.Created), fmtTime(t.Expires), tokenStatus(t, now)}
 			}
 			return table(a.stdout, []string{"ID", "TIER", "NAME", "CREATED", "EXPIRES", "STATUS"}, rows)
@@ -582,7 +588,7 @@ func (a *admin) patchesList(ctx context.Context, args []string) error {
 	tier := fs.String("tier", "", "only patches on this tier")
 	version := fs.String("version", "", "only this version")
 	withdrawn := fs.Bool("withdrawn", false, "include withdrawn patches")
-	limit := fs.Int("limit", 0, "at most this many (0: the server's default)")
+	limit, after := listFlags(fs)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -599,19 +605,16 @@ func (a *admin) patchesList(ctx context.Context, args []string) error {
 	if *withdrawn {
 		q.Set("withdrawn", "true")
 	}
-	if *limit > 0 {
-		q.Set("limit", strconv.Itoa(*limit))
-	}
-	raw, err := api.call(ctx, http.MethodGet, "/v1/admin/patches", q, nil)
+	l, err := api.list(ctx, "/v1/admin/patches", q, "patches", *limit, *after)
 	if err != nil {
 		return err
 	}
-	return a.show(raw, nil, func() error {
-		var out struct{ Patches []catalog.Patch }
-		if err := decode(raw, &out); err != nil {
+	return a.showListing(l, func() error {
+		var patches []catalog.Patch
+		if err := l.decodeItems(&patches); err != nil {
 			return err
 		}
-		return a.patchTable(out.Patches)
+		return a.patchTable(patches)
 	})
 }
 
@@ -638,7 +641,11 @@ func (a *admin) patchesShow(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	raw, err := api.call(ctx, http.MethodGet, "/v1/admin/patches/"+pathEscape(pos[0]), nil, nil)
+	digest, err := api.resolveDigest(ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	raw, err := api.call(ctx, http.MethodGet, "/v1/admin/patches/"+pathEscape(digest), nil, nil)
 	if err != nil {
 		return err
 	}
@@ -669,7 +676,15 @@ func (a *admin) patchesPromote(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	raw, err := api.call(ctx, http.MethodPost, "/v1/admin/patches/"+pathEscape(pos[0])+"/promote", nil, map[string]string{"tier": pos[1]})
+	// A version stays a version; anything else names one patch by its
+	// digest or a prefix of it.
+	ref := pos[0]
+	if catalog.ValidVersion(ref) != nil {
+		if ref, err = api.resolveDigest(ctx, ref); err != nil {
+			return err
+		}
+	}
+	raw, err := api.call(ctx, http.MethodPost, "/v1/admin/patches/"+pathEscape(ref)+"/promote", nil, map[string]string{"tier": pos[1]})
 	if err != nil {
 		return err
 	}
@@ -707,7 +722,11 @@ func (a *admin) patchesWithdraw(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	raw, err := api.call(ctx, http.MethodPost, "/v1/admin/patches/"+pathEscape(pos[0])+"/withdraw", nil, nil)
+	digest, err := api.resolveDigest(ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	raw, err := api.call(ctx, http.MethodPost, "/v1/admin/patches/"+pathEscape(digest)+"/withdraw", nil, nil)
 	if err != nil {
 		return err
 	}
@@ -726,11 +745,15 @@ func (a *admin) patchesRemove(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := api.call(ctx, http.MethodDelete, "/v1/admin/patches/"+pathEscape(pos[0]), nil, nil); err != nil {
+	digest, err := api.resolveDigest(ctx, pos[0])
+	if err != nil {
 		return err
 	}
-	return a.show(nil, map[string]string{"removed": pos[0]}, func() error {
-		_, err := fmt.Fprintf(a.stdout, "Removed %s and its file.\n", pos[0])
+	if _, err := api.call(ctx, http.MethodDelete, "/v1/admin/patches/"+pathEscape(digest), nil, nil); err != nil {
+		return err
+	}
+	return a.show(nil, map[string]string{"removed": digest}, func() error {
+		_, err := fmt.Fprintf(a.stdout, "Removed %s and its file.\n", digest)
 		return err
 	})
 }
@@ -742,7 +765,7 @@ func (a *admin) machinesList(ctx context.Context, args []string) error {
 	tier := fs.String("tier", "", "only machines on this tier")
 	kernel := fs.String("kernel", "", "only machines running this kernel release")
 	state := fs.String("state", "", "only machines that last reported this state")
-	limit := fs.Int("limit", 0, "at most this many (0: the server's default)")
+	limit, after := listFlags(fs)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -755,20 +778,17 @@ func (a *admin) machinesList(ctx context.Context, args []string) error {
 	setNonEmpty(q, "tier", *tier)
 	setNonEmpty(q, "kernel", *kernel)
 	setNonEmpty(q, "state", *state)
-	if *limit > 0 {
-		q.Set("limit", strconv.Itoa(*limit))
-	}
-	raw, err := api.call(ctx, http.MethodGet, "/v1/admin/machines", q, nil)
+	l, err := api.list(ctx, "/v1/admin/machines", q, "machines", *limit, *after)
 	if err != nil {
 		return err
 	}
-	return a.show(raw, nil, func() error {
-		var out struct{ Machines []catalog.Machine }
-		if err := decode(raw, &out); err != nil {
+	return a.showListing(l, func() error {
+		var machines []catalog.Machine
+		if err := l.decodeItems(&machines); err != nil {
 			return err
 		}
-		rows := make([][]string, len(out.Machines))
-		for i, m := range out.Machines {
+		rows := make([][]string, len(machines))
+		for i, m := range machines {
 			id := m.ID
 			if len(id) > 16 {
 				id = id[:16]
@@ -780,27 +800,31 @@ func (a *admin) machinesList(ctx context.Context, args []string) error {
 }
 
 func (a *admin) storageList(ctx context.Context, args []string) error {
-	api, _, err := a.prepare(ctx, "storage list", args)
+	fs := a.flags("storage list")
+	limit, after := listFlags(fs)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
-	raw, err := api.call(ctx, http.MethodGet, "/v1/admin/storage", nil, nil)
+	api, _, err := a.open("storage list", pos)
 	if err != nil {
 		return err
 	}
-	return a.show(raw, nil, func() error {
-		var out struct {
-			Blobs []struct {
-				Digest   string    `json:"digest"`
-				Size     int64     `json:"size"`
-				Modified time.Time `json:"modified"`
-			} `json:"blobs"`
+	l, err := api.list(ctx, "/v1/admin/storage", nil, "blobs", *limit, *after)
+	if err != nil {
+		return err
+	}
+	return a.showListing(l, func() error {
+		var blobs []struct {
+			Digest   string    `json:"digest"`
+			Size     int64     `json:"size"`
+			Modified time.Time `json:"modified"`
 		}
-		if err := decode(raw, &out); err != nil {
+		if err := l.decodeItems(&blobs); err != nil {
 			return err
 		}
-		rows := make([][]string, len(out.Blobs))
-		for i, b := range out.Blobs {
+		rows := make([][]string, len(blobs))
+		for i, b := range blobs {
 			rows[i] = []string{b.Digest, fmtSize(b.Size), fmtTime(b.Modified)}
 		}
 		return table(a.stdout, []string{"DIGEST", "SIZE", "MODIFIED"}, rows)
