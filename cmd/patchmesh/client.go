@@ -59,6 +59,9 @@ Options:
   --require-tls    refuse any plain http:// URL
   --proxy URL      HTTP(S) proxy; default from HTTPS_PROXY/HTTP_PROXY/NO_PROXY
 
+With --output json, a failure is also JSON, on standard error:
+  {"error": {"code": "unauthorized", "message": "…", "status": 401, "request_id": "…", "exit_code": 3}}
+
 Exit codes:
   0  success
   1  server or network error, a patch that failed verification, a failed apply hook
