@@ -136,15 +136,21 @@ func adminUsage() string {
 	var b strings.Builder
 	b.WriteString(adminUsageHead)
 	for _, c := range adminCommands {
-		synopsis := strings.TrimSpace(c.name + " " + c.args)
-		if len(synopsis) <= 40 {
-			fmt.Fprintf(&b, "  %-40s  %s\n", synopsis, c.summary)
-		} else {
-			fmt.Fprintf(&b, "  %s\n  %-40s  %s\n", synopsis, "", c.summary)
-		}
+		overviewLine(&b, c)
 	}
 	b.WriteString(adminUsageTail)
 	return b.String()
+}
+
+// overviewLine writes a command's synopsis and summary, the summary on a
+// line of its own when the synopsis is long.
+func overviewLine(b *strings.Builder, c adminCommand) {
+	synopsis := strings.TrimSpace(c.name + " " + c.args)
+	if len(synopsis) <= 40 {
+		fmt.Fprintf(b, "  %-40s  %s\n", synopsis, c.summary)
+	} else {
+		fmt.Fprintf(b, "  %s\n  %-40s  %s\n", synopsis, "", c.summary)
+	}
 }
 
 // findCommand returns the command with this name.
@@ -373,7 +379,7 @@ func groupHelp(group string) string {
 	fmt.Fprintf(&b, "Usage: patchmesh admin %s COMMAND ...\n\nCommands:\n", group)
 	for _, c := range adminCommands {
 		if g, _, ok := strings.Cut(c.name, " "); ok && g == group {
-			fmt.Fprintf(&b, "  %-40s  %s\n", strings.TrimSpace(c.name+" "+c.args), c.summary)
+			overviewLine(&b, c)
 		}
 	}
 	fmt.Fprintf(&b, "\nRun 'patchmesh admin %s COMMAND --help' for a command's flags and an example.\n", group)
