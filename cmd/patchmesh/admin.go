@@ -541,7 +541,7 @@ func (api *adminAPI) explain(err error) error {
 	}
 	switch apiErr.Status {
 	case http.StatusUnauthorized:
-		return fmt.Errorf("the node refused the login of context %s: it expired, was revoked, or the node's keys changed; run patchmesh admin login --context %s: %w", api.context, api.context, err)
+		return fmt.Errorf("the node refused the login of context %s: it is no longer valid there (its user removed, or the node's keys changed); run patchmesh admin login --context %s: %w", api.context, api.context, err)
 	case http.StatusForbidden:
 		return fmt.Errorf("the login of context %s may not do this: %w", api.context, err)
 	}
