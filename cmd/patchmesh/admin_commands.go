@@ -81,9 +81,11 @@ func (a *admin) login(ctx context.Context, args []string) error {
 	if out.Macaroon == "" {
 		return errors.New("login: the server's answer holds no macaroon")
 	}
-	cfg.Contexts[name] = adminLogin{Server: server, User: *user, Macaroon: out.Macaroon, Expires: out.Expires.UTC()}
-	cfg.Current = name
-	if err := saveConfig(dir, cfg); err != nil {
+	if err := updateConfig(dir, func(cfg *adminConfig) error {
+		cfg.Contexts[name] = adminLogin{Server: server, User: *user, Macaroon: out.Macaroon, Expires: out.Expires.UTC()}
+		cfg.Current = name
+		return nil
+	}); err != nil {
 		return err
 	}
 	// The macaroon is a bearer secret: it goes to the file, never to stdout.
@@ -178,7 +180,10 @@ func (a *admin) logout(ctx context.Context, args []string) error {
 	}
 	removed := c.name != "" && err == nil
 	if removed {
-		if err := forgetContext(dir, cfg, c.name); err != nil {
+		if err := updateConfig(dir, func(cfg *adminConfig) error {
+			cfg.forget(c.name)
+			return nil
+		}); err != nil {
 			return err
 		}
 	}
@@ -192,14 +197,13 @@ func (a *admin) logout(ctx context.Context, args []string) error {
 	})
 }
 
-// forgetContext removes a context and saves the config; removing the
-// current context leaves none current.
-func forgetContext(dir string, cfg adminConfig, name string) error {
+// forget removes a context; removing the current context leaves none
+// current.
+func (cfg *adminConfig) forget(name string) {
 	delete(cfg.Contexts, name)
 	if cfg.Current == name {
 		cfg.Current = ""
 	}
-	return saveConfig(dir, cfg)
 }
 
 func (a *admin) hashPassword(ctx context.Context, args []string) error {

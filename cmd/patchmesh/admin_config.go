@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // adminConfigFile is the file, in the admin config directory, that keeps
@@ -111,6 +113,32 @@ func saveConfig(dir string, cfg adminConfig) error {
 		return fmt.Errorf("config directory: %w", err)
 	}
 	return writeFileAtomic(filepath.Join(dir, adminConfigFile), append(b, '\n'))
+}
+
+// updateConfig changes the config file under an exclusive lock on its
+// directory: commands run side by side (a script logging in to every node
+// at once) each read, change and write the file in turn, so no login is
+// lost. The directory itself is locked, so no lock file is left behind.
+func updateConfig(dir string, change func(cfg *adminConfig) error) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create config directory: %w", err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("config directory: %w", err)
+	}
+	defer d.Close() // closing releases the lock
+	if err := unix.Flock(int(d.Fd()), unix.LOCK_EX); err != nil {
+		return fmt.Errorf("lock %s: %w", dir, err)
+	}
+	cfg, err := loadConfig(dir)
+	if err != nil {
+		return err
+	}
+	if err := change(&cfg); err != nil {
+		return err
+	}
+	return saveConfig(dir, cfg)
 }
 
 // contextName is the default context name for a server: its host and

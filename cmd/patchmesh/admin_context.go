@@ -77,12 +77,18 @@ func (a *admin) contextUse(ctx context.Context, args []string) error {
 		return err
 	}
 	name := pos[0]
-	l, ok := cfg.Contexts[name]
-	if !ok {
+	if _, ok := cfg.Contexts[name]; !ok { // checked again under the lock
 		return fmt.Errorf("%w %q: see patchmesh admin context list", errNoContext, name)
 	}
-	cfg.Current = name
-	if err := saveConfig(dir, cfg); err != nil {
+	var l adminLogin
+	if err := updateConfig(dir, func(cfg *adminConfig) error {
+		var ok bool
+		if l, ok = cfg.Contexts[name]; !ok {
+			return fmt.Errorf("%w %q: see patchmesh admin context list", errNoContext, name)
+		}
+		cfg.Current = name
+		return nil
+	}); err != nil {
 		return err
 	}
 	return a.show(nil, map[string]string{"current": name, "server": l.Server}, func() error {
@@ -97,10 +103,16 @@ func (a *admin) contextRemove(ctx context.Context, args []string) error {
 		return err
 	}
 	name := pos[0]
-	if _, ok := cfg.Contexts[name]; !ok {
+	if _, ok := cfg.Contexts[name]; !ok { // checked again under the lock
 		return fmt.Errorf("%w %q: see patchmesh admin context list", errNoContext, name)
 	}
-	if err := forgetContext(dir, cfg, name); err != nil {
+	if err := updateConfig(dir, func(cfg *adminConfig) error {
+		if _, ok := cfg.Contexts[name]; !ok {
+			return fmt.Errorf("%w %q: see patchmesh admin context list", errNoContext, name)
+		}
+		cfg.forget(name)
+		return nil
+	}); err != nil {
 		return err
 	}
 	return a.show(nil, map[string]string{"removed": name}, func() error {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -348,5 +349,33 @@ func TestCompletionScripts(t *testing.T) {
 				t.Errorf("completing %q = %q, want %q", strings.Join(tc.words, " "), got, tc.want)
 			}
 		})
+	}
+}
+
+// Logins run side by side, as a script logging in to every node at once
+// runs them, each keep their context: the file is changed under a lock.
+func TestAdminConcurrentLoginsKeepEveryContext(t *testing.T) {
+	nodes := []*testNode{newTestNode(t), newTestNode(t)}
+	dir := filepath.Join(t.TempDir(), "admin-config")
+	const logins = 8
+	codes := make(chan result, logins)
+	for i := range logins {
+		go func() {
+			n := nodes[i%len(nodes)]
+			codes <- adminEnv(map[string]string{"PATCHMESH_CONFIG_DIR": dir}, nodePassword+"\n",
+				"login", "--password-stdin", "--server", n.srv.URL, "--context", fmt.Sprint("ctx-", i))
+		}()
+	}
+	for range logins {
+		if r := <-codes; r.code != exitOK {
+			t.Errorf("login: exit %d, stderr %s", r.code, r.stderr)
+		}
+	}
+	list := listContexts(t, dir)
+	if len(list.Contexts) != logins {
+		t.Errorf("%d contexts after %d concurrent logins, want all: %+v", len(list.Contexts), logins, list.Contexts)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("config dir holds %d entries, want only %s", len(entries), adminConfigFile)
 	}
 }
