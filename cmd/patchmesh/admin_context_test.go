@@ -315,6 +315,13 @@ func TestCompletionScripts(t *testing.T) {
 			}
 		})
 	}
+	// fish completes through its own completion machinery, when installed.
+	if fish, err := exec.LookPath("fish"); err == nil {
+		out, err := exec.Command(fish, "--no-config", "-c", "source "+shellQuote(script("fish"))+"; complete -C 'patchmesh admin pa'; complete -C 'patchmesh admin patches upload x --ke'").CombinedOutput()
+		if f := strings.Fields(string(out)); err != nil || len(f) == 0 || f[0] != "patches" || !strings.Contains(string(out), "--kernel") {
+			t.Errorf("fish completion = %q (%v), want patches, then --kernel", out, err)
+		}
+	}
 	if r := run(context.Background(), []string{"completion", "tcsh"}, &bytes.Buffer{}, &bytes.Buffer{}); r != exitUsage {
 		t.Errorf("completion tcsh: exit %d, want %d", r, exitUsage)
 	}
