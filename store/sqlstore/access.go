@@ -142,8 +142,7 @@ func tokensQuery(f store.TokenFilter) (string, []any) {
 		args = append(args, us(a.Created), a.ID)
 		q += ` AND (created_us, id) < ($2, $3)`
 	}
-	args = append(args, limit(f.Limit))
-	q += fmt.Sprintf(` ORDER BY created_us DESC, id DESC LIMIT $%d`, len(args))
+	q += fmt.Sprintf(` ORDER BY created_us DESC, id DESC LIMIT %d`, limit(f.Limit)) // see patchesQuery
 	return q, args
 }
 
@@ -382,8 +381,7 @@ func machinesQuery(f store.MachineFilter) (string, []any) {
 		args = append(args, us(a.LastSeen), a.ID)
 		q += fmt.Sprintf(" AND (last_seen_us, id) < ($%d, $%d)", len(args)-1, len(args))
 	}
-	args = append(args, limit(f.Limit))
-	q += fmt.Sprintf(" ORDER BY last_seen_us DESC, id DESC LIMIT $%d", len(args))
+	q += fmt.Sprintf(" ORDER BY last_seen_us DESC, id DESC LIMIT %d", limit(f.Limit)) // see patchesQuery
 	return q, args
 }
 

@@ -451,10 +451,13 @@ func patchesQuery(f store.PatchFilter) (string, []any) {
 	if len(where) > 0 {
 		q += ` WHERE ` + strings.Join(where, " AND ")
 	}
-	args = append(args, limit(f.Limit))
 	// One direction for every key, so that the patches_list index serves
-	// the order and the keyset comparison alike.
-	q += fmt.Sprintf(` ORDER BY p.version_key DESC, p.kernel DESC, p.arch DESC, p.digest DESC LIMIT $%d`, len(args))
+	// the order and the keyset comparison alike. The limit is written into
+	// the query, not passed as a parameter: PostgreSQL's generic plan for a
+	// prepared statement cannot see a parameter's value, and for an
+	// unknown limit it would rather sort the whole table than walk the
+	// index (the first page took 20-45 ms instead of 5 on 10,000 patches).
+	q += fmt.Sprintf(` ORDER BY p.version_key DESC, p.kernel DESC, p.arch DESC, p.digest DESC LIMIT %d`, limit(f.Limit))
 
 	return q, args
 }
