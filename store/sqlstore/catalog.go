@@ -454,9 +454,9 @@ func patchesQuery(f store.PatchFilter) (string, []any) {
 	// One direction for every key, so that the patches_list index serves
 	// the order and the keyset comparison alike. The limit is written into
 	// the query, not passed as a parameter: PostgreSQL's generic plan for a
-	// prepared statement cannot see a parameter's value, and for an
-	// unknown limit it would rather sort the whole table than walk the
-	// index (the first page took 20-45 ms instead of 5 on 10,000 patches).
+	// prepared statement cannot see a parameter's value and assumes a
+	// thousand rows, a cost that passes jit_above_cost, so every run paid
+	// ~17 ms of JIT compilation for a page of 100 (bench/RESULTS.md).
 	q += fmt.Sprintf(` ORDER BY p.version_key DESC, p.kernel DESC, p.arch DESC, p.digest DESC LIMIT %d`, limit(f.Limit))
 
 	return q, args

@@ -1,6 +1,7 @@
 package sqlstore
 
 import (
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,10 +13,12 @@ import (
 	"github.com/patchmesh/patchmesh/store"
 )
 
-// The admin listings page by keyset: a page deep into a large listing must
-// walk the listing's index from the cursor, in order, with no sort of the
-// whole table. This checks the plans of 20,000-row tables rather than
-// timing anything.
+// The admin listings page by keyset: a page, the first or one deep into a
+// large listing, must walk the listing's index from the cursor, in order,
+// with no sort of the whole table, also in PostgreSQL's generic plan of the
+// prepared statement (which cannot see parameter values). This checks the
+// plans of 20,000-row tables, each patch on every tier, rather than timing
+// anything.
 func TestListingsPageThroughTheirIndexes(t *testing.T) {
 	ctx := t.Context()
 	lite, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "p.db"), Options{})
@@ -34,6 +37,7 @@ func TestListingsPageThroughTheirIndexes(t *testing.T) {
 			`WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
 			INSERT INTO patches (digest, kernel, arch, version, version_key, size, created_us)
 			SELECT printf('sha256:%064x', i), '5.15.0-107.117-generic', 'x86_64', '1.' || i, printf('%08d', i), 1, 0 FROM n`,
+			`INSERT INTO availability (digest, tier, added_us) SELECT p.digest, t.name, 0 FROM patches p, tiers t`,
 			`WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
 			INSERT INTO machines (id, tier, registered_us, last_seen_us) SELECT printf('%064x', i), 'edge', 0, i FROM n`,
 			`WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
@@ -43,6 +47,7 @@ func TestListingsPageThroughTheirIndexes(t *testing.T) {
 			`INSERT INTO patches (digest, kernel, arch, version, version_key, size, created_us)
 			SELECT 'sha256:' || lpad(to_hex(i), 64, '0'), '5.15.0-107.117-generic', 'x86_64', '1.' || i, lpad(i::text, 8, '0'), 1, 0
 			FROM generate_series(1, 20000) AS i`,
+			`INSERT INTO availability (digest, tier, added_us) SELECT p.digest, t.name, 0 FROM patches p, tiers t`,
 			`INSERT INTO machines (id, tier, registered_us, last_seen_us)
 			SELECT lpad(to_hex(i), 64, '0'), 'edge', 0, i FROM generate_series(1, 20000) AS i`,
 			`INSERT INTO tokens (id, kind, tier, name, hash, created_us)
@@ -53,6 +58,9 @@ func TestListingsPageThroughTheirIndexes(t *testing.T) {
 	patches, patchArgs := patchesQuery(store.PatchFilter{Limit: 100, After: &store.PatchCursor{Version: "1.10000", Kernel: "5.15.0-107.117-generic", Arch: "x86_64", Digest: "sha256:ff"}})
 	machines, machineArgs := machinesQuery(store.MachineFilter{Limit: 100, After: &store.MachineCursor{LastSeen: at, ID: "ff"}})
 	tokens, tokenArgs := tokensQuery(store.TokenFilter{Kind: catalog.TokenAuth, Limit: 100, After: &store.TokenCursor{Created: at, ID: "ff"}})
+	firstPatches, firstPatchArgs := patchesQuery(store.PatchFilter{Limit: 100})
+	firstMachines, firstMachineArgs := machinesQuery(store.MachineFilter{Limit: 100})
+	firstTokens, firstTokenArgs := tokensQuery(store.TokenFilter{Kind: catalog.TokenAuth, Limit: 100})
 	for _, s := range []*Store{lite, pg} {
 		t.Run(string(s.dialect), func(t *testing.T) {
 			for _, q := range fill[s.dialect] {
@@ -63,9 +71,20 @@ func TestListingsPageThroughTheirIndexes(t *testing.T) {
 			if _, err := s.db.ExecContext(ctx, `ANALYZE`); err != nil {
 				t.Fatal(err)
 			}
+			// The store's statements are prepared, so PostgreSQL may run
+			// them with a generic plan, blind to parameter values: make it
+			// plan them so, on one connection.
+			conn, err := s.db.Conn(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
 			explain := "EXPLAIN QUERY PLAN "
 			if s.dialect == migrations.Postgres {
 				explain = "EXPLAIN "
+				if _, err := conn.ExecContext(ctx, `SET plan_cache_mode = force_generic_plan`); err != nil {
+					t.Fatal(err)
+				}
 			}
 			for _, tc := range []struct {
 				name  string
@@ -76,8 +95,23 @@ func TestListingsPageThroughTheirIndexes(t *testing.T) {
 				{"patches", patches, patchArgs, "patches_list"},
 				{"machines", machines, machineArgs, "machines_seen"},
 				{"tokens", tokens, tokenArgs, "tokens_kind"},
+				{"first patches", firstPatches, firstPatchArgs, "patches_list"},
+				{"first machines", firstMachines, firstMachineArgs, "machines_seen"},
+				{"first tokens", firstTokens, firstTokenArgs, "tokens_kind"},
 			} {
-				rows, err := s.db.QueryContext(ctx, explain+tc.query, tc.args...)
+				query, args := explain+tc.query, tc.args
+				if s.dialect == migrations.Postgres {
+					// EXPLAIN plans with the values; EXPLAIN EXECUTE of a
+					// prepared statement shows the generic plan.
+					if _, err := conn.ExecContext(ctx, `PREPARE listing AS `+tc.query); err != nil {
+						t.Fatalf("%s: %v", tc.name, err)
+					}
+					query, args = `EXPLAIN EXECUTE listing`, nil
+					if len(tc.args) > 0 {
+						query += `(` + sqlLiterals(tc.args) + `)`
+					}
+				}
+				rows, err := conn.QueryContext(ctx, query, args...)
 				if err != nil {
 					t.Fatalf("%s: %v", tc.name, err)
 				}
@@ -98,6 +132,11 @@ func TestListingsPageThroughTheirIndexes(t *testing.T) {
 					plan.WriteString(asText(vals[len(vals)-1]) + " \n")
 				}
 				rows.Close()
+				if s.dialect == migrations.Postgres {
+					if _, err := conn.ExecContext(ctx, `DEALLOCATE listing`); err != nil {
+						t.Fatal(err)
+					}
+				}
 				p := plan.String()
 				if !strings.Contains(p, tc.index) {
 					t.Errorf("%s page: want a plan through %s, got:\n%s", tc.name, tc.index, p)
@@ -112,4 +151,18 @@ func TestListingsPageThroughTheirIndexes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// sqlLiterals writes query arguments (strings and integers) as SQL literals.
+func sqlLiterals(args []any) string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		switch v := a.(type) {
+		case string:
+			out[i] = "'" + strings.ReplaceAll(v, "'", "''") + "'"
+		default:
+			out[i] = fmt.Sprint(v)
+		}
+	}
+	return strings.Join(out, ", ")
 }
