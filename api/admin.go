@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -129,13 +130,23 @@ func (s *server) requireTier(r *http.Request, field, name string) error {
 
 func (s *server) listTokens(kind catalog.TokenKind) adminHandler {
 	return func(w http.ResponseWriter, r *http.Request, _ string) error {
-		tokens, err := s.store.Tokens(r.Context(), kind)
+		q := newQuery(r)
+		size := q.pageSize()
+		f := store.TokenFilter{Kind: kind, Limit: size + 1, After: q.tokenAfter(kind)}
+		if q.err != nil {
+			return q.err
+		}
+		tokens, err := s.store.Tokens(r.Context(), f)
 		if err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusOK, struct {
-			Tokens []catalog.Token `json:"tokens"`
-		}{nonNil(tokens)})
+		tokens, more := page(tokens, size)
+		next := ""
+		if more {
+			last := tokens[len(tokens)-1]
+			next = timeIDCursor("tokens-"+string(kind), last.Created, last.ID)
+		}
+		writePage(w, "tokens", tokens, next)
 		return nil
 	}
 }
@@ -265,9 +276,10 @@ func (s *server) uploadPatch(w http.ResponseWriter, r *http.Request, _ string) e
 	if declared > 0 && r.ContentLength >= 0 && r.ContentLength != declared {
 		return invalid("size", "is %d but the request body is %d bytes", declared, r.ContentLength)
 	}
-	// Refuse a duplicate digest before reading a possibly large body.
-	if _, err := s.store.Patch(ctx, p.Digest); err == nil {
-		return fmt.Errorf("patch %s: %w", p.Digest, catalog.ErrConflict)
+	// Answer a repeated upload, or refuse a duplicate digest, before
+	// reading a possibly large body.
+	if old, err := s.store.Patch(ctx, p.Digest); err == nil {
+		return s.reupload(w, old, p, declared)
 	} else if !errors.Is(err, catalog.ErrNotFound) {
 		return err
 	}
@@ -301,10 +313,35 @@ func (s *server) uploadPatch(w http.ResponseWriter, r *http.Request, _ string) e
 	p.Size = info.Size
 	added, err := s.store.AddPatch(ctx, p)
 	if err != nil {
+		if errors.Is(err, catalog.ErrConflict) {
+			// A concurrent upload of the same file may have recorded it
+			// first: then this one is a repeat, and the blob is that
+			// record's.
+			if old, perr := s.store.Patch(ctx, p.Digest); perr == nil {
+				return s.reupload(w, old, p, declared)
+			}
+		}
 		s.dropBlob(r, d, existed)
 		return err
 	}
 	writeJSON(w, http.StatusCreated, added)
+	return nil
+}
+
+// reupload answers an upload whose digest the catalog holds already. The
+// same file under the same kernel, arch and version is a repeat (a retried
+// upload, a re-run script): it answers 200 with the record as it stands,
+// which the upload changes in nothing. The same file under other metadata
+// is a conflict: a digest names one patch.
+func (s *server) reupload(w http.ResponseWriter, old, p catalog.Patch, declared int64) error {
+	if old.Kernel != p.Kernel || old.Arch != p.Arch || old.Version != p.Version {
+		return fmt.Errorf("patch %s is recorded already as kernel %s, arch %s, version %s: %w",
+			p.Digest, old.Kernel, old.Arch, old.Version, catalog.ErrConflict)
+	}
+	if declared > 0 && declared != old.Size {
+		return invalid("size", "is %d but the recorded patch with this digest has %d bytes", declared, old.Size)
+	}
+	writeJSON(w, http.StatusOK, old)
 	return nil
 }
 
@@ -364,13 +401,16 @@ func (s *server) dropBlob(r *http.Request, d blob.Digest, existed bool) {
 
 func (s *server) listPatches(w http.ResponseWriter, r *http.Request, _ string) error {
 	q := newQuery(r)
+	size := q.pageSize()
 	f := store.PatchFilter{
 		Kernel:           q.get("kernel", catalog.ValidKernel),
 		Arch:             q.get("arch", catalog.ValidArch),
 		Tier:             q.get("tier", validTier),
 		Version:          q.get("version", catalog.ValidVersion),
+		DigestPrefix:     q.get("digest_prefix", validDigestPrefix),
 		IncludeWithdrawn: q.bool("withdrawn"),
-		Limit:            q.limit(),
+		Limit:            size + 1,
+		After:            q.patchAfter(),
 	}
 	if q.err != nil {
 		return q.err
@@ -379,8 +419,35 @@ func (s *server) listPatches(w http.ResponseWriter, r *http.Request, _ string) e
 	if err != nil {
 		return err
 	}
-	writePatches(w, patches)
+	patches, more := page(patches, size)
+	next := ""
+	if more {
+		next = patchCursor(patches[len(patches)-1])
+	}
+	writePage(w, "patches", patches, next)
 	return nil
+}
+
+// eachPatch calls fn for every patch f matches, a page at a time, so that
+// no listing cap bounds what an operation sees.
+func (s *server) eachPatch(ctx context.Context, f store.PatchFilter, fn func(catalog.Patch) error) error {
+	f.Limit = defaultPage
+	f.After = nil
+	for {
+		ps, err := s.store.Patches(ctx, f)
+		if err != nil {
+			return err
+		}
+		for _, p := range ps {
+			if err := fn(p); err != nil {
+				return err
+			}
+		}
+		if len(ps) < f.Limit {
+			return nil
+		}
+		f.After = store.PatchCursorOf(ps[len(ps)-1])
+	}
 }
 
 func writePatches(w http.ResponseWriter, patches []catalog.Patch) {
@@ -431,8 +498,11 @@ func (s *server) promote(w http.ResponseWriter, r *http.Request, _ string) error
 		writePatches(w, []catalog.Patch{p})
 		return nil
 	}
-	matches, err := s.store.Patches(ctx, store.PatchFilter{Version: ref, Limit: maxListLimit})
-	if err != nil {
+	var matches []catalog.Patch
+	if err := s.eachPatch(ctx, store.PatchFilter{Version: ref}, func(p catalog.Patch) error {
+		matches = append(matches, p)
+		return nil
+	}); err != nil {
 		return err
 	}
 	if len(matches) == 0 {
@@ -520,11 +590,13 @@ func (s *server) removePatch(w http.ResponseWriter, r *http.Request, _ string) e
 
 func (s *server) listMachines(w http.ResponseWriter, r *http.Request, _ string) error {
 	q := newQuery(r)
+	size := q.pageSize()
 	f := store.MachineFilter{
 		Tier:   q.get("tier", validTier),
 		Kernel: q.get("kernel", catalog.ValidKernel),
 		State:  catalog.MachineState(q.get("state", validStateString)),
-		Limit:  q.limit(),
+		Limit:  size + 1,
+		After:  q.machineAfter(),
 	}
 	if q.err != nil {
 		return q.err
@@ -533,9 +605,13 @@ func (s *server) listMachines(w http.ResponseWriter, r *http.Request, _ string) 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, struct {
-		Machines []catalog.Machine `json:"machines"`
-	}{nonNil(machines)})
+	machines, more := page(machines, size)
+	next := ""
+	if more {
+		last := machines[len(machines)-1]
+		next = timeIDCursor("machines", last.LastSeen, last.ID)
+	}
+	writePage(w, "machines", machines, next)
 	return nil
 }
 
@@ -545,18 +621,48 @@ type blobEntry struct {
 	Modified time.Time `json:"modified"`
 }
 
+// errPageFull stops a blob enumeration once a page is full.
+var errPageFull = errors.New("page full")
+
+// listStorage pages through the blob store's digest-ordered enumeration;
+// the cursor is the last digest of the page. The blob drivers enumerate
+// from the start, so a page skips what came before it: the blob store
+// holds one file per patch, far fewer than the machines and tokens that
+// page by index.
 func (s *server) listStorage(w http.ResponseWriter, r *http.Request, _ string) error {
+	q := newQuery(r)
+	size := q.pageSize()
+	var after string
+	if k := q.after("storage", 1); k != nil {
+		if err := catalog.ValidDigest(k[0]); err != nil {
+			return invalid("after", "is not a cursor of this listing")
+		}
+		after = k[0]
+	}
+	if q.err != nil {
+		return q.err
+	}
 	blobs := []blobEntry{}
+	more := false
 	err := s.blobs.Enumerate(r.Context(), func(i blob.Info) error {
+		if string(i.Digest) <= after {
+			return nil
+		}
+		if len(blobs) == size {
+			more = true
+			return errPageFull
+		}
 		blobs = append(blobs, blobEntry{string(i.Digest), i.Size, i.Modified.UTC()})
 		return nil
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, errPageFull) {
 		return err
 	}
-	writeJSON(w, http.StatusOK, struct {
-		Blobs []blobEntry `json:"blobs"`
-	}{blobs})
+	next := ""
+	if more {
+		next = encodeCursor("storage", blobs[len(blobs)-1].Digest)
+	}
+	writePage(w, "blobs", blobs, next)
 	return nil
 }
 
@@ -573,24 +679,23 @@ func (s *server) refreshStorage(w http.ResponseWriter, r *http.Request, _ string
 	}); err != nil {
 		return err
 	}
-	patches, err := s.store.Patches(ctx, store.PatchFilter{IncludeWithdrawn: true, Limit: maxListLimit})
-	if err != nil {
-		return err
-	}
-	recorded := make(map[string]bool, len(patches))
+	recorded := map[string]bool{}
 	missing := []string{}
-	for _, p := range patches {
+	if err := s.eachPatch(ctx, store.PatchFilter{IncludeWithdrawn: true}, func(p catalog.Patch) error {
 		recorded[p.Digest] = true
 		if !blobs[p.Digest] {
 			missing = append(missing, p.Digest)
 		}
+		return nil
+	}); err != nil {
+		return err
 	}
 	orphans := []string{}
 	for d := range blobs {
 		if recorded[d] {
 			continue
 		}
-		// The listing is capped, so ask about each unlisted blob.
+		// A patch recorded while the listing was read: ask about it.
 		if _, err := s.store.Patch(ctx, d); errors.Is(err, catalog.ErrNotFound) {
 			orphans = append(orphans, d)
 		} else if err != nil {
@@ -600,13 +705,13 @@ func (s *server) refreshStorage(w http.ResponseWriter, r *http.Request, _ string
 	slices.Sort(orphans)
 	slices.Sort(missing)
 	s.log.LogAttrs(ctx, slog.LevelInfo, "storage refresh", slog.Int("blobs", len(blobs)),
-		slog.Int("patches", len(patches)), slog.Int("orphans", len(orphans)), slog.Int("missing", len(missing)))
+		slog.Int("patches", len(recorded)), slog.Int("orphans", len(orphans)), slog.Int("missing", len(missing)))
 	writeJSON(w, http.StatusOK, struct {
 		Blobs   int      `json:"blobs"`
 		Patches int      `json:"patches"`
 		Orphans []string `json:"orphans"`
 		Missing []string `json:"missing"`
-	}{len(blobs), len(patches), orphans, missing})
+	}{len(blobs), len(recorded), orphans, missing})
 	return nil
 }
 

@@ -327,7 +327,9 @@ func TestUploadVerifiesBeforeStoringAndPatchesAreManaged(t *testing.T) {
 		{"bad version", uploadPath(digestOf(other), testKernel, "v2"), other, 400, "invalid_input", "version"},
 		{"bad CVE", strings.Replace(uploadPath(digestOf(other), testKernel, "107.2"), "CVE-2024-1086", "CVE-1", 1), other, 400, "invalid_input", "cves"},
 		{"digest mismatch", uploadPath(digestOf(file[:999]), testKernel, "107.2"), other, 422, "digest_mismatch", ""},
-		{"duplicate digest", uploadPath(p.Digest, testKernel, "107.2"), file, 409, "conflict", ""},
+		{"duplicate digest, other version", uploadPath(p.Digest, testKernel, "107.2"), file, 409, "conflict", ""},
+		{"duplicate digest, other arch", strings.Replace(uploadPath(p.Digest, testKernel, "107.1"), "arch="+testArch, "arch=aarch64", 1), file, 409, "conflict", ""},
+		{"repeat with another size", uploadPath(p.Digest, testKernel, "107.1") + "&size=999", file[:999], 400, "invalid_input", "size"},
 		{"duplicate version", uploadPath(digestOf(other), testKernel, "107.1"), other, 409, "conflict", ""},
 		{"declared size differs", uploadPath(digestOf(other), testKernel, "107.2") + "&size=1999", other, 400, "invalid_input", "size"},
 		{"empty file", uploadPath(digestOf(nil), testKernel, "107.2"), nil, 400, "invalid_input", "size"},
@@ -360,6 +362,17 @@ func TestUploadVerifiesBeforeStoringAndPatchesAreManaged(t *testing.T) {
 			t.Errorf("%d %s, want 413 too_large", r.StatusCode, r.body)
 		}
 		e.unchanged("oversized chunked upload", before)
+	})
+	// The same file under the same metadata again is a repeat: 200 and the
+	// record as it stands, nothing changed.
+	t.Run("identical re-upload", func(t *testing.T) {
+		before := e.snapshot()
+		var again catalog.Patch
+		e.want(e.request(http.MethodPost, uploadPath(p.Digest, testKernel, "107.1"), e.admin, file), http.StatusOK, &again)
+		if again.Digest != p.Digest || again.Version != p.Version || !again.Created.Equal(p.Created) {
+			t.Errorf("re-upload answered %+v, want the existing record %+v", again, p)
+		}
+		e.unchanged("identical re-upload", before)
 	})
 	// The duplicate's blob is the existing patch's and must survive.
 	if _, err := e.blobs.Stat(ctx, blob.Digest(p.Digest)); err != nil {

@@ -322,7 +322,7 @@ func (e *env) snapshot() snapshot {
 		e.t.Fatalf("head: %v", err)
 	}
 	for _, k := range []catalog.TokenKind{catalog.TokenAuth, catalog.TokenMachine, catalog.TokenSync} {
-		ts, err := e.store.Tokens(ctx, k)
+		ts, err := e.store.Tokens(ctx, store.TokenFilter{Kind: k, Limit: 100_000})
 		if err != nil {
 			e.t.Fatalf("tokens: %v", err)
 		}

@@ -24,10 +24,27 @@ type PatchFilter struct {
 	Arch    string
 	Tier    string
 	Version string
+	// DigestPrefix keeps patches whose digest starts with it
+	// ("sha256:3f2a9c1e").
+	DigestPrefix string
 	// IncludeWithdrawn lists withdrawn patches too.
 	IncludeWithdrawn bool
 	// Limit caps the result; 0 means the store's default (1000).
 	Limit int
+	// After resumes a listing after this patch (the last of the previous
+	// page); nil starts at the beginning.
+	After *PatchCursor
+}
+
+// PatchCursor is a patch's place in the patch listing, which is ordered
+// by version (newest first), then kernel, arch and digest, all descending.
+type PatchCursor struct {
+	Version, Kernel, Arch, Digest string
+}
+
+// PatchCursorOf is p's place in the listing.
+func PatchCursorOf(p catalog.Patch) *PatchCursor {
+	return &PatchCursor{Version: p.Version, Kernel: p.Kernel, Arch: p.Arch, Digest: p.Digest}
 }
 
 // MachineFilter narrows a machine listing. Zero fields match everything.
@@ -37,6 +54,33 @@ type MachineFilter struct {
 	State  catalog.MachineState
 	// Limit caps the result; 0 means the store's default (1000).
 	Limit int
+	// After resumes a listing after this machine; nil starts at the
+	// beginning.
+	After *MachineCursor
+}
+
+// MachineCursor is a machine's place in the machine listing: most recently
+// seen first, then by ID, descending.
+type MachineCursor struct {
+	LastSeen time.Time
+	ID       string
+}
+
+// TokenFilter selects one kind of token, a page at a time.
+type TokenFilter struct {
+	Kind catalog.TokenKind
+	// Limit caps the result; 0 means the store's default (1000).
+	Limit int
+	// After resumes a listing after this token; nil starts at the
+	// beginning.
+	After *TokenCursor
+}
+
+// TokenCursor is a token's place in the token listing: newest first, then
+// by ID, descending.
+type TokenCursor struct {
+	Created time.Time
+	ID      string
 }
 
 // RootKey is a macaroon root key. A key mints macaroons until MintUntil and
@@ -73,7 +117,8 @@ type Store interface {
 	AddPatch(ctx context.Context, p catalog.Patch) (catalog.Patch, error)
 	// Patch returns the patch with this digest, withdrawn or not.
 	Patch(ctx context.Context, digest string) (catalog.Patch, error)
-	// Patches lists patches matching f, newest version first.
+	// Patches lists patches matching f, newest version first. A listing
+	// is paged by index: f.After resumes it where a page ended.
 	Patches(ctx context.Context, f PatchFilter) ([]catalog.Patch, error)
 	// Newest returns the highest-versioned patch for kernel and arch that is
 	// available on tier and not withdrawn. ErrNotFound if there is none.
@@ -99,8 +144,8 @@ type Store interface {
 	AddToken(ctx context.Context, t catalog.Token) error
 	// Token returns a token by ID, revoked or not.
 	Token(ctx context.Context, id string) (catalog.Token, error)
-	// Tokens lists tokens of one kind, newest first.
-	Tokens(ctx context.Context, kind catalog.TokenKind) ([]catalog.Token, error)
+	// Tokens lists tokens of one kind, newest first, a page at a time.
+	Tokens(ctx context.Context, f TokenFilter) ([]catalog.Token, error)
 	// RevokeToken marks a token revoked at the given time; for an
 	// enrollment token it is a logged (and on a hub, sealed) change.
 	RevokeToken(ctx context.Context, kind catalog.TokenKind, id string, at time.Time) error
@@ -114,7 +159,8 @@ type Store interface {
 	// CheckIn stores a machine's report: kernel, arch, state, versions,
 	// uptime and LastSeen. ErrNotFound if the machine is not registered.
 	CheckIn(ctx context.Context, m catalog.Machine) error
-	// Machines lists machines matching f, most recently seen first.
+	// Machines lists machines matching f, most recently seen first, a
+	// page at a time (f.After).
 	Machines(ctx context.Context, f MachineFilter) ([]catalog.Machine, error)
 
 	// Events returns up to limit change-log events with Seq > after, in order.

@@ -11,58 +11,177 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/patchmesh/patchmesh/client"
 )
 
-const adminUsage = `Usage: patchmesh admin [--server URL] [--output text|json] [--ca-file PEM] COMMAND ...
+// adminUsageHead and adminUsageTail frame the command overview, which the
+// command table writes (adminUsage).
+const adminUsageHead = `Usage: patchmesh admin [--server URL] [--context NAME] [--output text|json] [--ca-file PEM] COMMAND ...
 
-Manage a patchmesh node. The server is --server, else $PATCHMESH_URL, else
-the server of the last login. Flags may also follow the command.
+Manage patchmesh nodes. The admin tool keeps one login per node, each under
+a context name. A command goes to --context NAME, else the node at --server
+URL, else $PATCHMESH_CONTEXT, else the node at $PATCHMESH_URL, else the
+current context (the last login, or 'context use'). Flags may also follow
+the command. 'patchmesh admin COMMAND --help' shows a command's flags and
+an example.
 
 Commands:
-  login [--user NAME] [--password-stdin]    log in; keeps a macaroon in the config dir
-  logout                                    forget the login
-  hash-password [--password-stdin] [--cost N]
-                                            print a bcrypt hash for the config file
-  tiers list | add NAME | remove NAME
-  auth-tokens list | add TIER NAME [--valid-until T] | revoke ID
-  sync-tokens list | add TIER NAME [--valid-until T] | revoke ID
-                                            T is RFC 3339, a duration (720h) or days (90d)
-  patches upload FILE --kernel K --arch A --version V [--cve ID]... [--description TEXT]
-  patches list [--kernel K] [--arch A] [--tier T] [--version V] [--withdrawn] [--limit N]
-  patches show DIGEST
-  patches promote REF TIER                  REF is a digest, or a version (every patch with it)
-  patches promote-all FROM TO
-  patches withdraw DIGEST
-  patches remove DIGEST
-  machines list [--tier T] [--kernel K] [--state S] [--limit N]
-  storage list | refresh
-  sync status                               each sync link's state, cursor and lag
-  sync trigger [--wait]                     start a sync round now (--wait: until it ends)
-  trust list | add KEY | remove ID          hub keys this node pins (KEY is ed25519:…)
-  hub-key                                   the node's hub signing key (public; no login)
-  nodes list | remove NAME                  nodes the hub admitted (machines use only these)
-  nodes admit NAME --key ed25519:… --url URL [--url URL]... [--tier T]...
-                                            admit a node at the hub (default: every tier)
-  topology                                  the mesh as the node's gossip sees it: a tree
-                                            from the hub, with health and lag (times UTC)
+`
 
-The login is kept in $PATCHMESH_CONFIG_DIR/admin.json, else in the user's
+const adminUsageTail = `
+The logins are kept in $PATCHMESH_CONFIG_DIR/admin.json, else in the user's
 config directory under patchmesh/ (mode 0600).
+
+With --output json, a failure is also JSON, on standard error:
+  {"error": {"code": "not_found", "message": "…", "status": 404, "request_id": "…", "exit_code": 4}}
 
 Exit codes:
   0  success
   1  server or network error
   2  usage error
   3  authentication or authorization failure (401, 403, or not logged in)
-  4  not found (404)
+  4  not found (404; also an unknown context or digest prefix)
   5  conflict (409; also a patch change on a node that is not the hub)
   6  invalid input (400, 413, 422)
 `
+
+// adminCommand is one command of the admin tool. The table of them drives
+// dispatch, the overview, each command's --help and shell completion, so
+// that a command is described in one place.
+type adminCommand struct {
+	name    string // "patches upload", or a lone "login"
+	args    string // the synopsis after the name: "FILE --kernel K ..."
+	summary string // one line for the overview
+	about   string // more for the command's --help; may be empty
+	example string
+	run     func(a *admin, ctx context.Context, args []string) error
+}
+
+// adminCommands is every admin command, in the order the overview lists
+// them.
+var adminCommands = []adminCommand{
+	{name: "login", args: "[--user NAME] [--password-stdin]", summary: "log in; keeps a macaroon in the config dir under a context",
+		about:   "The context is --context NAME, else the context already kept for the server, else\none named after the server's host and port. The login becomes the current context.",
+		example: "patchmesh admin login --server https://hub.example.com:8443 --context hub --user admin", run: (*admin).login},
+	{name: "logout", summary: "forget the chosen context's login",
+		example: "patchmesh admin logout --context hub", run: (*admin).logout},
+	{name: "context list", summary: "the kept logins: context, server, user, expiry (no secrets)",
+		example: "patchmesh admin context list", run: (*admin).contextList},
+	{name: "context use", args: "NAME", summary: "make NAME the current context",
+		example: "patchmesh admin context use edge-eu", run: (*admin).contextUse},
+	{name: "context remove", args: "NAME", summary: "forget the login kept under NAME",
+		example: "patchmesh admin context remove edge-eu", run: (*admin).contextRemove},
+	{name: "hash-password", args: "[--password-stdin] [--cost N]", summary: "print a bcrypt hash for the config file",
+		example: "patchmesh admin hash-password", run: (*admin).hashPassword},
+	{name: "tiers list", summary: "the release tiers, in order",
+		example: "patchmesh admin tiers list", run: (*admin).tiersList},
+	{name: "tiers add", args: "NAME", summary: "append a tier",
+		example: "patchmesh admin tiers add canary", run: (*admin).tiersAdd},
+	{name: "tiers remove", args: "NAME", summary: "remove a tier no token or machine uses",
+		example: "patchmesh admin tiers remove canary", run: (*admin).tiersRemove},
+	{name: "auth-tokens list", args: "[--limit N] [--after CURSOR]", summary: "machine enrollment tokens (no secrets)",
+		example: "patchmesh admin auth-tokens list", run: tokensList("auth-tokens")},
+	{name: "auth-tokens add", args: "TIER NAME [--valid-until T]", summary: "make an enrollment token; T is RFC 3339, a duration (720h) or days (90d)",
+		example: "patchmesh admin auth-tokens add edge fleet-a --valid-until 90d", run: tokensAdd("auth-tokens")},
+	{name: "auth-tokens revoke", args: "ID", summary: "revoke an enrollment token",
+		example: "patchmesh admin auth-tokens revoke 0123456789abcdef", run: tokensRevoke("auth-tokens")},
+	{name: "sync-tokens list", args: "[--limit N] [--after CURSOR]", summary: "downstream nodes' sync tokens (no secrets)",
+		example: "patchmesh admin sync-tokens list", run: tokensList("sync-tokens")},
+	{name: "sync-tokens add", args: "TIER NAME [--valid-until T]", summary: "make a sync token for a downstream node",
+		example: "patchmesh admin sync-tokens add stable dc-east", run: tokensAdd("sync-tokens")},
+	{name: "sync-tokens revoke", args: "ID", summary: "revoke a sync token",
+		example: "patchmesh admin sync-tokens revoke 0123456789abcdef", run: tokensRevoke("sync-tokens")},
+	{name: "patches upload", args: "FILE --kernel K --arch A --version V [--cve ID]... [--description TEXT]", summary: "upload a patch file (hub only)",
+		about:   "The file is hashed locally and sent with its digest; the node checks it again.\nUploading the same file with the same kernel, arch and version again is a repeat,\nanswered with the patch as it stands.",
+		example: "patchmesh admin patches upload lp.ko --kernel 5.15.0-107.117-generic --arch x86_64 --version 107.1 --cve CVE-2024-1086", run: (*admin).patchesUpload},
+	{name: "patches list", args: "[--kernel K] [--arch A] [--tier T] [--version V] [--withdrawn] [--limit N] [--after CURSOR]", summary: "patches, newest version first (every page, or at most N)",
+		example: "patchmesh admin patches list --tier edge --limit 50", run: (*admin).patchesList},
+	{name: "patches show", args: "DIGEST", summary: "one patch; DIGEST may be a unique prefix of 8+ hex digits",
+		example: "patchmesh admin patches show 3f2a9c1e", run: (*admin).patchesShow},
+	{name: "patches promote", args: "REF TIER", summary: "REF is a digest (or unique prefix), or a version (every patch with it)",
+		example: "patchmesh admin patches promote 107.1 beta", run: (*admin).patchesPromote},
+	{name: "patches promote-all", args: "FROM TO", summary: "put every live patch of FROM on TO",
+		example: "patchmesh admin patches promote-all beta stable", run: (*admin).patchesPromoteAll},
+	{name: "patches withdraw", args: "DIGEST", summary: "stop offering a patch; the record stays (DIGEST may be a unique prefix)",
+		example: "patchmesh admin patches withdraw sha256:3f2a9c1e", run: (*admin).patchesWithdraw},
+	{name: "patches remove", args: "DIGEST", summary: "delete a patch's record and file (DIGEST may be a unique prefix)",
+		example: "patchmesh admin patches remove 3f2a9c1e", run: (*admin).patchesRemove},
+	{name: "machines list", args: "[--tier T] [--kernel K] [--state S] [--limit N] [--after CURSOR]", summary: "registered machines, most recently seen first",
+		example: "patchmesh admin machines list --state apply-failed", run: (*admin).machinesList},
+	{name: "storage list", args: "[--limit N] [--after CURSOR]", summary: "the stored patch files",
+		example: "patchmesh admin storage list", run: (*admin).storageList},
+	{name: "storage refresh", summary: "compare files and records: orphans and missing files",
+		example: "patchmesh admin storage refresh", run: (*admin).storageRefresh},
+	{name: "sync status", summary: "each sync link's state, cursor and lag",
+		example: "patchmesh admin sync status", run: (*admin).syncStatus},
+	{name: "sync trigger", args: "[--wait]", summary: "start a sync round now (--wait: until it ends)",
+		example: "patchmesh admin sync trigger --wait", run: (*admin).syncTrigger},
+	{name: "trust list", summary: "hub keys this node pins",
+		example: "patchmesh admin trust list", run: (*admin).trustList},
+	{name: "trust add", args: "KEY", summary: "pin a hub key (KEY is ed25519:…)",
+		example: "patchmesh admin trust add ed25519:…", run: (*admin).trustAdd},
+	{name: "trust remove", args: "ID", summary: "unpin a hub key",
+		example: "patchmesh admin trust remove 0123456789abcdef", run: (*admin).trustRemove},
+	{name: "hub-key", summary: "the node's hub signing key (public; no login)",
+		example: "patchmesh admin hub-key --server https://hub.example.com:8443", run: (*admin).adminHubKey},
+	{name: "topology", summary: "the mesh as the node's gossip sees it: a tree from the hub, with health and lag (UTC)",
+		example: "patchmesh admin topology", run: (*admin).topology},
+	{name: "nodes list", summary: "the nodes the hub admitted (machines use only these)",
+		example: "patchmesh admin nodes list", run: (*admin).nodesList},
+	{name: "nodes admit", args: "NAME --key ed25519:… --url URL [--url URL]... [--tier T]...",
+		summary: "admit a node at the hub by its identity key (default: every tier)",
+		about:   "The hub signs one admission per tier; it reaches every node of those tiers by sync.\n'patchmesh node-key' on the node prints its key.",
+		example: "patchmesh admin nodes admit edge-1 --key ed25519:… --url https://edge-1.example:8443 --tier stable", run: (*admin).nodesAdmit},
+	{name: "nodes remove", args: "NAME", summary: "remove a node's admission at the hub (signed, per tier)",
+		example: "patchmesh admin nodes remove edge-1", run: (*admin).nodesRemove},
+}
+
+// adminUsage is the overview `patchmesh admin --help` prints.
+func adminUsage() string {
+	var b strings.Builder
+	b.WriteString(adminUsageHead)
+	for _, c := range adminCommands {
+		overviewLine(&b, c)
+	}
+	b.WriteString(adminUsageTail)
+	return b.String()
+}
+
+// overviewLine writes a command's synopsis and summary, the summary on a
+// line of its own when the synopsis is long.
+func overviewLine(b *strings.Builder, c adminCommand) {
+	synopsis := strings.TrimSpace(c.name + " " + c.args)
+	if len(synopsis) <= 40 {
+		fmt.Fprintf(b, "  %-40s  %s\n", synopsis, c.summary)
+	} else {
+		fmt.Fprintf(b, "  %s\n  %-40s  %s\n", synopsis, "", c.summary)
+	}
+}
+
+// findCommand returns the command with this name.
+func findCommand(name string) (adminCommand, bool) {
+	for _, c := range adminCommands {
+		if c.name == name {
+			return c, true
+		}
+	}
+	return adminCommand{}, false
+}
+
+// subcommands lists the commands of a group ("patches"), by their second
+// word.
+func subcommands(group string) []string {
+	var subs []string
+	for _, c := range adminCommands {
+		if g, sub, ok := strings.Cut(c.name, " "); ok && g == group {
+			subs = append(subs, sub)
+		}
+	}
+	return subs
+}
 
 // runAdmin is `patchmesh admin`.
 func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -79,79 +198,76 @@ type admin struct {
 	now            func() time.Time
 
 	// Global options, settable before or after the command.
-	server string
-	output outputFlag
-	caFile string
+	server  string
+	context string
+	output  outputFlag
+	caFile  string
+
+	// fs is the flag set the running command made last: its --help shows
+	// it, and shell completion reads its flags.
+	fs *flag.FlagSet
 }
 
 func (a *admin) run(ctx context.Context, args []string) int {
 	a.output = "text"
-	return finish("patchmesh admin", adminUsage, a.dispatch(ctx, args), a.stdout, a.stderr)
+	err := a.dispatch(ctx, args)
+	return finishOutput("patchmesh admin", adminUsage(), string(a.output), err, a.stdout, a.stderr)
 }
+
+// helpText is a help request answered with a text of its own (a command's
+// or a group's help) rather than the tool's overview.
+type helpText string
+
+func (h helpText) Error() string { return string(h) }
+func (h helpText) Unwrap() error { return flag.ErrHelp }
 
 // finish turns a command's outcome into its exit code: help goes to stdout,
 // an error to stderr with its exit code, and a usage error with a pointer to
 // --help. The admin tool and the client share it so they answer alike.
 func finish(prog, usage string, err error, stdout, stderr io.Writer) int {
-	if errors.Is(err, flag.ErrHelp) {
+	return finishOutput(prog, usage, "text", err, stdout, stderr)
+}
+
+// finishOutput is finish for a command run with --output output: under
+// json, the error is the JSON error envelope (see errorJSON).
+func finishOutput(prog, usage, output string, err error, stdout, stderr io.Writer) int {
+	var h helpText
+	switch {
+	case errors.As(err, &h):
+		fmt.Fprint(stdout, string(h))
+		return exitOK
+	case errors.Is(err, flag.ErrHelp):
 		fmt.Fprint(stdout, usage)
 		return exitOK
+	case err == nil:
+		return exitOK
 	}
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
-		code := exitCode(err)
-		if code == exitUsage {
-			fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", prog)
+	code := exitCode(err)
+	if output == "json" {
+		if werr := printJSON(stderr, nil, errorJSON(err, code)); werr == nil {
+			return code
 		}
-		return code
 	}
-	return exitOK
+	fmt.Fprintf(stderr, "%s: %v\n", prog, err)
+	if code == exitUsage {
+		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", prog)
+	}
+	return code
 }
 
 // flags makes a command's flag set with the global options on it.
 func (a *admin) flags(name string) *flag.FlagSet {
 	fs := newFlagSet("patchmesh admin " + name)
 	fs.StringVar(&a.server, "server", a.server, "node URL")
+	fs.StringVar(&a.context, "context", a.context, "the kept login to use, by name")
 	fs.Var(&a.output, "output", "text or json")
 	fs.StringVar(&a.caFile, "ca-file", a.caFile, "PEM bundle of extra CAs")
+	a.fs = fs
 	return fs
 }
 
-// adminCommands maps "group sub" (or a lone command) to its handler.
-var adminCommands = map[string]func(a *admin, ctx context.Context, args []string) error{
-	"login":               (*admin).login,
-	"logout":              (*admin).logout,
-	"hash-password":       (*admin).hashPassword,
-	"tiers list":          (*admin).tiersList,
-	"tiers add":           (*admin).tiersAdd,
-	"tiers remove":        (*admin).tiersRemove,
-	"auth-tokens list":    tokensList("auth-tokens"),
-	"auth-tokens add":     tokensAdd("auth-tokens"),
-	"auth-tokens revoke":  tokensRevoke("auth-tokens"),
-	"sync-tokens list":    tokensList("sync-tokens"),
-	"sync-tokens add":     tokensAdd("sync-tokens"),
-	"sync-tokens revoke":  tokensRevoke("sync-tokens"),
-	"patches upload":      (*admin).patchesUpload,
-	"patches list":        (*admin).patchesList,
-	"patches show":        (*admin).patchesShow,
-	"patches promote":     (*admin).patchesPromote,
-	"patches promote-all": (*admin).patchesPromoteAll,
-	"patches withdraw":    (*admin).patchesWithdraw,
-	"patches remove":      (*admin).patchesRemove,
-	"machines list":       (*admin).machinesList,
-	"storage list":        (*admin).storageList,
-	"storage refresh":     (*admin).storageRefresh,
-	"sync status":         (*admin).syncStatus,
-	"sync trigger":        (*admin).syncTrigger,
-	"trust list":          (*admin).trustList,
-	"trust add":           (*admin).trustAdd,
-	"trust remove":        (*admin).trustRemove,
-	"hub-key":             (*admin).adminHubKey,
-	"nodes list":          (*admin).nodesList,
-	"nodes admit":         (*admin).nodesAdmit,
-	"nodes remove":        (*admin).nodesRemove,
-	"topology":            (*admin).topology,
-}
+// globalFlags are the flags every admin command takes (flags).
+var globalFlags = map[string]bool{"server": true, "context": true, "output": true, "ca-file": true}
 
 func (a *admin) dispatch(ctx context.Context, args []string) error {
 	// Global flags before the command; the command's own flag set parses
@@ -168,50 +284,126 @@ func (a *admin) dispatch(ctx context.Context, args []string) error {
 		return usagef("no command given")
 	}
 	if rest[0] == "help" {
-		return flag.ErrHelp
+		return a.help(rest[1:])
 	}
-	if h, ok := adminCommands[rest[0]]; ok {
-		return h(a, ctx, rest[1:])
+	if c, ok := findCommand(rest[0]); ok {
+		return a.runCommand(ctx, c, rest[1:])
 	}
 	// A group's global flags may also stand before its subcommand.
 	group := rest[0]
+	subs := subcommands(group)
 	gs := a.flags(group)
 	if err := gs.Parse(rest[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) && len(subs) > 0 {
+			return helpText(groupHelp(group))
+		}
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
 		return usagef("%v", err)
 	}
 	if sub := gs.Args(); len(sub) > 0 {
-		if h, ok := adminCommands[group+" "+sub[0]]; ok {
-			return h(a, ctx, sub[1:])
-		}
-	}
-	var subs []string
-	for name := range adminCommands {
-		if g, sub, ok := strings.Cut(name, " "); ok && g == group {
-			subs = append(subs, sub)
+		if c, ok := findCommand(group + " " + sub[0]); ok {
+			return a.runCommand(ctx, c, sub[1:])
 		}
 	}
 	if len(subs) > 0 {
-		sort.Strings(subs)
 		return usagef("%s needs one of: %s", group, strings.Join(subs, ", "))
 	}
 	return usagef("unknown command %q", group)
 }
 
-// serverURL is --server, else $PATCHMESH_URL, else fallback.
-func (a *admin) serverURL(fallback string) (string, error) {
-	s := a.server
-	if s == "" {
-		s = a.getenv("PATCHMESH_URL")
+// runCommand runs c, answering its --help with its own help.
+func (a *admin) runCommand(ctx context.Context, c adminCommand, args []string) error {
+	err := c.run(a, ctx, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return helpText(commandHelp(c, a.fs))
 	}
-	if s == "" {
-		s = fallback
+	return err
+}
+
+// help is `patchmesh admin help [COMMAND...]`.
+func (a *admin) help(words []string) error {
+	name := strings.Join(words, " ")
+	if name == "" {
+		return flag.ErrHelp
 	}
-	if s == "" {
-		return "", usagef("no server: give --server URL or set PATCHMESH_URL")
+	if c, ok := findCommand(name); ok {
+		return helpText(commandHelp(c, commandFlags(c)))
 	}
+	if len(subcommands(name)) > 0 {
+		return helpText(groupHelp(name))
+	}
+	return usagef("help: unknown command %q", name)
+}
+
+// commandFlags returns the flag set c makes, by running it with --help: a
+// command parses its flags before it does anything else.
+func commandFlags(c adminCommand) *flag.FlagSet {
+	probe := &admin{stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard,
+		getenv: func(string) string { return "" }, now: time.Now, output: "text"}
+	if err := c.run(probe, context.Background(), []string{"--help"}); !errors.Is(err, flag.ErrHelp) || probe.fs == nil {
+		return newFlagSet(c.name)
+	}
+	return probe.fs
+}
+
+// commandHelp is one command's usage, flags and example.
+func commandHelp(c adminCommand, fs *flag.FlagSet) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Usage: patchmesh admin %s\n\n%s.\n", strings.TrimSpace(c.name+" "+c.args), upperFirst(c.summary))
+	if c.about != "" {
+		fmt.Fprintf(&b, "%s\n", c.about)
+	}
+	var own []string
+	fs.VisitAll(func(f *flag.Flag) {
+		if globalFlags[f.Name] {
+			return
+		}
+		name, usage := flag.UnquoteUsage(f)
+		line := "  --" + f.Name
+		if name != "" {
+			line += " " + name
+		}
+		line = fmt.Sprintf("%-26s %s", line, usage)
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
+			line += fmt.Sprintf(" (default %s)", f.DefValue)
+		}
+		own = append(own, line)
+	})
+	if len(own) > 0 {
+		fmt.Fprintf(&b, "\nFlags:\n%s\n", strings.Join(own, "\n"))
+	}
+	b.WriteString("\nGlobal flags: --server URL, --context NAME, --output text|json, --ca-file PEM\n")
+	if c.example != "" {
+		fmt.Fprintf(&b, "\nExample:\n  %s\n", c.example)
+	}
+	return b.String()
+}
+
+// groupHelp lists a group's commands.
+func groupHelp(group string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Usage: patchmesh admin %s COMMAND ...\n\nCommands:\n", group)
+	for _, c := range adminCommands {
+		if g, _, ok := strings.Cut(c.name, " "); ok && g == group {
+			overviewLine(&b, c)
+		}
+	}
+	fmt.Fprintf(&b, "\nRun 'patchmesh admin %s COMMAND --help' for a command's flags and an example.\n", group)
+	return b.String()
+}
+
+func upperFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// normalizeServer checks a server URL and drops trailing slashes, so that
+// one node has one spelling in the config file.
+func normalizeServer(s string) (string, error) {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return "", usagef("server %q: must be an http:// or https:// URL", s)
@@ -223,32 +415,44 @@ func (a *admin) serverURL(fallback string) (string, error) {
 type adminAPI struct {
 	server   string
 	macaroon string
+	context  string // the kept login's name, for messages
 	http     *http.Client
 }
 
-// session loads the login and checks that it belongs to the chosen server
-// and has not expired: a macaroon is never sent to a server it was not
-// issued by.
+// session loads the chosen context's login and checks that it has not
+// expired. The macaroon goes only to the server it was issued by: the
+// context is chosen by name or by server, and a name given with another
+// server is refused.
 func (a *admin) session() (*adminAPI, error) {
 	dir, err := adminConfigDir(a.getenv)
 	if err != nil {
 		return nil, err
 	}
-	l, err := loadLogin(dir)
+	cfg, err := loadConfig(dir)
 	if err != nil {
 		return nil, err
 	}
-	server, err := a.serverURL(l.Server)
+	c, err := a.choose(cfg)
 	if err != nil {
+		if errors.Is(err, errNoContext) {
+			return nil, fmt.Errorf("%w: %w", errNotLoggedIn, err)
+		}
 		return nil, err
 	}
-	if server != l.Server {
-		return nil, fmt.Errorf("%w to %s (the login is for %s): run patchmesh admin login --server %s", errNotLoggedIn, server, l.Server, server)
+	if c.name == "" {
+		return nil, fmt.Errorf("%w to %s: run patchmesh admin login --server %s", errNotLoggedIn, c.server, c.server)
 	}
+	l := cfg.Contexts[c.name]
 	if !l.Expires.IsZero() && !a.now().Before(l.Expires) {
-		return nil, fmt.Errorf("%w: the login to %s expired at %s; run patchmesh admin login", errNotLoggedIn, server, fmtTime(l.Expires))
+		return nil, fmt.Errorf("%w: the login of context %s (%s) expired at %s; run patchmesh admin login --context %s",
+			errNotLoggedIn, c.name, l.Server, fmtTime(l.Expires), c.name)
 	}
-	return a.newAPI(server, l.Macaroon)
+	api, err := a.newAPI(l.Server, l.Macaroon)
+	if err != nil {
+		return nil, err
+	}
+	api.context = c.name
+	return api, nil
 }
 
 func (a *admin) newAPI(server, macaroon string) (*adminAPI, error) {
@@ -312,20 +516,44 @@ func (api *adminAPI) request(ctx context.Context, method, path string, query url
 const maxAnswer = 64 << 20
 
 func (api *adminAPI) do(req *http.Request) ([]byte, error) {
+	_, b, err := api.doStatus(req)
+	return b, err
+}
+
+// doStatus is do that also says which 2xx status answered.
+func (api *adminAPI) doStatus(req *http.Request) (int, []byte, error) {
 	what := req.Method + " " + req.URL.Path
 	resp, err := api.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", what, err)
+		return 0, nil, fmt.Errorf("%s: %w", what, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return nil, fmt.Errorf("%s: %w", what, client.ReadError(resp))
+		return 0, nil, fmt.Errorf("%s: %w", what, api.explain(client.ReadError(resp)))
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
 	if err != nil {
-		return nil, fmt.Errorf("%s: read answer: %w", what, err)
+		return 0, nil, fmt.Errorf("%s: read answer: %w", what, err)
 	}
-	return b, nil
+	return resp.StatusCode, b, nil
+}
+
+// explain adds what a refused login most likely means. The node answers
+// every refused credential alike (401, nothing said about why, so that a
+// guesser learns nothing); the tool knows what it sent and can say what to
+// do about it.
+func (api *adminAPI) explain(err error) error {
+	var apiErr *client.APIError
+	if !errors.As(err, &apiErr) || api.macaroon == "" {
+		return err
+	}
+	switch apiErr.Status {
+	case http.StatusUnauthorized:
+		return fmt.Errorf("the node refused the login of context %s: it is no longer valid there (its user removed, or the node's keys changed); run patchmesh admin login --context %s: %w", api.context, api.context, err)
+	case http.StatusForbidden:
+		return fmt.Errorf("the login of context %s may not do this: %w", api.context, err)
+	}
+	return err
 }
 
 // decode unmarshals an answer for text output.

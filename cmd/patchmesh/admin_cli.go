@@ -13,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -43,6 +44,10 @@ func (e *usageError) Error() string { return e.msg }
 func usagef(format string, args ...any) error {
 	return &usageError{fmt.Sprintf(format, args...)}
 }
+
+// errNoMatch means no record matches what a command named (a digest
+// prefix, say): a not-found of the tool's own.
+var errNoMatch = errors.New("no match")
 
 // errNotLoggedIn means the admin tool holds no usable macaroon for the server.
 var errNotLoggedIn = errors.New("not logged in")
@@ -75,8 +80,61 @@ func exitCode(err error) int {
 		return exitInvalid
 	case errors.Is(err, errNotLoggedIn), errors.Is(err, client.ErrNotRegistered):
 		return exitAuth
+	case errors.Is(err, errNoContext), errors.Is(err, errNoMatch):
+		return exitNotFound
 	}
 	return exitServer
+}
+
+// errorBody is the JSON error envelope the tools print under --output
+// json: the node's envelope (docs/api.md) when the node answered, else one
+// of the same shape for a failure of the tool's own, with the exit code
+// either way.
+type errorBody struct {
+	Error struct {
+		Code      string `json:"code"`
+		Message   string `json:"message"`
+		Field     string `json:"field,omitempty"`
+		Status    int    `json:"status,omitempty"`
+		RequestID string `json:"request_id,omitempty"`
+		ExitCode  int    `json:"exit_code"`
+	} `json:"error"`
+}
+
+// errorJSON makes err's envelope. The node's code is kept as it is; the
+// tool's own failures get codes named after their exit codes.
+func errorJSON(err error, exit int) errorBody {
+	var b errorBody
+	b.Error.Message = err.Error()
+	b.Error.ExitCode = exit
+	var (
+		apiErr *client.APIError
+		inv    *catalog.InvalidError
+	)
+	switch {
+	case errors.As(err, &apiErr):
+		b.Error.Code = apiErr.Code
+		if b.Error.Code == "" {
+			b.Error.Code = "http_" + strconv.Itoa(apiErr.Status)
+		}
+		b.Error.Field, b.Error.Status, b.Error.RequestID = apiErr.Field, apiErr.Status, apiErr.RequestID
+		return b
+	case errors.As(err, &inv):
+		b.Error.Code, b.Error.Field = "invalid_input", inv.Field
+		return b
+	}
+	if errors.Is(err, client.ErrNotRegistered) {
+		b.Error.Code = "not_registered"
+		return b
+	}
+	b.Error.Code = map[int]string{
+		exitUsage: "usage", exitAuth: "not_logged_in", exitNotFound: "not_found",
+		exitConflict: "conflict", exitInvalid: "invalid_input",
+	}[exit]
+	if b.Error.Code == "" {
+		b.Error.Code = "failed"
+	}
+	return b
 }
 
 // newFlagSet makes a flag set whose errors and help the caller reports.

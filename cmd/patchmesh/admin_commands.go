@@ -19,6 +19,7 @@ import (
 
 	"github.com/patchmesh/patchmesh/auth"
 	"github.com/patchmesh/patchmesh/catalog"
+	"github.com/patchmesh/patchmesh/client"
 )
 
 // Login and passwords.
@@ -38,11 +39,11 @@ func (a *admin) login(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	var previous string
-	if l, err := loadLogin(dir); err == nil {
-		previous = l.Server
+	cfg, err := loadConfig(dir)
+	if err != nil {
+		return err
 	}
-	server, err := a.serverURL(previous)
+	name, server, err := a.loginTarget(cfg)
 	if err != nil {
 		return err
 	}
@@ -62,6 +63,11 @@ func (a *admin) login(ctx context.Context, args []string) error {
 	}
 	req.SetBasicAuth(*user, pw)
 	raw, err := api.do(req)
+	var apiErr *client.APIError
+	if errors.As(err, &apiErr) && apiErr.Status == http.StatusUnauthorized {
+		// The node says no more than 401, by design; this is what it means.
+		return fmt.Errorf("login refused: the user name or password is wrong, or the user may not log in: %w", err)
+	}
 	if err != nil {
 		return err
 	}
@@ -75,21 +81,82 @@ func (a *admin) login(ctx context.Context, args []string) error {
 	if out.Macaroon == "" {
 		return errors.New("login: the server's answer holds no macaroon")
 	}
-	if err := saveLogin(dir, adminLogin{Server: server, User: *user, Macaroon: out.Macaroon, Expires: out.Expires.UTC()}); err != nil {
+	if err := updateConfig(dir, func(cfg *adminConfig) error {
+		cfg.Contexts[name] = adminLogin{Server: server, User: *user, Macaroon: out.Macaroon, Expires: out.Expires.UTC()}
+		cfg.Current = name
+		return nil
+	}); err != nil {
 		return err
 	}
 	// The macaroon is a bearer secret: it goes to the file, never to stdout.
 	result := struct {
+		Context string    `json:"context"`
 		Server  string    `json:"server"`
 		User    string    `json:"user"`
 		Expires time.Time `json:"expires"`
-	}{server, *user, out.Expires.UTC()}
+	}{name, server, *user, out.Expires.UTC()}
 	return a.show(nil, result, func() error {
-		_, err := fmt.Fprintf(a.stdout, "Logged in to %s as %s until %s.\n", server, *user, fmtTime(out.Expires))
+		_, err := fmt.Fprintf(a.stdout, "Logged in to %s as %s until %s (context %s, now current).\n", server, *user, fmtTime(out.Expires), name)
 		return err
 	})
 }
 
+// loginTarget is the context a login is kept under and the server it goes
+// to. The name is --context (else $PATCHMESH_CONTEXT when no --server is
+// given); the server is --server, else the named context's server, else
+// $PATCHMESH_URL, else the current context's (a fresh login to it). With
+// no name, the context already kept for the server is renewed, else one
+// named after the server's host and port is made.
+func (a *admin) loginTarget(cfg adminConfig) (name, server string, err error) {
+	explicit := a.context
+	if explicit == "" && a.server == "" {
+		explicit = a.getenv("PATCHMESH_CONTEXT")
+	}
+	if explicit != "" {
+		if err := validContextName(explicit); err != nil {
+			return "", "", err
+		}
+	}
+	raw := a.server
+	if raw == "" && explicit != "" {
+		raw = cfg.Contexts[explicit].Server
+	}
+	if raw == "" {
+		raw = a.getenv("PATCHMESH_URL")
+	}
+	if raw == "" && explicit == "" {
+		c, err := a.choose(cfg)
+		if err != nil {
+			return "", "", err
+		}
+		raw = c.server
+	}
+	if raw == "" {
+		return "", "", usagef("no server: give --server URL (context %s is new)", explicit)
+	}
+	if server, err = normalizeServer(raw); err != nil {
+		return "", "", err
+	}
+	if explicit != "" {
+		return explicit, server, nil
+	}
+	if name, err = cfg.byServer(server); err != nil || name != "" {
+		return name, server, err
+	}
+	// A new context, named after the host; a name another server holds
+	// already gets a number.
+	base := contextName(server)
+	name = base
+	for i := 2; i < 1000; i++ {
+		if _, taken := cfg.Contexts[name]; !taken {
+			return name, server, nil
+		}
+		name = fmt.Sprintf("%s-%d", base, i)
+	}
+	return "", "", usagef("too many contexts named after %s: give --context NAME", base)
+}
+
+// logout forgets the login the command would use (see choose).
 func (a *admin) logout(ctx context.Context, args []string) error {
 	fs := a.flags("logout")
 	pos, err := parseArgs(fs, args)
@@ -103,18 +170,40 @@ func (a *admin) logout(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	removed, err := removeLogin(dir)
+	cfg, err := loadConfig(dir)
 	if err != nil {
 		return err
 	}
-	return a.show(nil, map[string]bool{"logged_out": removed}, func() error {
-		msg := "Logged out."
+	c, err := a.choose(cfg)
+	if err != nil && !errors.Is(err, errNoContext) && len(cfg.Contexts) > 0 {
+		return err
+	}
+	removed := c.name != "" && err == nil
+	if removed {
+		if err := updateConfig(dir, func(cfg *adminConfig) error {
+			cfg.forget(c.name)
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+	return a.show(nil, map[string]any{"logged_out": removed, "context": c.name}, func() error {
+		msg := fmt.Sprintf("Logged out of %s (context %s removed).", c.server, c.name)
 		if !removed {
 			msg = "Not logged in; nothing to do."
 		}
 		_, err := fmt.Fprintln(a.stdout, msg)
 		return err
 	})
+}
+
+// forget removes a context; removing the current context leaves none
+// current.
+func (cfg *adminConfig) forget(name string) {
+	delete(cfg.Contexts, name)
+	if cfg.Current == name {
+		cfg.Current = ""
+	}
 }
 
 func (a *admin) hashPassword(ctx context.Context, args []string) error {
@@ -278,22 +367,28 @@ func (a *admin) open(cmd string, pos []string, names ...string) (*adminAPI, []st
 
 func tokensList(kind string) func(*admin, context.Context, []string) error {
 	return func(a *admin, ctx context.Context, args []string) error {
-		api, _, err := a.prepare(ctx, kind+" list", args)
+		fs := a.flags(kind + " list")
+		limit, after := listFlags(fs)
+		pos, err := parseArgs(fs, args)
 		if err != nil {
 			return err
 		}
-		raw, err := api.call(ctx, http.MethodGet, "/v1/admin/"+kind, nil, nil)
+		api, _, err := a.open(kind+" list", pos)
 		if err != nil {
 			return err
 		}
-		return a.show(raw, nil, func() error {
-			var out struct{ Tokens []catalog.Token }
-			if err := decode(raw, &out); err != nil {
+		l, err := api.list(ctx, "/v1/admin/"+kind, nil, "tokens", *limit, *after)
+		if err != nil {
+			return err
+		}
+		return a.showListing(l, func() error {
+			var tokens []catalog.Token
+			if err := l.decodeItems(&tokens); err != nil {
 				return err
 			}
 			now := a.now()
-			rows := make([][]string, len(out.Tokens))
-			for i, t := range out.Tokens {
+			rows := make([][]string, len(tokens))
+			for i, t := range tokens {
 				rows[i] = []string{t.ID, t.Tier, t.Name, fmtTime(t.Created), fmtTime(t.Expires), tokenStatus(t, now)}
 			}
 			return table(a.stdout, []string{"ID", "TIER", "NAME", "CREATED", "EXPIRES", "STATUS"}, rows)
@@ -401,7 +496,7 @@ func (a *admin) patchesUpload(ctx context.Context, args []string) error {
 	fs.StringVar(&p.Kernel, "kernel", "", "kernel release its machines report: Ubuntu's ABI.BUILD-FLAVOUR (5.15.0-107.117-generic), elsewhere uname -r")
 	fs.StringVar(&p.Arch, "arch", "", "architecture, as uname -m prints it")
 	fs.StringVar(&p.Version, "version", "", "patch version, e.g. 107.1")
-	fs.Var(&cves, "cve", "CVE fixed (repeatable)")
+	fs.Var(&cves, "cve", "a `CVE` the patch fixes (repeatable)")
 	fs.StringVar(&p.Description, "description", "", "free text")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
@@ -470,7 +565,7 @@ func (a *admin) patchesUpload(ctx context.Context, args []string) error {
 	}
 	req.ContentLength = p.Size
 	req.Header.Set("Content-Type", "application/octet-stream")
-	raw, err := api.do(req)
+	status, raw, err := api.doStatus(req)
 	bar.finish()
 	if err != nil {
 		return err
@@ -480,8 +575,12 @@ func (a *admin) patchesUpload(ctx context.Context, args []string) error {
 		if err := decode(raw, &got); err != nil {
 			return err
 		}
-		_, err := fmt.Fprintf(a.stdout, "Uploaded %s\n  kernel %s, arch %s, version %s, %s, on tiers %s\n",
-			got.Digest, got.Kernel, got.Arch, got.Version, fmtSize(got.Size), orDash(strings.Join(got.Tiers, ", ")))
+		verb := "Uploaded"
+		if status == http.StatusOK { // a repeat: the node had this very patch
+			verb = "Already uploaded (unchanged)"
+		}
+		_, err := fmt.Fprintf(a.stdout, "%s %s\n  kernel %s, arch %s, version %s, %s, on tiers %s\n",
+			verb, got.Digest, got.Kernel, got.Arch, got.Version, fmtSize(got.Size), orDash(strings.Join(got.Tiers, ", ")))
 		return err
 	})
 }
@@ -493,7 +592,7 @@ func (a *admin) patchesList(ctx context.Context, args []string) error {
 	tier := fs.String("tier", "", "only patches on this tier")
 	version := fs.String("version", "", "only this version")
 	withdrawn := fs.Bool("withdrawn", false, "include withdrawn patches")
-	limit := fs.Int("limit", 0, "at most this many (0: the server's default)")
+	limit, after := listFlags(fs)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -510,19 +609,16 @@ func (a *admin) patchesList(ctx context.Context, args []string) error {
 	if *withdrawn {
 		q.Set("withdrawn", "true")
 	}
-	if *limit > 0 {
-		q.Set("limit", strconv.Itoa(*limit))
-	}
-	raw, err := api.call(ctx, http.MethodGet, "/v1/admin/patches", q, nil)
+	l, err := api.list(ctx, "/v1/admin/patches", q, "patches", *limit, *after)
 	if err != nil {
 		return err
 	}
-	return a.show(raw, nil, func() error {
-		var out struct{ Patches []catalog.Patch }
-		if err := decode(raw, &out); err != nil {
+	return a.showListing(l, func() error {
+		var patches []catalog.Patch
+		if err := l.decodeItems(&patches); err != nil {
 			return err
 		}
-		return a.patchTable(out.Patches)
+		return a.patchTable(patches)
 	})
 }
 
@@ -549,7 +645,11 @@ func (a *admin) patchesShow(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	raw, err := api.call(ctx, http.MethodGet, "/v1/admin/patches/"+pathEscape(pos[0]), nil, nil)
+	digest, err := api.resolveDigest(ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	raw, err := api.call(ctx, http.MethodGet, "/v1/admin/patches/"+pathEscape(digest), nil, nil)
 	if err != nil {
 		return err
 	}
@@ -580,7 +680,15 @@ func (a *admin) patchesPromote(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	raw, err := api.call(ctx, http.MethodPost, "/v1/admin/patches/"+pathEscape(pos[0])+"/promote", nil, map[string]string{"tier": pos[1]})
+	// A version stays a version; anything else names one patch by its
+	// digest or a prefix of it.
+	ref := pos[0]
+	if catalog.ValidVersion(ref) != nil {
+		if ref, err = api.resolveDigest(ctx, ref); err != nil {
+			return err
+		}
+	}
+	raw, err := api.call(ctx, http.MethodPost, "/v1/admin/patches/"+pathEscape(ref)+"/promote", nil, map[string]string{"tier": pos[1]})
 	if err != nil {
 		return err
 	}
@@ -618,7 +726,11 @@ func (a *admin) patchesWithdraw(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	raw, err := api.call(ctx, http.MethodPost, "/v1/admin/patches/"+pathEscape(pos[0])+"/withdraw", nil, nil)
+	digest, err := api.resolveDigest(ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	raw, err := api.call(ctx, http.MethodPost, "/v1/admin/patches/"+pathEscape(digest)+"/withdraw", nil, nil)
 	if err != nil {
 		return err
 	}
@@ -637,11 +749,15 @@ func (a *admin) patchesRemove(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := api.call(ctx, http.MethodDelete, "/v1/admin/patches/"+pathEscape(pos[0]), nil, nil); err != nil {
+	digest, err := api.resolveDigest(ctx, pos[0])
+	if err != nil {
 		return err
 	}
-	return a.show(nil, map[string]string{"removed": pos[0]}, func() error {
-		_, err := fmt.Fprintf(a.stdout, "Removed %s and its file.\n", pos[0])
+	if _, err := api.call(ctx, http.MethodDelete, "/v1/admin/patches/"+pathEscape(digest), nil, nil); err != nil {
+		return err
+	}
+	return a.show(nil, map[string]string{"removed": digest}, func() error {
+		_, err := fmt.Fprintf(a.stdout, "Removed %s and its file.\n", digest)
 		return err
 	})
 }
@@ -653,7 +769,7 @@ func (a *admin) machinesList(ctx context.Context, args []string) error {
 	tier := fs.String("tier", "", "only machines on this tier")
 	kernel := fs.String("kernel", "", "only machines running this kernel release")
 	state := fs.String("state", "", "only machines that last reported this state")
-	limit := fs.Int("limit", 0, "at most this many (0: the server's default)")
+	limit, after := listFlags(fs)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -666,20 +782,17 @@ func (a *admin) machinesList(ctx context.Context, args []string) error {
 	setNonEmpty(q, "tier", *tier)
 	setNonEmpty(q, "kernel", *kernel)
 	setNonEmpty(q, "state", *state)
-	if *limit > 0 {
-		q.Set("limit", strconv.Itoa(*limit))
-	}
-	raw, err := api.call(ctx, http.MethodGet, "/v1/admin/machines", q, nil)
+	l, err := api.list(ctx, "/v1/admin/machines", q, "machines", *limit, *after)
 	if err != nil {
 		return err
 	}
-	return a.show(raw, nil, func() error {
-		var out struct{ Machines []catalog.Machine }
-		if err := decode(raw, &out); err != nil {
+	return a.showListing(l, func() error {
+		var machines []catalog.Machine
+		if err := l.decodeItems(&machines); err != nil {
 			return err
 		}
-		rows := make([][]string, len(out.Machines))
-		for i, m := range out.Machines {
+		rows := make([][]string, len(machines))
+		for i, m := range machines {
 			id := m.ID
 			if len(id) > 16 {
 				id = id[:16]
@@ -691,27 +804,31 @@ func (a *admin) machinesList(ctx context.Context, args []string) error {
 }
 
 func (a *admin) storageList(ctx context.Context, args []string) error {
-	api, _, err := a.prepare(ctx, "storage list", args)
+	fs := a.flags("storage list")
+	limit, after := listFlags(fs)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
-	raw, err := api.call(ctx, http.MethodGet, "/v1/admin/storage", nil, nil)
+	api, _, err := a.open("storage list", pos)
 	if err != nil {
 		return err
 	}
-	return a.show(raw, nil, func() error {
-		var out struct {
-			Blobs []struct {
-				Digest   string    `json:"digest"`
-				Size     int64     `json:"size"`
-				Modified time.Time `json:"modified"`
-			} `json:"blobs"`
+	l, err := api.list(ctx, "/v1/admin/storage", nil, "blobs", *limit, *after)
+	if err != nil {
+		return err
+	}
+	return a.showListing(l, func() error {
+		var blobs []struct {
+			Digest   string    `json:"digest"`
+			Size     int64     `json:"size"`
+			Modified time.Time `json:"modified"`
 		}
-		if err := decode(raw, &out); err != nil {
+		if err := l.decodeItems(&blobs); err != nil {
 			return err
 		}
-		rows := make([][]string, len(out.Blobs))
-		for i, b := range out.Blobs {
+		rows := make([][]string, len(blobs))
+		for i, b := range blobs {
 			rows[i] = []string{b.Digest, fmtSize(b.Size), fmtTime(b.Modified)}
 		}
 		return table(a.stdout, []string{"DIGEST", "SIZE", "MODIFIED"}, rows)

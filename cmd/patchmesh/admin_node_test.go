@@ -17,6 +17,7 @@ import (
 
 	"github.com/patchmesh/patchmesh/api"
 	"github.com/patchmesh/patchmesh/internal/nodetest"
+	"github.com/patchmesh/patchmesh/store/sqlstore"
 )
 
 const (
@@ -35,6 +36,7 @@ type testNode struct {
 	blobDir  string
 	cfgDir   string // the admin tool's PATCHMESH_CONFIG_DIR
 	logs     *nodetest.LogBuffer
+	store    *sqlstore.Store // the node's store, to make records no file could (shared digest prefixes)
 	mu       sync.Mutex
 	requests []*http.Request // a copy of each request's line and headers
 }
@@ -44,7 +46,7 @@ func newTestNode(t *testing.T, tune ...func(*api.Config)) *testNode {
 	logs := &nodetest.LogBuffer{}
 	log := slog.New(api.NewLogHandler(slog.NewJSONHandler(logs, nil)))
 	wired := nodetest.Wire(t, log, nodetest.Options{Admin: nodeAdmin})
-	n := &testNode{t: t, blobDir: wired.BlobDir, cfgDir: filepath.Join(t.TempDir(), "admin-config"), logs: logs}
+	n := &testNode{t: t, blobDir: wired.BlobDir, cfgDir: filepath.Join(t.TempDir(), "admin-config"), logs: logs, store: wired.Store}
 	cfg := wired.Config
 	for _, f := range tune {
 		f(&cfg)

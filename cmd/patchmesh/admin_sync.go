@@ -161,17 +161,19 @@ func (a *admin) adminHubKey(ctx context.Context, args []string) error {
 	if err := wantArgs("patchmesh admin hub-key", pos); err != nil {
 		return err
 	}
-	var previous string
-	if dir, err := adminConfigDir(a.getenv); err == nil {
-		if l, err := loadLogin(dir); err == nil {
-			previous = l.Server
-		}
-	}
-	server, err := a.serverURL(previous)
+	dir, err := adminConfigDir(a.getenv)
 	if err != nil {
 		return err
 	}
-	api, err := a.newAPI(server, "")
+	cfg, err := loadConfig(dir)
+	if err != nil {
+		return err
+	}
+	c, err := a.choose(cfg)
+	if err != nil {
+		return err
+	}
+	api, err := a.newAPI(c.server, "")
 	if err != nil {
 		return err
 	}

@@ -33,10 +33,7 @@ func TestAdminLoginKeepsPrivateConfig(t *testing.T) {
 	if got := fileMode(t, path); got != 0o600 {
 		t.Errorf("config file mode = %o, want 600", got)
 	}
-	l, err := loadLogin(n.cfgDir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := currentLogin(t, n.cfgDir)
 	if l.Server != n.srv.URL || l.User != nodeAdmin || l.Macaroon == "" || l.Expires.IsZero() {
 		t.Errorf("saved login = %+v, want server %s, user %s, a macaroon and its expiry", l, n.srv.URL, nodeAdmin)
 	}
@@ -98,9 +95,11 @@ func TestAdminSessionChecks(t *testing.T) {
 		t.Errorf("tiers list with an expired login: exit %d, stderr %q; want %d, expired", r.code, r.stderr, exitAuth)
 	}
 
-	l, _ := loadLogin(n.cfgDir)
+	cfg, _ := loadConfig(n.cfgDir)
+	l := cfg.Contexts[cfg.Current]
 	l.Macaroon = "bm90LWEtbWFjYXJvb24"
-	if err := saveLogin(n.cfgDir, l); err != nil {
+	cfg.Contexts[cfg.Current] = l
+	if err := saveConfig(n.cfgDir, cfg); err != nil {
 		t.Fatal(err)
 	}
 	if r := n.admin("", "tiers", "list"); r.code != exitAuth {
@@ -322,9 +321,13 @@ func TestAdminUploadSendsDigestAndLength(t *testing.T) {
 		t.Errorf("stderr = %q, want nothing (no progress when stderr is not a terminal)", r.stderr)
 	}
 
-	// Uploading it again conflicts.
-	if r := n.admin("", "patches", "upload", path, "--kernel", nodeKernel, "--arch", nodeArch, "--version", "107.1"); r.code != exitConflict {
-		t.Errorf("second upload: exit %d, want %d", r.code, exitConflict)
+	// Uploading it again under the same metadata is a repeat, answered
+	// with the existing patch; under another version it conflicts.
+	if r := n.admin("", "patches", "upload", path, "--kernel", nodeKernel, "--arch", nodeArch, "--version", "107.1"); r.code != exitOK || !strings.Contains(r.stdout, "Already uploaded") || !strings.Contains(r.stdout, digest) {
+		t.Errorf("identical second upload: exit %d, stdout %q; want 0 and 'Already uploaded %s'", r.code, r.stdout, digest)
+	}
+	if r := n.admin("", "patches", "upload", path, "--kernel", nodeKernel, "--arch", nodeArch, "--version", "107.9"); r.code != exitConflict {
+		t.Errorf("upload of the same file as another version: exit %d, want %d", r.code, exitConflict)
 	}
 }
 
@@ -510,4 +513,18 @@ func TestTableCleansControlCharacters(t *testing.T) {
 	if strings.ContainsAny(buf.String(), "\x1b\t") {
 		t.Errorf("table output %q holds control characters from the cells", buf.String())
 	}
+}
+
+// currentLogin is the login of the current context.
+func currentLogin(t *testing.T, dir string) adminLogin {
+	t.Helper()
+	cfg, err := loadConfig(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, ok := cfg.Contexts[cfg.Current]
+	if !ok {
+		t.Fatalf("no current context in %+v", cfg)
+	}
+	return l
 }

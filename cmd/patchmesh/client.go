@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -61,6 +62,9 @@ Options:
   --require-tls    refuse any plain http:// URL
   --proxy URL      HTTP(S) proxy; default from HTTPS_PROXY/HTTP_PROXY/NO_PROXY
 
+With --output json, a failure is also JSON, on standard error:
+  {"error": {"code": "unauthorized", "message": "…", "status": 401, "request_id": "…", "exit_code": 3}}
+
 Exit codes:
   0  success
   1  server or network error, a patch that failed verification, a failed apply hook
@@ -101,7 +105,8 @@ type clientCLI struct {
 
 func (c *clientCLI) run(ctx context.Context, args []string) int {
 	c.output = "text"
-	return finish("patchmesh client", clientUsage, c.dispatch(ctx, args), c.stdout, c.stderr)
+	err := c.dispatch(ctx, args)
+	return finishOutput("patchmesh client", clientUsage, string(c.output), err, c.stdout, c.stderr)
 }
 
 func (c *clientCLI) flags(name string) *flag.FlagSet {
@@ -259,7 +264,7 @@ func (c *clientCLI) register(ctx context.Context, args []string) error {
 	}
 	reg, err := cl.Register(ctx, client.RegisterRequest{AuthToken: token, MachineID: c.machineID, Kernel: *kernel, Arch: *arch})
 	if err != nil {
-		return err
+		return explainRefusal(err, true)
 	}
 	// The machine token stays in the state file; it is never printed.
 	out := struct {
@@ -312,7 +317,7 @@ func (c *clientCLI) status(ctx context.Context, args []string) error {
 	}
 	m, err := cl.Status(ctx)
 	if err != nil {
-		return err
+		return explainRefusal(err, false)
 	}
 	if c.output == "json" {
 		return printJSON(c.stdout, nil, m)
@@ -357,7 +362,7 @@ func (c *clientCLI) refresh(ctx context.Context, args []string) error {
 	res, err := cl.Refresh(ctx, client.RefreshOptions{Kernel: *kernel, Arch: *arch, ApplyHook: *hook})
 	bar.finish()
 	if res.State == "" {
-		return err // nothing was reported
+		return explainRefusal(err, false) // nothing was reported
 	}
 	if c.output == "json" {
 		out := struct {
@@ -441,4 +446,18 @@ func (c *clientCLI) nodes(ctx context.Context, args []string) error {
 		rows = append(rows, []string{orDash(n.Name), orDash(n.DC), n.URL, rtt, reg})
 	}
 	return table(c.stdout, []string{"NAME", "DC", "URL", "RTT", "REGISTERED"}, rows)
+}
+
+// explainRefusal says what a 401 most likely means. The node answers every
+// refused token alike, so that a guesser learns nothing; the machine knows
+// which token it sent and can say what to do.
+func explainRefusal(err error, registering bool) error {
+	var apiErr *client.APIError
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusUnauthorized {
+		return err
+	}
+	if registering {
+		return fmt.Errorf("the node refused the auth token: it is mistyped, revoked or expired; ask for a new one: %w", err)
+	}
+	return fmt.Errorf("the node refused this machine's token, and the auth token it registered with: both were revoked or expired; register again with a new auth token: %w", err)
 }

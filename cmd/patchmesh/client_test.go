@@ -125,8 +125,15 @@ func TestClientRegisterRefused(t *testing.T) {
 	n.mustAdmin("auth-tokens", "revoke", strings.Split(token, "_")[1])
 
 	r := m.run("", "register", token, "--server", n.srv.URL, "--machine-id", testMachineID, "--kernel", nodeKernel, "--arch", nodeArch)
-	if r.code != exitAuth || !strings.Contains(r.stderr, "unauthorized") {
-		t.Errorf("register with a revoked token: exit %d, stderr %q; want %d, unauthorized", r.code, r.stderr, exitAuth)
+	if r.code != exitAuth || !strings.Contains(r.stderr, "unauthorized") || !strings.Contains(r.stderr, "revoked or expired; ask for a new one") {
+		t.Errorf("register with a revoked token: exit %d, stderr %q; want %d, unauthorized, and what it means", r.code, r.stderr, exitAuth)
+	}
+	// Under --output json the refusal is the error envelope, with the
+	// node's code and the exit code.
+	r = m.run("", "register", token, "--server", n.srv.URL, "--machine-id", testMachineID, "--kernel", nodeKernel, "--arch", nodeArch, "--output", "json")
+	var body errorBody
+	if err := json.Unmarshal([]byte(r.stderr), &body); err != nil || body.Error.Code != "unauthorized" || body.Error.Status != 401 || body.Error.ExitCode != exitAuth || r.code != exitAuth {
+		t.Errorf("register --output json with a revoked token: exit %d, stderr %s (%v); want the envelope, unauthorized, 401, exit %d", r.code, r.stderr, err, exitAuth)
 	}
 	if _, err := os.Stat(filepath.Join(m.stateDir, client.StateFile)); err == nil {
 		t.Error("a refused registration left a state file")

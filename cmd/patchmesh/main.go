@@ -45,6 +45,8 @@ Usage:
                                   the machine side: register, refresh, status
   patchmesh version [--output json]
                                   print the version
+  patchmesh completion bash|zsh|fish
+                                  print a shell completion script
 
 Run 'patchmesh COMMAND --help' for a command's options.
 `
@@ -72,6 +74,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runGossipKey(rest, stdout, stderr)
 	case "node-key":
 		return runNodeKey(rest, os.Getenv, stdout, stderr)
+	case "completion":
+		return runCompletion(rest, stdout, stderr)
 	case "version", "--version":
 		return runVersion(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":

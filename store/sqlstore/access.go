@@ -134,11 +134,24 @@ func (s *Store) Token(ctx context.Context, id string) (t catalog.Token, err erro
 	return t, nil
 }
 
-// Tokens lists tokens of one kind, newest first, revoked ones included.
-func (s *Store) Tokens(ctx context.Context, kind catalog.TokenKind) (ts []catalog.Token, err error) {
+// tokensQuery is the listing query for f and its arguments.
+func tokensQuery(f store.TokenFilter) (string, []any) {
+	q := `SELECT ` + tokenCols + ` FROM tokens WHERE kind = $1`
+	args := []any{string(f.Kind)}
+	if a := f.After; a != nil {
+		args = append(args, us(a.Created), a.ID)
+		q += ` AND (created_us, id) < ($2, $3)`
+	}
+	q += fmt.Sprintf(` ORDER BY created_us DESC, id DESC LIMIT %d`, limit(f.Limit)) // see patchesQuery
+	return q, args
+}
+
+// Tokens lists tokens of one kind, newest first, revoked ones included, a
+// page at a time.
+func (s *Store) Tokens(ctx context.Context, f store.TokenFilter) (ts []catalog.Token, err error) {
 	defer s.done("Tokens", time.Now(), &err)
-	rows, err := s.db.QueryContext(ctx,
-		`SELECT `+tokenCols+` FROM tokens WHERE kind = $1 ORDER BY created_us DESC, id`, string(kind))
+	q, args := tokensQuery(f)
+	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, mapErr("tokens", err)
 	}
@@ -347,9 +360,8 @@ func (s *Store) CheckIn(ctx context.Context, m catalog.Machine) (err error) {
 	return nil
 }
 
-// Machines lists machines matching f, most recently seen first.
-func (s *Store) Machines(ctx context.Context, f store.MachineFilter) (ms []catalog.Machine, err error) {
-	defer s.done("Machines", time.Now(), &err)
+// machinesQuery is the listing query for f and its arguments.
+func machinesQuery(f store.MachineFilter) (string, []any) {
 	q := `SELECT ` + machineCols + ` FROM machines WHERE 1 = 1`
 	var args []any
 	add := func(col string, v string) {
@@ -365,8 +377,18 @@ func (s *Store) Machines(ctx context.Context, f store.MachineFilter) (ms []catal
 	if f.State != "" {
 		add("state", string(f.State))
 	}
-	args = append(args, limit(f.Limit))
-	q += fmt.Sprintf(" ORDER BY last_seen_us DESC, id LIMIT $%d", len(args))
+	if a := f.After; a != nil {
+		args = append(args, us(a.LastSeen), a.ID)
+		q += fmt.Sprintf(" AND (last_seen_us, id) < ($%d, $%d)", len(args)-1, len(args))
+	}
+	q += fmt.Sprintf(" ORDER BY last_seen_us DESC, id DESC LIMIT %d", limit(f.Limit)) // see patchesQuery
+	return q, args
+}
+
+// Machines lists machines matching f, most recently seen first.
+func (s *Store) Machines(ctx context.Context, f store.MachineFilter) (ms []catalog.Machine, err error) {
+	defer s.done("Machines", time.Now(), &err)
+	q, args := machinesQuery(f)
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, mapErr("machines", err)

@@ -263,10 +263,12 @@ func (s *Store) orNow(t time.Time) time.Time {
 }
 
 // Listing limits: a zero limit means defaultLimit; no caller gets more than
-// maxLimit rows in one answer.
+// maxLimit rows in one answer, which bounds one query's memory. Listings
+// page (keyset, the After fields of the filters), so the cap bounds a page,
+// not what can be listed.
 const (
 	defaultLimit = 1000
-	maxLimit     = 10000
+	maxLimit     = 100_000
 )
 
 func limit(n int) int {

@@ -40,6 +40,10 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AddPatchRejectsInvalidInput", testAddPatchInvalid},
 		{"PatchUnknownIsNotFound", testPatchUnknown},
 		{"PatchesFilterOrderAndLimit", testPatches},
+		{"PatchesPageByKeyset", testPatchesPage},
+		{"PatchesByDigestPrefix", testPatchesDigestPrefix},
+		{"MachinesPageByKeyset", testMachinesPage},
+		{"TokensPageByKeyset", testTokensPage},
 		{"NewestPicksHighestLiveVersionOnTier", testNewest},
 		{"PromoteAddsTierOnceAndLogsOnce", testPromote},
 		{"PromoteFailuresChangeNothing", testPromoteFailures},
@@ -954,12 +958,12 @@ func testTokens(t *testing.T, s store.Store) {
 		t.Errorf("Token hash: want %x, got %x", a2.Hash, got.Hash)
 	}
 
-	list, err := s.Tokens(ctx, catalog.TokenAuth)
+	list, err := s.Tokens(ctx, store.TokenFilter{Kind: catalog.TokenAuth})
 	if err != nil {
 		t.Fatalf("Tokens: %v", err)
 	}
 	wantSame(t, "Tokens(auth), newest first", list, []catalog.Token{a2, a1})
-	list, err = s.Tokens(ctx, catalog.TokenMachine)
+	list, err = s.Tokens(ctx, store.TokenFilter{Kind: catalog.TokenMachine})
 	if err != nil || len(list) != 0 {
 		t.Errorf("Tokens(machine): want none, got %d (err %v)", len(list), err)
 	}

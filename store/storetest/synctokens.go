@@ -305,7 +305,7 @@ func testApplySyncedTokensIdempotent(t *testing.T, open OpenSync) {
 	want := e1
 	want.Tier, want.Revoked = "stable", at
 	wantToken(t, "token synced through two links", tokenOf(t, down, e1.ID), want)
-	if list, err := down.Tokens(ctx, catalog.TokenAuth); err != nil || len(list) != 1 {
+	if list, err := down.Tokens(ctx, store.TokenFilter{Kind: catalog.TokenAuth}); err != nil || len(list) != 1 {
 		t.Errorf("Tokens(auth) after two links synced one token: want 1, got %d (err %v)", len(list), err)
 	}
 	if n := len(feedAll(t, down, "beta").Entries); n != 2 {
