@@ -86,6 +86,10 @@ type Config struct {
 	// ConfigKeys are the hub keys pinned in the node's config file,
 	// "ed25519:…".
 	ConfigKeys []string
+	// Heartbeats gives the newest hub heartbeat per tier, served with
+	// every feed page: the hub's Beacon, or a relay's Puller. Nil serves
+	// none.
+	Heartbeats federation.Heartbeats
 	// Changes wakes long-polling feed requests; nil means feed requests
 	// poll the store every 250ms while they wait.
 	Changes *store.Changes
@@ -119,6 +123,7 @@ type server struct {
 	hubPub     ed25519.PublicKey
 	configKeys []configKey
 	changes    *store.Changes
+	heartbeats federation.Heartbeats
 	nodes      NodeLister
 	topo       TopologyViewer
 	peerTokens func() []string
@@ -180,6 +185,7 @@ func New(cfg Config) (http.Handler, error) {
 
 		sync:       cfg.Sync,
 		hubPub:     cfg.HubKey,
+		heartbeats: cfg.Heartbeats,
 		configKeys: configKeys,
 		changes:    cfg.Changes,
 		nodes:      cfg.Nodes,

@@ -50,6 +50,12 @@ type FeedEntry struct {
 	// event on this tier (it is withdrawn, removed, or this node filtered
 	// it out), so a downstream should record the event without fetching.
 	Skip bool
+	// BecauseRecord and BecauseSig are, for a skipped entry, the signed
+	// record that explains the skip: the first withdrawal or removal of
+	// the same patch on the same tier after it, if this node's log holds
+	// one. Nil otherwise (a patch this node filtered out has none).
+	BecauseRecord []byte
+	BecauseSig    []byte
 }
 
 // FeedPage is a page of one tier's feed.
