@@ -62,6 +62,9 @@ func newLog() (*nodetest.LogBuffer, *slog.Logger) {
 type hub struct {
 	*meshNode
 	key ed25519.PrivateKey
+	// beacon signs the hub's heartbeats when a test calls Beat: no
+	// ticker, so that no test depends on timing.
+	beacon *federation.Beacon
 }
 
 func newHub(t *testing.T) *hub {
@@ -73,7 +76,9 @@ func newHub(t *testing.T) *hub {
 	buf, log := newLog()
 	n := nodetest.Wire(t, log, nodetest.Options{Sealer: federation.Sealer{Key: key}, Changes: &store.Changes{}})
 	n.Config.HubKey = key.Public().(ed25519.PublicKey)
-	return &hub{meshNode: serve(t, n, buf), key: key}
+	beacon := federation.NewBeacon(key, n.Store, 0, nil, log)
+	n.Config.Heartbeats = beacon
+	return &hub{meshNode: serve(t, n, buf), key: key, beacon: beacon}
 }
 
 func (h *hub) pub() ed25519.PublicKey { return h.key.Public().(ed25519.PublicKey) }
@@ -124,24 +129,38 @@ func downstream(t *testing.T, keys []ed25519.PublicKey, links ...federation.Link
 // pinned to retry.
 func downstreamRetrying(t *testing.T, retry time.Duration, keys []ed25519.PublicKey, links ...federation.Link) *meshNode {
 	t.Helper()
+	return downstreamConfigured(t, retry, nil, keys, links...)
+}
+
+// downstreamConfigured is downstreamRetrying with the pull config then
+// adjusted by adjust, if set.
+func downstreamConfigured(t *testing.T, retry time.Duration, adjust func(*federation.PullConfig), keys []ed25519.PublicKey, links ...federation.Link) *meshNode {
+	t.Helper()
 	buf, log := newLog()
 	n := nodetest.Wire(t, log, nodetest.Options{Changes: &store.Changes{}})
 	n.Config.Info.Role = "relay"
-	m := serve(t, n, buf)
 	client := &http.Client{Timeout: 30 * time.Second}
 	rep, err := replicate.New(replicate.Config{Client: client, Blobs: n.Blobs, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.puller, err = federation.NewPuller(federation.PullConfig{
+	pc := federation.PullConfig{
 		Store: n.Store, Fetcher: rep, Client: client,
 		Keys:  func(context.Context) ([]ed25519.PublicKey, error) { return keys, nil },
 		Links: links, Wait: 2 * time.Second, RetryMin: retry, RetryMax: max(retry, 50*time.Millisecond),
 		Log: log,
-	})
+	}
+	if adjust != nil {
+		adjust(&pc)
+	}
+	puller, err := federation.NewPuller(pc)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// As a node wires it: the feed passes on the heartbeats its links hold.
+	n.Config.Heartbeats = puller
+	m := serve(t, n, buf)
+	m.puller = puller
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { m.puller.Run(ctx) })

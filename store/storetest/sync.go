@@ -426,6 +426,37 @@ func testFeedSkip(t *testing.T, open OpenSync) {
 	if got, want := skips("beta"), []bool{true, false}; !slices.Equal(got, want) {
 		t.Errorf("Feed(beta) skips after withdrawing a: want %v, got %v", want, got)
 	}
+
+	// Each skipped entry carries the signed record that explains it: the
+	// withdrawal or removal of its patch on its tier; no other entry does.
+	for _, tier := range []string{"edge", "beta"} {
+		entries := feedAll(t, hub, tier).Entries
+		for _, e := range entries {
+			if !e.Skip {
+				if e.BecauseRecord != nil || e.BecauseSig != nil {
+					t.Errorf("Feed(%s) entry %d: not skipped, yet carries a reason", tier, e.Seq)
+				}
+				continue
+			}
+			skipped := unseal(t, e)
+			var why *store.FeedEntry
+			for i := range entries {
+				if bytes.Equal(entries[i].Record, e.BecauseRecord) && bytes.Equal(entries[i].Sig, e.BecauseSig) {
+					why = &entries[i]
+				}
+			}
+			if why == nil {
+				t.Errorf("Feed(%s) entry %d (%s of %s): want the record that explains the skip, got %q", tier, e.Seq, skipped.Type, skipped.Patch.Digest, e.BecauseRecord)
+				continue
+			}
+			r := unseal(t, *why)
+			if r.Patch.Digest != skipped.Patch.Digest || why.HubSeq <= e.HubSeq ||
+				(r.Type != catalog.EventPatchWithdrawn && r.Type != catalog.EventPatchRemoved) {
+				t.Errorf("Feed(%s) entry %d: reason is a %s of %s at hub seq %d, want a later withdrawal or removal of %s",
+					tier, e.Seq, r.Type, r.Patch.Digest, why.HubSeq, skipped.Patch.Digest)
+			}
+		}
+	}
 }
 
 // ApplySynced.
