@@ -3,6 +3,7 @@ package federation
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -72,10 +73,35 @@ func (r Record) validateHeartbeat() error {
 	return nil
 }
 
+// heartbeatWire is how a heartbeat is encoded: a Record without the empty
+// patch, which would more than double every feed answer's heartbeat. Open
+// reads it as a Record (an absent field is a zero one), and since nodes
+// verify the hub's exact bytes, no other encoding has to agree with it.
+type heartbeatWire struct {
+	V       int               `json:"v"`
+	Key     string            `json:"key"`
+	Tier    string            `json:"tier"`
+	TierSeq int64             `json:"tier_seq"`
+	Type    catalog.EventType `json:"type"`
+	Time    time.Time         `json:"time"`
+}
+
 // SignHeartbeat signs the heartbeat of tier: its newest hub sequence is
-// head, at time at.
+// head, at time at. The record is about 130 bytes; its envelope, as a
+// feed answer carries it, about 300.
 func SignHeartbeat(priv ed25519.PrivateKey, tier string, head int64, at time.Time) (Envelope, error) {
-	return Sign(priv, Record{Tier: tier, TierSeq: head, Type: TypeHeartbeat, Time: at})
+	if len(priv) != ed25519.PrivateKeySize {
+		return Envelope{}, fmt.Errorf("sign heartbeat: private key is %d bytes, want %d", len(priv), ed25519.PrivateKeySize)
+	}
+	r := Record{V: FormatVersion, Key: KeyID(priv.Public().(ed25519.PublicKey)), Tier: tier, TierSeq: head, Type: TypeHeartbeat, Time: at.UTC()}
+	if err := r.validate(); err != nil {
+		return Envelope{}, fmt.Errorf("sign heartbeat: %w", err)
+	}
+	b, err := json.Marshal(heartbeatWire{V: r.V, Key: r.Key, Tier: r.Tier, TierSeq: r.TierSeq, Type: r.Type, Time: r.Time})
+	if err != nil {
+		return Envelope{}, fmt.Errorf("sign heartbeat: encode: %w", err)
+	}
+	return Envelope{Record: b, Sig: ed25519.Sign(priv, b)}, nil
 }
 
 // VerifyHeartbeat checks e as a heartbeat for a link of hubTier, at time
