@@ -515,7 +515,7 @@ func (p *Puller) round(ctx context.Context, l *linkState, wait time.Duration) (c
 			refused = fmt.Errorf("record at upstream seq %d refused: %w", fe.Seq, err)
 			break
 		}
-		apply := true
+		apply, explained := true, false
 		if r.Type == catalog.EventPatchAdded || r.Type == catalog.EventPatchPromoted {
 			// A patch the link's own filter excludes needs no blob,
 			// whatever the upstream says. One it takes is recorded
@@ -530,7 +530,7 @@ func (p *Puller) round(ctx context.Context, l *linkState, wait time.Duration) (c
 					serr = v.VerifySkip(r, *fe.Because)
 				}
 				if serr == nil {
-					apply = false
+					apply, explained = false, true
 				} else {
 					l.rejected()
 					p.securityEvent(ctx, l, up, "unexplained_skip", slog.Int64("upstream_seq", fe.Seq),
@@ -541,9 +541,14 @@ func (p *Puller) round(ctx context.Context, l *linkState, wait time.Duration) (c
 				wants = append(wants, replicate.Want{Digest: blob.Digest(r.Patch.Digest), Size: r.Patch.Size})
 			}
 		}
-		events = append(events, store.SyncedEvent{
+		ev := store.SyncedEvent{
 			Record: fe.Record, Sig: fe.Sig, HubSeq: r.TierSeq, Type: r.Type, Patch: r.Patch, Token: r.CatalogToken(), Apply: apply,
-		})
+		}
+		if !apply && explained {
+			// Kept to serve onward: the reason may lie in a later page.
+			ev.BecauseRecord, ev.BecauseSig = fe.Because.Record, fe.Because.Sig
+		}
+		events = append(events, ev)
 		last, lastSeq = r.TierSeq, fe.Seq
 	}
 

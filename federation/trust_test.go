@@ -400,3 +400,42 @@ func TestPullReportsAFrozenUpstreamAsStale(t *testing.T) {
 	})
 	wantEvent(t, d, federation.EventStale, federation.StaleHeartbeat, px.URL)
 }
+
+// A relay that passed a patch by on the hub's reason serves that reason
+// onward even while the reason itself is still in a page it has not
+// fetched: its downstream never mistakes the skip for a forged one.
+func TestPullServesASkipsReasonBeforeTheReasonArrives(t *testing.T) {
+	h := newHub(t)
+	keys := []ed25519.PublicKey{h.pub()}
+	gone, _ := h.upload(t, "x86_64")
+	h.upload(t, "x86_64")
+	if err := h.Store.RemovePatch(t.Context(), gone.Digest); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Blobs.Remove(t.Context(), blob.Digest(gone.Digest)); err != nil {
+		t.Fatal(err)
+	}
+	// The relay gets hub seq 1 only, as if the rest were pages away.
+	px := newFeedProxy(t, h.srv.URL)
+	px.set(func(p *federation.FeedResponse) {
+		var kept []federation.FeedEvent
+		for _, e := range p.Events {
+			if bytes.Contains(e.Record, []byte(`"tier_seq":1,`)) {
+				kept = append(kept, e)
+				p.Head = e.Seq
+			}
+		}
+		p.Events, p.HubHead = kept, 1
+	})
+	relay := downstream(t, keys, link("edge", federation.Upstream{URL: px.URL, Token: syncToken(t, h.meshNode, "edge")}))
+	if st := relay.sync(t)[0]; st.HubSeq != 1 || st.RecordsRejected != 0 {
+		t.Fatalf("relay: want hub seq 1 applied as an explained skip, got %+v", st)
+	}
+	edge := downstream(t, keys, link("edge", federation.Upstream{URL: relay.srv.URL, Token: syncToken(t, relay, "edge")}))
+	if st := edge.sync(t)[0]; st.State != federation.LinkSynced || st.HubSeq != 1 || st.RecordsRejected != 0 {
+		t.Fatalf("edge behind the relay: want the skip explained and hub seq 1 applied, got %+v", st)
+	}
+	if evs := securityEvents(edge, federation.EventRecordRejected, ""); len(evs) != 0 {
+		t.Fatalf("edge refused what the relay served: %v", evs)
+	}
+}

@@ -111,6 +111,13 @@ type SyncedEvent struct {
 	// change the catalog: the upstream skipped it or a filter excluded it.
 	// Withdrawals, removals and token events are always applied.
 	Apply bool
+	// BecauseRecord and BecauseSig are, for an add or promotion the
+	// upstream skipped, the hub's signed reason the sync loop verified
+	// (see FeedEntry). The store keeps them with the event and serves
+	// them onward, so that this node's downstreams can check the skip
+	// before the reason itself has reached this node's log.
+	BecauseRecord []byte
+	BecauseSig    []byte
 }
 
 // TrustedKey is a hub public key pinned through the admin API.
