@@ -2,11 +2,11 @@ package federation_test
 
 import (
 	"context"
-	"flag"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net"
