@@ -23,7 +23,7 @@ var (
 		"A sync link: the local tier it feeds, the hub tier it applies and the upstream in use.",
 		[]string{"tier", "hub_tier", "upstream"}, nil)
 	descUp = prometheus.NewDesc("patchmesh_sync_up",
-		"1 if the link's last sync round succeeded, else 0.", tierLabel, nil)
+		"1 if the link's last sync round succeeded and the link is not stale, else 0.", tierLabel, nil)
 	descCursor = prometheus.NewDesc("patchmesh_sync_cursor",
 		"The upstream's change-log sequence number of the last event applied.", tierLabel, nil)
 	descUpstreamHead = prometheus.NewDesc("patchmesh_sync_upstream_head",
