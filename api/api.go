@@ -87,6 +87,10 @@ type Config struct {
 	// ConfigKeys are the hub keys pinned in the node's config file,
 	// "ed25519:…".
 	ConfigKeys []string
+	// Heartbeats gives the newest hub heartbeat per tier, served with
+	// every feed page: the hub's Beacon, or a relay's Puller. Nil serves
+	// none.
+	Heartbeats federation.Heartbeats
 	// Changes wakes long-polling feed requests; nil means feed requests
 	// poll the store every 250ms while they wait.
 	Changes *store.Changes
@@ -132,6 +136,7 @@ type server struct {
 	configKeys []configKey
 	changes    *store.Changes
 	stopping   <-chan struct{}
+	heartbeats federation.Heartbeats
 	nodes      NodeLister
 	topo       TopologyViewer
 	peerTokens func() []string
@@ -207,6 +212,7 @@ func New(cfg Config) (http.Handler, error) {
 
 		sync:       cfg.Sync,
 		hubPub:     cfg.HubKey,
+		heartbeats: cfg.Heartbeats,
 		configKeys: configKeys,
 		changes:    cfg.Changes,
 		stopping:   cfg.Stopping,

@@ -153,7 +153,7 @@ func (s *server) feed(w http.ResponseWriter, r *http.Request) error {
 		}
 		if len(page.Entries) > 0 || q.wait == 0 {
 			stop()
-			writeFeed(w, t.Tier, page)
+			s.writeFeed(w, t.Tier, page)
 			return nil
 		}
 		done, err := s.idle(ctx, wake, deadline.C)
@@ -162,7 +162,7 @@ func (s *server) feed(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		if done {
-			writeFeed(w, t.Tier, page)
+			s.writeFeed(w, t.Tier, page)
 			return nil
 		}
 	}
@@ -207,12 +207,24 @@ func (s *server) idle(ctx context.Context, wake <-chan struct{}, deadline <-chan
 	return done, nil
 }
 
-func writeFeed(w http.ResponseWriter, tier string, page store.FeedPage) {
+// writeFeed writes a page, each skipped entry with the signed record that
+// explains its skip, and the newest hub heartbeat this node holds for the
+// tier.
+func (s *server) writeFeed(w http.ResponseWriter, tier string, page store.FeedPage) {
 	events := make([]federation.FeedEvent, len(page.Entries))
 	for i, e := range page.Entries {
 		events[i] = federation.FeedEvent{Seq: e.Seq, Envelope: federation.Envelope{Record: e.Record, Sig: e.Sig}, Skip: e.Skip}
+		if e.Skip && len(e.BecauseRecord) > 0 {
+			events[i].Because = &federation.Envelope{Record: e.BecauseRecord, Sig: e.BecauseSig}
+		}
 	}
-	writeJSON(w, http.StatusOK, federation.FeedResponse{Tier: tier, Head: page.Head, HubHead: page.HubHead, Events: events})
+	resp := federation.FeedResponse{Tier: tier, Head: page.Head, HubHead: page.HubHead, Events: events}
+	if s.heartbeats != nil {
+		if hb, ok := s.heartbeats.Latest(tier); ok {
+			resp.Heartbeat = &hb
+		}
+	}
+	writeJSON(w, http.StatusOK, resp)
 }
 
 // Sync loop.

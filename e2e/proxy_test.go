@@ -14,11 +14,14 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/patchmesh/patchmesh/federation"
 )
 
 // proxy stands between a downstream and its upstream in the test process,
 // on loopback, as a hostile or slow network would: it can flip a byte in
-// the records of feed pages, and throttle blob downloads.
+// the records of feed pages, rewrite feed pages as a lying relay would,
+// and throttle blob downloads.
 type proxy struct {
 	URL string
 	// tamper, while set, flips one byte of the first record of every feed
@@ -26,6 +29,10 @@ type proxy struct {
 	tamper atomic.Bool
 	// tampered counts the records flipped.
 	tampered atomic.Int64
+	// lie, while set, rewrites every feed answer (after tamper).
+	lie atomic.Pointer[func(*federation.FeedResponse)]
+	// feeds counts the feed answers passed on.
+	feeds atomic.Int64
 	// bytesPerSec, if not zero, slows blob bodies to about that rate.
 	bytesPerSec atomic.Int64
 	// blobBytes counts blob body bytes passed on.
@@ -55,7 +62,22 @@ func newProxy(t *testing.T, upstream string) *proxy {
 	return p
 }
 
+// lies sets the rewrite of feed answers; nil passes them on unchanged.
+func (p *proxy) lies(f func(*federation.FeedResponse)) {
+	if f == nil {
+		p.lie.Store(nil)
+		return
+	}
+	p.lie.Store(&f)
+}
+
 func (p *proxy) modify(resp *http.Response) error {
+	if resp.StatusCode == http.StatusOK && resp.Request.URL.Path == "/v1/sync/feed" {
+		p.feeds.Add(1)
+		if err := p.modifyFeed(resp); err != nil {
+			return err
+		}
+	}
 	switch {
 	case resp.StatusCode != http.StatusOK:
 	case resp.Request.URL.Path == "/v1/sync/feed" && p.tamper.Load():
@@ -77,6 +99,29 @@ func (p *proxy) modify(resp *http.Response) error {
 	case strings.HasPrefix(resp.Request.URL.Path, "/v1/blobs/") && resp.Request.Method == http.MethodGet:
 		resp.Body = &throttled{r: resp.Body, p: p}
 	}
+	return nil
+}
+
+// modifyFeed applies the proxy's lie to a feed answer.
+func (p *proxy) modifyFeed(resp *http.Response) error {
+	lie := p.lie.Load()
+	if lie == nil {
+		return nil
+	}
+	var page federation.FeedResponse
+	err := json.NewDecoder(resp.Body).Decode(&page)
+	resp.Body.Close()
+	if err != nil {
+		return fmt.Errorf("lying proxy: feed page: %w", err)
+	}
+	(*lie)(&page)
+	out, err := json.Marshal(page)
+	if err != nil {
+		return err
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(out))
+	resp.ContentLength = int64(len(out))
+	resp.Header.Set("Content-Length", strconv.Itoa(len(out)))
 	return nil
 }
 

@@ -1,8 +1,9 @@
 // Package federation owns how patchmesh nodes cascade from the hub: the
-// hub's signing key and the signed record format, node identity (node keys,
-// admissions, hellos, machine credentials), the feed's wire format and the
-// sync loop. It does not own storage (store, blob), serving (api) or blob
-// transfer.
+// hub's signing key and the signed record format, the hub's per-tier
+// heartbeats, node identity (node keys, admissions, hellos, machine
+// credentials), the change feed's wire format and the sync loop that pulls,
+// verifies and applies each link. It does not own storage (store, blob),
+// serving (api) or blob transfer (replicate).
 //
 // # Signed records
 //
@@ -41,7 +42,9 @@
 // fails), move a record to another tier (the tier is signed), replay an old
 // one (TierSeq is not last+1) or silently drop one (the next record leaves a
 // gap). It can still delay or stop forwarding altogether; the hub's signed
-// heartbeat, a later part of federation, is what makes that visible.
+// heartbeat (heartbeat.go) bounds how long that goes unseen. Nor can it
+// make a downstream pass a patch by: a feed entry marked skip is passed by
+// only with the hub's signed withdrawal or removal that explains it.
 //
 // Fields of a Patch that are state rather than fact — the tiers it is on and
 // whether it is withdrawn — are not signed: Sign zeroes them, Open refuses a

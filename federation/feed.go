@@ -26,6 +26,11 @@ type FeedResponse struct {
 	// HubHead is the hub sequence number that event carries.
 	HubHead int64       `json:"hub_head"`
 	Events  []FeedEvent `json:"events"`
+	// Heartbeat is the newest hub heartbeat the serving node holds for
+	// the tier (signed by the hub, forwarded unchanged), absent if it
+	// holds none. Head and HubHead are the serving node's word only; the
+	// heartbeat is the hub's.
+	Heartbeat *Envelope `json:"heartbeat,omitempty"`
 }
 
 // FeedEvent is one entry of a feed page: the hub's envelope, unchanged,
@@ -34,8 +39,12 @@ type FeedEvent struct {
 	Seq int64 `json:"seq"`
 	Envelope
 	// Skip: the serving node cannot serve this event's patch on this tier
-	// (withdrawn, removed or filtered there); record it, fetch nothing.
-	Skip bool `json:"skip,omitempty"`
+	// (withdrawn, removed or filtered there). Skip is unsigned: a
+	// downstream records the event without the patch only if Because,
+	// the hub's later withdrawal or removal of the same patch on the same
+	// tier, verifies. Without it the downstream fetches the patch anyway.
+	Skip    bool      `json:"skip,omitempty"`
+	Because *Envelope `json:"because,omitempty"`
 }
 
 // Link states, as LinkStatus.State reports them.
@@ -44,6 +53,14 @@ const (
 	LinkSynced   = "synced"   // the last round succeeded and nothing is pending
 	LinkSyncing  = "syncing"  // the last round succeeded and more is pending
 	LinkFailing  = "failing"  // the last round failed; retrying with backoff
+	LinkStale    = "stale"    // rounds succeed, but the hub's heartbeat says the upstream is frozen or withholding
+)
+
+// Stale reasons, as LinkStatus.StaleReason reports them.
+const (
+	StaleNoHeartbeat = "no_heartbeat"  // no heartbeat since the link started
+	StaleHeartbeat   = "heartbeat_old" // the newest heartbeat is older than the bound: the path froze
+	StaleWithheld    = "withheld"      // a record the heartbeat announced has not arrived within the bound
 )
 
 // LinkStatus is one link's state, as GET /v1/sync/status reports it and
@@ -81,6 +98,16 @@ type LinkStatus struct {
 	// Rounds counts finished sync rounds; RoundsFailed those that failed.
 	Rounds       int64 `json:"rounds"`
 	RoundsFailed int64 `json:"rounds_failed"`
+	// Stale says the hub's heartbeat shows the upstream frozen or
+	// withholding, for StaleReason (StaleNoHeartbeat, StaleHeartbeat or
+	// StaleWithheld). HeartbeatTime is when the hub signed the newest
+	// heartbeat the link holds, HeartbeatAge how old that is now, and
+	// HeartbeatHubHead the hub sequence it announced.
+	Stale            bool      `json:"stale"`
+	StaleReason      string    `json:"stale_reason,omitempty"`
+	HeartbeatTime    time.Time `json:"heartbeat_time,omitzero"`
+	HeartbeatAge     float64   `json:"heartbeat_age_seconds"`
+	HeartbeatHubHead int64     `json:"heartbeat_hub_head"`
 }
 
 // SyncStatusResponse is the body of GET /v1/sync/status and of the

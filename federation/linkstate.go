@@ -24,6 +24,19 @@ type linkState struct {
 	started   uint64    // rounds started
 	completed uint64    // rounds ended
 	roundDone chan struct{}
+
+	// Freshness, from the hub's heartbeats (heartbeat.go).
+	staleAfter time.Duration
+	hb         Record    // the newest verified heartbeat; zero Time if none
+	hbEnv      Envelope  // its envelope, forwarded to this node's downstreams
+	born       time.Time // when the loop started: no heartbeat since is stale too
+	progress   time.Time // when HubSeq last advanced
+	claimed    time.Time // since when a heartbeat announces more than HubSeq; zero if none does
+	staleSaid  string    // the stale reason last logged; "" when fresh
+
+	// emptyPromises counts rounds in a row that got no record while the
+	// upstream's head promised more. Only the loop goroutine uses it.
+	emptyPromises int
 }
 
 func newLinkState(l Link) *linkState {
@@ -32,10 +45,11 @@ func newLinkState(l Link) *linkState {
 		ups[i] = u.URL
 	}
 	return &linkState{
-		cfg:       l,
-		demoted:   make([]time.Time, len(l.Upstreams)),
-		kick:      make(chan struct{}, 1),
-		roundDone: make(chan struct{}),
+		staleAfter: DefaultStaleAfter,
+		cfg:        l,
+		demoted:    make([]time.Time, len(l.Upstreams)),
+		kick:       make(chan struct{}, 1),
+		roundDone:  make(chan struct{}),
 		st: LinkStatus{
 			Tier: l.Tier, HubTier: l.HubTier, Upstream: ups[0], Upstreams: ups, State: LinkStarting,
 		},
@@ -124,8 +138,9 @@ func (l *linkState) startRound() uint64 {
 	return l.started
 }
 
-// endRound records a round's outcome and wakes Trigger waiters.
-func (l *linkState) endRound(gen uint64, err error, now time.Time) {
+// endRound records a round's outcome and wakes Trigger waiters. A round
+// that succeeded on a stale link still counts towards failover.
+func (l *linkState) endRound(gen uint64, err error, stale bool, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.st.Rounds++
@@ -135,7 +150,9 @@ func (l *linkState) endRound(gen uint64, err error, now time.Time) {
 		l.st.LastError = err.Error()
 		l.st.LastErrorAt = now
 	} else {
-		l.failures = 0
+		if !stale {
+			l.failures = 0
+		}
 		l.st.LastSuccess = now
 		l.st.State = LinkSynced
 		if l.st.LagEvents > 0 {
@@ -197,6 +214,12 @@ func (l *linkState) setLag(lag int64, now time.Time) {
 func (l *linkState) applied(c store.Cursor, n int, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if c.HubSeq > l.st.HubSeq {
+		l.progress = now
+	}
+	if c.HubSeq >= l.hb.TierSeq {
+		l.claimed = time.Time{}
+	}
 	l.st.Cursor, l.st.HubSeq = c.UpstreamSeq, c.HubSeq
 	l.st.RecordsApplied += int64(n)
 	l.setLag(l.st.HubHead-c.HubSeq, now)
@@ -229,5 +252,93 @@ func (l *linkState) status(now time.Time) LinkStatus {
 	if !l.behind.IsZero() {
 		s.LagSeconds = now.Sub(l.behind).Seconds()
 	}
+	if !l.hb.Time.IsZero() {
+		s.HeartbeatTime = l.hb.Time
+		s.HeartbeatAge = max(now.Sub(l.hb.Time), 0).Seconds()
+		s.HeartbeatHubHead = l.hb.TierSeq
+	}
+	s.StaleReason = l.staleness(now)
+	s.Stale = s.StaleReason != ""
+	if s.Stale && (s.State == LinkSynced || s.State == LinkSyncing) {
+		s.State = LinkStale
+	}
 	return s
+}
+
+// begin starts the clock a link without any heartbeat is measured by.
+func (l *linkState) begin(now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.born, l.progress = now, now
+}
+
+// heard keeps r, a verified heartbeat newer than the one held.
+func (l *linkState) heard(r Record, e Envelope, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.hb, l.hbEnv = r, e
+	if r.TierSeq > l.st.HubSeq && l.claimed.IsZero() {
+		l.claimed = now
+	}
+}
+
+// heldHeartbeat returns the newest verified heartbeat, zero if none.
+func (l *linkState) heldHeartbeat() Record {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.hb
+}
+
+// heartbeat returns the newest heartbeat held, for this node's
+// downstreams.
+func (l *linkState) heartbeat() (Envelope, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.hbEnv, !l.hb.Time.IsZero()
+}
+
+// staleness says why the link is stale at now, "" if it is not: no
+// heartbeat since the loop started, a newest heartbeat older than the
+// bound, or a record the heartbeats announce that has not come, with no
+// progress either, for longer than the bound. Progress restarts the last
+// clock: a relay can hold back one record only by holding back all that
+// follow (the sequence has no gaps), so a link still applying records is
+// slow, not withheld from. Callers hold l.mu.
+func (l *linkState) staleness(now time.Time) string {
+	switch {
+	case l.born.IsZero():
+		return ""
+	case l.hb.Time.IsZero():
+		if now.Sub(l.born) > l.staleAfter {
+			return StaleNoHeartbeat
+		}
+	case now.Sub(l.hb.Time) > l.staleAfter:
+		return StaleHeartbeat
+	case l.hb.TierSeq > l.st.HubSeq && !l.claimed.IsZero():
+		since := l.claimed
+		if l.progress.After(since) {
+			since = l.progress
+		}
+		if now.Sub(since) > l.staleAfter {
+			return StaleWithheld
+		}
+	}
+	return ""
+}
+
+// staleChange returns the stale reason at now and whether it differs from
+// the one last logged, which it then becomes: the loop logs transitions,
+// not every round.
+func (l *linkState) staleChange(now time.Time) (reason string, changed bool, st LinkStatus) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	reason = l.staleness(now)
+	changed = reason != l.staleSaid
+	l.staleSaid = reason
+	st = l.st
+	if !l.hb.Time.IsZero() {
+		st.HeartbeatAge = max(now.Sub(l.hb.Time), 0).Seconds()
+		st.HeartbeatHubHead = l.hb.TierSeq
+	}
+	return reason, changed, st
 }

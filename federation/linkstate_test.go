@@ -40,12 +40,12 @@ func TestLinkFailsOverAfterConsecutiveFailuresAndComesBack(t *testing.T) {
 
 	// A success in between resets the count.
 	l.noteFailure(3, now, time.Minute)
-	l.endRound(l.startRound(), nil, now)
+	l.endRound(l.startRound(), nil, false, now)
 	l.noteFailure(3, now, time.Minute)
 	if l.noteFailure(3, now, time.Minute) {
 		t.Error("two failures after a success demoted the upstream")
 	}
-	l.endRound(l.startRound(), errors.New("upstream down"), time.Now())
+	l.endRound(l.startRound(), errors.New("upstream down"), false, time.Now())
 	if s := l.status(time.Now()); s.Rounds != 2 || s.RoundsFailed != 1 || s.State != LinkFailing {
 		t.Errorf("after one good and one failed round: want 2 rounds, 1 failed, failing; got %d, %d, %s", s.Rounds, s.RoundsFailed, s.State)
 	}
@@ -84,7 +84,7 @@ func TestTriggerWaitsForARoundThatStartsAfterIt(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- l.awaitRound(ctx, target) }()
 
-	l.endRound(inFlight, nil, time.Now())
+	l.endRound(inFlight, nil, false, time.Now())
 	select {
 	case err := <-done:
 		t.Fatalf("awaitRound returned (%v) when only the earlier round ended", err)
@@ -95,7 +95,7 @@ func TestTriggerWaitsForARoundThatStartsAfterIt(t *testing.T) {
 	default:
 		t.Fatal("trigger left no kick for the loop")
 	}
-	l.endRound(l.startRound(), nil, time.Now())
+	l.endRound(l.startRound(), nil, false, time.Now())
 	if err := <-done; err != nil {
 		t.Fatalf("awaitRound after the triggered round ended: %v", err)
 	}

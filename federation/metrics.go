@@ -23,7 +23,7 @@ var (
 		"A sync link: the local tier it feeds, the hub tier it applies and the upstream in use.",
 		[]string{"tier", "hub_tier", "upstream"}, nil)
 	descUp = prometheus.NewDesc("patchmesh_sync_up",
-		"1 if the link's last sync round succeeded, else 0.", tierLabel, nil)
+		"1 if the link's last sync round succeeded and the link is not stale, else 0.", tierLabel, nil)
 	descCursor = prometheus.NewDesc("patchmesh_sync_cursor",
 		"The upstream's change-log sequence number of the last event applied.", tierLabel, nil)
 	descUpstreamHead = prometheus.NewDesc("patchmesh_sync_upstream_head",
@@ -47,13 +47,20 @@ var (
 	descRoundsFailed = prometheus.NewDesc("patchmesh_sync_rounds_failed_total",
 		"Sync rounds the link finished with an error.", tierLabel, nil)
 	descRejected = prometheus.NewDesc("patchmesh_sync_records_rejected_total",
-		"Records or blobs the link refused: bad signature, unpinned key, replay, gap, wrong tier or digest mismatch.", tierLabel, nil)
+		"Records or blobs the link refused: bad signature, unpinned key, replay, gap, wrong tier or digest mismatch; also refused heartbeats and unexplained skips.", tierLabel, nil)
+	descStale = prometheus.NewDesc("patchmesh_sync_stale",
+		"1 if the hub's heartbeat shows the link's upstream frozen or withholding a record (see sync status for the reason), else 0.", tierLabel, nil)
+	descHeartbeatAge = prometheus.NewDesc("patchmesh_sync_heartbeat_age_seconds",
+		"Age of the newest hub heartbeat the link holds; absent until it holds one.", tierLabel, nil)
+	descHeartbeatHead = prometheus.NewDesc("patchmesh_sync_heartbeat_hub_head",
+		"The hub sequence number the newest heartbeat announced; absent until the link holds one.", tierLabel, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descInfo, descUp, descCursor, descUpstreamHead, descHubSeq, descHubHead,
-		descLagEvents, descLagSeconds, descLastSuccess, descBytes, descApplied, descRejected, descRounds, descRoundsFailed} {
+		descLagEvents, descLagSeconds, descLastSuccess, descBytes, descApplied, descRejected, descRounds, descRoundsFailed,
+		descStale, descHeartbeatAge, descHeartbeatHead} {
 		ch <- d
 	}
 }
@@ -89,5 +96,14 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descRejected, float64(s.RecordsRejected))
 		counter(descRounds, float64(s.Rounds))
 		counter(descRoundsFailed, float64(s.RoundsFailed))
+		stale := 0.0
+		if s.Stale {
+			stale = 1
+		}
+		gauge(descStale, stale)
+		if !s.HeartbeatTime.IsZero() {
+			gauge(descHeartbeatAge, s.HeartbeatAge)
+			gauge(descHeartbeatHead, float64(s.HeartbeatHubHead))
+		}
 	}
 }

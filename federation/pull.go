@@ -29,9 +29,16 @@ import (
 // verification means someone between the hub and here is lying, or a
 // disk is; an upstream that refuses the sync token means the token was
 // revoked or the upstream is not the one configured.
+//
+// EventRecordRejected also covers what an upstream says beside the
+// records that the signed data gives the lie to: a heartbeat that does not
+// verify, a skip without its signed reason, a head that promises records
+// the page does not hold. EventStale is logged when a link turns stale
+// (heartbeat.go), once per change of reason, not every round.
 const (
 	EventRecordRejected = "sync_record_fail"
 	EventUpstreamAuth   = "sync_upstream_auth_fail"
+	EventStale          = "sync_stale"
 )
 
 // Upstream is one candidate a link may pull from.
@@ -40,6 +47,10 @@ type Upstream struct {
 	URL string
 	// Token is a sync token the upstream issued for the tier to pull.
 	Token string
+	// AllowHTTP permits a plain http:// URL. Without it such a URL is
+	// refused: the sync token and every blob would cross the network in
+	// clear, for anyone on the path to read or change.
+	AllowHTTP bool
 }
 
 // Link pulls one hub tier into one local tier.
@@ -105,7 +116,12 @@ type PullConfig struct {
 	// fetcher waits for a peer to have a blob before it goes upstream
 	// itself. Default DefaultPeerWait.
 	PeerWait time.Duration
-	Log      *slog.Logger
+	// StaleAfter bounds how old a link's newest hub heartbeat may grow,
+	// and how long a record a heartbeat announced may stay missing, before
+	// the link reports itself stale and tries other upstreams. Default
+	// DefaultStaleAfter.
+	StaleAfter time.Duration
+	Log        *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -147,6 +163,9 @@ func NewPuller(cfg PullConfig) (*Puller, error) {
 	if cfg.PeerWait <= 0 {
 		cfg.PeerWait = DefaultPeerWait
 	}
+	if cfg.StaleAfter <= 0 {
+		cfg.StaleAfter = DefaultStaleAfter
+	}
 	if _, ok := cfg.Fetcher.(PeerFetcher); cfg.Peers != nil && !ok {
 		return nil, errors.New("federation: PullConfig.Peers needs a Fetcher that is a PeerFetcher")
 	}
@@ -176,8 +195,12 @@ func NewPuller(cfg PullConfig) (*Puller, error) {
 			return nil, fmt.Errorf("federation: link %s has no upstream", l.Tier)
 		}
 		for _, u := range l.Upstreams {
-			if _, err := parseBaseURL(u.URL); err != nil {
+			pu, err := parseBaseURL(u.URL)
+			if err != nil {
 				return nil, fmt.Errorf("federation: link %s: %w", l.Tier, err)
+			}
+			if pu.Scheme == "http" && !u.AllowHTTP {
+				return nil, fmt.Errorf("federation: link %s: upstream %s is plain http, which sends the sync token and blobs in clear; use https or allow http for it explicitly", l.Tier, u.URL)
 			}
 			if u.Token == "" {
 				return nil, fmt.Errorf("federation: link %s: upstream %s has no sync token", l.Tier, u.URL)
@@ -186,7 +209,9 @@ func NewPuller(cfg PullConfig) (*Puller, error) {
 		if err := l.Filter.Validate(); err != nil {
 			return nil, fmt.Errorf("federation: link %s: %w", l.Tier, err)
 		}
-		p.links = append(p.links, newLinkState(l))
+		ls := newLinkState(l)
+		ls.staleAfter = cfg.StaleAfter
+		p.links = append(p.links, ls)
 	}
 	return p, nil
 }
@@ -294,6 +319,21 @@ func (p *Puller) Poke(url string) {
 	}
 }
 
+// Latest returns the newest hub heartbeat the link feeding the local tier
+// received, for this node's own downstreams: a Puller is the Heartbeats
+// of a relay or edge. Held in memory only: after a restart a link has
+// none until its first round.
+func (p *Puller) Latest(tier string) (Envelope, bool) {
+	for _, l := range p.links {
+		if l.cfg.Tier == tier {
+			return l.heartbeat()
+		}
+	}
+	return Envelope{}, false
+}
+
+var _ Heartbeats = (*Puller)(nil)
+
 // Upstreams returns the upstream each link uses now, by local tier.
 func (p *Puller) Upstreams() map[string]string {
 	out := make(map[string]string, len(p.links))
@@ -313,6 +353,7 @@ func (p *Puller) runLink(ctx context.Context, l *linkState) {
 	bo.MaxElapsedTime = 0 // a link never gives up
 	bo.RandomizationFactor = 0.5
 	bo.Reset()
+	l.begin(p.cfg.Now())
 	wait := time.Duration(0) // the first round answers at once, so status fills in
 	for ctx.Err() == nil {
 		select {
@@ -323,17 +364,18 @@ func (p *Puller) runLink(ctx context.Context, l *linkState) {
 		gen := l.startRound()
 		caughtUp, err := p.round(ctx, l, wait)
 		if ctx.Err() != nil {
-			l.endRound(gen, nil, p.cfg.Now())
+			l.endRound(gen, nil, false, p.cfg.Now())
 			return
 		}
 		if errors.Is(err, errTriggered) {
 			// Not a failure: the round gave way to the triggered one.
-			l.endRound(gen, nil, p.cfg.Now())
+			l.endRound(gen, nil, false, p.cfg.Now())
 			wait = 0
 			continue
 		}
-		l.endRound(gen, err, p.cfg.Now())
-		if err == nil {
+		stale := p.checkStale(ctx, l)
+		l.endRound(gen, err, stale, p.cfg.Now())
+		if err == nil && !stale {
 			bo.Reset()
 			wait = 0
 			if caughtUp {
@@ -342,8 +384,12 @@ func (p *Puller) runLink(ctx context.Context, l *linkState) {
 			continue
 		}
 		wait = 0
-		p.cfg.Log.Warn("sync round failed", slog.String("tier", l.cfg.Tier),
-			slog.String("upstream", l.upstream().URL), slog.String("error", err.Error()))
+		if err != nil {
+			p.cfg.Log.Warn("sync round failed", slog.String("tier", l.cfg.Tier),
+				slog.String("upstream", l.upstream().URL), slog.String("error", err.Error()))
+		}
+		// A stale upstream counts as a failing one: back off, and after
+		// FailoverAfter such rounds try the next candidate.
 		if l.noteFailure(p.cfg.FailoverAfter, p.cfg.Now(), p.cfg.DemoteFor) {
 			p.cfg.Log.Warn("sync upstream demoted after repeated failures", slog.String("tier", l.cfg.Tier),
 				slog.String("upstream", l.upstream().URL), slog.Duration("for", p.cfg.DemoteFor))
@@ -357,6 +403,26 @@ func (p *Puller) runLink(ctx context.Context, l *linkState) {
 		}
 		pause.Stop()
 	}
+}
+
+// checkStale works out whether l is stale now, logs a change (security
+// event EventStale on turning stale, a notice on turning fresh again), and
+// reports whether it is.
+func (p *Puller) checkStale(ctx context.Context, l *linkState) bool {
+	reason, changed, st := l.staleChange(p.cfg.Now())
+	if !changed {
+		return reason != ""
+	}
+	up := l.upstream()
+	if reason == "" {
+		p.cfg.Log.Info("sync link fresh again", slog.String("tier", l.cfg.Tier), slog.String("upstream", up.URL))
+		return false
+	}
+	auth.SecurityEvent(ctx, p.cfg.Log, EventStale, slog.String("tier", l.cfg.Tier), slog.String("hub_tier", l.cfg.HubTier),
+		slog.String("upstream", up.URL), slog.String("reason", reason),
+		slog.Float64("heartbeat_age_seconds", st.HeartbeatAge), slog.Int64("heartbeat_hub_head", st.HeartbeatHubHead),
+		slog.Int64("hub_seq", st.HubSeq), slog.Duration("stale_after", p.cfg.StaleAfter))
+	return true
 }
 
 // errBehind: the upstream has fewer hub records of the tier than this node
@@ -415,6 +481,17 @@ func (p *Puller) round(ctx context.Context, l *linkState, wait time.Duration) (c
 		return false, errors.New("no hub key is pinned: set federation.trust or run patchmesh admin trust add")
 	}
 	v := NewVerifier(keys...)
+	if hb := page.Heartbeat; hb != nil {
+		r, newer, err := v.VerifyHeartbeat(*hb, l.cfg.HubTier, l.heldHeartbeat(), p.cfg.Now())
+		if err != nil {
+			l.rejected()
+			p.securityEvent(ctx, l, up, "heartbeat_"+reason(err), slog.String("error", err.Error()))
+			return false, fmt.Errorf("heartbeat refused: %w", err)
+		}
+		if newer {
+			l.heard(r, *hb, p.cfg.Now())
+		}
+	}
 	events := make([]store.SyncedEvent, 0, len(page.Events))
 	var wants []replicate.Want
 	last, lastSeq := cur.HubSeq, pos.AfterSeq
@@ -425,7 +502,7 @@ func (p *Puller) round(ctx context.Context, l *linkState, wait time.Duration) (c
 		}
 		r, err := v.Open(fe.Envelope)
 		if err == nil && r.Tier != l.cfg.HubTier {
-			err = fmt.Errorf("record of hub tier %s on a link for hub tier %s", r.Tier, l.cfg.HubTier)
+			err = fmt.Errorf("%w: record of hub tier %s on a link for hub tier %s", ErrWrongTier, r.Tier, l.cfg.HubTier)
 		}
 		if err == nil {
 			err = CheckSequence(last, r)
@@ -438,16 +515,40 @@ func (p *Puller) round(ctx context.Context, l *linkState, wait time.Duration) (c
 			refused = fmt.Errorf("record at upstream seq %d refused: %w", fe.Seq, err)
 			break
 		}
-		apply := true
+		apply, explained := true, false
 		if r.Type == catalog.EventPatchAdded || r.Type == catalog.EventPatchPromoted {
-			apply = !fe.Skip && l.cfg.Filter.Match(r.Patch)
+			// A patch the link's own filter excludes needs no blob,
+			// whatever the upstream says. One it takes is recorded
+			// without its blob only if the hub's own later withdrawal or
+			// removal says so; an unexplained skip (forged, or a patch
+			// the upstream filtered out) is missing data: fetch anyway,
+			// and if the upstream cannot serve it the round fails.
+			apply = l.cfg.Filter.Match(r.Patch)
+			if apply && fe.Skip {
+				serr := error(ErrUnexplainedSkip)
+				if fe.Because != nil {
+					serr = v.VerifySkip(r, *fe.Because)
+				}
+				if serr == nil {
+					apply, explained = false, true
+				} else {
+					l.rejected()
+					p.securityEvent(ctx, l, up, "unexplained_skip", slog.Int64("upstream_seq", fe.Seq),
+						slog.String("digest", r.Patch.Digest), slog.String("error", serr.Error()))
+				}
+			}
 			if apply {
 				wants = append(wants, replicate.Want{Digest: blob.Digest(r.Patch.Digest), Size: r.Patch.Size})
 			}
 		}
-		events = append(events, store.SyncedEvent{
+		ev := store.SyncedEvent{
 			Record: fe.Record, Sig: fe.Sig, HubSeq: r.TierSeq, Type: r.Type, Patch: r.Patch, Token: r.CatalogToken(), Node: r.CatalogNode(), Apply: apply,
-		})
+		}
+		if !apply && explained {
+			// Kept to serve onward: the reason may lie in a later page.
+			ev.BecauseRecord, ev.BecauseSig = fe.Because.Record, fe.Because.Sig
+		}
+		events = append(events, ev)
 		last, lastSeq = r.TierSeq, fe.Seq
 	}
 
@@ -467,8 +568,9 @@ func (p *Puller) round(ctx context.Context, l *linkState, wait time.Duration) (c
 	switch {
 	case len(events) > 0:
 		next.UpstreamSeq = lastSeq
-	case cur.Upstream != up.URL && page.HubHead == cur.HubSeq:
-		// Caught up on a new upstream: its head is where this node is.
+	case pos.ByHub && page.HubHead == cur.HubSeq:
+		// Caught up on a new upstream, or on one that renumbered its
+		// log: its head is where this node is.
 		next.UpstreamSeq = page.Head
 	case cur.Upstream != up.URL:
 		// The new upstream is not past this node yet; keep the cursor.
@@ -487,7 +589,21 @@ func (p *Puller) round(ctx context.Context, l *linkState, wait time.Duration) (c
 	if refused != nil {
 		return false, refused
 	}
-	return len(events) < p.cfg.Limit && next.UpstreamSeq >= page.Head, nil
+	// Head and HubHead are unsigned: they may only make the loop ask
+	// again, never spin it. A page with nothing for this node while they
+	// promise more is asked again at once once (a record may have
+	// committed between the upstream's two reads), and refused after that,
+	// so that the loop backs off.
+	promises := next.UpstreamSeq < page.Head || page.HubHead > last
+	if len(events) > 0 || !promises {
+		l.emptyPromises = 0
+	} else if l.emptyPromises++; l.emptyPromises > 1 {
+		p.securityEvent(ctx, l, up, "inflated_head", slog.Int64("upstream_head", page.Head),
+			slog.Int64("upstream_hub_head", page.HubHead), slog.Int64("hub_seq", last))
+		return false, fmt.Errorf("upstream says head %d (hub %d) but sends nothing past %d (hub %d)",
+			page.Head, page.HubHead, next.UpstreamSeq, last)
+	}
+	return len(events) < p.cfg.Limit && !promises, nil
 }
 
 func sameCursor(a, b store.Cursor) bool {
@@ -637,8 +753,12 @@ func reason(err error) string {
 		return "replay"
 	case errors.Is(err, ErrGap):
 		return "gap"
+	case errors.Is(err, ErrFutureHeartbeat):
+		return "future"
+	case errors.Is(err, ErrWrongTier):
+		return "wrong_tier"
 	}
-	return "wrong_tier"
+	return "refused"
 }
 
 func (p *Puller) securityEvent(ctx context.Context, l *linkState, up Upstream, why string, attrs ...slog.Attr) {

@@ -62,6 +62,9 @@ func newLog() (*nodetest.LogBuffer, *slog.Logger) {
 type hub struct {
 	*meshNode
 	key ed25519.PrivateKey
+	// beacon signs the hub's heartbeats when a test calls Beat: no
+	// ticker, so that no test depends on timing.
+	beacon *federation.Beacon
 }
 
 func newHub(t *testing.T) *hub {
@@ -73,7 +76,9 @@ func newHub(t *testing.T) *hub {
 	buf, log := newLog()
 	n := nodetest.Wire(t, log, nodetest.Options{Sealer: federation.Sealer{Key: key}, Changes: &store.Changes{}})
 	n.Config.HubKey = key.Public().(ed25519.PublicKey)
-	return &hub{meshNode: serve(t, n, buf), key: key}
+	beacon := federation.NewBeacon(key, n.Store, 0, nil, log)
+	n.Config.Heartbeats = beacon
+	return &hub{meshNode: serve(t, n, buf), key: key, beacon: beacon}
 }
 
 func (h *hub) pub() ed25519.PublicKey { return h.key.Public().(ed25519.PublicKey) }
@@ -124,24 +129,38 @@ func downstream(t *testing.T, keys []ed25519.PublicKey, links ...federation.Link
 // pinned to retry.
 func downstreamRetrying(t *testing.T, retry time.Duration, keys []ed25519.PublicKey, links ...federation.Link) *meshNode {
 	t.Helper()
+	return downstreamConfigured(t, retry, nil, keys, links...)
+}
+
+// downstreamConfigured is downstreamRetrying with the pull config then
+// adjusted by adjust, if set.
+func downstreamConfigured(t *testing.T, retry time.Duration, adjust func(*federation.PullConfig), keys []ed25519.PublicKey, links ...federation.Link) *meshNode {
+	t.Helper()
 	buf, log := newLog()
 	n := nodetest.Wire(t, log, nodetest.Options{Changes: &store.Changes{}})
 	n.Config.Info.Role = "relay"
-	m := serve(t, n, buf)
 	client := &http.Client{Timeout: 30 * time.Second}
 	rep, err := replicate.New(replicate.Config{Client: client, Blobs: n.Blobs, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.puller, err = federation.NewPuller(federation.PullConfig{
+	pc := federation.PullConfig{
 		Store: n.Store, Fetcher: rep, Client: client,
 		Keys:  func(context.Context) ([]ed25519.PublicKey, error) { return keys, nil },
 		Links: links, Wait: 2 * time.Second, RetryMin: retry, RetryMax: max(retry, 50*time.Millisecond),
 		Log: log,
-	})
+	}
+	if adjust != nil {
+		adjust(&pc)
+	}
+	puller, err := federation.NewPuller(pc)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// As a node wires it: the feed passes on the heartbeats its links hold.
+	n.Config.Heartbeats = puller
+	m := serve(t, n, buf)
+	m.puller = puller
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { m.puller.Run(ctx) })
@@ -149,7 +168,12 @@ func downstreamRetrying(t *testing.T, retry time.Duration, keys []ed25519.Public
 	return m
 }
 
+// link is a link of tier from ups. The test servers are plain http on
+// loopback, which a link must allow explicitly.
 func link(tier string, ups ...federation.Upstream) federation.Link {
+	for i := range ups {
+		ups[i].AllowHTTP = true
+	}
 	return federation.Link{Tier: tier, Upstreams: ups}
 }
 
@@ -365,7 +389,7 @@ func TestPullRefusesRecordsOfAnotherHubTier(t *testing.T) {
 	h := newHub(t)
 	d := downstream(t, []ed25519.PublicKey{h.pub()}, federation.Link{
 		Tier: "stable", HubTier: "stable",
-		Upstreams: []federation.Upstream{{URL: h.srv.URL, Token: syncToken(t, h.meshNode, "edge")}},
+		Upstreams: []federation.Upstream{{URL: h.srv.URL, Token: syncToken(t, h.meshNode, "edge"), AllowHTTP: true}},
 	})
 	p, _ := h.upload(t, "x86_64")
 	d.sync(t)
@@ -378,13 +402,16 @@ func TestPullRefusesRecordsOfAnotherHubTier(t *testing.T) {
 }
 
 // A filtered-out patch is logged, not fetched, and is served onward as a
-// skip so that the next level keeps a contiguous sequence without asking
-// for a blob this node does not have.
+// skip so that the next level keeps a contiguous sequence. The skip has
+// no signed reason (the hub never took the patch back), so only a
+// downstream that filters it out too may pass it by; one that takes the
+// patch treats it as missing data: it tries to fetch it, fails, and says
+// who failed it.
 func TestPullFiltersAndPassesSkipsOn(t *testing.T) {
 	h := newHub(t)
 	relay := downstream(t, []ed25519.PublicKey{h.pub()}, federation.Link{
 		Tier: "edge", Filter: federation.Filter{Archs: []string{"aarch64"}},
-		Upstreams: []federation.Upstream{{URL: h.srv.URL, Token: syncToken(t, h.meshNode, "edge")}},
+		Upstreams: []federation.Upstream{{URL: h.srv.URL, Token: syncToken(t, h.meshNode, "edge"), AllowHTTP: true}},
 	})
 	x86, _ := h.upload(t, "x86_64")
 	arm, _ := h.upload(t, "aarch64")
@@ -403,16 +430,27 @@ func TestPullFiltersAndPassesSkipsOn(t *testing.T) {
 		t.Fatalf("relay feed: want [x86 skipped, arm served], got %+v, %v", page.Entries, err)
 	}
 
-	edge := downstream(t, []ed25519.PublicKey{h.pub()},
-		link("edge", federation.Upstream{URL: relay.srv.URL, Token: syncToken(t, relay, "edge")}))
+	armLink := link("edge", federation.Upstream{URL: relay.srv.URL, Token: syncToken(t, relay, "edge")})
+	armLink.Filter = federation.Filter{Archs: []string{"aarch64"}}
+	edge := downstream(t, []ed25519.PublicKey{h.pub()}, armLink)
 	st := edge.sync(t)
-	if st[0].State != federation.LinkSynced {
-		t.Fatalf("edge behind a filtering relay: %+v", st[0])
+	if st[0].State != federation.LinkSynced || st[0].RecordsRejected != 0 {
+		t.Fatalf("aarch64 edge behind an aarch64 relay: %+v", st[0])
 	}
 	if err := hasPatch(edge, arm.Digest, "edge"); err != nil {
 		t.Errorf("edge: aarch64 patch: %v", err)
 	}
 	wantContiguous(t, "edge's own feed", hubSeqs(t, edge, "edge"), 2)
+
+	wide := downstream(t, []ed25519.PublicKey{h.pub()},
+		link("edge", federation.Upstream{URL: relay.srv.URL, Token: syncToken(t, relay, "edge")}))
+	st = wide.sync(t)
+	if st[0].State != federation.LinkFailing || st[0].RecordsRejected == 0 || st[0].HubSeq != 0 {
+		t.Fatalf("edge taking every arch behind an aarch64 relay: want failing at hub seq 0 with a rejection, got %+v", st[0])
+	}
+	if !strings.Contains(wide.log.String(), `"reason":"unexplained_skip"`) || !strings.Contains(wide.log.String(), relay.srv.URL) {
+		t.Fatalf("want an unexplained_skip security event naming %s, log:\n%s", relay.srv.URL, wide.log.String())
+	}
 }
 
 // An edge whose upstream dies moves to the next candidate and resumes by

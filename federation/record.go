@@ -34,6 +34,9 @@ var (
 	// ErrGap means records between the last applied one and this one are
 	// missing.
 	ErrGap = errors.New("gap in record sequence")
+	// ErrWrongTier means a record or heartbeat of another hub tier came on
+	// a link for this one.
+	ErrWrongTier = errors.New("record of another hub tier")
 )
 
 // FormatVersion is the Record format Sign writes and Open accepts.
@@ -220,7 +223,23 @@ func NewVerifier(pub ...ed25519.PublicKey) *Verifier {
 // ErrUnknownKey if the record names a key v does not pin, ErrBadSignature if
 // the signature fails, and ErrMalformedRecord if the bytes are not a valid
 // record.
+//
+// A heartbeat is not a log record: Open refuses one (ErrMalformedRecord),
+// so that a relay cannot slip one into a feed page; VerifyHeartbeat reads
+// them.
 func (v *Verifier) Open(e Envelope) (Record, error) {
+	r, err := v.open(e)
+	if err != nil {
+		return Record{}, err
+	}
+	if r.Type == TypeHeartbeat {
+		return Record{}, fmt.Errorf("%w: a heartbeat is not a log record", ErrMalformedRecord)
+	}
+	return r, nil
+}
+
+// open verifies e and decodes its record, of any type.
+func (v *Verifier) open(e Envelope) (Record, error) {
 	if len(e.Record) > MaxRecordSize {
 		return Record{}, fmt.Errorf("%w: %d bytes, limit %d", ErrMalformedRecord, len(e.Record), MaxRecordSize)
 	}
@@ -300,6 +319,9 @@ func (r Record) validate() error {
 	}
 	if err := catalog.ValidName("tier", r.Tier); err != nil {
 		return err
+	}
+	if r.Type == TypeHeartbeat {
+		return r.validateHeartbeat()
 	}
 	if r.TierSeq < 1 {
 		return invalid("tier_seq", "must be at least 1, got %d", r.TierSeq)

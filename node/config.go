@@ -220,6 +220,24 @@ type SyncConfig struct {
 	// Proxy is the HTTP(S) proxy URL for upstream connections. Default:
 	// the HTTPS_PROXY, HTTP_PROXY and NO_PROXY environment variables.
 	Proxy string `yaml:"proxy"`
+	// HeartbeatEvery is how often the hub signs each tier's heartbeat
+	// (its newest hub sequence and the time), which every feed answer
+	// carries down the mesh. Hub only. Default 5s.
+	HeartbeatEvery time.Duration `yaml:"heartbeat_every"`
+	// StaleAfter is how old a link's newest hub heartbeat may grow, and
+	// how long a record a heartbeat announced may stay missing, before the
+	// link reports itself stale (sync status, patchmesh_sync_stale, a
+	// sync_stale security event) and tries its other upstreams. It must
+	// exceed heartbeat_every + depth × wait, depth being how many hops the
+	// node is below the hub: each hop passes the heartbeat on with its
+	// next feed answer. Default 2m (three hops at the default wait).
+	StaleAfter time.Duration `yaml:"stale_after"`
+	// AllowHTTP permits plain http:// upstreams on every link. Off by
+	// default: over http the sync token and every blob cross the network
+	// in clear, for anyone on the path to read or change (signatures still
+	// stop a changed record, not a stolen token). Set it, or allow_http on
+	// one upstream, only on loopback or a network you trust.
+	AllowHTTP bool `yaml:"allow_http"`
 }
 
 // GossipConfig joins the node to the mesh's membership (hashicorp/
@@ -279,6 +297,9 @@ type UpstreamConfig struct {
 	// (preferred: a config file is often readable by more people).
 	Token     string `yaml:"token"`
 	TokenFile string `yaml:"token_file"`
+	// AllowHTTP permits this upstream's URL to be plain http:// (see
+	// sync.allow_http).
+	AllowHTTP bool `yaml:"allow_http"`
 }
 
 // LogConfig shapes the node's log.
@@ -345,6 +366,9 @@ func DefaultsWithEnv(getenv func(string) string) Config {
 			PeerWait:  federation.DefaultPeerWait,
 			RetryMin:  500 * time.Millisecond,
 			RetryMax:  time.Minute,
+
+			HeartbeatEvery: federation.DefaultHeartbeatEvery,
+			StaleAfter:     federation.DefaultStaleAfter,
 		},
 		Gossip: GossipConfig{
 			Join:    []string{},

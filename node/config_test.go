@@ -167,7 +167,7 @@ func TestLoadErrorsNameTheYAMLKey(t *testing.T) {
 		{"list where a string goes", "node:\n  name: [a, b]\n",
 			"node.name (line 2): want a string, got a list"},
 		{"misspelt option deep in a list", "sync:\n  links:\n    - tier: stable\n      upstreams:\n        - url: http://127.0.0.1:1\n          tokn: x\n",
-			"sync.links[0].upstreams[0].tokn (line 6): unknown option; sync.links[0].upstreams[0] takes url, token, token_file"},
+			"sync.links[0].upstreams[0].tokn (line 6): unknown option; sync.links[0].upstreams[0] takes url, token, token_file, allow_http"},
 		{"option given twice", "log:\n  level: info\n  level: debug\n",
 			"log.level (line 3): given twice"},
 		{"not a mapping", "- a\n- b\n",
@@ -204,6 +204,8 @@ func envValue(t *testing.T, typ reflect.Type, i int) (string, any) {
 		return s, s
 	case typ == stringsType:
 		return " a, b ,,c", []string{"a", "b", "c"}
+	case typ.Kind() == reflect.Bool:
+		return "true", true // every bool option defaults to false
 	case typ.Kind() == reflect.Int, typ.Kind() == reflect.Int32, typ.Kind() == reflect.Int64:
 		v := reflect.New(typ).Elem()
 		v.SetInt(int64(1000 + i))
@@ -350,6 +352,16 @@ func TestValidateRejects(t *testing.T) {
 		{"negative queue", func(c *Config) { c.Governor.MaxQueue = -1 }, "governor.max_queue"},
 		{"bad level", func(c *Config) { c.Log.Level = "loud" }, "log.level"},
 		{"bad format", func(c *Config) { c.Log.Format = "xml" }, "log.format"},
+		{"plain http upstream", func(c *Config) {
+			c.Node.Role = RoleEdge
+			c.Sync.Links = []LinkConfig{{Tier: "stable", Upstreams: []UpstreamConfig{{URL: "http://hub.example:8080", Token: "pms_x"}}}}
+		}, "sync.links[0].upstreams[0].url: \"http://hub.example:8080\" is plain http"},
+		{"stale bound under the wait", func(c *Config) {
+			c.Node.Role = RoleEdge
+			c.Sync.Links = []LinkConfig{{Tier: "stable", Upstreams: []UpstreamConfig{{URL: "https://hub.example", Token: "pms_x"}}}}
+			c.Sync.StaleAfter = c.Sync.Wait
+		}, "sync.stale_after"},
+		{"zero heartbeat", func(c *Config) { c.Sync.HeartbeatEvery = 0 }, "sync.heartbeat_every"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -360,6 +372,21 @@ func TestValidateRejects(t *testing.T) {
 				t.Fatalf("want an error mentioning %q, got %v", tt.want, err)
 			}
 		})
+	}
+}
+
+func TestValidateAllowsPlainHTTPOnlyWhenAsked(t *testing.T) {
+	for name, allow := range map[string]func(*Config){
+		"on the upstream": func(c *Config) { c.Sync.Links[0].Upstreams[0].AllowHTTP = true },
+		"for every link":  func(c *Config) { c.Sync.AllowHTTP = true },
+	} {
+		c := Defaults()
+		c.Node.Role = RoleEdge
+		c.Sync.Links = []LinkConfig{{Tier: "stable", Upstreams: []UpstreamConfig{{URL: "http://127.0.0.1:8080", Token: "pms_x"}}}}
+		allow(&c)
+		if err := c.Validate(); err != nil {
+			t.Errorf("http allowed %s: want valid, got %v", name, err)
+		}
 	}
 }
 

@@ -42,7 +42,7 @@ func TestNodesGossipTheirMeta(t *testing.T) {
 	edgeCfg := testConfig(t)
 	edgeCfg.Node.Name, edgeCfg.Node.Role, edgeCfg.Node.Datacenter = "edge-1", RoleEdge, "dc-b"
 	edgeCfg.Sync.Trust = []string{"ed25519:ei7gEASb__yzkdzFAkJeOQyoLb6dg7H4qpSDVYX_t2o"}
-	edgeCfg.Sync.Links = []LinkConfig{{Tier: "stable", Upstreams: []UpstreamConfig{{URL: hub.url, Token: "pms_0123456789abcdef_x"}}}}
+	edgeCfg.Sync.Links = []LinkConfig{{Tier: "stable", Upstreams: []UpstreamConfig{{URL: hub.url, Token: "pms_0123456789abcdef_x", AllowHTTP: true}}}}
 	edgeCfg.Gossip.Bind, edgeCfg.Gossip.Profile, edgeCfg.Gossip.Keys = freeGossipAddr(t, "127.0.0.1"), "local", keys
 	edgeCfg.Gossip.Join = []string{hubCfg.Gossip.Bind}
 	edge := startNode(t, edgeCfg)

@@ -64,6 +64,8 @@ type Node struct {
 	nodeKey ed25519.PrivateKey
 	// puller runs the sync links of a relay or edge; nil on the hub.
 	puller *federation.Puller
+	// beacon signs the hub's heartbeats; nil elsewhere.
+	beacon *federation.Beacon
 	// gossip is the node's mesh membership; nil with gossip off.
 	gossip *gossip
 	// lock holds the data directory for this process.
@@ -155,6 +157,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 	if err := n.openBlobs(ctx); err != nil {
 		return nil, err
 	}
+	if n.hubKey != nil {
+		n.beacon = federation.NewBeacon(n.hubKey, n.store, cfg.Sync.HeartbeatEvery, o.now, log)
+	}
 	if cfg.Node.Role != RoleHub {
 		if err := n.newPuller(o.now); err != nil {
 			return nil, err
@@ -208,6 +213,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		Now:        o.now,
 		Sync:       n.syncControl(),
 		HubKey:     n.hubPublicKey(),
+		Heartbeats: n.heartbeats(),
 		ConfigKeys: cfg.Sync.Trust,
 		Changes:    &n.changes,
 		Stopping:   stopping,
@@ -401,6 +407,9 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	if n.gossip != nil {
 		wg.Go(func() { n.gossip.watch(maintainCtx) })
+	}
+	if n.beacon != nil {
+		wg.Go(func() { n.beacon.Run(maintainCtx) })
 	}
 	defer func() {
 		stopMaintain()

@@ -71,7 +71,7 @@ func TestSameDCNodesFetchFromEachOther(t *testing.T) {
 		c.Node.Name, c.Node.Role, c.Node.Datacenter = fmt.Sprintf("b%d", i), RoleEdge, "dc-b"
 		c.Sync.Trust = []string{pub}
 		c.Sync.Wait = 5 * time.Second
-		c.Sync.Links = []LinkConfig{{Tier: "edge", Upstreams: []UpstreamConfig{{URL: hub.url, Token: secret}}}}
+		c.Sync.Links = []LinkConfig{{Tier: "edge", Upstreams: []UpstreamConfig{{URL: hub.url, Token: secret, AllowHTTP: true}}}}
 		c.Gossip.Bind, c.Gossip.Profile, c.Gossip.Keys = freeGossipAddr(t, "127.0.0.1"), "local", keys
 		c.Gossip.Join = []string{hubCfg.Gossip.Bind}
 		nodes = append(nodes, startNode(t, c))

@@ -62,6 +62,8 @@ func (c Config) validateSync() []error {
 			uf := fmt.Sprintf("%s.upstreams[%d]", field, j)
 			if pu, err := url.Parse(u.URL); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" || pu.User != nil {
 				bad(uf+".url", "must be an http(s) URL without credentials, got %q", u.URL)
+			} else if pu.Scheme == "http" && !u.AllowHTTP && !s.AllowHTTP {
+				bad(uf+".url", "%q is plain http, which sends the sync token and blobs in clear: use https, or set %s.allow_http (or sync.allow_http) on a network you trust", u.URL, uf)
 			}
 			if (u.Token == "") == (u.TokenFile == "") {
 				bad(uf, "set exactly one of token and token_file")
@@ -83,6 +85,12 @@ func (c Config) validateSync() []error {
 	}
 	if s.PeerWait <= 0 || s.PeerWait > maxPeerWait {
 		bad("sync.peer_wait", "must be between 1ms and %v, got %v", maxPeerWait, s.PeerWait)
+	}
+	if s.HeartbeatEvery <= 0 {
+		bad("sync.heartbeat_every", "must be positive, got %v", s.HeartbeatEvery)
+	}
+	if c.Node.Role != RoleHub && s.StaleAfter <= s.Wait {
+		bad("sync.stale_after", "must be longer than sync.wait (%v), got %v: a quiet link hears the hub's heartbeat once per wait", s.Wait, s.StaleAfter)
 	}
 	if s.RetryMin <= 0 || s.RetryMax < s.RetryMin {
 		bad("sync.retry_min", "retry_min must be positive and at most retry_max, got %v and %v", s.RetryMin, s.RetryMax)
@@ -116,7 +124,7 @@ func (c Config) links() ([]federation.Link, error) {
 					return nil, fmt.Errorf("sync link %s: token file %s is empty", l.Tier, u.TokenFile)
 				}
 			}
-			fl.Upstreams = append(fl.Upstreams, federation.Upstream{URL: u.URL, Token: tok})
+			fl.Upstreams = append(fl.Upstreams, federation.Upstream{URL: u.URL, Token: tok, AllowHTTP: u.AllowHTTP || c.Sync.AllowHTTP})
 		}
 		out = append(out, fl)
 	}
@@ -241,6 +249,19 @@ func (n *Node) hubPublicKey() ed25519.PublicKey {
 	return n.hubKey.Public().(ed25519.PublicKey)
 }
 
+// heartbeats is where the feed finds the heartbeat it serves: the hub's
+// own beacon, or the puller's newest per link. A nil interface when
+// neither exists.
+func (n *Node) heartbeats() federation.Heartbeats {
+	switch {
+	case n.beacon != nil:
+		return n.beacon
+	case n.puller != nil:
+		return n.puller
+	}
+	return nil
+}
+
 // syncControl is the puller as the API sees it; a nil interface, not a
 // typed nil, on the hub.
 func (n *Node) syncControl() federation.Control {
@@ -280,9 +301,10 @@ func (n *Node) newPuller(now func() time.Time) error {
 			}
 			return n.gossip.health(url)
 		},
-		PeerWait: n.cfg.Sync.PeerWait,
-		Log:      n.log,
-		Now:      now,
+		PeerWait:   n.cfg.Sync.PeerWait,
+		StaleAfter: n.cfg.Sync.StaleAfter,
+		Log:        n.log,
+		Now:        now,
 	}
 	if n.cfg.Gossip.Bind != "" {
 		// Gossip starts after the puller; the loop runs after both.

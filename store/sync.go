@@ -53,6 +53,12 @@ type FeedEntry struct {
 	// event on this tier (it is withdrawn, removed, or this node filtered
 	// it out), so a downstream should record the event without fetching.
 	Skip bool
+	// BecauseRecord and BecauseSig are, for a skipped entry, the signed
+	// record that explains the skip: the first withdrawal or removal of
+	// the same patch on the same tier after it, if this node's log holds
+	// one. Nil otherwise (a patch this node filtered out has none).
+	BecauseRecord []byte
+	BecauseSig    []byte
 }
 
 // FeedPage is a page of one tier's feed.
@@ -112,6 +118,13 @@ type SyncedEvent struct {
 	// change the catalog: the upstream skipped it or a filter excluded it.
 	// Withdrawals, removals, token and node events are always applied.
 	Apply bool
+	// BecauseRecord and BecauseSig are, for an add or promotion the
+	// upstream skipped, the hub's signed reason the sync loop verified
+	// (see FeedEntry). The store keeps them with the event and serves
+	// them onward, so that this node's downstreams can check the skip
+	// before the reason itself has reached this node's log.
+	BecauseRecord []byte
+	BecauseSig    []byte
 }
 
 // TrustedKey is a hub public key pinned through the admin API.

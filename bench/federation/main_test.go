@@ -38,13 +38,16 @@ const (
 // a change reaches a downstream because its waiting request is woken, not
 // because a short poll happened to end. Retry timings stay meshtest's: they
 // only matter after a failure, which voids a measurement anyway.
+// The heartbeat timings are the defaults too (heartbeat_every 5s,
+// stale_after 2m), which stale_after must exceed the wait for anyway.
 func productionSync(c *node.Config) {
-	c.Sync.Wait = node.DefaultsWithEnv(func(string) string { return "" }).Sync.Wait
+	d := node.DefaultsWithEnv(func(string) string { return "" }).Sync
+	c.Sync.Wait, c.Sync.HeartbeatEvery, c.Sync.StaleAfter = d.Wait, d.HeartbeatEvery, d.StaleAfter
 }
 
-// startHub starts a mesh's hub.
+// startHub starts a mesh's hub, signing heartbeats at the default pace.
 func startHub(m *meshtest.Mesh) *meshtest.Node {
-	return m.Start(meshtest.Spec{Name: "hub", Role: node.RoleHub})
+	return m.Start(meshtest.Spec{Name: "hub", Role: node.RoleHub, Configure: productionSync})
 }
 
 // startDownstream starts a relay or edge with one link, for tier, to up.

@@ -75,11 +75,24 @@ func (a *admin) showSyncStatus(raw []byte) error {
 				l.Tier, l.HubTier, orDash(l.Upstream), l.State,
 				fmt.Sprintf("%d/%d", l.Cursor, l.UpstreamHead),
 				fmt.Sprintf("%d events, %s", l.LagEvents, fmtLag(l.LagSeconds)),
-				fmtTime(l.LastSuccess), lastErr,
+				fmtHeartbeat(l), fmtTime(l.LastSuccess), lastErr,
 			}
 		}
-		return table(a.stdout, []string{"TIER", "HUB TIER", "UPSTREAM", "STATE", "CURSOR/HEAD", "LAG", "LAST SUCCESS", "LAST ERROR"}, rows)
+		return table(a.stdout, []string{"TIER", "HUB TIER", "UPSTREAM", "STATE", "CURSOR/HEAD", "LAG", "HUB HEARTBEAT", "LAST SUCCESS", "LAST ERROR"}, rows)
 	})
+}
+
+// fmtHeartbeat shows how fresh the link's newest hub heartbeat is, what
+// it announced, and why the link is stale if it is.
+func fmtHeartbeat(l federation.LinkStatus) string {
+	s := "none"
+	if !l.HeartbeatTime.IsZero() {
+		s = fmt.Sprintf("%s old, hub seq %d", fmtLag(l.HeartbeatAge), l.HeartbeatHubHead)
+	}
+	if l.Stale {
+		s += " (stale: " + l.StaleReason + ")"
+	}
+	return s
 }
 
 // fmtLag shows a lag in whole seconds, as a duration.

@@ -23,6 +23,8 @@ func TestAdminSyncStatusAndTrigger(t *testing.T) {
 		Cursor: 7, UpstreamHead: 9, HubSeq: 5, HubHead: 7, LagEvents: 2, LagSeconds: 12.4,
 		LastSuccess: time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC),
 		LastError:   "upstream answered 503", LastErrorAt: time.Date(2026, 11, 23, 8, 1, 0, 0, time.UTC),
+		Stale: true, StaleReason: federation.StaleWithheld, HeartbeatTime: time.Date(2026, 11, 23, 8, 1, 0, 0, time.UTC),
+		HeartbeatAge: 3.2, HeartbeatHubHead: 9,
 	}}}
 	n := newTestNode(t, func(c *api.Config) { c.Info.Role = "relay"; c.Sync = fc })
 	n.login()
@@ -30,7 +32,7 @@ func TestAdminSyncStatusAndTrigger(t *testing.T) {
 	r := n.mustAdmin("sync", "status")
 	for _, want := range []string{"TIER", "HUB TIER", "UPSTREAM", "STATE", "CURSOR/HEAD", "LAG", "LAST SUCCESS", "LAST ERROR",
 		"edge", "stable", "https://hub.example:8443", "failing", "7/9", "2 events, 12s", "2026-11-23T08:00:00Z",
-		"2026-11-23T08:01:00Z upstream answered 503"} {
+		"2026-11-23T08:01:00Z upstream answered 503", "HUB HEARTBEAT", "3s old, hub seq 9 (stale: withheld)"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("sync status output lacks %q:\n%s", want, r.stdout)
 		}

@@ -41,7 +41,7 @@ sync:
   trust: [ed25519:ei7gEASb__yzkdzFAkJeOQyoLb6dg7H4qpSDVYX_t2o]
   links:
     - tier: stable
-      upstreams: [{url: "http://127.0.0.1:1000", token: pms_0123456789abcdef_x}]
+      upstreams: [{url: "http://127.0.0.1:1000", token: pms_0123456789abcdef_x, allow_http: true}]
 log:
   level: debug
 `)

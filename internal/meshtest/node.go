@@ -67,9 +67,14 @@ type Upstream struct {
 // Test timings: short enough that a test sees a failing link retry and a
 // stopped node drain within seconds, long enough not to spin.
 const (
-	syncWait        = 2 * time.Second
-	retryMin        = 100 * time.Millisecond
-	retryMax        = time.Second
+	syncWait = 2 * time.Second
+	retryMin = 100 * time.Millisecond
+	retryMax = time.Second
+	// HeartbeatEvery and StaleAfter: the hub signs often, and a link
+	// turns stale within seconds, yet not before a heartbeat could have
+	// crossed two hops of 2s long polls on a loaded machine.
+	HeartbeatEvery  = 500 * time.Millisecond
+	StaleAfter      = 10 * time.Second
 	shutdownTimeout = 5 * time.Second
 	readyWithin     = 30 * time.Second
 	exitWithin      = 30 * time.Second
@@ -87,7 +92,8 @@ type Node struct {
 	Dir     string
 	DataDir string
 	// Config is what the node's config file says: meshtest's test
-	// profile (2s long polls, retries from 100ms to 1s, a 5s drain),
+	// profile (2s long polls, retries from 100ms to 1s, a 5s drain,
+	// heartbeats every 500ms and stale after 10s),
 	// then the Spec.
 	Config node.Config
 	// GossipAddr is the node's gossip host:port, fixed across restarts;
@@ -146,6 +152,8 @@ func (m *Mesh) Add(spec Spec) *Node {
 	cfg.Sync.Wait = syncWait
 	cfg.Sync.RetryMin = retryMin
 	cfg.Sync.RetryMax = retryMax
+	cfg.Sync.HeartbeatEvery = HeartbeatEvery
+	cfg.Sync.StaleAfter = StaleAfter
 	if spec.Role == node.RoleHub {
 		cfg.Sync.HubKey = m.HubKeyPath
 	} else {
@@ -158,7 +166,8 @@ func (m *Mesh) Add(spec Spec) *Node {
 			if err := os.WriteFile(tf, []byte(u.Token+"\n"), 0o600); err != nil {
 				t.Fatalf("meshtest: %v", err)
 			}
-			lc.Upstreams = append(lc.Upstreams, node.UpstreamConfig{URL: u.URL, TokenFile: tf})
+			// Loopback only, so plain http is allowed explicitly.
+			lc.Upstreams = append(lc.Upstreams, node.UpstreamConfig{URL: u.URL, TokenFile: tf, AllowHTTP: true})
 		}
 		cfg.Sync.Links = append(cfg.Sync.Links, lc)
 	}

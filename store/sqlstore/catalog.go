@@ -65,6 +65,8 @@ type logEntry struct {
 	// number inside them; all zero for an unsigned event.
 	record, sig []byte
 	hubSeq      int64
+	// skipRecord and skipSig are a synced event's verified skip reason.
+	skipRecord, skipSig []byte
 }
 
 // event appends one unsigned change-log event in the change's transaction.
@@ -166,10 +168,11 @@ func (c *changeTx) append(ctx context.Context, e logEntry) error {
 	}
 	signed := e.record != nil
 	if _, err := c.tx.ExecContext(ctx,
-		`INSERT INTO events (seq, type, tier, digest, data, created_us, record, sig, hub_seq)
-		 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		`INSERT INTO events (seq, type, tier, digest, data, created_us, record, sig, hub_seq, skip_record, skip_sig)
+		 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
 		seq, string(e.typ), e.tier, e.digest, string(b), us(c.now),
-		nullBytes(e.record), nullBytes(e.sig), sql.NullInt64{Int64: e.hubSeq, Valid: signed}); err != nil {
+		nullBytes(e.record), nullBytes(e.sig), sql.NullInt64{Int64: e.hubSeq, Valid: signed},
+		nullBytes(e.skipRecord), nullBytes(e.skipSig)); err != nil {
 		return fmt.Errorf("append %s event: %w", e.typ, err)
 	}
 	c.logged = true

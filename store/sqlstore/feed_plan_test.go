@@ -56,6 +56,7 @@ func TestFeedQueriesUseTheFeedIndexes(t *testing.T) {
 				{"by seq", feedBySeq, []any{"edge", 5000, 100}, []string{"events_feed "}},
 				{"by hub seq", feedByHub, []any{"edge", 5000, 100}, []string{"events_feed ", "events_feed_hub"}},
 				{"head", feedHead, []any{"edge"}, []string{"events_feed "}},
+				{"skip reason", skipReason, []any{"edge", "d", 5000}, []string{"events_unavailable"}},
 			} {
 				rows, err := s.db.QueryContext(ctx, explain+tc.query, tc.args...)
 				if err != nil {

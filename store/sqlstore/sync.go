@@ -43,7 +43,7 @@ func feedLimit(n int) int {
 // withdrawal or removal after an event was logged makes the old event
 // skippable without rewriting it: a downstream that catches up later is
 // never sent to fetch a patch this node no longer offers on the tier.
-const feedCols = `e.seq, e.hub_seq, e.record, e.sig,
+const feedCols = `e.seq, e.hub_seq, e.record, e.sig, e.digest, e.skip_record, e.skip_sig,
 	(e.type IN ('` + string(catalog.EventPatchAdded) + `', '` + string(catalog.EventPatchPromoted) + `')
 	 AND NOT EXISTS (SELECT 1 FROM availability a JOIN patches p ON p.digest = a.digest
 	                 WHERE a.digest = e.digest AND a.tier = e.tier AND NOT p.withdrawn))`
@@ -83,18 +83,25 @@ func (s *Store) Feed(ctx context.Context, tier string, pos store.FeedPosition, l
 	}
 	defer rows.Close()
 	page.Entries = []store.FeedEntry{}
+	var digests []string
 	for rows.Next() {
 		var (
 			e      store.FeedEntry
 			hubSeq sql.NullInt64
+			digest string
 		)
-		if err := rows.Scan(&e.Seq, &hubSeq, &e.Record, &e.Sig, &e.Skip); err != nil {
+		if err := rows.Scan(&e.Seq, &hubSeq, &e.Record, &e.Sig, &digest, &e.BecauseRecord, &e.BecauseSig, &e.Skip); err != nil {
 			return store.FeedPage{}, mapErr("feed of "+tier, err)
 		}
 		e.HubSeq = hubSeq.Int64
 		page.Entries = append(page.Entries, e)
+		digests = append(digests, digest)
 	}
 	if err := rows.Err(); err != nil {
+		return store.FeedPage{}, mapErr("feed of "+tier, err)
+	}
+	rows.Close()
+	if err := s.skipReasons(ctx, tier, page.Entries, digests); err != nil {
 		return store.FeedPage{}, mapErr("feed of "+tier, err)
 	}
 	// The head is read after the entries, so it is never behind them: an
@@ -106,6 +113,40 @@ func (s *Store) Feed(ctx context.Context, tier string, pos store.FeedPosition, l
 	}
 	page.HubHead = hubHead.Int64
 	return page, nil
+}
+
+// skipReason finds the signed record that explains why an entry is
+// skipped: the first withdrawal or removal of its patch on the tier after
+// it. It walks the partial index events_unavailable (tier, digest,
+// hub_seq), which holds only those records.
+const skipReason = `SELECT record, sig FROM events
+	WHERE tier = $1 AND digest = $2 AND hub_seq > $3 AND record IS NOT NULL
+	  AND type IN ('` + string(catalog.EventPatchWithdrawn) + `', '` + string(catalog.EventPatchRemoved) + `')
+	ORDER BY hub_seq LIMIT 1`
+
+// skipReasons attaches to each skipped entry the record that explains
+// the skip: the one the log holds, or else the one this node's sync loop
+// verified when it passed the patch by (kept with the event, for the time
+// before the record itself arrives). The skip flag itself is unsigned; the
+// reason is what a downstream checks before it records the entry without
+// its patch. An entry not skipped carries none.
+func (s *Store) skipReasons(ctx context.Context, tier string, entries []store.FeedEntry, digests []string) error {
+	for i := range entries {
+		e := &entries[i]
+		if !e.Skip {
+			e.BecauseRecord, e.BecauseSig = nil, nil
+			continue
+		}
+		kept, keptSig := e.BecauseRecord, e.BecauseSig
+		err := s.db.QueryRowContext(ctx, skipReason, tier, digests[i], e.HubSeq).Scan(&e.BecauseRecord, &e.BecauseSig)
+		if errors.Is(err, sql.ErrNoRows) {
+			e.BecauseRecord, e.BecauseSig, err = kept, keptSig, nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Cursor returns the local tier's cursor, the zero Cursor with Tier set if
@@ -347,10 +388,14 @@ func (c *changeTx) applySynced(ctx context.Context, tierName string, ev store.Sy
 			return err
 		}
 	}
-	return c.append(ctx, logEntry{
+	entry := logEntry{
 		typ: ev.Type, tier: tierName, digest: digest, data: data,
 		record: ev.Record, sig: ev.Sig, hubSeq: ev.HubSeq,
-	})
+	}
+	if !ev.Apply && len(ev.BecauseRecord) > 0 && len(ev.BecauseSig) > 0 {
+		entry.skipRecord, entry.skipSig = ev.BecauseRecord, ev.BecauseSig
+	}
+	return c.append(ctx, entry)
 }
 
 // applySyncedToken applies one synced token event to tierName and logs it

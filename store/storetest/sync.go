@@ -450,6 +450,37 @@ func testFeedSkip(t *testing.T, open OpenSync) {
 	if got, want := skips("beta"), []bool{true, false}; !slices.Equal(got, want) {
 		t.Errorf("Feed(beta) skips after withdrawing a: want %v, got %v", want, got)
 	}
+
+	// Each skipped entry carries the signed record that explains it: the
+	// withdrawal or removal of its patch on its tier; no other entry does.
+	for _, tier := range []string{"edge", "beta"} {
+		entries := feedAll(t, hub, tier).Entries
+		for _, e := range entries {
+			if !e.Skip {
+				if e.BecauseRecord != nil || e.BecauseSig != nil {
+					t.Errorf("Feed(%s) entry %d: not skipped, yet carries a reason", tier, e.Seq)
+				}
+				continue
+			}
+			skipped := unseal(t, e)
+			var why *store.FeedEntry
+			for i := range entries {
+				if bytes.Equal(entries[i].Record, e.BecauseRecord) && bytes.Equal(entries[i].Sig, e.BecauseSig) {
+					why = &entries[i]
+				}
+			}
+			if why == nil {
+				t.Errorf("Feed(%s) entry %d (%s of %s): want the record that explains the skip, got %q", tier, e.Seq, skipped.Type, skipped.Patch.Digest, e.BecauseRecord)
+				continue
+			}
+			r := unseal(t, *why)
+			if r.Patch.Digest != skipped.Patch.Digest || why.HubSeq <= e.HubSeq ||
+				(r.Type != catalog.EventPatchWithdrawn && r.Type != catalog.EventPatchRemoved) {
+				t.Errorf("Feed(%s) entry %d: reason is a %s of %s at hub seq %d, want a later withdrawal or removal of %s",
+					tier, e.Seq, r.Type, r.Patch.Digest, why.HubSeq, skipped.Patch.Digest)
+			}
+		}
+	}
 }
 
 // ApplySynced.
@@ -637,6 +668,34 @@ func testApplySyncedUnapplied(t *testing.T, open OpenSync) {
 	feed := feedAll(t, down, "edge").Entries
 	if len(feed) != 1 || !feed[0].Skip || !bytes.Equal(feed[0].Record, entries[0].Record) {
 		t.Errorf("downstream feed after an unapplied add: want the hub's record, skipped; got %+v", feed)
+	}
+	if feed[0].BecauseRecord != nil {
+		t.Errorf("downstream feed: a skip applied without a reason serves one: %q", feed[0].BecauseRecord)
+	}
+
+	// A skip applied with its reason (the hub's later withdrawal, still in
+	// a page to come) serves that reason onward until the withdrawal
+	// itself is in the log, and the log's copy after.
+	relay, hub2 := open(t, nil, nil), open(t, &testSealer{}, nil)
+	withdraw(t, hub2, addPatch(t, hub2, kernelA, x86, "1.1"))
+	hub2Entries := feedAll(t, hub2, "edge").Entries
+	withdrawal := hub2Entries[1]
+	skipped := toSynced(t, hub2Entries[:1], false)
+	skipped[0].BecauseRecord, skipped[0].BecauseSig = withdrawal.Record, withdrawal.Sig
+	rnext := store.Cursor{Tier: "edge", HubTier: "edge", HubSeq: 1, Upstream: upstreamURL, UpstreamSeq: hub2Entries[0].Seq}
+	if err := relay.ApplySynced(ctx, store.Cursor{Tier: "edge"}, rnext, skipped); err != nil {
+		t.Fatalf("ApplySynced of a skip with its reason: %v", err)
+	}
+	rfeed := feedAll(t, relay, "edge").Entries
+	if len(rfeed) != 1 || !rfeed[0].Skip || !bytes.Equal(rfeed[0].BecauseRecord, withdrawal.Record) || !bytes.Equal(rfeed[0].BecauseSig, withdrawal.Sig) {
+		t.Fatalf("relay feed after a skip with its reason: want the reason served, got %+v", rfeed)
+	}
+	rnext2 := store.Cursor{Tier: "edge", HubTier: "edge", HubSeq: 2, Upstream: upstreamURL, UpstreamSeq: withdrawal.Seq}
+	if err := relay.ApplySynced(ctx, rnext, rnext2, toSynced(t, []store.FeedEntry{withdrawal}, true)); err != nil {
+		t.Fatalf("ApplySynced of the withdrawal: %v", err)
+	}
+	if rfeed = feedAll(t, relay, "edge").Entries; len(rfeed) != 2 || !bytes.Equal(rfeed[0].BecauseRecord, withdrawal.Record) {
+		t.Fatalf("relay feed after the withdrawal arrived: want it as the reason, got %+v", rfeed)
 	}
 
 	// A withdrawal is applied even when marked not to be: a patch the hub
