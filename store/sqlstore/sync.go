@@ -108,6 +108,51 @@ func (s *Store) Feed(ctx context.Context, tier string, pos store.FeedPosition, l
 	return page, nil
 }
 
+// SignedEvents returns the signed events of q.Tier about q.Digest of one
+// of q.Types, newest first. It walks the partial index events_subject
+// (tier, digest, seq), so a machine's check-in costs one short index
+// range whatever the log's length.
+func (s *Store) SignedEvents(ctx context.Context, q store.SignedQuery) (out []store.FeedEntry, err error) {
+	defer s.done("SignedEvents", time.Now(), &err)
+	if len(q.Types) == 0 {
+		return nil, fmt.Errorf("sqlstore: signed events: %w", &catalog.InvalidError{Field: "types", Message: "at least one event type"})
+	}
+	limit := q.Limit
+	if limit <= 0 {
+		limit = 1
+	}
+	limit = min(limit, maxFeedLimit)
+	args := []any{q.Tier, q.Digest, limit}
+	marks := make([]string, len(q.Types))
+	for i, typ := range q.Types {
+		args = append(args, string(typ))
+		marks[i] = fmt.Sprintf("$%d", len(args))
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT seq, hub_seq, record, sig FROM events
+		WHERE tier = $1 AND digest = $2 AND record IS NOT NULL AND type IN (`+strings.Join(marks, ", ")+`)
+		ORDER BY seq DESC LIMIT $3`, args...)
+	if err != nil {
+		return nil, mapErr("signed events of "+q.Tier, err)
+	}
+	defer rows.Close()
+	out = []store.FeedEntry{}
+	for rows.Next() {
+		var (
+			e      store.FeedEntry
+			hubSeq sql.NullInt64
+		)
+		if err := rows.Scan(&e.Seq, &hubSeq, &e.Record, &e.Sig); err != nil {
+			return nil, mapErr("signed events of "+q.Tier, err)
+		}
+		e.HubSeq = hubSeq.Int64
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, mapErr("signed events of "+q.Tier, err)
+	}
+	return out, nil
+}
+
 // Cursor returns the local tier's cursor, the zero Cursor with Tier set if
 // the tier never synced.
 func (s *Store) Cursor(ctx context.Context, tier string) (c store.Cursor, err error) {

@@ -44,6 +44,7 @@ func RunSync(t *testing.T, open OpenSync) {
 		{"ApplySyncedTokenRefusalsChangeNothing", testApplySyncedTokenRefusals},
 		{"ChangesNotifiedAfterCommitOnly", testChangesNotify},
 		{"TrustedKeysAddListRemove", testTrustedKeys},
+		{"SignedEventsFindATiersRecordsOfOnePatch", testSignedEvents},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
