@@ -95,6 +95,10 @@ type Config struct {
 	// Topology is the node's gossip membership, for GET /v1/topology; nil
 	// with gossip off, when the answer holds this node alone.
 	Topology TopologyViewer
+	// Endorsements are the hub key endorsements (federation.Endorse) this
+	// node hands machines with every offer and registration, so that a
+	// machine pinning an older hub key can verify records of the new one.
+	Endorsements []federation.Envelope
 	// PeerTokens returns the peer tokens accepted now, one per gossip key
 	// (topology.PeerToken), for GET /v1/peer/blobs. It is called on every
 	// such request, so a keyring rotation takes effect at once. Nil (gossip
@@ -122,6 +126,7 @@ type server struct {
 	nodes      NodeLister
 	topo       TopologyViewer
 	peerTokens func() []string
+	endorse    []federation.Envelope
 }
 
 // New returns the node's HTTP handler.
@@ -185,6 +190,7 @@ func New(cfg Config) (http.Handler, error) {
 		nodes:      cfg.Nodes,
 		topo:       cfg.Topology,
 		peerTokens: cfg.PeerTokens,
+		endorse:    cfg.Endorsements,
 	}
 	s.started = s.now()
 
