@@ -2,6 +2,8 @@ package client
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -17,9 +19,20 @@ import (
 
 	"github.com/patchmesh/patchmesh/api"
 	"github.com/patchmesh/patchmesh/catalog"
+	"github.com/patchmesh/patchmesh/federation"
 	"github.com/patchmesh/patchmesh/internal/nodetest"
 	"github.com/patchmesh/patchmesh/store/sqlstore"
 )
+
+// testHubKey signs every test node's records; testHubPub is what machines
+// pin.
+var testHubKey, testHubPub = func() (ed25519.PrivateKey, string) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	return priv, federation.FormatPublicKey(pub)
+}()
 
 const (
 	nodeAdmin    = "admin"
@@ -60,7 +73,9 @@ func newTestNode(t *testing.T, tlsServer bool) *testNode {
 // newTestNodeWith is newTestNode with the api configured by tune.
 func newTestNodeWith(t *testing.T, tlsServer bool, tune func(*api.Config)) *testNode {
 	t.Helper()
-	wired := nodetest.Wire(t, slog.New(slog.DiscardHandler), nodetest.Options{Admin: nodeAdmin})
+	// Every test node signs with the one test hub key, as a hub does and
+	// as the records a relay or edge serves are: machines verify offers.
+	wired := nodetest.Wire(t, slog.New(slog.DiscardHandler), nodetest.Options{Admin: nodeAdmin, Sealer: federation.Sealer{Key: testHubKey}})
 	n := &testNode{t: t, store: wired.Store, blobDir: wired.BlobDir}
 	cfg := wired.Config
 	tune(&cfg)
