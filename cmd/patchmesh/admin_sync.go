@@ -185,7 +185,11 @@ func (a *admin) adminHubKey(ctx context.Context, args []string) error {
 		if err := decode(raw, &out); err != nil {
 			return err
 		}
-		_, err := fmt.Fprintf(a.stdout, "%s\nid %s\n", out.Key, out.ID)
+		if _, err := fmt.Fprintf(a.stdout, "%s\nid %s\n", out.Key, out.ID); err != nil {
+			return err
+		}
+		// What a machine needs, on stderr so that stdout stays the key.
+		_, err := fmt.Fprintf(a.stderr, "Machines pin it when they register: patchmesh client register pma_… --server URL --hub-key %s\n", out.Key)
 		return err
 	})
 }

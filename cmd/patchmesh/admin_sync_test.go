@@ -129,6 +129,9 @@ func TestAdminHubKeyNeedsNoLogin(t *testing.T) {
 	if !strings.HasPrefix(r.stdout, federation.FormatPublicKey(pub)+"\n") || !strings.Contains(r.stdout, federation.KeyID(pub)) {
 		t.Errorf("admin hub-key printed %q, want the key on the first line and its ID", r.stdout)
 	}
+	if !strings.Contains(r.stderr, "--hub-key "+federation.FormatPublicKey(pub)) {
+		t.Errorf("admin hub-key stderr %q, want how a machine pins the key", r.stderr)
+	}
 	if req := n.lastRequest("GET", "/v1/sync/hub-key"); req == nil || req.Header.Get("Authorization") != "" {
 		t.Error("admin hub-key sent credentials or no request; want a plain GET")
 	}

@@ -123,7 +123,11 @@ func (c *clientCLI) run(ctx context.Context, args []string) int {
 	if v := c.env("PATCHMESH_CLIENT_ALLOW_HTTP"); v != "" {
 		c.allowHTTP, _ = strconv.ParseBool(v)
 	}
-	return finish("patchmesh client", clientUsage, c.dispatch(ctx, args), c.stdout, c.stderr)
+	err := c.dispatch(ctx, args)
+	if errors.Is(err, client.ErrInsecureURL) && !c.requireTLS {
+		err = fmt.Errorf("%w (give --allow-http, or PATCHMESH_CLIENT_ALLOW_HTTP=1, for a loopback or test node)", err)
+	}
+	return finish("patchmesh client", clientUsage, err, c.stdout, c.stderr)
 }
 
 func (c *clientCLI) flags(name string) *flag.FlagSet {
@@ -231,9 +235,6 @@ func (c *clientCLI) newClient(progressLabel string) (*client.Client, *progress, 
 	}
 	cl, err := client.New(cfg)
 	if errors.Is(err, client.ErrInsecureURL) {
-		if !c.requireTLS {
-			err = fmt.Errorf("%w (give --allow-http for a loopback or test node)", err)
-		}
 		return nil, nil, err
 	}
 	if err != nil {
