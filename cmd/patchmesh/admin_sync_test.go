@@ -135,7 +135,7 @@ func TestAdminHubKeyNeedsNoLogin(t *testing.T) {
 	if req := n.lastRequest("GET", "/v1/sync/hub-key"); req == nil || req.Header.Get("Authorization") != "" {
 		t.Error("admin hub-key sent credentials or no request; want a plain GET")
 	}
-	edge := newTestNode(t, func(c *api.Config) { c.Info.Role = "edge" })
+	edge := newTestNode(t, func(c *api.Config) { c.Info.Role, c.HubKey = "edge", nil })
 	if r := edge.admin("", "hub-key"); r.code != exitNotFound || !strings.Contains(r.stderr, "not_hub") {
 		t.Errorf("admin hub-key on an edge: exit %d, stderr %q; want %d and not_hub", r.code, r.stderr, exitNotFound)
 	}
