@@ -158,6 +158,14 @@ func TestRefreshRefusesRollbackUntilTheNewerPatchIsWithdrawn(t *testing.T) {
 	if err != nil || hooked != old.Digest || res.State != catalog.StateApplied {
 		t.Fatalf("Refresh after the withdrawal = %+v, %v, hook %q; want %s applied", res, err, hooked, old.Digest)
 	}
+
+	// The withdrawn patch, handed back with its genuine record, is
+	// refused although its version is higher.
+	neuRecord := signedOffer(t, n, "edge", neu)
+	rewriteOffer(n, func(o *federation.Offer) { o.Patch, o.Signed = neu, neuRecord })
+	if _, err, hooked := refreshWithHook(t, c); !errors.Is(err, ErrRollback) || hooked != "" {
+		t.Fatalf("Refresh offered the withdrawn patch again = %v (hook %q), want ErrRollback", err, hooked)
+	}
 }
 
 // The machine's tier comes from the hub-signed record of its enrollment

@@ -88,7 +88,7 @@ func (c *Client) Refresh(ctx context.Context, o RefreshOptions) (RefreshResult, 
 	if err != nil {
 		return RefreshResult{}, fmt.Errorf("refresh: %w", err)
 	}
-	check := OfferCheck{HubTier: s.st.HubTier, Kernel: o.Kernel, Arch: o.Arch}
+	check := OfferCheck{HubTier: s.st.HubTier, Kernel: o.Kernel, Arch: o.Arch, Withdrawn: s.st.Withdrawn}
 	q := url.Values{"kernel": {o.Kernel}, "arch": {o.Arch}}
 	if a, ok := s.st.Applied[appliedKey(o.Kernel, o.Arch)]; ok {
 		check.Applied = &a
@@ -157,7 +157,7 @@ func (c *Client) Refresh(ctx context.Context, o RefreshOptions) (RefreshResult, 
 		}
 	}
 	if res.State == catalog.StateApplied {
-		if err := s.applied(rec); err != nil {
+		if err := s.applied(pins, rec, offer.Withdrawal); err != nil {
 			return res, fmt.Errorf("refresh: applied, but %w", err)
 		}
 	}
@@ -173,10 +173,22 @@ func (c *Client) Refresh(ctx context.Context, o RefreshOptions) (RefreshResult, 
 }
 
 // applied records that the patch of rec is applied, before the check-in
-// says so, so that no later offer can roll the machine back from it.
-func (s *session) applied(rec federation.Record) error {
+// says so, so that no later offer can roll the machine back from it, and
+// the hub's withdrawal that came with it, if one did, so that the patch
+// it withdrew is not taken back either.
+func (s *session) applied(pins *Pins, rec federation.Record, withdrawal *federation.Envelope) error {
 	if s.st.Applied == nil {
 		s.st.Applied = map[string]Applied{}
+	}
+	if withdrawal != nil {
+		w, err := pins.Open(*withdrawal)
+		if err == nil && w.Tier == s.st.HubTier &&
+			(w.Type == catalog.EventPatchWithdrawn || w.Type == catalog.EventPatchRemoved) {
+			if s.st.Withdrawn == nil {
+				s.st.Withdrawn = map[string]int64{}
+			}
+			s.st.Withdrawn[w.Patch.Digest] = max(s.st.Withdrawn[w.Patch.Digest], w.TierSeq)
+		}
 	}
 	p := rec.Patch
 	s.st.Applied[appliedKey(p.Kernel, p.Arch)] = Applied{

@@ -70,6 +70,11 @@ type State struct {
 	// Applied is what the machine applied last, per "kernel arch": an
 	// older offer is refused unless the hub withdrew the applied patch.
 	Applied map[string]Applied `json:"applied,omitempty"`
+	// Withdrawn are the patches the machine saw the hub withdraw (or
+	// remove) on its tier, by digest, with the hub sequence number of the
+	// withdrawal: an older offer of one is refused, so that a node cannot
+	// hand back a patch the hub took back.
+	Withdrawn map[string]int64 `json:"withdrawn,omitempty"`
 	// Registrations holds the machine's token at each node, by base URL.
 	Registrations map[string]NodeRegistration `json:"registrations"`
 	// Nodes are the nodes serving the tier, nearest first, unreachable

@@ -50,6 +50,10 @@ type OfferCheck struct {
 	Kernel, Arch string
 	// Applied is what the machine applied for this kernel, nil if nothing.
 	Applied *Applied
+	// Withdrawn are the patches whose signed withdrawal or removal the
+	// machine has seen on its tier, by digest, with the withdrawal's hub
+	// sequence number: an offer of one by an earlier record is a replay.
+	Withdrawn map[string]int64
 }
 
 // VerifyOffer checks an offer against the pins and returns the signed
@@ -74,6 +78,10 @@ func VerifyOffer(pins *Pins, o federation.Offer, c OfferCheck) (federation.Recor
 	case rec.Patch.Kernel != c.Kernel || rec.Patch.Arch != c.Arch:
 		return federation.Record{}, fmt.Errorf("%w: it is for %s %s, the machine runs %s %s",
 			ErrOfferMismatch, rec.Patch.Kernel, rec.Patch.Arch, c.Kernel, c.Arch)
+	}
+	if seq, ok := c.Withdrawn[rec.Patch.Digest]; ok && rec.TierSeq < seq {
+		return federation.Record{}, fmt.Errorf("%w: the hub withdrew %s (hub seq %d) after this record (hub seq %d)",
+			ErrRollback, rec.Patch.Digest, seq, rec.TierSeq)
 	}
 	if err := checkRollback(pins, o, c, rec); err != nil {
 		return federation.Record{}, err

@@ -67,7 +67,9 @@ func TestVerifyOffer(t *testing.T) {
 		name    string
 		offer   federation.Offer
 		applied *Applied
-		wantErr error // nil: accepted
+		// withdrawn are the withdrawals the machine saw before.
+		withdrawn map[string]int64
+		wantErr   error // nil: accepted
 		// wantPatch is the signed patch VerifyOffer must return.
 		wantPatch catalog.Patch
 		// wantPins are extra keys the pins must hold afterwards.
@@ -101,6 +103,10 @@ func TestVerifyOffer(t *testing.T) {
 			Signed: hub.sign(t, catalog.EventPatchAdded, "beta", 3, v1), Withdrawal: other.sign(t, catalog.EventPatchWithdrawn, "beta", 6, v2)}, wantErr: ErrRollback},
 		{name: "rollback with a promotion passed off as withdrawal refused", applied: appliedV2, offer: federation.Offer{
 			Signed: hub.sign(t, catalog.EventPatchAdded, "beta", 3, v1), Withdrawal: hub.sign(t, catalog.EventPatchPromoted, "beta", 6, v2)}, wantErr: ErrRollback},
+		{name: "a patch the hub withdrew, offered again by its old record, refused", withdrawn: map[string]int64{v2.Digest: 6},
+			offer: federation.Offer{Signed: hub.sign(t, catalog.EventPatchPromoted, "beta", 4, v2)}, wantErr: ErrRollback},
+		{name: "a withdrawn patch published again after its withdrawal accepted", withdrawn: map[string]int64{v2.Digest: 6},
+			offer: federation.Offer{Signed: hub.sign(t, catalog.EventPatchAdded, "beta", 8, v2)}, wantPatch: v2},
 		{name: "endorsed key rotation accepted", offer: federation.Offer{
 			Signed: rotated.sign(t, catalog.EventPatchAdded, "beta", 3, v1), Endorsements: []federation.Envelope{hub.endorse(t, rotated)}},
 			wantPatch: v1, wantPins: []string{rotated.text()}},
@@ -121,7 +127,7 @@ func TestVerifyOffer(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			rec, err := VerifyOffer(pins, tc.offer, OfferCheck{HubTier: "beta", Kernel: testKernel, Arch: testArch, Applied: tc.applied})
+			rec, err := VerifyOffer(pins, tc.offer, OfferCheck{HubTier: "beta", Kernel: testKernel, Arch: testArch, Applied: tc.applied, Withdrawn: tc.withdrawn})
 			if tc.wantErr != nil {
 				if !errors.Is(err, tc.wantErr) || !errors.Is(err, ErrOfferRefused) {
 					t.Fatalf("VerifyOffer = %v, want a refusal wrapping %v", err, tc.wantErr)
