@@ -1,7 +1,9 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
 	"log/slog"
@@ -19,6 +21,7 @@ import (
 	"github.com/patchmesh/patchmesh/blob"
 	"github.com/patchmesh/patchmesh/blob/fsblob"
 	"github.com/patchmesh/patchmesh/catalog"
+	"github.com/patchmesh/patchmesh/federation"
 	"github.com/patchmesh/patchmesh/store/sqlstore"
 )
 
@@ -51,7 +54,13 @@ func buildCheckInFixture() error {
 	if f.dir, err = os.MkdirTemp("", "patchmesh-api-bench-"); err != nil {
 		return err
 	}
-	if f.store, err = sqlstore.OpenSQLite(ctx, filepath.Join(f.dir, "meta.db"), sqlstore.Options{}); err != nil {
+	// Sealed as a hub's store is, so that each check-in also finds the
+	// hub's signed record of the patch it offers.
+	_, hubKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	if f.store, err = sqlstore.OpenSQLite(ctx, filepath.Join(f.dir, "meta.db"), sqlstore.Options{Sealer: federation.Sealer{Key: hubKey}}); err != nil {
 		return err
 	}
 	blobs, err := fsblob.Open(filepath.Join(f.dir, "blobs"))
@@ -124,9 +133,10 @@ func TestMain(m *testing.M) {
 }
 
 // BenchmarkCheckIn measures the check-in question, GET /v1/client/patch
-// ("the newest patch for my kernel on my tier"), through the full handler
-// (middleware, governor, machine-token authentication, the SQLite query)
-// without a network, from parallel clients spread over 100 tiers.
+// ("the newest patch for my kernel on my tier", with the hub's signed
+// record of it), through the full handler (middleware, governor,
+// machine-token authentication, the SQLite queries) without a network,
+// from parallel clients spread over 100 tiers.
 func BenchmarkCheckIn(b *testing.B) {
 	f := &checkInFixture
 	f.once.Do(func() {
@@ -148,6 +158,9 @@ func BenchmarkCheckIn(b *testing.B) {
 			f.handler.ServeHTTP(w, req)
 			switch w.Code {
 			case http.StatusOK:
+				if !bytes.Contains(w.Body.Bytes(), []byte(`"signed":`)) {
+					b.Fatalf("offer without the hub's signed record: %s", w.Body)
+				}
 				found.Add(1)
 			case http.StatusNotFound:
 				missing.Add(1)

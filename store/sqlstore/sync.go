@@ -108,6 +108,14 @@ func (s *Store) Feed(ctx context.Context, tier string, pos store.FeedPosition, l
 	return page, nil
 }
 
+// signedEventsQuery selects a tier's signed events about one digest, of
+// the types whose placeholders are marks, newest first.
+func signedEventsQuery(marks []string) string {
+	return `SELECT seq, hub_seq, record, sig FROM events
+		WHERE tier = $1 AND digest = $2 AND record IS NOT NULL AND type IN (` + strings.Join(marks, ", ") + `)
+		ORDER BY seq DESC LIMIT $3`
+}
+
 // SignedEvents returns the signed events of q.Tier about q.Digest of one
 // of q.Types, newest first. It walks the partial index events_subject
 // (tier, digest, seq), so a machine's check-in costs one short index
@@ -128,9 +136,7 @@ func (s *Store) SignedEvents(ctx context.Context, q store.SignedQuery) (out []st
 		args = append(args, string(typ))
 		marks[i] = fmt.Sprintf("$%d", len(args))
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT seq, hub_seq, record, sig FROM events
-		WHERE tier = $1 AND digest = $2 AND record IS NOT NULL AND type IN (`+strings.Join(marks, ", ")+`)
-		ORDER BY seq DESC LIMIT $3`, args...)
+	rows, err := s.db.QueryContext(ctx, signedEventsQuery(marks), args...)
 	if err != nil {
 		return nil, mapErr("signed events of "+q.Tier, err)
 	}
