@@ -3,14 +3,17 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
+	"github.com/patchmesh/patchmesh/api"
 	"github.com/patchmesh/patchmesh/catalog"
 	"github.com/patchmesh/patchmesh/federation"
 	"github.com/patchmesh/patchmesh/store"
@@ -220,5 +223,41 @@ func TestRegisterVerifiesTheTierByTheTokensSignedRecord(t *testing.T) {
 	}
 	if st, _ := LoadState(c2.cfg.StateDir); st.HubTier != "edge" || len(st.HubKeys) != 1 {
 		t.Errorf("state: hub tier %q, keys %v; want edge and the pinned key", st.HubTier, st.HubKeys)
+	}
+}
+
+// A machine that pins the hub's old key follows a rotation: the node hands
+// over the old key's endorsement of the new one, the machine pins the new
+// key, and keeps it once the endorsement is no longer served. Without the
+// endorsement, a machine pinning only the old key refuses.
+func TestRegisterAndRefreshFollowAnEndorsedRotation(t *testing.T) {
+	old := newHubKey(t)
+	endorsement := old.endorse(t, hubKey{pub: testHubKey.Public().(ed25519.PublicKey)})
+	n := newTestNodeWith(t, false, nil)
+	// This node's config serves the endorsement.
+	n2 := newTestNodeWith(t, false, func(c *api.Config) { c.Endorsements = []federation.Envelope{endorsement} })
+	c := newTestClient(t, Config{Server: n2.srv.URL})
+	if _, err := c.Register(context.Background(), RegisterRequest{AuthToken: n2.authToken("edge"), MachineID: testMachineID,
+		Kernel: testKernel, Arch: testArch, HubKeys: []string{old.text()}}); err != nil {
+		t.Fatalf("Register pinning the old key, endorsement served: %v", err)
+	}
+	st, _ := LoadState(c.cfg.StateDir)
+	if !slices.Equal(st.HubKeys, []string{old.text(), testHubPub}) || st.HubTier != "edge" {
+		t.Fatalf("state after registration: keys %v, tier %q; want the old and the endorsed key, tier edge", st.HubKeys, st.HubTier)
+	}
+	p := n2.upload([]byte("signed by the new key"), "107.1")
+	// The endorsement is served no more.
+	rewriteOffer(n2, func(o *federation.Offer) { o.Endorsements = nil })
+	if res, err, hooked := refreshWithHook(t, c); err != nil || hooked != p.Digest {
+		t.Fatalf("Refresh with the endorsed key kept and no endorsement served: %+v, %v; want %s applied", res, err, p.Digest)
+	}
+
+	// Another machine pins only the old key, and no node serves the
+	// endorsement: it cannot verify the new key's records.
+	c2 := newTestClient(t, Config{Server: n.srv.URL})
+	_, err := c2.Register(context.Background(), RegisterRequest{AuthToken: n.authToken("edge"), MachineID: testMachineID,
+		Kernel: testKernel, Arch: testArch, HubKeys: []string{old.text()}})
+	if !errors.Is(err, ErrEnrollmentUnverified) || !errors.Is(err, federation.ErrUnknownKey) {
+		t.Fatalf("Register pinning only the old key, no endorsement: %v, want the token record refused for its unknown key", err)
 	}
 }

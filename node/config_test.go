@@ -307,6 +307,7 @@ func TestValidateRejects(t *testing.T) {
 		{"negative queue", func(c *Config) { c.Governor.MaxQueue = -1 }, "governor.max_queue"},
 		{"bad level", func(c *Config) { c.Log.Level = "loud" }, "log.level"},
 		{"bad format", func(c *Config) { c.Log.Format = "xml" }, "log.format"},
+		{"malformed endorsement", func(c *Config) { c.Sync.Endorsements = []string{"pmke_nope"} }, "sync.endorsements[0]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
