@@ -108,6 +108,16 @@ func (s *Store) Feed(ctx context.Context, tier string, pos store.FeedPosition, l
 	return page, nil
 }
 
+// typeMarks are the placeholders of n event types in signedEventsQuery,
+// after its three fixed arguments.
+func typeMarks(n int) []string {
+	marks := make([]string, n)
+	for i := range marks {
+		marks[i] = fmt.Sprintf("$%d", i+4)
+	}
+	return marks
+}
+
 // signedEventsQuery selects a tier's signed events about one digest, of
 // the types whose placeholders are marks, newest first.
 func signedEventsQuery(marks []string) string {
@@ -131,12 +141,15 @@ func (s *Store) SignedEvents(ctx context.Context, q store.SignedQuery) (out []st
 	}
 	limit = min(limit, maxFeedLimit)
 	args := []any{q.Tier, q.Digest, limit}
-	marks := make([]string, len(q.Types))
-	for i, typ := range q.Types {
+	for _, typ := range q.Types {
 		args = append(args, string(typ))
-		marks[i] = fmt.Sprintf("$%d", len(args))
 	}
-	rows, err := s.db.QueryContext(ctx, signedEventsQuery(marks), args...)
+	var rows *sql.Rows
+	if n := len(q.Types); n <= len(s.signed) && s.signed[n-1] != nil {
+		rows, err = s.signed[n-1].QueryContext(ctx, args...)
+	} else {
+		rows, err = s.db.QueryContext(ctx, signedEventsQuery(typeMarks(n)), args...)
+	}
 	if err != nil {
 		return nil, mapErr("signed events of "+q.Tier, err)
 	}
