@@ -15,6 +15,7 @@ import (
 
 	"github.com/patchmesh/patchmesh/catalog"
 	"github.com/patchmesh/patchmesh/client"
+	"github.com/patchmesh/patchmesh/federation"
 )
 
 const clientUsage = `Usage: patchmesh client [--server URL] [--state-dir DIR] [--machine-id ID]
@@ -120,10 +121,15 @@ type clientCLI struct {
 
 func (c *clientCLI) run(ctx context.Context, args []string) int {
 	c.output = "text"
+	var err error
 	if v := c.env("PATCHMESH_CLIENT_ALLOW_HTTP"); v != "" {
-		c.allowHTTP, _ = strconv.ParseBool(v)
+		if c.allowHTTP, err = strconv.ParseBool(v); err != nil {
+			err = usagef("PATCHMESH_CLIENT_ALLOW_HTTP=%q: want 1, true, 0 or false", v)
+		}
 	}
-	err := c.dispatch(ctx, args)
+	if err == nil {
+		err = c.dispatch(ctx, args)
+	}
 	if errors.Is(err, client.ErrInsecureURL) && !c.requireTLS {
 		err = fmt.Errorf("%w (give --allow-http, or PATCHMESH_CLIENT_ALLOW_HTTP=1, for a loopback or test node)", err)
 	}
@@ -282,6 +288,11 @@ func (c *clientCLI) register(ctx context.Context, args []string) error {
 	keys := c.pinnedKeys()
 	if len(keys) == 0 {
 		return usagef("register needs the hub key to pin: --hub-key ed25519:… (patchmesh admin hub-key at the hub prints it) or PATCHMESH_HUB_KEY")
+	}
+	for _, k := range keys {
+		if _, err := federation.ParsePublicKey(k); err != nil {
+			return usagef("--hub-key: %v", err)
+		}
 	}
 	token := pos[0]
 	if token == "-" {

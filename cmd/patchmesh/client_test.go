@@ -386,6 +386,10 @@ func TestClientNeedsPinsAndHTTPSUnlessAllowed(t *testing.T) {
 		t.Errorf("register without a hub key: exit %d, stderr %q, %d requests; want %d, a hint to give --hub-key, none sent",
 			r.code, r.stderr, n.requestCount()-before, exitUsage)
 	}
+	r = m.run("", "register", token, "--server", n.srv.URL, "--hub-key", "ed25519:short", "--machine-id", testMachineID, "--kernel", nodeKernel, "--arch", nodeArch)
+	if r.code != exitUsage || n.requestCount() != before {
+		t.Errorf("register with a malformed hub key: exit %d, stderr %q; want %d and nothing sent", r.code, r.stderr, exitUsage)
+	}
 	delete(m.env, "PATCHMESH_CLIENT_ALLOW_HTTP")
 	r = m.run("", "register", token, "--server", n.srv.URL, "--hub-key", n.hubKey, "--machine-id", testMachineID, "--kernel", nodeKernel, "--arch", nodeArch)
 	if r.code != exitUsage || !strings.Contains(r.stderr, "--allow-http") || n.requestCount() != before {
