@@ -59,6 +59,10 @@ func (p *Pins) add(pub ed25519.PublicKey) bool {
 	return true
 }
 
+// Pins returns the hub keys s pins, for verifying anything a node relays
+// to the machine. ErrNoPins if it pins none.
+func (s State) Pins() (*Pins, error) { return NewPins(s.HubKeys) }
+
 // Keys returns the pinned keys in their text form, as the state keeps them.
 func (p *Pins) Keys() []string { return slices.Clone(p.keys) }
 

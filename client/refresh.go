@@ -81,7 +81,7 @@ func (c *Client) Refresh(ctx context.Context, o RefreshOptions) (RefreshResult, 
 	if err != nil {
 		return RefreshResult{}, fmt.Errorf("refresh: %w", err)
 	}
-	pins, err := NewPins(s.st.HubKeys)
+	pins, err := s.st.Pins()
 	if err == nil && s.st.HubTier == "" {
 		err = ErrNoPins
 	}
