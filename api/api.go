@@ -104,6 +104,10 @@ type Config struct {
 	// Topology is the node's gossip membership, for GET /v1/topology; nil
 	// with gossip off, when the answer holds this node alone.
 	Topology TopologyViewer
+	// Endorsements are the hub key endorsements (federation.Endorse) this
+	// node hands machines with every offer and registration, so that a
+	// machine pinning an older hub key can verify records of the new one.
+	Endorsements []federation.Envelope
 	// PeerTokens returns the peer tokens accepted now, one per gossip key
 	// (topology.PeerToken), for GET /v1/peer/blobs. It is called on every
 	// such request, so a keyring rotation takes effect at once. Nil (gossip
@@ -145,6 +149,7 @@ type server struct {
 	nodeKeyID     string
 	credentialTTL time.Duration
 	identityLog   identityLog
+	endorse       []federation.Envelope
 }
 
 // New returns the node's HTTP handler.
@@ -222,6 +227,7 @@ func New(cfg Config) (http.Handler, error) {
 
 		nodeKey:       cfg.NodeKey,
 		credentialTTL: cfg.CredentialTTL,
+		endorse:       cfg.Endorsements,
 	}
 	if s.nodeKey != nil {
 		s.nodeKeyID = federation.KeyID(s.nodeKey.Public().(ed25519.PublicKey))

@@ -1,6 +1,8 @@
 package api
 
 import (
+	"context"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -11,6 +13,7 @@ import (
 	"github.com/patchmesh/patchmesh/auth"
 	"github.com/patchmesh/patchmesh/catalog"
 	"github.com/patchmesh/patchmesh/federation"
+	"github.com/patchmesh/patchmesh/store"
 )
 
 func (s *server) clientRoutes(v1 *mux.Router) {
@@ -93,7 +96,7 @@ func (s *server) register(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	id := auth.MachineID(s.key, req.MachineID)
-	return s.registerMachine(w, r, req, id, at.Tier, slog.String("auth_token_id", at.ID))
+	return s.registerMachine(w, r, req, id, at.Tier, &at, slog.String("auth_token_id", at.ID))
 }
 
 // registerByCredential registers the machine a credential names, under
@@ -111,7 +114,7 @@ func (s *server) registerByCredential(w http.ResponseWriter, r *http.Request, re
 	if err := s.requireTier(r, "tier", st.Tier); err != nil {
 		return err
 	}
-	return s.registerMachine(w, r, req, st.Machine, st.Tier, slog.String("issuer", st.Issuer))
+	return s.registerMachine(w, r, req, st.Machine, st.Tier, nil, slog.String("issuer", st.Issuer))
 }
 
 func validRegistration(req registerRequest) error {
@@ -130,7 +133,10 @@ func validRegistration(req registerRequest) error {
 // registerMachine records machine id on tier with a new machine token and
 // answers with the token and, if this node has a node key, a machine
 // credential for registering at the other admitted nodes of the tier.
-func (s *server) registerMachine(w http.ResponseWriter, r *http.Request, req registerRequest, id, tier string, by slog.Attr) error {
+// enrolledBy is the auth token the machine registered with, nil for a
+// machine credential: only an enrollment has a hub-signed token record for
+// the machine to learn its hub tier from.
+func (s *server) registerMachine(w http.ResponseWriter, r *http.Request, req registerRequest, id, tier string, enrolledBy *catalog.Token, by slog.Attr) error {
 	if err := validRegistration(req); err != nil {
 		return err
 	}
@@ -165,13 +171,47 @@ func (s *server) registerMachine(w http.ResponseWriter, r *http.Request, req reg
 	if stored, err := s.store.Machine(r.Context(), id); err == nil {
 		m = stored
 	}
+	enr := federation.Enrollment{Endorsements: s.endorse}
+	if enrolledBy != nil {
+		if enr.TokenRecord, err = s.tokenRecord(r.Context(), *enrolledBy); err != nil {
+			return err
+		}
+	}
 	writeJSON(w, http.StatusCreated, struct {
 		MachineToken string          `json:"machine_token"`
 		Tier         string          `json:"tier"`
 		Machine      catalog.Machine `json:"machine"`
 		Credential   string          `json:"credential,omitempty"`
-	}{secret, tier, m, cred})
+		federation.Enrollment
+	}{secret, tier, m, cred, enr})
 	return nil
+}
+
+// tokenRecord finds the hub-signed token.added record of the enrollment
+// token t in this node's log, nil if there is none (a token made here,
+// not at the hub). Token records concern no patch, so the store lists the
+// tier's token records and the one naming t is picked here. Reading the
+// record's token ID from unverified bytes is only a choice of what to hand
+// over: the machine verifies the record, and refuses one for another
+// token.
+func (s *server) tokenRecord(ctx context.Context, t catalog.Token) (*federation.Envelope, error) {
+	entries, err := s.store.SignedEvents(ctx, store.SignedQuery{
+		Tier: t.Tier, Types: []catalog.EventType{catalog.EventTokenAdded}, Limit: federation.MaxFeedLimit,
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		var head struct {
+			Token struct {
+				ID string `json:"id"`
+			} `json:"token"`
+		}
+		if json.Unmarshal(e.Record, &head) == nil && head.Token.ID == t.ID {
+			return &federation.Envelope{Record: e.Record, Sig: e.Sig}, nil
+		}
+	}
+	return nil, nil
 }
 
 func (s *server) status(w http.ResponseWriter, r *http.Request, t catalog.Token) error {
@@ -183,23 +223,55 @@ func (s *server) status(w http.ResponseWriter, r *http.Request, t catalog.Token)
 	return nil
 }
 
+// Event types of the records an offer carries.
+var (
+	offerTypes      = []catalog.EventType{catalog.EventPatchAdded, catalog.EventPatchPromoted}
+	withdrawalTypes = []catalog.EventType{catalog.EventPatchWithdrawn, catalog.EventPatchRemoved}
+)
+
 // newestPatch answers a machine's check-in question: the newest live
-// patch for its kernel and arch on its tier.
+// patch for its kernel and arch on its tier, with the hub-signed record
+// that put it there and, when the machine names the patch it applied and
+// that is not the one offered, the signed record that withdrew the applied
+// one (federation.Offer).
 func (s *server) newestPatch(w http.ResponseWriter, r *http.Request, t catalog.Token) error {
 	q := r.URL.Query()
-	kernel, arch := q.Get("kernel"), q.Get("arch")
+	kernel, arch, applied := q.Get("kernel"), q.Get("arch"), q.Get("applied")
 	if err := catalog.ValidKernel(kernel); err != nil {
 		return err
 	}
 	if err := catalog.ValidArch(arch); err != nil {
 		return err
 	}
-	p, err := s.store.Newest(r.Context(), t.Tier, kernel, arch)
+	if applied != "" && catalog.ValidDigest(applied) != nil {
+		return invalid("applied", "must be empty or a digest, sha256:<64 hex>")
+	}
+	ctx := r.Context()
+	p, err := s.store.Newest(ctx, t.Tier, kernel, arch)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, p)
+	offer := federation.Offer{Patch: p, Endorsements: s.endorse}
+	if offer.Signed, err = s.signedRecord(ctx, t.Tier, p.Digest, offerTypes); err != nil {
+		return err
+	}
+	if applied != "" && applied != p.Digest {
+		if offer.Withdrawal, err = s.signedRecord(ctx, t.Tier, applied, withdrawalTypes); err != nil {
+			return err
+		}
+	}
+	writeJSON(w, http.StatusOK, offer)
 	return nil
+}
+
+// signedRecord is the newest signed record of one of types about digest
+// on tier, nil if there is none.
+func (s *server) signedRecord(ctx context.Context, tier, digest string, types []catalog.EventType) (*federation.Envelope, error) {
+	entries, err := s.store.SignedEvents(ctx, store.SignedQuery{Tier: tier, Digest: digest, Types: types, Limit: 1})
+	if err != nil || len(entries) == 0 {
+		return nil, err
+	}
+	return &federation.Envelope{Record: entries[0].Record, Sig: entries[0].Sig}, nil
 }
 
 func (s *server) checkIn(w http.ResponseWriter, r *http.Request, t catalog.Token) error {

@@ -7,9 +7,16 @@
 // talks to the nearest one that answers, registering at a further node
 // with the tier's enrollment token the first time it fails over there.
 //
+// It trusts no node: every offer must carry the hub's signed record,
+// verified against the hub keys the machine pinned at registration (Pins,
+// VerifyOffer), for the machine's hub tier, which is itself read from the
+// hub's signed record of the enrollment token; an older patch than the one
+// applied needs the hub's signed withdrawal.
+//
 // It owns the machine's state directory (state.json with the enrollment
-// token, the machine's token at each node and the node ranking, and the
-// verified patch files under patches/) and the HTTP transport rules a
+// token, the pinned hub keys and hub tier, what was applied, the machine's
+// token at each node and the node ranking, and the verified patch files
+// under patches/) and the HTTP transport rules a
 // machine needs (extra CAs, proxy, TLS 1.2 or better, refusing plain HTTP
 // when asked). It does not own the command line (cmd/patchmesh), the server
 // side (api) nor how nodes learn of each other (topology). APIError and

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -42,7 +43,7 @@ func newTestClient(t *testing.T, cfg Config) *Client {
 
 func register(t *testing.T, c *Client, token string) Registration {
 	t.Helper()
-	reg, err := c.Register(context.Background(), RegisterRequest{AuthToken: token, MachineID: testMachineID, Kernel: testKernel, Arch: testArch})
+	reg, err := c.Register(context.Background(), RegisterRequest{AuthToken: token, MachineID: testMachineID, Kernel: testKernel, Arch: testArch, HubKeys: []string{testHubPub}})
 	if err != nil {
 		t.Fatalf("Register: %v", err)
 	}
@@ -115,7 +116,7 @@ func TestRegisterRefusedSavesNothing(t *testing.T) {
 	c := newTestClient(t, Config{Server: n.srv.URL, StateDir: stateDir})
 
 	unknown := "pma_0123456789abcdef_" + strings.Repeat("A", 43)
-	_, err := c.Register(context.Background(), RegisterRequest{AuthToken: unknown, MachineID: testMachineID, Kernel: testKernel, Arch: testArch})
+	_, err := c.Register(context.Background(), RegisterRequest{AuthToken: unknown, MachineID: testMachineID, Kernel: testKernel, Arch: testArch, HubKeys: []string{testHubPub}})
 	var apiErr *APIError
 	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusUnauthorized || apiErr.Code != "unauthorized" || apiErr.RequestID == "" {
 		t.Fatalf("Register error = %v, want an APIError 401 unauthorized with a request ID", err)
@@ -199,7 +200,7 @@ func TestRequireTLSRefusesRedirectToHTTP(t *testing.T) {
 	token := n.authToken("edge")
 	before := n.total()
 	c := newTestClient(t, Config{Server: front.URL, Transport: Transport{RequireTLS: true, CAFile: writeCA(t, front)}})
-	_, err := c.Register(context.Background(), RegisterRequest{AuthToken: token, MachineID: testMachineID, Kernel: testKernel, Arch: testArch})
+	_, err := c.Register(context.Background(), RegisterRequest{AuthToken: token, MachineID: testMachineID, Kernel: testKernel, Arch: testArch, HubKeys: []string{testHubPub}})
 	if !errors.Is(err, ErrInsecureURL) {
 		t.Errorf("Register redirected to http = %v, want ErrInsecureURL", err)
 	}
@@ -494,25 +495,40 @@ func newFakeServerBadRecord(t *testing.T) *fakeServerBadRecord {
 }
 
 func TestRefreshRefusesBadDigestRecord(t *testing.T) {
-	f := newFakeServerBadRecord(t)
-	stateDir := filepath.Join(t.TempDir(), "state")
-	// A fresh ranking, so that the client asks for nothing but the patch.
-	st := State{Server: f.srv.URL, Tier: "edge", Ranked: time.Now(),
-		Registrations: map[string]NodeRegistration{f.srv.URL: {MachineToken: "pmm_0123456789abcdef_x"}},
-		Nodes:         []Node{{URL: f.srv.URL, Reachable: true}}}
-	if err := saveState(stateDir, st); err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name    string
+		pins    []string
+		wantErr error
+		want    []string
+	}{
+		// A machine without pins asks nothing: it cannot verify an answer.
+		{"no pins", nil, ErrNoPins, nil},
+		// The record is unsigned: refused before any download, and
+		// reported.
+		{"pinned", []string{testHubPub}, ErrOfferUnsigned, []string{"GET /v1/client/patch", "POST /v1/client/checkin"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeServerBadRecord(t)
+			stateDir := filepath.Join(t.TempDir(), "state")
+			// A fresh ranking, so that the client asks for nothing but the patch.
+			st := State{Server: f.srv.URL, Tier: "edge", Ranked: time.Now(), HubKeys: tc.pins, HubTier: "edge",
+				Registrations: map[string]NodeRegistration{f.srv.URL: {MachineToken: "pmm_0123456789abcdef_x"}},
+				Nodes:         []Node{{URL: f.srv.URL, Reachable: true}}}
+			if err := saveState(stateDir, st); err != nil {
+				t.Fatal(err)
+			}
+			c := newTestClient(t, Config{StateDir: stateDir})
+			if _, err := c.Refresh(context.Background(), RefreshOptions{Kernel: testKernel, Arch: testArch}); !errors.Is(err, tc.wantErr) {
+				t.Fatalf("Refresh of a bad patch record = %v, want %v", err, tc.wantErr)
+			}
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			if !slices.Equal(f.seen, tc.want) {
+				t.Errorf("requests = %v, want %v (no download)", f.seen, tc.want)
+			}
+			assertNoPatchFiles(t, stateDir)
+		})
 	}
-	c := newTestClient(t, Config{StateDir: stateDir})
-	if _, err := c.Refresh(context.Background(), RefreshOptions{Kernel: testKernel, Arch: testArch}); err == nil {
-		t.Fatal("Refresh accepted a patch record with a bad digest")
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(f.seen) != 1 || f.seen[0] != "GET /v1/client/patch" {
-		t.Errorf("requests = %v, want only the patch query (no download, no check-in)", f.seen)
-	}
-	assertNoPatchFiles(t, stateDir)
 }
 
 func TestRefreshReportsProgress(t *testing.T) {

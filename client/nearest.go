@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/patchmesh/patchmesh/catalog"
+	"github.com/patchmesh/patchmesh/federation"
 )
 
 // nodeDown marks an error as the node failing to answer (the network, a
@@ -240,6 +241,9 @@ type registered struct {
 	reg     NodeRegistration
 	tier    string
 	machine catalog.Machine
+	// enrollment is the hub-signed proof of the machine's tier, when the
+	// node holds it.
+	enrollment federation.Enrollment
 }
 
 // registerAt sends one registration to server with the auth token.
@@ -254,6 +258,7 @@ func (c *Client) registerAt(ctx context.Context, server, authToken string, r Reg
 		MachineToken string          `json:"machine_token"`
 		Tier         string          `json:"tier"`
 		Machine      catalog.Machine `json:"machine"`
+		federation.Enrollment
 	}
 	if err := c.apiCall(ctx, server, authToken, http.MethodPost, "/v1/client/register", nil, in, &out); err != nil {
 		return registered{}, err
@@ -262,7 +267,7 @@ func (c *Client) registerAt(ctx context.Context, server, authToken string, r Reg
 		return registered{}, errors.New("the server's answer holds no machine token")
 	}
 	reg := NodeRegistration{MachineToken: out.MachineToken, MachineID: out.Machine.ID, Registered: time.Now().UTC()}
-	return registered{reg, out.Tier, out.Machine}, nil
+	return registered{reg, out.Tier, out.Machine, out.Enrollment}, nil
 }
 
 func machineIDHash(id string) string {

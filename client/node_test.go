@@ -2,6 +2,8 @@ package client
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -17,9 +19,20 @@ import (
 
 	"github.com/patchmesh/patchmesh/api"
 	"github.com/patchmesh/patchmesh/catalog"
+	"github.com/patchmesh/patchmesh/federation"
 	"github.com/patchmesh/patchmesh/internal/nodetest"
 	"github.com/patchmesh/patchmesh/store/sqlstore"
 )
+
+// testHubKey signs every test node's records; testHubPub is what machines
+// pin.
+var testHubKey, testHubPub = func() (ed25519.PrivateKey, string) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	return priv, federation.FormatPublicKey(pub)
+}()
 
 const (
 	nodeAdmin    = "admin"
@@ -48,6 +61,7 @@ type testNode struct {
 // recorded is one request as the node received it.
 type recorded struct {
 	method, path string
+	query        url.Values
 	header       http.Header
 	body         []byte // JSON bodies only
 }
@@ -60,16 +74,32 @@ func newTestNode(t *testing.T, tlsServer bool) *testNode {
 // newTestNodeWith is newTestNode with the api configured by tune.
 func newTestNodeWith(t *testing.T, tlsServer bool, tune func(*api.Config)) *testNode {
 	t.Helper()
-	wired := nodetest.Wire(t, slog.New(slog.DiscardHandler), nodetest.Options{Admin: nodeAdmin})
+	return newTestNodeSigned(t, tlsServer, tune, true)
+}
+
+// newTestNodeSigned is newTestNodeWith, and with signed false a node that
+// signs nothing, as one without a hub key.
+func newTestNodeSigned(t *testing.T, tlsServer bool, tune func(*api.Config), signed bool) *testNode {
+	t.Helper()
+	o := nodetest.Options{Admin: nodeAdmin}
+	if signed {
+		// Every test node signs with the one test hub key, as a hub does
+		// and as the records a relay or edge serves are: machines verify
+		// offers.
+		o.Sealer = federation.Sealer{Key: testHubKey}
+	}
+	wired := nodetest.Wire(t, slog.New(slog.DiscardHandler), o)
 	n := &testNode{t: t, store: wired.Store, blobDir: wired.BlobDir}
 	cfg := wired.Config
-	tune(&cfg)
+	if tune != nil {
+		tune(&cfg)
+	}
 	h, err := api.New(cfg)
 	if err != nil {
 		t.Fatalf("api.New: %v", err)
 	}
 	rec := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rr := recorded{method: r.Method, path: r.URL.Path, header: r.Header.Clone()}
+		rr := recorded{method: r.Method, path: r.URL.Path, query: r.URL.Query(), header: r.Header.Clone()}
 		if r.Header.Get("Content-Type") == "application/json" {
 			rr.body, _ = io.ReadAll(io.LimitReader(r.Body, 1<<20))
 			r.Body = io.NopCloser(bytes.NewReader(rr.body))
@@ -193,6 +223,20 @@ func (n *testNode) lastBody(path string) map[string]any {
 				n.t.Fatalf("body of %s is not JSON: %v", path, err)
 			}
 			return m
+		}
+	}
+	n.t.Fatalf("no request to %s", path)
+	return nil
+}
+
+// lastQuery is the query of the last request to path.
+func (n *testNode) lastQuery(path string) url.Values {
+	n.t.Helper()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for i := len(n.requests) - 1; i >= 0; i-- {
+		if n.requests[i].path == path {
+			return n.requests[i].query
 		}
 	}
 	n.t.Fatalf("no request to %s", path)

@@ -12,8 +12,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"time"
 
 	"github.com/patchmesh/patchmesh/catalog"
+	"github.com/patchmesh/patchmesh/federation"
 )
 
 // PatchDir is the state directory's folder of verified patch files, each
@@ -37,8 +39,12 @@ type RefreshOptions struct {
 type RefreshResult struct {
 	// State is what the machine reported.
 	State catalog.MachineState
-	// Patch is the patch offered, nil when there was none.
+	// Patch is the patch offered, as the hub signed it; nil when there was
+	// none or the offer was refused.
 	Patch *catalog.Patch
+	// Refused says why an offer was refused (ErrOfferRefused); empty
+	// otherwise.
+	Refused string
 	// Path is the verified patch file; empty when there was none or it was
 	// refused.
 	Path string
@@ -49,18 +55,21 @@ type RefreshResult struct {
 }
 
 // Refresh asks for the newest patch for the machine's kernel and arch,
-// downloads and verifies it (or reuses a verified copy), runs the apply
-// hook and checks in with the outcome.
+// verifies the offer against the pinned hub keys (VerifyOffer), downloads
+// the patch and checks it against the signed digest and size (or reuses a
+// verified copy), runs the apply hook and checks in with the outcome.
 //
 // Each of the three calls goes to the nearest node that answers, so they
-// may reach different nodes when one fails mid-way; the patch record the
-// bytes are checked against is the one the first call got.
+// may reach different nodes when one fails mid-way; the bytes are checked
+// against the hub-signed record the first call got.
 //
-// A digest mismatch deletes the downloaded bytes, checks in check-failed
-// and returns an error wrapping ErrDigestMismatch; a failed hook checks in
-// apply-failed and returns an error wrapping ErrApplyFailed. In both cases
-// the result is filled in too. Other errors (network, server) are returned
-// without a check-in.
+// A refused offer downloads nothing and runs no hook: it checks in
+// check-failed and returns an error wrapping ErrOfferRefused. A digest
+// mismatch deletes the downloaded bytes, checks in check-failed and returns
+// an error wrapping ErrDigestMismatch; a failed hook checks in apply-failed
+// and returns an error wrapping ErrApplyFailed. In these cases the result
+// is filled in too. A machine without pins (ErrNoPins) and other errors
+// (network, server) return without a check-in.
 func (c *Client) Refresh(ctx context.Context, o RefreshOptions) (RefreshResult, error) {
 	if err := catalog.ValidKernel(o.Kernel); err != nil {
 		return RefreshResult{}, fmt.Errorf("refresh: %w", err)
@@ -72,11 +81,24 @@ func (c *Client) Refresh(ctx context.Context, o RefreshOptions) (RefreshResult, 
 	if err != nil {
 		return RefreshResult{}, fmt.Errorf("refresh: %w", err)
 	}
-
-	var p catalog.Patch
+	pins, err := s.st.Pins()
+	if err == nil && s.st.HubTier == "" {
+		err = ErrNoPins
+	}
+	if err != nil {
+		return RefreshResult{}, fmt.Errorf("refresh: %w", err)
+	}
+	check := OfferCheck{HubTier: s.st.HubTier, Kernel: o.Kernel, Arch: o.Arch, Withdrawn: s.st.Withdrawn}
 	q := url.Values{"kernel": {o.Kernel}, "arch": {o.Arch}}
+	if a, ok := s.st.Applied[appliedKey(o.Kernel, o.Arch)]; ok {
+		check.Applied = &a
+		// The node then hands over the hub's withdrawal of it, if any.
+		q.Set("applied", a.Digest)
+	}
+
+	var offer federation.Offer
 	err = s.do(ctx, func(ctx context.Context, t target) error {
-		return c.apiCall(ctx, t.url, t.token, http.MethodGet, "/v1/client/patch", q, nil, &p)
+		return c.apiCall(ctx, t.url, t.token, http.MethodGet, "/v1/client/patch", q, nil, &offer)
 	})
 	var apiErr *APIError
 	if errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound {
@@ -91,10 +113,24 @@ func (c *Client) Refresh(ctx context.Context, o RefreshOptions) (RefreshResult, 
 	if err != nil {
 		return RefreshResult{}, fmt.Errorf("refresh: %w", err)
 	}
-	if err := catalog.ValidDigest(p.Digest); err != nil {
-		// The digest names a file in the state directory: never trust it unchecked.
-		return RefreshResult{}, fmt.Errorf("refresh: server offered a bad patch record: %w", err)
+	known := len(pins.Keys())
+	rec, verr := VerifyOffer(pins, offer, check)
+	if len(pins.Keys()) > known {
+		// A pinned key endorsed a new one: keep it, so that the machine
+		// follows the hub's rotation even when no node hands over the
+		// endorsement any more.
+		s.st.HubKeys = pins.Keys()
+		if err := s.save(); err != nil {
+			return RefreshResult{}, fmt.Errorf("refresh: %w", err)
+		}
 	}
+	if verr != nil {
+		res := RefreshResult{State: catalog.StateCheckFailed, Refused: verr.Error()}
+		m, cerr := c.checkin(ctx, s, o, res.State, "")
+		res.Machine = m
+		return res, errors.Join(fmt.Errorf("refresh: %w", verr), cerr)
+	}
+	p := rec.Patch
 	res := RefreshResult{Patch: &p}
 
 	path, downloaded, err := c.fetch(ctx, s, p)
@@ -120,6 +156,11 @@ func (c *Client) Refresh(ctx context.Context, o RefreshOptions) (RefreshResult, 
 			res.State = catalog.StateApplyFailed
 		}
 	}
+	if res.State == catalog.StateApplied {
+		if err := s.applied(pins, rec, offer.Withdrawal); err != nil {
+			return res, fmt.Errorf("refresh: applied, but %w", err)
+		}
+	}
 	m, cerr := c.checkin(ctx, s, o, res.State, p.Version)
 	res.Machine = m
 	if hookErr != nil {
@@ -129,6 +170,35 @@ func (c *Client) Refresh(ctx context.Context, o RefreshOptions) (RefreshResult, 
 		return res, fmt.Errorf("refresh: %w", cerr)
 	}
 	return res, nil
+}
+
+// applied records that the patch of rec is applied, before the check-in
+// says so, so that no later offer can roll the machine back from it, and
+// the hub's withdrawal that came with it, if one did, so that the patch
+// it withdrew is not taken back either.
+func (s *session) applied(pins *Pins, rec federation.Record, withdrawal *federation.Envelope) error {
+	if s.st.Applied == nil {
+		s.st.Applied = map[string]Applied{}
+	}
+	if withdrawal != nil {
+		w, err := pins.Open(*withdrawal)
+		if err == nil && w.Tier == s.st.HubTier &&
+			(w.Type == catalog.EventPatchWithdrawn || w.Type == catalog.EventPatchRemoved) {
+			if s.st.Withdrawn == nil {
+				s.st.Withdrawn = map[string]int64{}
+			}
+			s.st.Withdrawn[w.Patch.Digest] = max(s.st.Withdrawn[w.Patch.Digest], w.TierSeq)
+		}
+	}
+	p := rec.Patch
+	s.st.Applied[appliedKey(p.Kernel, p.Arch)] = Applied{
+		Kernel: p.Kernel, Arch: p.Arch, Version: p.Version, Digest: p.Digest,
+		TierSeq: rec.TierSeq, At: time.Now().UTC(),
+	}
+	if err := s.save(); err != nil {
+		return fmt.Errorf("recording it failed: %w", err)
+	}
+	return nil
 }
 
 // checkin reports the machine's state.

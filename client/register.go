@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/patchmesh/patchmesh/catalog"
+	"github.com/patchmesh/patchmesh/federation"
 )
 
 // RegisterRequest is what a machine registers with.
@@ -22,6 +23,16 @@ type RegisterRequest struct {
 	MachineID string
 	// Kernel and Arch are the machine's kernel release and architecture.
 	Kernel, Arch string
+	// HubKeys are the hub public keys to pin ("ed25519:…", as `patchmesh
+	// admin hub-key` prints them). Required: the machine verifies every
+	// offer, and its tier, against them.
+	HubKeys []string
+	// HubTier is the machine's hub tier, given by the operator. Needed only
+	// when the enrollment token was made on a relay or edge rather than at
+	// the hub, so that no hub-signed record of it exists; otherwise the
+	// tier is read from that record and, if HubTier is set too, must equal
+	// it.
+	HubTier string
 }
 
 // Registration is the outcome of Register.
@@ -50,11 +61,28 @@ func (c *Client) Register(ctx context.Context, r RegisterRequest) (Registration,
 			return Registration{}, fmt.Errorf("register: %w", err)
 		}
 	}
+	pins, err := NewPins(r.HubKeys)
+	if err != nil {
+		return Registration{}, fmt.Errorf("register: %w", err)
+	}
+	if r.HubTier != "" {
+		if err := catalog.ValidName("hub tier", r.HubTier); err != nil {
+			return Registration{}, fmt.Errorf("register: %w", err)
+		}
+	}
 	got, err := c.registerAt(ctx, c.cfg.Server, r.AuthToken, r)
 	if err != nil {
 		return Registration{}, fmt.Errorf("register: %w", err)
 	}
+	// Nothing is saved unless the tier verifies: a node must not be able
+	// to put the machine on a tier of its choosing.
+	hubTier, err := enrolledTier(pins, r, got.enrollment)
+	if err != nil {
+		return Registration{}, fmt.Errorf("register: %w", err)
+	}
 	st := State{
+		HubKeys:         pins.Keys(),
+		HubTier:         hubTier,
 		Server:          c.cfg.Server,
 		Tier:            got.tier,
 		MachineID:       got.reg.MachineID,
@@ -77,6 +105,29 @@ func (c *Client) Register(ctx context.Context, r RegisterRequest) (Registration,
 		return Registration{}, fmt.Errorf("register: registered, but ranking the nodes failed: %w", err)
 	}
 	return Registration{Tier: got.tier, Machine: got.machine, Nodes: s.st.Nodes}, nil
+}
+
+// enrolledTier is the machine's hub tier: the Tier of the hub-signed
+// record of the enrollment token, which must match the operator's HubTier
+// if both are there, or the operator's HubTier when the node holds no
+// such record.
+func enrolledTier(pins *Pins, r RegisterRequest, enr federation.Enrollment) (string, error) {
+	pins.Endorse(enr.Endorsements)
+	if enr.TokenRecord == nil {
+		if r.HubTier != "" {
+			return r.HubTier, nil
+		}
+		return "", fmt.Errorf("%w: the node holds no hub-signed record of this enrollment token "+
+			"(a token made on a relay or edge rather than at the hub); give --hub-tier NAME to pin the tier yourself", ErrEnrollmentUnverified)
+	}
+	tier, err := verifyEnrollment(pins, r.AuthToken, *enr.TokenRecord)
+	if err != nil {
+		return "", err
+	}
+	if r.HubTier != "" && r.HubTier != tier {
+		return "", fmt.Errorf("%w: the hub made this token for tier %q, not %q", ErrEnrollmentUnverified, tier, r.HubTier)
+	}
+	return tier, nil
 }
 
 // withMachineID is c using id to register at further nodes.

@@ -56,6 +56,25 @@ type State struct {
 	// registered with; empty in state written before failover existed,
 	// whose machines use only the nodes they are registered at.
 	EnrollmentToken string `json:"enrollment_token,omitempty"`
+	// HubKeys are the hub keys the machine trusts ("ed25519:…"): pinned
+	// at registration, plus keys a pinned key endorsed since. Every offer
+	// must be signed by one of them. Empty in state written before offers
+	// were signed: such a machine refuses to refresh until it registers
+	// again with --hub-key.
+	HubKeys []string `json:"hub_keys,omitempty"`
+	// HubTier is the machine's tier as the hub names it, read from the
+	// hub-signed record of its enrollment token (or given by the operator
+	// at registration when the token was not made at the hub). Offers must
+	// be signed for this tier.
+	HubTier string `json:"hub_tier,omitempty"`
+	// Applied is what the machine applied last, per "kernel arch": an
+	// older offer is refused unless the hub withdrew the applied patch.
+	Applied map[string]Applied `json:"applied,omitempty"`
+	// Withdrawn are the patches the machine saw the hub withdraw (or
+	// remove) on its tier, by digest, with the hub sequence number of the
+	// withdrawal: an older offer of one is refused, so that a node cannot
+	// hand back a patch the hub took back.
+	Withdrawn map[string]int64 `json:"withdrawn,omitempty"`
 	// Registrations holds the machine's token at each node, by base URL.
 	Registrations map[string]NodeRegistration `json:"registrations"`
 	// Nodes are the nodes serving the tier, nearest first, unreachable

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"slices"
 	"testing"
@@ -27,10 +28,12 @@ type clientNode struct {
 type machineCLI struct {
 	bin, stateDir, id string
 	netns             string
+	// hubKey is the mesh's hub key, which the machine pins.
+	hubKey string
 }
 
-func newMachineCLI(t *testing.T) *machineCLI {
-	return &machineCLI{bin: meshtest.Binary(t), stateDir: t.TempDir(), id: hex.EncodeToString(randomBytes(t, 16))}
+func newMachineCLI(t *testing.T, m *meshtest.Mesh) *machineCLI {
+	return &machineCLI{bin: meshtest.Binary(t), stateDir: t.TempDir(), id: hex.EncodeToString(randomBytes(t, 16)), hubKey: m.HubPublicKey}
 }
 
 // run runs one client command and returns its exit code, stdout and
@@ -44,6 +47,8 @@ func (c *machineCLI) run(t *testing.T, args ...string) (int, string, string) {
 	if c.netns != "" {
 		cmd = exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", c.netns, c.bin}, full...)...)
 	}
+	// The mesh's nodes are plain http on loopback (or a test namespace).
+	cmd.Env = append(os.Environ(), "PATCHMESH_HUB_KEY="+c.hubKey, "PATCHMESH_CLIENT_ALLOW_HTTP=1")
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -88,7 +93,7 @@ func TestTopologyClientFailsOverFromKilledEdge(t *testing.T) {
 
 	// The token is made at the hub; the edge knows it once it replicated.
 	enroll := h.AuthToken(t, "edge", "fleet")
-	mc := newMachineCLI(t)
+	mc := newMachineCLI(t, m)
 	meshtest.WaitFor(t, converge, "registration at "+e1.Name+" with the hub's token", func() error {
 		code, out, errs := mc.run(t, "--server", e1.URL, "register", enroll, "--kernel", kernel, "--arch", arch)
 		if code != 0 {

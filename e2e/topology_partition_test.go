@@ -108,9 +108,11 @@ func TestTopologyPartitionedEdgeServesWhatItHasThenConverges(t *testing.T) {
 	onEvery(t, all[1:], func(n *meshtest.Node) error { return wantListed(t, n, old.Digest, []string{"edge"}) }, "the first patch")
 
 	// The machine sits beside the edge, in its namespace.
-	mc := newMachineCLI(t)
+	mc := newMachineCLI(t, m)
 	mc.netns = ns.Name
-	if code, out, errs := mc.run(t, "--server", cut.URL, "register", cut.AuthToken(t, "edge", "fleet"), "--kernel", kernel, "--arch", arch); code != 0 {
+	// The token is the edge's own, so no hub-signed record of it exists:
+	// the operator names the hub tier.
+	if code, out, errs := mc.run(t, "--server", cut.URL, "register", cut.AuthToken(t, "edge", "fleet"), "--hub-tier", "edge", "--kernel", kernel, "--arch", arch); code != 0 {
 		t.Fatalf("register at %s: exit %d: %s%s", cut.Name, code, out, errs)
 	}
 

@@ -192,6 +192,12 @@ type SyncConfig struct {
 	// `patchmesh admin trust add`. In the environment: a comma-separated
 	// list.
 	Trust []string `yaml:"trust"`
+	// Endorsements are hub key endorsements ("pmke_…", from `patchmesh
+	// hub-key --key OLD --endorse NEW`): the old hub key vouching for the
+	// new one. Every node hands them to machines with each offer, so that a
+	// machine pinning the old key accepts records of the new one. In the
+	// environment: a comma-separated list.
+	Endorsements []string `yaml:"endorsements"`
 	// Links say what to pull: each feeds one local tier from the first
 	// healthy of its upstreams. Required for relays and edges, refused on
 	// the hub. Not settable from the environment.
@@ -358,14 +364,15 @@ func DefaultsWithEnv(getenv func(string) string) Config {
 		},
 		Log: LogConfig{Level: "info", Format: "json"},
 		Sync: SyncConfig{
-			Trust:     []string{},
-			Links:     []LinkConfig{},
-			Wait:      30 * time.Second,
-			BatchSize: federation.DefaultFeedLimit,
-			Parallel:  4,
-			PeerWait:  federation.DefaultPeerWait,
-			RetryMin:  500 * time.Millisecond,
-			RetryMax:  time.Minute,
+			Trust:        []string{},
+			Endorsements: []string{},
+			Links:        []LinkConfig{},
+			Wait:         30 * time.Second,
+			BatchSize:    federation.DefaultFeedLimit,
+			Parallel:     4,
+			PeerWait:     federation.DefaultPeerWait,
+			RetryMin:     500 * time.Millisecond,
+			RetryMax:     time.Minute,
 
 			HeartbeatEvery: federation.DefaultHeartbeatEvery,
 			StaleAfter:     federation.DefaultStaleAfter,

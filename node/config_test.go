@@ -362,6 +362,7 @@ func TestValidateRejects(t *testing.T) {
 			c.Sync.StaleAfter = c.Sync.Wait
 		}, "sync.stale_after"},
 		{"zero heartbeat", func(c *Config) { c.Sync.HeartbeatEvery = 0 }, "sync.heartbeat_every"},
+		{"malformed endorsement", func(c *Config) { c.Sync.Endorsements = []string{"pmke_nope"} }, "sync.endorsements[0]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -41,6 +41,11 @@ func (c Config) validateSync() []error {
 			bad(fmt.Sprintf("sync.trust[%d]", i), "%v", err)
 		}
 	}
+	for i, e := range s.Endorsements {
+		if _, err := federation.ParseEndorsement(e); err != nil {
+			bad(fmt.Sprintf("sync.endorsements[%d]", i), "%v", err)
+		}
+	}
 	tiers := map[string]bool{}
 	for i, l := range s.Links {
 		field := fmt.Sprintf("sync.links[%d]", i)
@@ -240,6 +245,18 @@ func (n *Node) loadHubKey() error {
 			"patchmesh created the hub signing key %s\nPin it on every relay and edge (sync.trust):\n  %s\n", path, pub))
 	}
 	return nil
+}
+
+// endorsements are the configured hub key endorsements, checked in form by
+// validateSync; machines verify their signatures.
+func (n *Node) endorsements() []federation.Envelope {
+	var out []federation.Envelope
+	for _, s := range n.cfg.Sync.Endorsements {
+		if e, err := federation.ParseEndorsement(s); err == nil {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func (n *Node) hubPublicKey() ed25519.PublicKey {

@@ -81,6 +81,20 @@ type FeedPosition struct {
 	ByHub bool
 }
 
+// SignedQuery picks signed events out of one tier of a node's own log, for
+// SignedEvents.
+type SignedQuery struct {
+	// Tier is the local tier the events are logged under.
+	Tier string
+	// Digest is the patch the events concern; "" for token events, which
+	// concern no patch.
+	Digest string
+	// Types are the event types wanted; at least one.
+	Types []catalog.EventType
+	// Limit caps the result; 0 or less means 1, at most 1000.
+	Limit int
+}
+
 // Cursor is how far a local tier has synced from its upstream.
 type Cursor struct {
 	// Tier is the local tier the link feeds.
@@ -141,6 +155,10 @@ type Syncer interface {
 	// Feed returns up to limit signed events of tier from pos on, in Seq
 	// order, with the tier's head.
 	Feed(ctx context.Context, tier string, pos FeedPosition, limit int) (FeedPage, error)
+	// SignedEvents returns the signed events of q.Tier about q.Digest of
+	// one of q.Types, newest first, with the hub's record and signature as
+	// logged: a machine is handed them to verify what a node offers it.
+	SignedEvents(ctx context.Context, q SignedQuery) ([]FeedEntry, error)
 	// Cursor returns the local tier's cursor; the zero Cursor (with Tier
 	// set) when the tier never synced.
 	Cursor(ctx context.Context, tier string) (Cursor, error)

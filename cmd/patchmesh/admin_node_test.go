@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"log/slog"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	"github.com/patchmesh/patchmesh/api"
+	"github.com/patchmesh/patchmesh/federation"
 	"github.com/patchmesh/patchmesh/internal/nodetest"
 	"github.com/patchmesh/patchmesh/store/sqlstore"
 )
@@ -31,11 +34,13 @@ const (
 // store, filesystem blobs and authenticator — served by httptest, so the
 // admin tool and client are tested against the server they will meet.
 type testNode struct {
-	t        *testing.T
-	srv      *httptest.Server
-	blobDir  string
-	cfgDir   string // the admin tool's PATCHMESH_CONFIG_DIR
-	logs     *nodetest.LogBuffer
+	t       *testing.T
+	srv     *httptest.Server
+	blobDir string
+	cfgDir  string // the admin tool's PATCHMESH_CONFIG_DIR
+	logs    *nodetest.LogBuffer
+	// hubKey is the public key the node signs with, as machines pin it.
+	hubKey   string
 	store    *sqlstore.Store // the node's store, to make records no file could (shared digest prefixes)
 	mu       sync.Mutex
 	requests []*http.Request // a copy of each request's line and headers
@@ -45,9 +50,16 @@ func newTestNode(t *testing.T, tune ...func(*api.Config)) *testNode {
 	t.Helper()
 	logs := &nodetest.LogBuffer{}
 	log := slog.New(api.NewLogHandler(slog.NewJSONHandler(logs, nil)))
-	wired := nodetest.Wire(t, log, nodetest.Options{Admin: nodeAdmin})
-	n := &testNode{t: t, blobDir: wired.BlobDir, cfgDir: filepath.Join(t.TempDir(), "admin-config"), logs: logs, store: wired.Store}
+	// The node signs as a hub does, so that machines can verify its offers.
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wired := nodetest.Wire(t, log, nodetest.Options{Admin: nodeAdmin, Sealer: federation.Sealer{Key: priv}})
+	n := &testNode{t: t, blobDir: wired.BlobDir, cfgDir: filepath.Join(t.TempDir(), "admin-config"), logs: logs,
+		hubKey: federation.FormatPublicKey(pub)}
 	cfg := wired.Config
+	cfg.HubKey = pub
 	for _, f := range tune {
 		f(&cfg)
 	}
@@ -55,6 +67,7 @@ func newTestNode(t *testing.T, tune ...func(*api.Config)) *testNode {
 	if err != nil {
 		t.Fatalf("api.New: %v", err)
 	}
+	n.store = wired.Store
 	n.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n.mu.Lock()
 		n.requests = append(n.requests, &http.Request{Method: r.Method, URL: r.URL, Header: r.Header.Clone(), ContentLength: r.ContentLength, TransferEncoding: r.TransferEncoding})

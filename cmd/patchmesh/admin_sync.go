@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -199,16 +200,25 @@ func (a *admin) adminHubKey(ctx context.Context, args []string) error {
 		if err := decode(raw, &out); err != nil {
 			return err
 		}
-		_, err := fmt.Fprintf(a.stdout, "%s\nid %s\n", out.Key, out.ID)
+		if _, err := fmt.Fprintf(a.stdout, "%s\nid %s\n", out.Key, out.ID); err != nil {
+			return err
+		}
+		// What a machine needs, on stderr so that stdout stays the key.
+		_, err := fmt.Fprintf(a.stderr, "Machines pin it when they register: patchmesh client register pma_… --server URL --hub-key %s\n", out.Key)
 		return err
 	})
 }
 
-const hubKeyUsage = `Usage: patchmesh hub-key [--key FILE] [--output text|json]
+const hubKeyUsage = `Usage: patchmesh hub-key [--key FILE] [--endorse ed25519:NEW] [--output text|json]
 
 Prints the hub's public signing key ("ed25519:…") and its ID, reading the
 private key file, or creating it (mode 0600) if it does not exist. FILE
 defaults to hub.key in the default data directory.
+
+With --endorse, the key in FILE (which must exist: the current, old key)
+signs an endorsement of the NEW public key and prints it ("pmke_…"). Put it
+in every node's sync.endorsements: nodes hand it to machines with each
+offer, and a machine that pins the old key then pins the new one too.
 
 This is also step 1 of rotating the hub key: make a new key with --key
 NEW, pin the printed key on every downstream (node config sync.trust, or
@@ -218,11 +228,47 @@ Keep the old pin until nothing signed by the old key is needed.
 Exit codes: 0 success, 1 the key file cannot be read or made, 2 usage.
 `
 
+// endorseKey prints an endorsement of the public key next by the existing
+// key at path. It never creates a key: an endorsement by a key made a
+// moment ago would vouch for nothing.
+func endorseKey(path, next string, output outputFlag, stdout io.Writer) error {
+	pub, err := federation.ParsePublicKey(next)
+	if err != nil {
+		return usagef("--endorse: %v", err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("endorse: the endorsing (old) key: %w", err)
+	}
+	priv, _, err := federation.LoadOrCreateKey(path)
+	if err != nil {
+		return err
+	}
+	oldPub := priv.Public().(ed25519.PublicKey)
+	if oldPub.Equal(pub) {
+		return usagef("--endorse: that is the key in %s itself", path)
+	}
+	env, err := federation.Endorse(priv, pub, time.Now())
+	if err != nil {
+		return err
+	}
+	out := struct {
+		Endorsement string `json:"endorsement"`
+		By          string `json:"by"`
+		Endorsed    string `json:"endorsed"`
+	}{federation.FormatEndorsement(env), federation.KeyID(oldPub), federation.KeyID(pub)}
+	if output == "json" {
+		return printJSON(stdout, nil, out)
+	}
+	_, err = fmt.Fprintf(stdout, "%s\nkey %s endorses key %s\n", out.Endorsement, out.By, out.Endorsed)
+	return err
+}
+
 // runHubKey is `patchmesh hub-key`: it works on the key file, with no
 // server involved.
 func runHubKey(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("patchmesh hub-key")
 	path := fs.String("key", "", "the key `file`")
+	endorse := fs.String("endorse", "", "a new hub public `key` for the key in FILE to endorse")
 	var output outputFlag = "text"
 	fs.Var(&output, "output", "text or json")
 	err := func() error {
@@ -235,6 +281,9 @@ func runHubKey(args []string, getenv func(string) string, stdout, stderr io.Writ
 		}
 		if *path == "" {
 			*path = filepath.Join(node.DefaultsWithEnv(getenv).Node.DataDir, "hub.key")
+		}
+		if *endorse != "" {
+			return endorseKey(*path, *endorse, output, stdout)
 		}
 		priv, created, err := federation.LoadOrCreateKey(*path)
 		if err != nil {

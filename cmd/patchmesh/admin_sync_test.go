@@ -131,10 +131,13 @@ func TestAdminHubKeyNeedsNoLogin(t *testing.T) {
 	if !strings.HasPrefix(r.stdout, federation.FormatPublicKey(pub)+"\n") || !strings.Contains(r.stdout, federation.KeyID(pub)) {
 		t.Errorf("admin hub-key printed %q, want the key on the first line and its ID", r.stdout)
 	}
+	if !strings.Contains(r.stderr, "--hub-key "+federation.FormatPublicKey(pub)) {
+		t.Errorf("admin hub-key stderr %q, want how a machine pins the key", r.stderr)
+	}
 	if req := n.lastRequest("GET", "/v1/sync/hub-key"); req == nil || req.Header.Get("Authorization") != "" {
 		t.Error("admin hub-key sent credentials or no request; want a plain GET")
 	}
-	edge := newTestNode(t, func(c *api.Config) { c.Info.Role = "edge" })
+	edge := newTestNode(t, func(c *api.Config) { c.Info.Role, c.HubKey = "edge", nil })
 	if r := edge.admin("", "hub-key"); r.code != exitNotFound || !strings.Contains(r.stderr, "not_hub") {
 		t.Errorf("admin hub-key on an edge: exit %d, stderr %q; want %d and not_hub", r.code, r.stderr, exitNotFound)
 	}
@@ -188,5 +191,51 @@ func TestHubKeyCommandMakesThenReadsTheKey(t *testing.T) {
 	}
 	if r := hubKey("--help"); r.code != exitOK || !strings.Contains(r.stdout, "rotating") {
 		t.Errorf("hub-key --help: exit %d, stdout %q; want the usage", r.code, r.stdout)
+	}
+}
+
+// The old hub key endorses the new one; the endorsement verifies against
+// the old key alone and names the new one, and no key is ever made for it.
+func TestHubKeyEndorsesANewKey(t *testing.T) {
+	dir := t.TempDir()
+	oldPath, newPath := filepath.Join(dir, "hub.key"), filepath.Join(dir, "hub-2.key")
+	oldKey, _, err := federation.LoadOrCreateKey(oldPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newKey, _, err := federation.LoadOrCreateKey(newPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newPub := federation.FormatPublicKey(newKey.Public().(ed25519.PublicKey))
+	run := func(args ...string) result {
+		var stdout, stderr bytes.Buffer
+		code := runHubKey(args, func(string) string { return "" }, &stdout, &stderr)
+		return result{code, stdout.String(), stderr.String()}
+	}
+	r := run("--key", oldPath, "--endorse", newPub)
+	if r.code != exitOK {
+		t.Fatalf("hub-key --endorse: exit %d, stderr %s", r.code, r.stderr)
+	}
+	env, err := federation.ParseEndorsement(strings.SplitN(r.stdout, "\n", 2)[0])
+	if err != nil {
+		t.Fatalf("hub-key --endorse printed %q: %v", r.stdout, err)
+	}
+	_, got, err := federation.NewVerifier(oldKey.Public().(ed25519.PublicKey)).OpenEndorsement(env)
+	if err != nil || federation.FormatPublicKey(got) != newPub {
+		t.Errorf("endorsement: %v, endorses %s; want it verified by the old key, endorsing %s", err, federation.FormatPublicKey(got), newPub)
+	}
+	if _, _, err := federation.NewVerifier(newKey.Public().(ed25519.PublicKey)).OpenEndorsement(env); err == nil {
+		t.Error("the endorsement verifies with the new key: it must be the old key's")
+	}
+	missing := filepath.Join(dir, "none.key")
+	if r := run("--key", missing, "--endorse", newPub); r.code == exitOK {
+		t.Errorf("hub-key --endorse with no key file: exit 0, want a failure")
+	}
+	if _, err := os.Stat(missing); err == nil {
+		t.Error("hub-key --endorse created a key to endorse with")
+	}
+	if r := run("--key", oldPath, "--endorse", "ed25519:nope"); r.code != exitUsage {
+		t.Errorf("hub-key --endorse with a bad key: exit %d, want %d", r.code, exitUsage)
 	}
 }

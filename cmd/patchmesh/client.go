@@ -16,11 +16,12 @@ import (
 
 	"github.com/patchmesh/patchmesh/catalog"
 	"github.com/patchmesh/patchmesh/client"
+	"github.com/patchmesh/patchmesh/federation"
 )
 
 const clientUsage = `Usage: patchmesh client [--server URL] [--state-dir DIR] [--machine-id ID]
-                        [--ca-file PEM] [--require-tls] [--proxy URL]
-                        [--output text|json] COMMAND ...
+                        [--hub-key ed25519:…] [--ca-file PEM] [--allow-http]
+                        [--proxy URL] [--output text|json] COMMAND ...
 
 The machine side of patchmesh. Flags may also follow the command.
 
@@ -30,25 +31,35 @@ to the nearest node that answers; when a node is down or answers 5xx, the
 next one is tried, and the machine registers there the first time with the
 auth token it registered with (kept in the state directory for that).
 
+Every offer is verified before anything is downloaded: it must carry the
+hub's signed record, made by a hub key the machine pins, for the machine's
+hub tier, kernel and arch, and must not be older than the patch applied
+last unless the hub's signed withdrawal of that patch comes with it. The
+bytes are checked against the signed digest and size.
+
 Commands:
-  register AUTH_TOKEN [--kernel K] [--arch A]
+  register AUTH_TOKEN --hub-key ed25519:… [--hub-tier T] [--kernel K] [--arch A]
       register this machine with the node at --server ($PATCHMESH_URL);
       AUTH_TOKEN "-" reads the token from standard input. The kernel
       defaults to the running one's release (on Ubuntu ABI.BUILD-FLAVOUR
       from /proc/version_signature, elsewhere uname -r), the arch to
-      uname -m. The auth token, the machine token and the node ranking are
-      saved in the state directory (mode 0600).
+      uname -m. The hub key (patchmesh admin hub-key prints it) is pinned,
+      and the machine's tier is read from the hub-signed record of the auth
+      token; --hub-tier is needed only for a token made on a relay or edge
+      instead of the hub. The pins, the auth token, the machine token and
+      the node ranking are saved in the state directory (mode 0600).
   status
       print the nearest node's record of this machine
   nodes
       measure the nodes serving this machine's tier again and print them,
       nearest first
   refresh [--apply-hook CMD] [--kernel K] [--arch A]
-      fetch the newest patch for this kernel, verify its SHA-256, keep it in
-      the state directory, run CMD (sh -c) with PATCHMESH_PATCH_FILE,
-      PATCHMESH_PATCH_VERSION and PATCHMESH_PATCH_DIGEST set, and check in:
-      applied (CMD exit 0), apply-failed (non-zero), unapplied (no CMD),
-      nothing-to-apply, or check-failed (the bytes did not match: deleted).
+      verify the offer of the newest patch for this kernel, download it and
+      verify its SHA-256, keep it in the state directory, run CMD (sh -c)
+      with PATCHMESH_PATCH_FILE, PATCHMESH_PATCH_VERSION and
+      PATCHMESH_PATCH_DIGEST set, and check in: applied (CMD exit 0),
+      apply-failed (non-zero), unapplied (no CMD), nothing-to-apply, or
+      check-failed (the offer was refused, or the bytes did not match).
 
 Options:
   --server URL     the node to register with (register only), default
@@ -58,8 +69,15 @@ Options:
                    config directory's patchmesh-client
   --machine-id ID  this machine's ID, sent when registering at a node;
                    default: the contents of /etc/machine-id
+  --hub-key KEY    a hub public key to pin at registration (repeatable);
+                   default from PATCHMESH_HUB_KEY (comma-separated)
+  --hub-tier T     the machine's hub tier, for a token not made at the hub
   --ca-file PEM    extra CAs trusted besides the system's
-  --require-tls    refuse any plain http:// URL
+  --allow-http     allow plain http:// node URLs (loopback, tests); also
+                   PATCHMESH_CLIENT_ALLOW_HTTP=1. Without it every URL must be
+                   https: tokens and patch bytes must not cross a network
+                   in the clear, and a plain connection can be redirected
+  --require-tls    refuse plain http:// even with --allow-http
   --proxy URL      HTTP(S) proxy; default from HTTPS_PROXY/HTTP_PROXY/NO_PROXY
 
 With --output json, a failure is also JSON, on standard error:
@@ -67,8 +85,9 @@ With --output json, a failure is also JSON, on standard error:
 
 Exit codes:
   0  success
-  1  server or network error, a patch that failed verification, a failed apply hook
-  2  usage error (including an http:// URL under --require-tls)
+  1  server or network error, a refused offer, a patch that failed
+     verification, a failed apply hook, no hub key pinned
+  2  usage error (including an http:// URL without --allow-http)
   3  authentication failure (401, 403) or not registered
   4  not found (404)
   5  conflict (409)
@@ -87,7 +106,8 @@ type clientCLI struct {
 	stdout, stderr io.Writer
 	geteuid        func() int
 	uname          func() (kernel, arch string, err error)
-	// getenv reads PATCHMESH_URL; nil reads nothing.
+	// getenv reads PATCHMESH_URL, PATCHMESH_HUB_KEY and
+	// PATCHMESH_CLIENT_ALLOW_HTTP; nil reads nothing.
 	getenv func(string) string
 	// machineIDFile is read when --machine-id is not given.
 	machineIDFile string
@@ -99,13 +119,27 @@ type clientCLI struct {
 	machineID  string
 	caFile     string
 	requireTLS bool
+	allowHTTP  bool
+	hubKeys    stringList
+	hubTier    string
 	proxy      string
 	output     outputFlag
 }
 
 func (c *clientCLI) run(ctx context.Context, args []string) int {
 	c.output = "text"
-	err := c.dispatch(ctx, args)
+	var err error
+	if v := c.env("PATCHMESH_CLIENT_ALLOW_HTTP"); v != "" {
+		if c.allowHTTP, err = strconv.ParseBool(v); err != nil {
+			err = usagef("PATCHMESH_CLIENT_ALLOW_HTTP=%q: want 1, true, 0 or false", v)
+		}
+	}
+	if err == nil {
+		err = c.dispatch(ctx, args)
+	}
+	if errors.Is(err, client.ErrInsecureURL) && !c.requireTLS {
+		err = fmt.Errorf("%w (give --allow-http, or PATCHMESH_CLIENT_ALLOW_HTTP=1, for a loopback or test node)", err)
+	}
 	return finishOutput("patchmesh client", clientUsage, string(c.output), err, c.stdout, c.stderr)
 }
 
@@ -115,7 +149,10 @@ func (c *clientCLI) flags(name string) *flag.FlagSet {
 	fs.StringVar(&c.stateDir, "state-dir", c.stateDir, "state directory")
 	fs.StringVar(&c.machineID, "machine-id", c.machineID, "machine ID (default: the contents of /etc/machine-id)")
 	fs.StringVar(&c.caFile, "ca-file", c.caFile, "PEM bundle of extra CAs")
-	fs.BoolVar(&c.requireTLS, "require-tls", c.requireTLS, "refuse plain http URLs")
+	fs.BoolVar(&c.requireTLS, "require-tls", c.requireTLS, "refuse plain http URLs, even with --allow-http")
+	fs.BoolVar(&c.allowHTTP, "allow-http", c.allowHTTP, "allow plain http URLs (loopback, tests)")
+	fs.Var(&c.hubKeys, "hub-key", "hub public key to pin at registration (repeatable)")
+	fs.StringVar(&c.hubTier, "hub-tier", c.hubTier, "the machine's hub tier, for a token not made at the hub")
 	fs.StringVar(&c.proxy, "proxy", c.proxy, "HTTP(S) proxy URL")
 	fs.Var(&c.output, "output", "text or json")
 	return fs
@@ -148,6 +185,27 @@ func (c *clientCLI) dispatch(ctx context.Context, args []string) error {
 	return usagef("unknown command %q", rest[0])
 }
 
+func (c *clientCLI) env(name string) string {
+	if c.getenv == nil {
+		return ""
+	}
+	return c.getenv(name)
+}
+
+// pinnedKeys are the hub keys to pin: --hub-key, else PATCHMESH_HUB_KEY.
+func (c *clientCLI) pinnedKeys() []string {
+	if len(c.hubKeys) > 0 {
+		return c.hubKeys
+	}
+	var keys []string
+	for _, k := range strings.Split(c.env("PATCHMESH_HUB_KEY"), ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
 // defaultStateDir is /var/lib/patchmesh-client for root, else the user's
 // config directory's patchmesh-client.
 func (c *clientCLI) defaultStateDir() (string, error) {
@@ -173,10 +231,11 @@ func (c *clientCLI) newClient(progressLabel string) (*client.Client, *progress, 
 	}
 	bar := newProgress(c.stderr, progressLabel)
 	cfg := client.Config{
-		Server:     strings.TrimRight(c.server, "/"),
-		StateDir:   dir,
-		MachineID:  c.failoverMachineID(),
-		Transport:  client.Transport{CAFile: c.caFile, RequireTLS: c.requireTLS, Proxy: c.proxy},
+		Server:    strings.TrimRight(c.server, "/"),
+		StateDir:  dir,
+		MachineID: c.failoverMachineID(),
+		// Plain http is refused unless asked for: see --allow-http.
+		Transport:  client.Transport{CAFile: c.caFile, RequireTLS: c.requireTLS || !c.allowHTTP, Proxy: c.proxy},
 		UptimeFile: c.uptimeFile,
 		// The client reports the binary's own version (main.version).
 		ClientVersion: version,
@@ -237,6 +296,15 @@ func (c *clientCLI) register(ctx context.Context, args []string) error {
 	if c.server == "" {
 		return usagef("register needs --server URL or PATCHMESH_URL")
 	}
+	keys := c.pinnedKeys()
+	if len(keys) == 0 {
+		return usagef("register needs the hub key to pin: --hub-key ed25519:… (patchmesh admin hub-key at the hub prints it) or PATCHMESH_HUB_KEY")
+	}
+	for _, k := range keys {
+		if _, err := federation.ParsePublicKey(k); err != nil {
+			return usagef("--hub-key: %v", err)
+		}
+	}
 	token := pos[0]
 	if token == "-" {
 		line, err := bufio.NewReader(io.LimitReader(c.stdin, 4096)).ReadString('\n')
@@ -262,7 +330,8 @@ func (c *clientCLI) register(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	reg, err := cl.Register(ctx, client.RegisterRequest{AuthToken: token, MachineID: c.machineID, Kernel: *kernel, Arch: *arch})
+	reg, err := cl.Register(ctx, client.RegisterRequest{AuthToken: token, MachineID: c.machineID, Kernel: *kernel, Arch: *arch,
+		HubKeys: keys, HubTier: c.hubTier})
 	if err != nil {
 		return explainRefusal(err, true)
 	}
@@ -368,16 +437,19 @@ func (c *clientCLI) refresh(ctx context.Context, args []string) error {
 		out := struct {
 			State      catalog.MachineState `json:"state"`
 			Patch      *catalog.Patch       `json:"patch"`
+			Refused    string               `json:"refused,omitempty"`
 			Path       string               `json:"path,omitempty"`
 			Downloaded bool                 `json:"downloaded"`
 			Machine    catalog.Machine      `json:"machine"`
-		}{res.State, res.Patch, res.Path, res.Downloaded, res.Machine}
+		}{res.State, res.Patch, res.Refused, res.Path, res.Downloaded, res.Machine}
 		if perr := printJSON(c.stdout, nil, out); perr != nil {
 			return errors.Join(err, perr)
 		}
 		return err
 	}
 	switch {
+	case res.Refused != "":
+		fmt.Fprintf(c.stdout, "Offer REFUSED, nothing downloaded: %s\n", res.Refused)
 	case res.Patch == nil:
 		fmt.Fprintf(c.stdout, "No patch for kernel %s (%s) on this machine's tier.\n", *kernel, *arch)
 	case res.Path == "":

@@ -33,9 +33,18 @@ type machine struct {
 }
 
 func newMachine(t *testing.T, n *testNode) *machine {
-	return &machine{t: t, node: n, stateDir: filepath.Join(t.TempDir(), "state"),
-		uname: func() (string, string, error) { return nodeKernel, nodeArch, nil }}
+	m := &machine{t: t, node: n, stateDir: filepath.Join(t.TempDir(), "state"),
+		uname: func() (string, string, error) { return nodeKernel, nodeArch, nil },
+		env:   map[string]string{"PATCHMESH_CLIENT_ALLOW_HTTP": "1"}}
+	if n != nil {
+		m.env["PATCHMESH_HUB_KEY"] = n.hubKey
+	}
+	return m
 }
+
+// getenv is the machine's environment: the node's hub key pinned and
+// plain http allowed, as the test node is on loopback http.
+func (m *machine) getenv(k string) string { return m.env[k] }
 
 // run runs `patchmesh client` with the machine's state dir.
 func (m *machine) run(stdin string, args ...string) result {
@@ -43,7 +52,7 @@ func (m *machine) run(stdin string, args ...string) result {
 	var stdout, stderr bytes.Buffer
 	c := &clientCLI{stdin: strings.NewReader(stdin), stdout: &stdout, stderr: &stderr, geteuid: func() int { return 1000 },
 		uname:      m.uname,
-		getenv:     func(k string) string { return m.env[k] },
+		getenv:     m.getenv,
 		uptimeFile: filepath.Join(m.t.TempDir(), "no-uptime")}
 	code := c.run(context.Background(), append([]string{"--state-dir", m.stateDir}, args...))
 	return result{code, stdout.String(), stderr.String()}
@@ -282,7 +291,7 @@ func TestClientRequireTLSRefusesHTTP(t *testing.T) {
 func TestClientHelpListsExitCodes(t *testing.T) {
 	m := newMachine(t, nil)
 	r := m.run("", "--help")
-	if r.code != exitOK || !strings.Contains(r.stdout, "Exit codes:") || !strings.Contains(r.stdout, "--require-tls") {
+	if r.code != exitOK || !strings.Contains(r.stdout, "Exit codes:") || !strings.Contains(r.stdout, "--allow-http") || !strings.Contains(r.stdout, "--hub-key") {
 		t.Errorf("--help: exit %d, stdout %q", r.code, r.stdout)
 	}
 }
@@ -305,7 +314,7 @@ func TestClientDefaultsToTheRunningKernel(t *testing.T) {
 	m.uname = func() (string, string, error) { return "6.8.0-45.45-generic", "aarch64", nil }
 	var stdout, stderr bytes.Buffer
 	c := &clientCLI{stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr, geteuid: func() int { return 1000 }, uname: m.uname, machineIDFile: idFile}
-	if code := c.run(context.Background(), []string{"--state-dir", m.stateDir, "register", token, "--server", n.srv.URL}); code != exitOK {
+	if code := c.run(context.Background(), []string{"--state-dir", m.stateDir, "--allow-http", "register", token, "--server", n.srv.URL, "--hub-key", n.hubKey}); code != exitOK {
 		t.Fatalf("register with defaults: exit %d, stderr %s", code, stderr.String())
 	}
 	machines := n.mustAdmin("machines", "list", "--output", "json")
@@ -389,7 +398,7 @@ func TestClientRegisterReadsPATCHMESH_URL(t *testing.T) {
 		t.Errorf("register without --server or PATCHMESH_URL: exit %d, stderr %q; want %d naming PATCHMESH_URL", r.code, r.stderr, exitUsage)
 	}
 
-	m.env = map[string]string{"PATCHMESH_URL": n.srv.URL}
+	m.env["PATCHMESH_URL"] = n.srv.URL
 	r = m.run("", "register", token, "--machine-id", testMachineID)
 	if r.code != exitOK {
 		t.Fatalf("register with PATCHMESH_URL set: exit %d, stderr %q", r.code, r.stderr)
@@ -403,9 +412,52 @@ func TestClientRegisterReadsPATCHMESH_URL(t *testing.T) {
 	// --server wins over the environment, as it does for the admin tool.
 	dead := httptest.NewServer(nil)
 	dead.Close()
-	m.env = map[string]string{"PATCHMESH_URL": dead.URL}
+	m.env["PATCHMESH_URL"] = dead.URL
 	r = m.run("", "register", token, "--server", n.srv.URL, "--machine-id", testMachineID)
 	if r.code != exitOK {
 		t.Errorf("register with --server and a dead PATCHMESH_URL: exit %d, stderr %q; want the flag used", r.code, r.stderr)
+	}
+}
+
+// Without a hub key to pin the client registers nowhere, and a machine
+// registered before offers were signed refuses to refresh, both saying how
+// to pin; plain http needs --allow-http.
+func TestClientNeedsPinsAndHTTPSUnlessAllowed(t *testing.T) {
+	n := newTestNode(t)
+	n.login()
+	token := authToken(t, n, "edge")
+	m := newMachine(t, n)
+	delete(m.env, "PATCHMESH_HUB_KEY")
+	before := n.requestCount()
+	r := m.run("", "register", token, "--server", n.srv.URL, "--machine-id", testMachineID, "--kernel", nodeKernel, "--arch", nodeArch)
+	if r.code != exitUsage || !strings.Contains(r.stderr, "--hub-key") || n.requestCount() != before {
+		t.Errorf("register without a hub key: exit %d, stderr %q, %d requests; want %d, a hint to give --hub-key, none sent",
+			r.code, r.stderr, n.requestCount()-before, exitUsage)
+	}
+	r = m.run("", "register", token, "--server", n.srv.URL, "--hub-key", "ed25519:short", "--machine-id", testMachineID, "--kernel", nodeKernel, "--arch", nodeArch)
+	if r.code != exitUsage || n.requestCount() != before {
+		t.Errorf("register with a malformed hub key: exit %d, stderr %q; want %d and nothing sent", r.code, r.stderr, exitUsage)
+	}
+	delete(m.env, "PATCHMESH_CLIENT_ALLOW_HTTP")
+	r = m.run("", "register", token, "--server", n.srv.URL, "--hub-key", n.hubKey, "--machine-id", testMachineID, "--kernel", nodeKernel, "--arch", nodeArch)
+	if r.code != exitUsage || !strings.Contains(r.stderr, "--allow-http") || n.requestCount() != before {
+		t.Errorf("register over http without --allow-http: exit %d, stderr %q; want %d and a hint to give --allow-http", r.code, r.stderr, exitUsage)
+	}
+	r = m.run("", "--allow-http", "register", token, "--server", n.srv.URL, "--hub-key", n.hubKey, "--machine-id", testMachineID, "--kernel", nodeKernel, "--arch", nodeArch)
+	if r.code != exitOK {
+		t.Fatalf("register with --allow-http and --hub-key: exit %d, stderr %s", r.code, r.stderr)
+	}
+
+	// State as an older client wrote it: no pins.
+	path := filepath.Join(m.stateDir, client.StateFile)
+	var st map[string]any
+	b, _ := os.ReadFile(path)
+	json.Unmarshal(b, &st)
+	delete(st, "hub_keys")
+	b, _ = json.Marshal(st)
+	os.WriteFile(path, b, 0o600)
+	r = m.refresh("--allow-http")
+	if r.code == exitOK || !strings.Contains(r.stderr, "--hub-key") {
+		t.Errorf("refresh without pins: exit %d, stderr %q; want a failure saying how to pin", r.code, r.stderr)
 	}
 }

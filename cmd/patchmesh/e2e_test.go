@@ -311,9 +311,17 @@ func TestEndToEndWalkThrough(t *testing.T) {
 		t.Fatalf("patches show: want CVE-2024-1086, got %+v", patch)
 	}
 
+	// What a machine pins: the hub's public key.
+	var hubKey struct{ Key, ID string }
+	admin(&hubKey, "hub-key")
+	if !strings.HasPrefix(hubKey.Key, "ed25519:") {
+		t.Fatalf("admin hub-key: want an ed25519 key, got %+v", hubKey)
+	}
+
 	// Register two machines: one on edge, where the patch is, one on
-	// canary, where it is not yet.
-	clientEnv := cleanEnv()
+	// canary, where it is not yet. The node is plain http on loopback, so
+	// the client must be told that is allowed.
+	clientEnv := cleanEnv("PATCHMESH_CLIENT_ALLOW_HTTP=1")
 	stateA, stateB := filepath.Join(work, "machine-a"), filepath.Join(work, "machine-b")
 	clientA := func(out any, args ...string) {
 		t.Helper()
@@ -324,11 +332,11 @@ func TestEndToEndWalkThrough(t *testing.T) {
 		pmJSON(t, clientEnv, out, append([]string{"client", "--state-dir", stateB}, args...)...)
 	}
 	var reg struct{ Tier string }
-	clientA(&reg, "--server", url, "register", edgeToken.Token, "--machine-id", "e2e-machine-a-0000000001", "--kernel", kernel, "--arch", arch)
+	clientA(&reg, "--server", url, "register", edgeToken.Token, "--hub-key", hubKey.Key, "--machine-id", "e2e-machine-a-0000000001", "--kernel", kernel, "--arch", arch)
 	if reg.Tier != "edge" {
 		t.Fatalf("register A: want tier edge, got %q", reg.Tier)
 	}
-	clientB(&reg, "--server", url, "register", canaryToken.Token, "--machine-id", "e2e-machine-b-0000000002", "--kernel", kernel, "--arch", arch)
+	clientB(&reg, "--server", url, "register", canaryToken.Token, "--hub-key", hubKey.Key, "--machine-id", "e2e-machine-b-0000000002", "--kernel", kernel, "--arch", arch)
 	if reg.Tier != "canary" {
 		t.Fatalf("register B: want tier canary, got %q", reg.Tier)
 	}

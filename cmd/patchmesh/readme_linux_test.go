@@ -341,7 +341,7 @@ func (r *readmeRun) run(command string) {
 	t.Logf("$ %s", command)
 	switch {
 	case strings.HasPrefix(command, "export "):
-		r.exports = append(r.exports, command)
+		r.export(command)
 		return
 	case command == "make run" || strings.HasPrefix(command, "patchmesh serve"):
 		r.startNode(command)
@@ -367,6 +367,41 @@ func (r *readmeRun) run(command string) {
 	}
 	r.remember(stdout.String())
 	r.outputs[command] = stdout.String()
+}
+
+// exportName finds the names an export line sets.
+var exportName = regexp.MustCompile(`(?:^export|\s)([A-Za-z_][A-Za-z0-9_]*)=`)
+
+// export evaluates an export line once, as the reader's shell does, and
+// keeps the values it set for every later command: a value computed by a
+// command (HUB_KEY=$(…)) is the one it had then, not one asked again of
+// whatever node a later section points PATCHMESH_URL at.
+func (r *readmeRun) export(command string) {
+	t := r.t
+	var names []string
+	for _, m := range exportName.FindAllStringSubmatch(command, -1) {
+		names = append(names, m[1])
+	}
+	script := strings.Join(append(append([]string{}, r.exports...), command), "\n")
+	for _, name := range names {
+		script += "\nprintf '%s\\0' \"$" + name + "\""
+	}
+	cmd := exec.Command("sh", "-c", script)
+	cmd.Dir, cmd.Env = r.dir, r.env
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("README command %q failed: %v", command, err)
+	}
+	values := strings.Split(string(out), "\x00")
+	if len(values) != len(names)+1 {
+		t.Fatalf("README command %q: evaluating it gave %q, want %d values", command, out, len(names))
+	}
+	for i, name := range names {
+		if values[i] == "" {
+			t.Fatalf("README command %q left %s empty", command, name)
+		}
+		r.exports = append(r.exports, "export "+name+"='"+strings.ReplaceAll(values[i], "'", `'\''`)+"'")
+	}
 }
 
 // runAtPrompt runs a command that asks for a password on its terminal,

@@ -30,9 +30,9 @@ func TestFeedQueriesUseTheFeedIndexes(t *testing.T) {
 	fill := map[migrations.Dialect]string{
 		migrations.SQLite: `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
 			INSERT INTO events (seq, type, tier, digest, data, created_us, record, sig, hub_seq)
-			SELECT i, 'patch.added', CASE WHEN i % 100 = 0 THEN 'edge' ELSE 'beta' END, 'd', '', 0, X'72', X'73', i FROM n`,
+			SELECT i, 'patch.added', CASE WHEN i % 100 = 0 THEN 'edge' ELSE 'beta' END, 'd' || (i % 7), '', 0, X'72', X'73', i FROM n`,
 		migrations.Postgres: `INSERT INTO events (seq, type, tier, digest, data, created_us, record, sig, hub_seq)
-			SELECT i, 'patch.added', CASE WHEN i % 100 = 0 THEN 'edge' ELSE 'beta' END, 'd', '', 0, '\x72'::bytea, '\x73'::bytea, i
+			SELECT i, 'patch.added', CASE WHEN i % 100 = 0 THEN 'edge' ELSE 'beta' END, 'd' || (i % 7), '', 0, '\x72'::bytea, '\x73'::bytea, i
 			FROM generate_series(1, 20000) AS i`,
 	}
 	for _, s := range []*Store{lite, pg} {
@@ -57,6 +57,8 @@ func TestFeedQueriesUseTheFeedIndexes(t *testing.T) {
 				{"by hub seq", feedByHub, []any{"edge", 5000, 100}, []string{"events_feed ", "events_feed_hub"}},
 				{"head", feedHead, []any{"edge"}, []string{"events_feed "}},
 				{"skip reason", skipReason, []any{"edge", "d", 5000}, []string{"events_unavailable"}},
+				// A machine's check-in: the signed record of one patch.
+				{"signed events", signedEventsQuery([]string{"$4", "$5"}), []any{"beta", "d3", 1, "patch.added", "patch.promoted"}, []string{"events_subject"}},
 			} {
 				rows, err := s.db.QueryContext(ctx, explain+tc.query, tc.args...)
 				if err != nil {

@@ -81,6 +81,10 @@ type Store struct {
 	// by itself, and database/sql cannot keep a statement on PostgreSQL
 	// connections it returns to the pool after every use.
 	newest *sql.Stmt
+	// signed holds signedEventsQuery prepared for one and for two event
+	// types (signed[n-1]), SQLite only, for the same reason: it runs on
+	// every check-in beside newestQuery.
+	signed [2]*sql.Stmt
 }
 
 var _ store.Store = (*Store)(nil)
@@ -182,6 +186,12 @@ func open(ctx context.Context, db *sql.DB, d migrations.Dialect, pool *pgxpool.P
 			s.Close()
 			return nil, fmt.Errorf("sqlstore: %s: prepare: %w", d, err)
 		}
+		for i := range s.signed {
+			if s.signed[i], err = db.PrepareContext(ctx, signedEventsQuery(typeMarks(i+1))); err != nil {
+				s.Close()
+				return nil, fmt.Errorf("sqlstore: %s: prepare: %w", d, err)
+			}
+		}
 	}
 	return s, nil
 }
@@ -208,6 +218,11 @@ func (s *Store) Close() (err error) {
 	defer s.done("Close", time.Now(), &err)
 	if s.newest != nil {
 		s.newest.Close()
+	}
+	for _, st := range s.signed {
+		if st != nil {
+			st.Close()
+		}
 	}
 	err = s.db.Close()
 	if s.pool != nil {

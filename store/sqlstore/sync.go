@@ -149,6 +149,70 @@ func (s *Store) skipReasons(ctx context.Context, tier string, entries []store.Fe
 	return nil
 }
 
+// typeMarks are the placeholders of n event types in signedEventsQuery,
+// after its three fixed arguments.
+func typeMarks(n int) []string {
+	marks := make([]string, n)
+	for i := range marks {
+		marks[i] = fmt.Sprintf("$%d", i+4)
+	}
+	return marks
+}
+
+// signedEventsQuery selects a tier's signed events about one digest, of
+// the types whose placeholders are marks, newest first.
+func signedEventsQuery(marks []string) string {
+	return `SELECT seq, hub_seq, record, sig FROM events
+		WHERE tier = $1 AND digest = $2 AND record IS NOT NULL AND type IN (` + strings.Join(marks, ", ") + `)
+		ORDER BY seq DESC LIMIT $3`
+}
+
+// SignedEvents returns the signed events of q.Tier about q.Digest of one
+// of q.Types, newest first. It walks the partial index events_subject
+// (tier, digest, seq), so a machine's check-in costs one short index
+// range whatever the log's length.
+func (s *Store) SignedEvents(ctx context.Context, q store.SignedQuery) (out []store.FeedEntry, err error) {
+	defer s.done("SignedEvents", time.Now(), &err)
+	if len(q.Types) == 0 {
+		return nil, fmt.Errorf("sqlstore: signed events: %w", &catalog.InvalidError{Field: "types", Message: "at least one event type"})
+	}
+	limit := q.Limit
+	if limit <= 0 {
+		limit = 1
+	}
+	limit = min(limit, maxFeedLimit)
+	args := []any{q.Tier, q.Digest, limit}
+	for _, typ := range q.Types {
+		args = append(args, string(typ))
+	}
+	var rows *sql.Rows
+	if n := len(q.Types); n <= len(s.signed) && s.signed[n-1] != nil {
+		rows, err = s.signed[n-1].QueryContext(ctx, args...)
+	} else {
+		rows, err = s.db.QueryContext(ctx, signedEventsQuery(typeMarks(n)), args...)
+	}
+	if err != nil {
+		return nil, mapErr("signed events of "+q.Tier, err)
+	}
+	defer rows.Close()
+	out = []store.FeedEntry{}
+	for rows.Next() {
+		var (
+			e      store.FeedEntry
+			hubSeq sql.NullInt64
+		)
+		if err := rows.Scan(&e.Seq, &hubSeq, &e.Record, &e.Sig); err != nil {
+			return nil, mapErr("signed events of "+q.Tier, err)
+		}
+		e.HubSeq = hubSeq.Int64
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, mapErr("signed events of "+q.Tier, err)
+	}
+	return out, nil
+}
+
 // Cursor returns the local tier's cursor, the zero Cursor with Tier set if
 // the tier never synced.
 func (s *Store) Cursor(ctx context.Context, tier string) (c store.Cursor, err error) {

@@ -48,6 +48,7 @@ func RunSync(t *testing.T, open OpenSync) {
 		{"ApplySyncedNodeRefusalsChangeNothing", testApplySyncedNodeRefusals},
 		{"ChangesNotifiedAfterCommitOnly", testChangesNotify},
 		{"TrustedKeysAddListRemove", testTrustedKeys},
+		{"SignedEventsFindATiersRecordsOfOnePatch", testSignedEvents},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
