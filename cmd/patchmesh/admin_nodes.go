@@ -6,7 +6,6 @@ package main
 
 import (
 	"context"
-	"crypto/ed25519"
 	"fmt"
 	"io"
 	"net/http"
@@ -125,24 +124,7 @@ func runNodeKey(args []string, getenv func(string) string, stdout, stderr io.Wri
 		if *path == "" {
 			*path = filepath.Join(node.DefaultsWithEnv(getenv).Node.DataDir, "node.key")
 		}
-		priv, created, err := federation.LoadOrCreateNodeKey(*path)
-		if err != nil {
-			return err
-		}
-		if created {
-			fmt.Fprintf(stderr, "Created a new node key in %s.\n", *path)
-		}
-		pub := priv.Public().(ed25519.PublicKey)
-		out := struct {
-			Key  string `json:"key"`
-			ID   string `json:"id"`
-			File string `json:"file"`
-		}{federation.FormatPublicKey(pub), federation.KeyID(pub), *path}
-		if output == "json" {
-			return printJSON(stdout, nil, out)
-		}
-		_, err = fmt.Fprintf(stdout, "%s\nid %s\n", out.Key, out.ID)
-		return err
+		return printKeyFile(*path, "node", federation.LoadOrCreateNodeKey, output, stdout, stderr)
 	}()
 	return finish("patchmesh node-key", nodeKeyUsage, err, stdout, stderr)
 }

@@ -263,6 +263,31 @@ func endorseKey(path, next string, output outputFlag, stdout io.Writer) error {
 	return err
 }
 
+// printKeyFile prints the public half of the ed25519 key in path and its
+// ID, making the key file first if load finds none: the one output of
+// `patchmesh hub-key` and `patchmesh node-key`. kind names the key in the
+// note that a new one was made.
+func printKeyFile(path, kind string, load func(string) (ed25519.PrivateKey, bool, error), output outputFlag, stdout, stderr io.Writer) error {
+	priv, created, err := load(path)
+	if err != nil {
+		return err
+	}
+	if created {
+		fmt.Fprintf(stderr, "Created a new %s key in %s.\n", kind, path)
+	}
+	pub := priv.Public().(ed25519.PublicKey)
+	out := struct {
+		Key  string `json:"key"`
+		ID   string `json:"id"`
+		File string `json:"file"`
+	}{federation.FormatPublicKey(pub), federation.KeyID(pub), path}
+	if output == "json" {
+		return printJSON(stdout, nil, out)
+	}
+	_, err = fmt.Fprintf(stdout, "%s\nid %s\n", out.Key, out.ID)
+	return err
+}
+
 // runHubKey is `patchmesh hub-key`: it works on the key file, with no
 // server involved.
 func runHubKey(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
@@ -285,24 +310,7 @@ func runHubKey(args []string, getenv func(string) string, stdout, stderr io.Writ
 		if *endorse != "" {
 			return endorseKey(*path, *endorse, output, stdout)
 		}
-		priv, created, err := federation.LoadOrCreateKey(*path)
-		if err != nil {
-			return err
-		}
-		if created {
-			fmt.Fprintf(stderr, "Created a new hub key in %s.\n", *path)
-		}
-		pub := priv.Public().(ed25519.PublicKey)
-		out := struct {
-			Key  string `json:"key"`
-			ID   string `json:"id"`
-			File string `json:"file"`
-		}{federation.FormatPublicKey(pub), federation.KeyID(pub), *path}
-		if output == "json" {
-			return printJSON(stdout, nil, out)
-		}
-		_, err = fmt.Fprintf(stdout, "%s\nid %s\n", out.Key, out.ID)
-		return err
+		return printKeyFile(*path, "hub", federation.LoadOrCreateKey, output, stdout, stderr)
 	}()
 	return finish("patchmesh hub-key", hubKeyUsage, err, stdout, stderr)
 }
