@@ -146,6 +146,8 @@ type Store interface {
 
 	Syncer
 	Roster
+	Auditor
+	Webhooks
 
 	// Ping checks that the backend answers.
 	Ping(ctx context.Context) error
