@@ -112,6 +112,10 @@ type Config struct {
 	// CredentialTTL is how long a machine credential issued here is
 	// valid; 0 means DefaultCredentialTTL.
 	CredentialTTL time.Duration
+	// Webhooks is the node's webhook dispatcher. Nil: hooks are still
+	// managed here, https only, and delivered by whichever dispatcher
+	// runs over the store.
+	Webhooks Webhooks
 }
 
 type server struct {
@@ -140,6 +144,8 @@ type server struct {
 	nodeKeyID     string
 	credentialTTL time.Duration
 	identityLog   identityLog
+
+	webhooks Webhooks
 }
 
 // New returns the node's HTTP handler.
@@ -216,6 +222,8 @@ func New(cfg Config) (http.Handler, error) {
 
 		nodeKey:       cfg.NodeKey,
 		credentialTTL: cfg.CredentialTTL,
+
+		webhooks: cfg.Webhooks,
 	}
 	if s.nodeKey != nil {
 		s.nodeKeyID = federation.KeyID(s.nodeKey.Public().(ed25519.PublicKey))

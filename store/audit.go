@@ -12,17 +12,17 @@ import (
 // rolled-back transaction) leaves none.
 type Actor struct {
 	// User is the admin's name.
-	User string
+	User string `json:"user"`
 	// TokenID names the credential (never the credential itself).
-	TokenID string
+	TokenID string `json:"token_id"`
 	// RequestID is the API request's ID (X-Request-ID).
-	RequestID string
+	RequestID string `json:"request_id"`
 	// Client is the client's address as the server saw it.
-	Client string
+	Client string `json:"client"`
 	// Action is the request's method and route template, e.g.
 	// "POST /v1/admin/tiers"; Target the path it named.
-	Action string
-	Target string
+	Action string `json:"action"`
+	Target string `json:"target"`
 }
 
 type actorKey struct{}
