@@ -143,7 +143,7 @@ func (s *server) testWebhook(w http.ResponseWriter, r *http.Request, user string
 		return err
 	}
 	m.Hook = id
-	if err := s.store.Enqueue(r.Context(), []store.OutboxMessage{m}, 0); err != nil {
+	if err := s.store.Enqueue(r.Context(), []store.OutboxMessage{m}, store.NoCursor); err != nil {
 		return err
 	}
 	s.wakeWebhooks()

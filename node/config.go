@@ -19,6 +19,7 @@ import (
 	"github.com/patchmesh/patchmesh/auth"
 	"github.com/patchmesh/patchmesh/blob/pgblob"
 	"github.com/patchmesh/patchmesh/federation"
+	"github.com/patchmesh/patchmesh/webhook"
 )
 
 // Config is everything a node needs to start. The zero value is not
@@ -39,6 +40,7 @@ type Config struct {
 	Log      LogConfig      `yaml:"log"`
 	Sync     SyncConfig     `yaml:"sync"`
 	Gossip   GossipConfig   `yaml:"gossip"`
+	Webhooks WebhooksConfig `yaml:"webhooks"`
 }
 
 // Node roles. Every role runs the full server; the role says where the
@@ -254,6 +256,21 @@ type GossipConfig struct {
 	SuspicionMult    int           `yaml:"suspicion_mult"`
 }
 
+// WebhooksConfig tunes the delivery of events to the webhooks added with
+// `patchmesh admin webhooks add`.
+type WebhooksConfig struct {
+	// AllowHTTP lets hooks use plain http URLs. Default false: https only,
+	// as a delivery carries the node's events to another host; turn it on
+	// for a receiver on loopback or in tests.
+	AllowHTTP bool `yaml:"allow_http"`
+	// Timeout bounds one delivery attempt. Default 10s.
+	Timeout time.Duration `yaml:"timeout"`
+	// RetryMin and RetryMax bound the backoff between failed attempts on
+	// one hook. Defaults 1s and 5m.
+	RetryMin time.Duration `yaml:"retry_min"`
+	RetryMax time.Duration `yaml:"retry_max"`
+}
+
 // LinkConfig is one sync link.
 type LinkConfig struct {
 	// Tier is the local tier the link feeds; it is created if missing.
@@ -350,6 +367,11 @@ func DefaultsWithEnv(getenv func(string) string) Config {
 			Join:    []string{},
 			Profile: "lan",
 			Keys:    []string{},
+		},
+		Webhooks: WebhooksConfig{
+			Timeout:  webhook.DefaultTimeout,
+			RetryMin: webhook.DefaultRetryMin,
+			RetryMax: webhook.DefaultRetryMax,
 		},
 	}
 }
@@ -510,6 +532,12 @@ func (c Config) Validate() error {
 		bad("server.listen", "must be host:port such as 127.0.0.1:8080, got %q", c.Server.Listen)
 	} else if _, err := net.LookupPort("tcp", port); err != nil {
 		bad("server.listen", "bad port %q", port)
+	}
+	positive("webhooks.timeout", c.Webhooks.Timeout)
+	positive("webhooks.retry_min", c.Webhooks.RetryMin)
+	positive("webhooks.retry_max", c.Webhooks.RetryMax)
+	if c.Webhooks.RetryMax < c.Webhooks.RetryMin {
+		bad("webhooks.retry_max", "must not be below retry_min (%v), got %v", c.Webhooks.RetryMin, c.Webhooks.RetryMax)
 	}
 	positive("server.read_header_timeout", c.Server.ReadHeaderTimeout)
 	positive("server.idle_timeout", c.Server.IdleTimeout)

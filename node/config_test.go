@@ -204,6 +204,8 @@ func envValue(t *testing.T, typ reflect.Type, i int) (string, any) {
 		return s, s
 	case typ == stringsType:
 		return " a, b ,,c", []string{"a", "b", "c"}
+	case typ.Kind() == reflect.Bool:
+		return "true", true
 	case typ.Kind() == reflect.Int, typ.Kind() == reflect.Int32, typ.Kind() == reflect.Int64:
 		v := reflect.New(typ).Elem()
 		v.SetInt(int64(1000 + i))

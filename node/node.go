@@ -28,6 +28,7 @@ import (
 	"github.com/patchmesh/patchmesh/store"
 	"github.com/patchmesh/patchmesh/store/sqlstore"
 	"github.com/patchmesh/patchmesh/topology"
+	"github.com/patchmesh/patchmesh/webhook"
 )
 
 // Version is reported by /debug/info; cmd/patchmesh sets it from the
@@ -66,6 +67,8 @@ type Node struct {
 	puller *federation.Puller
 	// gossip is the node's mesh membership; nil with gossip off.
 	gossip *gossip
+	// hooks delivers events to the webhooks.
+	hooks *webhook.Dispatcher
 	// lock holds the data directory for this process.
 	lock *dataDirLock
 	// announce holds console messages kept until the node has started,
@@ -168,6 +171,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		reg.MustRegister(topology.NewCollector(n.gossip.topo))
 	}
 
+	n.hooks, err = webhook.New(webhook.Config{
+		Store: n.store, Node: cfg.Node.Name, AllowHTTP: cfg.Webhooks.AllowHTTP,
+		Timeout: cfg.Webhooks.Timeout, RetryMin: cfg.Webhooks.RetryMin, RetryMax: cfg.Webhooks.RetryMax,
+		Changes: &n.changes, UserAgent: "patchmesh/" + Version, Log: log, Registerer: reg, Now: o.now,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+
 	ac := cfg.authConfig()
 	ac.Now = o.now
 	n.auth = auth.New(n.store, ac, log)
@@ -212,6 +224,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		Changes:    &n.changes,
 		Stopping:   stopping,
 		NodeKey:    n.nodeKey,
+		Webhooks:   n.hooks,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: api: %w", err)
@@ -402,6 +415,10 @@ func (n *Node) Run(ctx context.Context) error {
 	if n.gossip != nil {
 		wg.Go(func() { n.gossip.watch(maintainCtx) })
 	}
+	// Stopped with maintenance too: an attempt in flight is cut off and
+	// stays in the outbox for the next start.
+	wg.Go(func() { n.hooks.Run(maintainCtx) })
+	wg.Go(func() { n.watchHealth(maintainCtx) })
 	defer func() {
 		stopMaintain()
 		wg.Wait()

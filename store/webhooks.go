@@ -29,6 +29,9 @@ type OutboxMessage struct {
 	Hook string
 }
 
+// NoCursor, as Enqueue's logCursor, leaves the webhook cursor alone.
+const NoCursor = -1
+
 // Delivery is one message to one hook, pending or delivered.
 type Delivery struct {
 	ID          int64     `json:"id"`
@@ -68,9 +71,10 @@ type Webhooks interface {
 	RemoveWebhook(ctx context.Context, id string) error
 
 	// Enqueue adds msgs to the outbox of every hook they are for, in
-	// order. With logCursor > 0 it also moves the webhook cursor over the
-	// change log (WebhookCursor) to logCursor, in the same transaction,
-	// so that an event read from the log is enqueued exactly once.
+	// order. With logCursor >= 0 (not NoCursor) it also moves the webhook
+	// cursor over the change log (WebhookCursor) forward to logCursor, in
+	// the same transaction, so that an event read from the log is
+	// enqueued exactly once.
 	Enqueue(ctx context.Context, msgs []OutboxMessage, logCursor int64) error
 	// WebhookCursor is the change-log seq up to which events have been
 	// enqueued; ok is false before the first Enqueue that set it.

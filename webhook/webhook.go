@@ -251,7 +251,7 @@ func (d *Dispatcher) Emit(ctx context.Context, event string, payload any) error 
 	if err != nil {
 		return err
 	}
-	if err := d.cfg.Store.Enqueue(ctx, []store.OutboxMessage{m}, 0); err != nil {
+	if err := d.cfg.Store.Enqueue(ctx, []store.OutboxMessage{m}, store.NoCursor); err != nil {
 		return fmt.Errorf("webhook: emit %s: %w", event, err)
 	}
 	d.metrics.emitted.WithLabelValues(event).Inc()
@@ -361,9 +361,6 @@ func (d *Dispatcher) tail(ctx context.Context) error {
 		head, err := d.cfg.Store.Head(ctx)
 		if err != nil {
 			return err
-		}
-		if head == 0 {
-			return nil // nothing logged yet; every event to come is news
 		}
 		return d.cfg.Store.Enqueue(ctx, nil, head)
 	}

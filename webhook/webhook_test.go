@@ -425,3 +425,24 @@ func TestCheckURL(t *testing.T) {
 		}
 	}
 }
+
+// On a node whose log was empty when the dispatcher started, the first
+// patch is news too.
+func TestFirstPatchOfANewNodeIsAnnounced(t *testing.T) {
+	s := openStore(t, filepath.Join(t.TempDir(), "pm.db"))
+	defer s.Close()
+	r := newReceiver(t, "k")
+	addHook(t, s, "aaaaaaaaaaaaaaaa", r.srv.URL, "k", webhook.PatchAvailable)
+	d, _ := start(t, s, true)
+	waitFor(t, "the cursor to be set", func() bool {
+		_, ok, err := s.WebhookCursor(t.Context())
+		return ok && err == nil
+	})
+	p := catalog.Patch{Digest: "sha256:" + string(slices.Repeat([]byte("3"), 64)), Kernel: "6.8.0-45.45-generic",
+		Arch: "x86_64", Version: "1", Size: 10, CVEs: []string{}}
+	if _, err := s.AddPatch(t.Context(), p); err != nil {
+		t.Fatalf("AddPatch: %v", err)
+	}
+	d.Wake()
+	waitFor(t, "one patch.available", func() bool { return len(r.received()) == 1 })
+}

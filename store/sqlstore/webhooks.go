@@ -111,7 +111,7 @@ func (s *Store) Enqueue(ctx context.Context, msgs []store.OutboxMessage, logCurs
 				}
 			}
 		}
-		if logCursor > 0 {
+		if logCursor >= 0 {
 			// Only ever forward: two dispatchers on one database (nodes
 			// sharing PostgreSQL) must not enqueue an event twice.
 			if _, err := tx.ExecContext(ctx, `INSERT INTO counters (name, value) VALUES ($1, $2)

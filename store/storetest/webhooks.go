@@ -104,8 +104,11 @@ func testWebhooks(t *testing.T, s store.Store) {
 	}
 	_, err = s.Webhook(ctx, "dddddddddddddddd")
 	wantErr(t, "Webhook unknown", err, catalog.ErrNotFound)
-	if err := s.Enqueue(ctx, []store.OutboxMessage{msg("node.down", "e1")}, 0); err != nil {
+	if err := s.Enqueue(ctx, []store.OutboxMessage{msg("node.down", "e1")}, store.NoCursor); err != nil {
 		t.Fatalf("Enqueue: %v", err)
+	}
+	if _, ok, err := s.WebhookCursor(ctx); err != nil || ok {
+		t.Errorf("WebhookCursor after an Enqueue with NoCursor: want unset, got ok=%v err=%v", ok, err)
 	}
 	if err := s.RemoveWebhook(ctx, "aaaaaaaaaaaaaaaa"); err != nil {
 		t.Fatalf("RemoveWebhook: %v", err)
