@@ -86,7 +86,6 @@ func (s *server) adminCredential(r *http.Request) (user, tokenID string, err err
 // admin, whose name it receives.
 type adminHandler func(w http.ResponseWriter, r *http.Request, user string) error
 
-//
 // A request that may change something (any method but GET and HEAD) runs
 // under a context carrying its store.Actor, so that every change the store
 // commits for it is audited in the change's own transaction.
