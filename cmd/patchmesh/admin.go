@@ -50,6 +50,12 @@ Commands:
                                             admit a node at the hub (default: every tier)
   topology                                  the mesh as the node's gossip sees it: a tree
                                             from the hub, with health and lag (times UTC)
+  webhooks list | remove ID | test ID | deliveries ID [--limit N]
+  webhooks add URL --events E[,E]... --secret-file F
+                                            post signed events (patch.available, node.down,
+                                            sync.failing, rollout.wave_opened, rollout.halted)
+  audit [--since T] [--limit N] [--before ID]
+                                            admin changes, newest first (T: RFC 3339 or 24h)
 
 The login is kept in $PATCHMESH_CONFIG_DIR/admin.json, else in the user's
 config directory under patchmesh/ (mode 0600).
@@ -151,6 +157,12 @@ var adminCommands = map[string]func(a *admin, ctx context.Context, args []string
 	"nodes admit":         (*admin).nodesAdmit,
 	"nodes remove":        (*admin).nodesRemove,
 	"topology":            (*admin).topology,
+	"webhooks list":       (*admin).webhooksList,
+	"webhooks add":        (*admin).webhooksAdd,
+	"webhooks remove":     (*admin).webhooksRemove,
+	"webhooks test":       (*admin).webhooksTest,
+	"webhooks deliveries": (*admin).webhooksDeliveries,
+	"audit":               (*admin).audit,
 }
 
 func (a *admin) dispatch(ctx context.Context, args []string) error {
