@@ -12,6 +12,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/patchmesh/patchmesh/auth"
 	"github.com/patchmesh/patchmesh/store"
 	"github.com/patchmesh/patchmesh/webhook"
 )
@@ -23,13 +24,6 @@ type Webhooks interface {
 	// Wake makes the dispatcher notice a new hook or message now.
 	Wake()
 }
-
-// Security events of webhook changes: a hook receives the node's events,
-// so adding one decides who learns of them.
-const (
-	eventWebhookAdded   = "webhook_added"
-	eventWebhookRemoved = "webhook_removed"
-)
 
 // Bounds on a hook's secret.
 const (
@@ -105,7 +99,7 @@ func (s *server) addWebhook(w http.ResponseWriter, r *http.Request, user string)
 	}
 	// The URL's host only: its path or query may carry the receiver's
 	// own token.
-	s.securityEvent(r, eventWebhookAdded, slog.String("webhook_id", h.ID), slog.String("host", hostOf(h.URL)),
+	s.securityEvent(r, auth.EventWebhookAdded, slog.String("webhook_id", h.ID), slog.String("host", hostOf(h.URL)),
 		slog.Any("events", h.Events), slog.String("user", user))
 	s.wakeWebhooks()
 	writeJSON(w, http.StatusCreated, h)
@@ -120,7 +114,7 @@ func (s *server) removeWebhook(w http.ResponseWriter, r *http.Request, user stri
 	if err := s.store.RemoveWebhook(r.Context(), id); err != nil {
 		return err
 	}
-	s.securityEvent(r, eventWebhookRemoved, slog.String("webhook_id", id), slog.String("user", user))
+	s.securityEvent(r, auth.EventWebhookRemoved, slog.String("webhook_id", id), slog.String("user", user))
 	s.wakeWebhooks()
 	w.WriteHeader(http.StatusNoContent)
 	return nil

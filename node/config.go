@@ -269,6 +269,9 @@ type WebhooksConfig struct {
 	// one hook. Defaults 1s and 5m.
 	RetryMin time.Duration `yaml:"retry_min"`
 	RetryMax time.Duration `yaml:"retry_max"`
+	// Keep is how long the record of a delivered event is kept; pending
+	// ones stay until delivered. Default 168h (7 days).
+	Keep time.Duration `yaml:"keep"`
 }
 
 // LinkConfig is one sync link.
@@ -372,6 +375,7 @@ func DefaultsWithEnv(getenv func(string) string) Config {
 			Timeout:  webhook.DefaultTimeout,
 			RetryMin: webhook.DefaultRetryMin,
 			RetryMax: webhook.DefaultRetryMax,
+			Keep:     webhook.DefaultKeep,
 		},
 	}
 }
@@ -536,6 +540,7 @@ func (c Config) Validate() error {
 	positive("webhooks.timeout", c.Webhooks.Timeout)
 	positive("webhooks.retry_min", c.Webhooks.RetryMin)
 	positive("webhooks.retry_max", c.Webhooks.RetryMax)
+	positive("webhooks.keep", c.Webhooks.Keep)
 	if c.Webhooks.RetryMax < c.Webhooks.RetryMin {
 		bad("webhooks.retry_max", "must not be below retry_min (%v), got %v", c.Webhooks.RetryMin, c.Webhooks.RetryMax)
 	}

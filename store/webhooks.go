@@ -87,4 +87,7 @@ type Webhooks interface {
 	// Deliveries lists a hook's deliveries, newest first, at most limit
 	// (0: the store's default of 1000).
 	Deliveries(ctx context.Context, hook string, limit int) ([]Delivery, error)
+	// PruneDeliveries deletes the records of deliveries delivered before
+	// before, and returns how many. Pending ones are never pruned.
+	PruneDeliveries(ctx context.Context, before time.Time) (int, error)
 }

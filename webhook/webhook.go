@@ -115,6 +115,9 @@ type Config struct {
 	// Poll is how often the dispatcher rereads the hook list and the
 	// change log without being woken. Default 2s.
 	Poll time.Duration
+	// Keep is how long the record of a delivered event is kept (pending
+	// ones are kept until delivered). Default 7 days.
+	Keep time.Duration
 	// Changes wakes the dispatcher when the change log grows; nil means
 	// it polls.
 	Changes *store.Changes
@@ -135,7 +138,11 @@ const (
 	DefaultRetryMin = time.Second
 	DefaultRetryMax = 5 * time.Minute
 	DefaultPoll     = 2 * time.Second
+	DefaultKeep     = 7 * 24 * time.Hour
 )
+
+// pruneEvery is how often delivered records older than Keep are deleted.
+const pruneEvery = time.Hour
 
 // Dispatcher delivers the outbox: one worker per hook, so a slow or
 // failing receiver delays only its own deliveries.
@@ -166,7 +173,7 @@ func New(cfg Config) (*Dispatcher, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("webhook: Config.Store is nil")
 	}
-	if cfg.Timeout < 0 || cfg.RetryMin < 0 || cfg.RetryMax < 0 || cfg.Poll < 0 {
+	if cfg.Timeout < 0 || cfg.RetryMin < 0 || cfg.RetryMax < 0 || cfg.Poll < 0 || cfg.Keep < 0 {
 		return nil, errors.New("webhook: Config durations must not be negative")
 	}
 	if cfg.Timeout == 0 {
@@ -183,6 +190,9 @@ func New(cfg Config) (*Dispatcher, error) {
 	}
 	if cfg.Poll == 0 {
 		cfg.Poll = DefaultPoll
+	}
+	if cfg.Keep == 0 {
+		cfg.Keep = DefaultKeep
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -284,7 +294,14 @@ func (d *Dispatcher) Run(ctx context.Context) {
 	}()
 	t := time.NewTicker(d.cfg.Poll)
 	defer t.Stop()
+	var pruned time.Time
 	for {
+		if now := d.cfg.Now(); now.Sub(pruned) >= pruneEvery {
+			pruned = now
+			if _, err := d.cfg.Store.PruneDeliveries(ctx, now.Add(-d.cfg.Keep)); err != nil && ctx.Err() == nil {
+				d.log.Warn("webhook_prune_failed", "error", err.Error())
+			}
+		}
 		var changed <-chan struct{}
 		if d.cfg.Changes != nil {
 			changed = d.cfg.Changes.Wait()

@@ -187,3 +187,15 @@ func (s *Store) Deliveries(ctx context.Context, hook string, n int) (ds []store.
 		ORDER BY id DESC LIMIT `+fmt.Sprint(limit(n)), []any{hook}, scanDelivery)
 	return ds, mapErr("deliveries of webhook "+hook, err)
 }
+
+// PruneDeliveries deletes delivered records older than before.
+func (s *Store) PruneDeliveries(ctx context.Context, before time.Time) (n int, err error) {
+	defer s.done("PruneDeliveries", time.Now(), &err)
+	res, err := s.db.ExecContext(ctx, `DELETE FROM webhook_deliveries
+		WHERE delivered_us IS NOT NULL AND delivered_us < $1`, us(before))
+	if err != nil {
+		return 0, mapErr("prune deliveries", err)
+	}
+	m, err := res.RowsAffected()
+	return int(m), mapErr("prune deliveries", err)
+}

@@ -203,6 +203,17 @@ func testOutbox(t *testing.T, s store.Store) {
 		t.Errorf("hook b is independent: want e1 next, got %+v", d)
 	}
 	wantErr(t, "RecordAttempt unknown", s.RecordAttempt(ctx, 1<<40, store.Attempt{}), catalog.ErrNotFound)
+
+	// Pruning drops delivered records older than the cut, never pending ones.
+	if n, err := s.PruneDeliveries(ctx, at); err != nil || n != 0 {
+		t.Errorf("PruneDeliveries at the delivery time: want 0 pruned, got %d, %v", n, err)
+	}
+	if n, err := s.PruneDeliveries(ctx, at.Add(time.Hour*24*365*100)); err != nil || n != 1 {
+		t.Errorf("PruneDeliveries far ahead: want the 1 delivered record pruned, got %d, %v", n, err)
+	}
+	if got := order(a); !slices.Equal(got, []string{"p1", "e3"}) {
+		t.Errorf("after pruning: want the pending p1 e3 kept, got %v", got)
+	}
 	if _, ok := next(t, s, "cccccccccccccccc"); ok {
 		t.Errorf("NextDelivery of an unknown hook: want none")
 	}
