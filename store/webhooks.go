@@ -74,7 +74,9 @@ type Webhooks interface {
 	// order. With logCursor >= 0 (not NoCursor) it also moves the webhook
 	// cursor over the change log (WebhookCursor) forward to logCursor, in
 	// the same transaction, so that an event read from the log is
-	// enqueued exactly once.
+	// enqueued once; if the cursor is at logCursor or beyond already
+	// (another node on the same database enqueued that stretch), it
+	// enqueues nothing.
 	Enqueue(ctx context.Context, msgs []OutboxMessage, logCursor int64) error
 	// WebhookCursor is the change-log seq up to which events have been
 	// enqueued; ok is false before the first Enqueue that set it.

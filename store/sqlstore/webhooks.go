@@ -91,10 +91,28 @@ func (s *Store) RemoveWebhook(ctx context.Context, id string) (err error) {
 }
 
 // Enqueue puts msgs in the outbox of the hooks they are for and, with
-// logCursor > 0, moves the webhook cursor, all in one transaction.
+// logCursor >= 0, moves the webhook cursor, all in one transaction.
+//
+// The cursor moves first, and only forward: its row stays locked to the
+// commit, so when two nodes share the database and enqueue the same
+// stretch of log, the second finds the cursor already there and enqueues
+// nothing.
 func (s *Store) Enqueue(ctx context.Context, msgs []store.OutboxMessage, logCursor int64) (err error) {
 	defer s.done("Enqueue", time.Now(), &err)
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		if logCursor >= 0 {
+			res, err := tx.ExecContext(ctx, `INSERT INTO counters (name, value) VALUES ($1, $2)
+				ON CONFLICT (name) DO UPDATE SET value = excluded.value WHERE counters.value < excluded.value`,
+				webhookCursor, logCursor)
+			if err != nil {
+				return err
+			}
+			if n, err := res.RowsAffected(); err != nil {
+				return err
+			} else if n == 0 {
+				return nil // enqueued already
+			}
+		}
 		hooks, err := webhooks(ctx, tx)
 		if err != nil {
 			return err
@@ -109,15 +127,6 @@ func (s *Store) Enqueue(ctx context.Context, msgs []store.OutboxMessage, logCurs
 					VALUES ($1, $2, $3, $4, $5)`, h.ID, m.Event, m.ID, m.Body, now); err != nil {
 					return err
 				}
-			}
-		}
-		if logCursor >= 0 {
-			// Only ever forward: two dispatchers on one database (nodes
-			// sharing PostgreSQL) must not enqueue an event twice.
-			if _, err := tx.ExecContext(ctx, `INSERT INTO counters (name, value) VALUES ($1, $2)
-				ON CONFLICT (name) DO UPDATE SET value = excluded.value WHERE counters.value < excluded.value`,
-				webhookCursor, logCursor); err != nil {
-				return err
 			}
 		}
 		return nil

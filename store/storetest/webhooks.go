@@ -153,11 +153,15 @@ func testOutbox(t *testing.T, s store.Store) {
 	if err := s.Enqueue(ctx, []store.OutboxMessage{msg("node.down", "e1"), msg("sync.failing", "e2"), ping}, 7); err != nil {
 		t.Fatalf("Enqueue: %v", err)
 	}
-	if err := s.Enqueue(ctx, []store.OutboxMessage{msg("node.down", "e3")}, 5); err != nil {
+	// A stretch of log enqueued already (cursor 7 > 5): nothing added.
+	if err := s.Enqueue(ctx, []store.OutboxMessage{msg("node.down", "stale")}, 5); err != nil {
+		t.Fatalf("Enqueue: %v", err)
+	}
+	if err := s.Enqueue(ctx, []store.OutboxMessage{msg("node.down", "e3")}, store.NoCursor); err != nil {
 		t.Fatalf("Enqueue: %v", err)
 	}
 	if seq, ok, err := s.WebhookCursor(ctx); err != nil || !ok || seq != 7 {
-		t.Errorf("WebhookCursor after 7 then 5: want 7, got %d ok=%v err=%v", seq, ok, err)
+		t.Errorf("WebhookCursor after 7, then 5: want 7, got %d ok=%v err=%v", seq, ok, err)
 	}
 	order := func(hook string) []string {
 		ds, err := s.Deliveries(ctx, hook, 0)
