@@ -12,7 +12,7 @@ import (
 
 type auditPage struct {
 	Entries []store.AuditEntry `json:"entries"`
-	Next    int64              `json:"next"`
+	Next    string             `json:"next"`
 }
 
 func (e *env) audit(query string) auditPage {
@@ -129,19 +129,22 @@ func TestAuditPagingAndBadInput(t *testing.T) {
 	for _, n := range []string{"t1", "t2", "t3"} {
 		e.want(e.request(http.MethodPost, "/v1/admin/tiers", e.admin, map[string]string{"name": n}), http.StatusCreated, nil)
 	}
+	if all := e.audit("?limit=3"); len(all.Entries) != 3 || all.Next != "" {
+		t.Errorf("a page holding everything: %+v; want 3 entries and no next", all)
+	}
 	first := e.audit("?limit=2")
-	if len(first.Entries) != 2 || first.Next == 0 || first.Entries[0].Target != "/v1/admin/tiers" {
+	if len(first.Entries) != 2 || first.Next == "" || first.Entries[0].Target != "/v1/admin/tiers" {
 		t.Fatalf("first page: %+v; want 2 entries and a next", first)
 	}
-	rest := e.audit(fmt.Sprintf("?limit=2&before=%d", first.Next))
-	if len(rest.Entries) != 1 || rest.Next != 0 || rest.Entries[0].ID >= first.Entries[1].ID {
+	rest := e.audit("?limit=2&after=" + first.Next)
+	if len(rest.Entries) != 1 || rest.Next != "" || rest.Entries[0].ID >= first.Entries[1].ID {
 		t.Errorf("second page: %+v; want the oldest entry and no next", rest)
 	}
 	if got := e.audit("?since=2100-01-01T00:00:00Z"); len(got.Entries) != 0 {
 		t.Errorf("since the future: %+v; want nothing", got)
 	}
 	for _, q := range []struct{ query, field string }{
-		{"?since=yesterday", "since"}, {"?before=-1", "before"}, {"?before=x", "before"}, {"?limit=0", "limit"},
+		{"?since=yesterday", "since"}, {"?after=-1", "after"}, {"?after=x", "after"}, {"?limit=0", "limit"},
 	} {
 		r := e.request(http.MethodGet, "/v1/admin/audit"+q.query, e.admin, nil)
 		if r.StatusCode != http.StatusBadRequest || r.errField() != q.field {

@@ -170,8 +170,9 @@ func (s *server) listDeliveries(w http.ResponseWriter, r *http.Request, _ string
 	return nil
 }
 
-// listAudit pages through the audit trail, newest first: next, when
-// present, is the before= of the following page.
+// listAudit pages through the audit trail, newest first, as listings
+// page: at most limit entries, and next, when more follow, to pass back
+// as after. The cursor is the last entry's ID.
 func (s *server) listAudit(w http.ResponseWriter, r *http.Request, _ string) error {
 	q := newQuery(r)
 	var f store.AuditFilter
@@ -183,38 +184,40 @@ func (s *server) listAudit(w http.ResponseWriter, r *http.Request, _ string) err
 		f.Since = t
 		return nil
 	})
-	q.get("before", func(v string) error {
+	q.get("after", func(v string) error {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 1 {
-			return invalid("before", "must be a positive entry ID")
+			return invalid("after", "is not a cursor of this listing: pass the \"next\" of the previous page as it came")
 		}
 		f.Before = n
 		return nil
 	})
-	f.Limit = q.limit()
+	size := q.limit()
 	if q.err != nil {
 		return q.err
 	}
-	if f.Limit == 0 {
-		f.Limit = defaultAuditLimit
+	if size == 0 {
+		size = defaultAuditPage
 	}
+	f.Limit = size + 1 // one more says whether another page follows
 	es, err := s.store.Audit(r.Context(), f)
 	if err != nil {
 		return err
 	}
 	out := struct {
 		Entries []store.AuditEntry `json:"entries"`
-		Next    int64              `json:"next,omitempty"`
+		Next    string             `json:"next,omitempty"`
 	}{Entries: nonNil(es)}
-	if len(es) == f.Limit {
-		out.Next = es[len(es)-1].ID
+	if len(es) > size {
+		out.Entries = es[:size]
+		out.Next = strconv.FormatInt(es[size-1].ID, 10)
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
-// defaultAuditLimit is one page of the audit trail when none is asked.
-const defaultAuditLimit = 100
+// defaultAuditPage is one page of the audit trail when none is asked.
+const defaultAuditPage = 100
 
 // hostOf returns a URL's host, for logs.
 func hostOf(raw string) string {

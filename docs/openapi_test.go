@@ -446,7 +446,7 @@ func TestOpenAPIDescribesLiveNodes(t *testing.T) {
 	ck.do(call{node: hub, method: "DELETE", path: "/v1/admin/webhooks/" + hook.ID, cred: admin, want: 204})
 	ck.do(call{node: hub, method: "DELETE", path: "/v1/admin/webhooks/" + hook.ID, cred: admin, want: 404})
 	ck.do(call{node: hub, method: "GET", path: "/v1/admin/audit?limit=5", cred: admin, want: 200})
-	ck.do(call{node: hub, method: "GET", path: "/v1/admin/audit?since=2026-01-01T00:00:00Z&before=3", cred: admin, want: 200})
+	ck.do(call{node: hub, method: "GET", path: "/v1/admin/audit?since=2026-01-01T00:00:00Z&after=3", cred: admin, want: 200})
 	ck.do(call{node: hub, method: "GET", path: "/v1/admin/audit?since=yesterday", cred: admin, want: 400, badRequest: true})
 
 	// Every documented operation must have been seen working.

@@ -54,7 +54,7 @@ Commands:
   webhooks add URL --events E[,E]... --secret-file F
                                             post signed events (patch.available, node.down,
                                             sync.failing, rollout.wave_opened, rollout.halted)
-  audit [--since T] [--limit N] [--before ID]
+  audit [--since T] [--limit N] [--after CURSOR]
                                             admin changes, newest first (T: RFC 3339 or 24h)
 
 The login is kept in $PATCHMESH_CONFIG_DIR/admin.json, else in the user's

@@ -183,7 +183,7 @@ func (a *admin) audit(ctx context.Context, args []string) error {
 	fs := a.flags("audit")
 	since := fs.String("since", "", "entries at or after T (RFC 3339, or a duration back from now: 24h)")
 	limit := fs.Int("limit", 0, "at most N entries (default 100)")
-	before := fs.Int64("before", 0, "entries older than entry ID (the next page)")
+	after := fs.String("after", "", "the page after CURSOR (the next of the previous page)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -199,8 +199,8 @@ func (a *admin) audit(ctx context.Context, args []string) error {
 	if *limit != 0 {
 		q.Set("limit", strconv.Itoa(*limit))
 	}
-	if *before != 0 {
-		q.Set("before", strconv.FormatInt(*before, 10))
+	if *after != "" {
+		q.Set("after", *after)
 	}
 	api, _, err := a.open("audit", pos)
 	if err != nil {
@@ -213,7 +213,7 @@ func (a *admin) audit(ctx context.Context, args []string) error {
 	return a.show(raw, nil, func() error {
 		var out struct {
 			Entries []store.AuditEntry
-			Next    int64
+			Next    string
 		}
 		if err := decode(raw, &out); err != nil {
 			return err
@@ -225,8 +225,8 @@ func (a *admin) audit(ctx context.Context, args []string) error {
 		if err := table(a.stdout, []string{"ID", "TIME", "USER", "CLIENT", "ACTION", "TARGET", "REQUEST"}, rows); err != nil {
 			return err
 		}
-		if out.Next != 0 {
-			_, err := fmt.Fprintf(a.stdout, "More: patchmesh admin audit --before %d\n", out.Next)
+		if out.Next != "" {
+			_, err := fmt.Fprintf(a.stdout, "More: patchmesh admin audit --after %s\n", out.Next)
 			return err
 		}
 		return nil

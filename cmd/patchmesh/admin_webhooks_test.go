@@ -44,9 +44,9 @@ func TestAdminWebhooksAndAudit(t *testing.T) {
 	r = n.mustAdmin("audit", "--limit", "2", "--output", "json")
 	var page struct {
 		Entries []struct{ Action, User, Client, RequestID string }
-		Next    int64
+		Next    string
 	}
-	if err := json.Unmarshal([]byte(r.stdout), &page); err != nil || len(page.Entries) != 2 || page.Next == 0 {
+	if err := json.Unmarshal([]byte(r.stdout), &page); err != nil || len(page.Entries) != 2 || page.Next == "" {
 		t.Fatalf("audit --limit 2 --output json = %s (%v); want 2 entries and a next page", r.stdout, err)
 	}
 	if page.Entries[0].Action != "DELETE /v1/admin/webhooks/{id}" {
