@@ -43,6 +43,7 @@ func (s *server) adminRoutes(v1 *mux.Router) {
 	a.Handle("/storage/refresh", methods{http.MethodPost: s.asAdmin(s.refreshStorage)})
 	s.syncAdminRoutes(a)
 	s.nodeAdminRoutes(a)
+	s.webhookRoutes(a)
 }
 
 func (s *server) login(w http.ResponseWriter, r *http.Request) error {

@@ -120,6 +120,10 @@ type Config struct {
 	// CredentialTTL is how long a machine credential issued here is
 	// valid; 0 means DefaultCredentialTTL.
 	CredentialTTL time.Duration
+	// Webhooks is the node's webhook dispatcher. Nil: hooks are still
+	// managed here, https only, and delivered by whichever dispatcher
+	// runs over the store.
+	Webhooks Webhooks
 }
 
 type server struct {
@@ -150,6 +154,7 @@ type server struct {
 	credentialTTL time.Duration
 	identityLog   identityLog
 	endorse       []federation.Envelope
+	webhooks      Webhooks
 }
 
 // New returns the node's HTTP handler.
@@ -228,6 +233,7 @@ func New(cfg Config) (http.Handler, error) {
 		nodeKey:       cfg.NodeKey,
 		credentialTTL: cfg.CredentialTTL,
 		endorse:       cfg.Endorsements,
+		webhooks:      cfg.Webhooks,
 	}
 	if s.nodeKey != nil {
 		s.nodeKeyID = federation.KeyID(s.nodeKey.Public().(ed25519.PublicKey))

@@ -3,12 +3,14 @@ package api
 import (
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/patchmesh/patchmesh/auth"
 	"github.com/patchmesh/patchmesh/catalog"
+	"github.com/patchmesh/patchmesh/store"
 )
 
 // Credential kinds of the auth metrics beyond the token kinds.
@@ -69,24 +71,49 @@ func claimedKind(header string, want []catalog.TokenKind) string {
 // with the user; the route and request ID come from the request's context
 // through NewLogHandler.
 func (s *server) admin(r *http.Request) (string, error) {
-	start := time.Now()
-	user, err := s.auth.Admin(r.Context(), r.Header.Get("Authorization"))
-	s.metrics.observeAuth(kindAdmin, authOutcome(err), time.Since(start))
+	user, _, err := s.adminCredential(r)
 	return user, err
+}
+
+func (s *server) adminCredential(r *http.Request) (user, tokenID string, err error) {
+	start := time.Now()
+	user, tokenID, err = s.auth.AdminCredential(r.Context(), r.Header.Get("Authorization"))
+	s.metrics.observeAuth(kindAdmin, authOutcome(err), time.Since(start))
+	return user, tokenID, err
 }
 
 // adminHandler is an admin endpoint: it runs only for an authenticated
 // admin, whose name it receives.
 type adminHandler func(w http.ResponseWriter, r *http.Request, user string) error
 
+// A request that may change something (any method but GET and HEAD) runs
+// under a context carrying its store.Actor, so that every change the store
+// commits for it is audited in the change's own transaction.
 func (s *server) asAdmin(h adminHandler) http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		user, err := s.admin(r)
+		user, tokenID, err := s.adminCredential(r)
 		if err != nil {
 			return err
 		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			r = r.WithContext(store.WithActor(r.Context(), actor(r, user, tokenID)))
+		}
 		return h(w, r, user)
 	})
+}
+
+// actor describes who asks for an admin change, for the audit trail.
+func actor(r *http.Request, user, tokenID string) store.Actor {
+	client, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		client = r.RemoteAddr
+	}
+	action := r.Method + " " + r.URL.Path
+	if ri := infoFrom(r.Context()); ri != nil && ri.route != "" {
+		action = r.Method + " " + ri.route
+	}
+	return store.Actor{User: user, TokenID: tokenID, RequestID: RequestID(r.Context()),
+		Client: client, Action: action, Target: r.URL.Path}
 }
 
 // securityEvent logs a security event through the api's logger, which

@@ -34,6 +34,10 @@ const (
 	// A gossip member claims an admitted node's name under another key
 	// (or otherwise fails the node identity check).
 	EventNodeIdentityFail = "node_identity_fail"
+	// A webhook was added or removed: it decides who is told of the
+	// node's events.
+	EventWebhookAdded   = "webhook_added"
+	EventWebhookRemoved = "webhook_removed"
 )
 
 // Reasons a credential is refused, logged as attr reason. They name what

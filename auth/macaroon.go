@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -202,13 +203,29 @@ func (a *Authenticator) mintFor(ctx context.Context, user string) (string, time.
 }
 
 // Admin verifies an Authorization header value "Macaroon <m>" and returns
-// the admin it was minted for. The macaroon must be well formed, signed by
+// the admin it was minted for, as AdminCredential does.
+func (a *Authenticator) Admin(ctx context.Context, header string) (user string, err error) {
+	user, _, err = a.AdminCredential(ctx, header)
+	return user, err
+}
+
+// MacaroonID names one admin macaroon in logs and the audit trail without
+// revealing it: the first 16 hex digits of SHA-256 of its signature, which
+// differs for every macaroon minted and cannot be turned back into it.
+func MacaroonID(m *macaroon.Macaroon) string {
+	h := sha256.Sum256(m.Signature())
+	return hex.EncodeToString(h[:8])
+}
+
+// AdminCredential verifies an Authorization header value "Macaroon <m>"
+// and returns the admin it was minted for and the macaroon's ID
+// (MacaroonID). The macaroon must be well formed, signed by
 // a root key the store still holds and that has not expired, carry only
 // known caveats that all hold now, and name an admin that is still
 // configured or stored; otherwise ErrUnauthenticated.
-func (a *Authenticator) Admin(ctx context.Context, header string) (user string, err error) {
+func (a *Authenticator) AdminCredential(ctx context.Context, header string) (user, tokenID string, err error) {
 	var keyID string
-	fail := func(reason string) (string, error) {
+	fail := func(reason string) (string, string, error) {
 		attrs := []slog.Attr{slog.String("reason", reason)}
 		if keyID != "" {
 			attrs = append(attrs, slog.String("root_key_id", keyID))
@@ -217,7 +234,7 @@ func (a *Authenticator) Admin(ctx context.Context, header string) (user string, 
 			attrs = append(attrs, slog.String("user", truncate(user, catalog.MaxNameLen)))
 		}
 		a.event(ctx, EventMacaroonFail, attrs...)
-		return "", ErrUnauthenticated
+		return "", "", ErrUnauthenticated
 	}
 	reason := func(err error) string {
 		if e, ok := errors.AsType[*errMacaroon](err); ok {
@@ -240,7 +257,7 @@ func (a *Authenticator) Admin(ctx context.Context, header string) (user string, 
 		return fail(reasonUnknownKey)
 	}
 	if err != nil {
-		return "", fmt.Errorf("auth: look up root key: %w", err)
+		return "", "", fmt.Errorf("auth: look up root key: %w", err)
 	}
 	now := a.now()
 	if !now.Before(k.Expires) { // expired but not yet purged
@@ -252,12 +269,14 @@ func (a *Authenticator) Admin(ctx context.Context, header string) (user string, 
 	}
 	user = u
 	if _, ok, err := a.adminHash(ctx, user); err != nil {
-		return "", err
+		return "", "", err
 	} else if !ok {
 		return fail(reasonUnknownUser)
 	}
-	a.event(ctx, EventAdminAuthorized, slog.String("user", user), slog.String("root_key_id", keyID))
-	return user, nil
+	tokenID = MacaroonID(m)
+	a.event(ctx, EventAdminAuthorized, slog.String("user", user), slog.String("root_key_id", keyID),
+		slog.String("token_id", tokenID))
+	return user, tokenID, nil
 }
 
 // Maintain purges root keys past their Expires; the macaroons they signed

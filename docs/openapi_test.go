@@ -435,6 +435,20 @@ func TestOpenAPIDescribesLiveNodes(t *testing.T) {
 	ck.do(call{node: hub, method: "DELETE", path: "/v1/admin/patches/" + digest, cred: admin, want: 204})
 	ck.do(call{node: hub, method: "GET", path: "/v1/admin/patches", cred: admin, want: 200})
 
+	// Webhooks and the audit trail.
+	hook := decode[struct{ ID string }](t, ck.do(call{node: hub, method: "POST", path: "/v1/admin/webhooks", cred: admin, want: 201,
+		body: map[string]any{"url": "https://hooks.example/patchmesh", "events": []string{"node.down", "sync.failing"}, "secret": "openapi-test-secret-0123"}}))
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/webhooks", cred: admin, want: 400, badRequest: true,
+		body: map[string]any{"url": "https://hooks.example/", "events": []string{"patch.deleted"}, "secret": "openapi-test-secret-0123"}})
+	ck.do(call{node: hub, method: "GET", path: "/v1/admin/webhooks", cred: admin, want: 200})
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/webhooks/" + hook.ID + "/test", cred: admin, want: 202})
+	ck.do(call{node: hub, method: "GET", path: "/v1/admin/webhooks/" + hook.ID + "/deliveries?limit=10", cred: admin, want: 200})
+	ck.do(call{node: hub, method: "DELETE", path: "/v1/admin/webhooks/" + hook.ID, cred: admin, want: 204})
+	ck.do(call{node: hub, method: "DELETE", path: "/v1/admin/webhooks/" + hook.ID, cred: admin, want: 404})
+	ck.do(call{node: hub, method: "GET", path: "/v1/admin/audit?limit=5", cred: admin, want: 200})
+	ck.do(call{node: hub, method: "GET", path: "/v1/admin/audit?since=2026-01-01T00:00:00Z&after=3", cred: admin, want: 200})
+	ck.do(call{node: hub, method: "GET", path: "/v1/admin/audit?since=yesterday", cred: admin, want: 400, badRequest: true})
+
 	// Every documented operation must have been seen working.
 	for path, item := range doc.Paths.Map() {
 		for method := range item.Operations() {

@@ -19,6 +19,7 @@ import (
 	"github.com/patchmesh/patchmesh/auth"
 	"github.com/patchmesh/patchmesh/blob/pgblob"
 	"github.com/patchmesh/patchmesh/federation"
+	"github.com/patchmesh/patchmesh/webhook"
 )
 
 // Config is everything a node needs to start. The zero value is not
@@ -39,6 +40,7 @@ type Config struct {
 	Log      LogConfig      `yaml:"log"`
 	Sync     SyncConfig     `yaml:"sync"`
 	Gossip   GossipConfig   `yaml:"gossip"`
+	Webhooks WebhooksConfig `yaml:"webhooks"`
 }
 
 // Node roles. Every role runs the full server; the role says where the
@@ -278,6 +280,24 @@ type GossipConfig struct {
 	SuspicionMult    int           `yaml:"suspicion_mult"`
 }
 
+// WebhooksConfig tunes the delivery of events to the webhooks added with
+// `patchmesh admin webhooks add`.
+type WebhooksConfig struct {
+	// AllowHTTP lets hooks use plain http URLs. Default false: https only,
+	// as a delivery carries the node's events to another host; turn it on
+	// for a receiver on loopback or in tests.
+	AllowHTTP bool `yaml:"allow_http"`
+	// Timeout bounds one delivery attempt. Default 10s.
+	Timeout time.Duration `yaml:"timeout"`
+	// RetryMin and RetryMax bound the backoff between failed attempts on
+	// one hook. Defaults 1s and 5m.
+	RetryMin time.Duration `yaml:"retry_min"`
+	RetryMax time.Duration `yaml:"retry_max"`
+	// Keep is how long the record of a delivered event is kept; pending
+	// ones stay until delivered. Default 168h (7 days).
+	Keep time.Duration `yaml:"keep"`
+}
+
 // LinkConfig is one sync link.
 type LinkConfig struct {
 	// Tier is the local tier the link feeds; it is created if missing.
@@ -381,6 +401,12 @@ func DefaultsWithEnv(getenv func(string) string) Config {
 			Join:    []string{},
 			Profile: "lan",
 			Keys:    []string{},
+		},
+		Webhooks: WebhooksConfig{
+			Timeout:  webhook.DefaultTimeout,
+			RetryMin: webhook.DefaultRetryMin,
+			RetryMax: webhook.DefaultRetryMax,
+			Keep:     webhook.DefaultKeep,
 		},
 	}
 }
@@ -541,6 +567,13 @@ func (c Config) Validate() error {
 		bad("server.listen", "must be host:port such as 127.0.0.1:8080, got %q", c.Server.Listen)
 	} else if _, err := net.LookupPort("tcp", port); err != nil {
 		bad("server.listen", "bad port %q", port)
+	}
+	positive("webhooks.timeout", c.Webhooks.Timeout)
+	positive("webhooks.retry_min", c.Webhooks.RetryMin)
+	positive("webhooks.retry_max", c.Webhooks.RetryMax)
+	positive("webhooks.keep", c.Webhooks.Keep)
+	if c.Webhooks.RetryMax < c.Webhooks.RetryMin {
+		bad("webhooks.retry_max", "must not be below retry_min (%v), got %v", c.Webhooks.RetryMin, c.Webhooks.RetryMax)
 	}
 	positive("server.read_header_timeout", c.Server.ReadHeaderTimeout)
 	positive("server.idle_timeout", c.Server.IdleTimeout)

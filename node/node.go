@@ -28,6 +28,7 @@ import (
 	"github.com/patchmesh/patchmesh/store"
 	"github.com/patchmesh/patchmesh/store/sqlstore"
 	"github.com/patchmesh/patchmesh/topology"
+	"github.com/patchmesh/patchmesh/webhook"
 )
 
 // Version is reported by /debug/info; cmd/patchmesh sets it from the
@@ -68,6 +69,8 @@ type Node struct {
 	beacon *federation.Beacon
 	// gossip is the node's mesh membership; nil with gossip off.
 	gossip *gossip
+	// hooks delivers events to the webhooks.
+	hooks *webhook.Dispatcher
 	// lock holds the data directory for this process.
 	lock *dataDirLock
 	// announce holds console messages kept until the node has started,
@@ -173,6 +176,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		reg.MustRegister(topology.NewCollector(n.gossip.topo))
 	}
 
+	n.hooks, err = webhook.New(webhook.Config{
+		Store: n.store, Node: cfg.Node.Name, AllowHTTP: cfg.Webhooks.AllowHTTP,
+		Timeout: cfg.Webhooks.Timeout, RetryMin: cfg.Webhooks.RetryMin, RetryMax: cfg.Webhooks.RetryMax, Keep: cfg.Webhooks.Keep,
+		Changes: &n.changes, UserAgent: "patchmesh/" + Version, Log: log, Registerer: reg, Now: o.now,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+
 	ac := cfg.authConfig()
 	ac.Now = o.now
 	n.auth = auth.New(n.store, ac, log)
@@ -219,6 +231,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		Endorsements: n.endorsements(),
 		Stopping:     stopping,
 		NodeKey:      n.nodeKey,
+		Webhooks:     n.hooks,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: api: %w", err)
@@ -412,6 +425,10 @@ func (n *Node) Run(ctx context.Context) error {
 	if n.beacon != nil {
 		wg.Go(func() { n.beacon.Run(maintainCtx) })
 	}
+	// Stopped with maintenance too: an attempt in flight is cut off and
+	// stays in the outbox for the next start.
+	wg.Go(func() { n.hooks.Run(maintainCtx) })
+	wg.Go(func() { n.watchHealth(maintainCtx) })
 	defer func() {
 		stopMaintain()
 		wg.Wait()

@@ -192,6 +192,8 @@ type Store interface {
 
 	Syncer
 	Roster
+	Auditor
+	Webhooks
 
 	// Ping checks that the backend answers.
 	Ping(ctx context.Context) error

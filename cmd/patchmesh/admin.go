@@ -137,6 +137,20 @@ var adminCommands = []adminCommand{
 		example: "patchmesh admin nodes admit edge-1 --key ed25519:… --url https://edge-1.example:8443 --tier stable", run: (*admin).nodesAdmit},
 	{name: "nodes remove", args: "NAME", summary: "remove a node's admission at the hub (signed, per tier)",
 		example: "patchmesh admin nodes remove edge-1", run: (*admin).nodesRemove},
+	{name: "webhooks list", summary: "the node's webhooks (never their secrets)",
+		example: "patchmesh admin webhooks list", run: (*admin).webhooksList},
+	{name: "webhooks add", args: "URL --events E[,E]... --secret-file F",
+		summary: "post signed events (patch.available, node.down, sync.failing, rollout.wave_opened, rollout.halted)",
+		about:   "Each delivery is signed with HMAC-SHA256 over a timestamp and the body (header\nPatchmesh-Signature: t=…,v1=…), retried with backoff, in order per hook.",
+		example: "patchmesh admin webhooks add https://hooks.example.com/patchmesh --events patch.available,node.down --secret-file /etc/patchmesh/hook.secret", run: (*admin).webhooksAdd},
+	{name: "webhooks remove", args: "ID", summary: "remove a webhook",
+		example: "patchmesh admin webhooks remove 0123456789abcdef", run: (*admin).webhooksRemove},
+	{name: "webhooks test", args: "ID", summary: "queue a ping delivery to one webhook",
+		example: "patchmesh admin webhooks test 0123456789abcdef", run: (*admin).webhooksTest},
+	{name: "webhooks deliveries", args: "ID [--limit N]", summary: "a webhook's deliveries: attempts, last status and error",
+		example: "patchmesh admin webhooks deliveries 0123456789abcdef --limit 20", run: (*admin).webhooksDeliveries},
+	{name: "audit", args: "[--since T] [--limit N] [--after CURSOR]", summary: "admin changes, newest first (T: RFC 3339 or 24h)",
+		example: "patchmesh admin audit --since 24h", run: (*admin).audit},
 }
 
 // adminUsage is the overview `patchmesh admin --help` prints.

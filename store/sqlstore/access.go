@@ -105,7 +105,10 @@ func (s *Store) AddToken(ctx context.Context, t catalog.Token) (err error) {
 		t.Revoked = s.orNow(t.Revoked)
 	}
 	if t.Kind != catalog.TokenAuth {
-		return mapErr("add token "+t.ID, insertToken(ctx, s.db, t))
+		// A transaction all the same, for the audit row of an admin's
+		// sync token.
+		err = s.inTx(ctx, func(tx *sql.Tx) error { return insertToken(ctx, tx, t) })
+		return mapErr("add token "+t.ID, err)
 	}
 	err = s.change(ctx, func(c *changeTx) error {
 		if err := insertToken(ctx, c.tx, t); err != nil {

@@ -359,7 +359,9 @@ type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-// inTx runs fn in a transaction and commits if fn returns nil.
+// inTx runs fn in a transaction and commits if fn returns nil. Under a
+// context carrying a store.Actor the transaction is an admin change and
+// gets its audit row before the commit.
 func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -367,6 +369,9 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	}
 	defer tx.Rollback()
 	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := s.audit(ctx, tx); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {

@@ -562,24 +562,30 @@ func (s *Store) AddTrustedKey(ctx context.Context, k store.TrustedKey) (err erro
 		return fmt.Errorf("sqlstore: add trusted key: %w",
 			&catalog.InvalidError{Field: "key", Message: `must be a public key in the form "ed25519:<base64url>"`})
 	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO trusted_keys (id, key, added_us) VALUES ($1, $2, $3)`,
-		k.ID, k.Key, us(s.orNow(k.Added)))
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO trusted_keys (id, key, added_us) VALUES ($1, $2, $3)`,
+			k.ID, k.Key, us(s.orNow(k.Added)))
+		return err
+	})
 	return mapErr("add trusted key "+k.ID, err)
 }
 
 // RemoveTrustedKey unpins a key.
 func (s *Store) RemoveTrustedKey(ctx context.Context, id string) (err error) {
 	defer s.done("RemoveTrustedKey", time.Now(), &err)
-	res, err := s.db.ExecContext(ctx, `DELETE FROM trusted_keys WHERE id = $1`, id)
-	if err != nil {
-		return mapErr("remove trusted key "+id, err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return mapErr("remove trusted key "+id, err)
-	}
-	if n == 0 {
-		return fmt.Errorf("sqlstore: remove trusted key %s: %w", id, catalog.ErrNotFound)
-	}
-	return nil
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM trusted_keys WHERE id = $1`, id)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return catalog.ErrNotFound
+		}
+		return nil
+	})
+	return mapErr("remove trusted key "+id, err)
 }

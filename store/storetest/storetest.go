@@ -61,6 +61,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RootKeysMintPickAndPurge", testRootKeys},
 		{"AdminUsers", testAdminUsers},
 		{"SecretConcurrentFirstUseAgrees", testSecret},
+		{"AuditRowsOnlyForCommittedAdminChanges", testAuditInChangeTx},
+		{"WebhooksKeptWithSecrets", testWebhooks},
+		{"OutboxInOrderPerHookAndDurableRecord", testOutbox},
 		{"Ping", func(t *testing.T, s store.Store) {
 			if err := s.Ping(t.Context()); err != nil {
 				t.Fatalf("Ping: want nil, got %v", err)
