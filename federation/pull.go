@@ -114,6 +114,8 @@ type PullConfig struct {
 type Puller struct {
 	cfg   PullConfig
 	links []*linkState
+	// meshKey says this node holds the mesh key, so rounds stop asking.
+	meshKey atomic.Bool
 }
 
 // NewPuller checks cfg and returns a Puller ready to Run.
@@ -415,6 +417,7 @@ func (p *Puller) round(ctx context.Context, l *linkState, wait time.Duration) (c
 		return false, errors.New("no hub key is pinned: set federation.trust or run patchmesh admin trust add")
 	}
 	v := NewVerifier(keys...)
+	p.ensureMeshKey(ctx, l, up, v)
 	events := make([]store.SyncedEvent, 0, len(page.Events))
 	var wants []replicate.Want
 	last, lastSeq := cur.HubSeq, pos.AfterSeq

@@ -146,6 +146,7 @@ type Store interface {
 
 	Syncer
 	Roster
+	Fleet
 
 	// Ping checks that the backend answers.
 	Ping(ctx context.Context) error

@@ -70,6 +70,7 @@ const (
 	syncWait        = 2 * time.Second
 	retryMin        = 100 * time.Millisecond
 	retryMax        = time.Second
+	reportInterval  = time.Second
 	shutdownTimeout = 5 * time.Second
 	readyWithin     = 30 * time.Second
 	exitWithin      = 30 * time.Second
@@ -146,6 +147,7 @@ func (m *Mesh) Add(spec Spec) *Node {
 	cfg.Sync.Wait = syncWait
 	cfg.Sync.RetryMin = retryMin
 	cfg.Sync.RetryMax = retryMax
+	cfg.Reports.Interval = reportInterval
 	if spec.Role == node.RoleHub {
 		cfg.Sync.HubKey = m.HubKeyPath
 	} else {
