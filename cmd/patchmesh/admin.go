@@ -18,7 +18,7 @@ import (
 	"github.com/patchmesh/patchmesh/client"
 )
 
-const adminUsage = `Usage: patchmesh admin [--server URL] [--output text|json] [--ca-file PEM] COMMAND ...
+const adminUsage = `Usage: patchmesh admin [--server URL] [--output text|json|csv] [--ca-file PEM] COMMAND ...
 
 Manage a patchmesh node. The server is --server, else $PATCHMESH_URL, else
 the server of the last login. Flags may also follow the command.
@@ -50,6 +50,11 @@ Commands:
                                             admit a node at the hub (default: every tier)
   topology                                  the mesh as the node's gossip sees it: a tree
                                             from the hub, with health and lag (times UTC)
+  report machines [--tier T] [--dc D] [--kernel K] [--state S] [--version V]
+                                            every machine of the node's subtree, one row
+                                            per machine (all pages; --output csv too)
+  report summary [same filters]             machine totals of the node's subtree by tier,
+                                            DC, kernel, patch and state, and how recent
 
 The login is kept in $PATCHMESH_CONFIG_DIR/admin.json, else in the user's
 config directory under patchmesh/ (mode 0600).
@@ -151,6 +156,8 @@ var adminCommands = map[string]func(a *admin, ctx context.Context, args []string
 	"nodes admit":         (*admin).nodesAdmit,
 	"nodes remove":        (*admin).nodesRemove,
 	"topology":            (*admin).topology,
+	"report machines":     (*admin).reportMachines,
+	"report summary":      (*admin).reportSummary,
 }
 
 func (a *admin) dispatch(ctx context.Context, args []string) error {
@@ -338,6 +345,9 @@ func decode(raw []byte, v any) error {
 
 // show prints raw as JSON with --output json, else calls text.
 func (a *admin) show(raw []byte, v any, text func() error) error {
+	if a.output == "csv" {
+		return usagef("--output csv is offered by the report commands only")
+	}
 	if a.output == "json" {
 		return printJSON(a.stdout, raw, v)
 	}
