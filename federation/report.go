@@ -257,14 +257,22 @@ func NewReporter(cfg ReporterConfig) (*Reporter, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Reporter{cfg: cfg, seq: map[string]int64{},
+	r := &Reporter{cfg: cfg, seq: map[string]int64{},
 		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "patchmesh_report_pushes_total",
 			Help: "Fleet report pushes to the upstream, by local tier."}, tierLabel),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "patchmesh_report_push_failures_total",
 			Help: "Fleet report pushes that failed, by local tier."}, tierLabel),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "patchmesh_report_push_bytes_total",
 			Help: "Bytes of fleet report bodies pushed upstream, by local tier."}, tierLabel),
-	}, nil
+	}
+	// Every link's series exist, at 0, from the start, so that a rate over
+	// them reads 0 on a node that never failed.
+	for _, l := range cfg.Links() {
+		r.pushes.WithLabelValues(l.Tier)
+		r.failures.WithLabelValues(l.Tier)
+		r.bytes.WithLabelValues(l.Tier)
+	}
+	return r, nil
 }
 
 // Describe implements prometheus.Collector.
