@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/patchmesh/patchmesh/catalog"
+	"github.com/patchmesh/patchmesh/migrations"
 	"github.com/patchmesh/patchmesh/store"
 )
 
@@ -86,7 +87,7 @@ func (s *Store) PutFleetReport(ctx context.Context, p store.FleetPush) (err erro
 			}
 		}
 		for _, e := range p.Entries {
-			if err := putFleetEntry(ctx, tx, p.Tier, p.TokenID, now, e); err != nil {
+			if err := putFleetEntry(ctx, tx, s.dialect, p.Tier, p.TokenID, now, e); err != nil {
 				return fmt.Errorf("entry of node %s: %w", e.Node, err)
 			}
 		}
@@ -95,7 +96,7 @@ func (s *Store) PutFleetReport(ctx context.Context, p store.FleetPush) (err erro
 	return mapErr("put fleet report", err)
 }
 
-func putFleetEntry(ctx context.Context, tx *sql.Tx, tier, via string, now int64, e store.FleetEntry) error {
+func putFleetEntry(ctx context.Context, tx *sql.Tx, dialect migrations.Dialect, tier, via string, now int64, e store.FleetEntry) error {
 	if _, err := tx.ExecContext(ctx, `INSERT INTO fleet_entries (tier, via, node, dc, as_of_us, received_us, has_machines)
 		VALUES ($1, $2, $3, $4, $5, $6, $7)`, tier, via, e.Node, e.DC, us(e.AsOf), now, boolInt(e.HasMachines)); err != nil {
 		return err
@@ -109,31 +110,60 @@ func putFleetEntry(ctx context.Context, tx *sql.Tx, tier, via string, now int64,
 	if len(e.Machines) == 0 {
 		return nil
 	}
-	// Many rows per statement: a push of a large subtree is one round
-	// trip per few hundred machines, not per machine.
-	const perStatement = 200
-	for start := 0; start < len(e.Machines); start += perStatement {
-		batch := e.Machines[start:min(start+perStatement, len(e.Machines))]
-		var (
-			q    strings.Builder
-			args []any
-		)
-		q.WriteString(`INSERT INTO fleet_machines (tier, via, node, id, dc, kernel, arch, state, patch_version, last_seen_us) VALUES `)
-		for i, m := range batch {
-			if i > 0 {
-				q.WriteString(", ")
-			}
-			n := len(args)
-			fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d)", n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8, n+9, n+10)
+	put := func(stmt *sql.Stmt, batch []store.FleetMachine) error {
+		args := make([]any, 0, 10*len(batch))
+		for _, m := range batch {
 			args = append(args, tier, via, e.Node, m.ID, e.DC, m.Kernel, m.Arch, string(m.State), m.PatchVersion, us(m.LastSeen))
 		}
-		// A machine listed twice in one entry is one machine.
-		q.WriteString(` ON CONFLICT (tier, via, node, id) DO NOTHING`)
-		if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
+		_, err := stmt.ExecContext(ctx, args...)
+		return err
+	}
+	// One prepared statement of many rows: PostgreSQL takes a round trip
+	// per statement, so a large subtree goes in a few hundred rows at a
+	// time. SQLite looks its numbered parameters up by name in a list, at
+	// a cost that grows with the square of their number, and has no round
+	// trip: there one row per execution of one statement is fastest.
+	per := 200
+	if dialect == migrations.SQLite {
+		per = 1
+	}
+	var full *sql.Stmt
+	for start := 0; start < len(e.Machines); start += per {
+		batch := e.Machines[start:min(start+per, len(e.Machines))]
+		stmt := full
+		if stmt == nil || len(batch) < per {
+			var err error
+			if stmt, err = tx.PrepareContext(ctx, insertFleetMachines(len(batch))); err != nil {
+				return err
+			}
+			if len(batch) == per {
+				full = stmt
+				defer full.Close()
+			} else {
+				defer stmt.Close()
+			}
+		}
+		if err := put(stmt, batch); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// insertFleetMachines inserts n fleet_machines rows.
+func insertFleetMachines(n int) string {
+	var q strings.Builder
+	q.WriteString(`INSERT INTO fleet_machines (tier, via, node, id, dc, kernel, arch, state, patch_version, last_seen_us) VALUES `)
+	for i := range n {
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		k := 10 * i
+		fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d)", k+1, k+2, k+3, k+4, k+5, k+6, k+7, k+8, k+9, k+10)
+	}
+	// A machine listed twice in one entry is one machine.
+	q.WriteString(` ON CONFLICT (tier, via, node, id) DO NOTHING`)
+	return q.String()
 }
 
 func boolInt(b bool) int {
