@@ -14,8 +14,9 @@ import (
 // Fleet reports: the machines and totals of the subtree of the node asked.
 
 // reportPage is how many machines one request of `report machines` asks
-// for; the command follows the pages to the end.
-const reportPage = 5000
+// for; the command follows the pages to the end. A variable so that tests
+// can make pages small.
+var reportPage = 5000
 
 // maxReportPages bounds the pages one listing follows (50 million
 // machines), so that a server that keeps answering a next page cannot
