@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"log/slog"
 	"net/http"
 	"time"
@@ -80,7 +81,7 @@ func (s *server) takeReport(w http.ResponseWriter, r *http.Request) error {
 	}
 	err = s.store.PutFleetReport(r.Context(), store.FleetPush{Tier: t.Tier, TokenID: t.ID, Node: p.Node, Seq: p.Seq, Entries: p.StoreEntries()})
 	if err != nil {
-		if classifyConflict(err) {
+		if errors.Is(err, catalog.ErrConflict) {
 			s.securityEvent(r, eventReportRefused, slog.String("reason", "replay"), slog.String("token_id", t.ID),
 				slog.String("node", p.Node), slog.Int64("seq", p.Seq))
 		}
@@ -88,11 +89,6 @@ func (s *server) takeReport(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
-}
-
-func classifyConflict(err error) bool {
-	status, _ := classify(err)
-	return status == http.StatusConflict
 }
 
 // fleetFilter reads a report listing's query.

@@ -169,10 +169,7 @@ func (p *Puller) ensureMeshKey(ctx context.Context, l *linkState, up Upstream, v
 	if p.meshKey.Load() {
 		return
 	}
-	mk, ok := p.cfg.Store.(MeshKeyStore)
-	if !ok {
-		return
-	}
+	mk := p.cfg.Store
 	if _, err := mk.MeshKey(ctx); err == nil {
 		p.meshKey.Store(true)
 		return

@@ -59,6 +59,7 @@ type Link struct {
 // Store is what the sync loop needs of the store.
 type Store interface {
 	store.Syncer
+	MeshKeyStore
 	Tiers(ctx context.Context) ([]catalog.Tier, error)
 	AddTier(ctx context.Context, name string) (catalog.Tier, error)
 }
