@@ -2,6 +2,8 @@ package e2e_test
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -10,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/patchmesh/patchmesh/federation"
 	"github.com/patchmesh/patchmesh/internal/meshtest"
 	"github.com/patchmesh/patchmesh/node"
 )
@@ -124,9 +127,25 @@ func TestFleetReportsAddUpAndOneIdentity(t *testing.T) {
 			t.Fatalf("machine %s at %s: want the hub's ID %s, got %s", probe, e.Name, want, got)
 		}
 	}
-	for _, n := range append([]*meshtest.Node{h}, edges...) {
-		if strings.Contains(n.Log(), probe) {
-			t.Errorf("%s logs the raw machine ID %s", n.Name, probe)
+	// Neither the raw machine ID nor the mesh key is in any log.
+	var env federation.Envelope
+	if err := h.Call(context.Background(), http.MethodGet, "/v1/sync/mesh-key", meshtest.Bearer(h.SyncToken(t, "edge", "probe")), nil, &env); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := federation.ParsePublicKey(m.HubPublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk, err := federation.NewVerifier(pub).OpenMeshKey(env)
+	if err != nil {
+		t.Fatalf("the hub's mesh key statement: %v", err)
+	}
+	secrets := []string{probe, base64.StdEncoding.EncodeToString(mk.Secret), base64.RawURLEncoding.EncodeToString(mk.Secret), hex.EncodeToString(mk.Secret)}
+	for _, n := range append([]*meshtest.Node{h, ra, rb}, edges...) {
+		for _, s := range secrets {
+			if strings.Contains(n.Log(), s) {
+				t.Errorf("%s logs a secret: %s", n.Name, s)
+			}
 		}
 	}
 
