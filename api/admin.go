@@ -39,6 +39,8 @@ func (s *server) adminRoutes(v1 *mux.Router) {
 	a.Handle("/patches/{digest}/withdraw", methods{http.MethodPost: s.asAdmin(s.hubOnly(s.withdraw))})
 	a.Handle("/promote-all", methods{http.MethodPost: s.asAdmin(s.hubOnly(s.promoteAll))})
 	a.Handle("/machines", methods{http.MethodGet: s.asAdmin(s.listMachines)})
+	a.Handle("/reports/machines", methods{http.MethodGet: s.asAdmin(s.reportMachines)})
+	a.Handle("/reports/summary", methods{http.MethodGet: s.asAdmin(s.reportSummary)})
 	a.Handle("/storage", methods{http.MethodGet: s.asAdmin(s.listStorage)})
 	a.Handle("/storage/refresh", methods{http.MethodPost: s.asAdmin(s.refreshStorage)})
 	s.syncAdminRoutes(a)

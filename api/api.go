@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -38,6 +39,9 @@ type Limits struct {
 	MaxBodyBytes int64
 	// MaxUploadBytes caps patch uploads. 0 means 1 GiB.
 	MaxUploadBytes int64
+	// MaxReportBytes caps a fleet report push from a downstream. 0 means
+	// federation.DefaultMaxReportBytes.
+	MaxReportBytes int64
 }
 
 // Limit defaults.
@@ -55,6 +59,9 @@ type Info struct {
 	// carries it. Empty: GET /v1/client/nodes names this node by the
 	// scheme and host of the request.
 	URL string
+	// DC is the node's data centre (node.datacenter), naming this node's
+	// own machines in fleet reports.
+	DC string
 }
 
 // Config is what New builds the handler from.
@@ -155,6 +162,9 @@ type server struct {
 	identityLog   identityLog
 	endorse       []federation.Envelope
 	webhooks      Webhooks
+
+	// meshKey caches the mesh key once this node holds it (fleet.go).
+	meshKey atomic.Pointer[[]byte]
 }
 
 // New returns the node's HTTP handler.
@@ -168,7 +178,7 @@ func New(cfg Config) (http.Handler, error) {
 		return nil, errors.New("api: Config.Auth is nil")
 	case len(cfg.MachineKey) < 16:
 		return nil, errors.New("api: Config.MachineKey must be at least 16 bytes")
-	case cfg.Limits.MaxBodyBytes < 0, cfg.Limits.MaxUploadBytes < 0:
+	case cfg.Limits.MaxBodyBytes < 0, cfg.Limits.MaxUploadBytes < 0, cfg.Limits.MaxReportBytes < 0:
 		return nil, errors.New("api: Config.Limits must not be negative")
 	}
 	if err := checkHubKey(cfg.HubKey); err != nil {
@@ -198,6 +208,9 @@ func New(cfg Config) (http.Handler, error) {
 	}
 	if cfg.Limits.MaxUploadBytes == 0 {
 		cfg.Limits.MaxUploadBytes = DefaultMaxUploadBytes
+	}
+	if cfg.Limits.MaxReportBytes == 0 {
+		cfg.Limits.MaxReportBytes = federation.DefaultMaxReportBytes
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

@@ -95,7 +95,7 @@ func (s *server) register(w http.ResponseWriter, r *http.Request) error {
 	if err := catalog.ValidMachineID(req.MachineID); err != nil {
 		return err
 	}
-	id := auth.MachineID(s.key, req.MachineID)
+	id := auth.MachineID(s.machineKey(r), req.MachineID)
 	return s.registerMachine(w, r, req, id, at.Tier, &at, slog.String("auth_token_id", at.ID))
 }
 

@@ -27,7 +27,12 @@ func (s *server) decodeOptional(w http.ResponseWriter, r *http.Request, v any) e
 }
 
 func (s *server) decodeBody(w http.ResponseWriter, r *http.Request, v any, optional bool) error {
-	body := http.MaxBytesReader(w, r.Body, s.limits.MaxBodyBytes)
+	return decodeLimited(w, r, v, optional, s.limits.MaxBodyBytes)
+}
+
+// decodeLimited is decodeBody with its own bound on the body.
+func decodeLimited(w http.ResponseWriter, r *http.Request, v any, optional bool, limit int64) error {
+	body := http.MaxBytesReader(w, r.Body, limit)
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {

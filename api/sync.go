@@ -45,6 +45,8 @@ func (s *server) syncRoutes(v1 *mux.Router) {
 	sy.Handle("/feed", methods{http.MethodGet: s.handle(s.feed)})
 	sy.Handle("/status", methods{http.MethodGet: s.asAdmin(s.syncStatus)})
 	sy.Handle("/hub-key", methods{http.MethodGet: s.handle(s.hubKey)})
+	sy.Handle("/mesh-key", methods{http.MethodGet: s.handle(s.serveMeshKey)})
+	sy.Handle("/report", methods{http.MethodPost: s.handle(s.takeReport)})
 }
 
 // syncAdminRoutes joins the admin router: the trigger and the trust store

@@ -377,6 +377,25 @@ func TestOpenAPIDescribesLiveNodes(t *testing.T) {
 	ck.do(call{node: hub, method: "GET", path: "/v1/sync/feed?hub_after=0&wait=0s", cred: "Bearer " + syncTok.Token, want: 200})
 	ck.do(call{node: hub, method: "GET", path: "/v1/sync/feed?limit=0", cred: "Bearer " + syncTok.Token, want: 400, badRequest: true})
 	ck.do(call{node: hub, method: "GET", path: "/v1/sync/hub-key", want: 200})
+	ck.do(call{node: hub, method: "GET", path: "/v1/sync/mesh-key", cred: "Bearer " + syncTok.Token, want: 200})
+
+	// Fleet reports: a push as a downstream link sends it, its replay,
+	// one for another tier, and the listings over the subtree.
+	now := time.Now().UTC()
+	push := func(seq int64, tier string) map[string]any {
+		return map[string]any{"v": 1, "node": "openapi-edge", "tier": tier, "seq": seq, "entries": []any{map[string]any{
+			"node": "openapi-edge", "dc": "dc9", "as_of": now, "rows": true,
+			"counts": []any{map[string]any{"kernel": "5.15.0-107.117-generic", "patch_version": "107.1", "state": "applied", "machines": 1}},
+			"machines": []any{map[string]any{"id": strings.Repeat("ab", 32), "kernel": "5.15.0-107.117-generic", "arch": "x86_64",
+				"state": "applied", "patch_version": "107.1", "last_seen": now}},
+		}}}
+	}
+	ck.do(call{node: hub, method: "POST", path: "/v1/sync/report", cred: "Bearer " + syncTok.Token, body: push(1, "edge"), want: 204})
+	ck.do(call{node: hub, method: "POST", path: "/v1/sync/report", cred: "Bearer " + syncTok.Token, body: push(1, "edge"), want: 409})
+	ck.do(call{node: hub, method: "POST", path: "/v1/sync/report", cred: "Bearer " + syncTok.Token, body: push(2, "stable"), want: 403})
+	ck.do(call{node: hub, method: "GET", path: "/v1/admin/reports/machines?dc=dc9&limit=10", cred: admin, want: 200})
+	ck.do(call{node: hub, method: "GET", path: "/v1/admin/reports/machines?after=zz", cred: admin, want: 400, badRequest: true})
+	ck.do(call{node: hub, method: "GET", path: "/v1/admin/reports/summary?tier=edge", cred: admin, want: 200})
 	ck.do(call{node: edge, method: "GET", path: "/v1/sync/hub-key", want: 404})
 	meshtest.WaitFor(t, 30*time.Second, "the patch at the edge", func() error {
 		ps, err := edge.TryPatches(t, nil)

@@ -70,6 +70,7 @@ type Link struct {
 // Store is what the sync loop needs of the store.
 type Store interface {
 	store.Syncer
+	MeshKeyStore
 	Tiers(ctx context.Context) ([]catalog.Tier, error)
 	AddTier(ctx context.Context, name string) (catalog.Tier, error)
 }
@@ -130,6 +131,8 @@ type PullConfig struct {
 type Puller struct {
 	cfg   PullConfig
 	links []*linkState
+	// meshKey says this node holds the mesh key, so rounds stop asking.
+	meshKey atomic.Bool
 }
 
 // NewPuller checks cfg and returns a Puller ready to Run.
@@ -492,6 +495,7 @@ func (p *Puller) round(ctx context.Context, l *linkState, wait time.Duration) (c
 			l.heard(r, *hb, p.cfg.Now())
 		}
 	}
+	p.ensureMeshKey(ctx, l, up, v)
 	events := make([]store.SyncedEvent, 0, len(page.Events))
 	var wants []replicate.Want
 	last, lastSeq := cur.HubSeq, pos.AfterSeq

@@ -41,6 +41,7 @@ type Config struct {
 	Sync     SyncConfig     `yaml:"sync"`
 	Gossip   GossipConfig   `yaml:"gossip"`
 	Webhooks WebhooksConfig `yaml:"webhooks"`
+	Reports  ReportsConfig  `yaml:"reports"`
 }
 
 // Node roles. Every role runs the full server; the role says where the
@@ -328,6 +329,27 @@ type UpstreamConfig struct {
 	AllowHTTP bool `yaml:"allow_http"`
 }
 
+// ReportsConfig tunes fleet reports: what a relay or edge pushes up its
+// links about its machines and its subtree's, and how long any node keeps
+// check-ins and reports.
+type ReportsConfig struct {
+	// Interval is the time between pushes up each link. Default 60s.
+	Interval time.Duration `yaml:"interval"`
+	// Machines sends per-machine rows (under the mesh-wide machine ID)
+	// besides the counts, so that upstream listings show each machine and
+	// a machine that moved between nodes counts once. Default false:
+	// counts only, a few hundred bytes per node.
+	Machines bool `yaml:"machines"`
+	// Retention is how long a machine that stopped checking in, and a
+	// downstream's report that stopped coming, are kept. Default 720h.
+	Retention time.Duration `yaml:"retention"`
+	// CleanupEvery is how often the cleanup job runs. Default 1h.
+	CleanupEvery time.Duration `yaml:"cleanup_every"`
+	// MaxBytes caps one report push a downstream sends here. Default
+	// 64 MiB.
+	MaxBytes int64 `yaml:"max_bytes"`
+}
+
 // LogConfig shapes the node's log.
 type LogConfig struct {
 	// Level is debug, info, warn or error. Default info.
@@ -407,6 +429,12 @@ func DefaultsWithEnv(getenv func(string) string) Config {
 			RetryMin: webhook.DefaultRetryMin,
 			RetryMax: webhook.DefaultRetryMax,
 			Keep:     webhook.DefaultKeep,
+		},
+		Reports: ReportsConfig{
+			Interval:     time.Minute,
+			Retention:    720 * time.Hour,
+			CleanupEvery: time.Hour,
+			MaxBytes:     federation.DefaultMaxReportBytes,
 		},
 	}
 }
@@ -638,6 +666,12 @@ func (c Config) Validate() error {
 
 	errs = append(errs, c.validateSync()...)
 	errs = append(errs, c.validateGossip()...)
+	positive("reports.interval", c.Reports.Interval)
+	positive("reports.retention", c.Reports.Retention)
+	positive("reports.cleanup_every", c.Reports.CleanupEvery)
+	if c.Reports.MaxBytes < 1 {
+		bad("reports.max_bytes", "must be at least 1, got %d", c.Reports.MaxBytes)
+	}
 	if !nodeNameRE.MatchString(c.Node.Datacenter) {
 		bad("node.datacenter", "must be 1-63 letters, digits, '.', '_' or '-', got %q", c.Node.Datacenter)
 	}

@@ -67,6 +67,10 @@ type Node struct {
 	puller *federation.Puller
 	// beacon signs the hub's heartbeats; nil elsewhere.
 	beacon *federation.Beacon
+	// reporter pushes fleet reports up the links; nil on the hub.
+	reporter *federation.Reporter
+	// now is the node's clock.
+	now func() time.Time
 	// gossip is the node's mesh membership; nil with gossip off.
 	gossip *gossip
 	// hooks delivers events to the webhooks.
@@ -112,7 +116,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{cfg: cfg, log: log, console: o.console}
+	n := &Node{cfg: cfg, log: log, console: o.console, now: o.now}
 	ok := false
 	defer func() {
 		if !ok {
@@ -168,6 +172,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 			return nil, err
 		}
 		reg.MustRegister(federation.NewCollector(n.puller))
+		if err := n.newReporter(o.now); err != nil {
+			return nil, err
+		}
+		reg.MustRegister(n.reporter)
 	}
 	if cfg.Gossip.Bind != "" {
 		if err := n.startGossip(ctx); err != nil {
@@ -197,6 +205,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 	if err != nil {
 		return nil, fmt.Errorf("node: machine key: %w", err)
 	}
+	if err := n.publishMeshKey(ctx, key, o.now()); err != nil {
+		return nil, err
+	}
 
 	// Closed by http.Server.Shutdown (RegisterOnShutdown below), so that
 	// long polls end as the drain begins.
@@ -212,13 +223,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		Limits: api.Limits{
 			MaxBodyBytes:   cfg.Limits.MaxBodyBytes,
 			MaxUploadBytes: cfg.Limits.MaxUploadBytes,
+			MaxReportBytes: cfg.Reports.MaxBytes,
 		},
 		Governor: api.GovernorConfig{
 			MaxInFlight:  cfg.Governor.MaxInFlight,
 			MaxQueue:     apiQueue(cfg.Governor.MaxQueue),
 			QueueTimeout: cfg.Governor.QueueTimeout,
 		},
-		Info:         api.Info{Version: Version, Role: cfg.Node.Role, Node: cfg.Node.Name, URL: n.apiURL()},
+		Info:         api.Info{Version: Version, Role: cfg.Node.Role, Node: cfg.Node.Name, URL: n.apiURL(), DC: cfg.Node.Datacenter},
 		Nodes:        n.nodeLister(),
 		PeerTokens:   n.peerTokens(),
 		Topology:     n.topologyViewer(),
@@ -414,6 +426,10 @@ func (n *Node) Run(ctx context.Context) error {
 	maintainCtx, stopMaintain := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { n.maintain(maintainCtx) })
+	wg.Go(func() { n.cleanFleet(maintainCtx, n.now) })
+	if n.reporter != nil {
+		wg.Go(func() { n.reporter.Run(maintainCtx) })
+	}
 	if n.puller != nil {
 		// Stopped with maintenance, before the store closes, so that a
 		// round in progress ends its transaction first.

@@ -194,6 +194,7 @@ type Store interface {
 	Roster
 	Auditor
 	Webhooks
+	Fleet
 
 	// Ping checks that the backend answers.
 	Ping(ctx context.Context) error

@@ -19,7 +19,7 @@ import (
 
 // adminUsageHead and adminUsageTail frame the command overview, which the
 // command table writes (adminUsage).
-const adminUsageHead = `Usage: patchmesh admin [--server URL] [--context NAME] [--output text|json] [--ca-file PEM] COMMAND ...
+const adminUsageHead = `Usage: patchmesh admin [--server URL] [--context NAME] [--output text|json|csv] [--ca-file PEM] COMMAND ...
 
 Manage patchmesh nodes. The admin tool keeps one login per node, each under
 a context name. A command goes to --context NAME, else the node at --server
@@ -137,6 +137,12 @@ var adminCommands = []adminCommand{
 		example: "patchmesh admin nodes admit edge-1 --key ed25519:… --url https://edge-1.example:8443 --tier stable", run: (*admin).nodesAdmit},
 	{name: "nodes remove", args: "NAME", summary: "remove a node's admission at the hub (signed, per tier)",
 		example: "patchmesh admin nodes remove edge-1", run: (*admin).nodesRemove},
+	{name: "report machines", args: "[--tier T] [--dc D] [--kernel K] [--state S] [--version V]",
+		summary: "every machine of the node's subtree, one row per machine (all pages; --output csv too)",
+		example: "patchmesh admin report machines --dc eu-west --state apply-failed --output csv", run: (*admin).reportMachines},
+	{name: "report summary", args: "[--tier T] [--dc D] [--kernel K] [--state S] [--version V]",
+		summary: "machine totals of the node's subtree by tier, DC, kernel, patch and state, and how recent",
+		example: "patchmesh admin report summary --tier stable", run: (*admin).reportSummary},
 	{name: "webhooks list", summary: "the node's webhooks (never their secrets)",
 		example: "patchmesh admin webhooks list", run: (*admin).webhooksList},
 	{name: "webhooks add", args: "URL --events E[,E]... --secret-file F",
@@ -580,6 +586,9 @@ func decode(raw []byte, v any) error {
 
 // show prints raw as JSON with --output json, else calls text.
 func (a *admin) show(raw []byte, v any, text func() error) error {
+	if a.output == "csv" {
+		return usagef("--output csv is offered by the report commands only")
+	}
 	if a.output == "json" {
 		return printJSON(a.stdout, raw, v)
 	}

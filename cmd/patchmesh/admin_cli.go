@@ -189,13 +189,13 @@ type stringList []string
 func (s *stringList) String() string     { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
-// outputFlag is --output text|json.
+// outputFlag is --output text|json|csv; csv is for the report commands.
 type outputFlag string
 
 func (o *outputFlag) String() string { return string(*o) }
 func (o *outputFlag) Set(v string) error {
-	if v != "text" && v != "json" {
-		return errors.New(`must be "text" or "json"`)
+	if v != "text" && v != "json" && v != "csv" {
+		return errors.New(`must be "text", "json" or "csv"`)
 	}
 	*o = outputFlag(v)
 	return nil

@@ -75,6 +75,7 @@ const (
 	// crossed two hops of 2s long polls on a loaded machine.
 	HeartbeatEvery  = 500 * time.Millisecond
 	StaleAfter      = 10 * time.Second
+	reportInterval  = time.Second
 	shutdownTimeout = 5 * time.Second
 	readyWithin     = 30 * time.Second
 	exitWithin      = 30 * time.Second
@@ -154,6 +155,7 @@ func (m *Mesh) Add(spec Spec) *Node {
 	cfg.Sync.RetryMax = retryMax
 	cfg.Sync.HeartbeatEvery = HeartbeatEvery
 	cfg.Sync.StaleAfter = StaleAfter
+	cfg.Reports.Interval = reportInterval
 	if spec.Role == node.RoleHub {
 		cfg.Sync.HubKey = m.HubKeyPath
 	} else {

@@ -77,6 +77,18 @@ func TestContractPostgres(t *testing.T) {
 	})
 }
 
+func TestFleetContractSQLite(t *testing.T) {
+	storetest.RunFleet(t, func(t *testing.T) store.Store {
+		return openSQLite(t, filepath.Join(t.TempDir(), "patchmesh.db"))
+	})
+}
+
+func TestFleetContractPostgres(t *testing.T) {
+	storetest.RunFleet(t, func(t *testing.T) store.Store {
+		return openPostgres(t, pgtest.New(t))
+	})
+}
+
 func TestSyncContractSQLite(t *testing.T) {
 	storetest.RunSync(t, func(t *testing.T, sealer store.Sealer, changes *store.Changes) store.Store {
 		s, err := sqlstore.OpenSQLite(t.Context(), filepath.Join(t.TempDir(), "patchmesh.db"),
