@@ -189,8 +189,7 @@ func newBucket(ctx context.Context, o Options) (*bucket, error) {
 		loadOpts = append(loadOpts, config.WithCredentialsProvider(
 			credentials.NewStaticCredentialsProvider(o.AccessKey, o.SecretKey, o.SessionToken)))
 	}
-	var hc config.HTTPClient = o.HTTPClient
-	if o.HTTPClient == nil {
+	{
 		var pool *x509.CertPool
 		if o.CAFile != "" {
 			pem, err := os.ReadFile(o.CAFile)
@@ -204,7 +203,7 @@ func newBucket(ctx context.Context, o Options) (*bucket, error) {
 				return nil, fmt.Errorf("s3blob: CA bundle %s holds no PEM certificate", o.CAFile)
 			}
 		}
-		hc = awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+		hc := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
 			if tr.TLSClientConfig == nil {
 				tr.TLSClientConfig = &tls.Config{}
 			}
@@ -212,12 +211,11 @@ func newBucket(ctx context.Context, o Options) (*bucket, error) {
 			if pool != nil {
 				tr.TLSClientConfig.RootCAs = pool
 			}
-			tr.ResponseHeaderTimeout = o.ResponseTimeout
 			tr.MaxIdleConnsPerHost = 64
 		}).WithDialerOptions(func(d *net.Dialer) { d.Timeout = 10 * time.Second })
+		loadOpts = append(loadOpts, config.WithHTTPClient(hc))
 	}
 	loadOpts = append(loadOpts,
-		config.WithHTTPClient(hc),
 		config.WithRetryer(func() aws.Retryer {
 			return retry.NewStandard(func(so *retry.StandardOptions) {
 				so.MaxAttempts = o.MaxAttempts
@@ -236,6 +234,13 @@ func newBucket(ctx context.Context, o Options) (*bucket, error) {
 			so.BaseEndpoint = aws.String(o.Endpoint)
 		}
 		so.UsePathStyle = o.PathStyle
+		var hc config.HTTPClient = o.HTTPClient
+		if o.HTTPClient == nil {
+			hc = cfg.HTTPClient
+		}
+		// A given client is set here rather than in the loaded config,
+		// where the SDK would want to add AWS_CA_BUNDLE to it.
+		so.HTTPClient = headerTimeout{c: hc, d: o.ResponseTimeout}
 		// Checksums only where S3 requires them: S3-compatible stores
 		// do not all accept the SDK's newer trailing checksums, and the
 		// digest is checked end to end by blob.Put anyway.
@@ -247,6 +252,41 @@ func newBucket(ctx context.Context, o Options) (*bucket, error) {
 		prefix += "/"
 	}
 	return &bucket{c: c, name: o.Bucket, prefix: prefix, endpoint: o.Endpoint, partSize: o.PartSize}, nil
+}
+
+// headerTimeout fails a request whose answer's headers take longer than d,
+// so that a store that stops answering fails the request (which the
+// retryer may try again) instead of hanging it. The body, once it comes,
+// may take as long as it needs.
+type headerTimeout struct {
+	c config.HTTPClient
+	d time.Duration
+}
+
+func (h headerTimeout) Do(req *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithCancelCause(req.Context())
+	t := time.AfterFunc(h.d, func() { cancel(fmt.Errorf("s3blob: no answer within %s", h.d)) })
+	resp, err := h.c.Do(req.WithContext(ctx))
+	if !t.Stop() && err != nil {
+		err = fmt.Errorf("%w: %w", context.Cause(ctx), err)
+	}
+	if err != nil {
+		cancel(nil)
+		return nil, err
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: func() { cancel(nil) }}
+	return resp, nil
+}
+
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel func()
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
 }
 
 func (b *bucket) where() string {
@@ -393,7 +433,7 @@ func (b *bucket) Discard(ctx context.Context, staging string) error {
 }
 
 func (b *bucket) Upload(ctx context.Context, key, staging string) (objblob.Upload, error) {
-	return &upload{ctx: ctx, b: b, key: key, staging: staging, buf: make([]byte, 0, min(b.partSize, 256<<10))}, nil
+	return &upload{ctx: ctx, b: b, key: key, staging: staging}, nil
 }
 
 // upload holds one part in memory at a time.
@@ -410,6 +450,13 @@ type upload struct {
 func (u *upload) Write(p []byte) (int, error) {
 	n := 0
 	for len(p) > 0 {
+		if len(u.buf)+len(p) > cap(u.buf) {
+			// Grow straight to what is needed, at most one part: growth
+			// by doubling would leave a part's worth of garbage behind.
+			grown := make([]byte, len(u.buf), min(u.b.partSize, max(len(u.buf)+len(p), 2*cap(u.buf), 64<<10)))
+			copy(grown, u.buf)
+			u.buf = grown
+		}
 		room := u.b.partSize - len(u.buf)
 		c := min(room, len(p))
 		u.buf = append(u.buf, p[:c]...)

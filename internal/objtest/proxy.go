@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -57,7 +58,8 @@ func NewProxy(t testing.TB, target string) *Proxy {
 			resp.Body = &cutReader{ReadCloser: resp.Body, p: p, left: &p.cutDown}
 			return nil
 		},
-		ErrorLog: nil,
+		// Cut transfers are the point; their errors are noise here.
+		ErrorLog: log.New(io.Discard, "", 0),
 	}
 	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.requests.Add(1)
@@ -91,6 +93,7 @@ func NewProxy(t testing.TB, target string) *Proxy {
 		}
 		rp.ServeHTTP(w, r)
 	}))
+	p.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	p.URL = p.srv.URL
 	t.Cleanup(p.srv.Close)
 	return p
