@@ -61,7 +61,7 @@ func NewProxy(t testing.TB, target string) *Proxy {
 		// Cut transfers are the point; their errors are noise here.
 		ErrorLog: log.New(io.Discard, "", 0),
 	}
-	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	p.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.requests.Add(1)
 		p.mu.Lock()
 		down, delay := p.down, p.delay
@@ -94,6 +94,7 @@ func NewProxy(t testing.TB, target string) *Proxy {
 		rp.ServeHTTP(w, r)
 	}))
 	p.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	p.srv.Start()
 	p.URL = p.srv.URL
 	t.Cleanup(p.srv.Close)
 	return p
