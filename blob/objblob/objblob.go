@@ -45,21 +45,38 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/patchmesh/patchmesh/blob"
 )
 
-// ErrRange is what Bucket.Get returns for an offset at or past the end of a
-// non-empty object.
-var ErrRange = errors.New("range not satisfiable")
+// ErrRange is what Bucket.Get returns for a range the object does not
+// have: blob.ErrRangeNotSatisfiable.
+var ErrRange = blob.ErrRangeNotSatisfiable
 
 // ObjectInfo describes one stored object.
 type ObjectInfo struct {
 	Key      string
 	Size     int64
 	Modified time.Time
+	// Offset and Length say which bytes a Get's body holds: the range
+	// asked for, or all of them.
+	Offset, Length int64
+}
+
+// ByteRange is the HTTP Range header value for bytes off to the end.
+func ByteRange(off int64) string { return "bytes=" + strconv.FormatInt(off, 10) + "-" }
+
+// ParseContentRange reads "bytes first-last/total" into info.
+func ParseContentRange(cr string, info *ObjectInfo) error {
+	var first, last, total int64
+	if _, err := fmt.Sscanf(cr, "bytes %d-%d/%d", &first, &last, &total); err != nil || first < 0 || last < first || total <= last {
+		return fmt.Errorf("bad Content-Range %q", cr)
+	}
+	info.Offset, info.Length, info.Size = first, last-first+1, total
+	return nil
 }
 
 // Upload streams one object that is invisible until Complete returns nil.
@@ -80,9 +97,11 @@ type Bucket interface {
 	// Discard removes an abandoned staging entry and whatever it stands
 	// for (an S3 multipart upload).
 	Discard(ctx context.Context, staging string) error
-	// Get reads key from off to its end. Its info's Size is the whole
-	// object's size.
-	Get(ctx context.Context, key string, off int64) (io.ReadCloser, ObjectInfo, error)
+	// Get reads key, or the single byte range rng ("bytes=…", an HTTP
+	// Range value; "" for all). Its info's Size is the whole object's
+	// size; Offset and Length say what the body holds. A range the object
+	// does not have is ErrRange.
+	Get(ctx context.Context, key string, rng string) (io.ReadCloser, ObjectInfo, error)
 	Head(ctx context.Context, key string) (ObjectInfo, error)
 	// Put stores a small object whole.
 	Put(ctx context.Context, key string, b []byte) error
@@ -326,25 +345,24 @@ func (s *Store) Open(ctx context.Context, d blob.Digest) (io.ReadSeekCloser, blo
 	if err != nil {
 		return nil, blob.Info{}, err
 	}
-	body, oi, err := s.b.Get(ctx, key, 0)
+	body, oi, err := s.b.Get(ctx, key, "")
 	if err != nil {
 		return nil, blob.Info{}, notFound(d, err)
 	}
 	return &reader{ctx: ctx, b: s.b, key: key, size: oi.Size, body: body}, info(d, oi), nil
 }
 
-// OpenRange reads n bytes of d from off (to the end if n < 0) with one
-// request, for serving a single range without a seek.
-func (s *Store) OpenRange(ctx context.Context, d blob.Digest, off int64) (io.ReadCloser, blob.Info, error) {
+// OpenRange reads d, or one byte range of it, with one request.
+func (s *Store) OpenRange(ctx context.Context, d blob.Digest, rng string) (io.ReadCloser, blob.Section, error) {
 	key, err := s.key(d)
 	if err != nil {
-		return nil, blob.Info{}, err
+		return nil, blob.Section{}, err
 	}
-	body, oi, err := s.b.Get(ctx, key, off)
+	body, oi, err := s.b.Get(ctx, key, rng)
 	if err != nil {
-		return nil, blob.Info{}, notFound(d, err)
+		return nil, blob.Section{}, notFound(d, err)
 	}
-	return body, info(d, oi), nil
+	return body, blob.Section{Info: info(d, oi), Offset: oi.Offset, Length: oi.Length}, nil
 }
 
 func (s *Store) Stat(ctx context.Context, d blob.Digest) (blob.Info, error) {
@@ -462,7 +480,7 @@ func (s *Store) Probe(ctx context.Context) error {
 		return fmt.Errorf("objblob: probe write: %w", err)
 	}
 	defer s.b.Delete(context.WithoutCancel(ctx), key)
-	body, _, err := s.b.Get(ctx, key, 0)
+	body, _, err := s.b.Get(ctx, key, "")
 	if err != nil {
 		return fmt.Errorf("objblob: probe read: %w", err)
 	}
@@ -487,6 +505,9 @@ func info(d blob.Digest, o ObjectInfo) blob.Info {
 func notFound(d blob.Digest, err error) error {
 	if errors.Is(err, blob.ErrNotFound) {
 		return fmt.Errorf("objblob: %s: %w", d, blob.ErrNotFound)
+	}
+	if errors.Is(err, ErrRange) {
+		return fmt.Errorf("objblob: %s: %w", d, ErrRange)
 	}
 	return fmt.Errorf("objblob: %s: %w", d, err)
 }
@@ -529,7 +550,7 @@ func (r *reader) Read(p []byte) (int, error) {
 		}
 	}
 	if r.body == nil {
-		body, _, err := r.b.Get(r.ctx, r.key, r.pos)
+		body, _, err := r.b.Get(r.ctx, r.key, ByteRange(r.pos))
 		if err != nil {
 			return 0, fmt.Errorf("objblob: read %s at %d: %w", r.key, r.pos, err)
 		}

@@ -31,7 +31,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -326,25 +325,22 @@ func explain(err error) error {
 	return err
 }
 
-func (b *bucket) Get(ctx context.Context, key string, off int64) (io.ReadCloser, objblob.ObjectInfo, error) {
+func (b *bucket) Get(ctx context.Context, key string, rng string) (io.ReadCloser, objblob.ObjectInfo, error) {
 	in := &s3.GetObjectInput{Bucket: &b.name, Key: &key}
-	if off > 0 {
-		in.Range = aws.String("bytes=" + strconv.FormatInt(off, 10) + "-")
+	if rng != "" {
+		in.Range = &rng
 	}
 	out, err := b.c.GetObject(ctx, in)
 	if err != nil {
 		return nil, objblob.ObjectInfo{}, explain(err)
 	}
-	oi := objblob.ObjectInfo{Key: key, Size: aws.ToInt64(out.ContentLength), Modified: aws.ToTime(out.LastModified)}
+	n := aws.ToInt64(out.ContentLength)
+	oi := objblob.ObjectInfo{Key: key, Size: n, Length: n, Modified: aws.ToTime(out.LastModified)}
 	if out.ContentRange != nil {
-		// "bytes a-b/total": the object's size is after the slash.
-		_, total, ok := strings.Cut(*out.ContentRange, "/")
-		n, err := strconv.ParseInt(total, 10, 64)
-		if !ok || err != nil {
+		if err := objblob.ParseContentRange(*out.ContentRange, &oi); err != nil {
 			out.Body.Close()
-			return nil, objblob.ObjectInfo{}, fmt.Errorf("s3blob: get %s: bad Content-Range %q", key, *out.ContentRange)
+			return nil, objblob.ObjectInfo{}, fmt.Errorf("s3blob: get %s: %w", key, err)
 		}
-		oi.Size = n
 	}
 	return out.Body, oi, nil
 }
@@ -411,7 +407,7 @@ func (b *bucket) List(ctx context.Context, prefix string, fn func(objblob.Object
 // Discard aborts the multipart upload a staging marker names, then removes
 // the marker.
 func (b *bucket) Discard(ctx context.Context, staging string) error {
-	body, _, err := b.Get(ctx, staging, 0)
+	body, _, err := b.Get(ctx, staging, "")
 	if errors.Is(err, blob.ErrNotFound) {
 		return nil
 	}

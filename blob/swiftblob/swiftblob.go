@@ -268,10 +268,10 @@ func (b *bucket) retry(ctx context.Context, fn func() error) error {
 	return fmt.Errorf("after %d tries: %w", b.maxAttempts, explain(err))
 }
 
-func (b *bucket) Get(ctx context.Context, key string, off int64) (io.ReadCloser, objblob.ObjectInfo, error) {
+func (b *bucket) Get(ctx context.Context, key string, rng string) (io.ReadCloser, objblob.ObjectInfo, error) {
 	var h swift.Headers
-	if off > 0 {
-		h = swift.Headers{"Range": "bytes=" + strconv.FormatInt(off, 10) + "-"}
+	if rng != "" {
+		h = swift.Headers{"Range": rng}
 	}
 	var (
 		f   *swift.ObjectOpenFile
@@ -286,14 +286,12 @@ func (b *bucket) Get(ctx context.Context, key string, off int64) (io.ReadCloser,
 	}
 	oi := objblob.ObjectInfo{Key: key}
 	oi.Size, _ = strconv.ParseInt(hdr["Content-Length"], 10, 64)
+	oi.Length = oi.Size
 	if cr := hdr["Content-Range"]; cr != "" {
-		_, total, ok := strings.Cut(cr, "/")
-		n, err := strconv.ParseInt(total, 10, 64)
-		if !ok || err != nil {
+		if err := objblob.ParseContentRange(cr, &oi); err != nil {
 			f.Close()
-			return nil, objblob.ObjectInfo{}, fmt.Errorf("swiftblob: get %s: bad Content-Range %q", key, cr)
+			return nil, objblob.ObjectInfo{}, fmt.Errorf("swiftblob: get %s: %w", key, err)
 		}
-		oi.Size = n
 	}
 	oi.Modified, _ = http.ParseTime(hdr["Last-Modified"])
 	return f, oi, nil
