@@ -40,7 +40,7 @@ Commands:
   patches withdraw DIGEST
   patches remove DIGEST
   machines list [--tier T] [--kernel K] [--state S] [--limit N]
-  storage list | refresh
+  storage list | refresh [--repair [--grace 24h]]
   sync status                               each sync link's state, cursor and lag
   sync trigger [--wait]                     start a sync round now (--wait: until it ends)
   trust list | add KEY | remove ID          hub keys this node pins (KEY is ed25519:…)
