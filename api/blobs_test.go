@@ -459,7 +459,7 @@ func TestStorageRefreshRepair(t *testing.T) {
 		t.Fatal(err)
 	}
 	type result struct {
-		Blobs, Patches                      int
+		Blobs, Patches                       int
 		Orphans, Missing, Removed, Refetched []string
 	}
 	for _, tc := range []struct {
