@@ -119,8 +119,11 @@ func secret(field, v, file string) (string, error) {
 // OpenBlobStore opens the blob driver cfg names, on its own: the postgres
 // driver gets a pool of its own from store.dsn. For tools that work on a
 // node's blobs without running the node (patchmesh storage copy). Close
-// the returned closer when done.
+// the returned closer when done. A nil log discards.
 func OpenBlobStore(ctx context.Context, cfg Config, log *slog.Logger) (blob.Store, io.Closer, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, nil, fmt.Errorf("invalid config:\n%w", err)
 	}

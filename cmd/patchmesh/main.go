@@ -2,8 +2,9 @@
 // node, `patchmesh admin` drives a node's admin API, `patchmesh client` is
 // the machine side (register, refresh, status), `patchmesh hub-key` prints
 // (making it if needed) the hub's public signing key, `patchmesh
-// gossip-key` makes a key for the gossip keyring, and `patchmesh version`
-// says what was built.
+// gossip-key` makes a key for the gossip keyring, `patchmesh storage copy`
+// moves patch files between blob stores, and `patchmesh version` says what
+// was built.
 //
 // Exit codes: 0 success, 2 a usage or configuration error, 1 any other
 // failure; admin and client add codes of their own for auth, not-found and
@@ -37,6 +38,9 @@ Usage:
                                   missing (default: hub.key in the default data dir)
   patchmesh gossip-key            print a new random gossip key (base64) for gossip.keys or
                                   the keyring file
+  patchmesh storage copy --from CONFIG --to CONFIG
+                                  copy every patch file between two nodes' blob stores
+                                  (fs, postgres, s3, swift), verified and resumable
   patchmesh client --server URL COMMAND ...
                                   the machine side: register, refresh, status
   patchmesh version [--output json]
@@ -66,6 +70,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runHubKey(rest, os.Getenv, stdout, stderr)
 	case "gossip-key":
 		return runGossipKey(rest, stdout, stderr)
+	case "storage":
+		return runStorage(ctx, rest, stdout, stderr)
 	case "version", "--version":
 		return runVersion(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
