@@ -58,7 +58,13 @@ if ! command -v swift-proxy-server >/dev/null || ! command -v swift-object-serve
   log "installing Swift, memcached, attr and curl with apt-get"
   as_root apt-get update -qq >&2 || { log "cannot run apt-get (need root or sudo)"; exit 1; }
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
     swift-proxy swift-object swift-container swift-account memcached attr curl >&2
+  # Where systemd runs, the packages enable system-wide services; the tests
+  # run servers of their own.
+  if [ -d /run/systemd/system ]; then
+    as_root systemctl disable --now memcached 'swift-*' >&2 2>/dev/null || true
+  fi
 fi
 # Every Swift server reads /etc/swift/swift.conf (the hash path prefix and
 # suffix) whatever swift_dir says. The package ships it as a .dpkg-new where
