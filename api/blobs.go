@@ -37,7 +37,7 @@ func (s *server) getBlob(w http.ResponseWriter, r *http.Request) error {
 	if ro, ok := s.blobs.(blob.RangeOpener); ok {
 		w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
 		rec := &recorder{ResponseWriter: w}
-		err := s.sendSection(rec, r, ro, digest)
+		err := s.sendSection(rec, r, ro, digest, true)
 		s.metrics.blobBytes.Add(float64(rec.bytes))
 		return missing(err)
 	}
@@ -101,8 +101,10 @@ func authScheme(h string) string {
 // ETag is the digest), a redirect one presigning (no request), HEAD one
 // Stat, and GET one ranged or whole read streamed through a fixed buffer.
 // Multi-range requests and an If-Range that is not the ETag get the whole
-// blob, as RFC 9110 allows.
-func (s *server) sendSection(w http.ResponseWriter, r *http.Request, ro blob.RangeOpener, digest string) error {
+// blob, as RFC 9110 allows. redirect allows answering with a presigned URL
+// (blobs.redirect); peers never get one, as a peer shares the store anyway
+// or has no credentials for it.
+func (s *server) sendSection(w http.ResponseWriter, r *http.Request, ro blob.RangeOpener, digest string, redirect bool) error {
 	ctx := r.Context()
 	d := blob.Digest(digest)
 	etag := `"` + digest + `"`
@@ -113,7 +115,7 @@ func (s *server) sendSection(w http.ResponseWriter, r *http.Request, ro blob.Ran
 		w.WriteHeader(http.StatusNotModified)
 		return nil
 	}
-	if p, ok := s.blobs.(blob.Presigner); ok && s.redirect > 0 {
+	if p, ok := s.blobs.(blob.Presigner); ok && redirect && s.redirect > 0 {
 		u, err := p.PresignGet(ctx, d, s.redirect)
 		if err != nil {
 			return err
