@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
 	"github.com/patchmesh/patchmesh/auth"
 	"github.com/patchmesh/patchmesh/blob"
 	"github.com/patchmesh/patchmesh/internal/objtest"
@@ -329,5 +331,67 @@ func TestStatusProbesObjectStore(t *testing.T) {
 	// The next probe is due after probeEvery.
 	if !waitFor(func() bool { return status() == http.StatusServiceUnavailable }, 20*time.Second) {
 		t.Fatal("status with the store down: want 503 within a probe interval")
+	}
+}
+
+// Two nodes on one shared bucket: a patch file both record survives one
+// node's removal of its patch, and goes with the second's.
+func TestNodesSharingABucket(t *testing.T) {
+	cfgA, srv := s3Config(t, "")
+	cfgA.Node.Name = "node-a"
+	cfgA.Blobs.Shared = true
+	cfgA.Blobs.S3Prefix = "dc1/"
+	cfgB := cfgA
+	cfgB.Node.Name = "node-b"
+	cfgB.Node.DataDir = t.TempDir()
+	a, b := startNode(t, cfgA), startNode(t, cfgB)
+	macA := login(t, a.url, auth.BootstrapUser, bootstrapPassword(t, a.console.String()))
+	macB := login(t, b.url, auth.BootstrapUser, bootstrapPassword(t, b.console.String()))
+	content := bytes.Repeat([]byte("shared patch "), 50000)
+	digest := uploadPatch(t, a, macA, content)
+	if got := uploadPatch(t, b, macB, content); got != digest {
+		t.Fatal("digests differ")
+	}
+	download := func(r *running, mac string) int {
+		req, _ := http.NewRequest(http.MethodGet, r.url+"/v1/blobs/"+digest, nil)
+		req.Header.Set("Authorization", "Macaroon "+mac)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == 200 && !bytes.Equal(body, content) {
+			t.Fatalf("download from %s: %d bytes differ from the patch", r.url, len(body))
+		}
+		return resp.StatusCode
+	}
+	remove := func(r *running, mac string) {
+		req, _ := http.NewRequest(http.MethodDelete, r.url+"/v1/admin/patches/"+digest, nil)
+		req.Header.Set("Authorization", "Macaroon "+mac)
+		getJSON(t, req, http.StatusNoContent, nil)
+	}
+	objects := func() []string {
+		var keys []string
+		c := srv.Client()
+		out, err := c.ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: &cfgA.Blobs.S3Bucket})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range out.Contents {
+			keys = append(keys, *o.Key)
+		}
+		return keys
+	}
+	remove(a, macA)
+	if got := download(b, macB); got != 200 {
+		t.Fatalf("node b's download after node a removed its patch: %d, want 200", got)
+	}
+	remove(b, macB)
+	if got := download(b, macB); got != 404 {
+		t.Errorf("node b's download after both removed the patch: %d, want 404", got)
+	}
+	if keys := objects(); len(keys) != 0 {
+		t.Errorf("objects left in the bucket after both nodes removed the patch: %v", keys)
 	}
 }
