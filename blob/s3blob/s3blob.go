@@ -27,8 +27,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"os"
 	"strings"
@@ -264,7 +266,12 @@ type headerTimeout struct {
 
 func (h headerTimeout) Do(req *http.Request) (*http.Response, error) {
 	ctx, cancel := context.WithCancelCause(req.Context())
-	t := time.AfterFunc(h.d, func() { cancel(fmt.Errorf("s3blob: no answer within %s", h.d)) })
+	// The clock starts once the request is written: sending a part may
+	// take longer than the wait for the answer should.
+	t := time.AfterFunc(time.Duration(math.MaxInt64), func() { cancel(fmt.Errorf("s3blob: no answer within %s", h.d)) })
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		WroteRequest: func(httptrace.WroteRequestInfo) { t.Reset(h.d) },
+	})
 	resp, err := h.c.Do(req.WithContext(ctx))
 	if !t.Stop() && err != nil {
 		err = fmt.Errorf("%w: %w", context.Cause(ctx), err)
