@@ -93,6 +93,9 @@ type Options struct {
 	// HTTPClient replaces the SDK's client (tests point it through a
 	// fault-injecting proxy).
 	HTTPClient *http.Client
+	// ListPageSize is how many keys one listing request asks for.
+	// Default 1000, S3's most.
+	ListPageSize int
 }
 
 const (
@@ -152,6 +155,7 @@ type bucket struct {
 	prefix   string
 	endpoint string
 	partSize int
+	pageSize int32
 }
 
 func newBucket(ctx context.Context, o Options) (*bucket, error) {
@@ -252,7 +256,10 @@ func newBucket(ctx context.Context, o Options) (*bucket, error) {
 	if prefix != "" && !strings.HasSuffix(prefix, "/") {
 		prefix += "/"
 	}
-	return &bucket{c: c, name: o.Bucket, prefix: prefix, endpoint: o.Endpoint, partSize: o.PartSize}, nil
+	if o.ListPageSize <= 0 || o.ListPageSize > 1000 {
+		o.ListPageSize = 1000
+	}
+	return &bucket{c: c, name: o.Bucket, prefix: prefix, endpoint: o.Endpoint, partSize: o.PartSize, pageSize: int32(o.ListPageSize)}, nil
 }
 
 // headerTimeout fails a request whose answer's headers take longer than d,
@@ -390,7 +397,7 @@ func (b *bucket) Delete(ctx context.Context, key string) error {
 }
 
 func (b *bucket) List(ctx context.Context, prefix string, fn func(objblob.ObjectInfo) error) error {
-	p := s3.NewListObjectsV2Paginator(b.c, &s3.ListObjectsV2Input{Bucket: &b.name, Prefix: &prefix})
+	p := s3.NewListObjectsV2Paginator(b.c, &s3.ListObjectsV2Input{Bucket: &b.name, Prefix: &prefix, MaxKeys: &b.pageSize})
 	// A bound on pages, in case a broken store repeats its continuation
 	// token: a billion keys at 1000 a page.
 	for page := 0; p.HasMorePages(); page++ {

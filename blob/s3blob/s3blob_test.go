@@ -70,6 +70,7 @@ func TestObjectStore(t *testing.T) {
 				opts = o.Like.(Options)
 			}
 			opts.Node, opts.Shared, opts.AbandonAfter = o.Node, o.Shared, o.AbandonAfter
+			opts.ListPageSize = o.PageSize
 			if o.Proxy != "" {
 				// Through the fault proxy, with retries quick enough
 				// for a test and a client the test can inspect.

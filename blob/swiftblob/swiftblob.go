@@ -84,6 +84,9 @@ type Options struct {
 	// HTTPClient's transport replaces the default (tests go through a
 	// fault-injecting proxy).
 	HTTPClient *http.Client
+	// ListPageSize is how many names one listing request asks for.
+	// Default 1000.
+	ListPageSize int
 }
 
 // Store is an objblob.Store on a Swift container, with temp URLs.
@@ -141,6 +144,7 @@ type bucket struct {
 	container   string
 	tempURLKey  string
 	maxAttempts int
+	pageSize    int
 }
 
 func newBucket(o Options) (*bucket, error) {
@@ -204,7 +208,10 @@ func newBucket(o Options) (*bucket, error) {
 		Timeout:                     2 * o.ResponseTimeout,
 		UserAgent:                   "patchmesh",
 	}
-	return &bucket{c: c, container: o.Container, tempURLKey: o.TempURLKey, maxAttempts: o.MaxAttempts}, nil
+	if o.ListPageSize <= 0 || o.ListPageSize > 10000 {
+		o.ListPageSize = 1000
+	}
+	return &bucket{c: c, container: o.Container, tempURLKey: o.TempURLKey, maxAttempts: o.MaxAttempts, pageSize: o.ListPageSize}, nil
 }
 
 func (b *bucket) who() string {
@@ -331,7 +338,7 @@ func (b *bucket) Delete(ctx context.Context, key string) error {
 }
 
 func (b *bucket) List(ctx context.Context, prefix string, fn func(objblob.ObjectInfo) error) error {
-	opts := &swift.ObjectsOpts{Prefix: prefix, Limit: 1000}
+	opts := &swift.ObjectsOpts{Prefix: prefix, Limit: b.pageSize}
 	// A bound on pages, in case a broken server repeats its marker.
 	for page := 0; page < 1_000_000; page++ {
 		var objs []swift.Object

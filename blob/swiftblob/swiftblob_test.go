@@ -68,6 +68,7 @@ func TestObjectStore(t *testing.T) {
 				opts = o.Like.(Options)
 			}
 			opts.Node, opts.Shared, opts.AbandonAfter = o.Node, o.Shared, o.AbandonAfter
+			opts.ListPageSize = o.PageSize
 			if o.Proxy != "" {
 				// Log in through the proxy too: tempauth then hands out
 				// a storage URL on the proxy.

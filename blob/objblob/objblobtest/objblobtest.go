@@ -36,6 +36,8 @@ type Setup struct {
 	Proxy           string
 	ResponseTimeout time.Duration
 	HTTPClient      *http.Client
+	// PageSize, when set, is the most keys one listing request returns.
+	PageSize int
 }
 
 // Driver opens stores of one driver.
@@ -58,6 +60,7 @@ func Run(t *testing.T, d Driver) {
 		{"SharedDeleteKeepsBlobOthersName", testSharedDelete},
 		{"SharedDeleteRacingUpload", testSharedRace},
 		{"SweepRemovesOnlyOldStaging", testSweep},
+		{"EnumerateAcrossPages", testPaging},
 		{"StoreStopsMidUpload", testCutUpload},
 		{"StoreStopsMidDownload", testCutDownload},
 		{"ServerErrorsRetriedBounded", testRetries},
@@ -370,5 +373,36 @@ func testProbe(t *testing.T, d Driver) {
 	s.Bucket().List(ctx, s.Prefix()+"probe/", func(objblob.ObjectInfo) error { left++; return nil })
 	if left != 0 {
 		t.Errorf("%d probe objects left behind, want 0", left)
+	}
+}
+
+// Listing pages: with 3 keys a page, 11 blobs (and claims and staging
+// around them) enumerate completely, in order, each once.
+func testPaging(t *testing.T, d Driver) {
+	ctx := context.Background()
+	cfg := d.Config(t)
+	s := d.Open(t, Setup{Like: cfg, Node: "pager", Shared: true, PageSize: 3})
+	var want []blob.Digest
+	for i := range 11 {
+		want = append(want, put(t, s, content(uint64(500+i), 100+i)))
+	}
+	slices.Sort(want)
+	var got []blob.Digest
+	if err := s.Enumerate(ctx, func(i blob.Info) error { got = append(got, i.Digest); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("Enumerate with 3 keys a page gave %d blobs %v, want the %d stored, in order", len(got), got, len(want))
+	}
+	calls := 0
+	errStop := errors.New("stop")
+	err := s.Enumerate(ctx, func(blob.Info) error {
+		if calls++; calls == 5 {
+			return errStop
+		}
+		return nil
+	})
+	if !errors.Is(err, errStop) || calls != 5 {
+		t.Errorf("Enumerate stopped on page 2: %d calls, %v; want 5 calls and fn's error", calls, err)
 	}
 }
