@@ -99,7 +99,8 @@ func authScheme(h string) string {
 // sendSection answers GET or HEAD for a blob on an object store with at
 // most one request to the store: a matching If-None-Match costs none (the
 // ETag is the digest), a redirect one presigning (no request), HEAD one
-// Stat, and GET one ranged or whole read streamed through a fixed buffer.
+// Stat, and GET one ranged or whole read streamed through a fixed-size
+// copy buffer.
 // Multi-range requests and an If-Range that is not the ETag get the whole
 // blob, as RFC 9110 allows. redirect allows answering with a presigned URL
 // (blobs.redirect); peers never get one, as a peer shares the store anyway
@@ -154,8 +155,9 @@ func (s *server) sendSection(w http.ResponseWriter, r *http.Request, ro blob.Ran
 		status = http.StatusPartialContent
 	}
 	w.WriteHeader(status)
-	buf := make([]byte, 64<<10)
-	if n, err := io.CopyBuffer(w, io.LimitReader(body, sec.Length), buf); err != nil || n != sec.Length {
+	// net/http copies through a pooled buffer of fixed size: a download
+	// holds that much of the blob at a time, whatever its size.
+	if n, err := io.Copy(w, io.LimitReader(body, sec.Length)); err != nil || n != sec.Length {
 		// The status is sent: all that is left is to cut the answer
 		// short, which the client sees against Content-Length.
 		s.log.LogAttrs(ctx, slog.LevelError, "blob download cut short", slog.String("digest", digest),
