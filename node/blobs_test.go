@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/patchmesh/patchmesh/auth"
@@ -393,5 +394,59 @@ func TestNodesSharingABucket(t *testing.T) {
 	}
 	if keys := objects(); len(keys) != 0 {
 		t.Errorf("objects left in the bucket after both nodes removed the patch: %v", keys)
+	}
+}
+
+// An upload through a node whose object store stops mid-upload fails with
+// an error answer, records nothing, leaves no blob, and succeeds when
+// retried once the store is back.
+func TestUploadWhenTheStoreStopsMidway(t *testing.T) {
+	srv := objtest.S3Server(t)
+	p := objtest.NewProxy(t, srv.Endpoint)
+	cfg, _ := s3Config(t, p.URL)
+	r := startNode(t, cfg)
+	mac := login(t, r.url, auth.BootstrapUser, bootstrapPassword(t, r.console.String()))
+	content := bytes.Repeat([]byte("a patch cut short "), 12<<20/18)
+	digest := blob.FromBytes(content).String()
+	q := url.Values{"digest": {digest}, "kernel": {"5.15.0-107.117-generic"}, "arch": {"x86_64"}, "version": {"107.1"}}
+	post := func() (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, r.url+"/v1/admin/patches?"+q.Encode(), bytes.NewReader(content))
+		req.Header.Set("Authorization", "Macaroon "+mac)
+		req.Header.Set("Content-Type", "application/octet-stream")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	p.CutUpload(3 << 20)
+	status, body := post()
+	if status < 500 || !strings.Contains(body, `"error"`) {
+		t.Fatalf("upload with the store stopping midway: %d %s, want a 5xx error envelope", status, body)
+	}
+	p.Up()
+	req, _ := http.NewRequest(http.MethodGet, r.url+"/v1/admin/patches/"+digest, nil)
+	req.Header.Set("Authorization", "Macaroon "+mac)
+	getJSON(t, req, http.StatusNotFound, nil)
+	head, err := srv.Client().HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: &cfg.Blobs.S3Bucket,
+		Key: aws.String("blobs/sha256/" + digest[len("sha256:"):])})
+	if err == nil {
+		t.Fatalf("a blob of %d bytes is visible after the failed upload", aws.ToInt64(head.ContentLength))
+	}
+	if status, body := post(); status != http.StatusCreated {
+		t.Fatalf("retried upload: %d %s, want 201", status, body)
+	}
+	req, _ = http.NewRequest(http.MethodGet, r.url+"/v1/blobs/"+digest, nil)
+	req.Header.Set("Authorization", "Macaroon "+mac)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !bytes.Equal(got, content) {
+		t.Fatalf("download after the retry: %d, %d bytes; want 200 with the %d uploaded", resp.StatusCode, len(got), len(content))
 	}
 }
