@@ -198,17 +198,23 @@ func newID() string {
 }
 
 // Sweep discards staging entries older than AbandonAfter and reports how
-// many it removed. Trash left by a delete cut short is removed too, unless
-// its blob is gone and a claim remains, in which case it is restored.
+// many it removed. It also clears what a process that died mid-operation
+// left older than that: probe objects, and trash copies of a delete cut
+// short — restoring the blob from its trash first if the blob is gone but a
+// node still claims it (the delete's last step never ran).
 func (s *Store) Sweep(ctx context.Context) (int, error) {
 	cutoff := time.Now().Add(-s.opts.AbandonAfter)
-	var stale []string
-	err := s.b.List(ctx, s.opts.Prefix+"staging/", func(o ObjectInfo) error {
-		if o.Modified.Before(cutoff) {
-			stale = append(stale, o.Key)
-		}
-		return nil
-	})
+	old := func(prefix string) ([]string, error) {
+		var keys []string
+		err := s.b.List(ctx, s.opts.Prefix+prefix, func(o ObjectInfo) error {
+			if o.Modified.Before(cutoff) {
+				keys = append(keys, o.Key)
+			}
+			return nil
+		})
+		return keys, err
+	}
+	stale, err := old("staging/")
 	if err != nil {
 		return 0, fmt.Errorf("objblob: sweep staging: %w", err)
 	}
@@ -221,10 +227,47 @@ func (s *Store) Sweep(ctx context.Context) (int, error) {
 		}
 		n++
 	}
+	probes, err := old("probe/")
+	errs = append(errs, err)
+	for _, k := range probes {
+		errs = append(errs, s.b.Delete(ctx, k))
+	}
+	trash, err := old("trash/")
+	errs = append(errs, err)
+	for _, k := range trash {
+		errs = append(errs, s.sweepTrash(ctx, k))
+	}
 	if err := errors.Join(errs...); err != nil {
-		return n, fmt.Errorf("objblob: sweep staging: %w", err)
+		return n, fmt.Errorf("objblob: sweep: %w", err)
 	}
 	return n, nil
+}
+
+// sweepTrash removes trash/<hex>/<id>, first restoring the blob from it if
+// the blob is missing while a node claims it.
+func (s *Store) sweepTrash(ctx context.Context, k string) error {
+	hexd, _, _ := strings.Cut(strings.TrimPrefix(k, s.opts.Prefix+"trash/"), "/")
+	d, err := blob.ParseDigest("sha256:" + hexd)
+	if err != nil {
+		return nil // not ours
+	}
+	key, _ := s.key(d)
+	if _, err := s.b.Head(ctx, key); errors.Is(err, blob.ErrNotFound) {
+		claims, err := s.Claims(ctx, d)
+		if err != nil {
+			return err
+		}
+		if len(claims) > 0 {
+			if err := s.b.Copy(ctx, k, key); err != nil {
+				return err
+			}
+			s.log.LogAttrs(ctx, slog.LevelWarn, "blob restored from the trash of a delete cut short",
+				slog.String("digest", string(d)), slog.Any("nodes", claims))
+		}
+	} else if err != nil {
+		return err
+	}
+	return s.b.Delete(ctx, k)
 }
 
 // Staged counts staging entries, old or new: the uploads in progress and

@@ -238,10 +238,43 @@ func testSweep(t *testing.T, d Driver) {
 	if n, err := young.Staged(ctx); err != nil || n != 1 {
 		t.Fatalf("a store opened with AbandonAfter 1h left %d staging entries (%v), want the young one kept", n, err)
 	}
+
+	// A delete cut short between its copy to trash and the end: the blob
+	// is gone, its trash copy left, and a node still claims it. Another,
+	// unclaimed, trash copy is simply removed.
+	b := content(77, 4000)
+	dg := blob.FromBytes(b)
+	if err := s.Bucket().Put(ctx, s.Prefix()+"trash/"+dg.Hex()+"/cut-short", b); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Bucket().Put(ctx, s.Prefix()+"refs/"+dg.Hex()+"/other-node", nil); err != nil {
+		t.Fatal(err)
+	}
+	gone := blob.FromBytes([]byte("unclaimed"))
+	if err := s.Bucket().Put(ctx, s.Prefix()+"trash/"+gone.Hex()+"/cut-short", []byte("unclaimed")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Bucket().Put(ctx, s.Prefix()+"probe/crashed-probe", []byte("probe")); err != nil {
+		t.Fatal(err)
+	}
+
 	time.Sleep(1100 * time.Millisecond) // object stores keep modification times in seconds
 	old := d.Open(t, Setup{Like: cfg, AbandonAfter: time.Millisecond})
 	if n, err := old.Staged(ctx); err != nil || n != 0 {
 		t.Fatalf("a store opened with AbandonAfter 1ms left %d staging entries (%v), want none", n, err)
+	}
+	if got := read(t, old, dg); !bytes.Equal(got, b) {
+		t.Errorf("the claimed blob was not restored from its trash")
+	}
+	if _, err := old.Stat(ctx, gone); !errors.Is(err, blob.ErrNotFound) {
+		t.Errorf("an unclaimed trash copy was restored: Stat %v, want ErrNotFound", err)
+	}
+	for _, p := range []string{"trash/", "probe/"} {
+		var left []string
+		old.Bucket().List(ctx, old.Prefix()+p, func(o objblob.ObjectInfo) error { left = append(left, o.Key); return nil })
+		if len(left) != 0 {
+			t.Errorf("left under %s after the sweep: %v", p, left)
+		}
 	}
 }
 
