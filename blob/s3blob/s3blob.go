@@ -34,6 +34,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -156,6 +157,8 @@ type bucket struct {
 	endpoint string
 	partSize int
 	pageSize int32
+	// parts holds part-sized buffers of ended uploads for the next ones.
+	parts *sync.Pool
 }
 
 func newBucket(ctx context.Context, o Options) (*bucket, error) {
@@ -259,7 +262,8 @@ func newBucket(ctx context.Context, o Options) (*bucket, error) {
 	if o.ListPageSize <= 0 || o.ListPageSize > 1000 {
 		o.ListPageSize = 1000
 	}
-	return &bucket{c: c, name: o.Bucket, prefix: prefix, endpoint: o.Endpoint, partSize: o.PartSize, pageSize: int32(o.ListPageSize)}, nil
+	return &bucket{c: c, name: o.Bucket, prefix: prefix, endpoint: o.Endpoint, partSize: o.PartSize, pageSize: int32(o.ListPageSize),
+		parts: &sync.Pool{New: func() any { return make([]byte, 0, o.PartSize) }}}, nil
 }
 
 // headerTimeout fails a request whose answer's headers take longer than d,
@@ -455,17 +459,14 @@ type upload struct {
 	buf     []byte
 	id      string // multipart upload id, once one is needed
 	parts   []types.CompletedPart
+	pooled  bool // buf came from the bucket's pool
 }
 
 func (u *upload) Write(p []byte) (int, error) {
 	n := 0
 	for len(p) > 0 {
 		if len(u.buf)+len(p) > cap(u.buf) {
-			// Grow straight to what is needed, at most one part: growth
-			// by doubling would leave a part's worth of garbage behind.
-			grown := make([]byte, len(u.buf), min(u.b.partSize, max(len(u.buf)+len(p), 2*cap(u.buf), 64<<10)))
-			copy(grown, u.buf)
-			u.buf = grown
+			u.grow(len(u.buf) + len(p))
 		}
 		room := u.b.partSize - len(u.buf)
 		c := min(room, len(p))
@@ -479,6 +480,34 @@ func (u *upload) Write(p []byte) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// grow makes room for need bytes, at most one part. A small blob gets a
+// buffer of its size; past smallUpload an upload takes a whole part's
+// buffer from the bucket's pool, which uploads hand back when they end, so
+// that uploads do not each allocate (and leave as garbage) a part's worth
+// of memory.
+func (u *upload) grow(need int) {
+	var grown []byte
+	if need > smallUpload {
+		grown = u.b.parts.Get().([]byte)[:len(u.buf)]
+		u.pooled = true
+	} else {
+		grown = make([]byte, len(u.buf), min(smallUpload, max(need, 2*cap(u.buf), 32<<10)))
+	}
+	copy(grown, u.buf)
+	u.buf = grown
+}
+
+// smallUpload is the most an upload buffers in memory of its own.
+const smallUpload = 256 << 10
+
+// release hands a pooled part buffer back.
+func (u *upload) release() {
+	if u.pooled {
+		u.b.parts.Put(u.buf[:0])
+	}
+	u.buf, u.pooled = nil, false
 }
 
 // flush sends the buffer as the next part, starting the multipart upload
@@ -506,6 +535,7 @@ func (u *upload) flush(ctx context.Context) error {
 }
 
 func (u *upload) Complete(ctx context.Context) error {
+	defer u.release()
 	if u.id == "" {
 		// Smaller than a part: one PutObject, atomic on its own.
 		return u.b.Put(ctx, u.key, u.buf)
@@ -520,7 +550,6 @@ func (u *upload) Complete(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("s3blob: complete upload: %w", explain(err))
 	}
-	u.buf = nil
 	// The blob is in place; a marker left behind only costs the sweep an
 	// abort of an upload that no longer exists, so its error is no failure.
 	_ = u.b.Delete(ctx, u.staging)
@@ -528,7 +557,7 @@ func (u *upload) Complete(ctx context.Context) error {
 }
 
 func (u *upload) Abort(ctx context.Context) error {
-	u.buf = nil
+	u.release()
 	if u.id == "" {
 		return nil
 	}
