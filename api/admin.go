@@ -669,25 +669,57 @@ func (s *server) listStorage(w http.ResponseWriter, r *http.Request, _ string) e
 	return nil
 }
 
+// DefaultOrphanGrace is how old an orphan blob must be before a storage
+// refresh with repair removes it: younger, it may be the blob of an upload
+// or sync round whose record is about to be written.
+const DefaultOrphanGrace = 24 * time.Hour
+
+// refetcher is the sync loop of a relay or edge, which can fetch again the
+// blobs its records name (federation.Puller).
+type refetcher interface {
+	Refetch(ctx context.Context, sizes map[blob.Digest]int64) error
+}
+
 // refreshStorage compares the stored blobs with the patch records and
 // reports blobs no record names (orphans) and records whose blob is gone
-// (missing). It changes nothing: what to do about either is the
-// operator's call.
+// (missing). Without repair it changes nothing.
+//
+// With ?repair=true it also removes orphans older than ?grace= (default
+// 24h; on a shared bucket a removal drops this node's claim, and the blob
+// goes only when no node names it), claims every recorded blob on a shared
+// bucket (restoring claims lost), and on a relay or edge fetches missing
+// blobs again from the upstreams. The hub has no upstream: its missing
+// blobs must be uploaded again.
 func (s *server) refreshStorage(w http.ResponseWriter, r *http.Request, _ string) error {
 	ctx := r.Context()
-	blobs := map[string]bool{}
+	q := newQuery(r)
+	repair := q.bool("repair")
+	if q.err != nil {
+		return q.err
+	}
+	grace := DefaultOrphanGrace
+	if v := r.URL.Query().Get("grace"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return invalid("grace", "must be a duration such as 24h or 30m, got %q", v)
+		}
+		grace = d
+	}
+	blobs := map[string]blob.Info{}
 	if err := s.blobs.Enumerate(ctx, func(i blob.Info) error {
-		blobs[string(i.Digest)] = true
+		blobs[string(i.Digest)] = i
 		return nil
 	}); err != nil {
 		return err
 	}
 	recorded := map[string]bool{}
 	missing := []string{}
+	sizes := map[blob.Digest]int64{}
 	if err := s.eachPatch(ctx, store.PatchFilter{IncludeWithdrawn: true}, func(p catalog.Patch) error {
 		recorded[p.Digest] = true
-		if !blobs[p.Digest] {
+		if _, ok := blobs[p.Digest]; !ok {
 			missing = append(missing, p.Digest)
+			sizes[blob.Digest(p.Digest)] = p.Size
 		}
 		return nil
 	}); err != nil {
@@ -707,15 +739,75 @@ func (s *server) refreshStorage(w http.ResponseWriter, r *http.Request, _ string
 	}
 	slices.Sort(orphans)
 	slices.Sort(missing)
+	removed, refetched := []string{}, []string{}
+	if repair {
+		removed = s.removeOrphans(ctx, orphans, blobs, grace)
+		if c, ok := s.blobs.(blob.Claimer); ok {
+			for d := range recorded {
+				if _, ok := blobs[d]; ok {
+					if err := c.Claim(ctx, blob.Digest(d)); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		if rf, ok := s.sync.(refetcher); ok && len(missing) > 0 {
+			if err := rf.Refetch(ctx, sizes); err != nil {
+				s.log.LogAttrs(ctx, slog.LevelWarn, "storage repair could not fetch every missing blob",
+					slog.String("error", err.Error()))
+			}
+			still := []string{}
+			for _, d := range missing {
+				if _, err := s.blobs.Stat(ctx, blob.Digest(d)); err == nil {
+					refetched = append(refetched, d)
+				} else {
+					still = append(still, d)
+				}
+			}
+			missing = still
+		}
+	}
 	s.log.LogAttrs(ctx, slog.LevelInfo, "storage refresh", slog.Int("blobs", len(blobs)),
-		slog.Int("patches", len(recorded)), slog.Int("orphans", len(orphans)), slog.Int("missing", len(missing)))
+		slog.Int("patches", len(recorded)), slog.Int("orphans", len(orphans)), slog.Int("missing", len(missing)),
+		slog.Bool("repair", repair), slog.Int("removed", len(removed)), slog.Int("refetched", len(refetched)))
 	writeJSON(w, http.StatusOK, struct {
-		Blobs   int      `json:"blobs"`
-		Patches int      `json:"patches"`
-		Orphans []string `json:"orphans"`
-		Missing []string `json:"missing"`
-	}{len(blobs), len(recorded), orphans, missing})
+		Blobs     int      `json:"blobs"`
+		Patches   int      `json:"patches"`
+		Orphans   []string `json:"orphans"`
+		Missing   []string `json:"missing"`
+		Removed   []string `json:"removed"`
+		Refetched []string `json:"refetched"`
+	}{len(blobs), len(recorded), orphans, missing, removed, refetched})
 	return nil
+}
+
+// removeOrphans removes the orphans older than grace, each after checking
+// again that no record names it (one may have been written meanwhile).
+func (s *server) removeOrphans(ctx context.Context, orphans []string, infos map[string]blob.Info, grace time.Duration) []string {
+	removed := []string{}
+	// Modification times come from the blob store's clock, which is real
+	// time even when the api's clock is pinned (tests).
+	cutoff := time.Now().Add(-grace)
+	for _, d := range orphans {
+		if !infos[d].Modified.Before(cutoff) {
+			continue
+		}
+		unlock := s.uploads.lock(blob.Digest(d))
+		_, err := s.store.Patch(ctx, d)
+		if errors.Is(err, catalog.ErrNotFound) {
+			err = s.blobs.Remove(ctx, blob.Digest(d))
+			if err == nil || errors.Is(err, blob.ErrNotFound) {
+				removed = append(removed, d)
+				err = nil
+			}
+		}
+		unlock()
+		if err != nil {
+			s.log.LogAttrs(ctx, slog.LevelError, "storage repair could not remove an orphan blob",
+				slog.String("digest", d), slog.String("error", err.Error()))
+		}
+	}
+	return removed
 }
 
 // nonNil makes an empty listing encode as [] rather than null.

@@ -68,7 +68,11 @@ type Info struct {
 type Config struct {
 	Store store.Store
 	Blobs blob.Store
-	Auth  *auth.Authenticator
+	// BlobRedirect, when positive and Blobs is a blob.Presigner, answers
+	// blob downloads with a redirect to a URL of the object store valid
+	// this long, instead of relaying the bytes.
+	BlobRedirect time.Duration
+	Auth         *auth.Authenticator
 	// Log receives the access log, errors and security events. It is
 	// wrapped with NewLogHandler if it is not already. Nil discards.
 	Log *slog.Logger
@@ -145,6 +149,10 @@ type server struct {
 	now     func() time.Time
 	started time.Time
 	uploads digestLocks
+	// redirect is Config.BlobRedirect; probe rate-limits the blob store
+	// probe of /debug/status.
+	redirect time.Duration
+	probe    probeCache
 
 	sync       federation.Control
 	hubPub     ed25519.PublicKey
@@ -232,6 +240,8 @@ func New(cfg Config) (http.Handler, error) {
 		limits:  cfg.Limits,
 		info:    cfg.Info,
 		now:     cfg.Now,
+
+		redirect: cfg.BlobRedirect,
 
 		sync:       cfg.Sync,
 		hubPub:     cfg.HubKey,

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -439,5 +440,64 @@ func TestFailedUploadKeepsOnlyBlobsItDidNotCreate(t *testing.T) {
 	}
 	if _, err := e.blobs.Stat(ctx, d); err != nil {
 		t.Errorf("blob that existed before the refused upload: Stat err %v, want it kept", err)
+	}
+}
+
+// A repair removes orphans past the grace period, keeps younger ones and
+// every recorded blob, and on the hub (no upstream) leaves missing blobs
+// reported.
+func TestStorageRefreshRepair(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	kept := e.upload(content(100, "kept"), "107.1")
+	lost := e.upload(content(200, "lost"), "107.2")
+	orphan := content(300, "orphan")
+	if _, err := blob.Put(ctx, e.blobs, blob.FromBytes(orphan), strings.NewReader(string(orphan))); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.blobs.Remove(ctx, blob.Digest(lost.Digest)); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		Blobs, Patches                       int
+		Orphans, Missing, Removed, Refetched []string
+	}
+	for _, tc := range []struct {
+		name, query string
+		status      int
+		removed     []string
+	}{
+		{"bad grace", "?repair=true&grace=soon", 400, nil},
+		{"negative grace", "?repair=true&grace=-1h", 400, nil},
+		{"orphan younger than the grace", "?repair=true&grace=1h", 200, []string{}},
+		{"no repair", "?grace=0s", 200, []string{}},
+		{"orphan older than the grace", "?repair=true&grace=0s", 200, []string{digestOf(orphan)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var res result
+			r := e.request(http.MethodPost, "/v1/admin/storage/refresh"+tc.query, e.admin, nil)
+			if r.StatusCode != tc.status {
+				t.Fatalf("%d %s, want %d", r.StatusCode, r.body, tc.status)
+			}
+			if tc.status != 200 {
+				if r.errField() != "grace" {
+					t.Errorf("error field %q, want grace", r.errField())
+				}
+				return
+			}
+			e.want(r, 200, &res)
+			if !slices.Equal(res.Removed, tc.removed) {
+				t.Errorf("removed %v, want %v", res.Removed, tc.removed)
+			}
+			if !slices.Equal(res.Missing, []string{lost.Digest}) || len(res.Refetched) != 0 {
+				t.Errorf("missing %v, refetched %v; want %s still missing on the hub", res.Missing, res.Refetched, lost.Digest)
+			}
+		})
+	}
+	if _, err := e.blobs.Stat(ctx, blob.FromBytes(orphan)); !errors.Is(err, blob.ErrNotFound) {
+		t.Errorf("orphan after the repair: Stat %v, want ErrNotFound", err)
+	}
+	if _, err := e.blobs.Stat(ctx, blob.Digest(kept.Digest)); err != nil {
+		t.Errorf("recorded blob after the repair: Stat %v, want it kept", err)
 	}
 }

@@ -1,10 +1,13 @@
 package api
 
 import (
+	"context"
 	"crypto/ed25519"
 	"errors"
 	"log/slog"
 	"net/http"
+	"sync"
+	"time"
 
 	"github.com/patchmesh/patchmesh/blob"
 	"github.com/patchmesh/patchmesh/federation"
@@ -49,11 +52,12 @@ func (s *server) debugStatus(w http.ResponseWriter, r *http.Request) error {
 		return health{Error: what + " unavailable; request " + RequestID(ctx)}
 	}
 	st := check("store", s.store.Ping(ctx))
-	_, err := s.blobs.Stat(ctx, probeDigest)
-	if errors.Is(err, blob.ErrNotFound) {
-		err = nil
+	bl := check("blob store", s.probe.check(ctx, s.blobs, s.now()))
+	if bl.OK {
+		s.metrics.blobProbeUp.Set(1)
+	} else {
+		s.metrics.blobProbeUp.Set(0)
 	}
-	bl := check("blob store", err)
 	status := http.StatusOK
 	if !st.OK || !bl.OK {
 		status = http.StatusServiceUnavailable
@@ -63,4 +67,38 @@ func (s *server) debugStatus(w http.ResponseWriter, r *http.Request) error {
 		Blobs health `json:"blobs"`
 	}{st, bl})
 	return nil
+}
+
+// probeEvery is how often /debug/status really checks the blob store; a
+// request in between gets the last result. Checks write to the store, and
+// the status endpoint is unauthenticated: a flood of requests must not
+// become a flood of writes.
+const probeEvery = 5 * time.Second
+
+// probeCache runs at most one blob store check per probeEvery.
+type probeCache struct {
+	mu   sync.Mutex
+	at   time.Time
+	last error
+}
+
+// check probes bs end to end if it can (blob.Prober: a tiny object written,
+// read back and deleted, so a vanished bucket or directory shows), else
+// asks it about a digest that names nothing.
+func (p *probeCache) check(ctx context.Context, bs blob.Store, now time.Time) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.at.IsZero() && now.Sub(p.at) < probeEvery && now.Sub(p.at) >= 0 {
+		return p.last
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var err error
+	if pr, ok := bs.(blob.Prober); ok {
+		err = pr.Probe(ctx)
+	} else if _, err = bs.Stat(ctx, probeDigest); errors.Is(err, blob.ErrNotFound) {
+		err = nil
+	}
+	p.at, p.last = now, err
+	return err
 }

@@ -27,6 +27,7 @@ const (
 	codeDigestMismatch   = "digest_mismatch"
 	codeOverloaded       = "overloaded"
 	codeInternal         = "internal"
+	codeBadRange         = "range_not_satisfiable"
 	// Federation: the node's role does not allow the request.
 	codeNotHub        = "not_hub"
 	codeNotDownstream = "not_downstream"
@@ -98,6 +99,9 @@ func classify(err error) (int, errorDetail) {
 			Message: "these credentials do not grant this request"}
 	case errors.Is(err, catalog.ErrNotFound), errors.Is(err, blob.ErrNotFound):
 		return http.StatusNotFound, errorDetail{Code: codeNotFound, Message: "not found"}
+	case errors.Is(err, blob.ErrRangeNotSatisfiable):
+		return http.StatusRequestedRangeNotSatisfiable, errorDetail{Code: codeBadRange,
+			Message: "the blob does not have the bytes the Range header asks for"}
 	case errors.Is(err, catalog.ErrConflict):
 		return http.StatusConflict, errorDetail{Code: codeConflict, Message: conflictMessage(err)}
 	}

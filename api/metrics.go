@@ -27,6 +27,8 @@ type Metrics struct {
 	queued        prometheus.Gauge
 	overloads     prometheus.Counter
 	blobBytes     prometheus.Counter
+	blobRedirects prometheus.Counter
+	blobProbeUp   prometheus.Gauge
 }
 
 // Auth outcomes, the outcome label of the auth metrics.
@@ -86,9 +88,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Subsystem: "blob", Name: "served_bytes_total",
 			Help: "Blob bytes sent in answers to GET /v1/blobs.",
 		}),
+		blobRedirects: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "blob", Name: "redirects_total",
+			Help: "GET /v1/blobs answered with a redirect to a presigned object-store URL (blobs.redirect).",
+		}),
+		blobProbeUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: "blob", Name: "store_up",
+			Help: "1 if the last blob store check of /debug/status succeeded (a write, read and delete on object stores), else 0.",
+		}),
 	}
 	reg.MustRegister(m.httpDuration, m.authTotal, m.authDuration, m.storeDuration,
-		m.storeErrors, m.inFlight, m.queued, m.overloads, m.blobBytes)
+		m.storeErrors, m.inFlight, m.queued, m.overloads, m.blobBytes, m.blobRedirects, m.blobProbeUp)
 	if g, ok := reg.(prometheus.Gatherer); ok {
 		m.gatherer = g
 	}

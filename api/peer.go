@@ -71,6 +71,10 @@ func (s *server) checkPeerToken(r *http.Request) error {
 // sendBlob answers GET or HEAD for a committed blob, with Range support
 // and the digest as its ETag, as GET /v1/blobs does.
 func (s *server) sendBlob(w http.ResponseWriter, r *http.Request, digest string) error {
+	if ro, ok := s.blobs.(blob.RangeOpener); ok {
+		w.Header().Set("Cache-Control", "private, max-age=31536000, immutable")
+		return s.sendSection(w, r, ro, digest, false)
+	}
 	rs, info, err := s.blobs.Open(r.Context(), blob.Digest(digest))
 	if err != nil {
 		return err

@@ -30,6 +30,9 @@ var (
 	ErrDigestMismatch = errors.New("blob digest mismatch")
 	// ErrInvalidDigest means a string is not a sha256 content address.
 	ErrInvalidDigest = errors.New("invalid digest")
+	// ErrRangeNotSatisfiable means a blob does not have the bytes a
+	// RangeOpener was asked for.
+	ErrRangeNotSatisfiable = errors.New("range not satisfiable")
 )
 
 // Digest is a content address, "sha256:" followed by 64 lowercase hex digits.
@@ -105,6 +108,41 @@ type Remover interface {
 // until fn returns an error, which it then returns.
 type Enumerator interface {
 	Enumerate(ctx context.Context, fn func(Info) error) error
+}
+
+// Section is what a RangeOpener opened: the blob's Info, and which of its
+// bytes the reader holds.
+type Section struct {
+	Info
+	Offset, Length int64
+}
+
+// RangeOpener is implemented by drivers on which every read is a request
+// to another server (object stores). OpenRange reads the blob, or the one
+// byte range rng names (an HTTP Range value such as "bytes=100-199",
+// "bytes=-500"; "" for all), with one request, so that serving a download
+// costs one upstream request whatever the client asked for.
+type RangeOpener interface {
+	OpenRange(ctx context.Context, d Digest, rng string) (io.ReadCloser, Section, error)
+}
+
+// Presigner is implemented by drivers whose store can hand a client a URL
+// that reads a blob directly, without credentials, until ttl passes.
+type Presigner interface {
+	PresignGet(ctx context.Context, d Digest, ttl time.Duration) (string, error)
+}
+
+// Prober is implemented by drivers that can check the store end to end
+// (write, read back and delete a tiny object), which a Stat cannot.
+type Prober interface {
+	Probe(ctx context.Context) error
+}
+
+// Claimer is implemented by drivers whose store other nodes share: Claim
+// records that this node names d, found already present, so that another
+// node's delete keeps it.
+type Claimer interface {
+	Claim(ctx context.Context, d Digest) error
 }
 
 // Store is a full blob driver.

@@ -18,6 +18,7 @@ import (
 	"github.com/patchmesh/patchmesh/api"
 	"github.com/patchmesh/patchmesh/auth"
 	"github.com/patchmesh/patchmesh/blob/pgblob"
+	"github.com/patchmesh/patchmesh/blob/s3blob"
 	"github.com/patchmesh/patchmesh/federation"
 	"github.com/patchmesh/patchmesh/webhook"
 )
@@ -106,6 +107,8 @@ const (
 	DriverSQLite   = "sqlite"
 	DriverPostgres = "postgres"
 	DriverFS       = "fs"
+	DriverS3       = "s3"
+	DriverSwift    = "swift"
 )
 
 // StoreConfig chooses and tunes the metadata store.
@@ -132,15 +135,92 @@ type StoreConfig struct {
 }
 
 // BlobsConfig chooses and tunes where patch files are kept.
+//
+// The object-store options are flat (s3_…, swift_…) so that each has its
+// own environment variable, e.g. PATCHMESH_BLOBS_S3_SECRET_KEY. Secrets
+// can also come from files (…_file), which is the better place for them.
 type BlobsConfig struct {
-	// Driver is fs (files under Path, served with sendfile) or postgres
-	// (chunked rows in the store's database; needs store.driver postgres).
-	// Default fs.
+	// Driver is fs (files under Path, served with sendfile), postgres
+	// (chunked rows in the store's database; needs store.driver postgres),
+	// s3 (an S3 bucket or an S3-compatible store) or swift (an OpenStack
+	// Swift container). Default fs.
 	Driver string `yaml:"driver"`
 	// Path is the fs driver's directory. Default <data_dir>/blobs.
 	Path string `yaml:"path"`
 	// ChunkSize is the postgres driver's row size in bytes. Default 1 MiB.
 	ChunkSize int `yaml:"chunk_size"`
+
+	// Shared says other nodes (of one data centre) use the same bucket or
+	// container and prefix: a blob one writes is visible to all, and a
+	// node's delete removes a blob only once no node names it. Node names
+	// must then be unique among them. s3 and swift only. Default false.
+	Shared bool `yaml:"shared"`
+	// Redirect answers a blob download with a redirect to a short-lived
+	// presigned S3 URL or Swift temp URL instead of relaying the bytes.
+	// The client then needs to reach the object store. Default false.
+	Redirect bool `yaml:"redirect"`
+	// RedirectTTL is how long a redirect URL stays valid. Default 5m.
+	RedirectTTL time.Duration `yaml:"redirect_ttl"`
+
+	// S3Bucket is the s3 driver's bucket (required for it).
+	S3Bucket string `yaml:"s3_bucket"`
+	// S3Prefix is prepended to every key, e.g. patchmesh/.
+	S3Prefix string `yaml:"s3_prefix"`
+	// S3Region is the bucket's region. Default: the SDK's (AWS_REGION,
+	// ~/.aws/config), else us-east-1.
+	S3Region string `yaml:"s3_region"`
+	// S3Endpoint is the base URL of an S3-compatible store (MinIO, Ceph
+	// RGW…), e.g. https://minio.dc1.example:9000. Empty: AWS.
+	S3Endpoint string `yaml:"s3_endpoint"`
+	// S3PathStyle puts the bucket in the URL path, as most S3-compatible
+	// stores want. Default false.
+	S3PathStyle bool `yaml:"s3_path_style"`
+	// S3Secure requires TLS to the store; turn it off only to allow a
+	// plain http:// endpoint on a trusted network. Default true.
+	S3Secure bool `yaml:"s3_secure"`
+	// S3AccessKey and S3SecretKey (or S3SecretKeyFile) are static
+	// credentials. Empty: the AWS SDK's default chain (AWS_ACCESS_KEY_ID
+	// and AWS_SECRET_ACCESS_KEY, shared files, an instance role).
+	S3AccessKey     string `yaml:"s3_access_key"`
+	S3SecretKey     string `yaml:"s3_secret_key"`
+	S3SecretKeyFile string `yaml:"s3_secret_key_file"`
+	// S3CAFile is a PEM bundle trusted besides the system roots.
+	S3CAFile string `yaml:"s3_ca_file"`
+	// S3PartSize is the multipart part size in bytes, about the memory
+	// one upload holds (5 MiB to 1 GiB). Default 8 MiB.
+	S3PartSize int `yaml:"s3_part_size"`
+
+	// SwiftAuthURL is the identity endpoint: …/auth/v1.0 (auth v1,
+	// tempauth) or …/v3 (Keystone). Required for the swift driver.
+	SwiftAuthURL string `yaml:"swift_auth_url"`
+	// SwiftAuthVersion is 1 or 3. Default: guessed from the URL.
+	SwiftAuthVersion int `yaml:"swift_auth_version"`
+	// SwiftUser and SwiftKey (or SwiftKeyFile) log in; v1 users are
+	// account:user. Keystone users also need SwiftDomain and SwiftProject
+	// (SwiftProjectDomain if the project's domain differs).
+	SwiftUser          string `yaml:"swift_user"`
+	SwiftKey           string `yaml:"swift_key"`
+	SwiftKeyFile       string `yaml:"swift_key_file"`
+	SwiftDomain        string `yaml:"swift_domain"`
+	SwiftProject       string `yaml:"swift_project"`
+	SwiftProjectDomain string `yaml:"swift_project_domain"`
+	// SwiftAppCredentialID and its secret (or secret file) log in with a
+	// Keystone application credential instead of a user.
+	SwiftAppCredentialID         string `yaml:"swift_app_credential_id"`
+	SwiftAppCredentialSecret     string `yaml:"swift_app_credential_secret"`
+	SwiftAppCredentialSecretFile string `yaml:"swift_app_credential_secret_file"`
+	// SwiftRegion picks the object-store endpoint of the Keystone catalog.
+	SwiftRegion string `yaml:"swift_region"`
+	// SwiftContainer is the container (required; it must exist).
+	SwiftContainer string `yaml:"swift_container"`
+	// SwiftPrefix is prepended to every object name.
+	SwiftPrefix string `yaml:"swift_prefix"`
+	// SwiftCAFile is a PEM bundle trusted besides the system roots.
+	SwiftCAFile string `yaml:"swift_ca_file"`
+	// SwiftTempURLKey (or SwiftTempURLKeyFile) is the account's temp URL
+	// key, needed only for redirect.
+	SwiftTempURLKey     string `yaml:"swift_temp_url_key"`
+	SwiftTempURLKeyFile string `yaml:"swift_temp_url_key_file"`
 }
 
 // AuthConfig tunes administrator authentication.
@@ -387,8 +467,11 @@ func DefaultsWithEnv(getenv func(string) string) Config {
 			ConnMaxIdleTime: 30 * time.Minute,
 		},
 		Blobs: BlobsConfig{
-			Driver:    DriverFS,
-			ChunkSize: pgblob.DefaultChunkSize,
+			Driver:      DriverFS,
+			ChunkSize:   pgblob.DefaultChunkSize,
+			RedirectTTL: 5 * time.Minute,
+			S3Secure:    true,
+			S3PartSize:  s3blob.DefaultPartSize,
 		},
 		Auth: AuthConfig{
 			MacaroonTTL: auth.DefaultMacaroonTTL,
@@ -630,18 +713,7 @@ func (c Config) Validate() error {
 		bad("store.driver", "must be sqlite or postgres, got %q", c.Store.Driver)
 	}
 
-	switch c.Blobs.Driver {
-	case DriverFS:
-	case DriverPostgres:
-		if c.Store.Driver != DriverPostgres {
-			bad("blobs.driver", "postgres keeps blobs in the store's database, so it needs store.driver postgres (store.driver is %q)", c.Store.Driver)
-		}
-		if c.Blobs.ChunkSize < 4096 || c.Blobs.ChunkSize > pgblob.MaxChunkSize {
-			bad("blobs.chunk_size", "must be between 4096 and %d bytes, got %d", pgblob.MaxChunkSize, c.Blobs.ChunkSize)
-		}
-	default:
-		bad("blobs.driver", "must be fs or postgres, got %q", c.Blobs.Driver)
-	}
+	errs = append(errs, c.validateBlobs()...)
 
 	if err := c.authConfig().Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("auth.%w", err))

@@ -205,7 +205,7 @@ func envValue(t *testing.T, typ reflect.Type, i int) (string, any) {
 	case typ == stringsType:
 		return " a, b ,,c", []string{"a", "b", "c"}
 	case typ.Kind() == reflect.Bool:
-		return "true", true // every bool option defaults to false
+		return strconv.FormatBool(i%2 == 0), i%2 == 0
 	case typ.Kind() == reflect.Int, typ.Kind() == reflect.Int32, typ.Kind() == reflect.Int64:
 		v := reflect.New(typ).Elem()
 		v.SetInt(int64(1000 + i))

@@ -16,14 +16,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/patchmesh/patchmesh/api"
 	"github.com/patchmesh/patchmesh/auth"
 	"github.com/patchmesh/patchmesh/blob"
-	"github.com/patchmesh/patchmesh/blob/fsblob"
-	"github.com/patchmesh/patchmesh/blob/pgblob"
 	"github.com/patchmesh/patchmesh/federation"
 	"github.com/patchmesh/patchmesh/store"
 	"github.com/patchmesh/patchmesh/store/sqlstore"
@@ -213,13 +212,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 	// long polls end as the drain begins.
 	stopping := make(chan struct{})
 	handler, err := api.New(api.Config{
-		Store:      n.store,
-		Blobs:      n.blobs,
-		Auth:       n.auth,
-		Log:        log,
-		Metrics:    metrics,
-		Gatherer:   reg,
-		MachineKey: key,
+		Store:        n.store,
+		Blobs:        n.blobs,
+		BlobRedirect: n.blobRedirect(),
+		Auth:         n.auth,
+		Log:          log,
+		Metrics:      metrics,
+		Gatherer:     reg,
+		MachineKey:   key,
 		Limits: api.Limits{
 			MaxBodyBytes:   cfg.Limits.MaxBodyBytes,
 			MaxUploadBytes: cfg.Limits.MaxUploadBytes,
@@ -319,23 +319,15 @@ func (e *scrubbedError) Error() string { return e.msg }
 func (e *scrubbedError) Unwrap() error { return e.err }
 
 func (n *Node) openBlobs(ctx context.Context) error {
-	switch n.cfg.Blobs.Driver {
-	case DriverFS:
-		path := n.cfg.BlobPath()
-		s, err := fsblob.Open(path)
-		if err != nil {
-			return fmt.Errorf("node: open blob dir %s: %w", path, err)
-		}
-		n.blobs = s
-		n.log.Info("blobs_open", "driver", DriverFS, "path", path)
-	case DriverPostgres:
-		s, err := pgblob.Open(ctx, n.store.Pool(), pgblob.Options{ChunkSize: n.cfg.Blobs.ChunkSize})
-		if err != nil {
-			return fmt.Errorf("node: open postgres blobs: %w", err)
-		}
-		n.blobs = s
-		n.log.Info("blobs_open", "driver", DriverPostgres, "chunk_size", n.cfg.Blobs.ChunkSize)
+	var pool *pgxpool.Pool
+	if n.cfg.Blobs.Driver == DriverPostgres {
+		pool = n.store.Pool()
 	}
+	s, err := openBlobStore(ctx, n.cfg, pool, n.log)
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	n.blobs = s
 	return nil
 }
 

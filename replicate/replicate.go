@@ -446,6 +446,13 @@ func (r *Replicator) run(t *transfer, w Want) {
 // transfer makes w present from src unless it already is.
 func (r *Replicator) transfer(ctx context.Context, src Source, w Want) (fetched bool, n int64, err error) {
 	if _, err := r.blobs.Stat(ctx, w.Digest); err == nil {
+		// On a store shared with other nodes the blob may be another
+		// node's: claim it, so that their delete keeps it for us.
+		if c, ok := r.blobs.(blob.Claimer); ok {
+			if err := c.Claim(ctx, w.Digest); err != nil {
+				return false, 0, fmt.Errorf("replicate %s: claim: %w", w.Digest, err)
+			}
+		}
 		return false, 0, nil
 	} else if !errors.Is(err, blob.ErrNotFound) {
 		return false, 0, fmt.Errorf("replicate %s: stat: %w", w.Digest, err)

@@ -14,6 +14,7 @@ import (
 	"path"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -867,4 +868,46 @@ func TestStalledBodyIsDroppedAndResumed(t *testing.T) {
 	if want := fmt.Sprintf(`bytes=%d- if "%s"`, cut, w.Digest); len(up.ranges) != 1 || up.ranges[0] != want {
 		t.Errorf("want one resume %q, got %q", want, up.ranges)
 	}
+}
+
+// claimRecorder is a real filesystem store that also records claims, as a
+// store shared with other nodes (blob.Claimer) takes them.
+type claimRecorder struct {
+	localStore
+	mu      sync.Mutex
+	claimed []blob.Digest
+}
+
+func (c *claimRecorder) Claim(_ context.Context, d blob.Digest) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.claimed = append(c.claimed, d)
+	return nil
+}
+
+// A blob found already present on a shared store may be another node's:
+// the replicator claims it instead of fetching it.
+func TestPresentBlobOnASharedStoreIsClaimed(t *testing.T) {
+	up := newUpstream(t)
+	c := &claimRecorder{localStore: newLocal(t)}
+	r, err := New(Config{Blobs: c, Client: &http.Client{Timeout: 30 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	present, absent := randomBytes(t, 1000), randomBytes(t, 2000)
+	wants := []Want{up.add(present), up.add(absent)}
+	if _, err := blob.Put(context.Background(), c, blob.FromBytes(present), bytes.NewReader(present)); err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.Fetch(context.Background(), up.source(), wants)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Fetched != 1 || res.Present != 1 {
+		t.Errorf("want 1 fetched and 1 present, got %+v", res)
+	}
+	if !slices.Equal(c.claimed, []blob.Digest{wants[0].Digest}) {
+		t.Errorf("claims = %v, want only the present blob %s", c.claimed, wants[0].Digest)
+	}
+	c.mustHave(t, wants[1].Digest, absent)
 }

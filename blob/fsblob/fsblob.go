@@ -314,3 +314,37 @@ func notFound(d blob.Digest, err error) error {
 	}
 	return fmt.Errorf("fsblob: %s: %w", d, err)
 }
+
+// Probe writes, reads back and removes a small file in the staging
+// directory, and checks that the blob directory is there: a directory that
+// vanished or turned read-only shows as down, which a Stat of a missing
+// blob would not.
+func (s *Store) Probe(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if _, err := os.Stat(s.root); err != nil {
+		return fmt.Errorf("fsblob: probe: %w", err)
+	}
+	f, err := os.CreateTemp(s.tmp, tempPrefix+"probe-*")
+	if err != nil {
+		return fmt.Errorf("fsblob: probe: %w", err)
+	}
+	defer os.Remove(f.Name())
+	want := []byte("patchmesh probe")
+	_, err = f.Write(want)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("fsblob: probe write: %w", err)
+	}
+	got, err := os.ReadFile(f.Name())
+	if err != nil || string(got) != string(want) {
+		return fmt.Errorf("fsblob: probe read back %q: %v", got, err)
+	}
+	if err := os.Remove(f.Name()); err != nil {
+		return fmt.Errorf("fsblob: probe remove: %w", err)
+	}
+	return nil
+}

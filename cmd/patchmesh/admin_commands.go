@@ -836,20 +836,34 @@ func (a *admin) storageList(ctx context.Context, args []string) error {
 }
 
 func (a *admin) storageRefresh(ctx context.Context, args []string) error {
-	api, _, err := a.prepare(ctx, "storage refresh", args)
+	fs := a.flags("storage refresh")
+	repair := fs.Bool("repair", false, "remove orphans older than --grace and fetch missing blobs again from upstream")
+	grace := fs.Duration("grace", 24*time.Hour, "with --repair, how old an orphan must be to be removed")
+	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
-	raw, err := api.call(ctx, http.MethodPost, "/v1/admin/storage/refresh", nil, nil)
+	api, _, err := a.open("storage refresh", pos)
+	if err != nil {
+		return err
+	}
+	q := url.Values{}
+	if *repair {
+		q.Set("repair", "true")
+		q.Set("grace", grace.String())
+	}
+	raw, err := api.call(ctx, http.MethodPost, "/v1/admin/storage/refresh", q, nil)
 	if err != nil {
 		return err
 	}
 	return a.show(raw, nil, func() error {
 		var out struct {
-			Blobs   int      `json:"blobs"`
-			Patches int      `json:"patches"`
-			Orphans []string `json:"orphans"`
-			Missing []string `json:"missing"`
+			Blobs     int      `json:"blobs"`
+			Patches   int      `json:"patches"`
+			Orphans   []string `json:"orphans"`
+			Missing   []string `json:"missing"`
+			Removed   []string `json:"removed"`
+			Refetched []string `json:"refetched"`
 		}
 		if err := decode(raw, &out); err != nil {
 			return err
@@ -862,6 +876,16 @@ func (a *admin) storageRefresh(ctx context.Context, args []string) error {
 		fmt.Fprintf(a.stdout, "Missing (patches whose file is gone): %d\n", len(out.Missing))
 		for _, d := range out.Missing {
 			fmt.Fprintf(a.stdout, "  %s\n", d)
+		}
+		if *repair {
+			fmt.Fprintf(a.stdout, "Removed orphans older than %s: %d\n", *grace, len(out.Removed))
+			for _, d := range out.Removed {
+				fmt.Fprintf(a.stdout, "  %s\n", d)
+			}
+			fmt.Fprintf(a.stdout, "Fetched again from upstream: %d\n", len(out.Refetched))
+			for _, d := range out.Refetched {
+				fmt.Fprintf(a.stdout, "  %s\n", d)
+			}
 		}
 		return nil
 	})

@@ -3,7 +3,8 @@
 // the machine side (register, refresh, status), `patchmesh hub-key` prints
 // (making it if needed) the hub's public signing key, `patchmesh node-key`
 // the node's identity key, `patchmesh gossip-key` makes a key for the
-// gossip keyring, and `patchmesh version` says what was built.
+// gossip keyring, `patchmesh storage copy` moves patch files between blob
+// stores, and `patchmesh version` says what was built.
 //
 // Exit codes: 0 success, 2 a usage or configuration error, 1 any other
 // failure; admin and client add codes of their own for auth, not-found and
@@ -41,6 +42,9 @@ Usage:
                                   admits the node by it
   patchmesh gossip-key            print a new random gossip key (base64) for gossip.keys or
                                   the keyring file
+  patchmesh storage copy --from CONFIG --to CONFIG
+                                  copy every patch file between two nodes' blob stores
+                                  (fs, postgres, s3, swift), verified and resumable
   patchmesh client --server URL COMMAND ...
                                   the machine side: register, refresh, status
   patchmesh version [--output json]
@@ -76,6 +80,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runNodeKey(rest, os.Getenv, stdout, stderr)
 	case "completion":
 		return runCompletion(rest, stdout, stderr)
+	case "storage":
+		return runStorage(ctx, rest, stdout, stderr)
 	case "version", "--version":
 		return runVersion(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
