@@ -112,6 +112,8 @@ type Config struct {
 	// CredentialTTL is how long a machine credential issued here is
 	// valid; 0 means DefaultCredentialTTL.
 	CredentialTTL time.Duration
+	// Dashboard tunes the web dashboard (docs/api.md, "Dashboard").
+	Dashboard DashboardConfig
 }
 
 type server struct {
@@ -140,6 +142,10 @@ type server struct {
 	nodeKeyID     string
 	credentialTTL time.Duration
 	identityLog   identityLog
+
+	dashCfg    DashboardConfig
+	dash       *dashState
+	peerClient *http.Client
 }
 
 // New returns the node's HTTP handler.
@@ -216,6 +222,13 @@ func New(cfg Config) (http.Handler, error) {
 
 		nodeKey:       cfg.NodeKey,
 		credentialTTL: cfg.CredentialTTL,
+
+		dashCfg:    cfg.Dashboard,
+		dash:       &dashState{},
+		peerClient: cfg.Dashboard.PeerClient,
+	}
+	if s.peerClient == nil {
+		s.peerClient = &http.Client{Timeout: holderTimeout}
 	}
 	if s.nodeKey != nil {
 		s.nodeKeyID = federation.KeyID(s.nodeKey.Public().(ed25519.PublicKey))
@@ -240,12 +253,14 @@ func (s *server) router(gatherer prometheus.Gatherer, gov GovernorConfig) *mux.R
 	})})
 	r.Handle("/debug/info", methods{http.MethodGet: s.handle(s.debugInfo)})
 	r.Handle("/debug/status", methods{http.MethodGet: s.handle(s.debugStatus)})
+	s.dashboardRoutes(r)
 
 	v1 := subrouter(r, "/v1")
 	v1.Use(newGovernor(gov, s.metrics).middleware(s))
 	s.adminRoutes(v1)
 	s.clientRoutes(v1)
 	s.syncRoutes(v1)
+	s.dashboardAPIRoutes(v1)
 	v1.Handle("/topology", methods{http.MethodGet: s.asAdmin(s.topology)})
 	v1.Handle("/blobs/{digest}", methods{http.MethodGet: s.handle(s.getBlob), http.MethodHead: s.handle(s.getBlob)})
 	v1.Handle("/peer/blobs/{digest}", methods{http.MethodGet: s.handle(s.getPeerBlob), http.MethodHead: s.handle(s.getPeerBlob)})

@@ -212,6 +212,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		Changes:    &n.changes,
 		Stopping:   stopping,
 		NodeKey:    n.nodeKey,
+		Dashboard:  api.DashboardConfig{PublicRead: cfg.Dashboard.PublicRead},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: api: %w", err)
