@@ -86,8 +86,8 @@ type DashboardNode struct {
 
 // DashboardStorage is the count and size of the blobs stored here.
 type DashboardStorage struct {
-	Blobs int   `json:"blobs"`
-	Bytes int64 `json:"bytes"`
+	Blobs int    `json:"blobs"`
+	Bytes int64  `json:"bytes"`
 	Error string `json:"error,omitempty"`
 }
 
