@@ -216,6 +216,9 @@
     const width = widest * (W + GX) + GX;
     const height = rows.length * (H + GY) + GY / 2;
     g.setAttribute('viewBox', '0 0 ' + width + ' ' + height);
+    // Natural size, shrunk (never grown) to the panel by the CSS.
+    g.setAttribute('width', width);
+    g.setAttribute('height', height);
     const pos = {};
     rows.forEach((row, d) => {
       const off = (width - row.length * (W + GX) + GX) / 2;
