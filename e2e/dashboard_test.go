@@ -150,7 +150,7 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 		run(t, ctx, "screenshot "+name,
 			emulation.SetDeviceMetricsOverride(size.w, size.h, 1, false),
 			chromedp.Sleep(300*time.Millisecond), // one layout after the resize
-			chromedp.FullScreenshot(&png, 100)) // 100: PNG, not JPEG
+			chromedp.FullScreenshot(&png, 100))   // 100: PNG, not JPEG
 		p := filepath.Join(shotDir(t), name+"-"+size.tag+".png")
 		if err := os.WriteFile(p, png, 0o644); err != nil {
 			t.Fatal(err)
