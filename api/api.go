@@ -234,6 +234,9 @@ func New(cfg Config) (http.Handler, error) {
 		s.nodeKeyID = federation.KeyID(s.nodeKey.Public().(ed25519.PublicKey))
 	}
 	s.started = s.now()
+	if s.topo != nil && s.stopping != nil {
+		go s.watch(s.stopping)
+	}
 	r := s.router(gatherer, cfg.Governor)
 	return withRequestID(s.observe(s.recoverPanics(r))), nil
 }

@@ -62,6 +62,13 @@ type DashboardView struct {
 	Node DashboardNode `json:"node"`
 	// Topology is GET /v1/topology's body.
 	Topology topology.View `json:"topology"`
+	// LinkLagSeconds is each downstream's lag in seconds, by name: this
+	// node's own as its sync loop measures it, others' as how long this
+	// node has seen them behind (a non-zero lag in gossip).
+	LinkLagSeconds map[string]float64 `json:"link_lag_seconds"`
+	// UpstreamMoves are the downstreams this node saw move to another
+	// upstream in the last hour, newest first, at most 20.
+	UpstreamMoves []UpstreamMove `json:"upstream_moves"`
 	// Sync is GET /v1/sync/status's body.
 	Sync federation.SyncStatusResponse `json:"sync"`
 	// Storage sums this node's blobs (GET /v1/admin/storage).
@@ -127,6 +134,8 @@ type dashState struct {
 	view    DashboardView
 	at      time.Time
 	held    map[string]time.Time // node + " " + digest → when seen held
+	members map[string]*memberWatch
+	moves   []UpstreamMove
 	streams atomic.Int32
 }
 
@@ -235,6 +244,13 @@ func (s *server) computeView(ctx context.Context) DashboardView {
 	if s.sync != nil {
 		v.Sync.Links = nonNil(s.sync.Status())
 	}
+	ownLag := 0.0
+	for _, l := range v.Sync.Links {
+		ownLag = max(ownLag, l.LagSeconds)
+	}
+	s.dash.observe(v.Topology, s.now())
+	v.LinkLagSeconds = s.dash.linkLag(v.Topology, ownLag, s.now())
+	v.UpstreamMoves = append([]UpstreamMove{}, s.dash.moves...)
 	if err := s.blobs.Enumerate(ctx, func(i blob.Info) error {
 		v.Storage.Blobs++
 		v.Storage.Bytes += i.Size

@@ -236,6 +236,7 @@
       let label = 'lag ' + l.lag_events + ' ev';
       if (secs[l.to] !== undefined) label += ', ' + secs[l.to].toFixed(1) + ' s';
       if (!l.healthy) label += ' (unhealthy)';
+      if (recentMove(v, l.to)) label += ' ⇄ failed over';
       g.append(svg('text', { class: 'link-label', x: (x1 + x2) / 2 + 6, y: (y1 + y2) / 2 }, label));
     }
     for (const n of v.topology.nodes) {
@@ -261,12 +262,15 @@
     }
   }
 
-  // lagSeconds gives this node's links' lag in seconds, by downstream:
-  // only the node serving the view measures them (GET /v1/sync/status).
+  // lagSeconds gives each downstream's lag in seconds, as the node
+  // serving the view measures it (link_lag_seconds).
   function lagSeconds(v) {
-    const out = {};
-    for (const l of v.sync.links) out[v.topology.self] = Math.max(out[v.topology.self] || 0, l.lag_seconds);
-    return out;
+    return v.link_lag_seconds || {};
+  }
+
+  // recentMove is the downstream's upstream move of the last 10 minutes.
+  function recentMove(v, name) {
+    return (v.upstream_moves || []).find((m) => m.node === name && Date.now() - Date.parse(m.at) < 600000);
   }
 
   function badge(state, text) {
@@ -282,7 +286,7 @@
       tr.append(el('td', {}, l.from || '(unknown: ' + l.from_url + ')'));
       tr.append(el('td', {}, l.to));
       tr.append(el('td', {}, String(l.lag_events)));
-      tr.append(el('td', {}, secs[l.to] !== undefined ? secs[l.to].toFixed(1) : '— (ask ' + l.to + ')'));
+      tr.append(el('td', {}, secs[l.to] !== undefined ? secs[l.to].toFixed(1) : '—'));
       const td = el('td');
       td.append(l.healthy ? badge('alive', 'healthy') : badge('dead', 'an end is not alive'));
       tr.append(td);
@@ -293,6 +297,12 @@
       tr.append(el('td', { colspan: 5, class: 'muted' }, 'No links: no member pulls from an upstream.'));
       body.append(tr);
     }
+    const moves = $('moves');
+    moves.replaceChildren();
+    for (const m of v.upstream_moves || []) {
+      moves.append(el('li', { 'data-node': m.node }, '⇄ ' + m.node + ' moved from ' + (m.from_node || m.from) + ' to ' + (m.to_node || m.to) + ', ' + ago(m.at)));
+    }
+    if (!moves.children.length) moves.append(el('li', { class: 'muted' }, 'None seen in the last hour.'));
   }
 
   function renderDetail(v) {
