@@ -137,6 +137,7 @@
     source = new EventSource('/v1/dashboard/events');
     source.addEventListener('view', (ev) => {
       lastAt = Date.now();
+      $('view').classList.remove('stale');
       const v = JSON.parse(ev.data);
       setConn('live', 'Live: ' + v.node.name + ' answers');
       render(v);
@@ -166,6 +167,7 @@
   }
 
   function unreachable() {
+    $('view').classList.add('stale');
     const name = lastView ? lastView.node.name : 'this node';
     setConn('down', 'Unreachable: ' + name + ' has not answered since ' + (lastAt ? new Date(lastAt).toLocaleTimeString() : 'the page opened') + '; retrying');
   }
@@ -213,15 +215,20 @@
     const rows = layers(v);
     const W = 190, H = 58, GX = 40, GY = 70;
     const widest = Math.max(1, ...rows.map((r) => r.length));
-    const width = widest * (W + GX) + GX;
+    const LABEL = 170; // room right of the last column for a link's label
+    const inner = widest * (W + GX) + GX;
+    const width = inner + LABEL;
     const height = rows.length * (H + GY) + GY / 2;
     g.setAttribute('viewBox', '0 0 ' + width + ' ' + height);
-    // Natural size, shrunk (never grown) to the panel by the CSS.
-    g.setAttribute('width', width);
-    g.setAttribute('height', height);
+    // Fit the panel, but keep the text readable: a mesh too wide for that
+    // scrolls sideways instead, and a small one grows only so much.
+    const avail = g.parentElement.clientWidth || width;
+    const scale = Math.min(1.6, Math.max(0.7, avail / width));
+    g.setAttribute('width', Math.round(width * scale));
+    g.setAttribute('height', Math.round(height * scale));
     const pos = {};
     rows.forEach((row, d) => {
-      const off = (width - row.length * (W + GX) + GX) / 2;
+      const off = (inner - row.length * (W + GX) + GX) / 2;
       row.forEach((n, i) => { pos[n.name] = { x: off + i * (W + GX), y: GY / 2 + d * (H + GY) }; });
     });
     const secs = lagSeconds(v);
