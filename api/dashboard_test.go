@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strings"
 	"testing"
@@ -294,5 +295,46 @@ func TestDashboardEventsStreamTheView(t *testing.T) {
 		if r.StatusCode != http.StatusBadRequest || r.errField() != "limit" {
 			t.Errorf("events?%s: status %d field %q, want 400 on limit", q, r.StatusCode, r.errField())
 		}
+	}
+}
+
+func TestDashboardCookiesAreSecureUnderTLS(t *testing.T) {
+	e := newEnv(t)
+	d := e.dashOpen()
+	body := strings.NewReader(`{"user":"` + adminUser + `","password":"` + adminPassword + `"}`)
+	// A request that reached the node over TLS, as the node's TLS listener
+	// hands it to the handler.
+	req := httptest.NewRequest(http.MethodPost, "https://node.example/v1/dashboard/login", body)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Cookie", d.cookieHeader())
+	req.Header.Set("X-CSRF-Token", d.csrf)
+	req.Header.Set("Origin", "https://node.example")
+	rec := httptest.NewRecorder()
+	e.handler.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("login over TLS: status %d, want 200: %s", rec.Code, rec.Body)
+	}
+	n := 0
+	for _, c := range rec.Result().Cookies() {
+		if c.Name == "patchmesh_session" {
+			e.keep(c.Value)
+		}
+		if !c.Secure || !c.HttpOnly || c.SameSite != http.SameSiteStrictMode {
+			t.Errorf("cookie %s over TLS: %+v, want Secure, HttpOnly, SameSite=Strict", c.Name, c)
+		}
+		n++
+	}
+	if n != 2 {
+		t.Errorf("login over TLS set %d cookies, want the session and a new CSRF token", n)
+	}
+	// Plain http from a TLS page's origin is another origin.
+	req = httptest.NewRequest(http.MethodPost, "http://node.example/v1/dashboard/logout", nil)
+	req.Header.Set("Cookie", d.cookieHeader())
+	req.Header.Set("X-CSRF-Token", d.csrf)
+	req.Header.Set("Origin", "https://node.example")
+	rec = httptest.NewRecorder()
+	e.handler.ServeHTTP(rec, req)
+	if rec.Code != http.StatusForbidden {
+		t.Errorf("logout over http with an https Origin: status %d, want 403", rec.Code)
 	}
 }
