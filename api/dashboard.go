@@ -68,6 +68,9 @@ const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 
 // open and must not hold a request slot, and operators must see an
 // overloaded node (it has its own cap, maxDashboardStreams).
 func (s *server) dashboardRoutes(root *mux.Router) {
+	// The node's bare address opens the dashboard too: it is where an
+	// operator pointing a browser at a node will look first.
+	root.Handle("/", methods{http.MethodGet: s.handle(s.dashboardAsset)})
 	root.Handle("/dashboard/", methods{http.MethodGet: s.handle(s.dashboardAsset)})
 	root.Handle("/dashboard/{file}", methods{http.MethodGet: s.handle(s.dashboardAsset)})
 	root.Handle("/v1/dashboard/events", methods{http.MethodGet: s.handle(s.dashboardEvents)})

@@ -437,6 +437,7 @@ func TestOpenAPIDescribesLiveNodes(t *testing.T) {
 	// login and logout, and the view once and as events. The session
 	// cookie holds a login's macaroon, so the one of POST /v1/admin/login
 	// stands for it.
+	ck.do(call{node: hub, method: "GET", path: "/", want: 200})
 	ck.do(call{node: hub, method: "GET", path: "/dashboard/", want: 200})
 	ck.do(call{node: hub, method: "GET", path: "/dashboard/app.js", want: 200})
 	ck.do(call{node: hub, method: "GET", path: "/dashboard/app.css", want: 200})
