@@ -36,7 +36,7 @@ const (
 	dashboardMachines = 10000
 	// holderTimeout bounds one HEAD to another node; holderBudget the
 	// whole round of them, so a hung node delays the view by no more.
-	holderTimeout = time.Second
+	holderTimeout = DashboardPeerTimeout
 	holderBudget  = 1500 * time.Millisecond
 	holderWorkers = 8
 	// heldFor is how long a node known to hold a blob is not asked again.
@@ -44,6 +44,10 @@ const (
 	// maxDashboardStreams caps the open event streams of a node.
 	maxDashboardStreams = 64
 )
+
+// DashboardPeerTimeout bounds one question to another node about a blob
+// it holds; DashboardConfig.PeerClient should use it.
+const DashboardPeerTimeout = time.Second
 
 // Holder states of a patch on a node.
 const (
