@@ -137,6 +137,13 @@ func waitTrue(t *testing.T, ctx context.Context, within time.Duration, what, exp
 		if time.Now().After(deadline) {
 			var conn string
 			_ = chromedp.Run(ctx, chromedp.Text("#conn", &conn, chromedp.ByID))
+			var png []byte
+			if chromedp.Run(ctx, chromedp.FullScreenshot(&png, 100)) == nil {
+				p := filepath.Join(shotDir(t), "failed-"+strings.ReplaceAll(t.Name(), "/", "-")+".png")
+				if os.WriteFile(p, png, 0o644) == nil {
+					t.Logf("the page as it was: %s", p)
+				}
+			}
 			t.Fatalf("page: want %s within %v (evaluate: %v; connection says %q)", what, within, err, conn)
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -313,4 +320,74 @@ func TestDashboardInABrowser(t *testing.T) {
 	screenshot(t, ctx, "5-unreachable")
 	h.Start(t)
 	waitTrue(t, ctx, browserWait, "the page live again after the node restarts", `document.getElementById('conn').dataset.state === 'live'`)
+}
+
+// TestDashboardShowsAFailover kills a region's relay: the page at the hub
+// shows the relay dead, and its edge moved to the other region, on the
+// graph and in the list of failovers.
+func TestDashboardShowsAFailover(t *testing.T) {
+	ctx := browser(t)
+	m := meshtest.New(t)
+	m.Gossip = gossipProfile
+	h, rs := regionsMesh(t, m, 1, "a", "b")
+	a, b := rs[0], rs[1]
+	edge := a.edges[0]
+
+	login(t, ctx, h.URL+"/dashboard/")
+	alive := func(n *meshtest.Node) string {
+		return fmt.Sprintf(`(document.querySelector('#graph [data-node=%q]') || {dataset: {}}).dataset.state === 'alive'`, n.Name)
+	}
+	waitTrue(t, ctx, converge, "every node alive, the edge under its own region",
+		alive(h)+" && "+alive(a.relay)+" && "+alive(b.relay)+" && "+alive(edge)+" && "+alive(b.edges[0])+
+			fmt.Sprintf(` && !!document.querySelector('#graph path.link[data-from=%q][data-to=%q]')`, a.relay.Name, edge.Name))
+
+	a.relay.Kill(t)
+	// A patch published meanwhile reaches the edge through the other region.
+	waitTrue(t, ctx, detectWithin, "the region dead",
+		fmt.Sprintf(`(document.querySelector('#graph [data-node=%q]') || {dataset: {}}).dataset.state === 'dead'`, a.relay.Name))
+	p := h.Upload(t, randomBytes(t, 64<<10), meshtest.PatchMeta{Kernel: kernel, Arch: arch, Version: "3.1"})
+	row := fmt.Sprintf(`document.querySelector('#patches tr[data-digest=%q]')`, p.Digest)
+	waitTrue(t, ctx, converge, "the patch on the edge that failed over",
+		fmt.Sprintf(`!!%s && !!%s.querySelector('[data-node=%q][data-hold="held"]')`, row, row, edge.Name))
+	waitTrue(t, ctx, converge, "the edge moved to the other region",
+		fmt.Sprintf(`(document.querySelector('#graph [data-node=%q]') || {dataset: {}}).dataset.state === 'dead'`, a.relay.Name)+
+			fmt.Sprintf(` && !!document.querySelector('#graph path.link[data-from=%q][data-to=%q]')`, b.relay.Name, edge.Name)+
+			fmt.Sprintf(` && [...document.querySelectorAll('#moves li[data-node=%q]')].some(li => li.textContent.includes(%q))`, edge.Name, "to "+b.relay.Name))
+	var label string
+	eval(t, ctx, `document.getElementById('graph').textContent`, &label)
+	if !strings.Contains(label, "failed over") {
+		t.Errorf("the graph does not mark the moved link as failed over: %q", label)
+	}
+	screenshot(t, ctx, "6-failover")
+}
+
+// TestDashboardPublicReadShowsTheViewWithoutLogin turns
+// dashboard.public_read on: the view shows without a login, and the
+// dashboard's POSTs still need the CSRF token.
+func TestDashboardPublicReadShowsTheViewWithoutLogin(t *testing.T) {
+	ctx := browser(t)
+	m := meshtest.New(t)
+	h := m.Start(meshtest.Spec{Name: "hub", Role: node.RoleHub, Configure: func(c *node.Config) { c.Dashboard.PublicRead = true }})
+	run(t, ctx, "open the dashboard", chromedp.Navigate(h.URL+"/"), chromedp.WaitVisible("#view", chromedp.ByID))
+	waitTrue(t, ctx, browserWait, "the hub shown alive, nobody logged in",
+		`(document.querySelector('#graph [data-node="hub"]') || {dataset: {}}).dataset.state === 'alive'`+
+			` && document.getElementById('who').hidden && document.getElementById('login').hidden`)
+	var code int
+	eval(t, ctx, status("/v1/dashboard/logout", "POST", "{}", "undefined"), &code)
+	if code != 403 {
+		t.Errorf("logout without the CSRF token under public reads: want 403, got %d", code)
+	}
+	screenshot(t, ctx, "7-public-read")
+}
+
+// login opens page and logs in as the mesh's admin.
+func login(t *testing.T, ctx context.Context, page string) {
+	t.Helper()
+	run(t, ctx, "log in",
+		chromedp.Navigate(page),
+		chromedp.WaitVisible("#login-form", chromedp.ByID),
+		chromedp.SendKeys("#login-user", meshtest.AdminUser, chromedp.ByID),
+		chromedp.SendKeys("#login-password", meshtest.AdminPassword, chromedp.ByID),
+		chromedp.Click("#login-submit", chromedp.ByID),
+		chromedp.WaitVisible("#view", chromedp.ByID))
 }

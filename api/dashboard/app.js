@@ -215,7 +215,7 @@
     const rows = layers(v);
     const W = 190, H = 58, GX = 40, GY = 70;
     const widest = Math.max(1, ...rows.map((r) => r.length));
-    const LABEL = 170; // room right of the last column for a link's label
+    const LABEL = 60; // room right of the last column for a link's label
     const inner = widest * (W + GX) + GX;
     const width = inner + LABEL;
     const height = rows.length * (H + GY) + GY / 2;
@@ -240,11 +240,17 @@
         class: 'link' + (l.healthy ? '' : ' unhealthy'), 'data-from': l.from, 'data-to': l.to,
         d: 'M' + x1 + ',' + y1 + ' C' + x1 + ',' + (y1 + GY / 2) + ' ' + x2 + ',' + (y2 - GY / 2) + ' ' + x2 + ',' + y2,
       }));
-      let label = 'lag ' + l.lag_events + ' ev';
-      if (secs[l.to] !== undefined) label += ', ' + secs[l.to].toFixed(1) + ' s';
-      if (!l.healthy) label += ' (unhealthy)';
-      if (recentMove(v, l.to)) label += ' ⇄ failed over';
-      g.append(svg('text', { class: 'link-label', x: (x1 + x2) / 2 + 6, y: (y1 + y2) / 2 }, label));
+      // Beside the downstream's end of the link, on two short lines, so
+      // that the labels of a node's several links do not overlap.
+      let first = 'lag ' + l.lag_events + ' ev';
+      if (secs[l.to] !== undefined) first += ' · ' + secs[l.to].toFixed(1) + ' s';
+      const notes = [];
+      if (!l.healthy) notes.push('unhealthy');
+      if (recentMove(v, l.to)) notes.push('⇄ failed over');
+      const text = svg('text', { class: 'link-label', x: x2 + 6, y: y2 - GY / 2 + 4 });
+      text.append(svg('tspan', { x: x2 + 6 }, first));
+      if (notes.length) text.append(svg('tspan', { x: x2 + 6, dy: 13, class: 'link-note' }, notes.join(' · ')));
+      g.append(text);
     }
     for (const n of v.topology.nodes) {
       const p = pos[n.name];
