@@ -206,6 +206,11 @@ func TestDashboardInABrowser(t *testing.T) {
 			t.Errorf("before login the page names %s:\n%s", name, text)
 		}
 	}
+	var shown []string
+	eval(t, ctx, `['view', 'who', 'logout'].filter(id => document.getElementById(id).getClientRects().length > 0)`, &shown)
+	if len(shown) != 0 {
+		t.Errorf("before login the page shows %v; want the login form alone", shown)
+	}
 	var code int
 	eval(t, ctx, status("/v1/dashboard/snapshot", "GET", "{}", "undefined"), &code)
 	if code != 401 {
