@@ -383,6 +383,14 @@ func TestDashboardPublicReadShowsTheViewWithoutLogin(t *testing.T) {
 		t.Errorf("logout without the CSRF token under public reads: want 403, got %d", code)
 	}
 	screenshot(t, ctx, "7-public-read")
+	// An admin can still log in from the read-only view.
+	run(t, ctx, "log in from the read-only view",
+		chromedp.Click("#public-login", chromedp.ByID),
+		chromedp.WaitVisible("#login-form", chromedp.ByID),
+		chromedp.SendKeys("#login-user", meshtest.AdminUser, chromedp.ByID),
+		chromedp.SendKeys("#login-password", meshtest.AdminPassword, chromedp.ByID),
+		chromedp.Click("#login-submit", chromedp.ByID),
+		chromedp.WaitVisible("#who", chromedp.ByID))
 }
 
 // login opens page and logs in as the mesh's admin.

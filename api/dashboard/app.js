@@ -67,6 +67,7 @@
     lastView = null;
     $('view').hidden = true;
     $('who').hidden = true;
+    $('public').hidden = true;
     $('login').hidden = false;
     $('login-error').textContent = message || '';
     $('node-title').textContent = '';
@@ -77,6 +78,7 @@
   function showView(s) {
     $('login').hidden = true;
     $('who').hidden = !s.authenticated;
+    $('public').hidden = s.authenticated;
     $('who-name').textContent = s.authenticated ? 'Logged in as ' + s.user : '';
     $('view').hidden = false;
     startStream();
@@ -115,6 +117,8 @@
       $('login-error').textContent = 'This node is unreachable.';
     }
   });
+
+  $('public-login').addEventListener('click', () => showLogin(''));
 
   $('logout').addEventListener('click', async () => {
     const r = await post('/v1/dashboard/logout');
