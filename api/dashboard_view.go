@@ -43,6 +43,11 @@ const (
 	heldFor = 30 * time.Second
 	// maxDashboardStreams caps the open event streams of a node.
 	maxDashboardStreams = 64
+	// countsEvery is how often the view counts blobs and machines anew.
+	countsEvery = 5 * time.Second
+	// recheckEvery is how many events a stream sends between checks of
+	// its credential, so that an expired login stops being served.
+	recheckEvery = 30
 )
 
 // DashboardPeerTimeout bounds one question to another node about a blob
@@ -140,7 +145,11 @@ type dashState struct {
 	held    map[string]time.Time // node + " " + digest → when seen held
 	members map[string]*memberWatch
 	moves   []UpstreamMove
-	streams atomic.Int32
+
+	countsAt time.Time
+	storage  DashboardStorage
+	machines DashboardMachines
+	streams  atomic.Int32
 }
 
 func (s *server) dashboardSnapshotGet(w http.ResponseWriter, r *http.Request) error {
@@ -191,6 +200,11 @@ func (s *server) dashboardEvents(w http.ResponseWriter, r *http.Request) error {
 	t := time.NewTicker(dashboardTick)
 	defer t.Stop()
 	for id := 1; limit == 0 || id <= limit; id++ {
+		if id%recheckEvery == 0 {
+			if _, err := s.dashboardViewer(r); err != nil {
+				return nil // the page reconnects, and is refused then
+			}
+		}
 		v := s.dashboardView(r.Context())
 		v.User = user
 		b, err := json.Marshal(v)
@@ -255,20 +269,7 @@ func (s *server) computeView(ctx context.Context) DashboardView {
 	s.dash.observe(v.Topology, s.now())
 	v.LinkLagSeconds = s.dash.linkLag(v.Topology, ownLag, s.now())
 	v.UpstreamMoves = append([]UpstreamMove{}, s.dash.moves...)
-	if err := s.blobs.Enumerate(ctx, func(i blob.Info) error {
-		v.Storage.Blobs++
-		v.Storage.Bytes += i.Size
-		return nil
-	}); err != nil {
-		v.Storage.Error = "could not list the blobs; see the node's log"
-		s.log.LogAttrs(ctx, slog.LevelWarn, "dashboard: list blobs", slog.String("error", err.Error()))
-	}
-	if ms, err := s.store.Machines(ctx, store.MachineFilter{Limit: dashboardMachines + 1}); err != nil {
-		v.Machines.Error = "could not count the machines; see the node's log"
-		s.log.LogAttrs(ctx, slog.LevelWarn, "dashboard: count machines", slog.String("error", err.Error()))
-	} else {
-		v.Machines.Count, v.Machines.More = min(len(ms), dashboardMachines), len(ms) > dashboardMachines
-	}
+	v.Storage, v.Machines = s.dashboardCounts(ctx)
 	patches, err := s.store.Patches(ctx, store.PatchFilter{Limit: dashboardPatches})
 	if err != nil {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "dashboard: list patches", slog.String("error", err.Error()))
@@ -276,6 +277,34 @@ func (s *server) computeView(ctx context.Context) DashboardView {
 	}
 	v.Patches = s.holders(ctx, v.Topology, patches)
 	return v
+}
+
+// dashboardCounts counts this node's blobs and machines, at most every
+// countsEvery: both walk a whole table or directory. Call with s.dash.mu
+// held.
+func (s *server) dashboardCounts(ctx context.Context) (DashboardStorage, DashboardMachines) {
+	d := s.dash
+	if !d.countsAt.IsZero() && s.now().Sub(d.countsAt) < countsEvery {
+		return d.storage, d.machines
+	}
+	var st DashboardStorage
+	if err := s.blobs.Enumerate(ctx, func(i blob.Info) error {
+		st.Blobs++
+		st.Bytes += i.Size
+		return nil
+	}); err != nil {
+		st = DashboardStorage{Error: "could not list the blobs; see the node's log"}
+		s.log.LogAttrs(ctx, slog.LevelWarn, "dashboard: list blobs", slog.String("error", err.Error()))
+	}
+	var mc DashboardMachines
+	if ms, err := s.store.Machines(ctx, store.MachineFilter{Limit: dashboardMachines + 1}); err != nil {
+		mc.Error = "could not count the machines; see the node's log"
+		s.log.LogAttrs(ctx, slog.LevelWarn, "dashboard: count machines", slog.String("error", err.Error()))
+	} else {
+		mc.Count, mc.More = min(len(ms), dashboardMachines), len(ms) > dashboardMachines
+	}
+	d.storage, d.machines, d.countsAt = st, mc, s.now()
+	return st, mc
 }
 
 // holders asks every member of the view whether it holds each patch's
