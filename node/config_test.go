@@ -204,12 +204,12 @@ func envValue(t *testing.T, typ reflect.Type, i int) (string, any) {
 		return s, s
 	case typ == stringsType:
 		return " a, b ,,c", []string{"a", "b", "c"}
+	case typ.Kind() == reflect.Bool:
+		return "true", true // every bool option defaults to false
 	case typ.Kind() == reflect.Int, typ.Kind() == reflect.Int32, typ.Kind() == reflect.Int64:
 		v := reflect.New(typ).Elem()
 		v.SetInt(int64(1000 + i))
 		return strconv.Itoa(1000 + i), v.Interface()
-	case typ.Kind() == reflect.Bool:
-		return "true", true
 	}
 	t.Fatalf("no test value for option type %s: teach envValue and setField about it", typ)
 	return "", nil

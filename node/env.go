@@ -120,6 +120,12 @@ func setField(v reflect.Value, s string) error {
 		v.Set(reflect.ValueOf(admins))
 	case v.Kind() == reflect.String:
 		v.SetString(s)
+	case v.Kind() == reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", s)
+		}
+		v.SetBool(b)
 	case v.Type() == stringsType:
 		var items []string
 		for _, item := range strings.Split(s, ",") {
@@ -134,12 +140,6 @@ func setField(v reflect.Value, s string) error {
 			return fmt.Errorf("%q is not a whole number that fits %d bits", s, v.Type().Bits())
 		}
 		v.SetInt(n)
-	case v.Kind() == reflect.Bool:
-		b, err := strconv.ParseBool(s)
-		if err != nil {
-			return fmt.Errorf("%q is not true or false", s)
-		}
-		v.SetBool(b)
 	default:
 		return fmt.Errorf("options of type %s cannot be set from the environment", v.Type())
 	}
