@@ -135,6 +135,8 @@ type Config struct {
 	// managed here, https only, and delivered by whichever dispatcher
 	// runs over the store.
 	Webhooks Webhooks
+	// Dashboard tunes the web dashboard (docs/api.md, "Dashboard").
+	Dashboard DashboardConfig
 }
 
 type server struct {
@@ -172,7 +174,10 @@ type server struct {
 	webhooks      Webhooks
 
 	// meshKey caches the mesh key once this node holds it (fleet.go).
-	meshKey atomic.Pointer[[]byte]
+	meshKey    atomic.Pointer[[]byte]
+	dashCfg    DashboardConfig
+	dash       *dashState
+	peerClient *http.Client
 }
 
 // New returns the node's HTTP handler.
@@ -257,11 +262,21 @@ func New(cfg Config) (http.Handler, error) {
 		credentialTTL: cfg.CredentialTTL,
 		endorse:       cfg.Endorsements,
 		webhooks:      cfg.Webhooks,
+
+		dashCfg:    cfg.Dashboard,
+		dash:       &dashState{},
+		peerClient: cfg.Dashboard.PeerClient,
+	}
+	if s.peerClient == nil {
+		s.peerClient = &http.Client{Timeout: holderTimeout}
 	}
 	if s.nodeKey != nil {
 		s.nodeKeyID = federation.KeyID(s.nodeKey.Public().(ed25519.PublicKey))
 	}
 	s.started = s.now()
+	if s.topo != nil && s.stopping != nil {
+		go s.watch(s.stopping)
+	}
 	r := s.router(gatherer, cfg.Governor)
 	return withRequestID(s.observe(s.recoverPanics(r))), nil
 }
@@ -281,12 +296,14 @@ func (s *server) router(gatherer prometheus.Gatherer, gov GovernorConfig) *mux.R
 	})})
 	r.Handle("/debug/info", methods{http.MethodGet: s.handle(s.debugInfo)})
 	r.Handle("/debug/status", methods{http.MethodGet: s.handle(s.debugStatus)})
+	s.dashboardRoutes(r)
 
 	v1 := subrouter(r, "/v1")
 	v1.Use(newGovernor(gov, s.metrics).middleware(s))
 	s.adminRoutes(v1)
 	s.clientRoutes(v1)
 	s.syncRoutes(v1)
+	s.dashboardAPIRoutes(v1)
 	v1.Handle("/topology", methods{http.MethodGet: s.asAdmin(s.topology)})
 	v1.Handle("/blobs/{digest}", methods{http.MethodGet: s.handle(s.getBlob), http.MethodHead: s.handle(s.getBlob)})
 	v1.Handle("/peer/blobs/{digest}", methods{http.MethodGet: s.handle(s.getPeerBlob), http.MethodHead: s.handle(s.getPeerBlob)})

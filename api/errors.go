@@ -144,7 +144,8 @@ func challenge(r *http.Request) string {
 	switch {
 	case r.URL.Path == "/v1/admin/login":
 		return `Basic realm="patchmesh"`
-	case strings.HasPrefix(r.URL.Path, "/v1/admin/"), r.URL.Path == "/v1/sync/status", r.URL.Path == "/v1/topology":
+	case strings.HasPrefix(r.URL.Path, "/v1/admin/"), strings.HasPrefix(r.URL.Path, "/v1/dashboard/"),
+		r.URL.Path == "/v1/sync/status", r.URL.Path == "/v1/topology":
 		return `Macaroon realm="patchmesh"`
 	}
 	return `Bearer realm="patchmesh"`

@@ -17,17 +17,20 @@ type TopologyViewer interface {
 func (s *server) topology(w http.ResponseWriter, r *http.Request, _ string) error {
 	// Health changes by the second; a cached view would mislead.
 	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, s.topologyView())
+	return nil
+}
+
+func (s *server) topologyView() topology.View {
 	if s.topo != nil {
-		writeJSON(w, http.StatusOK, s.topo.View())
-		return nil
+		return s.topo.View()
 	}
-	writeJSON(w, http.StatusOK, topology.View{
+	return topology.View{
 		Self: s.info.Node,
 		Nodes: []topology.ViewNode{{
 			Name: s.info.Node, Role: s.info.Role, URL: s.info.URL, State: topology.Alive,
 			Version: s.info.Version, Since: s.started, Tiers: []string{},
 		}},
 		Links: []topology.ViewLink{},
-	})
-	return nil
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -101,6 +102,19 @@ func TestOpenAPIMatchesRouter(t *testing.T) {
 // scheme of the description names, so that an operation documented with the
 // wrong credential fails validation.
 func authenticate(_ context.Context, in *openapi3filter.AuthenticationInput) error {
+	req := in.RequestValidationInput.Request
+	switch in.SecuritySchemeName {
+	case "session": // the dashboard's cookie
+		if c, err := req.Cookie("patchmesh_session"); err != nil || c.Value == "" {
+			return in.NewError(errors.New("want the patchmesh_session cookie"))
+		}
+		return nil
+	case "csrf":
+		if req.Header.Get("X-CSRF-Token") == "" {
+			return in.NewError(errors.New("want X-CSRF-Token"))
+		}
+		return nil
+	}
 	want := map[string]string{
 		"basic":             "Basic ",
 		"macaroon":          "Macaroon ",
@@ -254,6 +268,11 @@ func digestOf(b []byte) string { return meshtest.Digest(b) }
 // every documented operation was exercised.
 func TestOpenAPIDescribesLiveNodes(t *testing.T) {
 	doc := loadSpec(t)
+	// The dashboard's files and event stream are text the description
+	// types as strings.
+	for _, ct := range []string{"text/html", "text/javascript", "text/css", "text/event-stream"} {
+		openapi3filter.RegisterBodyDecoder(ct, openapi3filter.FileBodyDecoder)
+	}
 
 	m := meshtest.New(t)
 	m.Gossip = "local"
@@ -432,6 +451,31 @@ func TestOpenAPIDescribesLiveNodes(t *testing.T) {
 	})
 	ck.do(call{node: hub, method: "GET", path: "/v1/topology", cred: admin, want: 200})
 	ck.do(call{node: edge, method: "GET", path: "/v1/topology", cred: edgeAdmin, want: 200})
+
+	// The dashboard: its files, the session and CSRF token, the cookie
+	// login and logout, and the view once and as events. The session
+	// cookie holds a login's macaroon, so the one of POST /v1/admin/login
+	// stands for it.
+	ck.do(call{node: hub, method: "GET", path: "/", want: 200})
+	ck.do(call{node: hub, method: "GET", path: "/dashboard/", want: 200})
+	ck.do(call{node: hub, method: "GET", path: "/dashboard/app.js", want: 200})
+	ck.do(call{node: hub, method: "GET", path: "/dashboard/app.css", want: 200})
+	ck.do(call{node: hub, method: "GET", path: "/dashboard/nothing.js", want: 404})
+	csrf := decode[struct{ CSRF string }](t, ck.do(call{node: hub, method: "GET", path: "/v1/dashboard/session", want: 200})).CSRF
+	withCSRF := map[string]string{"X-CSRF-Token": csrf, "Cookie": "patchmesh_csrf=" + csrf}
+	dashLogin := map[string]string{"user": meshtest.AdminUser, "password": meshtest.AdminPassword}
+	csrf = decode[struct{ CSRF string }](t, ck.do(call{node: hub, method: "POST", path: "/v1/dashboard/login", header: withCSRF, body: dashLogin, want: 200})).CSRF
+	ck.do(call{node: hub, method: "POST", path: "/v1/dashboard/login", header: map[string]string{"Cookie": "patchmesh_csrf=" + csrf}, body: dashLogin, want: 403, badRequest: true})
+	ck.do(call{node: hub, method: "POST", path: "/v1/dashboard/login", header: map[string]string{"X-CSRF-Token": csrf, "Cookie": "patchmesh_csrf=" + csrf},
+		body: map[string]string{"user": meshtest.AdminUser, "password": "wrong"}, want: 401})
+	session := map[string]string{"Cookie": "patchmesh_session=" + login.Macaroon}
+	ck.do(call{node: hub, method: "GET", path: "/v1/dashboard/session", header: session, want: 200})
+	ck.do(call{node: hub, method: "GET", path: "/v1/dashboard/snapshot", header: session, want: 200})
+	ck.do(call{node: edge, method: "GET", path: "/v1/dashboard/snapshot", cred: edgeAdmin, want: 200})
+	ck.do(call{node: hub, method: "GET", path: "/v1/dashboard/snapshot", want: 401})
+	ck.do(call{node: hub, method: "GET", path: "/v1/dashboard/events?limit=1", cred: admin, want: 200})
+	ck.do(call{node: hub, method: "GET", path: "/v1/dashboard/events?limit=0", cred: admin, want: 400, badRequest: true})
+	ck.do(call{node: hub, method: "POST", path: "/v1/dashboard/logout", header: map[string]string{"X-CSRF-Token": csrf, "Cookie": "patchmesh_csrf=" + csrf}, want: 204})
 
 	// Peer blobs, with the token of the mesh's gossip key.
 	gk, err := base64.StdEncoding.DecodeString(m.GossipKey)

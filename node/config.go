@@ -43,6 +43,16 @@ type Config struct {
 	Gossip   GossipConfig   `yaml:"gossip"`
 	Webhooks WebhooksConfig `yaml:"webhooks"`
 	Reports  ReportsConfig  `yaml:"reports"`
+	// Dashboard tunes the web dashboard every node serves at /dashboard/.
+	Dashboard DashboardConfig `yaml:"dashboard"`
+}
+
+// DashboardConfig tunes the web dashboard.
+type DashboardConfig struct {
+	// PublicRead lets anyone who reaches the node read the dashboard's
+	// view (topology, sync status, patches and which nodes hold them)
+	// without logging in. Default false: the view is admin data.
+	PublicRead bool `yaml:"public_read"`
 }
 
 // Node roles. Every role runs the full server; the role says where the

@@ -211,6 +211,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 	// Closed by http.Server.Shutdown (RegisterOnShutdown below), so that
 	// long polls end as the drain begins.
 	stopping := make(chan struct{})
+	// The dashboard asks other nodes which blobs they hold as the sync
+	// loop and peer fetch reach them: the same CA bundle and proxy.
+	peerClient, err := cfg.syncTransport()
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	peerClient.Timeout = api.DashboardPeerTimeout
 	handler, err := api.New(api.Config{
 		Store:        n.store,
 		Blobs:        n.blobs,
@@ -244,6 +251,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		Stopping:     stopping,
 		NodeKey:      n.nodeKey,
 		Webhooks:     n.hooks,
+		Dashboard:    api.DashboardConfig{PublicRead: cfg.Dashboard.PublicRead, PeerClient: peerClient},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: api: %w", err)

@@ -1,0 +1,413 @@
+// patchmesh dashboard. It reads only the documented /v1/dashboard endpoints
+// (docs/api.md, "Dashboard"): the session, the login and logout, and the
+// event stream of views. Everything shown comes from those views; the
+// script only lays them out. No inline script or style: the CSP forbids it.
+'use strict';
+
+(function () {
+  const SVG = 'http://www.w3.org/2000/svg';
+  // A view arrives every second; after this long without one the node is
+  // called unreachable even if the connection looks open.
+  const STALE_MS = 3500;
+  const STATE_ICON = { alive: '✓', suspect: '!', dead: '✕', left: '–' };
+  const HOLD_ICON = { held: '✓', missing: '…', unknown: '?' };
+
+  const $ = (id) => document.getElementById(id);
+  let csrf = '';
+  let source = null;
+  let lastView = null;
+  let lastAt = 0;
+  let selected = '';
+  let watchdog = 0;
+
+  function el(tag, attrs, text) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+  function svg(tag, attrs, text) {
+    const e = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+  function ago(t) {
+    if (!t || t.startsWith('0001')) return 'never';
+    const s = Math.max(0, Math.round((Date.now() - Date.parse(t)) / 1000));
+    if (s < 90) return s + ' s ago';
+    if (s < 5400) return Math.round(s / 60) + ' min ago';
+    return Math.round(s / 3600) + ' h ago';
+  }
+  function bytes(n) {
+    const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+    let i = 0;
+    while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+    return (i ? n.toFixed(1) : n) + ' ' + u[i];
+  }
+  function setConn(kind, text) {
+    const c = $('conn');
+    c.className = 'conn conn-' + kind;
+    c.textContent = text;
+    c.dataset.state = kind;
+  }
+
+  // Session and login.
+
+  async function session() {
+    const r = await fetch('/v1/dashboard/session', { credentials: 'same-origin', cache: 'no-store' });
+    if (!r.ok) throw new Error('session: HTTP ' + r.status);
+    const s = await r.json();
+    csrf = s.csrf;
+    return s;
+  }
+
+  function showLogin(message) {
+    stopStream();
+    lastView = null;
+    $('view').hidden = true;
+    $('who').hidden = true;
+    $('public').hidden = true;
+    $('login').hidden = false;
+    $('login-error').textContent = message || '';
+    $('node-title').textContent = '';
+    setConn('wait', 'Not logged in');
+    $('login-user').focus();
+  }
+
+  function showView(s) {
+    $('login').hidden = true;
+    $('who').hidden = !s.authenticated;
+    $('public').hidden = s.authenticated;
+    $('who-name').textContent = s.authenticated ? 'Logged in as ' + s.user : '';
+    $('view').hidden = false;
+    startStream();
+  }
+
+  async function start() {
+    try {
+      const s = await session();
+      if (s.authenticated || s.public_read) showView(s); else showLogin('');
+    } catch (e) {
+      setConn('down', 'This node is unreachable; retrying');
+      setTimeout(start, 2000);
+    }
+  }
+
+  async function post(path, body) {
+    return fetch(path, {
+      method: 'POST', credentials: 'same-origin', cache: 'no-store',
+      headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  }
+
+  $('login-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    $('login-error').textContent = '';
+    try {
+      const r = await post('/v1/dashboard/login', { user: $('login-user').value, password: $('login-password').value });
+      $('login-password').value = '';
+      if (r.status === 401) { $('login-error').textContent = 'Wrong user or password.'; return; }
+      if (!r.ok) { $('login-error').textContent = 'Login refused (HTTP ' + r.status + '); reload the page.'; return; }
+      const s = await r.json();
+      csrf = s.csrf;
+      showView(s);
+    } catch (e) {
+      $('login-error').textContent = 'This node is unreachable.';
+    }
+  });
+
+  $('public-login').addEventListener('click', () => showLogin(''));
+
+  $('logout').addEventListener('click', async () => {
+    const r = await post('/v1/dashboard/logout');
+    if (r.status !== 204) { setConn('down', 'Logout refused (HTTP ' + r.status + ')'); return; }
+    const s = await session();
+    if (s.public_read) showView(s); else showLogin('Logged out.');
+  });
+
+  // The stream of views.
+
+  function stopStream() {
+    if (source) source.close();
+    source = null;
+    clearInterval(watchdog);
+  }
+
+  function startStream() {
+    stopStream();
+    setConn('wait', 'Connecting…');
+    source = new EventSource('/v1/dashboard/events');
+    source.addEventListener('view', (ev) => {
+      lastAt = Date.now();
+      $('view').classList.remove('stale');
+      const v = JSON.parse(ev.data);
+      setConn('live', 'Live: ' + v.node.name + ' answers');
+      render(v);
+    });
+    source.addEventListener('error', async () => {
+      if (source && source.readyState === EventSource.CLOSED) {
+        // The node answered but refused the stream (logged out, or a login
+        // that expired), or is gone: ask again who we are.
+        stopStream();
+        try {
+          const s = await session();
+          if (s.authenticated || s.public_read) setTimeout(startStream, 1000); else showLogin('Your session has ended; log in again.');
+        } catch (e) {
+          unreachable();
+          setTimeout(start, 2000);
+        }
+        return;
+      }
+      unreachable();
+    });
+    watchdog = setInterval(() => {
+      if (lastAt && Date.now() - lastAt > STALE_MS) {
+        unreachable();
+        startStream(); // a hung connection never errors: open a new one
+      }
+    }, 1000);
+  }
+
+  function unreachable() {
+    $('view').classList.add('stale');
+    const name = lastView ? lastView.node.name : 'this node';
+    setConn('down', 'Unreachable: ' + name + ' has not answered since ' + (lastAt ? new Date(lastAt).toLocaleTimeString() : 'the page opened') + '; retrying');
+  }
+
+  // Rendering.
+
+  function render(v) {
+    lastView = v;
+    $('node-title').textContent = '— ' + v.node.name + ' (' + v.node.role + ', ' + v.node.version + ')';
+    $('topo-self').textContent = v.topology.self;
+    if (!selected) selected = v.topology.self;
+    renderGraph(v);
+    renderLinks(v);
+    renderDetail(v);
+    renderPatches(v);
+    renderUnavailable(v);
+    $('updated').textContent = 'Updated ' + new Date(v.time).toLocaleTimeString() + ' from ' + v.node.name;
+  }
+
+  // layers puts each node at its depth from a node without upstream:
+  // hub, then regions, then edges.
+  function layers(v) {
+    const up = {};
+    for (const l of v.topology.links) if (l.from) up[l.to] = l.from;
+    const depth = {};
+    const find = (n, seen) => {
+      if (depth[n] !== undefined) return depth[n];
+      if (!up[n] || seen.has(n)) return 0;
+      seen.add(n);
+      return find(up[n], seen) + 1;
+    };
+    const rows = [];
+    for (const n of v.topology.nodes) {
+      const d = find(n.name, new Set());
+      depth[n.name] = d;
+      (rows[d] = rows[d] || []).push(n);
+    }
+    return rows.filter(Boolean);
+  }
+
+  function renderGraph(v) {
+    const g = $('graph');
+    const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.node : '';
+    g.replaceChildren();
+    const rows = layers(v);
+    const W = 190, H = 58, GX = 40, GY = 70;
+    const widest = Math.max(1, ...rows.map((r) => r.length));
+    const LABEL = 60; // room right of the last column for a link's label
+    const inner = widest * (W + GX) + GX;
+    const width = inner + LABEL;
+    const height = rows.length * (H + GY) + GY / 2;
+    g.setAttribute('viewBox', '0 0 ' + width + ' ' + height);
+    // Fit the panel, but keep the text readable: a mesh too wide for that
+    // scrolls sideways instead, and a small one grows only so much.
+    const avail = g.parentElement.clientWidth || width;
+    const scale = Math.min(1.6, Math.max(0.7, avail / width));
+    g.setAttribute('width', Math.round(width * scale));
+    g.setAttribute('height', Math.round(height * scale));
+    const pos = {};
+    rows.forEach((row, d) => {
+      const off = (inner - row.length * (W + GX) + GX) / 2;
+      row.forEach((n, i) => { pos[n.name] = { x: off + i * (W + GX), y: GY / 2 + d * (H + GY) }; });
+    });
+    const secs = lagSeconds(v);
+    for (const l of v.topology.links) {
+      const a = pos[l.from], b = pos[l.to];
+      if (!a || !b) continue;
+      const x1 = a.x + W / 2, y1 = a.y + H, x2 = b.x + W / 2, y2 = b.y;
+      g.append(svg('path', {
+        class: 'link' + (l.healthy ? '' : ' unhealthy'), 'data-from': l.from, 'data-to': l.to,
+        d: 'M' + x1 + ',' + y1 + ' C' + x1 + ',' + (y1 + GY / 2) + ' ' + x2 + ',' + (y2 - GY / 2) + ' ' + x2 + ',' + y2,
+      }));
+      // Beside the downstream's end of the link, on two short lines, so
+      // that the labels of a node's several links do not overlap.
+      let first = 'lag ' + l.lag_events + ' ev';
+      if (secs[l.to] !== undefined) first += ' · ' + secs[l.to].toFixed(1) + ' s';
+      const notes = [];
+      if (!l.healthy) notes.push('unhealthy');
+      if (recentMove(v, l.to)) notes.push('⇄ failed over');
+      const text = svg('text', { class: 'link-label', x: x2 + 6, y: y2 - GY / 2 + 4 });
+      text.append(svg('tspan', { x: x2 + 6 }, first));
+      if (notes.length) text.append(svg('tspan', { x: x2 + 6, dy: 13, class: 'link-note' }, notes.join(' · ')));
+      g.append(text);
+    }
+    for (const n of v.topology.nodes) {
+      const p = pos[n.name];
+      const cls = 'node state-' + n.state + (n.name === v.topology.self ? ' self' : '') + (n.name === selected ? ' selected' : '');
+      const grp = svg('g', {
+        class: cls, transform: 'translate(' + p.x + ',' + p.y + ')', tabindex: 0, role: 'button',
+        'data-node': n.name, 'data-state': n.state,
+        'aria-label': n.name + ', ' + n.role + ', ' + n.state + (n.name === v.topology.self ? ', this node' : ''),
+      });
+      grp.append(svg('rect', { width: W, height: H }));
+      grp.append(svg('text', { class: 'name', x: 10, y: 19 }, n.name + (n.name === v.topology.self ? ' (this node)' : '')));
+      grp.append(svg('text', { class: 'meta', x: 10, y: 35 }, n.role + ' · ' + (n.dc || 'no dc') + ' · lag ' + n.lag));
+      grp.append(svg('text', { class: 'state', x: 10, y: 50 }, STATE_ICON[n.state] + ' ' + n.state));
+      const choose = () => { selected = n.name; render(lastView); const f = $('graph').querySelector('[data-node="' + CSS.escape(n.name) + '"]'); if (f) f.focus(); };
+      grp.addEventListener('click', choose);
+      grp.addEventListener('keydown', (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); choose(); } });
+      g.append(grp);
+    }
+    if (focused) {
+      const f = g.querySelector('[data-node="' + CSS.escape(focused) + '"]');
+      if (f) f.focus();
+    }
+  }
+
+  // lagSeconds gives each downstream's lag in seconds, as the node
+  // serving the view measures it (link_lag_seconds).
+  function lagSeconds(v) {
+    return v.link_lag_seconds || {};
+  }
+
+  // recentMove is the downstream's upstream move of the last 10 minutes.
+  function recentMove(v, name) {
+    return (v.upstream_moves || []).find((m) => m.node === name && Date.now() - Date.parse(m.at) < 600000);
+  }
+
+  function badge(state, text) {
+    return el('span', { class: 'badge state-' + state }, STATE_ICON[state] + ' ' + text);
+  }
+
+  function renderLinks(v) {
+    const body = $('links').tBodies[0];
+    body.replaceChildren();
+    const secs = lagSeconds(v);
+    for (const l of v.topology.links) {
+      const tr = el('tr', { 'data-to': l.to });
+      tr.append(el('td', {}, l.from || '(unknown: ' + l.from_url + ')'));
+      tr.append(el('td', {}, l.to));
+      tr.append(el('td', {}, String(l.lag_events)));
+      tr.append(el('td', {}, secs[l.to] !== undefined ? secs[l.to].toFixed(1) : '—'));
+      const td = el('td');
+      td.append(l.healthy ? badge('alive', 'healthy') : badge('dead', 'an end is not alive'));
+      tr.append(td);
+      body.append(tr);
+    }
+    if (!v.topology.links.length) {
+      const tr = el('tr');
+      tr.append(el('td', { colspan: 5, class: 'muted' }, 'No links: no member pulls from an upstream.'));
+      body.append(tr);
+    }
+    const moves = $('moves');
+    moves.replaceChildren();
+    for (const m of v.upstream_moves || []) {
+      moves.append(el('li', { 'data-node': m.node }, '⇄ ' + m.node + ' moved from ' + (m.from_node || m.from) + ' to ' + (m.to_node || m.to) + ', ' + ago(m.at)));
+    }
+    if (!moves.children.length) moves.append(el('li', { class: 'muted' }, 'None seen in the last hour.'));
+  }
+
+  function renderDetail(v) {
+    const n = v.topology.nodes.find((x) => x.name === selected) || v.topology.nodes[0];
+    if (!n) return;
+    $('detail-name').textContent = n.name;
+    const dl = $('detail');
+    dl.replaceChildren();
+    const row = (k, val) => { dl.append(el('dt', {}, k)); const dd = el('dd'); if (val instanceof Node) dd.append(val); else dd.textContent = val; dl.append(dd); };
+    row('State', badge(n.state, n.state + ' since ' + ago(n.since)));
+    row('Role', n.role);
+    row('Data centre', n.dc || '—');
+    row('Version', n.version || '—');
+    row('Tiers', (n.tiers || []).join(', ') || '—');
+    row('Head (log sequence)', String(n.head));
+    row('Synced (hub sequence)', String(n.synced));
+    row('Lag (hub records)', String(n.lag));
+    row('API URL', n.url || '—');
+    row('Upstream', n.upstream || '— (none)');
+    row('Gossip address', n.addr || '—');
+    const links = $('detail-links');
+    links.replaceChildren();
+    if (n.name !== v.topology.self) {
+      const p = el('p', { class: 'muted' }, 'Last sync, errors, blobs and machines are known to ' + n.name + ' itself: ');
+      if (n.url) p.append(el('a', { href: n.url + '/dashboard/' }, 'open its dashboard'));
+      links.append(p);
+      return;
+    }
+    row('Blobs stored', v.storage.error ? v.storage.error : v.storage.blobs + ' (' + bytes(v.storage.bytes) + ')');
+    row('Machines served', v.machines.error ? v.machines.error : v.machines.count + (v.machines.more ? '+' : ''));
+    row('Uptime', Math.round(v.node.uptime_seconds) + ' s');
+    if (!v.sync.links.length) { links.append(el('p', { class: 'muted' }, 'No upstream links: this node is where records start.')); return; }
+    const t = el('table', { class: 'table' });
+    const head = el('tr');
+    for (const h of ['Tier', 'Upstream', 'State', 'Synced / hub head', 'Lag', 'Last sync', 'Last error']) head.append(el('th', { scope: 'col' }, h));
+    t.append(head);
+    for (const l of v.sync.links) {
+      const tr = el('tr');
+      const failover = l.upstreams && l.upstreams.length && l.upstream !== l.upstreams[0];
+      tr.append(el('td', {}, l.tier + (l.hub_tier && l.hub_tier !== l.tier ? ' (hub ' + l.hub_tier + ')' : '')));
+      tr.append(el('td', {}, (l.upstream || '—') + (failover ? ' ⇄ failed over from ' + l.upstreams[0] : '')));
+      tr.append(el('td', {}, l.state));
+      tr.append(el('td', {}, l.hub_seq + ' / ' + l.hub_head));
+      tr.append(el('td', {}, l.lag_events + ' ev, ' + l.lag_seconds.toFixed(1) + ' s'));
+      tr.append(el('td', {}, ago(l.last_success)));
+      tr.append(el('td', {}, l.last_error ? l.last_error + ' (' + ago(l.last_error_at) + ')' : 'none'));
+      t.append(tr);
+    }
+    links.append(t);
+  }
+
+  function renderPatches(v) {
+    const body = $('patches').tBodies[0];
+    body.replaceChildren();
+    $('patches-empty').hidden = v.patches.length > 0;
+    for (const p of v.patches) {
+      const tr = el('tr', { 'data-digest': p.digest, 'data-held': p.held, 'data-expected': p.expected });
+      const ver = el('td', {}, p.version + (p.withdrawn ? ' (withdrawn)' : ''));
+      ver.append(el('br'), el('span', { class: 'mono muted', title: p.digest }, p.digest.slice(7, 19)));
+      tr.append(ver);
+      tr.append(el('td', {}, p.kernel + ' ' + p.arch));
+      tr.append(el('td', {}, (p.tiers || []).join(' → ') || '—'));
+      const prog = el('td');
+      const done = p.expected > 0 && p.held === p.expected;
+      const bar = el('progress', { max: Math.max(1, p.expected), value: p.held, 'aria-label': 'held by ' + p.held + ' of ' + p.expected + ' nodes' });
+      prog.append(bar, el('span', { class: 'held-count' }, ' ' + p.held + ' / ' + p.expected + ' nodes' + (done ? ' — complete' : '')));
+      const chips = el('div');
+      for (const h of p.holders) {
+        chips.append(el('span', {
+          class: 'badge hold-' + h.state + (h.expected ? '' : ' not-expected'), 'data-node': h.node, 'data-hold': h.state,
+          title: h.node + ': ' + h.state + (h.expected ? '' : ' (does not serve these tiers)'),
+        }, HOLD_ICON[h.state] + ' ' + h.node + ' ' + h.state));
+      }
+      prog.append(chips);
+      tr.append(prog);
+      body.append(tr);
+    }
+  }
+
+  // renderUnavailable marks the panels the node's API does not offer yet.
+  // A panel the API offers later gets its render function here, and its
+  // name leaves v.unavailable.
+  function renderUnavailable(v) {
+    for (const name of ['fleet', 'rollouts']) {
+      const panel = $('panel-' + name);
+      panel.dataset.available = v.unavailable.includes(name) ? 'no' : 'yes';
+    }
+  }
+
+  start();
+})();
