@@ -304,19 +304,26 @@ func TestCompletionScripts(t *testing.T) {
 		}
 		return path
 	}
+	// zsh and fish are installed when missing, so that no shell's check is
+	// ever skipped; a machine that cannot install them fails here.
+	if out, err := exec.Command("../../scripts/shells.sh").CombinedOutput(); err != nil {
+		t.Fatalf("scripts/shells.sh: %v\n%s", err, out)
+	}
 	for _, shell := range []string{"bash", "zsh", "fish"} {
 		t.Run(shell+" syntax", func(t *testing.T) {
 			sh, err := exec.LookPath(shell)
 			if err != nil {
-				t.Skipf("%s is not installed", shell)
+				t.Fatalf("%s is not installed: %v", shell, err)
 			}
 			if out, err := exec.Command(sh, "-n", script(shell)).CombinedOutput(); err != nil {
 				t.Errorf("%s -n: %v\n%s", shell, err, out)
 			}
 		})
 	}
-	// fish completes through its own completion machinery, when installed.
-	if fish, err := exec.LookPath("fish"); err == nil {
+	// fish completes through its own completion machinery.
+	if fish, err := exec.LookPath("fish"); err != nil {
+		t.Errorf("fish: %v", err)
+	} else {
 		out, err := exec.Command(fish, "--no-config", "-c", "source "+shellQuote(script("fish"))+"; complete -C 'patchmesh admin pa'; complete -C 'patchmesh admin patches upload x --ke'").CombinedOutput()
 		if f := strings.Fields(string(out)); err != nil || len(f) == 0 || f[0] != "patches" || !strings.Contains(string(out), "--kernel") {
 			t.Errorf("fish completion = %q (%v), want patches, then --kernel", out, err)
