@@ -460,6 +460,8 @@ func TestOpenAPIDescribesLiveNodes(t *testing.T) {
 	bad := url.Values{"digest": {digestOf([]byte("other"))}, "kernel": {"5.15.0-107.117-generic"}, "arch": {"x86_64"}, "version": {"107.9"}}
 	ck.do(call{node: hub, method: "POST", path: "/v1/admin/patches?" + bad.Encode(), cred: admin, body: content, want: 422})
 	ck.do(call{node: edge, method: "POST", path: "/v1/admin/patches?" + q.Encode(), cred: edgeAdmin, body: content, want: 409})
+	badCVE := url.Values{"digest": {digestOf([]byte("cve"))}, "kernel": {"5.15.0-107.117-generic"}, "arch": {"x86_64"}, "version": {"107.8"}, "cves": {"CVE-24-1"}}
+	wantField(t, "upload with a bad CVE", ck.do(call{node: hub, method: "POST", path: "/v1/admin/patches?" + badCVE.Encode(), cred: admin, body: []byte("cve"), want: 400, badRequest: true}), "cves")
 	ck.do(call{node: hub, method: "GET", path: "/v1/admin/patches/" + digest, cred: admin, want: 200})
 	ck.do(call{node: hub, method: "GET", path: "/v1/admin/patches/" + digestOf([]byte("none")), cred: admin, want: 404})
 	ck.do(call{node: hub, method: "POST", path: "/v1/admin/patches/" + digest + "/promote", cred: admin, body: map[string]string{"tier": "edge"}, want: 200})
