@@ -442,6 +442,10 @@ func TestOpenAPIDescribesLiveNodes(t *testing.T) {
 	ck.do(call{node: hub, method: "POST", path: "/v1/admin/patches?" + q.Encode(), cred: admin, body: content, want: 200})
 	other := url.Values{"digest": {digest}, "kernel": {"5.15.0-107.117-generic"}, "arch": {"x86_64"}, "version": {"107.7"}}
 	ck.do(call{node: hub, method: "POST", path: "/v1/admin/patches?" + other.Encode(), cred: admin, body: content, want: 409})
+	// Another file under a kernel, arch and version that have one.
+	another := []byte("another file as version 107.1")
+	taken := url.Values{"digest": {digestOf(another)}, "kernel": {"5.15.0-107.117-generic"}, "arch": {"x86_64"}, "version": {"107.1"}}
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/patches?" + taken.Encode(), cred: admin, body: another, want: 409})
 	// A second patch, newer, for the machine's tier only.
 	content2 := []byte("openapi test patch, version 2")
 	digest2 := digestOf(content2)
