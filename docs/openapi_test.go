@@ -14,10 +14,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mathrand "math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +30,7 @@ import (
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 
 	"github.com/patchmesh/patchmesh/api"
+	"github.com/patchmesh/patchmesh/catalog"
 	"github.com/patchmesh/patchmesh/federation"
 	"github.com/patchmesh/patchmesh/internal/meshtest"
 	"github.com/patchmesh/patchmesh/node"
@@ -260,6 +263,104 @@ func decode[T any](t *testing.T, body []byte) T {
 
 func digestOf(b []byte) string { return meshtest.Digest(b) }
 
+// lookup walks a decoded JSON answer along path: object keys and array
+// indexes, dot-separated. A JSON null counts as absent.
+func lookup(v any, path string) (any, bool) {
+	for _, k := range strings.Split(path, ".") {
+		switch c := v.(type) {
+		case map[string]any:
+			v = c[k]
+		case []any:
+			i, err := strconv.Atoi(k)
+			if err != nil || i < 0 || i >= len(c) {
+				return nil, false
+			}
+			v = c[i]
+		default:
+			return nil, false
+		}
+		if v == nil {
+			return nil, false
+		}
+	}
+	return v, true
+}
+
+// has fails unless the answer holds a value at every path. The description
+// lets answers leave out optional fields; this says that the answers of
+// this scenario carry them, so that a field the code stops sending fails
+// here while its type is held by the description.
+func has(t *testing.T, what string, body []byte, paths ...string) {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal(body, &v); err != nil {
+		t.Errorf("%s: answer is not JSON: %v: %.500s", what, err, body)
+		return
+	}
+	for _, p := range paths {
+		if _, ok := lookup(v, p); !ok {
+			t.Errorf("%s: answer has no %s: %.2000s", what, p, body)
+		}
+	}
+}
+
+// lacks fails if the answer holds a value at any of paths.
+func lacks(t *testing.T, what string, body []byte, paths ...string) {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal(body, &v); err != nil {
+		t.Errorf("%s: answer is not JSON: %v: %.500s", what, err, body)
+		return
+	}
+	for _, p := range paths {
+		if got, ok := lookup(v, p); ok {
+			t.Errorf("%s: answer has %s = %v, want none", what, p, got)
+		}
+	}
+}
+
+// pageThrough follows a listing one item a page, validating every page,
+// and fails unless it took more than one page and the last has no next.
+// It returns the first page's next cursor.
+func (ck *checker) pageThrough(n *meshtest.Node, cred, path string) string {
+	t := ck.t
+	t.Helper()
+	sep := "?"
+	if strings.Contains(path, "?") {
+		sep = "&"
+	}
+	first, after := "", ""
+	for i := range 20 {
+		p := path + sep + "limit=1"
+		if after != "" {
+			p += "&after=" + url.QueryEscape(after)
+		}
+		after = decode[struct{ Next string }](t, ck.do(call{node: n, method: "GET", path: p, cred: cred, want: 200})).Next
+		if i == 0 {
+			first = after
+		}
+		if after == "" {
+			if i == 0 {
+				t.Errorf("%s: one page of one item: want more", path)
+			}
+			return first
+		}
+	}
+	t.Errorf("%s: still a next cursor after 20 pages", path)
+	return first
+}
+
+// wantField fails unless the answer is an invalid_input error naming field.
+func wantField(t *testing.T, what string, body []byte, field string) {
+	t.Helper()
+	e := decode[struct {
+		Error struct{ Code, Field string }
+	}](t, body).Error
+	if e.Code != "invalid_input" || e.Field != field {
+		t.Errorf("%s: want invalid_input on %s, got %s on %q", what, field, e.Code, e.Field)
+	}
+}
+
 // TestOpenAPIDescribesLiveNodes drives a real hub and an edge that syncs
 // from it, with gossip on, through every operation of the description, and
 // validates each request and answer with openapi3filter. A field missing
@@ -274,9 +375,26 @@ func TestOpenAPIDescribesLiveNodes(t *testing.T) {
 		openapi3filter.RegisterBodyDecoder(ct, openapi3filter.FileBodyDecoder)
 	}
 
+	// An endorsement in the hub's config, so that offers and registrations
+	// carry one.
+	_, oldKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newKey, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	endorsement, err := federation.Endorse(oldKey, newKey, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	m := meshtest.New(t)
 	m.Gossip = "local"
-	hub := m.Start(meshtest.Spec{Name: "hub", Role: node.RoleHub})
+	hub := m.Start(meshtest.Spec{Name: "hub", Role: node.RoleHub, Configure: func(c *node.Config) {
+		c.Sync.Endorsements = []string{federation.FormatEndorsement(endorsement)}
+	}})
 	edge := m.Start(meshtest.Spec{Name: "edge", Role: node.RoleEdge, Links: []meshtest.Link{{
 		Tier: "stable", Upstreams: []meshtest.Upstream{{URL: hub.URL, Token: hub.SyncToken(t, "stable", "edge")}},
 	}}})
@@ -315,6 +433,7 @@ func TestOpenAPIDescribesLiveNodes(t *testing.T) {
 	spare := decode[struct{ Info struct{ ID string } }](t, ck.do(call{node: hub, method: "POST", path: "/v1/admin/auth-tokens", cred: admin,
 		body: map[string]string{"tier": "edge", "name": "spare"}, want: 201})).Info.ID
 	ck.do(call{node: hub, method: "GET", path: "/v1/admin/auth-tokens", cred: admin, want: 200})
+	ck.pageThrough(hub, admin, "/v1/admin/auth-tokens")
 	ck.do(call{node: hub, method: "DELETE", path: "/v1/admin/auth-tokens/" + spare, cred: admin, want: 204})
 	ck.do(call{node: hub, method: "GET", path: "/v1/admin/auth-tokens", cred: admin, want: 200}) // with a revoked one
 	syncTok := decode[struct {
@@ -325,6 +444,10 @@ func TestOpenAPIDescribesLiveNodes(t *testing.T) {
 	spareSync := decode[struct{ Info struct{ ID string } }](t, ck.do(call{node: hub, method: "POST", path: "/v1/admin/sync-tokens", cred: admin,
 		body: map[string]string{"tier": "edge", "name": "spare"}, want: 201})).Info.ID
 	ck.do(call{node: hub, method: "GET", path: "/v1/admin/sync-tokens", cred: admin, want: 200})
+	syncNext := ck.pageThrough(hub, admin, "/v1/admin/sync-tokens")
+	// A cursor belongs to its listing.
+	wantField(t, "auth tokens after a sync tokens cursor", ck.do(call{node: hub, method: "GET", path: "/v1/admin/auth-tokens?after=" + syncNext, cred: admin, want: 400}), "after")
+	ck.do(call{node: hub, method: "GET", path: "/v1/admin/sync-tokens?after=not%20a%20cursor", cred: admin, want: 400, badRequest: true})
 	ck.do(call{node: hub, method: "DELETE", path: "/v1/admin/sync-tokens/" + spareSync, cred: admin, want: 204})
 	ck.do(call{node: hub, method: "DELETE", path: "/v1/admin/sync-tokens/0123456789abcdef", cred: admin, want: 404})
 
@@ -334,9 +457,34 @@ func TestOpenAPIDescribesLiveNodes(t *testing.T) {
 	q := url.Values{"digest": {digest}, "kernel": {"5.15.0-107.117-generic"}, "arch": {"x86_64"}, "version": {"107.1"},
 		"cves": {"CVE-2024-1234,CVE-2024-5678"}, "description": {"fixes two things"}, "size": {fmt.Sprint(len(content))}}
 	ck.do(call{node: hub, method: "POST", path: "/v1/admin/patches?" + q.Encode(), cred: admin, body: content, want: 201})
+	// The same upload again is a repeat; the same file as another version is not.
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/patches?" + q.Encode(), cred: admin, body: content, want: 200})
+	other := url.Values{"digest": {digest}, "kernel": {"5.15.0-107.117-generic"}, "arch": {"x86_64"}, "version": {"107.7"}}
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/patches?" + other.Encode(), cred: admin, body: content, want: 409})
+	// Another file under a kernel, arch and version that have one.
+	another := []byte("another file as version 107.1")
+	taken := url.Values{"digest": {digestOf(another)}, "kernel": {"5.15.0-107.117-generic"}, "arch": {"x86_64"}, "version": {"107.1"}}
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/patches?" + taken.Encode(), cred: admin, body: another, want: 409})
+	// A second patch, newer, for the machine's tier only.
+	content2 := []byte("openapi test patch, version 2")
+	digest2 := digestOf(content2)
+	q2 := url.Values{"digest": {digest2}, "kernel": {"5.15.0-107.117-generic"}, "arch": {"x86_64"}, "version": {"107.2"}}
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/patches?" + q2.Encode(), cred: admin, body: content2, want: 201})
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/patches/" + digest2 + "/promote", cred: admin, body: map[string]string{"tier": "edge"}, want: 200})
+	patchesNext := ck.pageThrough(hub, admin, "/v1/admin/patches")
+	wantField(t, "patches after a sync tokens cursor", ck.do(call{node: hub, method: "GET", path: "/v1/admin/patches?after=" + syncNext, cred: admin, want: 400}), "after")
+	byPrefix := decode[struct{ Patches []struct{ Digest string } }](t,
+		ck.do(call{node: hub, method: "GET", path: "/v1/admin/patches?digest_prefix=" + digest2[:20], cred: admin, want: 200})).Patches
+	if len(byPrefix) != 1 || byPrefix[0].Digest != digest2 {
+		t.Errorf("patches by digest prefix %s: got %v, want %s alone", digest2[:20], byPrefix, digest2)
+	}
+	ck.do(call{node: hub, method: "GET", path: "/v1/admin/patches?digest_prefix=sha256:XYZ", cred: admin, want: 400, badRequest: true})
+	ck.do(call{node: hub, method: "GET", path: "/v1/admin/patches?kernel=5.15.0-", cred: admin, want: 400, badRequest: true})
 	bad := url.Values{"digest": {digestOf([]byte("other"))}, "kernel": {"5.15.0-107.117-generic"}, "arch": {"x86_64"}, "version": {"107.9"}}
 	ck.do(call{node: hub, method: "POST", path: "/v1/admin/patches?" + bad.Encode(), cred: admin, body: content, want: 422})
 	ck.do(call{node: edge, method: "POST", path: "/v1/admin/patches?" + q.Encode(), cred: edgeAdmin, body: content, want: 409})
+	badCVE := url.Values{"digest": {digestOf([]byte("cve"))}, "kernel": {"5.15.0-107.117-generic"}, "arch": {"x86_64"}, "version": {"107.8"}, "cves": {"CVE-24-1"}}
+	wantField(t, "upload with a bad CVE", ck.do(call{node: hub, method: "POST", path: "/v1/admin/patches?" + badCVE.Encode(), cred: admin, body: []byte("cve"), want: 400, badRequest: true}), "cves")
 	ck.do(call{node: hub, method: "GET", path: "/v1/admin/patches/" + digest, cred: admin, want: 200})
 	ck.do(call{node: hub, method: "GET", path: "/v1/admin/patches/" + digestOf([]byte("none")), cred: admin, want: 404})
 	ck.do(call{node: hub, method: "POST", path: "/v1/admin/patches/" + digest + "/promote", cred: admin, body: map[string]string{"tier": "edge"}, want: 200})
@@ -361,28 +509,57 @@ func TestOpenAPIDescribesLiveNodes(t *testing.T) {
 	ck.do(call{node: hub, method: "GET", path: "/v1/client/hello?nonce=short", want: 400, badRequest: true})
 
 	// A machine on tier edge.
+	regBody := ck.do(call{node: hub, method: "POST", path: "/v1/client/register", cred: "Bearer " + authTok, want: 201,
+		body: map[string]string{"machine_id": "0123456789abcdef0123456789abcdef", "kernel": "5.15.0-107.117-generic", "arch": "x86_64", "client_version": "1.0.0"}})
+	has(t, "registration with an auth token", regBody, "credential", "token_record.record", "token_record.sig", "endorsements.0.record")
 	reg := decode[struct {
 		MachineToken string `json:"machine_token"`
 		Credential   string
-	}](t, ck.do(call{node: hub, method: "POST", path: "/v1/client/register", cred: "Bearer " + authTok, want: 201,
-		body: map[string]string{"machine_id": "0123456789abcdef0123456789abcdef", "kernel": "5.15.0-107.117-generic", "arch": "x86_64", "client_version": "1.0.0"}}))
+	}](t, regBody)
 	machine := "Bearer " + reg.MachineToken
 	// The hub's own credential registers the machine again, as another
-	// admitted node's would.
-	ck.do(call{node: hub, method: "POST", path: "/v1/client/register", cred: "Bearer " + reg.Credential, want: 201,
+	// admitted node's would: as the bearer, and in the body.
+	byCred := ck.do(call{node: hub, method: "POST", path: "/v1/client/register", cred: "Bearer " + reg.Credential, want: 201,
 		body: map[string]string{"kernel": "5.15.0-107.117-generic", "arch": "x86_64", "client_version": "1.0.0"}})
+	has(t, "registration with a credential", byCred, "credential", "endorsements")
+	lacks(t, "registration with a credential", byCred, "token_record")
+	ck.do(call{node: hub, method: "POST", path: "/v1/client/register", want: 201,
+		body: map[string]string{"credential": reg.Credential, "kernel": "5.15.0-107.117-generic", "arch": "x86_64", "client_version": "1.0.0"}})
+	wantField(t, "registration with a bad kernel", ck.do(call{node: hub, method: "POST", path: "/v1/client/register", cred: "Bearer " + authTok, want: 400, badRequest: true,
+		body: map[string]string{"machine_id": "0123456789abcdef0123456789abcdef", "kernel": "5.15.0-107.117-generic-", "arch": "x86_64", "client_version": "1.0.0"}}), "kernel")
+	// A second machine, so that machine listings have two pages.
+	ck.do(call{node: hub, method: "POST", path: "/v1/client/register", cred: "Bearer " + authTok, want: 201,
+		body: map[string]string{"machine_id": "fedcba9876543210fedcba9876543210", "kernel": "6.1.0-18-amd64", "arch": "x86_64", "client_version": "1.0.0"}})
 	machine = "Bearer " + decode[struct {
 		MachineToken string `json:"machine_token"`
 	}](t, ck.do(call{node: hub, method: "POST", path: "/v1/client/register", cred: "Bearer " + authTok, want: 201,
 		body: map[string]string{"machine_id": "0123456789abcdef0123456789abcdef", "kernel": "5.15.0-107.117-generic", "arch": "x86_64", "client_version": "1.0.0"}})).MachineToken
 	ck.do(call{node: hub, method: "GET", path: "/v1/client/status", cred: machine, want: 200})
 	ck.do(call{node: hub, method: "GET", path: "/v1/client/status", cred: "Bearer " + syncTok.Token, want: 403, badRequest: true})
-	ck.do(call{node: hub, method: "GET", path: "/v1/client/patch?kernel=5.15.0-107.117-generic&arch=x86_64", cred: machine, want: 200})
+	offer := ck.do(call{node: hub, method: "GET", path: "/v1/client/patch?kernel=5.15.0-107.117-generic&arch=x86_64", cred: machine, want: 200})
+	has(t, "offer", offer, "signed.record", "signed.sig", "endorsements.0.sig")
+	lacks(t, "offer of the newest patch", offer, "withdrawal")
+	if d := decode[struct{ Digest string }](t, offer).Digest; d != digest2 {
+		t.Errorf("offer: digest %s, want the newest, %s", d, digest2)
+	}
+	ck.do(call{node: hub, method: "GET", path: "/v1/client/patch?kernel=5.15.0-107.117-generic&arch=x86_64&applied=107.2", cred: machine, want: 400, badRequest: true})
 	ck.do(call{node: hub, method: "GET", path: "/v1/client/patch?kernel=5.15.0-108.118-generic&arch=x86_64", cred: machine, want: 404})
 	ck.do(call{node: hub, method: "POST", path: "/v1/client/checkin", cred: machine, want: 200, body: map[string]any{
 		"state": "applied", "kernel": "5.15.0-107.117-generic", "arch": "x86_64", "patch_version": "107.1", "client_version": "1.0.0", "uptime_seconds": 123}})
 	ck.do(call{node: hub, method: "GET", path: "/v1/client/nodes", cred: machine, want: 200})
 	ck.do(call{node: hub, method: "GET", path: "/v1/admin/machines?tier=edge&state=applied", cred: admin, want: 200})
+	machinesNext := ck.pageThrough(hub, admin, "/v1/admin/machines")
+	wantField(t, "machines after a patches cursor", ck.do(call{node: hub, method: "GET", path: "/v1/admin/machines?after=" + patchesNext, cred: admin, want: 400}), "after")
+
+	// The newer patch withdrawn: the machine that applied it is offered the
+	// older one with the hub's withdrawal, and the feed skips the newer one
+	// with the hub's reason.
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/patches/" + digest2 + "/withdraw", cred: admin, want: 200})
+	back := ck.do(call{node: hub, method: "GET", path: "/v1/client/patch?kernel=5.15.0-107.117-generic&arch=x86_64&applied=" + digest2, cred: machine, want: 200})
+	has(t, "offer after a withdrawal", back, "signed.record", "withdrawal.record", "withdrawal.sig")
+	if d := decode[struct{ Digest string }](t, back).Digest; d != digest {
+		t.Errorf("offer after a withdrawal: digest %s, want %s", d, digest)
+	}
 
 	// Blobs.
 	ck.do(call{node: hub, method: "GET", path: "/v1/blobs/" + digest, cred: machine, want: 200})
@@ -392,7 +569,23 @@ func TestOpenAPIDescribesLiveNodes(t *testing.T) {
 	ck.do(call{node: hub, method: "GET", path: "/v1/blobs/" + digest, want: 401, badRequest: true})
 
 	// Sync: the feed, the link at the edge, hub keys.
-	ck.do(call{node: hub, method: "GET", path: "/v1/sync/feed?after=0&limit=10", cred: "Bearer " + syncTok.Token, want: 200})
+	feed := ck.do(call{node: hub, method: "GET", path: "/v1/sync/feed?after=0&limit=100", cred: "Bearer " + syncTok.Token, want: 200})
+	has(t, "feed", feed, "heartbeat.record", "heartbeat.sig")
+	skipped := 0
+	for i, e := range decode[struct {
+		Events []struct {
+			Skip    bool
+			Because *federation.Envelope
+		}
+	}](t, feed).Events {
+		if e.Skip {
+			skipped++
+			has(t, "feed", feed, fmt.Sprintf("events.%d.because.record", i), fmt.Sprintf("events.%d.because.sig", i))
+		}
+	}
+	if skipped == 0 {
+		t.Errorf("feed of tier edge: no skipped event for the withdrawn patch %s: %.3000s", digest2, feed)
+	}
 	ck.do(call{node: hub, method: "GET", path: "/v1/sync/feed?hub_after=0&wait=0s", cred: "Bearer " + syncTok.Token, want: 200})
 	ck.do(call{node: hub, method: "GET", path: "/v1/sync/feed?limit=0", cred: "Bearer " + syncTok.Token, want: 400, badRequest: true})
 	ck.do(call{node: hub, method: "GET", path: "/v1/sync/hub-key", want: 200})
@@ -426,7 +619,8 @@ func TestOpenAPIDescribesLiveNodes(t *testing.T) {
 	ck.do(call{node: edge, method: "POST", path: "/v1/admin/sync/trigger", cred: edgeAdmin, body: map[string]bool{"wait": true}, want: 200})
 	ck.do(call{node: edge, method: "POST", path: "/v1/admin/sync/trigger", cred: edgeAdmin, want: 200})
 	ck.do(call{node: hub, method: "POST", path: "/v1/admin/sync/trigger", cred: admin, want: 409})
-	ck.do(call{node: edge, method: "GET", path: "/v1/sync/status", cred: edgeAdmin, want: 200})
+	has(t, "edge sync status", ck.do(call{node: edge, method: "GET", path: "/v1/sync/status", cred: edgeAdmin, want: 200}),
+		"links.0.stale", "links.0.heartbeat_time", "links.0.heartbeat_age_seconds", "links.0.heartbeat_hub_head")
 	ck.do(call{node: hub, method: "GET", path: "/v1/sync/status", cred: admin, want: 200})
 
 	// Trust, at the edge: the config's key and one pinned here.
@@ -493,6 +687,8 @@ func TestOpenAPIDescribesLiveNodes(t *testing.T) {
 
 	// Storage, then the end of a patch: withdrawn, then removed.
 	ck.do(call{node: hub, method: "GET", path: "/v1/admin/storage", cred: admin, want: 200})
+	ck.pageThrough(hub, admin, "/v1/admin/storage")
+	wantField(t, "storage after a machines cursor", ck.do(call{node: hub, method: "GET", path: "/v1/admin/storage?after=" + machinesNext, cred: admin, want: 400}), "after")
 	ck.do(call{node: hub, method: "POST", path: "/v1/admin/storage/refresh", cred: admin, want: 200})
 	ck.do(call{node: hub, method: "POST", path: "/v1/admin/patches/" + digest + "/withdraw", cred: admin, want: 200})
 	ck.do(call{node: hub, method: "DELETE", path: "/v1/admin/patches/" + digest, cred: admin, want: 204})
@@ -519,5 +715,51 @@ func TestOpenAPIDescribesLiveNodes(t *testing.T) {
 				t.Errorf("%s: %s was not exercised against a live node", specFile, op)
 			}
 		}
+	}
+}
+
+// TestKernelSchemaIsTheGrammar checks that the description's Kernel schema
+// (pattern and maxLength, as a validator applies them) accepts exactly the
+// releases catalog.ValidKernel does: the documented forms, near misses, and
+// strings drawn from the grammar's alphabet.
+func TestKernelSchemaIsTheGrammar(t *testing.T) {
+	doc := loadSpec(t)
+	ref := doc.Components.Schemas["Kernel"]
+	if ref == nil || ref.Value == nil || ref.Value.Pattern == "" || ref.Value.MaxLength == nil {
+		t.Fatalf("%s: the Kernel schema has no pattern or maxLength", specFile)
+	}
+	schema := ref.Value
+	agree := func(k string) {
+		t.Helper()
+		specOK := schema.VisitJSON(k) == nil
+		codeOK := catalog.ValidKernel(k) == nil
+		if specOK != codeOK {
+			t.Errorf("kernel %q: %s accepts it: %v, catalog.ValidKernel: %v", k, specFile, specOK, codeOK)
+		}
+	}
+	cases := []string{
+		"5.15.0-107-generic", "5.15.0-107.117-generic", "5.15.0-107.117~20.04.1-generic", "6.1.0-18-amd64",
+		"6.5.6-300.fc39.x86_64", "5.14.0-362.8.1.el9_3.x86_64", "5.15.146.1-microsoft-standard-WSL2",
+		"6.1.21-v8+", "6.9.0-rc1", "6.1.0", "6.1.0+", "6.1.0++", "6.1.0-", "6.1.0-a-", "6.1.0~", "6.1.0.",
+		"6.1", "6", "", "v6.1.0", "6.1.0 ", " 6.1.0", "6.1.0-ü", "6.1.0/x", "12345.1.0", "1.12345.0",
+		"1.1.1234567", "1.1.123456", "6.1.0--x", "6.1.0-a+b", "6.1.0\n", "6..1.0", "6.1.0-generic\x00",
+		"6.1.0-" + strings.Repeat("a", 58), "6.1.0-" + strings.Repeat("a", 59),
+	}
+	for _, k := range cases {
+		agree(k)
+	}
+	// Strings drawn from the grammar's alphabet and a few others, with a
+	// fixed seed so that a failure repeats.
+	const alphabet = "0123456789..--+_~aZ/ "
+	r := mathrand.New(mathrand.NewPCG(1, 2))
+	for range 20000 {
+		b := []byte("5.15.0")
+		if r.IntN(4) == 0 {
+			b = b[:0]
+		}
+		for range r.IntN(70) {
+			b = append(b, alphabet[r.IntN(len(alphabet))])
+		}
+		agree(string(b))
 	}
 }

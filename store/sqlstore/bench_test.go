@@ -228,3 +228,43 @@ func BenchmarkNewest(b *testing.B) {
 		s.Close()
 	}
 }
+
+// BenchmarkPatchesPageJIT reads a page of 1,000 patches on PostgreSQL with
+// the store's default (jit off) and with jit=on in the DSN, in turns on the
+// same database, so the two rows share the load of the moment.
+func BenchmarkPatchesPageJIT(b *testing.B) {
+	ctx := context.Background()
+	dsn := pgtest.New(b)
+	open := func(dsn string) *sqlstore.Store {
+		s, err := sqlstore.OpenPostgres(ctx, dsn, sqlstore.PostgresOptions{}, sqlstore.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return s
+	}
+	off := open(dsn)
+	defer off.Close()
+	seedBench(b, off)
+	on := open(withJIT(b, dsn, "on"))
+	defer on.Close()
+	// Four turns each: on a shared machine one turn can be unlucky.
+	type turn struct {
+		name string
+		s    *sqlstore.Store
+	}
+	var turns []turn
+	for range 4 {
+		turns = append(turns, turn{"jit-on", on}, turn{"jit-off", off})
+	}
+	for _, run := range turns {
+		b.Run(run.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				ps, err := run.s.Patches(ctx, store.PatchFilter{IncludeWithdrawn: true, Limit: 1000})
+				if err != nil || len(ps) != 1000 {
+					b.Fatalf("page: %d patches, %v", len(ps), err)
+				}
+			}
+		})
+	}
+}

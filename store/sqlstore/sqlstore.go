@@ -143,6 +143,15 @@ func OpenPostgres(ctx context.Context, dsn string, pg PostgresOptions, opts Opti
 		// The parse error may quote the DSN, password included.
 		return nil, errors.New("sqlstore: postgres: the DSN does not parse")
 	}
+	// The node's queries are short OLTP ones, but PostgreSQL's planner
+	// estimates a page of a listing (a generic plan, or 1,000 rows) past
+	// jit_above_cost and JIT-compiles it on every run: about 16 ms of a
+	// 70–100 ms page, more than the compiled code saves (bench/RESULTS.md,
+	// "Admin listings"). The node owns these connections, so it turns JIT
+	// off for them as a startup parameter, unless the DSN sets jit itself.
+	if _, set := cfg.ConnConfig.RuntimeParams["jit"]; !set {
+		cfg.ConnConfig.RuntimeParams["jit"] = "off"
+	}
 	if pg.MaxConns > 0 {
 		cfg.MaxConns = pg.MaxConns
 	}

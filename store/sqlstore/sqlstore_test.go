@@ -3,6 +3,7 @@ package sqlstore_test
 import (
 	"context"
 	"errors"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -383,4 +384,42 @@ func TestPostgresRemoveTierRacingAddTokenConflicts(t *testing.T) {
 	if len(ts) != len(catalog.DefaultTiers) {
 		t.Errorf("tiers after the refused removal: want %d, got %d", len(catalog.DefaultTiers), len(ts))
 	}
+}
+
+// TestPostgresJITIsOffUnlessTheDSNSetsIt checks that the store's connections
+// run with jit off, and that an operator's jit in the DSN wins.
+func TestPostgresJITIsOffUnlessTheDSNSetsIt(t *testing.T) {
+	dsn := pgtest.New(t)
+	tests := []struct {
+		name, dsn, want string
+	}{
+		{"default", dsn, "off"},
+		{"dsn sets on", withJIT(t, dsn, "on"), "on"},
+		{"dsn sets off", withJIT(t, dsn, "off"), "off"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := openPostgres(t, tt.dsn)
+			var got string
+			if err := s.DB().QueryRowContext(t.Context(), `SHOW jit`).Scan(&got); err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Errorf("jit = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// withJIT is dsn with its jit parameter set to v.
+func withJIT(t testing.TB, dsn, v string) string {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("jit", v)
+	u.RawQuery = q.Encode()
+	return u.String()
 }
