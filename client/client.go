@@ -95,6 +95,11 @@ type Config struct {
 	// ProbeTimeout bounds each of the three round-trip probes of a node;
 	// a node that does not answer two of them ranks last. Default: 1s.
 	ProbeTimeout time.Duration
+	// StaleAfter is how old the hub heartbeat a node hands over may be
+	// before the machine counts that node stale and tries the next one;
+	// when no node is fresh, a refresh reports ErrStale. Default:
+	// DefaultStaleAfter.
+	StaleAfter time.Duration
 }
 
 // Version is the client version reported when Config.ClientVersion is empty.
@@ -130,6 +135,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.ProbeTimeout <= 0 {
 		cfg.ProbeTimeout = time.Second
+	}
+	if cfg.StaleAfter <= 0 {
+		cfg.StaleAfter = DefaultStaleAfter
 	}
 	cfg.Server = strings.TrimRight(cfg.Server, "/")
 	if cfg.Server != "" {
@@ -215,23 +223,30 @@ func ReadError(resp *http.Response) error {
 // apiCall sends one JSON API request with the bearer token and decodes a
 // 2xx answer into out (when out is not nil).
 func (c *Client) apiCall(ctx context.Context, server, token, method, path string, query url.Values, in, out any) error {
+	_, err := c.apiCallHeader(ctx, server, token, method, path, query, in, out)
+	return err
+}
+
+// apiCallHeader is apiCall that also returns the answer's header, of an
+// error answer too; nil when no answer came.
+func (c *Client) apiCallHeader(ctx context.Context, server, token, method, path string, query url.Values, in, out any) (http.Header, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.APITimeout)
 	defer cancel()
 	u, err := endpoint(server, path, query, c.cfg.Transport.RequireTLS)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
-			return fmt.Errorf("encode %s %s: %w", method, path, err)
+			return nil, fmt.Errorf("encode %s %s: %w", method, path, err)
 		}
 		body = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -241,20 +256,20 @@ func (c *Client) apiCall(ctx context.Context, server, token, method, path string
 	req.Header.Set("User-Agent", "patchmesh-client/"+c.cfg.ClientVersion)
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, unreachable(err))
+		return nil, fmt.Errorf("%s %s: %w", method, path, unreachable(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("%s %s: %w", method, path, ReadError(resp))
+		return resp.Header, fmt.Errorf("%s %s: %w", method, path, ReadError(resp))
 	}
 	if out == nil {
-		return nil
+		return resp.Header, nil
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(out); err != nil {
 		// A cut-short or garbled answer is the node failing, not a refusal.
-		return fmt.Errorf("%s %s: decode answer: %w", method, path, unreachable(err))
+		return resp.Header, fmt.Errorf("%s %s: decode answer: %w", method, path, unreachable(err))
 	}
-	return nil
+	return resp.Header, nil
 }
 
 // endpoint joins a server base URL (which may carry a path prefix) and an

@@ -28,8 +28,11 @@ func unreachable(err error) error { return &nodeDown{err} }
 // is the mesh's answer, the same at every node, and trying elsewhere would
 // only repeat it.
 func failsOver(err error) bool {
-	var down *nodeDown
-	if errors.As(err, &down) {
+	var (
+		down  *nodeDown
+		stale *staleNode
+	)
+	if errors.As(err, &down) || errors.As(err, &stale) {
 		return true
 	}
 	var apiErr *APIError

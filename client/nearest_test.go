@@ -60,6 +60,9 @@ type mesh struct {
 	urls   []string // how machines reach each node: directly or through a delaying proxy
 	gossip *fakeNodes
 	enroll string
+	// beats holds the hub heartbeat each node serves; none until a test
+	// sets one.
+	beats []*heldBeats
 }
 
 const meshTier = "edge"
@@ -87,11 +90,14 @@ func newMesh(t *testing.T, delays ...time.Duration) *mesh {
 		if err != nil {
 			t.Fatal(err)
 		}
+		beats := &heldBeats{}
 		n := newTestNodeWith(t, false, func(c *api.Config) {
 			c.Nodes = m.gossip
 			c.Info.Node = name
 			c.NodeKey = key
+			c.Heartbeats = beats
 		})
+		m.beats = append(m.beats, beats)
 		if err := n.store.AddToken(context.Background(), tok); err != nil {
 			t.Fatalf("add the shared enrollment token to %s: %v", name, err)
 		}

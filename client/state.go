@@ -85,6 +85,12 @@ type State struct {
 	// RerankDue is set after a failover, so that the next call learns and
 	// measures the nodes again instead of waiting for Config.RerankEvery.
 	RerankDue bool `json:"rerank_due,omitempty"`
+	// Heartbeat is the newest hub heartbeat of the machine's hub tier the
+	// machine verified; a node may not hand over an older one as news.
+	Heartbeat *SeenHeartbeat `json:"heartbeat,omitempty"`
+	// Stale says why the last refresh found no fresh node; empty when it
+	// did.
+	Stale string `json:"stale,omitempty"`
 }
 
 // NodeRegistration is the machine's registration at one node.

@@ -78,6 +78,10 @@ Options:
                    https: tokens and patch bytes must not cross a network
                    in the clear, and a plain connection can be redirected
   --require-tls    refuse plain http:// even with --allow-http
+  --stale-after D  how old the hub's signed heartbeat a node hands over may
+                   be before that node counts as stale (default 10m): the
+                   machine tries the next node, and refresh exits 7 when
+                   none is fresh
   --proxy URL      HTTP(S) proxy; default from HTTPS_PROXY/HTTP_PROXY/NO_PROXY
 
 With --output json, a failure is also JSON, on standard error:
@@ -92,6 +96,8 @@ Exit codes:
   4  not found (404)
   5  conflict (409)
   6  invalid input (400, 413, 422)
+  7  stale: refresh found no node with a hub heartbeat younger than
+     --stale-after (what it was offered was still verified and applied)
 `
 
 // runClient is `patchmesh client`.
@@ -123,6 +129,7 @@ type clientCLI struct {
 	hubKeys    stringList
 	hubTier    string
 	proxy      string
+	staleAfter time.Duration
 	output     outputFlag
 }
 
@@ -154,6 +161,7 @@ func (c *clientCLI) flags(name string) *flag.FlagSet {
 	fs.Var(&c.hubKeys, "hub-key", "hub public key to pin at registration (repeatable)")
 	fs.StringVar(&c.hubTier, "hub-tier", c.hubTier, "the machine's hub tier, for a token not made at the hub")
 	fs.StringVar(&c.proxy, "proxy", c.proxy, "HTTP(S) proxy URL")
+	fs.DurationVar(&c.staleAfter, "stale-after", c.staleAfter, "how old the hub heartbeat may be before the machine is stale (default 10m)")
 	fs.Var(&c.output, "output", "text or json")
 	return fs
 }
@@ -242,6 +250,7 @@ func (c *clientCLI) newClient(progressLabel string) (*client.Client, *progress, 
 		// The hook's output goes to stderr so that stdout stays parseable.
 		HookStdout: c.stderr,
 		HookStderr: c.stderr,
+		StaleAfter: c.staleAfter,
 	}
 	if bar != nil {
 		cfg.Progress = bar.update
@@ -388,10 +397,36 @@ func (c *clientCLI) status(ctx context.Context, args []string) error {
 	if err != nil {
 		return explainRefusal(err, false)
 	}
-	if c.output == "json" {
-		return printJSON(c.stdout, nil, m)
+	f, err := cl.Freshness()
+	if err != nil {
+		return err
 	}
-	return machineDetail(c.stdout, m)
+	if c.output == "json" {
+		return printJSON(c.stdout, nil, struct {
+			catalog.Machine
+			Freshness client.Freshness `json:"freshness"`
+		}{m, f})
+	}
+	if err := machineDetail(c.stdout, m); err != nil {
+		return err
+	}
+	return freshnessDetail(c.stdout, f)
+}
+
+// freshnessDetail says how fresh the machine's view of its tier is: the
+// newest hub heartbeat it verified, and STALE with the reason when no node
+// handed over a fresh one.
+func freshnessDetail(w io.Writer, f client.Freshness) error {
+	hb := "none yet"
+	if f.Heartbeat != nil {
+		hb = fmt.Sprintf("%s (%s ago, hub seq %d, from %s)", fmtTime(f.Heartbeat.Time), f.Age, f.Heartbeat.TierSeq, f.Heartbeat.Node)
+	}
+	fresh := "fresh"
+	if f.Stale != "" {
+		fresh = "STALE: " + f.Stale
+	}
+	_, err := fmt.Fprintf(w, "hub heartbeat: %s\nfreshness: %s (bound %s)\n", hb, fresh, f.StaleAfter)
+	return err
 }
 
 func machineDetail(w io.Writer, m catalog.Machine) error {
@@ -441,7 +476,8 @@ func (c *clientCLI) refresh(ctx context.Context, args []string) error {
 			Path       string               `json:"path,omitempty"`
 			Downloaded bool                 `json:"downloaded"`
 			Machine    catalog.Machine      `json:"machine"`
-		}{res.State, res.Patch, res.Refused, res.Path, res.Downloaded, res.Machine}
+			Stale      string               `json:"stale,omitempty"`
+		}{res.State, res.Patch, res.Refused, res.Path, res.Downloaded, res.Machine, res.Stale}
 		if perr := printJSON(c.stdout, nil, out); perr != nil {
 			return errors.Join(err, perr)
 		}
@@ -462,6 +498,9 @@ func (c *clientCLI) refresh(ctx context.Context, args []string) error {
 		fmt.Fprintf(c.stdout, "Patch %s (version %s) %s: %s\n", res.Patch.Digest, res.Patch.Version, how, res.Path)
 	}
 	fmt.Fprintf(c.stdout, "Checked in: %s.\n", res.State)
+	if res.Stale != "" {
+		fmt.Fprintf(c.stdout, "STALE: no node handed over a fresh hub heartbeat (%s); a newer patch may exist.\n", res.Stale)
+	}
 	return err
 }
 
