@@ -63,11 +63,6 @@ type Config struct {
 	// client built once for registering and refreshing is not pinned to
 	// one node.
 	Server string
-	// MachineID is the machine's raw ID, needed to register at a node the
-	// machine fails over to (the state keeps only its hash, and refuses an
-	// ID other than the one registered). Empty: the machine uses only the
-	// nodes it is already registered at.
-	MachineID string
 	// StateDir holds state.json and the verified patches. Required. It is
 	// created with mode 0700.
 	StateDir string
@@ -252,7 +247,9 @@ func (c *Client) apiCallHeader(ctx context.Context, server, token, method, path 
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
-	req.Header.Set("Authorization", "Bearer "+token)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	req.Header.Set("User-Agent", "patchmesh-client/"+c.cfg.ClientVersion)
 	resp, err := c.http.Do(req)
 	if err != nil {

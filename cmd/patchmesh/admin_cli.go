@@ -63,6 +63,9 @@ func exitCode(err error) int {
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.Is(err, client.ErrOfferRefused), errors.Is(err, client.ErrDigestMismatch), errors.Is(err, client.ErrApplyFailed):
+		// Worse than being stale, which such a refresh may be too.
+		return exitServer
 	case errors.Is(err, client.ErrStale):
 		return exitStale
 	case errors.As(err, &ue), errors.Is(err, client.ErrInsecureURL):

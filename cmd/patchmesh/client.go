@@ -25,11 +25,16 @@ const clientUsage = `Usage: patchmesh client [--server URL] [--state-dir DIR] [-
 
 The machine side of patchmesh. Flags may also follow the command.
 
-The machine registers with the node at --server, learns from it the nodes
-serving its tier and ranks them by round-trip time. Every later command goes
-to the nearest node that answers; when a node is down or answers 5xx, the
-next one is tried, and the machine registers there the first time with the
-auth token it registered with (kept in the state directory for that).
+The machine registers with the node at --server once that node proves it
+is one the hub admitted (its signed admission in the node's roster, checked
+against the pinned hub key, and its signature over a fresh nonce). It learns
+from it the nodes serving its tier, keeps those whose admission on its hub
+tier verifies, and ranks them by round-trip time. Every later command goes
+to the nearest node that answers; when a node is down, answers 5xx or hands
+over a stale hub heartbeat, the next one is tried, and the machine registers
+there the first time with the machine credential a node issued it, after
+that node's hello verified. The auth token and the machine ID go to the
+first contact only.
 
 Every offer is verified before anything is downloaded: it must carry the
 hub's signed record, made by a hub key the machine pins, for the machine's
@@ -46,10 +51,13 @@ Commands:
       uname -m. The hub key (patchmesh admin hub-key prints it) is pinned,
       and the machine's tier is read from the hub-signed record of the auth
       token; --hub-tier is needed only for a token made on a relay or edge
-      instead of the hub. The pins, the auth token, the machine token and
-      the node ranking are saved in the state directory (mode 0600).
+      instead of the hub. The pins, the machine token and credential and
+      the node ranking are saved in the state directory (mode 0600); the
+      auth token is not. A node the hub has not admitted is refused before
+      it is sent anything (a hub admits itself at its first start).
   status
-      print the nearest node's record of this machine
+      print the nearest node's record of this machine, and how fresh the
+      machine's view is (the newest hub heartbeat verified, STALE if old)
   nodes
       measure the nodes serving this machine's tier again and print them,
       nearest first
@@ -97,7 +105,8 @@ Exit codes:
   5  conflict (409)
   6  invalid input (400, 413, 422)
   7  stale: refresh found no node with a hub heartbeat younger than
-     --stale-after (what it was offered was still verified and applied)
+     --stale-after (what it was offered was still verified and applied;
+     a refused offer, failed verification or failed hook exits 1 instead)
 `
 
 // runClient is `patchmesh client`.
@@ -239,9 +248,8 @@ func (c *clientCLI) newClient(progressLabel string) (*client.Client, *progress, 
 	}
 	bar := newProgress(c.stderr, progressLabel)
 	cfg := client.Config{
-		Server:    strings.TrimRight(c.server, "/"),
-		StateDir:  dir,
-		MachineID: c.failoverMachineID(),
+		Server:   strings.TrimRight(c.server, "/"),
+		StateDir: dir,
 		// Plain http is refused unless asked for: see --allow-http.
 		Transport:  client.Transport{CAFile: c.caFile, RequireTLS: c.requireTLS || !c.allowHTTP, Proxy: c.proxy},
 		UptimeFile: c.uptimeFile,
@@ -263,21 +271,6 @@ func (c *clientCLI) newClient(progressLabel string) (*client.Client, *progress, 
 		return nil, nil, usagef("%v", err)
 	}
 	return cl, bar, nil
-}
-
-// failoverMachineID is the machine ID to register at further nodes with:
-// --machine-id, else the machine ID file when it is readable. Without one
-// the machine still uses every node it is registered at, so an unreadable
-// file is no error here.
-func (c *clientCLI) failoverMachineID() string {
-	if c.machineID != "" {
-		return c.machineID
-	}
-	id, err := client.ReadMachineID(c.machineIDPath())
-	if err != nil {
-		return ""
-	}
-	return id
 }
 
 func (c *clientCLI) machineIDPath() string {
@@ -570,5 +563,5 @@ func explainRefusal(err error, registering bool) error {
 	if registering {
 		return fmt.Errorf("the node refused the auth token: it is mistyped, revoked or expired; ask for a new one: %w", err)
 	}
-	return fmt.Errorf("the node refused this machine's token, and the auth token it registered with: both were revoked or expired; register again with a new auth token: %w", err)
+	return fmt.Errorf("the node refused this machine's token, and its machine credential: both were revoked or expired; register again with a new auth token: %w", err)
 }
