@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/patchmesh/patchmesh/auth"
 	"github.com/patchmesh/patchmesh/catalog"
 	"github.com/patchmesh/patchmesh/federation"
 	"github.com/patchmesh/patchmesh/replicate"
@@ -379,6 +381,8 @@ func (n *Node) admitSelf(ctx context.Context) error {
 	if _, err := n.store.AdmitNode(ctx, self); err != nil && !errors.Is(err, catalog.ErrConflict) {
 		return fmt.Errorf("node: admit the hub itself: %w", err)
 	}
-	n.log.Info("node_admitted_self", "node", self.Name, "key_id", self.KeyID, "url", self.URLs[0], "tiers", strings.Join(self.Tiers, ","))
+	// The same security event as an operator's admission, by the node.
+	auth.SecurityEvent(ctx, n.log, auth.EventNodeAdmitted, slog.String("node", self.Name), slog.String("key_id", self.KeyID),
+		slog.String("tiers", strings.Join(self.Tiers, ",")), slog.String("url", self.URLs[0]), slog.String("by", "hub_first_start"))
 	return nil
 }
