@@ -5,18 +5,23 @@
 // A machine registers at one node (the first contact), learns from it the
 // nodes serving its tier, ranks them by round-trip time and from then on
 // talks to the nearest one that answers, registering at a further node
-// with the tier's enrollment token the first time it fails over there.
+// with its machine credential the first time it fails over there.
 //
-// It trusts no node: every offer must carry the hub's signed record,
+// It trusts no node before the hub's signature vouches for it: the first
+// contact and every node learned must show the hub's admission and sign a
+// fresh nonce with the admitted key before the machine sends them a
+// credential (checkFirstContact, admitted, hello); every patch answer's
+// hub heartbeat must be fresh (Freshness); every offer must carry the hub's signed record,
 // verified against the hub keys the machine pinned at registration (Pins,
 // VerifyOffer), for the machine's hub tier, which is itself read from the
 // hub's signed record of the enrollment token; an older patch than the one
 // applied needs the hub's signed withdrawal.
 //
-// It owns the machine's state directory (state.json with the enrollment
-// token, the pinned hub keys and hub tier, what was applied, the machine's
-// token at each node and the node ranking, and the verified patch files
-// under patches/) and the HTTP transport rules a
+// It owns the machine's state directory (state.json with the pinned hub
+// keys and hub tier, what was applied, the machine's token at each node,
+// its machine credential, the node ranking with admitted keys and the
+// newest hub heartbeat, and the verified patch files under patches/) and
+// the HTTP transport rules a
 // machine needs (extra CAs, proxy, TLS 1.2 or better, refusing plain HTTP
 // when asked). It does not own the command line (cmd/patchmesh), the server
 // side (api) nor how nodes learn of each other (topology). APIError and

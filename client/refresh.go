@@ -64,7 +64,10 @@ type RefreshResult struct {
 //
 // Each of the three calls goes to the nearest node that answers, so they
 // may reach different nodes when one fails mid-way; the bytes are checked
-// against the hub-signed record the first call got.
+// against the hub-signed record the first call got. The first call also
+// passes over nodes whose hub heartbeat is stale (checkFresh); when none
+// is fresh, the refresh does its work with the last answer and returns an
+// error wrapping ErrStale besides (RefreshResult.Stale says why).
 //
 // A refused offer downloads nothing and runs no hook: it checks in
 // check-failed and returns an error wrapping ErrOfferRefused. A digest
