@@ -247,11 +247,21 @@ func (s *server) newestPatch(w http.ResponseWriter, r *http.Request, t catalog.T
 		return invalid("applied", "must be empty or a digest, sha256:<64 hex>")
 	}
 	ctx := r.Context()
+	// The heartbeat goes with every answer, the 404 "nothing to offer"
+	// included: without it, a node withholding a patch could answer 404
+	// for ever and the machine could not tell that from a quiet tier.
+	var hb *federation.Envelope
+	if s.heartbeats != nil {
+		if e, ok := s.heartbeats.Latest(t.Tier); ok {
+			hb = &e
+			w.Header().Set(federation.HeartbeatHeader, federation.EncodeHeartbeatHeader(e))
+		}
+	}
 	p, err := s.store.Newest(ctx, t.Tier, kernel, arch)
 	if err != nil {
 		return err
 	}
-	offer := federation.Offer{Patch: p, Endorsements: s.endorse}
+	offer := federation.Offer{Patch: p, Endorsements: s.endorse, Heartbeat: hb}
 	if offer.Signed, err = s.signedRecord(ctx, t.Tier, p.Digest, offerTypes); err != nil {
 		return err
 	}

@@ -148,19 +148,37 @@ func newRosterNode(a store.Admission) federation.RosterNode {
 }
 
 // roster answers GET /v1/client/roster?tier=T: the nodes the hub admitted
-// on T, each with its signed admission. It takes no credential, so that a
-// machine can check a node before it sends that node any; it says nothing
-// that the signed records it serves do not say already.
+// on T, each with its signed admission; without tier, the admissions of
+// every tier, which is what a machine not yet registered (and so not yet
+// knowing its tier) checks its first contact against. It takes no
+// credential, so that a machine can check a node before it sends that node
+// any; it says nothing that the signed records it serves do not say
+// already.
 func (s *server) roster(w http.ResponseWriter, r *http.Request) error {
-	tier := r.URL.Query().Get("tier")
-	if err := catalog.ValidName("tier", tier); err != nil {
+	q := r.URL.Query()
+	tier := q.Get("tier")
+	tiers := []string{tier}
+	if tier == "" && !q.Has("tier") {
+		ts, err := s.store.Tiers(r.Context())
+		if err != nil {
+			return err
+		}
+		tiers = tiers[:0]
+		for _, t := range ts {
+			tiers = append(tiers, t.Name)
+		}
+	} else if err := catalog.ValidName("tier", tier); err != nil {
 		return err
 	}
-	as, err := s.store.Admissions(r.Context(), tier)
-	if err != nil {
-		return err
+	var as []store.Admission
+	for _, t := range tiers {
+		got, err := s.store.Admissions(r.Context(), t)
+		if err != nil {
+			return err
+		}
+		as = append(as, got...)
 	}
-	out := federation.RosterResponse{Tier: tier, Nodes: make([]federation.RosterNode, 0, len(as))}
+	out := federation.RosterResponse{Tier: tier, Nodes: make([]federation.RosterNode, 0, len(as)), Endorsements: s.endorse}
 	for _, a := range as {
 		out.Nodes = append(out.Nodes, newRosterNode(a))
 	}

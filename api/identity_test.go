@@ -77,6 +77,24 @@ func TestAdminNodesAdmitListRemove(t *testing.T) {
 		t.Errorf("roster admission: %+v, %v", r, err)
 	}
 
+	// Without a tier, the roster holds the admissions of every tier: what
+	// a machine checks its first contact against before it knows its tier.
+	e.want(e.request(http.MethodGet, "/v1/client/roster", "", nil), http.StatusOK, &roster)
+	var tiers []string
+	for _, rn := range roster.Nodes {
+		if rn.Admission == nil {
+			t.Fatalf("roster of every tier: %s without its admission", rn.Name)
+		}
+		r, err := federation.VerifyAdmission(v, *rn.Admission, "edge-a1", pubOf(edge))
+		if err != nil {
+			t.Fatalf("roster of every tier: %v", err)
+		}
+		tiers = append(tiers, r.Tier)
+	}
+	if slices.Sort(tiers); !slices.Equal(tiers, []string{"beta", "edge"}) {
+		t.Errorf("roster of every tier: admissions on %v, want beta and edge", tiers)
+	}
+
 	e.want(e.request(http.MethodDelete, "/v1/admin/nodes/edge-a1", e.admin, nil), http.StatusNoContent, nil)
 	if r := e.request(http.MethodDelete, "/v1/admin/nodes/edge-a1", e.admin, nil); r.StatusCode != http.StatusNotFound {
 		t.Errorf("removing a removed node: %d, want 404", r.StatusCode)
@@ -107,7 +125,7 @@ func TestAdminNodesChangeOnlyAtTheHub(t *testing.T) {
 
 func TestRosterRefusesABadTier(t *testing.T) {
 	e := newEnv(t)
-	for _, q := range []string{"", "?tier=", "?tier=Not%20A%20Tier"} {
+	for _, q := range []string{"?tier=", "?tier=Not%20A%20Tier"} {
 		if r := e.request(http.MethodGet, "/v1/client/roster"+q, "", nil); r.StatusCode != http.StatusBadRequest || r.errField() != "tier" {
 			t.Errorf("roster%s: %d %s, want 400 on tier", q, r.StatusCode, r.body)
 		}

@@ -113,3 +113,68 @@ func TestOfferOfAnUnsignedPatchHasNoRecord(t *testing.T) {
 		t.Errorf("unsigned offer: want %s with no records, got %+v", p.Digest, offer)
 	}
 }
+
+// fixedBeats serves one heartbeat for one tier, as a puller's memory does.
+type fixedBeats struct {
+	tier string
+	env  federation.Envelope
+}
+
+func (f fixedBeats) Latest(tier string) (federation.Envelope, bool) {
+	return f.env, tier == f.tier
+}
+
+// The hub heartbeat of the machine's tier comes with every patch answer:
+// in the offer and its header, and in the header of the 404 "nothing to
+// offer", which a withholding node could otherwise answer for ever.
+func TestPatchAnswersCarryTheTiersHeartbeat(t *testing.T) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb, err := federation.SignHeartbeat(priv, "beta", 42, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, _ := newHub(t, false, func(c *api.Config) { c.Heartbeats = fixedBeats{"beta", hb} })
+	v := federation.NewVerifier(pub)
+	check := func(what string, env federation.Envelope) {
+		t.Helper()
+		r, _, err := v.VerifyHeartbeat(env, "beta", federation.Record{}, time.Now())
+		if err != nil || r.TierSeq != 42 {
+			t.Errorf("%s: heartbeat %+v, %v; want the hub's of beta at hub seq 42", what, r, err)
+		}
+	}
+	at, _ := e.token("auth", "beta", "fleet-b")
+	var reg struct {
+		MachineToken string `json:"machine_token"`
+	}
+	e.want(e.request(http.MethodPost, "/v1/client/register", "Bearer "+at, registration("machine-beat-0001")), http.StatusCreated, &reg)
+	mt := "Bearer " + e.keep(reg.MachineToken)
+	q := "/v1/client/patch?kernel=" + testKernel + "&arch=" + testArch
+
+	r := e.request(http.MethodGet, q, mt, nil)
+	if r.StatusCode != http.StatusNotFound {
+		t.Fatalf("patch with nothing on beta: %d, want 404", r.StatusCode)
+	}
+	env, err := federation.DecodeHeartbeatHeader(r.Header.Get(federation.HeartbeatHeader))
+	if err != nil {
+		t.Fatalf("404 %s header: %v", federation.HeartbeatHeader, err)
+	}
+	check("404 header", env)
+
+	p := e.upload([]byte("patch one"), "107.1")
+	e.want(e.request(http.MethodPost, "/v1/admin/patches/"+p.Digest+"/promote", e.admin, map[string]string{"tier": "beta"}), http.StatusOK, nil)
+	var offer federation.Offer
+	r = e.request(http.MethodGet, q, mt, nil)
+	e.want(r, http.StatusOK, &offer)
+	if offer.Heartbeat == nil {
+		t.Fatal("offer: no heartbeat")
+	}
+	check("offer", *offer.Heartbeat)
+	if env, err := federation.DecodeHeartbeatHeader(r.Header.Get(federation.HeartbeatHeader)); err != nil {
+		t.Errorf("200 %s header: %v", federation.HeartbeatHeader, err)
+	} else {
+		check("200 header", env)
+	}
+}

@@ -5,18 +5,23 @@
 // A machine registers at one node (the first contact), learns from it the
 // nodes serving its tier, ranks them by round-trip time and from then on
 // talks to the nearest one that answers, registering at a further node
-// with the tier's enrollment token the first time it fails over there.
+// with its machine credential the first time it fails over there.
 //
-// It trusts no node: every offer must carry the hub's signed record,
+// It trusts no node before the hub's signature vouches for it: the first
+// contact and every node learned must show the hub's admission and sign a
+// fresh nonce with the admitted key before the machine sends them a
+// credential (checkFirstContact, admitted, hello); every patch answer's
+// hub heartbeat must be fresh (Freshness); every offer must carry the hub's signed record,
 // verified against the hub keys the machine pinned at registration (Pins,
 // VerifyOffer), for the machine's hub tier, which is itself read from the
 // hub's signed record of the enrollment token; an older patch than the one
 // applied needs the hub's signed withdrawal.
 //
-// It owns the machine's state directory (state.json with the enrollment
-// token, the pinned hub keys and hub tier, what was applied, the machine's
-// token at each node and the node ranking, and the verified patch files
-// under patches/) and the HTTP transport rules a
+// It owns the machine's state directory (state.json with the pinned hub
+// keys and hub tier, what was applied, the machine's token at each node,
+// its machine credential, the node ranking with admitted keys and the
+// newest hub heartbeat, and the verified patch files under patches/) and
+// the HTTP transport rules a
 // machine needs (extra CAs, proxy, TLS 1.2 or better, refusing plain HTTP
 // when asked). It does not own the command line (cmd/patchmesh), the server
 // side (api) nor how nodes learn of each other (topology). APIError and
@@ -63,11 +68,6 @@ type Config struct {
 	// client built once for registering and refreshing is not pinned to
 	// one node.
 	Server string
-	// MachineID is the machine's raw ID, needed to register at a node the
-	// machine fails over to (the state keeps only its hash, and refuses an
-	// ID other than the one registered). Empty: the machine uses only the
-	// nodes it is already registered at.
-	MachineID string
 	// StateDir holds state.json and the verified patches. Required. It is
 	// created with mode 0700.
 	StateDir string
@@ -95,6 +95,11 @@ type Config struct {
 	// ProbeTimeout bounds each of the three round-trip probes of a node;
 	// a node that does not answer two of them ranks last. Default: 1s.
 	ProbeTimeout time.Duration
+	// StaleAfter is how old the hub heartbeat a node hands over may be
+	// before the machine counts that node stale and tries the next one;
+	// when no node is fresh, a refresh reports ErrStale. Default:
+	// DefaultStaleAfter.
+	StaleAfter time.Duration
 }
 
 // Version is the client version reported when Config.ClientVersion is empty.
@@ -130,6 +135,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.ProbeTimeout <= 0 {
 		cfg.ProbeTimeout = time.Second
+	}
+	if cfg.StaleAfter <= 0 {
+		cfg.StaleAfter = DefaultStaleAfter
 	}
 	cfg.Server = strings.TrimRight(cfg.Server, "/")
 	if cfg.Server != "" {
@@ -215,46 +223,55 @@ func ReadError(resp *http.Response) error {
 // apiCall sends one JSON API request with the bearer token and decodes a
 // 2xx answer into out (when out is not nil).
 func (c *Client) apiCall(ctx context.Context, server, token, method, path string, query url.Values, in, out any) error {
+	_, err := c.apiCallHeader(ctx, server, token, method, path, query, in, out)
+	return err
+}
+
+// apiCallHeader is apiCall that also returns the answer's header, of an
+// error answer too; nil when no answer came.
+func (c *Client) apiCallHeader(ctx context.Context, server, token, method, path string, query url.Values, in, out any) (http.Header, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.APITimeout)
 	defer cancel()
 	u, err := endpoint(server, path, query, c.cfg.Transport.RequireTLS)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
-			return fmt.Errorf("encode %s %s: %w", method, path, err)
+			return nil, fmt.Errorf("encode %s %s: %w", method, path, err)
 		}
 		body = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
-	req.Header.Set("Authorization", "Bearer "+token)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	req.Header.Set("User-Agent", "patchmesh-client/"+c.cfg.ClientVersion)
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, unreachable(err))
+		return nil, fmt.Errorf("%s %s: %w", method, path, unreachable(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("%s %s: %w", method, path, ReadError(resp))
+		return resp.Header, fmt.Errorf("%s %s: %w", method, path, ReadError(resp))
 	}
 	if out == nil {
-		return nil
+		return resp.Header, nil
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(out); err != nil {
 		// A cut-short or garbled answer is the node failing, not a refusal.
-		return fmt.Errorf("%s %s: decode answer: %w", method, path, unreachable(err))
+		return resp.Header, fmt.Errorf("%s %s: decode answer: %w", method, path, unreachable(err))
 	}
-	return nil
+	return resp.Header, nil
 }
 
 // endpoint joins a server base URL (which may carry a path prefix) and an

@@ -101,7 +101,7 @@ func TestRegisterSavesPrivateStateWithoutRawMachineID(t *testing.T) {
 	if st.Server != n.srv.URL || !strings.HasPrefix(st.Registrations[n.srv.URL].MachineToken, "pmm_") || st.Tier != "beta" || st.MachineID != reg.Machine.ID {
 		t.Errorf("state = %+v, want server %s, a machine token there, tier beta, machine %s", st, n.srv.URL, reg.Machine.ID)
 	}
-	if st.EnrollmentToken != token || len(st.Nodes) != 1 || st.Nodes[0].URL != n.srv.URL || !st.Nodes[0].Reachable || st.Ranked.IsZero() {
+	if st.Credential == "" || len(st.Nodes) != 1 || st.Nodes[0].URL != n.srv.URL || !st.Nodes[0].Reachable || st.Ranked.IsZero() {
 		t.Errorf("state = %+v, want the enrollment token kept and the node ranked (the only one, reachable)", st)
 	}
 	entries, _ := os.ReadDir(stateDir)
@@ -290,8 +290,10 @@ func TestProxyIsUsed(t *testing.T) {
 	register(t, c, token)
 	mu.Lock()
 	defer mu.Unlock()
-	if len(proxied) == 0 || !strings.HasSuffix(proxied[0], "/v1/client/register") {
-		t.Errorf("proxy saw %v, want the registration first", proxied)
+	// The first contact's roster and hello, then the registration.
+	if len(proxied) < 3 || !strings.HasSuffix(proxied[0], "/v1/client/roster") ||
+		!strings.Contains(proxied[1], "/v1/client/hello?nonce=") || !strings.HasSuffix(proxied[2], "/v1/client/register") {
+		t.Errorf("proxy saw %v, want the roster, the hello and the registration first", proxied)
 	}
 	// The node list and the round-trip probes go through the proxy too.
 	if got := n.total() - before; got != len(proxied) {

@@ -2,11 +2,13 @@ package client
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -28,8 +30,11 @@ func unreachable(err error) error { return &nodeDown{err} }
 // is the mesh's answer, the same at every node, and trying elsewhere would
 // only repeat it.
 func failsOver(err error) bool {
-	var down *nodeDown
-	if errors.As(err, &down) {
+	var (
+		down  *nodeDown
+		stale *staleNode
+	)
+	if errors.As(err, &down) || errors.As(err, &stale) {
 		return true
 	}
 	var apiErr *APIError
@@ -125,19 +130,37 @@ func (s *session) order() ([]string, error) {
 	return append(up, down...), nil
 }
 
-// errNoEnrollment says why a machine cannot register at a further node.
-var errNoEnrollment = errors.New("not registered there and no enrollment token saved (registered before failover existed; register again to enable it)")
+// errNoCredential says why a machine cannot register at a further node.
+var errNoCredential = errors.New("not registered there and no machine credential saved " +
+	"(the nodes it registered at issue none, or it registered before credentials existed; register again to enable failover)")
 
 // canRegister says whether the machine may register at a node it has no
-// token for.
+// token for: only with a machine credential that has not expired. The
+// enrollment token and the raw machine ID go to the first contact only.
 func (s *session) canRegister() error {
-	switch {
-	case s.st.EnrollmentToken == "":
-		return errNoEnrollment
-	case s.c.cfg.MachineID == "":
-		return errors.New("not registered there and no machine ID given to register with")
-	case machineIDHash(s.c.cfg.MachineID) != s.st.MachineIDSHA256:
-		return errors.New("not registered there, and the machine ID given is not the one this machine registered with")
+	if s.st.Credential == "" {
+		return errNoCredential
+	}
+	c, err := federation.ParseCredential(s.st.Credential)
+	if err != nil {
+		return fmt.Errorf("not registered there, and the saved machine credential is unreadable: %w", err)
+	}
+	if !time.Now().Before(c.Statement.Expires) {
+		return fmt.Errorf("not registered there, and the machine credential expired at %s (register again)",
+			c.Statement.Expires.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// admittedKey is the node key the hub admitted the node at u with, from
+// the ranking the machine verified; nil if u is not an admitted node.
+func (s *session) admittedKey(u string) ed25519.PublicKey {
+	for _, n := range s.st.Nodes {
+		if n.URL == u && n.Key != "" {
+			if pub, err := federation.ParsePublicKey(n.Key); err == nil {
+				return pub
+			}
+		}
 	}
 	return nil
 }
@@ -207,17 +230,29 @@ func (s *session) tryNode(ctx context.Context, u string, call func(context.Conte
 	return err
 }
 
-// registerAt registers the machine at u with the enrollment token and
-// saves the new token at once: registering again replaces the machine's
-// earlier token there, so a lost answer would leave the machine with a
-// dead token.
+// registerAt registers the machine at u, a node it fails over to, with
+// its machine credential, and saves the new token at once: registering
+// again replaces the machine's earlier token there, so a lost answer
+// would leave the machine with a dead token.
+//
+// u must be a node whose admission the machine verified on its hub tier
+// (its ranking keeps only those, with their admitted key), and must
+// prove it holds that key (its hello) before the credential goes out: a
+// process that only copied an admitted node's gossip entry gets nothing.
+// The node registers the machine on the credential's tier, which it must
+// answer with.
 func (s *session) registerAt(ctx context.Context, u string) (NodeRegistration, error) {
 	if err := s.canRegister(); err != nil {
 		return NodeRegistration{}, unreachable(fmt.Errorf("%s: %w", u, err))
 	}
-	got, err := s.c.registerAt(ctx, u, s.st.EnrollmentToken, RegisterRequest{
-		MachineID: s.c.cfg.MachineID, Kernel: s.kernel, Arch: s.arch,
-	})
+	pub := s.admittedKey(u)
+	if pub == nil {
+		return NodeRegistration{}, unreachable(fmt.Errorf("%s: not registered there, and the hub's admission of it was not verified", u))
+	}
+	if err := s.c.hello(ctx, u, pub); err != nil {
+		return NodeRegistration{}, unreachable(fmt.Errorf("%s: %w", u, err))
+	}
+	got, err := s.c.registerAt(ctx, u, s.st.Credential, RegisterRequest{Kernel: s.kernel, Arch: s.arch})
 	if err != nil {
 		if ctx.Err() == nil {
 			err = unreachable(err)
@@ -225,15 +260,56 @@ func (s *session) registerAt(ctx context.Context, u string) (NodeRegistration, e
 		return NodeRegistration{}, fmt.Errorf("register at %s: %w", u, err)
 	}
 	if got.tier != s.st.Tier {
-		// The token means another tier there: using that node would fetch
+		// The node ignored the credential's tier: using it would fetch
 		// another tier's patches.
 		return NodeRegistration{}, unreachable(fmt.Errorf("register at %s: it put the machine on tier %q, not %q", u, got.tier, s.st.Tier))
 	}
 	s.st.Registrations[u] = got.reg
+	s.keepCredential(got.credential)
 	if err := s.save(); err != nil {
 		return NodeRegistration{}, err
 	}
 	return got.reg, nil
+}
+
+// keepCredential keeps cred when it was issued after the one held (or none
+// is held), so that the machine always fails over with its newest one.
+// The machine cannot verify it (it holds no node's key for the issuer
+// beyond its ranking, and the accepting node checks it anyway); the
+// statement is read only to compare issue times.
+func (s *session) keepCredential(cred string) {
+	if cred == "" {
+		return
+	}
+	c, err := federation.ParseCredential(cred)
+	if err != nil {
+		return
+	}
+	if s.st.Credential != "" {
+		if held, err := federation.ParseCredential(s.st.Credential); err == nil && !c.Statement.Issued.After(held.Statement.Issued) {
+			return
+		}
+	}
+	s.st.Credential = cred
+}
+
+// hello checks that the node at u holds pub: it must sign a fresh nonce
+// and the Host the machine asked by (federation.VerifyHello). It sends
+// no credential.
+func (c *Client) hello(ctx context.Context, u string, pub ed25519.PublicKey) error {
+	nonce, err := federation.NewNonce()
+	if err != nil {
+		return err
+	}
+	host, err := federation.HelloHost(u)
+	if err != nil {
+		return err
+	}
+	var h federation.Hello
+	if _, err := c.apiCallHeader(ctx, u, "", http.MethodGet, "/v1/client/hello", url.Values{"nonce": {nonce}}, nil, &h); err != nil {
+		return fmt.Errorf("hello: %w", err)
+	}
+	return federation.VerifyHello(h, pub, nonce, host)
 }
 
 // registered is a node's answer to a registration.
@@ -244,30 +320,37 @@ type registered struct {
 	// enrollment is the hub-signed proof of the machine's tier, when the
 	// node holds it.
 	enrollment federation.Enrollment
+	// credential is the machine credential the node issued, "" if none.
+	credential string
 }
 
-// registerAt sends one registration to server with the auth token.
-func (c *Client) registerAt(ctx context.Context, server, authToken string, r RegisterRequest) (registered, error) {
+// registerAt sends one registration to server with bearer: an auth token
+// with r.MachineID (the first contact), or a machine credential without
+// it (a node failed over to).
+func (c *Client) registerAt(ctx context.Context, server, bearer string, r RegisterRequest) (registered, error) {
 	in := map[string]string{
-		"machine_id":     r.MachineID,
 		"kernel":         r.Kernel,
 		"arch":           r.Arch,
 		"client_version": c.cfg.ClientVersion,
+	}
+	if r.MachineID != "" {
+		in["machine_id"] = r.MachineID
 	}
 	var out struct {
 		MachineToken string          `json:"machine_token"`
 		Tier         string          `json:"tier"`
 		Machine      catalog.Machine `json:"machine"`
+		Credential   string          `json:"credential"`
 		federation.Enrollment
 	}
-	if err := c.apiCall(ctx, server, authToken, http.MethodPost, "/v1/client/register", nil, in, &out); err != nil {
+	if err := c.apiCall(ctx, server, bearer, http.MethodPost, "/v1/client/register", nil, in, &out); err != nil {
 		return registered{}, err
 	}
 	if !strings.HasPrefix(out.MachineToken, "pmm_") {
 		return registered{}, errors.New("the server's answer holds no machine token")
 	}
 	reg := NodeRegistration{MachineToken: out.MachineToken, MachineID: out.Machine.ID, Registered: time.Now().UTC()}
-	return registered{reg, out.Tier, out.Machine, out.Enrollment}, nil
+	return registered{reg, out.Tier, out.Machine, out.Enrollment, out.Credential}, nil
 }
 
 func machineIDHash(id string) string {

@@ -60,6 +60,9 @@ type mesh struct {
 	urls   []string // how machines reach each node: directly or through a delaying proxy
 	gossip *fakeNodes
 	enroll string
+	// beats holds the hub heartbeat each node serves; none until a test
+	// sets one.
+	beats []*heldBeats
 }
 
 const meshTier = "edge"
@@ -87,11 +90,14 @@ func newMesh(t *testing.T, delays ...time.Duration) *mesh {
 		if err != nil {
 			t.Fatal(err)
 		}
+		beats := &heldBeats{}
 		n := newTestNodeWith(t, false, func(c *api.Config) {
 			c.Nodes = m.gossip
 			c.Info.Node = name
 			c.NodeKey = key
+			c.Heartbeats = beats
 		})
+		m.beats = append(m.beats, beats)
 		if err := n.store.AddToken(context.Background(), tok); err != nil {
 			t.Fatalf("add the shared enrollment token to %s: %v", name, err)
 		}
@@ -166,7 +172,7 @@ func (m *mesh) upload(content []byte) {
 // client registers a machine at the node first and returns its client.
 func (m *mesh) client(first int, tune ...func(*Config)) *Client {
 	m.t.Helper()
-	cfg := Config{Server: m.urls[first], MachineID: testMachineID}
+	cfg := Config{Server: m.urls[first]}
 	for _, f := range tune {
 		f(&cfg)
 	}
@@ -437,8 +443,8 @@ func TestRefusedTokenRegistersAgainOnce(t *testing.T) {
 	if _, err := c.Status(context.Background()); err == nil {
 		t.Fatal("Status at a node refusing every token succeeded")
 	}
-	if got := n.total() - before; got != 3 {
-		t.Errorf("node got %d requests, want 3 (status, registration, status)", got)
+	if got := n.total() - before; got != 4 {
+		t.Errorf("node got %d requests, want 4 (status, hello, registration with the credential, status)", got)
 	}
 }
 
@@ -510,26 +516,67 @@ func TestNodesReportsRankingAndRegistrations(t *testing.T) {
 	}
 }
 
-func TestFailoverNeedsTheRegisteredMachineID(t *testing.T) {
-	for _, tc := range []struct {
-		name, id string
-	}{
-		{"no machine ID", ""},
-		{"another machine's ID", "fedcba9876543210fedcba9876543210"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			m := newMesh(t, 0, 100*time.Millisecond)
-			stateDir := filepath.Join(t.TempDir(), "state")
-			m.client(0, func(c *Config) { c.StateDir = stateDir })
-			m.nodes[0].srv.Close()
-			c := newTestClient(t, Config{StateDir: stateDir, MachineID: tc.id})
-			if _, err := c.Status(context.Background()); err == nil {
-				t.Fatal("Status succeeded, want the next node unused")
-			}
-			if got := m.nodes[1].count(http.MethodPost, "/v1/client/register"); got != 0 {
-				t.Errorf("next node saw %d registrations, want none", got)
-			}
-		})
+// A machine registers at a node it fails over to with its machine
+// credential, after that node's hello verified: the enrollment token and
+// the raw machine ID go to the first contact only. Without a credential
+// it registers nowhere else.
+func TestFailoverRegistersWithTheCredentialOnly(t *testing.T) {
+	m := newMesh(t, 0, 100*time.Millisecond)
+	stateDir := filepath.Join(t.TempDir(), "state")
+	m.client(0, func(c *Config) { c.StateDir = stateDir })
+	st, err := LoadState(stateDir)
+	if err != nil || !strings.HasPrefix(st.Credential, federation.CredentialPrefix) {
+		t.Fatalf("state after Register: credential %q, %v; want the first contact's", st.Credential, err)
+	}
+	raw, _ := os.ReadFile(filepath.Join(stateDir, StateFile))
+	if bytes.Contains(raw, []byte(m.enroll)) || bytes.Contains(raw, []byte(testMachineID)) {
+		t.Errorf("state file holds the enrollment token or the raw machine ID:\n%s", raw)
+	}
+	first := st.Credential
+	m.nodes[0].srv.Close()
+	next := m.nodes[1]
+
+	c := newTestClient(t, Config{StateDir: stateDir})
+	if _, err := c.Status(context.Background()); err != nil {
+		t.Fatalf("Status after the first contact died: %v", err)
+	}
+	regs := next.find(http.MethodPost, "/v1/client/register")
+	if len(regs) != 1 {
+		t.Fatalf("next node saw %d registrations, want 1", len(regs))
+	}
+	if got := regs[0].header.Get("Authorization"); got != "Bearer "+first {
+		t.Errorf("registration at the next node authorized by %.20q…, want the machine credential", got)
+	}
+	if bytes.Contains(regs[0].body, []byte("machine_id")) || bytes.Contains(regs[0].body, []byte(testMachineID)) {
+		t.Errorf("registration at the next node sent the machine ID: %s", regs[0].body)
+	}
+	if next.count(http.MethodGet, "/v1/client/hello") != 1 {
+		t.Errorf("next node was asked for %d hellos, want 1 before the registration", next.count(http.MethodGet, "/v1/client/hello"))
+	}
+	for _, r := range next.requests {
+		if strings.Contains(r.header.Get("Authorization"), m.enroll) {
+			t.Errorf("the enrollment token reached the next node (%s %s)", r.method, r.path)
+		}
+	}
+	if st, _ := LoadState(stateDir); st.Credential == first || !strings.HasPrefix(st.Credential, federation.CredentialPrefix) {
+		t.Errorf("credential after failover = %.20q…, want the newer one the next node issued", st.Credential)
+	}
+
+	// Without a credential the machine registers nowhere else.
+	m2 := newMesh(t, 0, 100*time.Millisecond)
+	dir2 := filepath.Join(t.TempDir(), "state")
+	m2.client(0, func(c *Config) { c.StateDir = dir2 })
+	st2, _ := LoadState(dir2)
+	st2.Credential = ""
+	if err := saveState(dir2, st2); err != nil {
+		t.Fatal(err)
+	}
+	m2.nodes[0].srv.Close()
+	if _, err := newTestClient(t, Config{StateDir: dir2}).Status(context.Background()); err == nil {
+		t.Fatal("Status without a credential succeeded, want the next node unused")
+	}
+	if got := m2.nodes[1].count(http.MethodPost, "/v1/client/register"); got != 0 {
+		t.Errorf("next node saw %d registrations without a credential, want none", got)
 	}
 }
 
@@ -569,7 +616,7 @@ func TestOneServerStateIsMigrated(t *testing.T) {
 		t.Errorf("migrated state = %+v, want the token as the registration at its server, the only node, to be ranked", st)
 	}
 
-	c := newTestClient(t, Config{StateDir: stateDir, MachineID: testMachineID})
+	c := newTestClient(t, Config{StateDir: stateDir})
 	m, err := c.Status(context.Background())
 	if err != nil || m.ID != out.Machine.ID {
 		t.Fatalf("Status on migrated state = %+v, %v; want machine %s", m, err, out.Machine.ID)

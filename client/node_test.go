@@ -2,6 +2,7 @@ package client
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -16,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/patchmesh/patchmesh/api"
 	"github.com/patchmesh/patchmesh/catalog"
@@ -56,6 +58,8 @@ type testNode struct {
 	// request itself by returning true. Tests use it to make a real node
 	// fail in ways a healthy node does not.
 	intercept func(w http.ResponseWriter, r *http.Request) bool
+	// roster, when set, is served as GET /v1/client/roster (admitSelf).
+	roster *federation.RosterResponse
 }
 
 // recorded is one request as the node received it.
@@ -94,6 +98,19 @@ func newTestNodeSigned(t *testing.T, tlsServer bool, tune func(*api.Config), sig
 	if tune != nil {
 		tune(&cfg)
 	}
+	// Machines register only at nodes the hub admitted: a node the test
+	// gives no identity of its own gets one, and its admission below.
+	var selfPub ed25519.PublicKey
+	if cfg.NodeKey == nil {
+		pub, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		selfPub, cfg.NodeKey = pub, priv
+		if cfg.Info.Node == "" {
+			cfg.Info.Node = "test-node"
+		}
+	}
 	h, err := api.New(cfg)
 	if err != nil {
 		t.Fatalf("api.New: %v", err)
@@ -106,8 +123,13 @@ func newTestNodeSigned(t *testing.T, tlsServer bool, tune func(*api.Config), sig
 		}
 		n.mu.Lock()
 		n.requests = append(n.requests, rr)
-		intercept := n.intercept
+		intercept, roster := n.intercept, n.roster
 		n.mu.Unlock()
+		if roster != nil && r.URL.Path == "/v1/client/roster" {
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(roster)
+			return
+		}
 		if intercept != nil && intercept(w, r) {
 			return
 		}
@@ -120,7 +142,47 @@ func newTestNodeSigned(t *testing.T, tlsServer bool, tune func(*api.Config), sig
 	}
 	t.Cleanup(n.srv.Close)
 	n.login()
+	if selfPub != nil {
+		n.admitSelf(cfg.Info.Node, selfPub, signed)
+	}
 	return n
+}
+
+// admitSelf gives the node the hub's admission of itself at its URL, on
+// every tier: sealed by its store with the test hub key when it signs,
+// else (a node without a hub key, which holds admissions only by sync)
+// as a roster of hub-signed admissions the node serves in place of its
+// own, which is what a synced node would hold.
+func (n *testNode) admitSelf(name string, pub ed25519.PublicKey, signed bool) {
+	n.t.Helper()
+	ctx := context.Background()
+	tiers, err := n.store.Tiers(ctx)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	node := catalog.Node{Name: name, Key: federation.FormatPublicKey(pub), KeyID: federation.KeyID(pub), URLs: []string{n.srv.URL}}
+	for _, tier := range tiers {
+		node.Tiers = append(node.Tiers, tier.Name)
+	}
+	if signed {
+		if _, err := n.store.AdmitNode(ctx, node); err != nil {
+			n.t.Fatalf("admit %s: %v", name, err)
+		}
+		return
+	}
+	roster := &federation.RosterResponse{}
+	for i, tier := range node.Tiers {
+		env, err := federation.Sign(testHubKey, federation.Record{Tier: tier, TierSeq: int64(i + 1), Type: catalog.EventNodeAdmitted,
+			Time: time.Now().UTC(), Node: &federation.NodeRecord{Name: name, Key: node.Key, URLs: node.URLs, Admitted: time.Now().UTC()}})
+		if err != nil {
+			n.t.Fatalf("sign the admission of %s: %v", name, err)
+		}
+		roster.Nodes = append(roster.Nodes, federation.RosterNode{Name: name, URL: n.srv.URL, URLs: node.URLs,
+			Key: node.Key, KeyID: node.KeyID, Admission: &env})
+	}
+	n.mu.Lock()
+	n.roster = roster
+	n.mu.Unlock()
 }
 
 // adminDo sends an admin request with the test's own HTTP client (the
@@ -246,4 +308,17 @@ func (n *testNode) lastQuery(path string) url.Values {
 func digestOf(b []byte) string {
 	sum := sha256.Sum256(b)
 	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// find returns the requests for method and path, in order.
+func (n *testNode) find(method, path string) []recorded {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []recorded
+	for _, r := range n.requests {
+		if r.method == method && r.path == path {
+			out = append(out, r)
+		}
+	}
+	return out
 }

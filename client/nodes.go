@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/patchmesh/patchmesh/federation"
 )
 
 // Node is one node serving the machine's tier, as ranked.
@@ -21,6 +23,11 @@ type Node struct {
 	Name string `json:"name,omitempty"`
 	DC   string `json:"dc,omitempty"`
 	Role string `json:"role,omitempty"`
+	// Key is the node key the hub admitted the node with ("ed25519:…"),
+	// read from the signed admission the machine verified; the node's
+	// hello must be signed by it before the machine registers there.
+	// Empty for the first contact, which was checked at registration.
+	Key string `json:"key,omitempty"`
 	// RTT is the median of three round trips to the node; meaningless when
 	// Reachable is false.
 	RTT time.Duration `json:"rtt_ns"`
@@ -66,12 +73,7 @@ func (c *Client) Nodes(ctx context.Context) ([]NodeStatus, error) {
 func (s *session) rerank(ctx context.Context) error {
 	nodes := s.st.Nodes
 	var listed struct {
-		Nodes []struct {
-			Name string `json:"name"`
-			DC   string `json:"dc"`
-			Role string `json:"role"`
-			URL  string `json:"url"`
-		} `json:"nodes"`
+		Nodes []federation.RosterNode `json:"nodes"`
 	}
 	err := s.do(ctx, func(ctx context.Context, t target) error {
 		return s.c.apiCall(ctx, t.url, t.token, http.MethodGet, "/v1/client/nodes", nil, nil, &listed)
@@ -80,18 +82,7 @@ func (s *session) rerank(ctx context.Context) error {
 		return err
 	}
 	if err == nil && len(listed.Nodes) > 0 {
-		nodes = nodes[:0:0]
-		seen := map[string]bool{}
-		for _, n := range listed.Nodes {
-			u := strings.TrimRight(n.URL, "/")
-			// A URL the client could never use is dropped here, so that
-			// it is neither probed nor offered an enrollment token.
-			if seen[u] || checkURL(u, s.tlsOnly()) != nil || len(nodes) == maxNodes {
-				continue
-			}
-			seen[u] = true
-			nodes = append(nodes, Node{URL: u, Name: n.Name, DC: n.DC, Role: n.Role})
-		}
+		nodes = s.admitted(listed.Nodes)
 	}
 	if len(nodes) == 0 {
 		nodes = []Node{{URL: s.st.Server}}
@@ -102,6 +93,34 @@ func (s *session) rerank(ctx context.Context) error {
 	// do may have saved the flag it set; this save clears it. A ranking
 	// that fails to save is measured again next time.
 	return s.save()
+}
+
+// admitted keeps the listed nodes whose admission verifies against the
+// pinned hub keys, on the machine's hub tier, at a URL the hub admitted
+// (federation.RosterNode.Verify): a node's list is its word, the hub's
+// signature is not. Each is kept with its admitted key, for its hello. A
+// URL the client could never use is dropped too, so that it is neither
+// probed nor sent a credential.
+func (s *session) admitted(listed []federation.RosterNode) []Node {
+	pins, err := s.st.Pins()
+	if err != nil {
+		return nil
+	}
+	var nodes []Node
+	seen := map[string]bool{}
+	for _, n := range listed {
+		u := strings.TrimRight(n.URL, "/")
+		if seen[u] || checkURL(u, s.tlsOnly()) != nil || len(nodes) == maxNodes {
+			continue
+		}
+		pub, rec, err := n.Verify(pins.v)
+		if err != nil || rec.Tier != s.st.HubTier {
+			continue
+		}
+		seen[u] = true
+		nodes = append(nodes, Node{URL: u, Name: rec.Node.Name, DC: n.DC, Role: n.Role, Key: federation.FormatPublicKey(pub)})
+	}
+	return nodes
 }
 
 // rank measures every node in parallel and sorts them nearest first,

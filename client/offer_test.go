@@ -253,11 +253,13 @@ func TestRegisterAndRefreshFollowAnEndorsedRotation(t *testing.T) {
 	}
 
 	// Another machine pins only the old key, and no node serves the
-	// endorsement: it cannot verify the new key's records.
+	// endorsement: it cannot verify the new key's admission of the node,
+	// and so sends it nothing.
 	c2 := newTestClient(t, Config{Server: n.srv.URL})
+	regs := n.count(http.MethodPost, "/v1/client/register")
 	_, err := c2.Register(context.Background(), RegisterRequest{AuthToken: n.authToken("edge"), MachineID: testMachineID,
 		Kernel: testKernel, Arch: testArch, HubKeys: []string{old.text()}})
-	if !errors.Is(err, ErrEnrollmentUnverified) || !errors.Is(err, federation.ErrUnknownKey) {
-		t.Fatalf("Register pinning only the old key, no endorsement: %v, want the token record refused for its unknown key", err)
+	if !errors.Is(err, ErrNodeNotAdmitted) || n.count(http.MethodPost, "/v1/client/register") != regs {
+		t.Fatalf("Register pinning only the old key, no endorsement: %v, want the node refused as not admitted before any registration", err)
 	}
 }

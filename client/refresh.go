@@ -52,6 +52,9 @@ type RefreshResult struct {
 	Downloaded bool
 	// Machine is the server's record after the check-in.
 	Machine catalog.Machine
+	// Stale says why no node gave a fresh answer (ErrStale); empty when
+	// one did.
+	Stale string
 }
 
 // Refresh asks for the newest patch for the machine's kernel and arch,
@@ -61,7 +64,10 @@ type RefreshResult struct {
 //
 // Each of the three calls goes to the nearest node that answers, so they
 // may reach different nodes when one fails mid-way; the bytes are checked
-// against the hub-signed record the first call got.
+// against the hub-signed record the first call got. The first call also
+// passes over nodes whose hub heartbeat is stale (checkFresh); when none
+// is fresh, the refresh does its work with the last answer and returns an
+// error wrapping ErrStale besides (RefreshResult.Stale says why).
 //
 // A refused offer downloads nothing and runs no hook: it checks in
 // check-failed and returns an error wrapping ErrOfferRefused. A digest
@@ -96,23 +102,91 @@ func (c *Client) Refresh(ctx context.Context, o RefreshOptions) (RefreshResult, 
 		q.Set("applied", a.Digest)
 	}
 
-	var offer federation.Offer
-	err = s.do(ctx, func(ctx context.Context, t target) error {
-		return c.apiCall(ctx, t.url, t.token, http.MethodGet, "/v1/client/patch", q, nil, &offer)
-	})
-	var apiErr *APIError
-	if errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound {
-		res := RefreshResult{State: catalog.StateNothingToApply}
-		m, err := c.checkin(ctx, s, o, res.State, "")
-		if err != nil {
-			return res, fmt.Errorf("refresh: %w", err)
-		}
-		res.Machine = m
-		return res, nil
-	}
+	offer, stale, err := c.askPatch(ctx, s, pins, q)
 	if err != nil {
 		return RefreshResult{}, fmt.Errorf("refresh: %w", err)
 	}
+	if offer == nil {
+		res := RefreshResult{State: catalog.StateNothingToApply, Stale: stale}
+		m, err := c.checkin(ctx, s, o, res.State, "")
+		if err != nil {
+			return res, errors.Join(staleErr(stale), fmt.Errorf("refresh: %w", err))
+		}
+		res.Machine = m
+		return res, staleErr(stale)
+	}
+	res, err := c.take(ctx, s, pins, o, check, *offer)
+	res.Stale = stale
+	return res, errors.Join(staleErr(stale), err)
+}
+
+// staleErr is the error a refresh that found no fresh node returns,
+// besides the outcome of what it was offered.
+func staleErr(reason string) error {
+	if reason == "" {
+		return nil
+	}
+	return fmt.Errorf("refresh: %w: %s", ErrStale, reason)
+}
+
+// askPatch asks the nodes in order for the newest patch, checking the hub
+// heartbeat each answer carries (checkFresh): a stale node passes the
+// question to the next one. It returns the offer, nil for "nothing to
+// offer", and why the answer is stale when no node gave a fresh one, in
+// which case the answer is the last stale node's: what the hub signed is
+// still worth verifying and applying, the machine just cannot know that
+// nothing newer exists.
+func (c *Client) askPatch(ctx context.Context, s *session, pins *Pins, q url.Values) (*federation.Offer, string, error) {
+	type answer struct {
+		offer *federation.Offer
+		why   error
+	}
+	var last *answer
+	err := s.do(ctx, func(ctx context.Context, t target) error {
+		var offer federation.Offer
+		h, err := c.apiCallHeader(ctx, t.url, t.token, http.MethodGet, "/v1/client/patch", q, nil, &offer)
+		var apiErr *APIError
+		none := errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound
+		if err != nil && !none {
+			return err
+		}
+		a := &answer{offer: &offer}
+		if none {
+			a.offer = nil
+		}
+		env, herr := heartbeatOf(offer, h)
+		if herr != nil {
+			herr = &staleNode{fmt.Errorf("%s: %w", t.url, herr)}
+		} else {
+			herr = s.checkFresh(pins, t.url, env, time.Now())
+		}
+		var sn *staleNode
+		if errors.As(herr, &sn) {
+			a.why = herr
+			last = a
+			return herr
+		}
+		if herr != nil {
+			return herr
+		}
+		last = a
+		return nil
+	})
+	switch {
+	case err == nil:
+		return last.offer, "", s.markStale("")
+	case last != nil && last.why != nil && ctx.Err() == nil && failsOver(err):
+		reason := last.why.Error()
+		if merr := s.markStale(reason); merr != nil {
+			return nil, "", merr
+		}
+		return last.offer, reason, nil
+	}
+	return nil, "", err
+}
+
+// take verifies an offer, downloads, applies and checks in.
+func (c *Client) take(ctx context.Context, s *session, pins *Pins, o RefreshOptions, check OfferCheck, offer federation.Offer) (RefreshResult, error) {
 	known := len(pins.Keys())
 	rec, verr := VerifyOffer(pins, offer, check)
 	if len(pins.Keys()) > known {

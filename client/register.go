@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"net/http"
@@ -14,11 +15,10 @@ import (
 // RegisterRequest is what a machine registers with.
 type RegisterRequest struct {
 	// AuthToken is the operator's enrollment token for the tier (pma_…).
-	// It is kept in the state so that the machine can register at other
-	// nodes of the tier (see State).
+	// It goes to the first contact only and is not kept (see State).
 	AuthToken string
 	// MachineID is the machine's raw ID, e.g. the contents of
-	// /etc/machine-id. It is sent to each node the machine registers at;
+	// /etc/machine-id. It is sent to the first contact only;
 	// the client keeps only its hash.
 	MachineID string
 	// Kernel and Arch are the machine's kernel release and architecture.
@@ -70,6 +70,11 @@ func (c *Client) Register(ctx context.Context, r RegisterRequest) (Registration,
 			return Registration{}, fmt.Errorf("register: %w", err)
 		}
 	}
+	// The enrollment token and the raw machine ID go to an admitted node
+	// only, the first contact included.
+	if err := c.checkFirstContact(ctx, pins, r.HubTier); err != nil {
+		return Registration{}, fmt.Errorf("register: %w", err)
+	}
 	got, err := c.registerAt(ctx, c.cfg.Server, r.AuthToken, r)
 	if err != nil {
 		return Registration{}, fmt.Errorf("register: %w", err)
@@ -90,21 +95,69 @@ func (c *Client) Register(ctx context.Context, r RegisterRequest) (Registration,
 		Kernel:          r.Kernel,
 		Arch:            r.Arch,
 		MachineIDSHA256: machineIDHash(r.MachineID),
-		EnrollmentToken: r.AuthToken,
 		Registrations:   map[string]NodeRegistration{c.cfg.Server: got.reg},
 		Nodes:           []Node{{URL: c.cfg.Server}},
+		Credential:      got.credential,
 	}
 	// Saved before the node list is asked for, so that the registration
 	// survives whatever happens next.
 	if err := saveState(c.cfg.StateDir, st); err != nil {
 		return Registration{}, fmt.Errorf("register: %w", err)
 	}
-	// The raw ID is at hand now even if Config.MachineID is not set.
-	s := &session{c: c.withMachineID(r.MachineID), st: st, kernel: r.Kernel, arch: r.Arch, down: map[string]bool{}}
+	s := &session{c: c, st: st, kernel: r.Kernel, arch: r.Arch, down: map[string]bool{}}
 	if err := s.rerank(ctx); err != nil {
 		return Registration{}, fmt.Errorf("register: registered, but ranking the nodes failed: %w", err)
 	}
 	return Registration{Tier: got.tier, Machine: got.machine, Nodes: s.st.Nodes}, nil
+}
+
+// ErrNodeNotAdmitted means the first contact could not show that the hub
+// admitted it: no admission for its URL in its roster verifies against
+// the pinned hub keys, or its hello does not prove it holds the admitted
+// key. Nothing was sent to it.
+var ErrNodeNotAdmitted = errors.New("the node is not one the hub admitted")
+
+// checkFirstContact checks, before the machine sends the first contact
+// anything secret, that the hub admitted a node at that URL (its roster,
+// hub-signed, so it may come from the node itself) and that the node
+// answering holds the admitted key (its hello). Without a hub tier to go
+// by yet, an admission on any tier will do: it is the operator who chose
+// this node, and the admission proves it is the one the hub knows at that
+// address. The nodes learned from it are held to the machine's hub tier.
+func (c *Client) checkFirstContact(ctx context.Context, pins *Pins, hubTier string) error {
+	server := c.cfg.Server
+	var roster federation.RosterResponse
+	if err := c.apiCall(ctx, server, "", http.MethodGet, "/v1/client/roster", nil, nil, &roster); err != nil {
+		return fmt.Errorf("read the node's roster: %w", err)
+	}
+	pins.Endorse(roster.Endorsements)
+	var keys []ed25519.PublicKey
+	for _, n := range roster.Nodes {
+		for _, u := range n.URLs {
+			if strings.TrimRight(u, "/") != server {
+				continue
+			}
+			n.URL = u
+			pub, rec, err := n.Verify(pins.v)
+			if err == nil && (hubTier == "" || rec.Tier == hubTier) {
+				keys = append(keys, pub)
+			}
+		}
+	}
+	if len(keys) == 0 {
+		return fmt.Errorf("%w: no admission of a node at %s verifies against the pinned hub keys; "+
+			"admit it at the hub (patchmesh node-key prints its key; patchmesh admin nodes admit NAME --key … --url %s), "+
+			"or register at a node the hub admitted", ErrNodeNotAdmitted, server, server)
+	}
+	var errs []error
+	for _, pub := range keys {
+		err := c.hello(ctx, server, pub)
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	return fmt.Errorf("%w: the node at %s does not prove it holds the admitted key: %w", ErrNodeNotAdmitted, server, errors.Join(errs...))
 }
 
 // enrolledTier is the machine's hub tier: the Tier of the hub-signed
@@ -128,13 +181,6 @@ func enrolledTier(pins *Pins, r RegisterRequest, enr federation.Enrollment) (str
 		return "", fmt.Errorf("%w: the hub made this token for tier %q, not %q", ErrEnrollmentUnverified, tier, r.HubTier)
 	}
 	return tier, nil
-}
-
-// withMachineID is c using id to register at further nodes.
-func (c *Client) withMachineID(id string) *Client {
-	cc := *c
-	cc.cfg.MachineID = id
-	return &cc
 }
 
 // Status returns the nearest answering node's record of this machine.

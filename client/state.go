@@ -18,20 +18,14 @@ const StateFile = "state.json"
 // token at each node it has used, and its ranking of the nodes serving its
 // tier.
 //
-// The raw machine ID is not here: it goes to each node at registration and
-// only its SHA-256 is kept, so that the client never registers at a further
-// node under another machine's ID.
-//
-// The enrollment token is here, which is a trade-off. It lets the machine
-// register, unattended, at whichever node it fails over to (a machine token
-// is valid only at the node that issued it), so a machine keeps getting
-// patches when its nearest node is gone. The cost is that the state file
-// now holds a credential that can register any machine on the tier, not
-// only this machine's own token: whoever can read the file (root, or the
-// user the client runs as; the file is 0600 in a 0700 directory) can enroll
-// machines until the operator revokes the token. Operators who will not
-// accept that give tier tokens a short life; a machine whose enrollment
-// token expired still uses every node it is registered at.
+// Neither the raw machine ID nor the enrollment token is here: both go to
+// the first contact only, at registration, and only the ID's SHA-256 is
+// kept. A machine registers at the nodes it fails over to with the machine
+// credential a node issued it (Credential), which names this machine only
+// (by the issuer's HMAC of its ID) and expires: whoever reads the file
+// (0600 in a 0700 directory) can act as this machine, not enroll others.
+// State written before credentials existed may still hold an enrollment
+// token; it is dropped at the next save.
 type State struct {
 	// Server is the first contact: the node the machine registered with,
 	// as given at registration. It is the last resort when no ranked node
@@ -50,12 +44,8 @@ type State struct {
 	Kernel string `json:"kernel,omitempty"`
 	Arch   string `json:"arch,omitempty"`
 	// MachineIDSHA256 is the hex SHA-256 of the raw machine ID registered,
-	// to check Config.MachineID against before registering elsewhere.
+	// so that the state says which machine it belongs to without the ID.
 	MachineIDSHA256 string `json:"machine_id_sha256,omitempty"`
-	// EnrollmentToken is the tier's auth token (pma_…) the machine
-	// registered with; empty in state written before failover existed,
-	// whose machines use only the nodes they are registered at.
-	EnrollmentToken string `json:"enrollment_token,omitempty"`
 	// HubKeys are the hub keys the machine trusts ("ed25519:…"): pinned
 	// at registration, plus keys a pinned key endorsed since. Every offer
 	// must be signed by one of them. Empty in state written before offers
@@ -85,6 +75,17 @@ type State struct {
 	// RerankDue is set after a failover, so that the next call learns and
 	// measures the nodes again instead of waiting for Config.RerankEvery.
 	RerankDue bool `json:"rerank_due,omitempty"`
+	// Heartbeat is the newest hub heartbeat of the machine's hub tier the
+	// machine verified; a node may not hand over an older one as news.
+	Heartbeat *SeenHeartbeat `json:"heartbeat,omitempty"`
+	// Credential is the newest machine credential a node issued the
+	// machine (pmc_…): what it registers with at a node it fails over to,
+	// in place of the enrollment token and its raw ID, which only the
+	// first contact receives. Empty when no node issued one.
+	Credential string `json:"credential,omitempty"`
+	// Stale says why the last refresh found no fresh node; empty when it
+	// did.
+	Stale string `json:"stale,omitempty"`
 }
 
 // NodeRegistration is the machine's registration at one node.

@@ -21,12 +21,14 @@ func TestTierIsolation(t *testing.T) {
 		{Tier: "beta", Upstreams: []meshtest.Upstream{{URL: h.URL, Token: betaToken}}},
 	}})
 
+	// What beta holds before: the hub's admission of itself.
+	base := d.Trigger(t).Links[0]
 	// A patch on edge only, and one promoted to beta: the first is the
 	// one that must not leak, the second proves the link works at all.
 	edgeOnly := h.Upload(t, randomBytes(t, 64<<10), meshtest.PatchMeta{Kernel: kernel, Arch: arch, Version: "1.1"})
 	before := d.Trigger(t).Links[0]
-	if before.HubSeq != 0 || before.Cursor != 0 || before.State != federation.LinkSynced {
-		t.Fatalf("after an edge-only upload: want the beta link synced at hub_seq 0, cursor 0, got %+v", before)
+	if before.HubSeq != base.HubSeq || before.Cursor != base.Cursor || before.State != federation.LinkSynced {
+		t.Fatalf("after an edge-only upload: want the beta link synced at hub_seq %d, cursor %d, got %+v", base.HubSeq, base.Cursor, before)
 	}
 	if ps := d.Patches(t, nil); len(ps) != 0 {
 		t.Fatalf("after an edge-only upload: want no patch downstream, got %+v", ps)
@@ -42,8 +44,8 @@ func TestTierIsolation(t *testing.T) {
 		t.Fatalf("downstream of beta: want only the promoted patch, got %+v", ps)
 	}
 	after := d.Link(t, "beta")
-	if after.HubSeq != 1 || after.RecordsRejected != 0 {
-		t.Fatalf("downstream of beta: want hub_seq 1 (the one beta event), nothing rejected; got %+v", after)
+	if after.HubSeq != base.HubSeq+1 || after.RecordsRejected != 0 {
+		t.Fatalf("downstream of beta: want hub_seq %d (the one beta patch event), nothing rejected; got %+v", base.HubSeq+1, after)
 	}
 
 	// What the hub serves the token: beta's feed only, and no edge blob.
@@ -51,8 +53,8 @@ func TestTierIsolation(t *testing.T) {
 	if err := h.Call(context.Background(), http.MethodGet, "/v1/sync/feed?after=0", meshtest.Bearer(betaToken), nil, &page); err != nil {
 		t.Fatal(err)
 	}
-	if page.Tier != "beta" || len(page.Events) != 1 || page.HubHead != 1 {
-		t.Fatalf("hub feed for a beta token: want beta with one event, got tier %s, %d events, hub head %d", page.Tier, len(page.Events), page.HubHead)
+	if want := base.HubSeq + 1; page.Tier != "beta" || int64(len(page.Events)) != want || page.HubHead != want {
+		t.Fatalf("hub feed for a beta token: want beta with %d events, got tier %s, %d events, hub head %d", want, page.Tier, len(page.Events), page.HubHead)
 	}
 	got, err := h.FetchBlob(context.Background(), edgeOnly.Digest, meshtest.Bearer(betaToken))
 	if err != nil {

@@ -78,8 +78,9 @@ func (c *machineCLI) nodes(t *testing.T) []clientNode {
 
 // A machine registered at an edge with the hub's enrollment token keeps
 // working when that edge is killed: its next refresh goes to the next
-// nearest node, registers there with the kept token and applies a patch
-// published after the kill, without a failed refresh in between.
+// nearest node, registers there with its machine credential (never the
+// enrollment token) and applies a patch published after the kill, without
+// a failed refresh in between.
 func TestTopologyClientFailsOverFromKilledEdge(t *testing.T) {
 	t.Parallel()
 	m := meshtest.New(t)
@@ -138,5 +139,22 @@ func TestTopologyClientFailsOverFromKilledEdge(t *testing.T) {
 	after := mc.nodes(t)
 	if !slices.ContainsFunc(after, func(n clientNode) bool { return n.Registered && n.URL != e1.URL }) {
 		t.Fatalf("after the refresh: want the machine registered at a node other than %s, got %+v", e1.URL, after)
+	}
+	// Every node it registered at after the first contact took its
+	// machine credential, and never saw the enrollment token.
+	enrollID := enroll[len("pma_") : len("pma_")+16]
+	for _, n := range without(all, e1) {
+		if !slices.ContainsFunc(after, func(c clientNode) bool { return c.URL == n.URL && c.Registered }) {
+			continue
+		}
+		creds := n.LogEvents("authn_credential_success")
+		if len(creds) == 0 {
+			t.Errorf("%s: the machine registered there without an authn_credential_success event", n.Name)
+		}
+		for _, e := range n.LogEvents("authn_token_success") {
+			if e["token_id"] == enrollID {
+				t.Errorf("%s: the enrollment token reached it: %v", n.Name, e)
+			}
+		}
 	}
 }

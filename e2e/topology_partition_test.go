@@ -103,6 +103,9 @@ func TestTopologyPartitionedEdgeServesWhatItHasThenConverges(t *testing.T) {
 	cut := m.Start(espec)
 	all := []*meshtest.Node{h, r, control, cut}
 	viewEvery(t, all, converge, "every member alive", allAlive(all))
+	// The machine registers only at a node the hub admitted; the patch
+	// below follows the admission down the feed.
+	h.Admit(t, cut)
 
 	old := h.Upload(t, randomBytes(t, 64<<10), meshtest.PatchMeta{Kernel: kernel, Arch: arch, Version: "4.1"})
 	onEvery(t, all[1:], func(n *meshtest.Node) error { return wantListed(t, n, old.Digest, []string{"edge"}) }, "the first patch")

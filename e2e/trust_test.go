@@ -278,12 +278,14 @@ func TestReplayedRecordIsRefused(t *testing.T) {
 		mu  sync.Mutex
 		old *federation.FeedEvent
 	)
-	// First the proxy only keeps the first record as it passes.
+	// First the proxy only keeps the first record it sees pass (the hub's
+	// admission of itself, if the edge has not synced it yet, or the patch
+	// uploaded next).
 	px.lies(func(page *federation.FeedResponse) {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, ev := range page.Events {
-			if hubSeqOf(t, ev) == 1 {
+			if old == nil {
 				old = &ev
 			}
 		}
@@ -295,7 +297,7 @@ func TestReplayedRecordIsRefused(t *testing.T) {
 	mu.Lock()
 	if old == nil {
 		mu.Unlock()
-		t.Fatal("the proxy saw no record with hub seq 1")
+		t.Fatal("the proxy saw no record pass")
 	}
 	mu.Unlock()
 	px.lies(func(page *federation.FeedResponse) {

@@ -240,3 +240,16 @@ func TestStaleIsReportedOncePerChange(t *testing.T) {
 		t.Fatalf("after a fresh heartbeat: want fresh and changed, got %q changed %v", reason, changed)
 	}
 }
+
+func TestHeartbeatHeaderRoundTripsAndRefusesGarbage(t *testing.T) {
+	env := Envelope{Record: []byte(`{"v":1}`), Sig: []byte{1, 2, 3}}
+	got, err := DecodeHeartbeatHeader(EncodeHeartbeatHeader(env))
+	if err != nil || string(got.Record) != string(env.Record) || string(got.Sig) != string(env.Sig) {
+		t.Fatalf("round trip = %+v, %v; want %+v", got, err, env)
+	}
+	for _, bad := range []string{"no-dot", "!!.AQID", "e30.!!", strings.Repeat("a", 3000) + ".AQID"} {
+		if _, err := DecodeHeartbeatHeader(bad); err == nil {
+			t.Errorf("DecodeHeartbeatHeader(%.20q) accepted it", bad)
+		}
+	}
+}

@@ -1,6 +1,12 @@
 package federation
 
-import "github.com/patchmesh/patchmesh/catalog"
+import (
+	"encoding/base64"
+	"fmt"
+	"strings"
+
+	"github.com/patchmesh/patchmesh/catalog"
+)
 
 // The wire format of the machine-facing answers that carry the hub's
 // signatures (docs/api.md, "Client API"). A machine trusts none of a
@@ -25,9 +31,47 @@ type Offer struct {
 	// Endorsements are hub key endorsements (see Endorsement), so that a
 	// machine pinning an older hub key learns the one that signs now.
 	Endorsements []Envelope `json:"endorsements,omitempty"`
-	// Heartbeat is reserved for the hub's signed per-tier heartbeat, which
-	// will let a machine tell a fresh offer from a stale one; never set yet.
+	// Heartbeat is the newest hub heartbeat of the machine's tier the node
+	// holds (TypeHeartbeat), so that a machine can tell a fresh offer from
+	// a stale one; nil when the node holds none. The same envelope travels
+	// in HeartbeatHeader, which the 404 "nothing to offer" answer carries
+	// too.
 	Heartbeat *Envelope `json:"heartbeat,omitempty"`
+}
+
+// HeartbeatHeader carries the heartbeat on every answer of GET
+// /v1/client/patch, 404 included: EncodeHeartbeatHeader's form.
+const HeartbeatHeader = "Patchmesh-Heartbeat"
+
+// EncodeHeartbeatHeader is e as HeartbeatHeader carries it: the base64url
+// (unpadded) record, a dot, and the base64url signature.
+func EncodeHeartbeatHeader(e Envelope) string {
+	return base64.RawURLEncoding.EncodeToString(e.Record) + "." + base64.RawURLEncoding.EncodeToString(e.Sig)
+}
+
+// maxHeartbeatHeader bounds the header a machine decodes; a real one is
+// about 250 bytes.
+const maxHeartbeatHeader = 2048
+
+// DecodeHeartbeatHeader reads HeartbeatHeader's value. It checks only the
+// form: the envelope is verified like any other (Verifier.VerifyHeartbeat).
+func DecodeHeartbeatHeader(v string) (Envelope, error) {
+	if len(v) > maxHeartbeatHeader {
+		return Envelope{}, fmt.Errorf("%s: longer than %d bytes", HeartbeatHeader, maxHeartbeatHeader)
+	}
+	rec, sig, ok := strings.Cut(v, ".")
+	if !ok {
+		return Envelope{}, fmt.Errorf("%s: no signature part", HeartbeatHeader)
+	}
+	r, err := base64.RawURLEncoding.DecodeString(rec)
+	if err != nil {
+		return Envelope{}, fmt.Errorf("%s: record: %w", HeartbeatHeader, err)
+	}
+	s, err := base64.RawURLEncoding.DecodeString(sig)
+	if err != nil {
+		return Envelope{}, fmt.Errorf("%s: signature: %w", HeartbeatHeader, err)
+	}
+	return Envelope{Record: r, Sig: s}, nil
 }
 
 // Enrollment is what POST /v1/client/register adds to its answer for the

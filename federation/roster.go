@@ -31,8 +31,12 @@ type RosterNode struct {
 
 // RosterResponse is the answer of GET /v1/client/roster.
 type RosterResponse struct {
+	// Tier is the tier asked for; empty for every tier.
 	Tier  string       `json:"tier"`
 	Nodes []RosterNode `json:"nodes"`
+	// Endorsements are as in Offer: a machine pinning an older hub key
+	// learns the one that signed the admissions.
+	Endorsements []Envelope `json:"endorsements,omitempty"`
 }
 
 // Verify checks n against the hub keys v pins: its admission verifies

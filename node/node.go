@@ -266,6 +266,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	n.srv.RegisterOnShutdown(func() { close(stopping) })
+	if n.hubKey != nil {
+		if err := n.admitSelf(ctx); err != nil {
+			return nil, err
+		}
+	}
 	// Last, so that a node that fails to start prints no password.
 	if err := n.bootstrap(ctx); err != nil {
 		return nil, err

@@ -5,7 +5,9 @@ import (
 	"crypto/ed25519"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -13,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/patchmesh/patchmesh/auth"
 	"github.com/patchmesh/patchmesh/catalog"
 	"github.com/patchmesh/patchmesh/federation"
 	"github.com/patchmesh/patchmesh/replicate"
@@ -215,7 +218,11 @@ func (n *Node) loadNodeKey() error {
 	pub := key.Public().(ed25519.PublicKey)
 	n.log.Info("node_key_loaded", "path", path, "created", created, "public_key", federation.FormatPublicKey(pub),
 		"key_id", federation.KeyID(pub))
-	if created {
+	switch {
+	case created && n.cfg.Node.Role == RoleHub:
+		// A hub admits itself (admitSelf).
+		n.announce = append(n.announce, fmt.Sprintf("patchmesh created the node key %s; the hub admits itself with it\n", path))
+	case created:
 		n.announce = append(n.announce, fmt.Sprintf(
 			"patchmesh created the node key %s\nAdmit the node at the hub:\n  patchmesh admin nodes admit %s --key %s --url %s\n",
 			path, n.cfg.Node.Name, federation.FormatPublicKey(pub), n.apiURL()))
@@ -336,5 +343,46 @@ func (n *Node) newPuller(now func() time.Time) error {
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
+	return nil
+}
+
+// admitSelf has the hub admit itself, under its node key and advertised
+// URL, on every tier, the first time it starts: machines verify every
+// node against the hub's signed admissions before sending it a credential,
+// the first contact included, and a lone hub is where an operator points
+// its first machine. A name the hub holds any admission for, live or
+// removed, is left alone: a removal, or an admission under other URLs, is
+// the operator's call. Tiers added later are not covered: a machine still
+// registers at the hub (its first contact needs an admission on some
+// tier), and `admin nodes remove` then `admit` at the hub covers them.
+func (n *Node) admitSelf(ctx context.Context) error {
+	known, err := n.store.Nodes(ctx)
+	if err != nil {
+		return fmt.Errorf("node: admit the hub itself: %w", err)
+	}
+	for _, k := range known {
+		if k.Name == n.cfg.Node.Name {
+			return nil
+		}
+	}
+	tiers, err := n.store.Tiers(ctx)
+	if err != nil {
+		return fmt.Errorf("node: admit the hub itself: %w", err)
+	}
+	pub := n.nodeKey.Public().(ed25519.PublicKey)
+	self := catalog.Node{Name: n.cfg.Node.Name, Key: federation.FormatPublicKey(pub), KeyID: federation.KeyID(pub),
+		URLs: []string{strings.TrimRight(n.apiURL(), "/")}}
+	for _, t := range tiers {
+		self.Tiers = append(self.Tiers, t.Name)
+	}
+	if len(self.Tiers) == 0 {
+		return nil
+	}
+	if _, err := n.store.AdmitNode(ctx, self); err != nil && !errors.Is(err, catalog.ErrConflict) {
+		return fmt.Errorf("node: admit the hub itself: %w", err)
+	}
+	// The same security event as an operator's admission, by the node.
+	auth.SecurityEvent(ctx, n.log, auth.EventNodeAdmitted, slog.String("node", self.Name), slog.String("key_id", self.KeyID),
+		slog.String("tiers", strings.Join(self.Tiers, ",")), slog.String("url", self.URLs[0]), slog.String("by", "hub_first_start"))
 	return nil
 }

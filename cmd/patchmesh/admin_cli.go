@@ -34,6 +34,7 @@ const (
 	exitNotFound = 4 // 404
 	exitConflict = 5 // 409
 	exitInvalid  = 6 // 400, 413, 422: the server (or a local check) refused the input
+	exitStale    = 7 // client refresh: no node handed over a fresh hub heartbeat
 )
 
 // usageError is a command-line mistake (exit 2).
@@ -62,6 +63,11 @@ func exitCode(err error) int {
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.Is(err, client.ErrOfferRefused), errors.Is(err, client.ErrDigestMismatch), errors.Is(err, client.ErrApplyFailed):
+		// Worse than being stale, which such a refresh may be too.
+		return exitServer
+	case errors.Is(err, client.ErrStale):
+		return exitStale
 	case errors.As(err, &ue), errors.Is(err, client.ErrInsecureURL):
 		return exitUsage
 	case errors.As(err, &apiErr):

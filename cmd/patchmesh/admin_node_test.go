@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/patchmesh/patchmesh/api"
+	"github.com/patchmesh/patchmesh/catalog"
 	"github.com/patchmesh/patchmesh/federation"
 	"github.com/patchmesh/patchmesh/internal/nodetest"
 	"github.com/patchmesh/patchmesh/store/sqlstore"
@@ -63,6 +64,18 @@ func newTestNode(t *testing.T, tune ...func(*api.Config)) *testNode {
 	for _, f := range tune {
 		f(&cfg)
 	}
+	// Machines register only at nodes the hub admitted, as a hub admits
+	// itself at its first start: a node the test gives no identity gets
+	// one, admitted below.
+	var selfPub ed25519.PublicKey
+	if cfg.NodeKey == nil {
+		if selfPub, cfg.NodeKey, err = ed25519.GenerateKey(rand.Reader); err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Info.Node == "" {
+			cfg.Info.Node = "test-node"
+		}
+	}
 	h, err := api.New(cfg)
 	if err != nil {
 		t.Fatalf("api.New: %v", err)
@@ -75,6 +88,19 @@ func newTestNode(t *testing.T, tune ...func(*api.Config)) *testNode {
 		h.ServeHTTP(w, r)
 	}))
 	t.Cleanup(n.srv.Close)
+	if selfPub != nil {
+		tiers, err := n.store.Tiers(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		self := catalog.Node{Name: cfg.Info.Node, Key: federation.FormatPublicKey(selfPub), KeyID: federation.KeyID(selfPub), URLs: []string{n.srv.URL}}
+		for _, tier := range tiers {
+			self.Tiers = append(self.Tiers, tier.Name)
+		}
+		if _, err := n.store.AdmitNode(context.Background(), self); err != nil {
+			t.Fatalf("admit the test node: %v", err)
+		}
+	}
 	t.Cleanup(func() {
 		if strings.Contains(n.logs.String(), nodePassword) {
 			t.Error("the node's log contains the admin password")

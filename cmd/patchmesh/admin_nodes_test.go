@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -14,7 +15,9 @@ import (
 )
 
 func TestAdminNodesAdmitListRemove(t *testing.T) {
-	n := newTestNode(t)
+	// A node of its own identity, which the test does not admit.
+	_, self, _ := ed25519.GenerateKey(rand.Reader)
+	n := newTestNode(t, func(c *api.Config) { c.NodeKey = self })
 	n.login()
 	pub := newPublicKey(t)
 	key := federation.FormatPublicKey(pub)

@@ -25,11 +25,16 @@ const clientUsage = `Usage: patchmesh client [--server URL] [--state-dir DIR] [-
 
 The machine side of patchmesh. Flags may also follow the command.
 
-The machine registers with the node at --server, learns from it the nodes
-serving its tier and ranks them by round-trip time. Every later command goes
-to the nearest node that answers; when a node is down or answers 5xx, the
-next one is tried, and the machine registers there the first time with the
-auth token it registered with (kept in the state directory for that).
+The machine registers with the node at --server once that node proves it
+is one the hub admitted (its signed admission in the node's roster, checked
+against the pinned hub key, and its signature over a fresh nonce). It learns
+from it the nodes serving its tier, keeps those whose admission on its hub
+tier verifies, and ranks them by round-trip time. Every later command goes
+to the nearest node that answers; when a node is down, answers 5xx or hands
+over a stale hub heartbeat, the next one is tried, and the machine registers
+there the first time with the machine credential a node issued it, after
+that node's hello verified. The auth token and the machine ID go to the
+first contact only.
 
 Every offer is verified before anything is downloaded: it must carry the
 hub's signed record, made by a hub key the machine pins, for the machine's
@@ -46,10 +51,13 @@ Commands:
       uname -m. The hub key (patchmesh admin hub-key prints it) is pinned,
       and the machine's tier is read from the hub-signed record of the auth
       token; --hub-tier is needed only for a token made on a relay or edge
-      instead of the hub. The pins, the auth token, the machine token and
-      the node ranking are saved in the state directory (mode 0600).
+      instead of the hub. The pins, the machine token and credential and
+      the node ranking are saved in the state directory (mode 0600); the
+      auth token is not. A node the hub has not admitted is refused before
+      it is sent anything (a hub admits itself at its first start).
   status
-      print the nearest node's record of this machine
+      print the nearest node's record of this machine, and how fresh the
+      machine's view is (the newest hub heartbeat verified, STALE if old)
   nodes
       measure the nodes serving this machine's tier again and print them,
       nearest first
@@ -78,6 +86,10 @@ Options:
                    https: tokens and patch bytes must not cross a network
                    in the clear, and a plain connection can be redirected
   --require-tls    refuse plain http:// even with --allow-http
+  --stale-after D  how old the hub's signed heartbeat a node hands over may
+                   be before that node counts as stale (default 10m): the
+                   machine tries the next node, and refresh exits 7 when
+                   none is fresh
   --proxy URL      HTTP(S) proxy; default from HTTPS_PROXY/HTTP_PROXY/NO_PROXY
 
 With --output json, a failure is also JSON, on standard error:
@@ -92,6 +104,9 @@ Exit codes:
   4  not found (404)
   5  conflict (409)
   6  invalid input (400, 413, 422)
+  7  stale: refresh found no node with a hub heartbeat younger than
+     --stale-after (what it was offered was still verified and applied;
+     a refused offer, failed verification or failed hook exits 1 instead)
 `
 
 // runClient is `patchmesh client`.
@@ -123,6 +138,7 @@ type clientCLI struct {
 	hubKeys    stringList
 	hubTier    string
 	proxy      string
+	staleAfter time.Duration
 	output     outputFlag
 }
 
@@ -154,6 +170,7 @@ func (c *clientCLI) flags(name string) *flag.FlagSet {
 	fs.Var(&c.hubKeys, "hub-key", "hub public key to pin at registration (repeatable)")
 	fs.StringVar(&c.hubTier, "hub-tier", c.hubTier, "the machine's hub tier, for a token not made at the hub")
 	fs.StringVar(&c.proxy, "proxy", c.proxy, "HTTP(S) proxy URL")
+	fs.DurationVar(&c.staleAfter, "stale-after", c.staleAfter, "how old the hub heartbeat may be before the machine is stale (default 10m)")
 	fs.Var(&c.output, "output", "text or json")
 	return fs
 }
@@ -231,9 +248,8 @@ func (c *clientCLI) newClient(progressLabel string) (*client.Client, *progress, 
 	}
 	bar := newProgress(c.stderr, progressLabel)
 	cfg := client.Config{
-		Server:    strings.TrimRight(c.server, "/"),
-		StateDir:  dir,
-		MachineID: c.failoverMachineID(),
+		Server:   strings.TrimRight(c.server, "/"),
+		StateDir: dir,
 		// Plain http is refused unless asked for: see --allow-http.
 		Transport:  client.Transport{CAFile: c.caFile, RequireTLS: c.requireTLS || !c.allowHTTP, Proxy: c.proxy},
 		UptimeFile: c.uptimeFile,
@@ -242,6 +258,7 @@ func (c *clientCLI) newClient(progressLabel string) (*client.Client, *progress, 
 		// The hook's output goes to stderr so that stdout stays parseable.
 		HookStdout: c.stderr,
 		HookStderr: c.stderr,
+		StaleAfter: c.staleAfter,
 	}
 	if bar != nil {
 		cfg.Progress = bar.update
@@ -254,21 +271,6 @@ func (c *clientCLI) newClient(progressLabel string) (*client.Client, *progress, 
 		return nil, nil, usagef("%v", err)
 	}
 	return cl, bar, nil
-}
-
-// failoverMachineID is the machine ID to register at further nodes with:
-// --machine-id, else the machine ID file when it is readable. Without one
-// the machine still uses every node it is registered at, so an unreadable
-// file is no error here.
-func (c *clientCLI) failoverMachineID() string {
-	if c.machineID != "" {
-		return c.machineID
-	}
-	id, err := client.ReadMachineID(c.machineIDPath())
-	if err != nil {
-		return ""
-	}
-	return id
 }
 
 func (c *clientCLI) machineIDPath() string {
@@ -388,10 +390,36 @@ func (c *clientCLI) status(ctx context.Context, args []string) error {
 	if err != nil {
 		return explainRefusal(err, false)
 	}
-	if c.output == "json" {
-		return printJSON(c.stdout, nil, m)
+	f, err := cl.Freshness()
+	if err != nil {
+		return err
 	}
-	return machineDetail(c.stdout, m)
+	if c.output == "json" {
+		return printJSON(c.stdout, nil, struct {
+			catalog.Machine
+			Freshness client.Freshness `json:"freshness"`
+		}{m, f})
+	}
+	if err := machineDetail(c.stdout, m); err != nil {
+		return err
+	}
+	return freshnessDetail(c.stdout, f)
+}
+
+// freshnessDetail says how fresh the machine's view of its tier is: the
+// newest hub heartbeat it verified, and STALE with the reason when no node
+// handed over a fresh one.
+func freshnessDetail(w io.Writer, f client.Freshness) error {
+	hb := "none yet"
+	if f.Heartbeat != nil {
+		hb = fmt.Sprintf("%s (%s ago, hub seq %d, from %s)", fmtTime(f.Heartbeat.Time), f.Age, f.Heartbeat.TierSeq, f.Heartbeat.Node)
+	}
+	fresh := "fresh"
+	if f.Stale != "" {
+		fresh = "STALE: " + f.Stale
+	}
+	_, err := fmt.Fprintf(w, "hub heartbeat: %s\nfreshness: %s (bound %s)\n", hb, fresh, f.StaleAfter)
+	return err
 }
 
 func machineDetail(w io.Writer, m catalog.Machine) error {
@@ -441,7 +469,8 @@ func (c *clientCLI) refresh(ctx context.Context, args []string) error {
 			Path       string               `json:"path,omitempty"`
 			Downloaded bool                 `json:"downloaded"`
 			Machine    catalog.Machine      `json:"machine"`
-		}{res.State, res.Patch, res.Refused, res.Path, res.Downloaded, res.Machine}
+			Stale      string               `json:"stale,omitempty"`
+		}{res.State, res.Patch, res.Refused, res.Path, res.Downloaded, res.Machine, res.Stale}
 		if perr := printJSON(c.stdout, nil, out); perr != nil {
 			return errors.Join(err, perr)
 		}
@@ -462,6 +491,9 @@ func (c *clientCLI) refresh(ctx context.Context, args []string) error {
 		fmt.Fprintf(c.stdout, "Patch %s (version %s) %s: %s\n", res.Patch.Digest, res.Patch.Version, how, res.Path)
 	}
 	fmt.Fprintf(c.stdout, "Checked in: %s.\n", res.State)
+	if res.Stale != "" {
+		fmt.Fprintf(c.stdout, "STALE: no node handed over a fresh hub heartbeat (%s); a newer patch may exist.\n", res.Stale)
+	}
 	return err
 }
 
@@ -531,5 +563,5 @@ func explainRefusal(err error, registering bool) error {
 	if registering {
 		return fmt.Errorf("the node refused the auth token: it is mistyped, revoked or expired; ask for a new one: %w", err)
 	}
-	return fmt.Errorf("the node refused this machine's token, and the auth token it registered with: both were revoked or expired; register again with a new auth token: %w", err)
+	return fmt.Errorf("the node refused this machine's token, and its machine credential: both were revoked or expired; register again with a new auth token: %w", err)
 }

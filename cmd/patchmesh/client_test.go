@@ -109,8 +109,9 @@ func TestClientRegisterSavesPrivateState(t *testing.T) {
 	}
 	st, err := client.LoadState(m.stateDir)
 	mt := st.Registrations[n.srv.URL].MachineToken
-	if err != nil || st.Tier != "beta" || st.Server != n.srv.URL || !strings.HasPrefix(mt, "pmm_") || st.EnrollmentToken != token {
-		t.Errorf("state = %+v, %v; want tier beta, the server, a machine token there and the auth token", st, err)
+	if err != nil || st.Tier != "beta" || st.Server != n.srv.URL || !strings.HasPrefix(mt, "pmm_") || !strings.HasPrefix(st.Credential, "pmc_") ||
+		bytes.Contains(raw, []byte(token)) {
+		t.Errorf("state = %+v, %v; want tier beta, the server, a machine token there and a credential, not the auth token", st, err)
 	}
 	if strings.Contains(r.stdout+r.stderr, mt) || strings.Contains(r.stdout+r.stderr, strings.SplitN(token, "_", 3)[2]) {
 		t.Errorf("register printed a token: %q %q", r.stdout, r.stderr)

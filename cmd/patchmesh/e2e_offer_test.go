@@ -150,6 +150,19 @@ func TestEndToEndClientRefusesForgedAndRollbackOffers(t *testing.T) {
 	admin(&tok, "auth-tokens", "add", "edge", "fleet")
 
 	front := newHostileFront(t, node)
+	// The machine reaches the hub through the front, at another URL: the
+	// hub admitted itself at its own at its first start, and is admitted
+	// again with both, so that the machine sends its token there at all.
+	var admitted struct {
+		Nodes []struct{ Name, Key string }
+	}
+	admin(&admitted, "nodes", "list")
+	if len(admitted.Nodes) != 1 {
+		t.Fatalf("nodes list = %+v, want the hub's own admission", admitted.Nodes)
+	}
+	self := admitted.Nodes[0]
+	pm(t, adminEnv, "", 0, "admin", "--server", node, "nodes", "remove", self.Name)
+	pm(t, adminEnv, "", 0, "admin", "--server", node, "nodes", "admit", self.Name, "--key", self.Key, "--url", front.srv.URL, "--url", node)
 	state := filepath.Join(work, "machine")
 	marker := filepath.Join(work, "hook-ran")
 	clientEnv := cleanEnv("PATCHMESH_CLIENT_ALLOW_HTTP=1")

@@ -477,10 +477,24 @@ func (n *Node) NodeKey(t testing.TB) string {
 }
 
 // Admit admits each node at this node (the hub) under its own key and URL,
-// on every tier.
+// on every tier. A node admitted already (the hub admits itself at its
+// first start, on the tiers it had then) is removed and admitted again,
+// so that it covers the tiers made since.
 func (n *Node) Admit(t testing.TB, nodes ...*Node) {
 	t.Helper()
+	var list struct {
+		Nodes []struct {
+			Name  string   `json:"name"`
+			Tiers []string `json:"tiers"`
+		} `json:"nodes"`
+	}
+	n.AdminCall(t, http.MethodGet, "/v1/admin/nodes", nil, &list)
 	for _, o := range nodes {
+		for _, l := range list.Nodes {
+			if l.Name == o.Name && len(l.Tiers) > 0 {
+				n.AdminCall(t, http.MethodDelete, "/v1/admin/nodes/"+o.Name, nil, nil)
+			}
+		}
 		n.AdminCall(t, http.MethodPost, "/v1/admin/nodes",
 			map[string]any{"name": o.Name, "key": o.NodeKey(t), "urls": []string{o.URL}}, nil)
 	}
