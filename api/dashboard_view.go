@@ -45,6 +45,10 @@ const (
 	maxDashboardStreams = 64
 	// countsEvery is how often the view counts blobs and machines anew.
 	countsEvery = 5 * time.Second
+	// fleetEvery is how often the view totals the fleet reports anew: a
+	// query over every machine of the subtree, and reports arrive every
+	// reports.interval anyway.
+	fleetEvery = 2 * time.Second
 	// recheckEvery is how many events a stream sends between checks of
 	// its credential, so that an expired login stops being served.
 	recheckEvery = 30
@@ -84,6 +88,12 @@ type DashboardView struct {
 	Storage DashboardStorage `json:"storage"`
 	// Machines counts the machines registered at this node.
 	Machines DashboardMachines `json:"machines"`
+	// Fleet is GET /v1/admin/reports/summary's body, unfiltered: this
+	// node's subtree. Nil for an anonymous reader, as fleet reports are
+	// admin data even with public reads, and when the reports could not be
+	// read (FleetError says so).
+	Fleet      *FleetSummary `json:"fleet,omitempty"`
+	FleetError string        `json:"fleet_error,omitempty"`
 	// Patches are the newest patches, with the nodes holding each.
 	Patches []DashboardPatch `json:"patches"`
 	// Unavailable names the panels this node's API does not offer yet;
@@ -149,7 +159,12 @@ type dashState struct {
 	countsAt time.Time
 	storage  DashboardStorage
 	machines DashboardMachines
-	streams  atomic.Int32
+
+	fleetAt  time.Time
+	fleet    *FleetSummary
+	fleetErr string
+
+	streams atomic.Int32
 }
 
 func (s *server) dashboardSnapshotGet(w http.ResponseWriter, r *http.Request) error {
@@ -157,8 +172,7 @@ func (s *server) dashboardSnapshotGet(w http.ResponseWriter, r *http.Request) er
 	if err != nil {
 		return err
 	}
-	v := s.dashboardView(r.Context())
-	v.User = user
+	v := viewFor(s.dashboardView(r.Context()), user)
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, v)
 	return nil
@@ -205,8 +219,7 @@ func (s *server) dashboardEvents(w http.ResponseWriter, r *http.Request) error {
 				return nil // the page reconnects, and is refused then
 			}
 		}
-		v := s.dashboardView(r.Context())
-		v.User = user
+		v := viewFor(s.dashboardView(r.Context()), user)
 		b, err := json.Marshal(v)
 		if err != nil {
 			return nil // the status is out; nothing better to say
@@ -229,6 +242,16 @@ func (s *server) dashboardEvents(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	return nil
+}
+
+// viewFor is the shared view as user may read it: an anonymous reader
+// (public reads) is not shown the fleet, which is admin data.
+func viewFor(v DashboardView, user string) DashboardView {
+	v.User = user
+	if user == "" {
+		v.Fleet, v.FleetError = nil, ""
+	}
+	return v
 }
 
 // dashboardView returns the view, computed at most once per
@@ -255,9 +278,9 @@ func (s *server) computeView(ctx context.Context) DashboardView {
 		Topology: s.topologyView(),
 		Sync:     federation.SyncStatusResponse{Role: s.info.Role, Links: []federation.LinkStatus{}},
 		Patches:  []DashboardPatch{},
-		// Fleet reports and rollouts: when the API offers them, fill their
-		// fields here and drop their names (see docs/api.md, "Dashboard").
-		Unavailable: []string{"fleet", "rollouts"},
+		// Rollouts: when the API offers them, fill their field here and
+		// drop the name (see docs/api.md, "Dashboard").
+		Unavailable: []string{"rollouts"},
 	}
 	if s.sync != nil {
 		v.Sync.Links = nonNil(s.sync.Status())
@@ -270,6 +293,7 @@ func (s *server) computeView(ctx context.Context) DashboardView {
 	v.LinkLagSeconds = s.dash.linkLag(v.Topology, ownLag, s.now())
 	v.UpstreamMoves = append([]UpstreamMove{}, s.dash.moves...)
 	v.Storage, v.Machines = s.dashboardCounts(ctx)
+	v.Fleet, v.FleetError = s.dashboardFleet(ctx)
 	patches, err := s.store.Patches(ctx, store.PatchFilter{Limit: dashboardPatches})
 	if err != nil {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "dashboard: list patches", slog.String("error", err.Error()))
@@ -305,6 +329,24 @@ func (s *server) dashboardCounts(ctx context.Context) (DashboardStorage, Dashboa
 	}
 	d.storage, d.machines, d.countsAt = st, mc, s.now()
 	return st, mc
+}
+
+// dashboardFleet totals the fleet reports of this node's subtree, at most
+// every fleetEvery. Call with s.dash.mu held.
+func (s *server) dashboardFleet(ctx context.Context) (*FleetSummary, string) {
+	d := s.dash
+	if !d.fleetAt.IsZero() && s.now().Sub(d.fleetAt) < fleetEvery {
+		return d.fleet, d.fleetErr
+	}
+	d.fleet, d.fleetErr = nil, ""
+	if sum, err := s.fleetSummary(ctx, store.FleetFilter{}); err != nil {
+		d.fleetErr = "could not read the fleet reports; see the node's log"
+		s.log.LogAttrs(ctx, slog.LevelWarn, "dashboard: fleet summary", slog.String("error", err.Error()))
+	} else {
+		d.fleet = &sum
+	}
+	d.fleetAt = s.now()
+	return d.fleet, d.fleetErr
 }
 
 // holders asks every member of the view whether it holds each patch's
