@@ -27,6 +27,7 @@ const fleetWithin = 10 * time.Second
 func TestDashboardShowsTheFleet(t *testing.T) {
 	ctx := browser(t)
 	m := meshtest.New(t)
+	m.Gossip = gossipProfile // the page's topology shows the mesh too
 	h := m.Start(meshtest.Spec{Name: "hub", Role: node.RoleHub, DC: "dc-hub",
 		Configure: func(c *node.Config) { c.Dashboard.PublicRead = true }})
 	start := func(name, role, dc string, up *meshtest.Node) *meshtest.Node {

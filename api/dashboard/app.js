@@ -522,9 +522,9 @@
       tr.append(el('td', {}, n.node + (self ? ' (this node)' : '')));
       tr.append(el('td', {}, n.dc || '—'));
       tr.append(el('td', {}, n.tier || (self ? 'every tier' : '—')));
-      tr.append(el('td', {}, (old ? '⚠ old: ' : '') + since(age) + ' (' + new Date(n.as_of).toLocaleTimeString() + ')'));
+      tr.append(el('td', { title: new Date(n.as_of).toLocaleString() }, (old ? '⚠ old: ' : '') + since(age)));
       tr.append(el('td', {}, self ? 'its own machines, live' :
-        (n.rows ? 'per machine' : 'counts only') + (n.received ? ', received ' + since((viewAt - Date.parse(n.received)) / 1000) : '')));
+        (n.rows ? 'per machine' : 'counts') + (n.received ? ', received ' + since((viewAt - Date.parse(n.received)) / 1000) : '')));
       nodes.append(tr);
     }
   }
