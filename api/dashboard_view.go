@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -89,7 +90,9 @@ type DashboardView struct {
 	// Machines counts the machines registered at this node.
 	Machines DashboardMachines `json:"machines"`
 	// Fleet is GET /v1/admin/reports/summary's body, unfiltered: this
-	// node's subtree. Nil for an anonymous reader, as fleet reports are
+	// node's subtree, its totals summed over kernels and patch versions
+	// (both ""), so that its size grows with tiers, data centres and
+	// states, not with the fleet's variety of kernels. Nil for an anonymous reader, as fleet reports are
 	// admin data even with public reads, and when the reports could not be
 	// read (FleetError says so).
 	Fleet      *FleetSummary `json:"fleet,omitempty"`
@@ -343,10 +346,35 @@ func (s *server) dashboardFleet(ctx context.Context) (*FleetSummary, string) {
 		d.fleetErr = "could not read the fleet reports; see the node's log"
 		s.log.LogAttrs(ctx, slog.LevelWarn, "dashboard: fleet summary", slog.String("error", err.Error()))
 	} else {
+		sum.Totals = byTierDCState(sum.Totals)
 		d.fleet = &sum
 	}
 	d.fleetAt = s.now()
 	return d.fleet, d.fleetErr
+}
+
+// byTierDCState sums totals over kernels and patch versions, ordered by
+// tier, data centre and state.
+func byTierDCState(ts []FleetTotal) []FleetTotal {
+	type key struct {
+		tier, dc string
+		state    catalog.MachineState
+	}
+	at := map[key]int{}
+	out := []FleetTotal{}
+	for _, t := range ts {
+		k := key{t.Tier, t.DC, t.State}
+		if i, ok := at[k]; ok {
+			out[i].Machines += t.Machines
+			continue
+		}
+		at[k] = len(out)
+		out = append(out, FleetTotal{Tier: t.Tier, DC: t.DC, State: t.State, Machines: t.Machines})
+	}
+	slices.SortFunc(out, func(a, b FleetTotal) int {
+		return cmp.Or(cmp.Compare(a.Tier, b.Tier), cmp.Compare(a.DC, b.DC), cmp.Compare(a.State, b.State))
+	})
+	return out
 }
 
 // holders asks every member of the view whether it holds each patch's
