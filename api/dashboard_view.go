@@ -92,9 +92,9 @@ type DashboardView struct {
 	// Fleet is GET /v1/admin/reports/summary's body, unfiltered: this
 	// node's subtree, its totals summed over kernels and patch versions
 	// (both ""), so that its size grows with tiers, data centres and
-	// states, not with the fleet's variety of kernels. Nil for an anonymous reader, as fleet reports are
-	// admin data even with public reads, and when the reports could not be
-	// read (FleetError says so).
+	// states, not with the fleet's variety of kernels. Nil for an
+	// anonymous reader, as fleet reports are admin data even with public
+	// reads, and when the reports could not be read (FleetError says so).
 	Fleet      *FleetSummary `json:"fleet,omitempty"`
 	FleetError string        `json:"fleet_error,omitempty"`
 	// Patches are the newest patches, with the nodes holding each.
