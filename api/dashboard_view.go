@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -45,6 +46,10 @@ const (
 	maxDashboardStreams = 64
 	// countsEvery is how often the view counts blobs and machines anew.
 	countsEvery = 5 * time.Second
+	// fleetEvery is how often the view totals the fleet reports anew: a
+	// query over every machine of the subtree, and reports arrive every
+	// reports.interval anyway.
+	fleetEvery = 2 * time.Second
 	// recheckEvery is how many events a stream sends between checks of
 	// its credential, so that an expired login stops being served.
 	recheckEvery = 30
@@ -84,6 +89,14 @@ type DashboardView struct {
 	Storage DashboardStorage `json:"storage"`
 	// Machines counts the machines registered at this node.
 	Machines DashboardMachines `json:"machines"`
+	// Fleet is GET /v1/admin/reports/summary's body, unfiltered: this
+	// node's subtree, its totals summed over kernels and patch versions
+	// (both ""), so that its size grows with tiers, data centres and
+	// states, not with the fleet's variety of kernels. Nil for an
+	// anonymous reader, as fleet reports are admin data even with public
+	// reads, and when the reports could not be read (FleetError says so).
+	Fleet      *FleetSummary `json:"fleet,omitempty"`
+	FleetError string        `json:"fleet_error,omitempty"`
 	// Patches are the newest patches, with the nodes holding each.
 	Patches []DashboardPatch `json:"patches"`
 	// Unavailable names the panels this node's API does not offer yet;
@@ -149,7 +162,12 @@ type dashState struct {
 	countsAt time.Time
 	storage  DashboardStorage
 	machines DashboardMachines
-	streams  atomic.Int32
+
+	fleetAt  time.Time
+	fleet    *FleetSummary
+	fleetErr string
+
+	streams atomic.Int32
 }
 
 func (s *server) dashboardSnapshotGet(w http.ResponseWriter, r *http.Request) error {
@@ -157,8 +175,7 @@ func (s *server) dashboardSnapshotGet(w http.ResponseWriter, r *http.Request) er
 	if err != nil {
 		return err
 	}
-	v := s.dashboardView(r.Context())
-	v.User = user
+	v := viewFor(s.dashboardView(r.Context()), user)
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, v)
 	return nil
@@ -205,8 +222,7 @@ func (s *server) dashboardEvents(w http.ResponseWriter, r *http.Request) error {
 				return nil // the page reconnects, and is refused then
 			}
 		}
-		v := s.dashboardView(r.Context())
-		v.User = user
+		v := viewFor(s.dashboardView(r.Context()), user)
 		b, err := json.Marshal(v)
 		if err != nil {
 			return nil // the status is out; nothing better to say
@@ -229,6 +245,16 @@ func (s *server) dashboardEvents(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	return nil
+}
+
+// viewFor is the shared view as user may read it: an anonymous reader
+// (public reads) is not shown the fleet, which is admin data.
+func viewFor(v DashboardView, user string) DashboardView {
+	v.User = user
+	if user == "" {
+		v.Fleet, v.FleetError = nil, ""
+	}
+	return v
 }
 
 // dashboardView returns the view, computed at most once per
@@ -255,9 +281,9 @@ func (s *server) computeView(ctx context.Context) DashboardView {
 		Topology: s.topologyView(),
 		Sync:     federation.SyncStatusResponse{Role: s.info.Role, Links: []federation.LinkStatus{}},
 		Patches:  []DashboardPatch{},
-		// Fleet reports and rollouts: when the API offers them, fill their
-		// fields here and drop their names (see docs/api.md, "Dashboard").
-		Unavailable: []string{"fleet", "rollouts"},
+		// Rollouts: when the API offers them, fill their field here and
+		// drop the name (see docs/api.md, "Dashboard").
+		Unavailable: []string{"rollouts"},
 	}
 	if s.sync != nil {
 		v.Sync.Links = nonNil(s.sync.Status())
@@ -270,6 +296,7 @@ func (s *server) computeView(ctx context.Context) DashboardView {
 	v.LinkLagSeconds = s.dash.linkLag(v.Topology, ownLag, s.now())
 	v.UpstreamMoves = append([]UpstreamMove{}, s.dash.moves...)
 	v.Storage, v.Machines = s.dashboardCounts(ctx)
+	v.Fleet, v.FleetError = s.dashboardFleet(ctx)
 	patches, err := s.store.Patches(ctx, store.PatchFilter{Limit: dashboardPatches})
 	if err != nil {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "dashboard: list patches", slog.String("error", err.Error()))
@@ -305,6 +332,49 @@ func (s *server) dashboardCounts(ctx context.Context) (DashboardStorage, Dashboa
 	}
 	d.storage, d.machines, d.countsAt = st, mc, s.now()
 	return st, mc
+}
+
+// dashboardFleet totals the fleet reports of this node's subtree, at most
+// every fleetEvery. Call with s.dash.mu held.
+func (s *server) dashboardFleet(ctx context.Context) (*FleetSummary, string) {
+	d := s.dash
+	if !d.fleetAt.IsZero() && s.now().Sub(d.fleetAt) < fleetEvery {
+		return d.fleet, d.fleetErr
+	}
+	d.fleet, d.fleetErr = nil, ""
+	if sum, err := s.fleetSummary(ctx, store.FleetFilter{}); err != nil {
+		d.fleetErr = "could not read the fleet reports; see the node's log"
+		s.log.LogAttrs(ctx, slog.LevelWarn, "dashboard: fleet summary", slog.String("error", err.Error()))
+	} else {
+		sum.Totals = byTierDCState(sum.Totals)
+		d.fleet = &sum
+	}
+	d.fleetAt = s.now()
+	return d.fleet, d.fleetErr
+}
+
+// byTierDCState sums totals over kernels and patch versions, ordered by
+// tier, data centre and state.
+func byTierDCState(ts []FleetTotal) []FleetTotal {
+	type key struct {
+		tier, dc string
+		state    catalog.MachineState
+	}
+	at := map[key]int{}
+	out := []FleetTotal{}
+	for _, t := range ts {
+		k := key{t.Tier, t.DC, t.State}
+		if i, ok := at[k]; ok {
+			out[i].Machines += t.Machines
+			continue
+		}
+		at[k] = len(out)
+		out = append(out, FleetTotal{Tier: t.Tier, DC: t.DC, State: t.State, Machines: t.Machines})
+	}
+	slices.SortFunc(out, func(a, b FleetTotal) int {
+		return cmp.Or(cmp.Compare(a.Tier, b.Tier), cmp.Compare(a.DC, b.DC), cmp.Compare(a.State, b.State))
+	})
+	return out
 }
 
 // holders asks every member of the view whether it holds each patch's

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -160,7 +161,9 @@ func (s *server) reportMachines(w http.ResponseWriter, r *http.Request, _ string
 	return nil
 }
 
-type fleetTotal struct {
+// FleetTotal is one row of a fleet summary: how many machines share a
+// tier, data centre, kernel, patch version and state.
+type FleetTotal struct {
 	Tier         string               `json:"tier"`
 	DC           string               `json:"dc"`
 	Kernel       string               `json:"kernel"`
@@ -169,7 +172,9 @@ type fleetTotal struct {
 	Machines     int64                `json:"machines"`
 }
 
-type fleetNode struct {
+// FleetNode is one node of a summary's subtree and how recent its figures
+// are.
+type FleetNode struct {
 	Node string    `json:"node"`
 	DC   string    `json:"dc"`
 	Tier string    `json:"tier,omitempty"`
@@ -177,6 +182,16 @@ type fleetNode struct {
 	// Received is when this node took the entry; absent for its own.
 	Received time.Time `json:"received,omitzero"`
 	Rows     bool      `json:"rows"`
+}
+
+// FleetSummary is the body of GET /v1/admin/reports/summary, and the
+// dashboard view's fleet.
+type FleetSummary struct {
+	Node     string       `json:"node"`
+	AsOf     time.Time    `json:"as_of"`
+	Machines int64        `json:"machines"`
+	Totals   []FleetTotal `json:"totals"`
+	Nodes    []FleetNode  `json:"nodes"`
 }
 
 // reportSummary totals this node's subtree and says, per node, how
@@ -189,34 +204,36 @@ func (s *server) reportSummary(w http.ResponseWriter, r *http.Request, _ string)
 	if f.After != "" || f.Limit != 0 {
 		return invalid("limit", "a summary takes no paging")
 	}
+	sum, err := s.fleetSummary(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, sum)
+	return nil
+}
+
+// fleetSummary totals this node's subtree under f.
+func (s *server) fleetSummary(ctx context.Context, f store.FleetFilter) (FleetSummary, error) {
 	now := s.now().UTC()
-	ts, err := s.store.FleetSummary(r.Context(), s.info.Node, s.info.DC, f)
+	ts, err := s.store.FleetSummary(ctx, s.info.Node, s.info.DC, f)
 	if err != nil {
-		return err
+		return FleetSummary{}, err
 	}
-	totals := make([]fleetTotal, len(ts))
-	var sum int64
+	out := FleetSummary{Node: s.info.Node, AsOf: now, Totals: make([]FleetTotal, len(ts))}
 	for i, t := range ts {
-		totals[i] = fleetTotal(t)
-		sum += t.Machines
+		out.Totals[i] = FleetTotal(t)
+		out.Machines += t.Machines
 	}
-	entries, err := s.store.FleetEntries(r.Context(), f.Tier, false)
+	entries, err := s.store.FleetEntries(ctx, f.Tier, false)
 	if err != nil {
-		return err
+		return FleetSummary{}, err
 	}
-	nodes := []fleetNode{{Node: s.info.Node, DC: s.info.DC, AsOf: now, Rows: true}}
+	out.Nodes = []FleetNode{{Node: s.info.Node, DC: s.info.DC, AsOf: now, Rows: true}}
 	for _, e := range entries {
 		if f.DC != "" && e.DC != f.DC {
 			continue
 		}
-		nodes = append(nodes, fleetNode{Node: e.Node, DC: e.DC, Tier: e.Tier, AsOf: e.AsOf, Received: e.Received, Rows: e.HasMachines})
+		out.Nodes = append(out.Nodes, FleetNode{Node: e.Node, DC: e.DC, Tier: e.Tier, AsOf: e.AsOf, Received: e.Received, Rows: e.HasMachines})
 	}
-	writeJSON(w, http.StatusOK, struct {
-		Node     string       `json:"node"`
-		AsOf     time.Time    `json:"as_of"`
-		Machines int64        `json:"machines"`
-		Totals   []fleetTotal `json:"totals"`
-		Nodes    []fleetNode  `json:"nodes"`
-	}{s.info.Node, now, sum, totals, nodes})
-	return nil
+	return out, nil
 }

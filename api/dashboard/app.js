@@ -11,6 +11,19 @@
   const STALE_MS = 3500;
   const STATE_ICON = { alive: '✓', suspect: '!', dead: '✕', left: '–' };
   const HOLD_ICON = { held: '✓', missing: '…', unknown: '?' };
+  // Machine states in the order the fleet grid shows them, each with its
+  // kind: up to date, waiting or to check, failed, unknown. A state this
+  // page does not know yet is shown after them, as unknown.
+  const FLEET_STATES = ['applied', 'nothing-to-apply', 'unapplied', 'needs-check', 'kernel-upgrade-required',
+    'apply-failed', 'check-failed', 'applied-with-bug', 'unknown'];
+  const FLEET_KIND = {
+    applied: 'good', 'nothing-to-apply': 'good', unapplied: 'wait', 'needs-check': 'wait', 'kernel-upgrade-required': 'wait',
+    'apply-failed': 'bad', 'check-failed': 'bad', 'applied-with-bug': 'bad', unknown: 'unknown',
+  };
+  const FLEET_ICON = { good: '✓', wait: '!', bad: '✕', unknown: '?' };
+  // A node's figures older than this, by the serving node's clock, are
+  // marked old: several report intervals missed at the default 60 s.
+  const FLEET_OLD_S = 300;
 
   const $ = (id) => document.getElementById(id);
   let csrf = '';
@@ -187,6 +200,7 @@
     renderLinks(v);
     renderDetail(v);
     renderPatches(v);
+    renderFleet(v);
     renderUnavailable(v);
     $('updated').textContent = 'Updated ' + new Date(v.time).toLocaleTimeString() + ' from ' + v.node.name;
   }
@@ -399,9 +413,126 @@
     }
   }
 
+  function since(seconds) {
+    const s = Math.max(0, Math.round(seconds));
+    if (s < 90) return s + ' s ago';
+    if (s < 5400) return Math.round(s / 60) + ' min ago';
+    return Math.round(s / 3600) + ' h ago';
+  }
+
+  // renderFleet shows the fleet summary of the view (the body of GET
+  // /v1/admin/reports/summary): per tier a grid of data centres by machine
+  // state, each cell its count in text and shaded by its share of the row,
+  // with totals; then how recent each node's figures are.
+  function renderFleet(v) {
+    const panel = $('panel-fleet');
+    const f = v.fleet;
+    const parts = ['fleet-total', 'fleet-grids', 'fleet-nodes'];
+    panel.querySelector('.legend').hidden = !f;
+    for (const id of parts) $(id).hidden = !f;
+    panel.querySelector('h3').hidden = !f;
+    const note = $('fleet-body');
+    note.hidden = !!f;
+    if (!f) {
+      if (v.fleet_error) { note.textContent = v.fleet_error; panel.dataset.fleet = 'error'; }
+      else if (!v.user) { note.textContent = 'Fleet reports are shown to logged-in administrators only.'; panel.dataset.fleet = 'login'; }
+      else { note.textContent = 'Not available: this node sent no fleet summary.'; panel.dataset.fleet = 'none'; }
+      return;
+    }
+    panel.dataset.fleet = 'shown';
+    panel.dataset.machines = f.machines;
+    const viewAt = Date.parse(v.time);
+
+    // tier → dc → state → machines, summed over kernels and versions.
+    const tiers = {};
+    for (const t of f.totals) {
+      const dcs = tiers[t.tier] = tiers[t.tier] || {};
+      const row = dcs[t.dc] = dcs[t.dc] || {};
+      row[t.state] = (row[t.state] || 0) + t.machines;
+    }
+    const dcNames = new Set(f.totals.map((t) => t.dc));
+    $('fleet-total').textContent = f.machines + (f.machines === 1 ? ' machine' : ' machines') + ' in ' + f.node +
+      '\'s subtree: ' + Object.keys(tiers).length + ' tier(s), ' + dcNames.size + ' data centre(s), ' + f.nodes.length +
+      ' node(s) reporting. Totalled at ' + new Date(f.as_of).toLocaleTimeString() + '.';
+
+    const grids = $('fleet-grids');
+    grids.replaceChildren();
+    if (!f.totals.length) grids.append(el('p', { class: 'muted' }, 'No machines reported yet.'));
+    for (const tier of Object.keys(tiers).sort()) {
+      const dcs = tiers[tier];
+      const present = new Set();
+      for (const row of Object.values(dcs)) for (const st of Object.keys(row)) present.add(st);
+      const states = FLEET_STATES.filter((st) => present.has(st)).concat([...present].filter((st) => !FLEET_STATES.includes(st)).sort());
+      const table = el('table', { class: 'table fleet-grid', 'data-tier': tier });
+      let tierTotal = 0;
+      for (const row of Object.values(dcs)) for (const n of Object.values(row)) tierTotal += n;
+      table.append(el('caption', {}, 'Tier ' + tier + ': ' + tierTotal + ' machines'));
+      const head = el('tr');
+      head.append(el('th', { scope: 'col' }, 'Data centre'));
+      for (const st of states) {
+        const kind = FLEET_KIND[st] || 'unknown';
+        head.append(el('th', { scope: 'col', class: 'fleet-state fleet-' + kind }, FLEET_ICON[kind] + ' ' + st));
+      }
+      head.append(el('th', { scope: 'col' }, 'Total'));
+      const thead = el('thead');
+      thead.append(head);
+      table.append(thead);
+      const body = el('tbody');
+      const colTotals = {};
+      for (const dc of Object.keys(dcs).sort()) {
+        const row = dcs[dc];
+        let rowTotal = 0;
+        for (const n of Object.values(row)) rowTotal += n;
+        const tr = el('tr', { 'data-dc': dc });
+        tr.append(el('th', { scope: 'row' }, dc || '(no data centre)'));
+        for (const st of states) {
+          const n = row[st] || 0;
+          colTotals[st] = (colTotals[st] || 0) + n;
+          const kind = FLEET_KIND[st] || 'unknown';
+          const level = n ? Math.max(1, Math.ceil(4 * n / rowTotal)) : 0;
+          tr.append(el('td', {
+            class: 'heat' + (n ? ' fleet-' + kind + ' l' + level : ' zero'),
+            'data-tier': tier, 'data-dc': dc, 'data-state': st, 'data-machines': n,
+            title: (dc || 'no data centre') + ', ' + st + ': ' + n + ' of ' + rowTotal + ' machines',
+          }, n ? String(n) : '–'));
+        }
+        tr.append(el('td', { class: 'fleet-sum', 'data-tier': tier, 'data-dc': dc, 'data-machines': rowTotal }, String(rowTotal)));
+        body.append(tr);
+      }
+      table.append(body);
+      const foot = el('tr', { class: 'fleet-foot' });
+      foot.append(el('th', { scope: 'row' }, 'All data centres'));
+      for (const st of states) foot.append(el('td', { 'data-state': st, 'data-machines': colTotals[st] }, String(colTotals[st])));
+      foot.append(el('td', { class: 'fleet-sum', 'data-machines': tierTotal }, String(tierTotal)));
+      const tfoot = el('tfoot');
+      tfoot.append(foot);
+      table.append(tfoot);
+      const wrap = el('div', { class: 'fleet-wrap' });
+      wrap.append(table);
+      grids.append(wrap);
+    }
+
+    const nodes = $('fleet-nodes').tBodies[0];
+    nodes.replaceChildren();
+    for (const n of f.nodes) {
+      const age = (viewAt - Date.parse(n.as_of)) / 1000;
+      const old = age > FLEET_OLD_S;
+      const self = n.node === f.node;
+      const tr = el('tr', { 'data-node': n.node, 'data-age': Math.round(age), class: old ? 'fleet-old' : '' });
+      tr.append(el('td', {}, n.node + (self ? ' (this node)' : '')));
+      tr.append(el('td', {}, n.dc || '—'));
+      tr.append(el('td', {}, n.tier || (self ? 'every tier' : '—')));
+      tr.append(el('td', { title: new Date(n.as_of).toLocaleString() }, (old ? '⚠ old: ' : '') + since(age)));
+      tr.append(el('td', {}, self ? 'its own machines, live' :
+        (n.rows ? 'per machine' : 'counts') + (n.received ? ', received ' + since((viewAt - Date.parse(n.received)) / 1000) : '')));
+      nodes.append(tr);
+    }
+  }
+
   // renderUnavailable marks the panels the node's API does not offer yet.
-  // A panel the API offers later gets its render function here, and its
-  // name leaves v.unavailable.
+  // A panel the API offers later gets its render function beside
+  // renderFleet, called from render, and its name leaves v.unavailable:
+  // rollouts, next, in #panel-rollouts.
   function renderUnavailable(v) {
     for (const name of ['fleet', 'rollouts']) {
       const panel = $('panel-' + name);
