@@ -30,6 +30,7 @@ import (
 	"github.com/patchmesh/patchmesh/auth"
 	"github.com/patchmesh/patchmesh/blob"
 	"github.com/patchmesh/patchmesh/federation"
+	"github.com/patchmesh/patchmesh/rollout"
 	"github.com/patchmesh/patchmesh/store"
 )
 
@@ -131,6 +132,9 @@ type Config struct {
 	// managed here, https only, and delivered by whichever dispatcher
 	// runs over the store.
 	Webhooks Webhooks
+	// Rollouts runs the hub's rollout plans; nil on every other node,
+	// which answers rollout changes with not_hub.
+	Rollouts *rollout.Manager
 }
 
 type server struct {
@@ -162,6 +166,7 @@ type server struct {
 	identityLog   identityLog
 	endorse       []federation.Envelope
 	webhooks      Webhooks
+	rollouts      *rollout.Manager
 
 	// meshKey caches the mesh key once this node holds it (fleet.go).
 	meshKey atomic.Pointer[[]byte]
@@ -247,6 +252,7 @@ func New(cfg Config) (http.Handler, error) {
 		credentialTTL: cfg.CredentialTTL,
 		endorse:       cfg.Endorsements,
 		webhooks:      cfg.Webhooks,
+		rollouts:      cfg.Rollouts,
 	}
 	if s.nodeKey != nil {
 		s.nodeKeyID = federation.KeyID(s.nodeKey.Public().(ed25519.PublicKey))

@@ -247,7 +247,7 @@ func (s *server) newestPatch(w http.ResponseWriter, r *http.Request, t catalog.T
 		return invalid("applied", "must be empty or a digest, sha256:<64 hex>")
 	}
 	ctx := r.Context()
-	p, err := s.store.Newest(ctx, t.Tier, kernel, arch)
+	p, err := s.offerable(ctx, t.Tier, kernel, arch, t.MachineID)
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/patchmesh/patchmesh/auth"
 	"github.com/patchmesh/patchmesh/blob/pgblob"
 	"github.com/patchmesh/patchmesh/federation"
+	"github.com/patchmesh/patchmesh/rollout"
 	"github.com/patchmesh/patchmesh/webhook"
 )
 
@@ -42,6 +43,7 @@ type Config struct {
 	Gossip   GossipConfig   `yaml:"gossip"`
 	Webhooks WebhooksConfig `yaml:"webhooks"`
 	Reports  ReportsConfig  `yaml:"reports"`
+	Rollouts RolloutsConfig `yaml:"rollouts"`
 }
 
 // Node roles. Every role runs the full server; the role says where the
@@ -350,6 +352,14 @@ type ReportsConfig struct {
 	MaxBytes int64 `yaml:"max_bytes"`
 }
 
+// RolloutsConfig tunes the hub's rollout runner.
+type RolloutsConfig struct {
+	// Tick is how often the hub looks at its live rollouts: opens a wave
+	// whose delay passed and whose gate holds, halts one whose gate
+	// failed. Hub only. Default 5s.
+	Tick time.Duration `yaml:"tick"`
+}
+
 // LogConfig shapes the node's log.
 type LogConfig struct {
 	// Level is debug, info, warn or error. Default info.
@@ -436,6 +446,7 @@ func DefaultsWithEnv(getenv func(string) string) Config {
 			CleanupEvery: time.Hour,
 			MaxBytes:     federation.DefaultMaxReportBytes,
 		},
+		Rollouts: RolloutsConfig{Tick: rollout.DefaultTick},
 	}
 }
 
@@ -596,6 +607,7 @@ func (c Config) Validate() error {
 	} else if _, err := net.LookupPort("tcp", port); err != nil {
 		bad("server.listen", "bad port %q", port)
 	}
+	positive("rollouts.tick", c.Rollouts.Tick)
 	positive("webhooks.timeout", c.Webhooks.Timeout)
 	positive("webhooks.retry_min", c.Webhooks.RetryMin)
 	positive("webhooks.retry_max", c.Webhooks.RetryMax)

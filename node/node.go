@@ -25,6 +25,7 @@ import (
 	"github.com/patchmesh/patchmesh/blob/fsblob"
 	"github.com/patchmesh/patchmesh/blob/pgblob"
 	"github.com/patchmesh/patchmesh/federation"
+	"github.com/patchmesh/patchmesh/rollout"
 	"github.com/patchmesh/patchmesh/store"
 	"github.com/patchmesh/patchmesh/store/sqlstore"
 	"github.com/patchmesh/patchmesh/topology"
@@ -75,6 +76,8 @@ type Node struct {
 	gossip *gossip
 	// hooks delivers events to the webhooks.
 	hooks *webhook.Dispatcher
+	// rollouts runs the hub's rollout plans; nil elsewhere.
+	rollouts *rollout.Manager
 	// lock holds the data directory for this process.
 	lock *dataDirLock
 	// announce holds console messages kept until the node has started,
@@ -193,6 +196,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		return nil, fmt.Errorf("node: %w", err)
 	}
 
+	n.rollouts = n.newRollouts()
+
 	ac := cfg.authConfig()
 	ac.Now = o.now
 	n.auth = auth.New(n.store, ac, log)
@@ -244,6 +249,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		Stopping:     stopping,
 		NodeKey:      n.nodeKey,
 		Webhooks:     n.hooks,
+		Rollouts:     n.rollouts,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: api: %w", err)
@@ -440,6 +446,9 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	if n.beacon != nil {
 		wg.Go(func() { n.beacon.Run(maintainCtx) })
+	}
+	if n.rollouts != nil {
+		wg.Go(func() { n.rollouts.Run(maintainCtx) })
 	}
 	// Stopped with maintenance too: an attempt in flight is cut off and
 	// stays in the outbox for the next start.
