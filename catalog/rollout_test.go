@@ -250,9 +250,9 @@ func TestRolloutHolds(t *testing.T) {
 func TestRolloutValidate(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for _, tc := range []struct {
-		name  string
+		name   string
 		mutate func(*Rollout)
-		field string
+		field  string
 	}{
 		{"valid", func(*Rollout) {}, ""},
 		{"id", func(r *Rollout) { r.ID = "XYZ" }, "id"},
