@@ -97,15 +97,17 @@ const (
 	GateFail
 )
 
-// Check reads reporting machines of which failed are in a failed state.
+// Check reads reporting machines of which failed are in a failed state. A
+// gate of MinReporting 0 passes with nobody reporting: the waves then go
+// by their delays alone.
 func (g Gate) Check(reporting, failed int64) GateVerdict {
 	if failed < 0 {
 		failed = 0
 	}
-	if reporting <= 0 || reporting < g.MinReporting {
+	if reporting < g.MinReporting || (reporting <= 0 && g.MinReporting > 0) {
 		return GateWait
 	}
-	if float64(failed)*100 >= g.MaxFailedPercent*float64(reporting) && failed > 0 {
+	if failed > 0 && float64(failed)*100 >= g.MaxFailedPercent*float64(reporting) {
 		return GateFail
 	}
 	return GatePass

@@ -149,8 +149,11 @@ func TestGateCheck(t *testing.T) {
 			t.Errorf("%d of %d failed: want %v, got %v", tc.failed, tc.reporting, tc.want, got)
 		}
 	}
-	if got := (Gate{MaxFailedPercent: 50}).Check(0, 0); got != GateWait {
-		t.Errorf("nobody reporting with min 0: want wait, got %v", got)
+	if got := (Gate{MaxFailedPercent: 50}).Check(0, 0); got != GatePass {
+		t.Errorf("nobody reporting with min 0: want pass (delays alone), got %v", got)
+	}
+	if got := (Gate{MaxFailedPercent: 50, MinReporting: 1}).Check(0, 0); got != GateWait {
+		t.Errorf("nobody reporting with min 1: want wait, got %v", got)
 	}
 }
 
