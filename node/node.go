@@ -197,6 +197,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 	}
 
 	n.rollouts = n.newRollouts()
+	reg.MustRegister(rollout.NewCollector(n.store))
 
 	ac := cfg.authConfig()
 	ac.Now = o.now

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/patchmesh/patchmesh/catalog"
 	"github.com/patchmesh/patchmesh/federation"
 	"github.com/patchmesh/patchmesh/store"
@@ -252,4 +254,26 @@ func TestAbortWithdrawsTheVersion(t *testing.T) {
 func tokenFor(dc string) string {
 	sum := sha256.Sum256([]byte(dc))
 	return hex.EncodeToString(sum[:8])
+}
+
+func TestCollectorCountsByState(t *testing.T) {
+	f := newFixture(t)
+	if _, err := f.m.Create(t.Context(), Plan{Tier: "edge", Version: "107.2", Waves: "dc-hub:0s,dc-eu-1:1h"}); err != nil {
+		t.Fatal(err)
+	}
+	want := `
+# HELP patchmesh_rollouts Rollouts this node holds, by state (active, halted, completed, aborted).
+# TYPE patchmesh_rollouts gauge
+patchmesh_rollouts{state="aborted"} 0
+patchmesh_rollouts{state="active"} 1
+patchmesh_rollouts{state="completed"} 0
+patchmesh_rollouts{state="halted"} 0
+# HELP patchmesh_rollout_waves_open Waves open, summed over this node's live (active or halted) rollouts, by state.
+# TYPE patchmesh_rollout_waves_open gauge
+patchmesh_rollout_waves_open{state="active"} 1
+patchmesh_rollout_waves_open{state="halted"} 0
+`
+	if err := testutil.CollectAndCompare(NewCollector(f.st), strings.NewReader(want)); err != nil {
+		t.Error(err)
+	}
 }
