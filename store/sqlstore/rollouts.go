@@ -36,7 +36,7 @@ func putRollout(ctx context.Context, q querier, tier string, r catalog.Rollout, 
 	}
 	_, err = q.ExecContext(ctx, `INSERT INTO rollouts (id, tier, version, state, data, created_us, updated_us, record, sig)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-		ON CONFLICT (id) DO UPDATE SET tier = excluded.tier, version = excluded.version, state = excluded.state,
+		ON CONFLICT (tier, id) DO UPDATE SET version = excluded.version, state = excluded.state,
 		  data = excluded.data, updated_us = excluded.updated_us, record = excluded.record, sig = excluded.sig`,
 		r.ID, tier, r.Version, string(r.State), string(data), us(r.Created), us(r.Updated), nullBytes(record), nullBytes(sig))
 	if classify(err) == foreignKeyViolation {
@@ -105,7 +105,8 @@ func (s *Store) UpdateRollout(ctx context.Context, r catalog.Rollout, prevUpdate
 	err = s.change(ctx, func(c *changeTx) error {
 		var tierName string
 		var updated int64
-		err := c.tx.QueryRowContext(ctx, `SELECT tier, updated_us FROM rollouts WHERE id = $1`, r.ID).Scan(&tierName, &updated)
+		// On the hub, where updates are made, a rollout has one row.
+		err := c.tx.QueryRowContext(ctx, `SELECT tier, updated_us FROM rollouts WHERE id = $1 AND tier = $2`, r.ID, r.Tier).Scan(&tierName, &updated)
 		if err != nil {
 			return err
 		}
@@ -142,7 +143,10 @@ func scanRollout(sc scanner) (store.SignedRollout, error) {
 // Rollout returns one rollout; see store.Rollouts.
 func (s *Store) Rollout(ctx context.Context, id string) (sr store.SignedRollout, err error) {
 	defer s.done("Rollout", time.Now(), &err)
-	sr, err = scanRollout(s.db.QueryRowContext(ctx, `SELECT `+rolloutCols+` FROM rollouts WHERE id = $1`, id))
+	// A downstream may hold one rollout on two local tiers, in the same
+	// state once both links applied it; the newest row answers.
+	sr, err = scanRollout(s.db.QueryRowContext(ctx, `SELECT `+rolloutCols+` FROM rollouts WHERE id = $1
+		ORDER BY updated_us DESC, tier LIMIT 1`, id))
 	return sr, mapErr("rollout "+id, err)
 }
 
@@ -151,7 +155,7 @@ func (s *Store) Rollout(ctx context.Context, id string) (sr store.SignedRollout,
 func (s *Store) ListRollouts(ctx context.Context, tierName string) (out []store.SignedRollout, err error) {
 	defer s.done("ListRollouts", time.Now(), &err)
 	rows, err := s.db.QueryContext(ctx, `SELECT `+rolloutCols+` FROM rollouts WHERE $1 = '' OR tier = $1
-		ORDER BY created_us DESC, id`, tierName)
+		ORDER BY created_us DESC, id, tier`, tierName)
 	if err != nil {
 		return nil, mapErr("rollouts", err)
 	}

@@ -140,6 +140,15 @@ func testApplySyncedRollouts(t *testing.T, open OpenSync) {
 	if list, err := down.ListRollouts(ctx, "stable"); err != nil || len(list) != 1 {
 		t.Errorf("ListRollouts(stable) downstream: want 1, got %+v, %v", list, err)
 	}
+	// A second local tier fed from the same hub tier holds it too, and
+	// the first keeps it: each tier's machines are held back.
+	syncRound(t, hub, down, "edge", cursorOf(t, down, "beta"))
+	for _, tier := range []string{"stable", "beta"} {
+		list, err := down.ListRollouts(ctx, tier)
+		if err != nil || len(list) != 1 || list[0].Rollout.Tier != tier || len(list[0].Rollout.Opened) != 1 {
+			t.Errorf("ListRollouts(%s) with two links from one hub tier: want the rollout there, got %+v, %v", tier, list, err)
+		}
+	}
 }
 
 func testApplySyncedRolloutRefusals(t *testing.T, open OpenSync) {
