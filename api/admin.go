@@ -46,6 +46,7 @@ func (s *server) adminRoutes(v1 *mux.Router) {
 	s.syncAdminRoutes(a)
 	s.nodeAdminRoutes(a)
 	s.webhookRoutes(a)
+	s.rolloutRoutes(a)
 }
 
 func (s *server) login(w http.ResponseWriter, r *http.Request) error {

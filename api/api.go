@@ -30,6 +30,7 @@ import (
 	"github.com/patchmesh/patchmesh/auth"
 	"github.com/patchmesh/patchmesh/blob"
 	"github.com/patchmesh/patchmesh/federation"
+	"github.com/patchmesh/patchmesh/rollout"
 	"github.com/patchmesh/patchmesh/store"
 )
 
@@ -137,6 +138,9 @@ type Config struct {
 	Webhooks Webhooks
 	// Dashboard tunes the web dashboard (docs/api.md, "Dashboard").
 	Dashboard DashboardConfig
+	// Rollouts runs the hub's rollout plans; nil on every other node,
+	// which answers rollout changes with not_hub.
+	Rollouts *rollout.Manager
 }
 
 type server struct {
@@ -172,6 +176,7 @@ type server struct {
 	identityLog   identityLog
 	endorse       []federation.Envelope
 	webhooks      Webhooks
+	rollouts      *rollout.Manager
 
 	// meshKey caches the mesh key once this node holds it (fleet.go).
 	meshKey    atomic.Pointer[[]byte]
@@ -262,6 +267,7 @@ func New(cfg Config) (http.Handler, error) {
 		credentialTTL: cfg.CredentialTTL,
 		endorse:       cfg.Endorsements,
 		webhooks:      cfg.Webhooks,
+		rollouts:      cfg.Rollouts,
 
 		dashCfg:    cfg.Dashboard,
 		dash:       &dashState{},

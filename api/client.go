@@ -257,7 +257,7 @@ func (s *server) newestPatch(w http.ResponseWriter, r *http.Request, t catalog.T
 			w.Header().Set(federation.HeartbeatHeader, federation.EncodeHeartbeatHeader(e))
 		}
 	}
-	p, err := s.store.Newest(ctx, t.Tier, kernel, arch)
+	p, err := s.offerable(ctx, t.Tier, kernel, arch, t.MachineID)
 	if err != nil {
 		return err
 	}

@@ -203,3 +203,9 @@ type Event struct {
 	Data    json.RawMessage `json:"data,omitempty"`
 	Created time.Time       `json:"created"`
 }
+
+// EventRolloutChanged logs a rollout plan's creation and every change of
+// its state (a wave opened, halted, resumed, completed, aborted). Its Data
+// is the Rollout as it stands after the change; on the hub it is sealed,
+// so every node of the tier enforces the same signed state.
+const EventRolloutChanged EventType = "rollout.changed"

@@ -613,6 +613,26 @@ func TestOpenAPIDescribesLiveNodes(t *testing.T) {
 	ck.do(call{node: hub, method: "GET", path: "/v1/admin/reports/machines?after=zz", cred: admin, want: 400, badRequest: true})
 	ck.do(call{node: hub, method: "GET", path: "/v1/admin/reports/summary?tier=edge", cred: admin, want: 200})
 	ck.do(call{node: edge, method: "GET", path: "/v1/sync/hub-key", want: 404})
+
+	// Rollouts: dc1 (the hub's) and dc9 (the report's) are known.
+	ro := decode[struct{ ID string }](t, ck.do(call{node: hub, method: "POST", path: "/v1/admin/rollouts", cred: admin, want: 201,
+		body: map[string]any{"tier": "edge", "version": "107.1", "waves": "dc1:0s,dc9:1h:10%", "soak_seconds": 60}}))
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/rollouts", cred: admin, want: 409,
+		body: map[string]any{"tier": "edge", "version": "107.1", "waves": "dc1:0s"}})
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/rollouts", cred: admin, want: 400,
+		body: map[string]any{"tier": "stable", "version": "107.1", "waves": "dc-nowhere:0s"}})
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/rollouts", cred: admin, want: 400, badRequest: true,
+		body: map[string]any{"tier": "stable", "version": "107.1", "waves": "dc1:0s", "soak_seconds": -1}})
+	ck.do(call{node: edge, method: "POST", path: "/v1/admin/rollouts", cred: edgeAdmin, want: 409,
+		body: map[string]any{"tier": "stable", "version": "107.1", "waves": "dc1:0s"}})
+	ck.do(call{node: hub, method: "GET", path: "/v1/admin/rollouts?tier=edge", cred: admin, want: 200})
+	ck.do(call{node: hub, method: "GET", path: "/v1/admin/rollouts/" + ro.ID, cred: admin, want: 200})
+	ck.do(call{node: hub, method: "GET", path: "/v1/admin/rollouts/0123456789abcdef", cred: admin, want: 404})
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/rollouts/" + ro.ID + "/halt", cred: admin, body: map[string]string{"reason": "openapi"}, want: 200})
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/rollouts/" + ro.ID + "/halt", cred: admin, want: 409})
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/rollouts/" + ro.ID + "/resume", cred: admin, want: 200})
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/rollouts/XYZ/resume", cred: admin, want: 400, badRequest: true})
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/rollouts/0123456789abcdef/abort", cred: admin, want: 404})
 	meshtest.WaitFor(t, 30*time.Second, "the patch at the edge", func() error {
 		ps, err := edge.TryPatches(t, nil)
 		if err != nil || len(ps) != 1 {
@@ -707,6 +727,7 @@ func TestOpenAPIDescribesLiveNodes(t *testing.T) {
 	ck.do(call{node: hub, method: "POST", path: "/v1/admin/patches/" + digest + "/withdraw", cred: admin, want: 200})
 	ck.do(call{node: hub, method: "DELETE", path: "/v1/admin/patches/" + digest, cred: admin, want: 204})
 	ck.do(call{node: hub, method: "GET", path: "/v1/admin/patches", cred: admin, want: 200})
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/rollouts/" + ro.ID + "/abort", cred: admin, want: 200})
 
 	// Webhooks and the audit trail.
 	hook := decode[struct{ ID string }](t, ck.do(call{node: hub, method: "POST", path: "/v1/admin/webhooks", cred: admin, want: 201,

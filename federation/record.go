@@ -71,6 +71,10 @@ type Record struct {
 	// Node is the node of a node event (node.admitted, node.removed); nil
 	// for every other event, and then absent from the bytes, as Token is.
 	Node *NodeRecord `json:"node,omitempty"`
+	// Rollout is the rollout plan and its state after the change, for
+	// rollout.changed events; nil, and absent from the bytes, otherwise.
+	// Its Tier is the record's Tier.
+	Rollout *catalog.Rollout `json:"rollout,omitempty"`
 	// Time is when the hub made the change.
 	Time time.Time `json:"time"`
 }
@@ -178,6 +182,16 @@ func Sign(priv ed25519.PrivateKey, r Record) (Envelope, error) {
 		n.Admitted = utc(n.Admitted)
 		n.Removed = utc(n.Removed)
 		r.Node = &n
+	}
+	if r.Rollout != nil {
+		ro := *r.Rollout
+		ro.Waves = append([]catalog.Wave(nil), ro.Waves...)
+		ro.Opened = make([]time.Time, len(r.Rollout.Opened))
+		for i, t := range r.Rollout.Opened {
+			ro.Opened[i] = utc(t)
+		}
+		ro.Created, ro.Updated = utc(ro.Created), utc(ro.Updated)
+		r.Rollout = &ro
 	}
 	if err := r.validate(); err != nil {
 		return Envelope{}, fmt.Errorf("sign: %w", err)
@@ -335,7 +349,28 @@ func (r Record) validate() error {
 	if r.Node != nil && r.Type != catalog.EventNodeAdmitted && r.Type != catalog.EventNodeRemoved {
 		return invalid("node", "must be absent for a %s event", r.Type)
 	}
+	if r.Rollout != nil && r.Type != catalog.EventRolloutChanged {
+		return invalid("rollout", "must be absent for a %s event", r.Type)
+	}
 	switch r.Type {
+	case catalog.EventRolloutChanged:
+		if r.Token != nil || r.Node != nil || !patchIsZero(r.Patch) {
+			return invalid("rollout", "a %s event carries a rollout only", r.Type)
+		}
+		if r.Rollout == nil {
+			return invalid("rollout", "must be set for a %s event", r.Type)
+		}
+		if r.Rollout.Tier != r.Tier {
+			return invalid("rollout.tier", "is %q, the record's tier is %q", r.Rollout.Tier, r.Tier)
+		}
+		if err := r.Rollout.Validate(); err != nil {
+			var ie *catalog.InvalidError
+			if errors.As(err, &ie) {
+				return invalid("rollout."+ie.Field, "%s", ie.Message)
+			}
+			return err
+		}
+		return nil
 	case catalog.EventNodeAdmitted, catalog.EventNodeRemoved:
 		if r.Token != nil {
 			return invalid("token", "must be absent for a %s event", r.Type)
@@ -459,6 +494,7 @@ func (s Sealer) Seal(e store.SealRequest) (record, sig []byte, err error) {
 	if n := e.Node; n != nil {
 		r.Node = &NodeRecord{Name: n.Name, Key: n.Key, URLs: n.URLs, Admitted: n.Admitted, Removed: n.Removed}
 	}
+	r.Rollout = e.Rollout
 	env, err := Sign(s.Key, r)
 	if err != nil {
 		return nil, nil, err

@@ -20,6 +20,7 @@ import (
 	"github.com/patchmesh/patchmesh/blob/pgblob"
 	"github.com/patchmesh/patchmesh/blob/s3blob"
 	"github.com/patchmesh/patchmesh/federation"
+	"github.com/patchmesh/patchmesh/rollout"
 	"github.com/patchmesh/patchmesh/webhook"
 )
 
@@ -43,6 +44,7 @@ type Config struct {
 	Gossip   GossipConfig   `yaml:"gossip"`
 	Webhooks WebhooksConfig `yaml:"webhooks"`
 	Reports  ReportsConfig  `yaml:"reports"`
+	Rollouts RolloutsConfig `yaml:"rollouts"`
 	// Dashboard tunes the web dashboard every node serves at /dashboard/.
 	Dashboard DashboardConfig `yaml:"dashboard"`
 }
@@ -440,6 +442,14 @@ type ReportsConfig struct {
 	MaxBytes int64 `yaml:"max_bytes"`
 }
 
+// RolloutsConfig tunes the hub's rollout runner.
+type RolloutsConfig struct {
+	// Tick is how often the hub looks at its live rollouts: opens a wave
+	// whose delay passed and whose gate holds, halts one whose gate
+	// failed. Hub only. Default 5s.
+	Tick time.Duration `yaml:"tick"`
+}
+
 // LogConfig shapes the node's log.
 type LogConfig struct {
 	// Level is debug, info, warn or error. Default info.
@@ -529,6 +539,7 @@ func DefaultsWithEnv(getenv func(string) string) Config {
 			CleanupEvery: time.Hour,
 			MaxBytes:     federation.DefaultMaxReportBytes,
 		},
+		Rollouts: RolloutsConfig{Tick: rollout.DefaultTick},
 	}
 }
 
@@ -689,6 +700,7 @@ func (c Config) Validate() error {
 	} else if _, err := net.LookupPort("tcp", port); err != nil {
 		bad("server.listen", "bad port %q", port)
 	}
+	positive("rollouts.tick", c.Rollouts.Tick)
 	positive("webhooks.timeout", c.Webhooks.Timeout)
 	positive("webhooks.retry_min", c.Webhooks.RetryMin)
 	positive("webhooks.retry_max", c.Webhooks.RetryMax)

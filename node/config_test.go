@@ -153,7 +153,7 @@ func TestLoadErrorsNameTheYAMLKey(t *testing.T) {
 		{"misspelt option", "server:\n  listn: 127.0.0.1:1\n",
 			"server.listn (line 2): unknown option; server takes listen, read_header_timeout, idle_timeout, shutdown_timeout, tls_cert, tls_key"},
 		{"misspelt section", "serve:\n  listen: 127.0.0.1:1\n",
-			"serve (line 1): unknown option; the file takes node, server, store, blobs, auth, limits, governor, log, sync, gossip, webhooks, reports, dashboard"},
+			"serve (line 1): unknown option; the file takes node, server, store, blobs, auth, limits, governor, log, sync, gossip, webhooks, reports, rollouts, dashboard"},
 		{"malformed duration", "server:\n  idle_timeout: soon\n",
 			`server.idle_timeout (line 2): want a duration such as 30s or 1h30m, got "soon"`},
 		{"duration without unit", "sync:\n  wait: 30\n",

@@ -24,6 +24,7 @@ import (
 	"github.com/patchmesh/patchmesh/auth"
 	"github.com/patchmesh/patchmesh/blob"
 	"github.com/patchmesh/patchmesh/federation"
+	"github.com/patchmesh/patchmesh/rollout"
 	"github.com/patchmesh/patchmesh/store"
 	"github.com/patchmesh/patchmesh/store/sqlstore"
 	"github.com/patchmesh/patchmesh/topology"
@@ -74,6 +75,8 @@ type Node struct {
 	gossip *gossip
 	// hooks delivers events to the webhooks.
 	hooks *webhook.Dispatcher
+	// rollouts runs the hub's rollout plans; nil elsewhere.
+	rollouts *rollout.Manager
 	// lock holds the data directory for this process.
 	lock *dataDirLock
 	// announce holds console messages kept until the node has started,
@@ -192,6 +195,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		return nil, fmt.Errorf("node: %w", err)
 	}
 
+	n.rollouts = n.newRollouts()
+	reg.MustRegister(rollout.NewCollector(n.store))
+
 	ac := cfg.authConfig()
 	ac.Now = o.now
 	n.auth = auth.New(n.store, ac, log)
@@ -252,6 +258,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		NodeKey:      n.nodeKey,
 		Webhooks:     n.hooks,
 		Dashboard:    api.DashboardConfig{PublicRead: cfg.Dashboard.PublicRead, PeerClient: peerClient},
+		Rollouts:     n.rollouts,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: api: %w", err)
@@ -445,6 +452,9 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	if n.beacon != nil {
 		wg.Go(func() { n.beacon.Run(maintainCtx) })
+	}
+	if n.rollouts != nil {
+		wg.Go(func() { n.rollouts.Run(maintainCtx) })
 	}
 	// Stopped with maintenance too: an attempt in flight is cut off and
 	// stays in the outbox for the next start.

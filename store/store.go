@@ -192,6 +192,7 @@ type Store interface {
 
 	Syncer
 	Roster
+	Rollouts
 	Auditor
 	Webhooks
 	Fleet

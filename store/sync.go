@@ -35,6 +35,9 @@ type SealRequest struct {
 	// Node is the node after the change (Name, Key, URLs, Admitted, and
 	// Removed for a removal), for node events; nil otherwise.
 	Node *catalog.Node
+	// Rollout is the rollout after the change, for rollout events; nil
+	// otherwise.
+	Rollout *catalog.Rollout
 	// At is when the hub made the change.
 	At time.Time
 }
@@ -127,6 +130,9 @@ type SyncedEvent struct {
 	// KeyID, URLs, Admitted, and Removed for a removal); nil for other
 	// events. The store puts its admission on the local tier.
 	Node *catalog.Node
+	// Rollout holds the signed rollout of a rollout event; nil for other
+	// events. The store keeps it on the local tier, whatever its Tier.
+	Rollout *catalog.Rollout
 	// Apply is false for an event that is logged, to keep the tier's hub
 	// sequence contiguous for this node's own downstreams, but does not
 	// change the catalog: the upstream skipped it or a filter excluded it.

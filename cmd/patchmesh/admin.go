@@ -156,6 +156,22 @@ var adminCommands = []adminCommand{
 		example: "patchmesh admin webhooks test 0123456789abcdef", run: (*admin).webhooksTest},
 	{name: "webhooks deliveries", args: "ID [--limit N]", summary: "a webhook's deliveries: attempts, last status and error",
 		example: "patchmesh admin webhooks deliveries 0123456789abcdef --limit 20", run: (*admin).webhooksDeliveries},
+	{name: "rollouts create", args: "VERSION --tier T --waves SPEC [--gate-max-failed P%] [--gate-min N] [--soak D]",
+		summary: "roll a patch version out on a tier, data centre by data centre (hub only)",
+		about: "SPEC lists waves DC-GLOB:DELAY[:PERCENT%], each DELAY after the previous wave opened;\n" +
+			"a wave opens once the machines of the open waves report the version with fewer\n" +
+			"than P% apply-failed or check-failed (at least N reporting) for D. Defaults 5%, 1, 10m.",
+		example: `patchmesh admin rollouts create 107.1 --tier stable --waves "dc-canary:0h,eu-*:6h:10%,us-*:24h"`, run: (*admin).rolloutsCreate},
+	{name: "rollouts list", args: "[--tier T]", summary: "rollouts and where each stands (from the signed state this node holds)",
+		example: "patchmesh admin rollouts list --tier stable", run: (*admin).rolloutsList},
+	{name: "rollouts show", args: "ID", summary: "one rollout: its waves, which are open, and why it halted",
+		example: "patchmesh admin rollouts show 0123456789abcdef", run: (*admin).rolloutsShow},
+	{name: "rollouts halt", args: "ID [--reason TEXT]", summary: "stop opening waves (hub only)",
+		example: `patchmesh admin rollouts halt 0123456789abcdef --reason "crash reports in eu-west"`, run: (*admin).rolloutsHalt},
+	{name: "rollouts resume", args: "ID", summary: "let a halted rollout go on; failures seen so far are accepted (hub only)",
+		example: "patchmesh admin rollouts resume 0123456789abcdef", run: (*admin).rolloutsResume},
+	{name: "rollouts abort", args: "ID", summary: "end a rollout and withdraw its patches everywhere (hub only)",
+		example: "patchmesh admin rollouts abort 0123456789abcdef", run: (*admin).rolloutsAbort},
 	{name: "audit", args: "[--since T] [--limit N] [--after CURSOR]", summary: "admin changes, newest first (T: RFC 3339 or 24h)",
 		example: "patchmesh admin audit --since 24h", run: (*admin).audit},
 }

@@ -38,6 +38,7 @@ var readmeSections = []string{
 	"Five-minute walk-through",
 	"A federation of nodes",
 	"Gossip, failover and the nearest node",
+	"Rollouts",
 }
 
 const readmeNetnsEnv = "PATCHMESH_README_NETNS"

@@ -327,6 +327,9 @@ func syncedSubject(ev store.SyncedEvent) string {
 	if ev.Node != nil {
 		return "node " + ev.Node.Name
 	}
+	if ev.Rollout != nil {
+		return "rollout " + ev.Rollout.ID
+	}
 	return ev.Patch.Digest
 }
 
@@ -342,6 +345,11 @@ func checkSyncedEvent(ev store.SyncedEvent) error {
 		return checkSyncedToken(ev)
 	case catalog.EventNodeAdmitted, catalog.EventNodeRemoved:
 		return checkSyncedNode(ev)
+	case catalog.EventRolloutChanged:
+		return checkSyncedRollout(ev)
+	}
+	if ev.Rollout != nil {
+		return &catalog.InvalidError{Field: "rollout", Message: fmt.Sprintf("must be absent for a %s event", ev.Type)}
 	}
 	if ev.Node != nil {
 		return &catalog.InvalidError{Field: "node", Message: fmt.Sprintf("must be absent for a %s event", ev.Type)}
@@ -396,6 +404,8 @@ func (c *changeTx) applySynced(ctx context.Context, tierName string, ev store.Sy
 		return c.applySyncedToken(ctx, tierName, ev)
 	case catalog.EventNodeAdmitted, catalog.EventNodeRemoved:
 		return c.applySyncedNode(ctx, tierName, ev)
+	case catalog.EventRolloutChanged:
+		return c.applySyncedRollout(ctx, tierName, ev)
 	}
 	digest := ev.Patch.Digest
 	local, err := patch(ctx, c.tx, digest)

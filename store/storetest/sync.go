@@ -46,6 +46,9 @@ func RunSync(t *testing.T, open OpenSync) {
 		{"NodeAdmissionsUnsealedOffTheHub", testNodesUnsealed},
 		{"ApplySyncedNodesAdmitAndRemove", testApplySyncedNodes},
 		{"ApplySyncedNodeRefusalsChangeNothing", testApplySyncedNodeRefusals},
+		{"RolloutsSealedInTheirTiersSequence", testSealRollouts},
+		{"ApplySyncedRolloutsKeepTheLatestState", testApplySyncedRollouts},
+		{"ApplySyncedRolloutRefusalsChangeNothing", testApplySyncedRolloutRefusals},
 		{"ChangesNotifiedAfterCommitOnly", testChangesNotify},
 		{"TrustedKeysAddListRemove", testTrustedKeys},
 		{"SignedEventsFindATiersRecordsOfOnePatch", testSignedEvents},
@@ -64,6 +67,7 @@ type sealed struct {
 	Patch   catalog.Patch     `json:"patch"`
 	Token   *sealedToken      `json:"token,omitempty"`
 	Node    *catalog.Node     `json:"node,omitempty"`
+	Rollout *catalog.Rollout  `json:"rollout,omitempty"`
 	Time    time.Time         `json:"time"`
 }
 
@@ -128,6 +132,7 @@ func (s *testSealer) Seal(e store.SealRequest) ([]byte, []byte, error) {
 		c.Tiers = nil
 		r.Node = &c
 	}
+	r.Rollout = e.Rollout
 	rec, err := json.Marshal(r)
 	if err != nil {
 		return nil, nil, err
@@ -211,6 +216,9 @@ func (r sealed) subject() string {
 	}
 	if r.Node != nil {
 		return "node " + r.Node.Name
+	}
+	if r.Rollout != nil {
+		return "rollout " + r.Rollout.ID
 	}
 	return r.Patch.Digest
 }
@@ -496,7 +504,7 @@ func toSynced(t *testing.T, entries []store.FeedEntry, apply bool) []store.Synce
 		r := unseal(t, e)
 		out = append(out, store.SyncedEvent{
 			Record: e.Record, Sig: e.Sig, HubSeq: e.HubSeq, Type: r.Type, Patch: r.Patch,
-			Token: r.catalogToken(), Node: r.catalogNode(), Apply: apply,
+			Token: r.catalogToken(), Node: r.catalogNode(), Rollout: r.Rollout, Apply: apply,
 		})
 	}
 	return out
