@@ -286,25 +286,8 @@ func (a *admin) readPassword(fromStdin bool, prompt string, confirm bool) (strin
 // Tiers.
 
 func (a *admin) tiersList(ctx context.Context, args []string) error {
-	api, _, err := a.prepare(ctx, "tiers list", args)
-	if err != nil {
-		return err
-	}
-	raw, err := api.call(ctx, http.MethodGet, "/v1/admin/tiers", nil, nil)
-	if err != nil {
-		return err
-	}
-	return a.show(raw, nil, func() error {
-		var out struct{ Tiers []catalog.Tier }
-		if err := decode(raw, &out); err != nil {
-			return err
-		}
-		rows := make([][]string, len(out.Tiers))
-		for i, t := range out.Tiers {
-			rows[i] = []string{t.Name, strconv.Itoa(t.Position), fmtTime(t.Created)}
-		}
-		return table(a.stdout, []string{"NAME", "POSITION", "CREATED"}, rows)
-	})
+	return showAll(ctx, a, "tiers list", args, "/v1/admin/tiers", "tiers", []string{"NAME", "POSITION", "CREATED"},
+		func(t catalog.Tier) []string { return []string{t.Name, strconv.Itoa(t.Position), fmtTime(t.Created)} })
 }
 
 func (a *admin) tiersAdd(ctx context.Context, args []string) error {

@@ -161,3 +161,32 @@ func (api *adminAPI) resolveDigest(ctx context.Context, ref string) (string, err
 	}
 	return "", usagef("sha256:%s is ambiguous: %d patches' digests start with it; give more digits", hexPart, len(ps))
 }
+
+// showAll is the whole of a command that lists one unpaged collection: it
+// asks GET path, prints the answer as JSON with --output json, and else
+// decodes the items under key and prints them as a table, one row each.
+func showAll[T any](ctx context.Context, a *admin, name string, args []string, path, key string, header []string, row func(T) []string) error {
+	api, _, err := a.prepare(ctx, name, args)
+	if err != nil {
+		return err
+	}
+	raw, err := api.call(ctx, http.MethodGet, path, nil, nil)
+	if err != nil {
+		return err
+	}
+	return a.show(raw, nil, func() error {
+		var out map[string]json.RawMessage
+		if err := decode(raw, &out); err != nil {
+			return err
+		}
+		var items []T
+		if err := decode(out[key], &items); err != nil {
+			return err
+		}
+		rows := make([][]string, len(items))
+		for i, it := range items {
+			rows[i] = row(it)
+		}
+		return table(a.stdout, header, rows)
+	})
+}

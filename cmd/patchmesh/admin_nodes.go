@@ -18,29 +18,14 @@ import (
 )
 
 func (a *admin) nodesList(ctx context.Context, args []string) error {
-	api, _, err := a.prepare(ctx, "nodes list", args)
-	if err != nil {
-		return err
-	}
-	raw, err := api.call(ctx, http.MethodGet, "/v1/admin/nodes", nil, nil)
-	if err != nil {
-		return err
-	}
-	return a.show(raw, nil, func() error {
-		var out struct{ Nodes []catalog.Node }
-		if err := decode(raw, &out); err != nil {
-			return err
-		}
-		rows := make([][]string, len(out.Nodes))
-		for i, n := range out.Nodes {
+	return showAll(ctx, a, "nodes list", args, "/v1/admin/nodes", "nodes", []string{"NAME", "KEY ID", "TIERS", "URLS", "STATE"},
+		func(n catalog.Node) []string {
 			state := "admitted " + fmtTime(n.Admitted)
 			if !n.Removed.IsZero() {
 				state = "removed " + fmtTime(n.Removed)
 			}
-			rows[i] = []string{n.Name, n.KeyID, orDash(strings.Join(n.Tiers, ",")), strings.Join(n.URLs, " "), state}
-		}
-		return table(a.stdout, []string{"NAME", "KEY ID", "TIERS", "URLS", "STATE"}, rows)
-	})
+			return []string{n.Name, n.KeyID, orDash(strings.Join(n.Tiers, ",")), strings.Join(n.URLs, " "), state}
+		})
 }
 
 func (a *admin) nodesAdmit(ctx context.Context, args []string) error {

@@ -110,25 +110,8 @@ type trustKey struct {
 }
 
 func (a *admin) trustList(ctx context.Context, args []string) error {
-	api, _, err := a.prepare(ctx, "trust list", args)
-	if err != nil {
-		return err
-	}
-	raw, err := api.call(ctx, http.MethodGet, "/v1/admin/trust", nil, nil)
-	if err != nil {
-		return err
-	}
-	return a.show(raw, nil, func() error {
-		var out struct{ Keys []trustKey }
-		if err := decode(raw, &out); err != nil {
-			return err
-		}
-		rows := make([][]string, len(out.Keys))
-		for i, k := range out.Keys {
-			rows[i] = []string{k.ID, k.Source, fmtTime(k.Added), k.Key}
-		}
-		return table(a.stdout, []string{"ID", "SOURCE", "ADDED", "KEY"}, rows)
-	})
+	return showAll(ctx, a, "trust list", args, "/v1/admin/trust", "keys", []string{"ID", "SOURCE", "ADDED", "KEY"},
+		func(k trustKey) []string { return []string{k.ID, k.Source, fmtTime(k.Added), k.Key} })
 }
 
 func (a *admin) trustAdd(ctx context.Context, args []string) error {

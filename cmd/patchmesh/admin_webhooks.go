@@ -17,25 +17,10 @@ import (
 )
 
 func (a *admin) webhooksList(ctx context.Context, args []string) error {
-	api, _, err := a.prepare(ctx, "webhooks list", args)
-	if err != nil {
-		return err
-	}
-	raw, err := api.call(ctx, http.MethodGet, "/v1/admin/webhooks", nil, nil)
-	if err != nil {
-		return err
-	}
-	return a.show(raw, nil, func() error {
-		var out struct{ Webhooks []store.Webhook }
-		if err := decode(raw, &out); err != nil {
-			return err
-		}
-		rows := make([][]string, len(out.Webhooks))
-		for i, h := range out.Webhooks {
-			rows[i] = []string{h.ID, h.URL, strings.Join(h.Events, ","), fmtTime(h.Created)}
-		}
-		return table(a.stdout, []string{"ID", "URL", "EVENTS", "CREATED"}, rows)
-	})
+	return showAll(ctx, a, "webhooks list", args, "/v1/admin/webhooks", "webhooks", []string{"ID", "URL", "EVENTS", "CREATED"},
+		func(h store.Webhook) []string {
+			return []string{h.ID, h.URL, strings.Join(h.Events, ","), fmtTime(h.Created)}
+		})
 }
 
 // readSecretFile reads a webhook secret: the file's bytes without a
