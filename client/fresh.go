@@ -33,8 +33,7 @@ import (
 const DefaultStaleAfter = 10 * time.Minute
 
 // ErrStale means no node the machine reached handed it a hub heartbeat
-// younger than Config.StaleAfter (or one at all, once the machine has seen
-// one): what it was offered may not be the newest the hub published. A
+// younger than Config.StaleAfter (or one at all): what it was offered may not be the newest the hub published. A
 // refresh that ends stale still verifies and applies what it was offered,
 // which is signed by the hub, and then returns an error wrapping ErrStale.
 var ErrStale = errors.New("stale: no node handed over a fresh hub heartbeat")
@@ -52,7 +51,7 @@ type SeenHeartbeat struct {
 // Freshness is how fresh the machine's view of its tier is.
 type Freshness struct {
 	// Heartbeat is the newest hub heartbeat verified; nil if none yet
-	// (nodes too old to send one, or no refresh since registering).
+	// (no refresh since registering, or no node handed one over).
 	Heartbeat *SeenHeartbeat `json:"heartbeat,omitempty"`
 	// Age is how old that heartbeat is now.
 	Age time.Duration `json:"age_ns,omitempty"`
@@ -107,14 +106,16 @@ func heartbeatOf(o federation.Offer, h http.Header) (*federation.Envelope, error
 // checkFresh verifies the heartbeat node u handed over with its answer,
 // keeps it when it is the newest seen, and says whether the answer is
 // fresh: a *staleNode error when the heartbeat does not verify, is older
-// than the bound, or is missing while the machine has seen heartbeats
-// before.
+// than the bound, or is missing.
 func (s *session) checkFresh(pins *Pins, u string, env *federation.Envelope, now time.Time) error {
 	bound := s.c.cfg.StaleAfter
 	if env == nil {
-		if s.st.Heartbeat == nil {
-			return nil // a mesh that sends no heartbeat yet
-		}
+		// Every node a machine can register at (one that serves the
+		// roster and the hello) sends the hub heartbeat it holds. A node
+		// that sends none is stale however new the machine is: were a
+		// machine that never saw one to take silence as fresh, a node
+		// withholding the hub's newer patches could leave the heartbeat
+		// out for ever and never be passed over.
 		return &staleNode{fmt.Errorf("%s sent no hub heartbeat", u)}
 	}
 	var held federation.Record

@@ -17,16 +17,23 @@ import (
 // heldBeats stands in for a node's puller memory of the newest heartbeat
 // (federation.Puller, covered by the federation tests): it serves the
 // envelope a test set, signed for real.
+// Until a test sets one, it serves a heartbeat signed when asked
+// (liveBeats); after withhold, none at all.
 type heldBeats struct {
-	mu  sync.Mutex
-	env *federation.Envelope
+	mu   sync.Mutex
+	env  *federation.Envelope
+	none bool
+	t    *testing.T
 }
 
-func (h *heldBeats) Latest(string) (federation.Envelope, bool) {
+func (h *heldBeats) Latest(tier string) (federation.Envelope, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.env == nil {
+	switch {
+	case h.none:
 		return federation.Envelope{}, false
+	case h.env == nil:
+		return liveBeats{h.t}.Latest(tier)
 	}
 	return *h.env, true
 }
@@ -34,7 +41,14 @@ func (h *heldBeats) Latest(string) (federation.Envelope, bool) {
 func (h *heldBeats) set(env federation.Envelope) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.env = &env
+	h.env, h.none = &env, false
+}
+
+// withhold makes the node send no heartbeat, as a withholding node would.
+func (h *heldBeats) withhold() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.env, h.none = nil, true
 }
 
 // beat signs a heartbeat of tier with key, dated at, announcing head.
@@ -129,22 +143,22 @@ func TestRefreshRefusesHeartbeatsTheHubDidNotSign(t *testing.T) {
 	}
 }
 
-// Once a machine has seen heartbeats, a node that sends none is stale: a
-// withholding node could otherwise just leave it out.
-func TestRefreshCountsAMissingHeartbeatStaleOnceSeen(t *testing.T) {
+// A node that sends no heartbeat is stale, whether or not the machine has
+// seen one before: a withholding node could otherwise just leave it out
+// from the start and never be passed over.
+func TestRefreshCountsAMissingHeartbeatStale(t *testing.T) {
 	m := newMesh(t, 0)
 	m.upload([]byte("a patch")) // so that the heartbeat comes in the offer, not the 404's header
 	c := m.client(0)
-	if res, err := c.Refresh(context.Background(), RefreshOptions{Kernel: testKernel, Arch: testArch}); err != nil || res.Stale != "" {
-		t.Fatalf("Refresh before any heartbeat = %+v, %v; want fresh (a mesh without heartbeats)", res, err)
+	m.beats[0].withhold()
+	if res, err := c.Refresh(context.Background(), RefreshOptions{Kernel: testKernel, Arch: testArch}); !errors.Is(err, ErrStale) || res.Stale == "" {
+		t.Fatalf("Refresh before any heartbeat = %+v, %v; want ErrStale", res, err)
 	}
 	m.beats[0].set(beat(t, testHubKey, meshTier, 5, time.Now()))
 	if res, err := c.Refresh(context.Background(), RefreshOptions{Kernel: testKernel, Arch: testArch}); err != nil || res.Stale != "" {
 		t.Fatalf("Refresh with a heartbeat = %+v, %v; want fresh", res, err)
 	}
-	m.beats[0].mu.Lock()
-	m.beats[0].env = nil
-	m.beats[0].mu.Unlock()
+	m.beats[0].withhold()
 	if _, err := c.Refresh(context.Background(), RefreshOptions{Kernel: testKernel, Arch: testArch}); !errors.Is(err, ErrStale) {
 		t.Fatalf("Refresh without a heartbeat after one was seen: %v, want ErrStale", err)
 	}

@@ -265,32 +265,63 @@ func (s *session) registerAt(ctx context.Context, u string) (NodeRegistration, e
 		return NodeRegistration{}, unreachable(fmt.Errorf("register at %s: it put the machine on tier %q, not %q", u, got.tier, s.st.Tier))
 	}
 	s.st.Registrations[u] = got.reg
-	s.keepCredential(got.credential)
+	s.keepCredential(got.credential, pub, time.Now())
 	if err := s.save(); err != nil {
 		return NodeRegistration{}, err
 	}
 	return got.reg, nil
 }
 
-// keepCredential keeps cred when it was issued after the one held (or none
-// is held), so that the machine always fails over with its newest one.
-// The machine cannot verify it (it holds no node's key for the issuer
-// beyond its ranking, and the accepting node checks it anyway); the
-// statement is read only to compare issue times.
-func (s *session) keepCredential(cred string) {
-	if cred == "" {
-		return
-	}
-	c, err := federation.ParseCredential(cred)
+// keepCredential keeps cred, handed over by the node holding pub, when it
+// is one the machine may fail over with (usableCredential) and was issued
+// after the one held (or none usable is held), so that the machine always
+// fails over with its newest one. A credential that fails the checks is
+// dropped: kept, a forged or foreign one would be presented at every
+// failover and refused there, and one dated ahead would never be replaced
+// by a genuine newer one, so one bad answer would end failover for good.
+func (s *session) keepCredential(cred string, pub ed25519.PublicKey, now time.Time) {
+	c, err := usableCredential(cred, pub, s.st.MachineID, s.st.Tier, now)
 	if err != nil {
 		return
 	}
 	if s.st.Credential != "" {
-		if held, err := federation.ParseCredential(s.st.Credential); err == nil && !c.Statement.Issued.After(held.Statement.Issued) {
+		held, err := federation.ParseCredential(s.st.Credential)
+		if err == nil && now.Before(held.Statement.Expires) && !c.Statement.Issued.After(held.Statement.Issued) {
 			return
 		}
 	}
 	s.st.Credential = cred
+}
+
+// usableCredential checks a machine credential a node answered a
+// registration with: signed by pub, the key the machine verified that
+// node by (its admission and hello), for this machine (machine, its ID
+// at the node it first registered at) on its tier, valid now and not
+// issued ahead of the clock (federation.VerifyCredential). The machine
+// checks what it can before keeping it; the node it later presents it to
+// checks it again against the issuer's admission.
+func usableCredential(cred string, pub ed25519.PublicKey, machine, tier string, now time.Time) (federation.Credential, error) {
+	if cred == "" {
+		return federation.Credential{}, errors.New("no machine credential issued")
+	}
+	if pub == nil {
+		return federation.Credential{}, errors.New("machine credential: the issuing node's key is not known")
+	}
+	c, err := federation.ParseCredential(cred)
+	if err != nil {
+		return federation.Credential{}, err
+	}
+	st := c.Statement
+	switch {
+	case machine == "" || st.Machine != machine:
+		return federation.Credential{}, fmt.Errorf("%w: it names another machine", federation.ErrBadCredential)
+	case st.Tier != tier:
+		return federation.Credential{}, fmt.Errorf("%w: it is for tier %q, the machine's is %q", federation.ErrBadCredential, st.Tier, tier)
+	}
+	if err := federation.VerifyCredential(c, pub, now); err != nil {
+		return federation.Credential{}, err
+	}
+	return c, nil
 }
 
 // hello checks that the node at u holds pub: it must sign a fresh nonce

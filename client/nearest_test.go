@@ -90,7 +90,7 @@ func newMesh(t *testing.T, delays ...time.Duration) *mesh {
 		if err != nil {
 			t.Fatal(err)
 		}
-		beats := &heldBeats{}
+		beats := &heldBeats{t: t}
 		n := newTestNodeWith(t, false, func(c *api.Config) {
 			c.Nodes = m.gossip
 			c.Info.Node = name

@@ -111,6 +111,11 @@ func newTestNodeSigned(t *testing.T, tlsServer bool, tune func(*api.Config), sig
 			cfg.Info.Node = "test-node"
 		}
 	}
+	if cfg.Heartbeats == nil && signed {
+		// As a hub's Beacon does: a heartbeat signed now, so that the
+		// node is fresh to machines.
+		cfg.Heartbeats = liveBeats{t}
+	}
 	h, err := api.New(cfg)
 	if err != nil {
 		t.Fatalf("api.New: %v", err)
@@ -321,4 +326,18 @@ func (n *testNode) find(method, path string) []recorded {
 		}
 	}
 	return out
+}
+
+// liveBeats hands out a hub heartbeat signed with the test hub key at the
+// moment it is asked for, announcing hub seq 0: a node that is always
+// fresh.
+type liveBeats struct{ t *testing.T }
+
+func (b liveBeats) Latest(tier string) (federation.Envelope, bool) {
+	env, err := federation.SignHeartbeat(testHubKey, tier, 0, time.Now())
+	if err != nil {
+		b.t.Errorf("sign a heartbeat of %s: %v", tier, err)
+		return federation.Envelope{}, false
+	}
+	return env, true
 }

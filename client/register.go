@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/patchmesh/patchmesh/catalog"
 	"github.com/patchmesh/patchmesh/federation"
@@ -72,7 +73,8 @@ func (c *Client) Register(ctx context.Context, r RegisterRequest) (Registration,
 	}
 	// The enrollment token and the raw machine ID go to an admitted node
 	// only, the first contact included.
-	if err := c.checkFirstContact(ctx, pins, r.HubTier); err != nil {
+	contactKey, err := c.checkFirstContact(ctx, pins, r.HubTier)
+	if err != nil {
 		return Registration{}, fmt.Errorf("register: %w", err)
 	}
 	got, err := c.registerAt(ctx, c.cfg.Server, r.AuthToken, r)
@@ -97,7 +99,11 @@ func (c *Client) Register(ctx context.Context, r RegisterRequest) (Registration,
 		MachineIDSHA256: machineIDHash(r.MachineID),
 		Registrations:   map[string]NodeRegistration{c.cfg.Server: got.reg},
 		Nodes:           []Node{{URL: c.cfg.Server}},
-		Credential:      got.credential,
+	}
+	// Only a credential the first contact signed with the key it proved,
+	// for this machine and tier, is kept (usableCredential).
+	if _, err := usableCredential(got.credential, contactKey, got.reg.MachineID, got.tier, time.Now()); err == nil {
+		st.Credential = got.credential
 	}
 	// Saved before the node list is asked for, so that the registration
 	// survives whatever happens next.
@@ -124,11 +130,12 @@ var ErrNodeNotAdmitted = errors.New("the node is not one the hub admitted")
 // by yet, an admission on any tier will do: it is the operator who chose
 // this node, and the admission proves it is the one the hub knows at that
 // address. The nodes learned from it are held to the machine's hub tier.
-func (c *Client) checkFirstContact(ctx context.Context, pins *Pins, hubTier string) error {
+// It returns the admitted key the node proved it holds.
+func (c *Client) checkFirstContact(ctx context.Context, pins *Pins, hubTier string) (ed25519.PublicKey, error) {
 	server := c.cfg.Server
 	var roster federation.RosterResponse
 	if err := c.apiCall(ctx, server, "", http.MethodGet, "/v1/client/roster", nil, nil, &roster); err != nil {
-		return fmt.Errorf("read the node's roster: %w", err)
+		return nil, fmt.Errorf("read the node's roster: %w", err)
 	}
 	pins.Endorse(roster.Endorsements)
 	var keys []ed25519.PublicKey
@@ -145,7 +152,7 @@ func (c *Client) checkFirstContact(ctx context.Context, pins *Pins, hubTier stri
 		}
 	}
 	if len(keys) == 0 {
-		return fmt.Errorf("%w: no admission of a node at %s verifies against the pinned hub keys; "+
+		return nil, fmt.Errorf("%w: no admission of a node at %s verifies against the pinned hub keys; "+
 			"admit it at the hub (patchmesh node-key prints its key; patchmesh admin nodes admit NAME --key … --url %s), "+
 			"or register at a node the hub admitted", ErrNodeNotAdmitted, server, server)
 	}
@@ -153,11 +160,11 @@ func (c *Client) checkFirstContact(ctx context.Context, pins *Pins, hubTier stri
 	for _, pub := range keys {
 		err := c.hello(ctx, server, pub)
 		if err == nil {
-			return nil
+			return pub, nil
 		}
 		errs = append(errs, err)
 	}
-	return fmt.Errorf("%w: the node at %s does not prove it holds the admitted key: %w", ErrNodeNotAdmitted, server, errors.Join(errs...))
+	return nil, fmt.Errorf("%w: the node at %s does not prove it holds the admitted key: %w", ErrNodeNotAdmitted, server, errors.Join(errs...))
 }
 
 // enrolledTier is the machine's hub tier: the Tier of the hub-signed
