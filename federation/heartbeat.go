@@ -190,6 +190,11 @@ type Beacon struct {
 	every time.Duration
 	now   func() time.Time
 	log   *slog.Logger
+	// changes, when set, wakes Run at each catalog change, so that a new
+	// tier has a heartbeat, and a new record is announced, at once rather
+	// than up to Every later: machines count an answer without a
+	// heartbeat as stale.
+	changes *store.Changes
 
 	mu     sync.Mutex
 	latest map[string]Envelope
@@ -212,6 +217,14 @@ func NewBeacon(key ed25519.PrivateKey, st BeaconStore, every time.Duration, now 
 	return &Beacon{key: key, store: st, every: every, now: now, log: log, latest: map[string]Envelope{}}
 }
 
+// WakeOn makes Run sign again after each change c announces, besides
+// every Every. Call it before Run.
+func (b *Beacon) WakeOn(c *store.Changes) { b.changes = c }
+
+// minBeatGap bounds how often changes make Run sign: a burst of uploads
+// costs at most one round of per-tier head reads per gap.
+const minBeatGap = 50 * time.Millisecond
+
 // Latest returns the tier's newest heartbeat.
 func (b *Beacon) Latest(tier string) (Envelope, bool) {
 	b.mu.Lock()
@@ -227,6 +240,12 @@ func (b *Beacon) Run(ctx context.Context) {
 	t := time.NewTicker(b.every)
 	defer t.Stop()
 	for {
+		// Taken before the beat reads, so that a change committed while
+		// it reads wakes the next one.
+		var changed <-chan struct{}
+		if b.changes != nil {
+			changed = b.changes.Wait()
+		}
 		if err := b.Beat(ctx); err != nil && ctx.Err() == nil {
 			b.log.Warn("hub heartbeat not signed", slog.String("error", err.Error()))
 		}
@@ -234,6 +253,12 @@ func (b *Beacon) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-changed:
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(minBeatGap):
+			}
 		}
 	}
 }

@@ -168,6 +168,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 	}
 	if n.hubKey != nil {
 		n.beacon = federation.NewBeacon(n.hubKey, n.store, cfg.Sync.HeartbeatEvery, o.now, log)
+		n.beacon.WakeOn(&n.changes)
 	}
 	if cfg.Node.Role != RoleHub {
 		if err := n.newPuller(o.now); err != nil {
