@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -137,6 +138,10 @@ type Config struct {
 	Webhooks Webhooks
 	// Dashboard tunes the web dashboard (docs/api.md, "Dashboard").
 	Dashboard DashboardConfig
+	// TrustedProxies are the proxies whose X-Forwarded-For names the
+	// client (ParseTrustedProxies). From any other peer the header is
+	// ignored and the peer is the client.
+	TrustedProxies []netip.Prefix
 }
 
 type server struct {
@@ -278,7 +283,7 @@ func New(cfg Config) (http.Handler, error) {
 		go s.watch(s.stopping)
 	}
 	r := s.router(gatherer, cfg.Governor)
-	return withRequestID(s.observe(s.recoverPanics(r))), nil
+	return withRequestID(withClient(cfg.TrustedProxies, s.observe(s.recoverPanics(r)))), nil
 }
 
 // router routes every path of the API to its handler. Which paths exist

@@ -37,6 +37,9 @@ const (
 	authUnauthenticated = "unauthenticated"
 	authForbidden       = "forbidden"
 	authError           = "error"
+	// A login refused unchecked: its user or client failed too often
+	// lately, or every bcrypt slot was busy.
+	authThrottled = "throttled"
 )
 
 // NewMetrics creates the metrics and registers them with reg; a nil reg

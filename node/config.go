@@ -110,6 +110,11 @@ type ServerConfig struct {
 	// or newer). Default: plain HTTP.
 	TLSCert string `yaml:"tls_cert"`
 	TLSKey  string `yaml:"tls_key"`
+	// TrustedProxies are the addresses or CIDR networks of reverse
+	// proxies in front of the node. Only from these peers is
+	// X-Forwarded-For believed for the client address that the access log,
+	// security events and login limits use. Default none.
+	TrustedProxies []string `yaml:"trusted_proxies"`
 }
 
 // Store drivers.
@@ -248,6 +253,22 @@ type AuthConfig struct {
 	// BcryptCost is the cost of the bootstrap admin's password hash.
 	// Default 12.
 	BcryptCost int `yaml:"bcrypt_cost"`
+	// Failed logins count per user name and per client address: after
+	// LoginFreeFailures, each attempt must wait LoginDelay, doubling up to
+	// LoginMaxDelay; LoginLockoutAfter failures lock the name or address
+	// out for LoginLockoutWindow. Refused attempts get 429 with
+	// Retry-After at once, with no password check. Defaults 3, 1s, 1m,
+	// 10, 15m.
+	LoginFreeFailures  int           `yaml:"login_free_failures"`
+	LoginDelay         time.Duration `yaml:"login_delay"`
+	LoginMaxDelay      time.Duration `yaml:"login_max_delay"`
+	LoginLockoutAfter  int           `yaml:"login_lockout_after"`
+	LoginLockoutWindow time.Duration `yaml:"login_lockout_window"`
+	// BcryptConcurrency caps password checks at once, so that a flood of
+	// logins leaves cores for other requests; a login that finds no slot
+	// within BcryptWait gets 503 with Retry-After. Defaults 2 and 200ms.
+	BcryptConcurrency int           `yaml:"bcrypt_concurrency"`
+	BcryptWait        time.Duration `yaml:"bcrypt_wait"`
 }
 
 // LimitsConfig bounds what one request may send.
@@ -466,6 +487,7 @@ func DefaultsWithEnv(getenv func(string) string) Config {
 		},
 		Server: ServerConfig{
 			Listen:            "127.0.0.1:8080",
+			TrustedProxies:    []string{},
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       2 * time.Minute,
 			ShutdownTimeout:   30 * time.Second,
@@ -487,6 +509,14 @@ func DefaultsWithEnv(getenv func(string) string) Config {
 			MacaroonTTL: auth.DefaultMacaroonTTL,
 			KeyMint:     auth.DefaultKeyMint,
 			BcryptCost:  12,
+
+			LoginFreeFailures:  auth.DefaultFreeFailures,
+			LoginDelay:         auth.DefaultLoginDelay,
+			LoginMaxDelay:      auth.DefaultMaxLoginDelay,
+			LoginLockoutAfter:  auth.DefaultLockoutAfter,
+			LoginLockoutWindow: auth.DefaultLockoutWindow,
+			BcryptConcurrency:  auth.DefaultBcryptConcurrency,
+			BcryptWait:         auth.DefaultBcryptWait,
 		},
 		Limits: LimitsConfig{
 			MaxBodyBytes:   api.DefaultMaxBodyBytes,
@@ -730,6 +760,22 @@ func (c Config) Validate() error {
 	}
 	positive("auth.macaroon_ttl", c.Auth.MacaroonTTL)
 	positive("auth.key_mint", c.Auth.KeyMint)
+	positive("auth.login_delay", c.Auth.LoginDelay)
+	positive("auth.login_max_delay", c.Auth.LoginMaxDelay)
+	positive("auth.login_lockout_window", c.Auth.LoginLockoutWindow)
+	positive("auth.bcrypt_wait", c.Auth.BcryptWait)
+	for _, f := range []struct {
+		key string
+		v   int
+	}{{"auth.login_free_failures", c.Auth.LoginFreeFailures}, {"auth.login_lockout_after", c.Auth.LoginLockoutAfter},
+		{"auth.bcrypt_concurrency", c.Auth.BcryptConcurrency}} {
+		if f.v < 1 {
+			bad(f.key, "must be at least 1, got %d", f.v)
+		}
+	}
+	if _, err := api.ParseTrustedProxies(c.Server.TrustedProxies); err != nil {
+		bad("server.trusted_proxies", "%v", err)
+	}
 
 	if c.Limits.MaxBodyBytes < 1 {
 		bad("limits.max_body_bytes", "must be at least 1, got %d", c.Limits.MaxBodyBytes)
@@ -820,5 +866,14 @@ func (c Config) authConfig() auth.Config {
 		MacaroonTTL: c.Auth.MacaroonTTL,
 		KeyMint:     c.Auth.KeyMint,
 		BcryptCost:  c.Auth.BcryptCost,
+		Login: auth.LoginLimits{
+			FreeFailures:      c.Auth.LoginFreeFailures,
+			Delay:             c.Auth.LoginDelay,
+			MaxDelay:          c.Auth.LoginMaxDelay,
+			LockoutAfter:      c.Auth.LoginLockoutAfter,
+			LockoutWindow:     c.Auth.LoginLockoutWindow,
+			BcryptConcurrency: c.Auth.BcryptConcurrency,
+			BcryptWait:        c.Auth.BcryptWait,
+		},
 	}
 }

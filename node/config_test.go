@@ -151,7 +151,7 @@ func TestLoadErrorsNameTheYAMLKey(t *testing.T) {
 		want       string // the whole message after "config PATH: "
 	}{
 		{"misspelt option", "server:\n  listn: 127.0.0.1:1\n",
-			"server.listn (line 2): unknown option; server takes listen, read_header_timeout, idle_timeout, shutdown_timeout, tls_cert, tls_key"},
+			"server.listn (line 2): unknown option; server takes listen, read_header_timeout, idle_timeout, shutdown_timeout, tls_cert, tls_key, trusted_proxies"},
 		{"misspelt section", "serve:\n  listen: 127.0.0.1:1\n",
 			"serve (line 1): unknown option; the file takes node, server, store, blobs, auth, limits, governor, log, sync, gossip, webhooks, reports, dashboard"},
 		{"malformed duration", "server:\n  idle_timeout: soon\n",
@@ -350,6 +350,11 @@ func TestValidateRejects(t *testing.T) {
 		{"zero body limit", func(c *Config) { c.Limits.MaxBodyBytes = 0 }, "limits.max_body_bytes"},
 		{"zero in flight", func(c *Config) { c.Governor.MaxInFlight = 0 }, "governor.max_in_flight"},
 		{"negative queue", func(c *Config) { c.Governor.MaxQueue = -1 }, "governor.max_queue"},
+		{"bad trusted proxy", func(c *Config) { c.Server.TrustedProxies = []string{"10.0.0.0/40"} }, "server.trusted_proxies"},
+		{"zero free failures", func(c *Config) { c.Auth.LoginFreeFailures = 0 }, "auth.login_free_failures"},
+		{"lockout before delays", func(c *Config) { c.Auth.LoginLockoutAfter = 2 }, "auth.login_lockout_after"},
+		{"zero login delay", func(c *Config) { c.Auth.LoginDelay = 0 }, "auth.login_delay"},
+		{"zero bcrypt pool", func(c *Config) { c.Auth.BcryptConcurrency = 0 }, "auth.bcrypt_concurrency"},
 		{"bad level", func(c *Config) { c.Log.Level = "loud" }, "log.level"},
 		{"bad format", func(c *Config) { c.Log.Format = "xml" }, "log.format"},
 		{"plain http upstream", func(c *Config) {

@@ -218,15 +218,20 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	peerClient.Timeout = api.DashboardPeerTimeout
+	proxies, err := api.ParseTrustedProxies(cfg.Server.TrustedProxies)
+	if err != nil {
+		return nil, fmt.Errorf("node: server.trusted_proxies: %w", err)
+	}
 	handler, err := api.New(api.Config{
-		Store:        n.store,
-		Blobs:        n.blobs,
-		BlobRedirect: n.blobRedirect(),
-		Auth:         n.auth,
-		Log:          log,
-		Metrics:      metrics,
-		Gatherer:     reg,
-		MachineKey:   key,
+		TrustedProxies: proxies,
+		Store:          n.store,
+		Blobs:          n.blobs,
+		BlobRedirect:   n.blobRedirect(),
+		Auth:           n.auth,
+		Log:            log,
+		Metrics:        metrics,
+		Gatherer:       reg,
+		MachineKey:     key,
 		Limits: api.Limits{
 			MaxBodyBytes:   cfg.Limits.MaxBodyBytes,
 			MaxUploadBytes: cfg.Limits.MaxUploadBytes,
