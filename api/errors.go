@@ -138,7 +138,11 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case http.StatusUnauthorized:
 		w.Header().Set("WWW-Authenticate", challenge(r))
 	case http.StatusServiceUnavailable:
-		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
+		retry := retryAfterSeconds
+		if oe := (*overloadedError)(nil); errors.As(err, &oe) {
+			retry = oe.retryAfter // measured by the governor
+		}
+		w.Header().Set("Retry-After", strconv.Itoa(retry))
 	case http.StatusTooManyRequests:
 		retry := retryAfterSeconds
 		if te := (*auth.ThrottledError)(nil); errors.As(err, &te) {

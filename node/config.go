@@ -289,8 +289,15 @@ type GovernorConfig struct {
 	// free slot is refused at once. Default 500.
 	MaxQueue int `yaml:"max_queue"`
 	// QueueTimeout is how long a request waits for a slot before it gets
-	// 503. Default 30s.
+	// 503 with a Retry-After measured from how fast requests finish: the
+	// bound on an admitted request's wait. Default 1s.
 	QueueTimeout time.Duration `yaml:"queue_timeout"`
+	// AdminMaxInFlight and AdminMaxQueue size the admin lane: operators'
+	// requests (the admin API but login, topology, the dashboard's
+	// endpoints) have slots of their own, so that they are answered while
+	// clients flood the node. Defaults 32 and 32.
+	AdminMaxInFlight int `yaml:"admin_max_in_flight"`
+	AdminMaxQueue    int `yaml:"admin_max_queue"`
 }
 
 // SyncConfig links the node into a federation: the hub signs what it
@@ -526,6 +533,9 @@ func DefaultsWithEnv(getenv func(string) string) Config {
 			MaxInFlight:  api.DefaultMaxInFlight,
 			MaxQueue:     api.DefaultMaxQueue,
 			QueueTimeout: api.DefaultQueueTimeout,
+
+			AdminMaxInFlight: api.DefaultAdminMaxInFlight,
+			AdminMaxQueue:    api.DefaultAdminMaxQueue,
 		},
 		Log: LogConfig{Level: "info", Format: "json"},
 		Sync: SyncConfig{
@@ -791,6 +801,12 @@ func (c Config) Validate() error {
 		bad("governor.max_queue", "must not be negative, got %d", c.Governor.MaxQueue)
 	}
 	positive("governor.queue_timeout", c.Governor.QueueTimeout)
+	if c.Governor.AdminMaxInFlight < 1 {
+		bad("governor.admin_max_in_flight", "must be at least 1, got %d", c.Governor.AdminMaxInFlight)
+	}
+	if c.Governor.AdminMaxQueue < 0 {
+		bad("governor.admin_max_queue", "must not be negative, got %d", c.Governor.AdminMaxQueue)
+	}
 
 	errs = append(errs, c.validateSync()...)
 	errs = append(errs, c.validateGossip()...)

@@ -350,6 +350,8 @@ func TestValidateRejects(t *testing.T) {
 		{"zero body limit", func(c *Config) { c.Limits.MaxBodyBytes = 0 }, "limits.max_body_bytes"},
 		{"zero in flight", func(c *Config) { c.Governor.MaxInFlight = 0 }, "governor.max_in_flight"},
 		{"negative queue", func(c *Config) { c.Governor.MaxQueue = -1 }, "governor.max_queue"},
+		{"zero admin lane", func(c *Config) { c.Governor.AdminMaxInFlight = 0 }, "governor.admin_max_in_flight"},
+		{"negative admin queue", func(c *Config) { c.Governor.AdminMaxQueue = -1 }, "governor.admin_max_queue"},
 		{"bad trusted proxy", func(c *Config) { c.Server.TrustedProxies = []string{"10.0.0.0/40"} }, "server.trusted_proxies"},
 		{"zero free failures", func(c *Config) { c.Auth.LoginFreeFailures = 0 }, "auth.login_free_failures"},
 		{"lockout before delays", func(c *Config) { c.Auth.LoginLockoutAfter = 2 }, "auth.login_lockout_after"},

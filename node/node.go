@@ -241,6 +241,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 			MaxInFlight:  cfg.Governor.MaxInFlight,
 			MaxQueue:     apiQueue(cfg.Governor.MaxQueue),
 			QueueTimeout: cfg.Governor.QueueTimeout,
+
+			AdminMaxInFlight: cfg.Governor.AdminMaxInFlight,
+			AdminMaxQueue:    apiQueue(cfg.Governor.AdminMaxQueue),
 		},
 		Info:         api.Info{Version: Version, Role: cfg.Node.Role, Node: cfg.Node.Name, URL: n.apiURL(), DC: cfg.Node.Datacenter},
 		Nodes:        n.nodeLister(),
