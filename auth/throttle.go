@@ -33,10 +33,12 @@ type LoginLimits struct {
 	// LockoutWindow is how long a lockout lasts, and how long a name or
 	// address must go without failing to start afresh. 0 means 15m.
 	LockoutWindow time.Duration
-	// BcryptConcurrency caps password checks running at once. 0 means 2.
+	// BcryptConcurrency caps password checks running at once. 0 means 1:
+	// admin logins are rare, and each check at cost 12 takes a core for
+	// a quarter of a second.
 	BcryptConcurrency int
 	// BcryptWait is the longest a login waits for a bcrypt slot before it
-	// is refused with ErrBusy. 0 means 200ms.
+	// is refused with ErrBusy. 0 means 500ms.
 	BcryptWait time.Duration
 }
 
@@ -47,8 +49,8 @@ const (
 	DefaultMaxLoginDelay     = time.Minute
 	DefaultLockoutAfter      = 10
 	DefaultLockoutWindow     = 15 * time.Minute
-	DefaultBcryptConcurrency = 2
-	DefaultBcryptWait        = 200 * time.Millisecond
+	DefaultBcryptConcurrency = 1
+	DefaultBcryptWait        = 500 * time.Millisecond
 )
 
 func (l LoginLimits) withDefaults() LoginLimits {

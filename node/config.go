@@ -266,7 +266,7 @@ type AuthConfig struct {
 	LoginLockoutWindow time.Duration `yaml:"login_lockout_window"`
 	// BcryptConcurrency caps password checks at once, so that a flood of
 	// logins leaves cores for other requests; a login that finds no slot
-	// within BcryptWait gets 503 with Retry-After. Defaults 2 and 200ms.
+	// within BcryptWait gets 503 with Retry-After. Defaults 1 and 500ms.
 	BcryptConcurrency int           `yaml:"bcrypt_concurrency"`
 	BcryptWait        time.Duration `yaml:"bcrypt_wait"`
 }
