@@ -28,8 +28,10 @@ const (
 	codeDigestMismatch   = "digest_mismatch"
 	codeOverloaded       = "overloaded"
 	codeTooManyRequests  = "too_many_requests"
-	codeInternal         = "internal"
-	codeBadRange         = "range_not_satisfiable"
+	// A JSON endpoint was sent a body of another declared type.
+	codeUnsupportedMediaType = "unsupported_media_type"
+	codeInternal             = "internal"
+	codeBadRange             = "range_not_satisfiable"
 	// Federation: the node's role does not allow the request.
 	codeNotHub        = "not_hub"
 	codeNotDownstream = "not_downstream"

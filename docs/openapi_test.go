@@ -709,6 +709,11 @@ func TestOpenAPIDescribesLiveNodes(t *testing.T) {
 	ck.do(call{node: hub, method: "GET", path: "/v1/admin/audit?since=2026-01-01T00:00:00Z&after=3", cred: admin, want: 200})
 	ck.do(call{node: hub, method: "GET", path: "/v1/admin/audit?since=yesterday", cred: admin, want: 400, badRequest: true})
 
+	// Strict edges: a JSON endpoint sent another type; a key named twice.
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/tiers", cred: admin, body: []byte(`{"name":"typed"}`), want: 415, badRequest: true})
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/tiers", cred: admin, body: []byte(`{"name":"twice","name":"again"}`),
+		header: map[string]string{"Content-Type": "application/json"}, want: 400})
+
 	// Wrong logins from one address: delayed with 429 once the free
 	// failures are spent (auth.login_free_failures, default 3).
 	var throttled bool

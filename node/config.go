@@ -115,6 +115,15 @@ type ServerConfig struct {
 	// X-Forwarded-For believed for the client address that the access log,
 	// security events and login limits use. Default none.
 	TrustedProxies []string `yaml:"trusted_proxies"`
+	// AdminNetworks, when not empty, are the only networks (addresses or
+	// CIDRs) the admin API, its login included, and the dashboard's
+	// endpoints answer; others get 403 and a security event. Default
+	// none: every network.
+	AdminNetworks []string `yaml:"admin_networks"`
+	// MetricsTokenFile names a file holding the bearer token GET /metrics
+	// then requires (at least 16 bytes; a scraper sends "Authorization:
+	// Bearer <token>"). Default empty: /metrics is open.
+	MetricsTokenFile string `yaml:"metrics_token_file"`
 }
 
 // Store drivers.
@@ -495,6 +504,7 @@ func DefaultsWithEnv(getenv func(string) string) Config {
 		Server: ServerConfig{
 			Listen:            "127.0.0.1:8080",
 			TrustedProxies:    []string{},
+			AdminNetworks:     []string{},
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       2 * time.Minute,
 			ShutdownTimeout:   30 * time.Second,
@@ -786,6 +796,9 @@ func (c Config) Validate() error {
 	if _, err := api.ParseTrustedProxies(c.Server.TrustedProxies); err != nil {
 		bad("server.trusted_proxies", "%v", err)
 	}
+	if _, err := api.ParseTrustedProxies(c.Server.AdminNetworks); err != nil {
+		bad("server.admin_networks", "%v", err)
+	}
 
 	if c.Limits.MaxBodyBytes < 1 {
 		bad("limits.max_body_bytes", "must be at least 1, got %d", c.Limits.MaxBodyBytes)
@@ -892,4 +905,24 @@ func (c Config) authConfig() auth.Config {
 			BcryptWait:        c.Auth.BcryptWait,
 		},
 	}
+}
+
+// minMetricsToken is the shortest metrics token accepted: a guessable one
+// would guard nothing.
+const minMetricsToken = 16
+
+// metricsToken reads server.metrics_token_file; "" when unset.
+func (c Config) metricsToken() (string, error) {
+	if c.Server.MetricsTokenFile == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(c.Server.MetricsTokenFile)
+	if err != nil {
+		return "", fmt.Errorf("server.metrics_token_file: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if len(tok) < minMetricsToken {
+		return "", fmt.Errorf("server.metrics_token_file: the token must be at least %d bytes", minMetricsToken)
+	}
+	return tok, nil
 }

@@ -222,8 +222,18 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 	if err != nil {
 		return nil, fmt.Errorf("node: server.trusted_proxies: %w", err)
 	}
+	adminNets, err := api.ParseTrustedProxies(cfg.Server.AdminNetworks)
+	if err != nil {
+		return nil, fmt.Errorf("node: server.admin_networks: %w", err)
+	}
+	metricsToken, err := cfg.metricsToken()
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
 	handler, err := api.New(api.Config{
 		TrustedProxies: proxies,
+		AdminNetworks:  adminNets,
+		MetricsToken:   metricsToken,
 		Store:          n.store,
 		Blobs:          n.blobs,
 		BlobRedirect:   n.blobRedirect(),
