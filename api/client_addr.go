@@ -58,8 +58,9 @@ func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
 	return false
 }
 
-// ParseTrustedProxies reads proxy addresses or CIDR networks, as the
-// config lists them.
+// ParseTrustedProxies reads addresses or CIDR networks as the config lists
+// them (server.trusted_proxies, server.admin_networks); an address is a
+// network of one.
 func ParseTrustedProxies(list []string) ([]netip.Prefix, error) {
 	out := make([]netip.Prefix, 0, len(list))
 	for _, s := range list {

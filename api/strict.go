@@ -110,7 +110,8 @@ func readJSONBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, 
 	return b, nil
 }
 
-// MetricsToken guards /metrics with a bearer token when not empty.
+// guardMetrics puts /metrics behind a bearer token when token is not
+// empty, compared in constant time.
 func (s *server) guardMetrics(token string, next http.Handler) http.Handler {
 	if token == "" {
 		return next
