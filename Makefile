@@ -29,6 +29,7 @@ vet:
 # The in-process packages run under the race detector; the ones whose tests
 # drive real patchmesh processes (e2e, cmd, meshtest, bench, packaging,
 # docs) gain nothing from it in the test binary and run without.
+# Last, scripts/fuzz.sh runs every fuzz target for 2s (under a minute).
 PROCESS_PKGS := /e2e|/cmd/|/internal/meshtest|/bench/|/packaging|/docs
 OBJSTORES = export PATCHMESH_MINIO_DIR="$$objdir/minio" PATCHMESH_SWIFT_DIR="$$objdir/swift"
 test: vet
@@ -40,7 +41,8 @@ test: vet
 	procs=$$($(GO) list ./... | grep -E '$(PROCESS_PKGS)') && \
 	export PATCHMESH_TEST_POSTGRES="$$dsn" PATCHMESH_TEST_S3="$$s3" PATCHMESH_TEST_SWIFT="$$swift" && \
 	$(GO) test -race -count=1 -p 2 -timeout 20m $$race && \
-	$(GO) test -count=1 -p 2 -timeout 20m $$procs; \
+	$(GO) test -count=1 -p 2 -timeout 20m $$procs && \
+	GO=$(GO) scripts/fuzz.sh; \
 	status=$$?; scripts/minio.sh stop; scripts/swift.sh stop; rmdir "$$objdir"; exit $$status
 
 # Benchmarks; figures and the commands that give them are in bench/RESULTS.md.

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -141,6 +142,17 @@ type Config struct {
 	// Rollouts runs the hub's rollout plans; nil on every other node,
 	// which answers rollout changes with not_hub.
 	Rollouts *rollout.Manager
+	// TrustedProxies are the proxies whose X-Forwarded-For names the
+	// client (ParseTrustedProxies). From any other peer the header is
+	// ignored and the peer is the client.
+	TrustedProxies []netip.Prefix
+	// MetricsToken, when not empty, is the bearer token GET /metrics
+	// requires (a scraper's "Authorization: Bearer <token>").
+	MetricsToken string
+	// AdminNetworks, when not empty, are the only networks the admin API
+	// (its login included) and the dashboard's endpoints answer; others
+	// get 403 forbidden and a security event.
+	AdminNetworks []netip.Prefix
 }
 
 type server struct {
@@ -179,10 +191,11 @@ type server struct {
 	rollouts      *rollout.Manager
 
 	// meshKey caches the mesh key once this node holds it (fleet.go).
-	meshKey    atomic.Pointer[[]byte]
-	dashCfg    DashboardConfig
-	dash       *dashState
-	peerClient *http.Client
+	meshKey      atomic.Pointer[[]byte]
+	metricsToken string
+	dashCfg      DashboardConfig
+	dash         *dashState
+	peerClient   *http.Client
 }
 
 // New returns the node's HTTP handler.
@@ -283,8 +296,9 @@ func New(cfg Config) (http.Handler, error) {
 	if s.topo != nil && s.stopping != nil {
 		go s.watch(s.stopping)
 	}
+	s.metricsToken = cfg.MetricsToken
 	r := s.router(gatherer, cfg.Governor)
-	return withRequestID(s.observe(s.recoverPanics(r))), nil
+	return withRequestID(withClient(cfg.TrustedProxies, s.observe(s.recoverPanics(s.guardAdminNetworks(cfg.AdminNetworks, r))))), nil
 }
 
 // router routes every path of the API to its handler. Which paths exist
@@ -293,13 +307,16 @@ func New(cfg Config) (http.Handler, error) {
 // with the documented error.
 func (s *server) router(gatherer prometheus.Gatherer, gov GovernorConfig) *mux.Router {
 	r := mux.NewRouter()
+	// mux would answer a path with "//" or "/./" with a bare redirect;
+	// such a path matches no route here and gets the JSON 404.
+	r.SkipClean(true)
 	answerUnrouted(r)
 	r.Use(recordRoute)
 
 	// Operators must see an overloaded node, so these bypass the governor.
-	r.Handle("/metrics", methods{http.MethodGet: promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{
+	r.Handle("/metrics", methods{http.MethodGet: s.guardMetrics(s.metricsToken, promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelError),
-	})})
+	}))})
 	r.Handle("/debug/info", methods{http.MethodGet: s.handle(s.debugInfo)})
 	r.Handle("/debug/status", methods{http.MethodGet: s.handle(s.debugStatus)})
 	s.dashboardRoutes(r)
@@ -374,6 +391,9 @@ func (s *server) handle(h handlerFunc) http.Handler {
 func answerUnrouted(r *mux.Router) {
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, errorDetail{Code: codeNotFound, Message: "no such endpoint"})
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusMethodNotAllowed, errorDetail{Code: codeMethodNotAllowed, Message: "method not allowed on this endpoint"})
 	})
 }
 

@@ -28,6 +28,8 @@ func authOutcome(err error) string {
 		return authUnauthenticated
 	case errors.Is(err, auth.ErrForbidden):
 		return authForbidden
+	case errors.Is(err, auth.ErrThrottled), errors.Is(err, auth.ErrBusy):
+		return authThrottled
 	}
 	return authError
 }

@@ -229,9 +229,10 @@ func TestBlobReachesConnectionReadFromWithTheFile(t *testing.T) {
 
 func TestGovernorRefusesBeyondCapacity(t *testing.T) {
 	e := newEnv(t, func(c *api.Config) {
-		c.Governor = api.GovernorConfig{MaxInFlight: 1, MaxQueue: -1}
+		c.Governor = api.GovernorConfig{AdminMaxInFlight: 1, AdminMaxQueue: -1}
 	})
-	// An upload whose body we hold open keeps the one slot busy.
+	// An upload whose body we hold open keeps the admin lane's one slot
+	// busy.
 	file := content(1000, "slow")
 	pr, pw := io.Pipe()
 	done := make(chan response, 1)
@@ -270,9 +271,43 @@ func TestGovernorRefusesBeyondCapacity(t *testing.T) {
 	e.want(e.request(http.MethodGet, "/v1/admin/tiers", e.admin, nil), http.StatusOK, nil)
 }
 
+// TestGovernorAdminLaneAnsweredWhileClientsFlood: with every client-lane
+// slot held by an unauthenticated request that never finishes its body,
+// client requests are refused with 503 and Retry-After, while admin calls,
+// logins' lane aside, and the operations endpoints are still answered.
+func TestGovernorAdminLaneAnsweredWhileClientsFlood(t *testing.T) {
+	e := newEnv(t, func(c *api.Config) {
+		c.Governor = api.GovernorConfig{MaxInFlight: 1, MaxQueue: -1}
+	})
+	pr, pw := io.Pipe()
+	done := make(chan response, 1)
+	go func() { done <- e.request(http.MethodPost, "/v1/client/register", "", pr) }()
+	pw.Write([]byte(`{"machine_id":`))
+	waitFor(t, "the held request to take the client slot", func() bool {
+		return gatheredValue(t, e, "patchmesh_governor_in_flight_requests") == 1
+	})
+	r := e.request(http.MethodGet, "/v1/client/nodes", "", nil)
+	if r.StatusCode != http.StatusServiceUnavailable || r.errCode() != "overloaded" || r.Header.Get("Retry-After") == "" {
+		t.Errorf("client request with the client lane full: %d %s Retry-After %q; want 503 overloaded with Retry-After",
+			r.StatusCode, r.body, r.Header.Get("Retry-After"))
+	}
+	for _, path := range []string{"/v1/admin/tiers", "/v1/topology", "/v1/admin/machines"} {
+		if r := e.request(http.MethodGet, path, e.admin, nil); r.StatusCode != http.StatusOK {
+			t.Errorf("GET %s with the client lane full: %d %s, want 200", path, r.StatusCode, r.body)
+		}
+	}
+	for _, path := range []string{"/metrics", "/debug/info"} {
+		if r := e.request(http.MethodGet, path, "", nil); r.StatusCode != http.StatusOK {
+			t.Errorf("GET %s with the client lane full: %d, want 200", path, r.StatusCode)
+		}
+	}
+	pw.Close()
+	<-done
+}
+
 func TestGovernorQueueWaitsThenTimesOut(t *testing.T) {
 	e := newEnv(t, func(c *api.Config) {
-		c.Governor = api.GovernorConfig{MaxInFlight: 1, MaxQueue: 1, QueueTimeout: 50 * time.Millisecond}
+		c.Governor = api.GovernorConfig{AdminMaxInFlight: 1, AdminMaxQueue: 1, QueueTimeout: 50 * time.Millisecond}
 	})
 	file := content(1000, "slow")
 	pr, pw := io.Pipe()

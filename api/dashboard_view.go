@@ -199,7 +199,7 @@ func (s *server) dashboardEvents(w http.ResponseWriter, r *http.Request) error {
 	}
 	if s.dash.streams.Add(1) > maxDashboardStreams {
 		s.dash.streams.Add(-1)
-		s.metrics.overloads.Inc()
+		s.metrics.overloads.WithLabelValues(laneAdmin).Inc()
 		return errOverloaded
 	}
 	defer s.dash.streams.Add(-1)

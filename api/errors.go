@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -26,8 +27,11 @@ const (
 	codeTooLarge         = "too_large"
 	codeDigestMismatch   = "digest_mismatch"
 	codeOverloaded       = "overloaded"
-	codeInternal         = "internal"
-	codeBadRange         = "range_not_satisfiable"
+	codeTooManyRequests  = "too_many_requests"
+	// A JSON endpoint was sent a body of another declared type.
+	codeUnsupportedMediaType = "unsupported_media_type"
+	codeInternal             = "internal"
+	codeBadRange             = "range_not_satisfiable"
 	// Federation: the node's role does not allow the request.
 	codeNotHub        = "not_hub"
 	codeNotDownstream = "not_downstream"
@@ -94,6 +98,12 @@ func classify(err error) (int, errorDetail) {
 		// Say no more: which part of a credential failed is for the log.
 		return http.StatusUnauthorized, errorDetail{Code: codeUnauthorized,
 			Message: "missing, malformed, unknown, expired or revoked credentials"}
+	case errors.Is(err, auth.ErrThrottled):
+		return http.StatusTooManyRequests, errorDetail{Code: codeTooManyRequests,
+			Message: "too many failed logins from this client or for this user; retry later"}
+	case errors.Is(err, auth.ErrBusy):
+		return http.StatusServiceUnavailable, errorDetail{Code: codeOverloaded,
+			Message: "too many logins at once; retry later"}
 	case errors.Is(err, auth.ErrForbidden):
 		return http.StatusForbidden, errorDetail{Code: codeForbidden,
 			Message: "these credentials do not grant this request"}
@@ -130,7 +140,17 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case http.StatusUnauthorized:
 		w.Header().Set("WWW-Authenticate", challenge(r))
 	case http.StatusServiceUnavailable:
-		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
+		retry := retryAfterSeconds
+		if oe := (*overloadedError)(nil); errors.As(err, &oe) {
+			retry = oe.retryAfter // measured by the governor
+		}
+		w.Header().Set("Retry-After", strconv.Itoa(retry))
+	case http.StatusTooManyRequests:
+		retry := retryAfterSeconds
+		if te := (*auth.ThrottledError)(nil); errors.As(err, &te) {
+			retry = max(1, int(math.Ceil(te.RetryAfter.Seconds())))
+		}
+		w.Header().Set("Retry-After", strconv.Itoa(retry))
 	}
 	writeError(w, status, d)
 }

@@ -2,118 +2,262 @@ package api
 
 import (
 	"context"
+	"errors"
+	"math"
 	"net/http"
-	"strconv"
+	"strings"
+	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // GovernorConfig bounds how much work a node takes on at once. Beyond
-// MaxInFlight running requests, up to MaxQueue wait (each at most
-// QueueTimeout); the rest are refused at once with 503 overloaded, which
-// is cheaper for everyone than a node that slows to a crawl.
+// MaxInFlight running requests, up to MaxQueue wait, each at most
+// QueueTimeout; the rest are refused at once with 503 overloaded and a
+// Retry-After from the measured drain rate, which is cheaper for everyone
+// than a node that slows to a crawl. A request that is admitted has
+// therefore waited at most QueueTimeout for its slot.
+//
+// Admin requests (the admin API but its login, the topology, the
+// dashboard's endpoints) run in a lane of their own, AdminMaxInFlight and
+// AdminMaxQueue, so that an operator is answered while clients flood the
+// node; /debug/* and /metrics bypass the governor altogether.
 type GovernorConfig struct {
-	// MaxInFlight caps API requests running at once. 0 means 1000.
+	// MaxInFlight caps client-lane requests running at once. 0 means 1000.
 	MaxInFlight int
-	// MaxQueue caps requests waiting for a slot. 0 means 500; a negative
-	// value means no queue: a request that finds no free slot is refused.
+	// MaxQueue caps client-lane requests waiting for a slot. 0 means 500;
+	// a negative value means no queue: a request that finds no free slot
+	// is refused.
 	MaxQueue int
-	// QueueTimeout is the longest a request waits for a slot. 0 means 30s.
+	// QueueTimeout is the longest a request waits for a slot, in either
+	// lane. 0 means 1s.
 	QueueTimeout time.Duration
+	// AdminMaxInFlight caps admin-lane requests running at once. 0 means 32.
+	AdminMaxInFlight int
+	// AdminMaxQueue caps admin-lane requests waiting. 0 means 32; negative
+	// means none.
+	AdminMaxQueue int
 }
 
-// Governor defaults, as the seed server had them.
+// Governor defaults. The queue wait is short on purpose: a request that
+// would wait longer is better told to come back (Retry-After) than kept,
+// since under overload a long queue only adds its wait to every answer.
 const (
-	DefaultMaxInFlight  = 1000
-	DefaultMaxQueue     = 500
-	DefaultQueueTimeout = 30 * time.Second
+	DefaultMaxInFlight      = 1000
+	DefaultMaxQueue         = 500
+	DefaultQueueTimeout     = time.Second
+	DefaultAdminMaxInFlight = 32
+	DefaultAdminMaxQueue    = 32
 )
 
 func (c GovernorConfig) withDefaults() GovernorConfig {
 	if c.MaxInFlight <= 0 {
 		c.MaxInFlight = DefaultMaxInFlight
 	}
-	switch {
-	case c.MaxQueue == 0:
-		c.MaxQueue = DefaultMaxQueue
-	case c.MaxQueue < 0:
-		c.MaxQueue = 0
-	}
+	c.MaxQueue = queueSize(c.MaxQueue, DefaultMaxQueue)
 	if c.QueueTimeout <= 0 {
 		c.QueueTimeout = DefaultQueueTimeout
 	}
+	if c.AdminMaxInFlight <= 0 {
+		c.AdminMaxInFlight = DefaultAdminMaxInFlight
+	}
+	c.AdminMaxQueue = queueSize(c.AdminMaxQueue, DefaultAdminMaxQueue)
 	return c
 }
 
-// retryAfterSeconds is what an overloaded node asks a client to wait: long
-// enough for a burst to drain, short enough not to idle a recovered node.
-const retryAfterSeconds = 1
+func queueSize(n, def int) int {
+	switch {
+	case n == 0:
+		return def
+	case n < 0:
+		return 0
+	}
+	return n
+}
 
-type governor struct {
+// Governor lanes, the lane label of the governor metrics.
+const (
+	laneClient = "client"
+	laneAdmin  = "admin"
+)
+
+// retryAfterSeconds is what an overloaded node asks a client to wait when
+// it has no better measure: long enough for a burst to drain, short enough
+// not to idle a recovered node. maxRetryAfter caps the measured wait.
+const (
+	retryAfterSeconds = 1
+	maxRetryAfter     = 60
+)
+
+// lane is one pool of slots with its queue.
+type lane struct {
+	name    string
 	slots   chan struct{} // one element per running request
 	waiting chan struct{} // one element per queued request
 	timeout time.Duration
-	m       *Metrics
+
+	inFlight  prometheus.Gauge
+	queued    prometheus.Gauge
+	overloads prometheus.Counter
+	wait      prometheus.Observer
+	drain     drainMeter
+}
+
+func newLane(name string, inFlight, queue int, timeout time.Duration, m *Metrics) *lane {
+	return &lane{
+		name: name, slots: make(chan struct{}, inFlight), waiting: make(chan struct{}, queue), timeout: timeout,
+		inFlight: m.inFlight.WithLabelValues(name), queued: m.queued.WithLabelValues(name),
+		overloads: m.overloads.WithLabelValues(name), wait: m.queueWait.WithLabelValues(name),
+	}
+}
+
+type governor struct {
+	client, admin *lane
 }
 
 func newGovernor(c GovernorConfig, m *Metrics) *governor {
 	c = c.withDefaults()
 	return &governor{
-		slots:   make(chan struct{}, c.MaxInFlight),
-		waiting: make(chan struct{}, c.MaxQueue),
-		timeout: c.QueueTimeout,
-		m:       m,
+		client: newLane(laneClient, c.MaxInFlight, c.MaxQueue, c.QueueTimeout, m),
+		admin:  newLane(laneAdmin, c.AdminMaxInFlight, c.AdminMaxQueue, c.QueueTimeout, m),
 	}
 }
 
-// errOverloaded is the governor's refusal.
+// laneFor picks a request's lane by its path: operators' requests go to
+// the admin lane, except the login, which anyone can send (its own bcrypt
+// pool and limits bound it).
+func (g *governor) laneFor(r *http.Request) *lane {
+	p := r.URL.Path
+	switch {
+	case p == "/v1/admin/login", p == "/v1/dashboard/login":
+		return g.client
+	case strings.HasPrefix(p, "/v1/admin/"), strings.HasPrefix(p, "/v1/dashboard/"), p == "/v1/topology", p == "/v1/sync/status":
+		return g.admin
+	}
+	return g.client
+}
+
+// overloadedError is the governor's refusal, with the wait it advises.
+type overloadedError struct{ retryAfter int }
+
+func (e *overloadedError) Error() string { return errOverloaded.Error() }
+
+// Is makes every governor refusal errOverloaded to errors.Is.
+func (e *overloadedError) Is(target error) bool { return target == errOverloaded }
+
+// Unwrap lets classify answer it as errOverloaded.
+func (e *overloadedError) Unwrap() error { return errOverloaded }
+
+// errOverloaded is an overload refusal with the default wait.
 var errOverloaded = &httpError{http.StatusServiceUnavailable, codeOverloaded, "the node is overloaded; retry later"}
 
 // acquire takes a slot, waiting in the queue if there is room there. It
-// fails with errOverloaded, or the context's error if the client left.
-func (g *governor) acquire(ctx context.Context) error {
+// fails with an *overloadedError, or the context's error if the client
+// left.
+func (l *lane) acquire(ctx context.Context) error {
 	select {
-	case g.slots <- struct{}{}:
-		g.m.inFlight.Inc()
+	case l.slots <- struct{}{}:
+		l.inFlight.Inc()
+		l.wait.Observe(0)
 		return nil
 	default:
 	}
 	select {
-	case g.waiting <- struct{}{}:
+	case l.waiting <- struct{}{}:
 	default:
-		g.m.overloads.Inc()
-		return errOverloaded
+		return l.refuse()
 	}
-	g.m.queued.Inc()
+	start := time.Now()
+	l.queued.Inc()
 	defer func() {
-		<-g.waiting
-		g.m.queued.Dec()
+		<-l.waiting
+		l.queued.Dec()
 	}()
-	t := time.NewTimer(g.timeout)
+	t := time.NewTimer(l.timeout)
 	defer t.Stop()
 	select {
-	case g.slots <- struct{}{}:
-		g.m.inFlight.Inc()
+	case l.slots <- struct{}{}:
+		l.inFlight.Inc()
+		l.wait.Observe(time.Since(start).Seconds())
 		return nil
 	case <-t.C:
-		g.m.overloads.Inc()
-		return errOverloaded
+		return l.refuse()
 	case <-ctx.Done():
 		return context.Cause(ctx)
 	}
 }
 
-func (g *governor) release() {
-	<-g.slots
-	g.m.inFlight.Dec()
+func (l *lane) refuse() error {
+	l.overloads.Inc()
+	return &overloadedError{retryAfter: retryAfter(len(l.waiting)+len(l.slots), l.drain.rate(time.Now()))}
+}
+
+func (l *lane) release() {
+	<-l.slots
+	l.inFlight.Dec()
+	l.drain.add(time.Now())
+}
+
+// retryAfter is how many seconds the requests ahead take to drain at rate
+// (requests per second): at least 1, at most maxRetryAfter, the default
+// when nothing has been measured.
+func retryAfter(ahead int, rate float64) int {
+	if rate <= 0 {
+		return retryAfterSeconds
+	}
+	s := int(math.Ceil(float64(ahead) / rate))
+	return min(max(s, 1), maxRetryAfter)
+}
+
+// drainMeter measures how many requests a lane finishes per second: an
+// exponentially weighted average over one-second windows.
+type drainMeter struct {
+	mu     sync.Mutex
+	start  time.Time // of the current window
+	count  int       // releases in the current window
+	perSec float64   // the average
+}
+
+func (d *drainMeter) add(now time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.roll(now)
+	d.count++
+}
+
+func (d *drainMeter) rate(now time.Time) float64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.roll(now)
+	return d.perSec
+}
+
+// roll closes the windows that have ended, idle ones counting as zero.
+// Called with mu held.
+func (d *drainMeter) roll(now time.Time) {
+	if d.start.IsZero() {
+		d.start = now
+		return
+	}
+	for n := 0; now.Sub(d.start) >= time.Second; n++ {
+		if n == 10 { // long idle: the past no longer says anything
+			d.start, d.count, d.perSec = now, 0, 0
+			return
+		}
+		d.perSec = 0.5*d.perSec + 0.5*float64(d.count)
+		d.count = 0
+		d.start = d.start.Add(time.Second)
+	}
 }
 
 // middleware admits requests through the governor.
 func (g *governor) middleware(s *server) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if err := g.acquire(r.Context()); err != nil {
-				if err == errOverloaded {
-					w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
+			l := g.laneFor(r)
+			if err := l.acquire(r.Context()); err != nil {
+				if errors.Is(err, errOverloaded) {
 					s.fail(w, r, err)
 					return
 				}
@@ -121,19 +265,19 @@ func (g *governor) middleware(s *server) func(http.Handler) http.Handler {
 				writeError(w, http.StatusServiceUnavailable, errorDetail{Code: codeOverloaded, Message: "request abandoned while queued"})
 				return
 			}
-			sl := &slot{g: g, held: true}
+			sl := &slot{l: l, held: true}
 			defer sl.release()
 			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), slotKey, sl)))
 		})
 	}
 }
 
-// slot is one admitted request's hold on the governor. A handler that
-// waits on nothing but a wake-up (a long-polling feed request) releases it
-// for the wait, so that idle downstreams cannot crowd out real work, and
-// takes it back, queueing like a new request, before it works again.
+// slot is one admitted request's hold on its lane. A handler that waits on
+// nothing but a wake-up (a long-polling feed request) releases it for the
+// wait, so that idle downstreams cannot crowd out real work, and takes it
+// back, queueing like a new request, before it works again.
 type slot struct {
-	g    *governor
+	l    *lane
 	held bool
 }
 
@@ -148,17 +292,17 @@ func slotFrom(ctx context.Context) *slot {
 func (sl *slot) release() {
 	if sl != nil && sl.held {
 		sl.held = false
-		sl.g.release()
+		sl.l.release()
 	}
 }
 
-// reacquire takes the slot back; errOverloaded or the context's error if
-// it cannot.
+// reacquire takes the slot back; an overload error or the context's error
+// if it cannot.
 func (sl *slot) reacquire(ctx context.Context) error {
 	if sl == nil || sl.held {
 		return nil
 	}
-	if err := sl.g.acquire(ctx); err != nil {
+	if err := sl.l.acquire(ctx); err != nil {
 		return err
 	}
 	sl.held = true

@@ -23,9 +23,10 @@ type Metrics struct {
 	authDuration  *prometheus.HistogramVec
 	storeDuration *prometheus.HistogramVec
 	storeErrors   *prometheus.CounterVec
-	inFlight      prometheus.Gauge
-	queued        prometheus.Gauge
-	overloads     prometheus.Counter
+	inFlight      *prometheus.GaugeVec
+	queued        *prometheus.GaugeVec
+	overloads     *prometheus.CounterVec
+	queueWait     *prometheus.HistogramVec
 	blobBytes     prometheus.Counter
 	blobRedirects prometheus.Counter
 	blobProbeUp   prometheus.Gauge
@@ -37,6 +38,9 @@ const (
 	authUnauthenticated = "unauthenticated"
 	authForbidden       = "forbidden"
 	authError           = "error"
+	// A login refused unchecked: its user or client failed too often
+	// lately, or every bcrypt slot was busy.
+	authThrottled = "throttled"
 )
 
 // NewMetrics creates the metrics and registers them with reg; a nil reg
@@ -72,18 +76,23 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Subsystem: "store", Name: "errors_total",
 			Help: "Metadata store methods that failed, by method. Not-found and conflict answers are not failures.",
 		}, []string{"op"}),
-		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace, Subsystem: "governor", Name: "in_flight_requests",
-			Help: "API requests running now.",
-		}),
-		queued: prometheus.NewGauge(prometheus.GaugeOpts{
+			Help: "API requests running now, by governor lane (client, admin).",
+		}, []string{"lane"}),
+		queued: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace, Subsystem: "governor", Name: "queued_requests",
-			Help: "API requests waiting for a slot now.",
-		}),
-		overloads: prometheus.NewCounter(prometheus.CounterOpts{
+			Help: "API requests waiting for a slot now, by governor lane.",
+		}, []string{"lane"}),
+		overloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "governor", Name: "overloads_total",
-			Help: "API requests refused with 503 because every slot and queue place was taken, or the wait timed out.",
-		}),
+			Help: "API requests refused with 503 because every slot and queue place was taken, or the wait timed out, by governor lane.",
+		}, []string{"lane"}),
+		queueWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Subsystem: "governor", Name: "queue_wait_seconds",
+			Help:    "How long admitted API requests waited for a slot, by governor lane; at most governor.queue_timeout.",
+			Buckets: []float64{0, .001, .005, .01, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"lane"}),
 		blobBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "blob", Name: "served_bytes_total",
 			Help: "Blob bytes sent in answers to GET /v1/blobs.",
@@ -98,7 +107,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	reg.MustRegister(m.httpDuration, m.authTotal, m.authDuration, m.storeDuration,
-		m.storeErrors, m.inFlight, m.queued, m.overloads, m.blobBytes, m.blobRedirects, m.blobProbeUp)
+		m.storeErrors, m.inFlight, m.queued, m.overloads, m.queueWait, m.blobBytes, m.blobRedirects, m.blobProbeUp)
 	if g, ok := reg.(prometheus.Gatherer); ok {
 		m.gatherer = g
 	}

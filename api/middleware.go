@@ -34,8 +34,9 @@ const reqKey ctxKey = 0
 // reqInfo is what the middleware learns about a request as it goes; the
 // route is known only once the router has matched.
 type reqInfo struct {
-	id    string
-	route string
+	id     string
+	route  string
+	client string // the client's address, see clientAddr
 }
 
 func infoFrom(ctx context.Context) *reqInfo {
@@ -208,8 +209,8 @@ func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 type writerOnly struct{ io.Writer }
 
 // NewLogHandler wraps h so that every record logged with a request's
-// context carries that request's request_id and, once the router has
-// matched, its route. Records that already carry the key keep their own.
+// context carries that request's request_id, its client address and,
+// once the router has matched, its route. Records that already carry the key keep their own.
 // The node wraps every logger that may log inside a request with it (the
 // api's own and the auth package's), so that security events can be tied
 // to the request and the route they concern.
@@ -224,12 +225,16 @@ type ctxHandler struct{ slog.Handler }
 
 func (c *ctxHandler) Handle(ctx context.Context, rec slog.Record) error {
 	if ri := infoFrom(ctx); ri != nil {
-		var hasID, hasRoute bool
+		var hasID, hasRoute, hasClient bool
 		rec.Attrs(func(a slog.Attr) bool {
 			hasID = hasID || a.Key == "request_id"
 			hasRoute = hasRoute || a.Key == "route"
+			hasClient = hasClient || a.Key == "client"
 			return true
 		})
+		if !hasClient && ri.client != "" {
+			rec.AddAttrs(slog.String("client", ri.client))
+		}
 		if !hasID {
 			rec.AddAttrs(slog.String("request_id", ri.id))
 		}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -30,29 +31,29 @@ func (s *server) decodeBody(w http.ResponseWriter, r *http.Request, v any, optio
 	return decodeLimited(w, r, v, optional, s.limits.MaxBodyBytes)
 }
 
-// decodeLimited is decodeBody with its own bound on the body.
+// decodeLimited is decodeBody with its own bound on the body. Beyond
+// encoding/json's checks it refuses a declared Content-Type that is not
+// JSON (415) and an object that names a key twice (400).
 func decodeLimited(w http.ResponseWriter, r *http.Request, v any, optional bool, limit int64) error {
-	body := http.MaxBytesReader(w, r.Body, limit)
-	dec := json.NewDecoder(body)
+	raw, err := readJSONBody(w, r, limit)
+	switch {
+	case errors.Is(err, io.EOF) && optional:
+		return nil
+	case errors.Is(err, io.EOF):
+		return badRequest("missing JSON body")
+	case err != nil:
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		var mbe *http.MaxBytesError
-		switch {
-		case errors.As(err, &mbe):
-			return err
-		case errors.Is(err, io.EOF) && optional:
-			return nil
-		case errors.Is(err, io.EOF):
-			return badRequest("missing JSON body")
-		}
 		return badRequest("malformed JSON: %v", err)
 	}
 	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return err
-		}
 		return badRequest("malformed JSON: unexpected data after the object")
+	}
+	if err := checkDuplicateKeys(raw); err != nil {
+		return badRequest("malformed JSON: %v", err)
 	}
 	return nil
 }

@@ -61,6 +61,8 @@ type Config struct {
 	// the dummy hash an unknown user's login is checked against. 0 means
 	// bcrypt.DefaultCost.
 	BcryptCost int
+	// Login bounds failed logins and concurrent password checks.
+	Login LoginLimits
 	// Now is the clock; nil means time.Now. Tests pin it.
 	Now func() time.Time
 }
@@ -86,6 +88,9 @@ func (c Config) Validate() error {
 	}
 	if c.KeyMint < 0 {
 		return errors.New("key_mint: must not be negative")
+	}
+	if err := c.Login.Validate(); err != nil {
+		return err
 	}
 	if c.BcryptCost != 0 {
 		if err := checkBcryptCost(c.BcryptCost); err != nil {
@@ -115,6 +120,9 @@ type Authenticator struct {
 	log    *slog.Logger
 	admins map[string]string // config admin name → bcrypt hash
 
+	throttle *throttle
+	bcrypt   *bcryptPool
+
 	dummyOnce sync.Once
 	dummy     []byte // bcrypt hash an unknown user's password is checked against
 }
@@ -139,7 +147,11 @@ func New(s Store, cfg Config, log *slog.Logger) *Authenticator {
 			admins[a.Name] = a.PasswordHash
 		}
 	}
-	return &Authenticator{store: s, cfg: cfg, log: log, admins: admins}
+	lim := cfg.Login.withDefaults()
+	return &Authenticator{store: s, cfg: cfg, log: log, admins: admins,
+		throttle: newThrottle(lim),
+		bcrypt:   &bcryptPool{slots: make(chan struct{}, lim.BcryptConcurrency), wait: lim.BcryptWait},
+	}
 }
 
 func (a *Authenticator) now() time.Time { return a.cfg.Now() }

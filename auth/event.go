@@ -8,8 +8,10 @@ import (
 
 // Security event codes. Each decision logs exactly one of them.
 const (
-	EventLoginSuccess      = "authn_login_success"
-	EventLoginFail         = "authn_login_fail"
+	EventLoginSuccess = "authn_login_success"
+	EventLoginFail    = "authn_login_fail"
+	// Failed logins locked a user name or client address out.
+	EventLoginLockout      = "authn_login_lockout"
 	EventTokenSuccess      = "authn_token_success"
 	EventTokenFail         = "authn_token_fail"
 	EventMacaroonFail      = "authn_macaroon_fail"
@@ -54,6 +56,9 @@ const (
 	reasonUnknownKey   = "unknown_key"
 	reasonBadSignature = "bad_signature"
 	reasonBadCaveat    = "bad_caveat"
+	reasonDelayed      = "delayed"
+	reasonLockedOut    = "locked_out"
+	reasonBusy         = "busy"
 )
 
 // SecurityEvent logs one security event: msg "security event", attr
@@ -72,11 +77,25 @@ func SecurityEvent(ctx context.Context, log *slog.Logger, code string, attrs ...
 	all := make([]slog.Attr, 0, len(attrs)+1)
 	all = append(all, slog.String("event", code))
 	all = append(all, attrs...)
+	if c := Client(ctx); c != "" && !hasKey(attrs, "client") {
+		all = append(all, slog.String("client", c))
+	}
 	log.LogAttrs(ctx, level, "security event", all...)
 }
 
-func isFailure(code string) bool { return strings.HasSuffix(code, "_fail") }
+func isFailure(code string) bool {
+	return strings.HasSuffix(code, "_fail") || code == EventLoginLockout
+}
 
 func (a *Authenticator) event(ctx context.Context, code string, attrs ...slog.Attr) {
 	SecurityEvent(ctx, a.log, code, attrs...)
+}
+
+func hasKey(attrs []slog.Attr, key string) bool {
+	for _, a := range attrs {
+		if a.Key == key {
+			return true
+		}
+	}
+	return false
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -94,32 +95,79 @@ func (a *Authenticator) adminHash(ctx context.Context, name string) (hash []byte
 // "Authorization: Macaroon <m>". A wrong or unknown user or password is
 // ErrUnauthenticated; an unknown user still costs one bcrypt comparison,
 // so the answer's timing does not tell which names exist.
+//
+// Failures count against the name and the client address (WithClient);
+// while either must wait, Login refuses unchecked with a *ThrottledError
+// (ErrThrottled), and when no bcrypt slot frees in time with ErrBusy (see
+// LoginLimits). A name that matches no admin is logged only as its hash:
+// it may be a password typed into the wrong field.
 func (a *Authenticator) Login(ctx context.Context, user, password string) (macaroon string, expires time.Time, err error) {
-	logUser := slog.String("user", truncate(user, catalog.MaxNameLen))
+	client := Client(ctx)
+	keys := []string{"user:" + UserHash(user)}
+	if client != "" {
+		keys = append(keys, "addr:"+client)
+	}
+	logUser := logUnknownUser(user)
+	refuse := func(reason string, err error, attrs ...slog.Attr) (string, time.Time, error) {
+		a.event(ctx, EventLoginFail, append([]slog.Attr{logUser, slog.String("reason", reason)}, attrs...)...)
+		return "", time.Time{}, err
+	}
 	fail := func(reason string) (string, time.Time, error) {
-		a.event(ctx, EventLoginFail, logUser, slog.String("reason", reason))
-		return "", time.Time{}, ErrUnauthenticated
+		for _, k := range a.throttle.fail(a.now(), keys...) {
+			a.event(ctx, EventLoginLockout, logUser, slog.String("key", lockKind(k)),
+				retryAttr(a.throttle.lim.LockoutWindow))
+		}
+		return refuse(reason, ErrUnauthenticated)
 	}
 	if user == "" || len(user) > catalog.MaxNameLen || password == "" || len(password) > MaxPasswordLen {
 		return fail(reasonMalformed)
 	}
+	if err := a.throttle.check(a.now(), keys...); err != nil {
+		var te *ThrottledError
+		errors.As(err, &te)
+		reason := reasonDelayed
+		if te.Locked {
+			reason = reasonLockedOut
+		}
+		return refuse(reason, err, retryAttr(te.RetryAfter))
+	}
+	if err := a.bcrypt.acquire(ctx); err != nil {
+		if errors.Is(err, ErrBusy) {
+			return refuse(reasonBusy, err)
+		}
+		return "", time.Time{}, err
+	}
 	hash, ok, err := a.adminHash(ctx, user)
 	if err != nil {
+		a.bcrypt.release()
 		return "", time.Time{}, err
 	}
 	if !ok {
 		_ = bcrypt.CompareHashAndPassword(a.dummyHash(), []byte(password))
+		a.bcrypt.release()
 		return fail(reasonUnknownUser)
 	}
-	if bcrypt.CompareHashAndPassword(hash, []byte(password)) != nil {
+	logUser = slog.String("user", user) // a real admin's name is no secret
+	bad := bcrypt.CompareHashAndPassword(hash, []byte(password)) != nil
+	a.bcrypt.release()
+	if bad {
 		return fail(reasonBadPassword)
 	}
+	a.throttle.succeed(keys[0])
 	m, exp, keyID, err := a.mintFor(ctx, user)
 	if err != nil {
 		return "", time.Time{}, err
 	}
 	a.event(ctx, EventLoginSuccess, logUser, slog.String("root_key_id", keyID), slog.Time("expires", exp))
 	return m, exp, nil
+}
+
+// lockKind says what a throttle key counts without repeating it.
+func lockKind(key string) string {
+	if strings.HasPrefix(key, "addr:") {
+		return "client"
+	}
+	return "user"
 }
 
 // truncate bounds what an untrusted string can put into a log line.

@@ -112,6 +112,20 @@ type ServerConfig struct {
 	// or newer). Default: plain HTTP.
 	TLSCert string `yaml:"tls_cert"`
 	TLSKey  string `yaml:"tls_key"`
+	// TrustedProxies are the addresses or CIDR networks of reverse
+	// proxies in front of the node. Only from these peers is
+	// X-Forwarded-For believed for the client address that the access log,
+	// security events and login limits use. Default none.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// AdminNetworks, when not empty, are the only networks (addresses or
+	// CIDRs) the admin API, its login included, and the dashboard's
+	// endpoints answer; others get 403 and a security event. Default
+	// none: every network.
+	AdminNetworks []string `yaml:"admin_networks"`
+	// MetricsTokenFile names a file holding the bearer token GET /metrics
+	// then requires (at least 16 bytes; a scraper sends "Authorization:
+	// Bearer <token>"). Default empty: /metrics is open.
+	MetricsTokenFile string `yaml:"metrics_token_file"`
 }
 
 // Store drivers.
@@ -250,6 +264,22 @@ type AuthConfig struct {
 	// BcryptCost is the cost of the bootstrap admin's password hash.
 	// Default 12.
 	BcryptCost int `yaml:"bcrypt_cost"`
+	// Failed logins count per user name and per client address: after
+	// LoginFreeFailures, each attempt must wait LoginDelay, doubling up to
+	// LoginMaxDelay; LoginLockoutAfter failures lock the name or address
+	// out for LoginLockoutWindow. Refused attempts get 429 with
+	// Retry-After at once, with no password check. Defaults 3, 1s, 1m,
+	// 10, 15m.
+	LoginFreeFailures  int           `yaml:"login_free_failures"`
+	LoginDelay         time.Duration `yaml:"login_delay"`
+	LoginMaxDelay      time.Duration `yaml:"login_max_delay"`
+	LoginLockoutAfter  int           `yaml:"login_lockout_after"`
+	LoginLockoutWindow time.Duration `yaml:"login_lockout_window"`
+	// BcryptConcurrency caps password checks at once, so that a flood of
+	// logins leaves cores for other requests; a login that finds no slot
+	// within BcryptWait gets 503 with Retry-After. Defaults 1 and 500ms.
+	BcryptConcurrency int           `yaml:"bcrypt_concurrency"`
+	BcryptWait        time.Duration `yaml:"bcrypt_wait"`
 }
 
 // LimitsConfig bounds what one request may send.
@@ -270,8 +300,15 @@ type GovernorConfig struct {
 	// free slot is refused at once. Default 500.
 	MaxQueue int `yaml:"max_queue"`
 	// QueueTimeout is how long a request waits for a slot before it gets
-	// 503. Default 30s.
+	// 503 with a Retry-After measured from how fast requests finish: the
+	// bound on an admitted request's wait. Default 1s.
 	QueueTimeout time.Duration `yaml:"queue_timeout"`
+	// AdminMaxInFlight and AdminMaxQueue size the admin lane: operators'
+	// requests (the admin API but login, topology, the dashboard's
+	// endpoints) have slots of their own, so that they are answered while
+	// clients flood the node. Defaults 32 and 32.
+	AdminMaxInFlight int `yaml:"admin_max_in_flight"`
+	AdminMaxQueue    int `yaml:"admin_max_queue"`
 }
 
 // SyncConfig links the node into a federation: the hub signs what it
@@ -476,6 +513,8 @@ func DefaultsWithEnv(getenv func(string) string) Config {
 		},
 		Server: ServerConfig{
 			Listen:            "127.0.0.1:8080",
+			TrustedProxies:    []string{},
+			AdminNetworks:     []string{},
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       2 * time.Minute,
 			ShutdownTimeout:   30 * time.Second,
@@ -497,6 +536,14 @@ func DefaultsWithEnv(getenv func(string) string) Config {
 			MacaroonTTL: auth.DefaultMacaroonTTL,
 			KeyMint:     auth.DefaultKeyMint,
 			BcryptCost:  12,
+
+			LoginFreeFailures:  auth.DefaultFreeFailures,
+			LoginDelay:         auth.DefaultLoginDelay,
+			LoginMaxDelay:      auth.DefaultMaxLoginDelay,
+			LoginLockoutAfter:  auth.DefaultLockoutAfter,
+			LoginLockoutWindow: auth.DefaultLockoutWindow,
+			BcryptConcurrency:  auth.DefaultBcryptConcurrency,
+			BcryptWait:         auth.DefaultBcryptWait,
 		},
 		Limits: LimitsConfig{
 			MaxBodyBytes:   api.DefaultMaxBodyBytes,
@@ -506,6 +553,9 @@ func DefaultsWithEnv(getenv func(string) string) Config {
 			MaxInFlight:  api.DefaultMaxInFlight,
 			MaxQueue:     api.DefaultMaxQueue,
 			QueueTimeout: api.DefaultQueueTimeout,
+
+			AdminMaxInFlight: api.DefaultAdminMaxInFlight,
+			AdminMaxQueue:    api.DefaultAdminMaxQueue,
 		},
 		Log: LogConfig{Level: "info", Format: "json"},
 		Sync: SyncConfig{
@@ -742,6 +792,25 @@ func (c Config) Validate() error {
 	}
 	positive("auth.macaroon_ttl", c.Auth.MacaroonTTL)
 	positive("auth.key_mint", c.Auth.KeyMint)
+	positive("auth.login_delay", c.Auth.LoginDelay)
+	positive("auth.login_max_delay", c.Auth.LoginMaxDelay)
+	positive("auth.login_lockout_window", c.Auth.LoginLockoutWindow)
+	positive("auth.bcrypt_wait", c.Auth.BcryptWait)
+	for _, f := range []struct {
+		key string
+		v   int
+	}{{"auth.login_free_failures", c.Auth.LoginFreeFailures}, {"auth.login_lockout_after", c.Auth.LoginLockoutAfter},
+		{"auth.bcrypt_concurrency", c.Auth.BcryptConcurrency}} {
+		if f.v < 1 {
+			bad(f.key, "must be at least 1, got %d", f.v)
+		}
+	}
+	if _, err := api.ParseTrustedProxies(c.Server.TrustedProxies); err != nil {
+		bad("server.trusted_proxies", "%v", err)
+	}
+	if _, err := api.ParseTrustedProxies(c.Server.AdminNetworks); err != nil {
+		bad("server.admin_networks", "%v", err)
+	}
 
 	if c.Limits.MaxBodyBytes < 1 {
 		bad("limits.max_body_bytes", "must be at least 1, got %d", c.Limits.MaxBodyBytes)
@@ -757,6 +826,12 @@ func (c Config) Validate() error {
 		bad("governor.max_queue", "must not be negative, got %d", c.Governor.MaxQueue)
 	}
 	positive("governor.queue_timeout", c.Governor.QueueTimeout)
+	if c.Governor.AdminMaxInFlight < 1 {
+		bad("governor.admin_max_in_flight", "must be at least 1, got %d", c.Governor.AdminMaxInFlight)
+	}
+	if c.Governor.AdminMaxQueue < 0 {
+		bad("governor.admin_max_queue", "must not be negative, got %d", c.Governor.AdminMaxQueue)
+	}
 
 	errs = append(errs, c.validateSync()...)
 	errs = append(errs, c.validateGossip()...)
@@ -832,5 +907,34 @@ func (c Config) authConfig() auth.Config {
 		MacaroonTTL: c.Auth.MacaroonTTL,
 		KeyMint:     c.Auth.KeyMint,
 		BcryptCost:  c.Auth.BcryptCost,
+		Login: auth.LoginLimits{
+			FreeFailures:      c.Auth.LoginFreeFailures,
+			Delay:             c.Auth.LoginDelay,
+			MaxDelay:          c.Auth.LoginMaxDelay,
+			LockoutAfter:      c.Auth.LoginLockoutAfter,
+			LockoutWindow:     c.Auth.LoginLockoutWindow,
+			BcryptConcurrency: c.Auth.BcryptConcurrency,
+			BcryptWait:        c.Auth.BcryptWait,
+		},
 	}
+}
+
+// minMetricsToken is the shortest metrics token accepted: a guessable one
+// would guard nothing.
+const minMetricsToken = 16
+
+// metricsToken reads server.metrics_token_file; "" when unset.
+func (c Config) metricsToken() (string, error) {
+	if c.Server.MetricsTokenFile == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(c.Server.MetricsTokenFile)
+	if err != nil {
+		return "", fmt.Errorf("server.metrics_token_file: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if len(tok) < minMetricsToken {
+		return "", fmt.Errorf("server.metrics_token_file: the token must be at least %d bytes", minMetricsToken)
+	}
+	return tok, nil
 }

@@ -151,7 +151,7 @@ func TestLoadErrorsNameTheYAMLKey(t *testing.T) {
 		want       string // the whole message after "config PATH: "
 	}{
 		{"misspelt option", "server:\n  listn: 127.0.0.1:1\n",
-			"server.listn (line 2): unknown option; server takes listen, read_header_timeout, idle_timeout, shutdown_timeout, tls_cert, tls_key"},
+			"server.listn (line 2): unknown option; server takes listen, read_header_timeout, idle_timeout, shutdown_timeout, tls_cert, tls_key, trusted_proxies, admin_networks, metrics_token_file"},
 		{"misspelt section", "serve:\n  listen: 127.0.0.1:1\n",
 			"serve (line 1): unknown option; the file takes node, server, store, blobs, auth, limits, governor, log, sync, gossip, webhooks, reports, rollouts, dashboard"},
 		{"malformed duration", "server:\n  idle_timeout: soon\n",
@@ -350,6 +350,14 @@ func TestValidateRejects(t *testing.T) {
 		{"zero body limit", func(c *Config) { c.Limits.MaxBodyBytes = 0 }, "limits.max_body_bytes"},
 		{"zero in flight", func(c *Config) { c.Governor.MaxInFlight = 0 }, "governor.max_in_flight"},
 		{"negative queue", func(c *Config) { c.Governor.MaxQueue = -1 }, "governor.max_queue"},
+		{"zero admin lane", func(c *Config) { c.Governor.AdminMaxInFlight = 0 }, "governor.admin_max_in_flight"},
+		{"negative admin queue", func(c *Config) { c.Governor.AdminMaxQueue = -1 }, "governor.admin_max_queue"},
+		{"bad admin network", func(c *Config) { c.Server.AdminNetworks = []string{"lan"} }, "server.admin_networks"},
+		{"bad trusted proxy", func(c *Config) { c.Server.TrustedProxies = []string{"10.0.0.0/40"} }, "server.trusted_proxies"},
+		{"zero free failures", func(c *Config) { c.Auth.LoginFreeFailures = 0 }, "auth.login_free_failures"},
+		{"lockout before delays", func(c *Config) { c.Auth.LoginLockoutAfter = 2 }, "auth.login_lockout_after"},
+		{"zero login delay", func(c *Config) { c.Auth.LoginDelay = 0 }, "auth.login_delay"},
+		{"zero bcrypt pool", func(c *Config) { c.Auth.BcryptConcurrency = 0 }, "auth.bcrypt_concurrency"},
 		{"bad level", func(c *Config) { c.Log.Level = "loud" }, "log.level"},
 		{"bad format", func(c *Config) { c.Log.Format = "xml" }, "log.format"},
 		{"plain http upstream", func(c *Config) {
@@ -513,5 +521,35 @@ func TestDefaultNameIsHostAndPort(t *testing.T) {
 		if !nodeNameRE.MatchString(got) {
 			t.Errorf("DefaultName(%q, %q) = %q breaks node.name's rule", tt.host, tt.port, got)
 		}
+	}
+}
+
+func TestMetricsTokenFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cases := []struct {
+		name, file, want string
+		ok               bool
+	}{
+		{"unset", "", "", true},
+		{"a token, trailing newline", write("good", "scrape-token-0123456789\n"), "scrape-token-0123456789", true},
+		{"too short", write("short", "abc\n"), "", false},
+		{"missing file", filepath.Join(dir, "nope"), "", false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := Defaults()
+			cfg.Server.MetricsTokenFile = c.file
+			got, err := cfg.metricsToken()
+			if (err == nil) != c.ok || got != c.want {
+				t.Fatalf("want %q (ok=%v), got %q, %v", c.want, c.ok, got, err)
+			}
+		})
 	}
 }

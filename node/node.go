@@ -225,15 +225,30 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	peerClient.Timeout = api.DashboardPeerTimeout
+	proxies, err := api.ParseTrustedProxies(cfg.Server.TrustedProxies)
+	if err != nil {
+		return nil, fmt.Errorf("node: server.trusted_proxies: %w", err)
+	}
+	adminNets, err := api.ParseTrustedProxies(cfg.Server.AdminNetworks)
+	if err != nil {
+		return nil, fmt.Errorf("node: server.admin_networks: %w", err)
+	}
+	metricsToken, err := cfg.metricsToken()
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
 	handler, err := api.New(api.Config{
-		Store:        n.store,
-		Blobs:        n.blobs,
-		BlobRedirect: n.blobRedirect(),
-		Auth:         n.auth,
-		Log:          log,
-		Metrics:      metrics,
-		Gatherer:     reg,
-		MachineKey:   key,
+		TrustedProxies: proxies,
+		AdminNetworks:  adminNets,
+		MetricsToken:   metricsToken,
+		Store:          n.store,
+		Blobs:          n.blobs,
+		BlobRedirect:   n.blobRedirect(),
+		Auth:           n.auth,
+		Log:            log,
+		Metrics:        metrics,
+		Gatherer:       reg,
+		MachineKey:     key,
 		Limits: api.Limits{
 			MaxBodyBytes:   cfg.Limits.MaxBodyBytes,
 			MaxUploadBytes: cfg.Limits.MaxUploadBytes,
@@ -243,6 +258,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 			MaxInFlight:  cfg.Governor.MaxInFlight,
 			MaxQueue:     apiQueue(cfg.Governor.MaxQueue),
 			QueueTimeout: cfg.Governor.QueueTimeout,
+
+			AdminMaxInFlight: cfg.Governor.AdminMaxInFlight,
+			AdminMaxQueue:    apiQueue(cfg.Governor.AdminMaxQueue),
 		},
 		Info:         api.Info{Version: Version, Role: cfg.Node.Role, Node: cfg.Node.Name, URL: n.apiURL(), DC: cfg.Node.Datacenter},
 		Nodes:        n.nodeLister(),

@@ -22,12 +22,19 @@
 //     replication and DROP DATABASE, and need no separate garbage collection.
 //   - blobs records the chunk size, so Seek is arithmetic (offset / chunk
 //     size) and a change of Options.ChunkSize never breaks old blobs.
-//   - An open upload is swept once it has gone quiet for AbandonAfter (Open
-//     does this): a node that crashed mid-upload never comes back for it.
-//     Every chunk written refreshes the upload's touched_us in the statement
-//     that inserts the chunk, so a live upload of another node sharing the
-//     database is not swept, and a swept upload can neither gain chunks nor
-//     commit.
+//   - Every open upload is marked live by a session-level PostgreSQL
+//     advisory lock (lockNS, upload ID), taken on the Store's own lock
+//     connection in the transaction that makes the upload's row visible and
+//     released at Commit or Abort. A process that dies, even by SIGKILL,
+//     loses its session and so its locks; Open reclaims at once every upload
+//     whose lock it can take, which is exactly the abandoned ones, even with
+//     several nodes sharing the database. Uploads whose lock is held
+//     elsewhere are left alone.
+//   - As a backstop (a lock connection lost mid-upload, two IDs colliding in
+//     the 31-bit lock key), an open upload is also swept once it has gone
+//     quiet for AbandonAfter. Every chunk written refreshes the upload's
+//     touched_us in the statement that inserts the chunk, and a swept or
+//     reclaimed upload can neither gain chunks nor commit.
 //
 // The package owns staging, committing and reading chunks. It does not check
 // digests (blob.Put does, before it commits) and does not decide who may
@@ -39,6 +46,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -77,18 +85,30 @@ const (
 // it, so nodes whose own clocks disagree still agree on what is stale.
 const nowUS = `(extract(epoch FROM clock_timestamp()) * 1000000)::bigint`
 
+// lockNS is the first key of the advisory locks marking live uploads
+// ("pgb1"); the second is the upload ID modulo 2^31-1, as every
+// statement here computes it.
+const lockNS int32 = 0x70676231
+
 // Store is a blob.Store in PostgreSQL. It is safe for concurrent use.
 type Store struct {
 	pool         *pgxpool.Pool
 	chunkSize    int
 	abandonAfter time.Duration
+
+	// lockConn is the session that holds this process's upload locks; it
+	// is not the pool's, so that it lives as long as the Store. mu
+	// serialises its use.
+	mu       sync.Mutex
+	lockConn *pgx.Conn
 }
 
 var _ blob.Store = (*Store)(nil)
 
 // Open applies the schema (idempotent, under the migrations lock, so the
-// driver works without the metadata store having run first), sweeps
-// abandoned uploads and returns a store on pool.
+// driver works without the metadata store having run first), reclaims the
+// uploads of dead processes (Reclaim) and sweeps quiet ones (Sweep), and
+// returns a store on pool. Close ends its lock session.
 func Open(ctx context.Context, pool *pgxpool.Pool, opts Options) (*Store, error) {
 	if opts.ChunkSize == 0 {
 		opts.ChunkSize = DefaultChunkSize
@@ -111,10 +131,97 @@ func Open(ctx context.Context, pool *pgxpool.Pool, opts Options) (*Store, error)
 		return nil, fmt.Errorf("pgblob: %w", err)
 	}
 	s := &Store{pool: pool, chunkSize: opts.ChunkSize, abandonAfter: opts.AbandonAfter}
+	if _, err := s.Reclaim(ctx); err != nil {
+		return nil, err
+	}
 	if _, err := s.Sweep(ctx); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// Close ends the lock session, releasing the locks of uploads still open
+// (they will be reclaimed). The pool stays the caller's.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lockConn == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := s.lockConn.Close(ctx)
+	s.lockConn = nil
+	return err
+}
+
+// lockSession returns the lock connection, (re)connecting it when needed.
+// Called with mu held.
+func (s *Store) lockSession(ctx context.Context) (*pgx.Conn, error) {
+	if s.lockConn != nil && !s.lockConn.IsClosed() {
+		return s.lockConn, nil
+	}
+	c, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.lockConn = c.Hijack()
+	return s.lockConn, nil
+}
+
+// Reclaim deletes, with their chunks, the open uploads no live session
+// holds the lock of: those of a process that died mid-upload. It returns
+// how many it deleted. Open calls it; uploads of this Store and of other
+// live nodes sharing the database are held, so skipped.
+func (s *Store) Reclaim(ctx context.Context) (int, error) {
+	c, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("pgblob: reclaim: %w", err)
+	}
+	defer func() {
+		// Release this session's locks before the connection goes back.
+		if _, err := c.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock_all()`); err != nil {
+			c.Conn().Close(context.WithoutCancel(ctx)) // the pool drops a closed conn
+		}
+		c.Release()
+	}()
+	rows, err := c.Query(ctx, `SELECT upload_id FROM blob_uploads
+		WHERE pg_try_advisory_lock($1::integer, (upload_id % 2147483647)::integer)`, lockNS)
+	if err != nil {
+		return 0, fmt.Errorf("pgblob: reclaim: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return 0, fmt.Errorf("pgblob: reclaim: %w", err)
+	}
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	// Holding their locks, delete them: no writer of theirs is alive.
+	err = pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `DELETE FROM blob_uploads WHERE upload_id = ANY($1)`, ids); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `DELETE FROM blob_chunks WHERE upload_id = ANY($1)`, ids)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("pgblob: reclaim abandoned uploads: %w", err)
+	}
+	return len(ids), nil
+}
+
+// unlock releases a finished upload's lock. A failure only leaves the lock
+// until the session ends; the row is gone by then, so nothing is kept.
+func (s *Store) unlock(id int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lockConn == nil || s.lockConn.IsClosed() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), abortTimeout)
+	defer cancel()
+	_, _ = s.lockConn.Exec(ctx, `SELECT pg_advisory_unlock($1::integer, ($2::bigint % 2147483647)::integer)`, lockNS, id)
 }
 
 // Sweep deletes uploads that have had no write for AbandonAfter, with their
@@ -151,14 +258,41 @@ func (s *Store) Create(ctx context.Context, d blob.Digest) (blob.Writer, error) 
 	if _, err := blob.ParseDigest(string(d)); err != nil {
 		return nil, err
 	}
-	var id int64
-	err := s.pool.QueryRow(ctx,
-		`INSERT INTO blob_uploads (digest, started_us, touched_us) VALUES ($1, `+nowUS+`, `+nowUS+`) RETURNING upload_id`,
-		string(d)).Scan(&id)
+	id, err := s.create(ctx, d)
 	if err != nil {
 		return nil, fmt.Errorf("pgblob: create %s: %w", d, err)
 	}
 	return &writer{s: s, ctx: ctx, digest: d, id: id, buf: make([]byte, 0, s.chunkSize)}, nil
+}
+
+// create inserts the upload's row and takes its lock on the lock session in
+// one transaction, so that the row is never visible unlocked: a Reclaim
+// elsewhere cannot take a live upload for an abandoned one.
+func (s *Store) create(ctx context.Context, d blob.Digest) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, err := s.lockSession(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var id int64
+	err = pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx,
+			`INSERT INTO blob_uploads (digest, started_us, touched_us) VALUES ($1, `+nowUS+`, `+nowUS+`) RETURNING upload_id`,
+			string(d)).Scan(&id)
+		if err != nil {
+			return err
+		}
+		// A session lock outlives the transaction. Try, not wait: another
+		// live upload whose ID maps to the same key holds it, and then
+		// this one relies on the AbandonAfter sweep alone.
+		_, err = tx.Exec(ctx, `SELECT pg_try_advisory_lock($1::integer, ($2::bigint % 2147483647)::integer)`, lockNS, id)
+		return err
+	})
+	if err != nil && c.IsClosed() {
+		s.lockConn = nil
+	}
+	return id, err
 }
 
 // writer buffers one chunk at a time and inserts it when full.
@@ -247,6 +381,7 @@ func (w *writer) Commit(ctx context.Context) error {
 	}
 	w.done = true
 	w.buf = nil
+	w.s.unlock(w.id)
 	return nil
 }
 
@@ -294,6 +429,7 @@ func (w *writer) Abort() error {
 	}
 	w.done = true
 	w.buf = nil
+	defer w.s.unlock(w.id)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), abortTimeout)
 	defer cancel()
 	err := pgx.BeginFunc(ctx, w.s.pool, func(tx pgx.Tx) error {
