@@ -61,6 +61,9 @@ func newTestNode(t *testing.T, tune ...func(*api.Config)) *testNode {
 		hubKey: federation.FormatPublicKey(pub)}
 	cfg := wired.Config
 	cfg.HubKey = pub
+	// Every patch answer carries the tier's hub heartbeat, as a hub's do:
+	// a machine counts an answer without one as stale.
+	cfg.Heartbeats = beatOnAsk{t: t, b: federation.NewBeacon(priv, wired.Store, time.Hour, nil, nil)}
 	for _, f := range tune {
 		f(&cfg)
 	}
@@ -184,4 +187,19 @@ func writePatchFile(t *testing.T, content []byte) (path, digest string) {
 func (n *testNode) blobPath(digest string) string {
 	h := strings.TrimPrefix(digest, "sha256:")
 	return filepath.Join(n.blobDir, "sha256", h[:2], h)
+}
+
+// beatOnAsk signs the tier's heartbeat when it is asked for, with the
+// tier's real hub head: a hub that is always fresh, with no ticker for a
+// test to wait on.
+type beatOnAsk struct {
+	t *testing.T
+	b *federation.Beacon
+}
+
+func (h beatOnAsk) Latest(tier string) (federation.Envelope, bool) {
+	if err := h.b.Beat(context.Background()); err != nil {
+		h.t.Errorf("sign the hub heartbeats: %v", err)
+	}
+	return h.b.Latest(tier)
 }
