@@ -534,7 +534,7 @@
   function dur(seconds) {
     const s = Math.max(0, Math.round(seconds));
     if (s < 90) return s + ' s';
-    if (s < 5400) return Math.round(s / 60) + ' min';
+    if (s < 3600) return Math.round(s / 60) + ' min';
     const h = Math.floor(s / 3600), m = Math.round((s % 3600) / 60);
     return h + ' h' + (m ? ' ' + m + ' min' : '');
   }
@@ -645,7 +645,7 @@
     const body = el('tbody');
     for (const d of ws.dcs) {
       const other = d.on_version - d.applied - d.failed;
-      const tr = el('tr', { 'data-dc': d.dc, 'data-applied': d.applied, 'data-machines': d.machines });
+      const tr = el('tr', { 'data-dc': d.dc, 'data-applied': d.applied, 'data-failed': d.failed, 'data-machines': d.machines });
       tr.append(el('th', { scope: 'row' }, d.dc));
       tr.append(el('td', {}, '✓ ' + d.applied));
       tr.append(el('td', { class: d.failed ? 'reach-bad' : '' }, (d.failed ? '✕ ' : '') + d.failed));
