@@ -94,7 +94,7 @@ func TestDashboardShowsARollout(t *testing.T) {
 			`(document.querySelector('%s li[data-wave="2"] tr[data-dc="dc-eu-1"]') || {dataset: {}}).dataset.failed === '1'`,
 			sel, sel, halted.Reason, sel))
 	eval(t, ctx, `document.querySelector('`+sel+`').innerText`, &text)
-	for _, s := range []string{"⏸ halted", "⏸ Halted: gate before wave 3 (dc-hub)", "1 of 2 machines", "⏸ waiting: the rollout is halted", "✕ 1"} {
+	for _, s := range []string{"‖ halted", "‖ Halted: gate before wave 3 (dc-hub)", "1 of 2 machines", "‖ waiting: the rollout is halted", "✕ 1"} {
 		if !strings.Contains(text, s) {
 			t.Errorf("the halted rollout does not say %q:\n%s", s, text)
 		}

@@ -543,7 +543,7 @@
   // Rollout states and wave states, each with its icon and words, so that
   // colour is never the only sign.
   const ROLLOUT_STATE = {
-    active: ['▶', 'active'], halted: ['⏸', 'halted'], completed: ['✓', 'completed'], aborted: ['✕', 'aborted'],
+    active: ['▶', 'active'], halted: ['‖', 'halted'], completed: ['✓', 'completed'], aborted: ['✕', 'aborted'],
   };
   // Rollouts the reader folded, by ID: the panel is drawn anew each
   // second and keeps them folded.
@@ -592,7 +592,7 @@
         ' of the open waves report ' + r.version + ', fewer than ' + g.max_failed_percent + '% of them failed (apply-failed or check-failed), held for ' + dur(g.soak_seconds) +
         (r.ack_failed ? '; ' + r.ack_failed + ' failed machines accepted on resume' : '') + '.'));
       if (r.state === 'halted') {
-        box.append(el('p', { class: 'rollout-reason', role: 'note' }, '⏸ Halted: ' + (r.reason || 'no reason given') + '. No further wave opens until the hub resumes it.'));
+        box.append(el('p', { class: 'rollout-reason', role: 'note' }, '‖ Halted: ' + (r.reason || 'no reason given') + '. No further wave opens until the hub resumes it.'));
       } else if (r.state === 'aborted') {
         box.append(el('p', { class: 'rollout-reason', role: 'note' }, '✕ Aborted: ' + r.version + ' is withdrawn from tier ' + r.tier + '.'));
       }
@@ -612,7 +612,7 @@
           st = '… waiting: next, opens at ' + clock(ws.opens_at) + (left > 0 ? ' (in ' + dur(left) + ')' : ' or once the gate passes') +
             (i ? ', if the gate passes' : '');
         } else if (r.state === 'halted') {
-          st = '⏸ waiting: the rollout is halted';
+          st = '‖ waiting: the rollout is halted';
         } else if (r.state === 'active') {
           st = '… waiting for wave ' + i;
         } else {
