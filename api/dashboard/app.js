@@ -534,8 +534,9 @@
   function dur(seconds) {
     const s = Math.max(0, Math.round(seconds));
     if (s < 90) return s + ' s';
-    if (s < 3600) return Math.round(s / 60) + ' min';
-    const h = Math.floor(s / 3600), m = Math.round((s % 3600) / 60);
+    const mins = Math.round(s / 60);
+    if (mins < 60) return mins + ' min';
+    const h = Math.floor(mins / 60), m = mins % 60;
     return h + ' h' + (m ? ' ' + m + ' min' : '');
   }
   function clock(t) { return new Date(t).toLocaleTimeString(); }
