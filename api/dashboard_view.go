@@ -97,6 +97,11 @@ type DashboardView struct {
 	// reads, and when the reports could not be read (FleetError says so).
 	Fleet      *FleetSummary `json:"fleet,omitempty"`
 	FleetError string        `json:"fleet_error,omitempty"`
+	// Rollouts are the live rollouts, then those finished in the last
+	// day, as this node holds their signed state, each wave with its
+	// reach from the fleet reports. Nil for an anonymous reader, as for
+	// the fleet.
+	Rollouts []DashboardRollout `json:"rollouts,omitempty"`
 	// Patches are the newest patches, with the nodes holding each.
 	Patches []DashboardPatch `json:"patches"`
 	// Unavailable names the panels this node's API does not offer yet;
@@ -166,6 +171,9 @@ type dashState struct {
 	fleetAt  time.Time
 	fleet    *FleetSummary
 	fleetErr string
+	// fleetRaw is the fleet's totals by kernel and version too, which
+	// the rollouts' reach reads.
+	fleetRaw []FleetTotal
 
 	streams atomic.Int32
 }
@@ -248,11 +256,11 @@ func (s *server) dashboardEvents(w http.ResponseWriter, r *http.Request) error {
 }
 
 // viewFor is the shared view as user may read it: an anonymous reader
-// (public reads) is not shown the fleet, which is admin data.
+// (public reads) is not shown the fleet nor the rollouts, admin data.
 func viewFor(v DashboardView, user string) DashboardView {
 	v.User = user
 	if user == "" {
-		v.Fleet, v.FleetError = nil, ""
+		v.Fleet, v.FleetError, v.Rollouts = nil, "", nil
 	}
 	return v
 }
@@ -281,9 +289,9 @@ func (s *server) computeView(ctx context.Context) DashboardView {
 		Topology: s.topologyView(),
 		Sync:     federation.SyncStatusResponse{Role: s.info.Role, Links: []federation.LinkStatus{}},
 		Patches:  []DashboardPatch{},
-		// Rollouts: when the API offers them, fill their field here and
-		// drop the name (see docs/api.md, "Dashboard").
-		Unavailable: []string{"rollouts"},
+		// A panel the API does not offer yet is named here (see
+		// docs/api.md, "Dashboard"); every panel is offered now.
+		Unavailable: []string{},
 	}
 	if s.sync != nil {
 		v.Sync.Links = nonNil(s.sync.Status())
@@ -297,6 +305,7 @@ func (s *server) computeView(ctx context.Context) DashboardView {
 	v.UpstreamMoves = append([]UpstreamMove{}, s.dash.moves...)
 	v.Storage, v.Machines = s.dashboardCounts(ctx)
 	v.Fleet, v.FleetError = s.dashboardFleet(ctx)
+	v.Rollouts = s.dashboardRollouts(ctx, v.Topology, s.dash.fleetRaw)
 	patches, err := s.store.Patches(ctx, store.PatchFilter{Limit: dashboardPatches})
 	if err != nil {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "dashboard: list patches", slog.String("error", err.Error()))
@@ -341,11 +350,12 @@ func (s *server) dashboardFleet(ctx context.Context) (*FleetSummary, string) {
 	if !d.fleetAt.IsZero() && s.now().Sub(d.fleetAt) < fleetEvery {
 		return d.fleet, d.fleetErr
 	}
-	d.fleet, d.fleetErr = nil, ""
+	d.fleet, d.fleetErr, d.fleetRaw = nil, "", nil
 	if sum, err := s.fleetSummary(ctx, store.FleetFilter{}); err != nil {
 		d.fleetErr = "could not read the fleet reports; see the node's log"
 		s.log.LogAttrs(ctx, slog.LevelWarn, "dashboard: fleet summary", slog.String("error", err.Error()))
 	} else {
+		d.fleetRaw = sum.Totals
 		sum.Totals = byTierDCState(sum.Totals)
 		d.fleet = &sum
 	}

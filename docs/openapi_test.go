@@ -689,16 +689,25 @@ func TestOpenAPIDescribesLiveNodes(t *testing.T) {
 		body: map[string]string{"user": meshtest.AdminUser, "password": "wrong"}, want: 401})
 	session := map[string]string{"Cookie": "patchmesh_session=" + login.Macaroon}
 	ck.do(call{node: hub, method: "GET", path: "/v1/dashboard/session", header: session, want: 200})
-	// The view's fleet is the summary of the report pushed above, checked
-	// against the description as every answer is.
+	// The view's fleet is the summary of the report pushed above, and its
+	// rollouts the one planned above, checked against the description as
+	// every answer is.
 	view := decode[struct {
 		Fleet *struct {
 			Machines int64
 			Nodes    []struct{ Node string }
 		}
+		Rollouts []struct {
+			ID         string
+			WaveStatus []struct{ State string } `json:"wave_status"`
+		}
+		Unavailable []string
 	}](t, ck.do(call{node: hub, method: "GET", path: "/v1/dashboard/snapshot", header: session, want: 200}))
 	if view.Fleet == nil || view.Fleet.Machines < 1 || !slices.ContainsFunc(view.Fleet.Nodes, func(n struct{ Node string }) bool { return n.Node == "openapi-edge" }) {
 		t.Errorf("the hub's dashboard view: fleet %+v, want the machine openapi-edge reported", view.Fleet)
+	}
+	if len(view.Rollouts) != 1 || view.Rollouts[0].ID != ro.ID || len(view.Rollouts[0].WaveStatus) != 2 || len(view.Unavailable) != 0 {
+		t.Errorf("the hub's dashboard view: rollouts %+v, unavailable %v; want %s with its 2 waves, nothing unavailable", view.Rollouts, view.Unavailable, ro.ID)
 	}
 	ck.do(call{node: edge, method: "GET", path: "/v1/dashboard/snapshot", cred: edgeAdmin, want: 200})
 	ck.do(call{node: hub, method: "GET", path: "/v1/dashboard/snapshot", want: 401})

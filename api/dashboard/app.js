@@ -201,6 +201,7 @@
     renderDetail(v);
     renderPatches(v);
     renderFleet(v);
+    renderRollouts(v);
     renderUnavailable(v);
     $('updated').textContent = 'Updated ' + new Date(v.time).toLocaleTimeString() + ' from ' + v.node.name;
   }
@@ -529,10 +530,144 @@
     }
   }
 
+  // dur writes a span of seconds in words: 45 s, 6 min, 2 h 30 min.
+  function dur(seconds) {
+    const s = Math.max(0, Math.round(seconds));
+    if (s < 90) return s + ' s';
+    const mins = Math.round(s / 60);
+    if (mins < 60) return mins + ' min';
+    const h = Math.floor(mins / 60), m = mins % 60;
+    return h + ' h' + (m ? ' ' + m + ' min' : '');
+  }
+  function clock(t) { return new Date(t).toLocaleTimeString(); }
+
+  // Rollout states and wave states, each with its icon and words, so that
+  // colour is never the only sign.
+  const ROLLOUT_STATE = {
+    active: ['▶', 'active'], halted: ['‖', 'halted'], completed: ['✓', 'completed'], aborted: ['✕', 'aborted'],
+  };
+  // Rollouts the reader folded, by ID: the panel is drawn anew each
+  // second and keeps them folded.
+  const folded = new Set();
+
+  // renderRollouts shows the view's rollouts (GET /v1/admin/rollouts, as
+  // this node holds the hub's signed state): each with its gate, a halted
+  // one's reason, and its waves in order, each open since when or waiting
+  // (and when its delay ends), with how many machines of its data centres
+  // run the rollout's version, from the fleet reports.
+  function renderRollouts(v) {
+    const panel = $('panel-rollouts');
+    const list = $('rollouts-list');
+    const note = $('rollouts-body');
+    const ros = v.rollouts;
+    const shown = !!ros && !v.unavailable.includes('rollouts');
+    list.hidden = !shown;
+    panel.querySelector('.legend').hidden = !shown;
+    note.hidden = shown && ros.length > 0;
+    if (!shown) {
+      if (v.unavailable.includes('rollouts')) note.textContent = "Not available: this node's API does not offer rollouts yet.";
+      else if (!v.user) note.textContent = 'Rollouts are shown to logged-in administrators only.';
+      else note.textContent = 'Not available: this node sent no rollouts.';
+      panel.dataset.rollouts = 'none';
+      return;
+    }
+    panel.dataset.rollouts = String(ros.length);
+    if (!ros.length) note.textContent = 'No live rollout, and none finished in the last day.';
+    const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.rolloutSummary : '';
+    const viewAt = Date.parse(v.time);
+    list.replaceChildren();
+    for (const r of ros) {
+      const [icon, word] = ROLLOUT_STATE[r.state] || ['?', r.state];
+      const box = el('details', { class: 'rollout rollout-' + r.state, 'data-rollout': r.id, 'data-state': r.state });
+      if (!folded.has(r.id)) box.open = true;
+      box.addEventListener('toggle', () => { if (box.open) folded.delete(r.id); else folded.add(r.id); });
+      const open = (r.opened || []).length;
+      const sum = el('summary', { 'data-rollout-summary': r.id });
+      sum.append(el('span', { class: 'rollout-title' }, r.version + ' on tier ' + r.tier));
+      sum.append(el('span', { class: 'badge rollout-state rollout-' + r.state }, icon + ' ' + word));
+      sum.append(el('span', { class: 'muted' }, ' ' + open + ' of ' + r.waves.length + ' waves open · ' +
+        (r.state === 'active' || r.state === 'halted' ? 'planned ' + since((viewAt - Date.parse(r.created)) / 1000) : word + ' ' + since((viewAt - Date.parse(r.updated)) / 1000))));
+      box.append(sum);
+      const g = r.gate;
+      box.append(el('p', { class: 'rollout-gate' }, 'Gate before each next wave: at least ' + g.min_reporting + ' machine' + (g.min_reporting === 1 ? '' : 's') +
+        ' of the open waves report ' + r.version + ', fewer than ' + g.max_failed_percent + '% of them failed (apply-failed or check-failed), held for ' + dur(g.soak_seconds) +
+        (r.ack_failed ? '; ' + r.ack_failed + ' failed machines accepted on resume' : '') + '.'));
+      if (r.state === 'halted') {
+        box.append(el('p', { class: 'rollout-reason', role: 'note' }, '‖ Halted: ' + (r.reason || 'no reason given') + '. No further wave opens until the hub resumes it.'));
+      } else if (r.state === 'aborted') {
+        box.append(el('p', { class: 'rollout-reason', role: 'note' }, '✕ Aborted: ' + r.version + ' is withdrawn from tier ' + r.tier + '.'));
+      }
+      const waves = el('ol', { class: 'waves' });
+      r.waves.forEach((w, i) => {
+        const ws = (r.wave_status || [])[i] || { state: i < open ? 'open' : 'waiting', dcs: [] };
+        const li = el('li', { class: 'wave wave-' + ws.state, 'data-wave': i + 1, 'data-wave-state': ws.state });
+        const head = el('p', { class: 'wave-head' });
+        head.append(el('strong', {}, 'Wave ' + (i + 1) + ': ' + w.dc));
+        head.append(el('span', { class: 'muted' }, ' · ' + (w.percent ? w.percent + '% of the machines' : 'every machine') + ' · ' +
+          dur(w.after_seconds) + ' after ' + (i ? 'wave ' + i + ' opens' : 'the plan')));
+        let st;
+        if (ws.state === 'open') {
+          st = '✓ open since ' + clock(ws.opened_at) + ' (' + since((viewAt - Date.parse(ws.opened_at)) / 1000) + ')';
+        } else if (ws.opens_at) {
+          const left = (Date.parse(ws.opens_at) - viewAt) / 1000;
+          st = '… waiting: next, opens at ' + clock(ws.opens_at) + (left > 0 ? ' (in ' + dur(left) + ')' : ' or once the gate passes') +
+            (i ? ', if the gate passes' : '');
+        } else if (r.state === 'halted') {
+          st = '‖ waiting: the rollout is halted';
+        } else if (r.state === 'active') {
+          st = '… waiting for wave ' + i;
+        } else {
+          st = '– never opened (' + word + ')';
+        }
+        head.append(el('span', { class: 'wave-state wave-' + ws.state }, ' ' + st));
+        li.append(head);
+        li.append(reachTable(r, ws));
+        waves.append(li);
+      });
+      box.append(waves);
+      list.append(box);
+    }
+    if (focused) {
+      const f = list.querySelector('[data-rollout-summary="' + CSS.escape(focused) + '"]');
+      if (f) f.focus();
+    }
+  }
+
+  // reachTable shows, per data centre of a wave, its machines of the
+  // rollout's tier on the version: applied, failed, otherwise; and not.
+  function reachTable(r, ws) {
+    if (!ws.dcs || !ws.dcs.length) return el('p', { class: 'muted reach-none' }, 'No node or fleet report of a data centre matching ' + (r.waves.length ? 'this wave' : '') + ' yet.');
+    const t = el('table', { class: 'table reach' });
+    const head = el('tr');
+    for (const h of ['Data centre', 'Applied ' + r.version, 'Failed on it', 'Other state on it', 'Not on it', 'Reach']) head.append(el('th', { scope: 'col' }, h));
+    const thead = el('thead');
+    thead.append(head);
+    t.append(thead);
+    const body = el('tbody');
+    for (const d of ws.dcs) {
+      const other = d.on_version - d.applied - d.failed;
+      const tr = el('tr', { 'data-dc': d.dc, 'data-applied': d.applied, 'data-failed': d.failed, 'data-machines': d.machines });
+      tr.append(el('th', { scope: 'row' }, d.dc));
+      tr.append(el('td', {}, '✓ ' + d.applied));
+      tr.append(el('td', { class: d.failed ? 'reach-bad' : '' }, (d.failed ? '✕ ' : '') + d.failed));
+      tr.append(el('td', {}, String(other)));
+      tr.append(el('td', {}, String(d.machines - d.on_version)));
+      const cell = el('td');
+      cell.append(el('progress', { max: Math.max(1, d.machines), value: d.applied, 'aria-label': d.applied + ' of ' + d.machines + ' machines applied ' + r.version }),
+        el('span', {}, ' ' + d.applied + ' / ' + d.machines + (d.machines ? '' : ' (none reporting)')));
+      tr.append(cell);
+      body.append(tr);
+    }
+    t.append(body);
+    const wrap = el('div', { class: 'fleet-wrap' });
+    wrap.append(t);
+    return wrap;
+  }
+
   // renderUnavailable marks the panels the node's API does not offer yet.
   // A panel the API offers later gets its render function beside
-  // renderFleet, called from render, and its name leaves v.unavailable:
-  // rollouts, next, in #panel-rollouts.
+  // renderFleet and renderRollouts, called from render, and its name
+  // leaves v.unavailable.
   function renderUnavailable(v) {
     for (const name of ['fleet', 'rollouts']) {
       const panel = $('panel-' + name);
