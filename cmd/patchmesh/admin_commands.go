@@ -310,17 +310,8 @@ func (a *admin) tiersAdd(ctx context.Context, args []string) error {
 }
 
 func (a *admin) tiersRemove(ctx context.Context, args []string) error {
-	api, pos, err := a.prepare(ctx, "tiers remove", args, "NAME")
-	if err != nil {
-		return err
-	}
-	if _, err := api.call(ctx, http.MethodDelete, "/v1/admin/tiers/"+pathEscape(pos[0]), nil, nil); err != nil {
-		return err
-	}
-	return a.show(nil, map[string]string{"removed": pos[0]}, func() error {
-		_, err := fmt.Fprintf(a.stdout, "Removed tier %s.\n", pos[0])
-		return err
-	})
+	return deleteOne(ctx, a, "tiers remove", args, "NAME", "/v1/admin/tiers", "removed",
+		func(n string) string { return "Removed tier " + n + "." })
 }
 
 // prepare parses a command that has no flags of its own, checks its
@@ -456,17 +447,8 @@ func parseValidUntil(s string, now time.Time) (time.Time, error) {
 
 func tokensRevoke(kind string) func(*admin, context.Context, []string) error {
 	return func(a *admin, ctx context.Context, args []string) error {
-		api, pos, err := a.prepare(ctx, kind+" revoke", args, "ID")
-		if err != nil {
-			return err
-		}
-		if _, err := api.call(ctx, http.MethodDelete, "/v1/admin/"+kind+"/"+pathEscape(pos[0]), nil, nil); err != nil {
-			return err
-		}
-		return a.show(nil, map[string]string{"revoked": pos[0]}, func() error {
-			_, err := fmt.Fprintf(a.stdout, "Revoked token %s.\n", pos[0])
-			return err
-		})
+		return deleteOne(ctx, a, kind+" revoke", args, "ID", "/v1/admin/"+kind, "revoked",
+			func(id string) string { return "Revoked token " + id + "." })
 	}
 }
 

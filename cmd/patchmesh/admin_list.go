@@ -190,3 +190,20 @@ func showAll[T any](ctx context.Context, a *admin, name string, args []string, p
 		return table(a.stdout, header, rows)
 	})
 }
+
+// deleteOne is the whole of a command that deletes one thing by the single
+// argument it takes (named arg in usage): DELETE collection/ARG, then
+// {verb: ARG} with --output json, else the text done(ARG) returns.
+func deleteOne(ctx context.Context, a *admin, name string, args []string, arg, collection, verb string, done func(string) string) error {
+	api, pos, err := a.prepare(ctx, name, args, arg)
+	if err != nil {
+		return err
+	}
+	if _, err := api.call(ctx, http.MethodDelete, collection+"/"+pathEscape(pos[0]), nil, nil); err != nil {
+		return err
+	}
+	return a.show(nil, map[string]string{verb: pos[0]}, func() error {
+		_, err := fmt.Fprintln(a.stdout, done(pos[0]))
+		return err
+	})
+}

@@ -65,16 +65,8 @@ func (a *admin) nodesAdmit(ctx context.Context, args []string) error {
 }
 
 func (a *admin) nodesRemove(ctx context.Context, args []string) error {
-	api, pos, err := a.prepare(ctx, "nodes remove", args, "NAME")
-	if err != nil {
-		return err
-	}
-	if _, err := api.call(ctx, http.MethodDelete, "/v1/admin/nodes/"+pathEscape(pos[0]), nil, nil); err != nil {
-		return err
-	}
-	return a.show(nil, map[string]string{"removed": pos[0]}, func() error {
-		_, err := fmt.Fprintf(a.stdout, "Removed node %s. Machines stop being sent to it once the signed removal has synced.\n", pos[0])
-		return err
+	return deleteOne(ctx, a, "nodes remove", args, "NAME", "/v1/admin/nodes", "removed", func(n string) string {
+		return "Removed node " + n + ". Machines stop being sent to it once the signed removal has synced."
 	})
 }
 

@@ -134,16 +134,8 @@ func (a *admin) trustAdd(ctx context.Context, args []string) error {
 }
 
 func (a *admin) trustRemove(ctx context.Context, args []string) error {
-	api, pos, err := a.prepare(ctx, "trust remove", args, "ID")
-	if err != nil {
-		return err
-	}
-	if _, err := api.call(ctx, http.MethodDelete, "/v1/admin/trust/"+pathEscape(pos[0]), nil, nil); err != nil {
-		return err
-	}
-	return a.show(nil, map[string]string{"removed": pos[0]}, func() error {
-		_, err := fmt.Fprintf(a.stdout, "Unpinned hub key %s. Records it signed are refused from now on.\n", pos[0])
-		return err
+	return deleteOne(ctx, a, "trust remove", args, "ID", "/v1/admin/trust", "removed", func(id string) string {
+		return "Unpinned hub key " + id + ". Records it signed are refused from now on."
 	})
 }
 

@@ -78,17 +78,8 @@ func (a *admin) webhooksAdd(ctx context.Context, args []string) error {
 }
 
 func (a *admin) webhooksRemove(ctx context.Context, args []string) error {
-	api, pos, err := a.prepare(ctx, "webhooks remove", args, "ID")
-	if err != nil {
-		return err
-	}
-	if _, err := api.call(ctx, http.MethodDelete, "/v1/admin/webhooks/"+pathEscape(pos[0]), nil, nil); err != nil {
-		return err
-	}
-	return a.show(nil, map[string]string{"removed": pos[0]}, func() error {
-		_, err := fmt.Fprintf(a.stdout, "Removed webhook %s and its delivery records.\n", pos[0])
-		return err
-	})
+	return deleteOne(ctx, a, "webhooks remove", args, "ID", "/v1/admin/webhooks", "removed",
+		func(id string) string { return "Removed webhook " + id + " and its delivery records." })
 }
 
 func (a *admin) webhooksTest(ctx context.Context, args []string) error {
