@@ -354,6 +354,8 @@ type transfer struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
+	// spool is the staged bytes as they arrive, for Stream.
+	spool *spool
 
 	waiters int // guarded by Replicator.mu
 
@@ -407,7 +409,7 @@ func (r *Replicator) join(ctx context.Context, src Source, w Want) (*transfer, b
 		return t, false
 	}
 	tctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	t := &transfer{src: src, ctx: tctx, cancel: cancel, done: make(chan struct{}), waiters: 1}
+	t := &transfer{src: src, ctx: tctx, cancel: cancel, done: make(chan struct{}), spool: newSpool(w.Size), waiters: 1}
 	r.inflight[w.Digest] = t
 	go r.run(t, w)
 	return t, true
@@ -440,11 +442,12 @@ func (r *Replicator) run(t *transfer, w Want) {
 		t.cancel()
 		close(t.done)
 	}()
-	t.fetched, t.bytes, t.err = r.transfer(t.ctx, t.src, w)
+	t.fetched, t.bytes, t.err = r.transfer(t.ctx, t.src, w, t.spool)
+	t.spool.end(t.err)
 }
 
 // transfer makes w present from src unless it already is.
-func (r *Replicator) transfer(ctx context.Context, src Source, w Want) (fetched bool, n int64, err error) {
+func (r *Replicator) transfer(ctx context.Context, src Source, w Want, sp *spool) (fetched bool, n int64, err error) {
 	if _, err := r.blobs.Stat(ctx, w.Digest); err == nil {
 		// On a store shared with other nodes the blob may be another
 		// node's: claim it, so that their delete keeps it for us.
@@ -470,7 +473,7 @@ func (r *Replicator) transfer(ctx context.Context, src Source, w Want) (fetched 
 	if err := b.open(); err != nil {
 		return false, b.n, fmt.Errorf("replicate %s from %s: %w", w.Digest, src.BaseURL, err)
 	}
-	info, err := blob.Put(ctx, r.blobs, w.Digest, b)
+	info, err := blob.Put(ctx, spoolReceiver{local: r.blobs, s: sp}, w.Digest, b)
 	if err != nil {
 		return false, b.n, fmt.Errorf("replicate from %s: %w", src.BaseURL, err)
 	}
