@@ -6,7 +6,10 @@
 // It does not decide what to fetch (the sync loop does, from signed
 // records), and it does not store anything itself (blob drivers do). The
 // digest is checked only by blob.Put, so nothing that fails the check, and
-// nothing partial, is ever visible in the local store.
+// nothing partial, is ever visible in the local store. While a transfer
+// runs, Stream passes its staged bytes on to a downstream node that checks
+// the digest itself (cut-through), ending the stream only once the blob is
+// verified here and cutting it if not.
 package replicate
 
 import (
