@@ -145,6 +145,9 @@ type Replicator struct {
 
 	mu       sync.Mutex
 	inflight map[blob.Digest]*transfer
+	// started is closed and replaced whenever a transfer starts, for
+	// Stream to wait on one that is about to.
+	started chan struct{}
 }
 
 // New checks cfg and returns a Replicator.
@@ -179,6 +182,7 @@ func New(cfg Config) (*Replicator, error) {
 		slots:    make(chan struct{}, cfg.Parallel),
 		pause:    backoff,
 		inflight: make(map[blob.Digest]*transfer),
+		started:  make(chan struct{}),
 	}, nil
 }
 
@@ -414,6 +418,8 @@ func (r *Replicator) join(ctx context.Context, src Source, w Want) (*transfer, b
 	tctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	t := &transfer{src: src, ctx: tctx, cancel: cancel, done: make(chan struct{}), spool: newSpool(w.Size), waiters: 1}
 	r.inflight[w.Digest] = t
+	close(r.started)
+	r.started = make(chan struct{})
 	go r.run(t, w)
 	return t, true
 }

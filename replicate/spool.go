@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/patchmesh/patchmesh/blob"
 )
@@ -118,18 +119,22 @@ func (w spoolWriter) Write(p []byte) (int, error) {
 	return k, err
 }
 
+// streamWait bounds how long Stream waits for a transfer of a blob the
+// store lacks to start: the sync loop lists a record as pending just
+// before it starts the transfer, and a downstream may ask in between.
+const streamWait = 2 * time.Second
+
 // Stream opens the blob d while this Replicator is still receiving it, for
 // a downstream node, from byte off on, and says its size. ok is false when
-// no transfer of d is under way that can be streamed: none runs, it has
-// ended already (the blob is then committed, or failed), or the store
-// cannot reopen staged bytes. It waits, bounded by ctx, for the transfer to
-// stage its first bytes. Reading returns each byte as it is staged, holds
-// the last one back until the blob is verified and committed, and fails
-// with ErrCut if the transfer fails.
+// no transfer of d is under way that can be streamed: the store has the
+// blob already, none started within streamWait, it has ended (the blob is
+// then committed, or failed), or the store cannot reopen staged bytes. It
+// waits, bounded by ctx, for the transfer to stage its first bytes.
+// Reading returns each byte as it is staged, holds the last one back until
+// the blob is verified and committed, and fails with ErrCut if the
+// transfer fails.
 func (r *Replicator) Stream(ctx context.Context, d blob.Digest, off int64) (rc io.ReadCloser, size int64, ok bool) {
-	r.mu.Lock()
-	t := r.inflight[d]
-	r.mu.Unlock()
+	t := r.awaitTransfer(ctx, d)
 	if t == nil || t.spool.size <= 0 || off < 0 || off >= t.spool.size {
 		return nil, 0, false
 	}
@@ -151,6 +156,31 @@ func (r *Replicator) Stream(ctx context.Context, d blob.Digest, off int64) (rc i
 		case <-ch:
 		case <-ctx.Done():
 			return nil, 0, false
+		}
+	}
+}
+
+// awaitTransfer returns d's transfer, waiting up to streamWait for one to
+// start while the store lacks d; nil if none does.
+func (r *Replicator) awaitTransfer(ctx context.Context, d blob.Digest) *transfer {
+	limit := time.NewTimer(streamWait)
+	defer limit.Stop()
+	for {
+		r.mu.Lock()
+		t, started := r.inflight[d], r.started
+		r.mu.Unlock()
+		if t != nil {
+			return t
+		}
+		if _, err := r.blobs.Stat(ctx, d); !errors.Is(err, blob.ErrNotFound) {
+			return nil // present (the store serves it), or the store fails
+		}
+		select {
+		case <-started:
+		case <-limit.C:
+			return nil
+		case <-ctx.Done():
+			return nil
 		}
 	}
 }

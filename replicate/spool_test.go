@@ -60,9 +60,15 @@ func TestStreamPassesArrivingBytesOnAndEndsAfterCommit(t *testing.T) {
 	data := randomBytes(t, 1<<20)
 	w := up.add(data)
 	release := halfThenHold(up, false)
-	if _, _, ok := r.Stream(context.Background(), w.Digest, 0); ok {
-		t.Fatal("Stream of a blob no transfer fetches: want not ok")
-	}
+	// Asked before the transfer starts, Stream waits for it.
+	early := make(chan io.ReadCloser, 1)
+	go func() {
+		rc, _, ok := r.Stream(context.Background(), w.Digest, 0)
+		if !ok {
+			rc = nil
+		}
+		early <- rc
+	}()
 	done := make(chan error, 1)
 	go func() {
 		_, err := r.Fetch(context.Background(), up.source(), []Want{w})
@@ -78,7 +84,15 @@ func TestStreamPassesArrivingBytesOnAndEndsAfterCommit(t *testing.T) {
 	if _, err := l.Stat(context.Background(), w.Digest); err == nil {
 		t.Fatal("committed before the upstream sent everything")
 	}
+	e := <-early
+	if e == nil {
+		t.Fatal("Stream asked just before the transfer started: want it to wait for it, got not ok")
+	}
+	defer e.Close()
 	close(release)
+	if got, err := io.ReadAll(e); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("stream opened before the transfer started: want all %d bytes, got %d (%v)", len(data), len(got), err)
+	}
 	rest, err := io.ReadAll(rc)
 	if err != nil || !bytes.Equal(rest, data[len(data)/2:]) {
 		t.Fatalf("the rest: want %d bytes and a clean end, got %d (%v)", len(data)-len(data)/2, len(rest), err)
@@ -94,6 +108,10 @@ func TestStreamPassesArrivingBytesOnAndEndsAfterCommit(t *testing.T) {
 	}
 	if _, _, ok := r.Stream(context.Background(), w.Digest, 0); ok {
 		t.Error("Stream after the transfer ended: want not ok (the store serves it now)")
+	}
+	other := randomBytes(t, 1000)
+	if _, _, ok := r.Stream(context.Background(), up.add(other).Digest, 0); ok {
+		t.Error("Stream of a blob no transfer fetches: want not ok")
 	}
 }
 
