@@ -657,9 +657,10 @@ func (p *Puller) renumbered(ctx context.Context, page FeedResponse, last int64) 
 }
 
 // maxFeedBody bounds a feed answer of limit events: a full page of the
-// largest records, base64-encoded, with room to spare.
+// largest records and as many pending ones as a page lists, base64-encoded,
+// with room to spare.
 func maxFeedBody(limit int) int64 {
-	return int64(limit)*(MaxRecordSize*4/3+1024) + 4096
+	return int64(limit+maxPending)*(MaxRecordSize*4/3+1024) + 4096
 }
 
 // feed asks the upstream for a page. A trigger cancels a long poll in
