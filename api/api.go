@@ -104,6 +104,10 @@ type Config struct {
 	// every feed page: the hub's Beacon, or a relay's Puller. Nil serves
 	// none.
 	Heartbeats federation.Heartbeats
+	// Arrivals, on a node with upstream links, lists the records whose
+	// blobs it is still fetching in its feed and streams those blobs to
+	// downstream nodes as they arrive (cut-through). Nil: none.
+	Arrivals federation.Arrivals
 	// Changes wakes long-polling feed requests; nil means feed requests
 	// poll the store every 250ms while they wait.
 	Changes *store.Changes
@@ -178,6 +182,7 @@ type server struct {
 	changes    *store.Changes
 	stopping   <-chan struct{}
 	heartbeats federation.Heartbeats
+	arrivals   federation.Arrivals
 	nodes      NodeLister
 	topo       TopologyViewer
 	peerTokens func() []string
@@ -269,6 +274,7 @@ func New(cfg Config) (http.Handler, error) {
 		sync:       cfg.Sync,
 		hubPub:     cfg.HubKey,
 		heartbeats: cfg.Heartbeats,
+		arrivals:   cfg.Arrivals,
 		configKeys: configKeys,
 		changes:    cfg.Changes,
 		stopping:   cfg.Stopping,

@@ -24,9 +24,12 @@ func (s *server) getBlob(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	ctx := r.Context()
-	recorded, err := s.mayRead(r, digest)
+	recorded, arrivingOn, err := s.mayRead(r, digest)
 	if err != nil {
 		return err
+	}
+	if arrivingOn != "" {
+		return s.serveArriving(w, r, arrivingOn, digest)
 	}
 	missing := func(err error) error {
 		if recorded && errors.Is(err, blob.ErrNotFound) {
@@ -62,21 +65,26 @@ func (s *server) getBlob(w http.ResponseWriter, r *http.Request) error {
 // mayRead decides whether the request's credential may read the blob: an
 // admin macaroon reads anything; a machine or sync token reads a blob of a
 // patch live on its tier. recorded says a patch record names the blob.
-func (s *server) mayRead(r *http.Request, digest string) (recorded bool, err error) {
+// arrivingOn is the tier of a sync token asking for a blob no record here
+// names yet: the sync loop may be fetching it for that tier (cut-through).
+func (s *server) mayRead(r *http.Request, digest string) (recorded bool, arrivingOn string, err error) {
 	if authScheme(r.Header.Get("Authorization")) == "macaroon" {
 		_, err := s.admin(r)
-		return false, err
+		return false, "", err
 	}
 	t, err := s.bearer(r, catalog.TokenMachine, catalog.TokenSync)
 	if err != nil {
-		return false, err
+		return false, "", err
 	}
 	p, err := s.store.Patch(r.Context(), digest)
 	if errors.Is(err, catalog.ErrNotFound) {
-		return false, notFound("no such blob")
+		if t.Kind == catalog.TokenSync && s.arrivals != nil {
+			return false, t.Tier, nil
+		}
+		return false, "", notFound("no such blob")
 	}
 	if err != nil {
-		return false, err
+		return false, "", err
 	}
 	if p.Withdrawn || !slices.Contains(p.Tiers, t.Tier) {
 		reason := "not_on_tier"
@@ -85,9 +93,9 @@ func (s *server) mayRead(r *http.Request, digest string) (recorded bool, err err
 		}
 		s.securityEvent(r, auth.EventAuthzFail, slog.String("token_id", t.ID), slog.String("kind", string(t.Kind)),
 			slog.String("tier", t.Tier), slog.String("digest", digest), slog.String("reason", reason))
-		return false, notFound("no such blob")
+		return false, "", notFound("no such blob")
 	}
-	return true, nil
+	return true, "", nil
 }
 
 // authScheme returns the lower-cased scheme of an Authorization header.

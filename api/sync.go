@@ -83,10 +83,14 @@ type feedQuery struct {
 	pos   store.FeedPosition
 	limit int
 	wait  time.Duration
+	// pendingAfter asks for the records past this hub sequence that the
+	// node is still fetching blobs for (FeedResponse.Pending); -1: not
+	// asked, as from a node that does not relay cut-through.
+	pendingAfter int64
 }
 
 func parseFeedQuery(v url.Values) (feedQuery, error) {
-	q := feedQuery{limit: federation.DefaultFeedLimit}
+	q := feedQuery{limit: federation.DefaultFeedLimit, pendingAfter: -1}
 	after, hubAfter := v.Get("after"), v.Get("hub_after")
 	if after != "" && hubAfter != "" {
 		return q, invalid("hub_after", "give after or hub_after, not both")
@@ -107,6 +111,11 @@ func parseFeedQuery(v url.Values) (feedQuery, error) {
 		}
 	case after != "":
 		if q.pos.AfterSeq, err = seq("after", after); err != nil {
+			return q, err
+		}
+	}
+	if p := v.Get("pending_after"); p != "" {
+		if q.pendingAfter, err = seq("pending_after", p); err != nil {
 			return q, err
 		}
 	}
@@ -153,9 +162,15 @@ func (s *server) feed(w http.ResponseWriter, r *http.Request) error {
 			stop()
 			return err
 		}
-		if len(page.Entries) > 0 || q.wait == 0 {
+		var pending []federation.Envelope
+		if q.pendingAfter >= 0 && s.arrivals != nil {
+			// A new record the node is still fetching the blob of answers
+			// a long poll too: the downstream can start on the blob.
+			pending = s.arrivals.Pending(t.Tier, q.pendingAfter)
+		}
+		if len(page.Entries) > 0 || len(pending) > 0 || q.wait == 0 {
 			stop()
-			s.writeFeed(w, t.Tier, page)
+			s.writeFeed(w, t.Tier, page, pending)
 			return nil
 		}
 		done, err := s.idle(ctx, wake, deadline.C)
@@ -164,7 +179,7 @@ func (s *server) feed(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		if done {
-			s.writeFeed(w, t.Tier, page)
+			s.writeFeed(w, t.Tier, page, pending)
 			return nil
 		}
 	}
@@ -212,7 +227,7 @@ func (s *server) idle(ctx context.Context, wake <-chan struct{}, deadline <-chan
 // writeFeed writes a page, each skipped entry with the signed record that
 // explains its skip, and the newest hub heartbeat this node holds for the
 // tier.
-func (s *server) writeFeed(w http.ResponseWriter, tier string, page store.FeedPage) {
+func (s *server) writeFeed(w http.ResponseWriter, tier string, page store.FeedPage, pending []federation.Envelope) {
 	events := make([]federation.FeedEvent, len(page.Entries))
 	for i, e := range page.Entries {
 		events[i] = federation.FeedEvent{Seq: e.Seq, Envelope: federation.Envelope{Record: e.Record, Sig: e.Sig}, Skip: e.Skip}
@@ -220,7 +235,7 @@ func (s *server) writeFeed(w http.ResponseWriter, tier string, page store.FeedPa
 			events[i].Because = &federation.Envelope{Record: e.BecauseRecord, Sig: e.BecauseSig}
 		}
 	}
-	resp := federation.FeedResponse{Tier: tier, Head: page.Head, HubHead: page.HubHead, Events: events}
+	resp := federation.FeedResponse{Tier: tier, Head: page.Head, HubHead: page.HubHead, Events: events, Pending: pending}
 	if s.heartbeats != nil {
 		if hb, ok := s.heartbeats.Latest(tier); ok {
 			resp.Heartbeat = &hb

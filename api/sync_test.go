@@ -100,13 +100,15 @@ func TestFeedParametersAreValidated(t *testing.T) {
 		{"wait=-1s", "wait"},
 		{"wait=61s", "wait"},
 		{"wait=30", "wait"},
+		{"pending_after=-1", "pending_after"},
+		{"pending_after=next", "pending_after"},
 	} {
 		r := e.request(http.MethodGet, "/v1/sync/feed?"+tc.query, "Bearer "+tok, nil)
 		if r.StatusCode != http.StatusBadRequest || r.errCode() != "invalid_input" || r.errField() != tc.field {
 			t.Errorf("feed?%s: %d %s, want 400 invalid_input on field %s", tc.query, r.StatusCode, r.body, tc.field)
 		}
 	}
-	for _, q := range []string{"", "after=0", "hub_after=0", "limit=1", fmt.Sprintf("limit=%d", federation.MaxFeedLimit), "wait=0s", "after=5&limit=10&wait=10ms"} {
+	for _, q := range []string{"", "after=0", "hub_after=0", "limit=1", fmt.Sprintf("limit=%d", federation.MaxFeedLimit), "wait=0s", "after=5&limit=10&wait=10ms", "pending_after=0"} {
 		if r := e.request(http.MethodGet, "/v1/sync/feed?"+q, "Bearer "+tok, nil); r.StatusCode != http.StatusOK {
 			t.Errorf("feed?%s: %d %s, want 200", q, r.StatusCode, r.body)
 		}

@@ -82,6 +82,22 @@ type Writer interface {
 	Abort() error
 }
 
+// StagedOpener is implemented by Writers whose staged bytes can be read
+// while they are still being written: OpenStaged returns a handle of its
+// own on them that stays readable after Commit or Abort, until closed.
+// Only the relaying of a blob still arriving uses it, and only to pass
+// bytes on to a downstream node that checks the digest itself: staged
+// bytes are unverified and never served as a blob.
+type StagedOpener interface {
+	OpenStaged() (ReaderAtCloser, error)
+}
+
+// ReaderAtCloser reads at offsets until closed.
+type ReaderAtCloser interface {
+	io.ReaderAt
+	io.Closer
+}
+
 // Receiver accepts new blobs. Use Put rather than calling it directly.
 type Receiver interface {
 	Create(ctx context.Context, d Digest) (Writer, error)

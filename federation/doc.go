@@ -2,7 +2,8 @@
 // hub's signing key and the signed record format, the hub's per-tier
 // heartbeats, node identity (node keys, admissions, hellos, machine
 // credentials), the change feed's wire format and the sync loop that pulls,
-// verifies and applies each link. It does not own storage (store, blob),
+// verifies and applies each link, and which records a relay lists as
+// pending while their blobs still arrive (cut-through). It does not own storage (store, blob),
 // serving (api) or blob transfer (replicate).
 //
 // # Signed records

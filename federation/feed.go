@@ -31,6 +31,12 @@ type FeedResponse struct {
 	// holds none. Head and HubHead are the serving node's word only; the
 	// heartbeat is the hub's.
 	Heartbeat *Envelope `json:"heartbeat,omitempty"`
+	// Pending are hub records past the request's pending_after that the
+	// serving node has verified and is fetching the blobs of, not applied
+	// yet: a downstream may fetch those blobs now, streamed as they
+	// arrive, and applies the records when they come as Events. Only
+	// listed when the request asks (pending_after).
+	Pending []Envelope `json:"pending,omitempty"`
 }
 
 // FeedEvent is one entry of a feed page: the hub's envelope, unchanged,

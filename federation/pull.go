@@ -122,7 +122,11 @@ type PullConfig struct {
 	// the link reports itself stale and tries other upstreams. Default
 	// DefaultStaleAfter.
 	StaleAfter time.Duration
-	Log        *slog.Logger
+	// Notify, if set, is called when a link starts fetching blobs for
+	// records it has verified but not applied yet, so that this node's
+	// feed wakes its long polls and lists them as pending (relay.go).
+	Notify func()
+	Log    *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -133,6 +137,8 @@ type Puller struct {
 	links []*linkState
 	// meshKey says this node holds the mesh key, so rounds stop asking.
 	meshKey atomic.Bool
+	// pending is what this node relays while it arrives (relay.go).
+	pending pendingSet
 }
 
 // NewPuller checks cfg and returns a Puller ready to Run.
@@ -455,10 +461,13 @@ func (p *Puller) round(ctx context.Context, l *linkState, wait time.Duration) (c
 		// last hub record applied, which every node numbers the same.
 		pos = store.FeedPosition{ByHub: true, AfterHubSeq: cur.HubSeq}
 	}
-	page, err := p.feed(ctx, l, up, pos, wait)
+	tm := roundTimes{start: time.Now()}
+	pendingAfter := p.pendingAfter(l, cur)
+	page, err := p.feed(ctx, l, up, pos, wait, pendingAfter)
 	if err != nil {
 		return false, err
 	}
+	tm.page = time.Now()
 	if !pos.ByHub && cur.HubSeq > 0 && (page.Head < cur.UpstreamSeq || p.renumbered(ctx, page, cur.HubSeq)) {
 		// The same upstream numbers its log differently now: restored
 		// from a backup or rebuilt from empty. Its seq numbers mean
@@ -467,7 +476,7 @@ func (p *Puller) round(ctx context.Context, l *linkState, wait time.Duration) (c
 			slog.String("tier", l.cfg.Tier), slog.String("upstream", up.URL),
 			slog.Int64("cursor", cur.UpstreamSeq), slog.Int64("upstream_head", page.Head))
 		pos = store.FeedPosition{ByHub: true, AfterHubSeq: cur.HubSeq}
-		if page, err = p.feed(ctx, l, up, pos, 0); err != nil {
+		if page, err = p.feed(ctx, l, up, pos, 0, pendingAfter); err != nil {
 			return false, err
 		}
 	}
@@ -496,8 +505,10 @@ func (p *Puller) round(ctx context.Context, l *linkState, wait time.Duration) (c
 		}
 	}
 	p.ensureMeshKey(ctx, l, up, v)
+	p.prefetch(ctx, l, up, v, cur, page.Pending)
 	events := make([]store.SyncedEvent, 0, len(page.Events))
 	var wants []replicate.Want
+	var arriving []pendingRecord
 	last, lastSeq := cur.HubSeq, pos.AfterSeq
 	var refused error
 	for _, fe := range page.Events {
@@ -542,7 +553,9 @@ func (p *Puller) round(ctx context.Context, l *linkState, wait time.Duration) (c
 				}
 			}
 			if apply {
-				wants = append(wants, replicate.Want{Digest: blob.Digest(r.Patch.Digest), Size: r.Patch.Size})
+				w := replicate.Want{Digest: blob.Digest(r.Patch.Digest), Size: r.Patch.Size}
+				wants = append(wants, w)
+				arriving = append(arriving, pendingRecord{env: fe.Envelope, hubSeq: r.TierSeq, want: w})
 			}
 		}
 		ev := store.SyncedEvent{
@@ -556,6 +569,13 @@ func (p *Puller) round(ctx context.Context, l *linkState, wait time.Duration) (c
 		last, lastSeq = r.TierSeq, fe.Seq
 	}
 
+	tm.verified = time.Now()
+	if len(arriving) > 0 {
+		// Listed in this node's feed while the blobs arrive, and until
+		// the records are applied or the round fails.
+		p.addPending(l.cfg.Tier, arriving)
+		defer p.dropPending(l.cfg.Tier, func(r pendingRecord) bool { return r.hubSeq <= arriving[len(arriving)-1].hubSeq })
+	}
 	if len(wants) > 0 {
 		res, err := p.fetch(ctx, l, up, wants)
 		l.replicated(res.Bytes)
@@ -583,13 +603,18 @@ func (p *Puller) round(ctx context.Context, l *linkState, wait time.Duration) (c
 	if next.HubTier == "" {
 		next.HubTier = l.cfg.HubTier
 	}
+	tm.fetched = time.Now()
 	if len(events) > 0 || !sameCursor(cur, next) {
 		prev := cur
 		if err := p.cfg.Store.ApplySynced(ctx, prev, next, events); err != nil {
 			return false, fmt.Errorf("apply %d records: %w", len(events), err)
 		}
 	}
+	if len(events) > 0 {
+		tm.log(ctx, p.cfg.Log, l, len(events), len(wants))
+	}
 	l.applied(next, len(events), p.cfg.Now())
+	p.dropPending(l.cfg.Tier, func(r pendingRecord) bool { return r.hubSeq <= next.HubSeq })
 	if refused != nil {
 		return false, refused
 	}
@@ -632,14 +657,15 @@ func (p *Puller) renumbered(ctx context.Context, page FeedResponse, last int64) 
 }
 
 // maxFeedBody bounds a feed answer of limit events: a full page of the
-// largest records, base64-encoded, with room to spare.
+// largest records and as many pending ones as a page lists, base64-encoded,
+// with room to spare.
 func maxFeedBody(limit int) int64 {
-	return int64(limit)*(MaxRecordSize*4/3+1024) + 4096
+	return int64(limit+maxPending)*(MaxRecordSize*4/3+1024) + 4096
 }
 
 // feed asks the upstream for a page. A trigger cancels a long poll in
 // progress, so that the round starts over at once.
-func (p *Puller) feed(ctx context.Context, l *linkState, up Upstream, pos store.FeedPosition, wait time.Duration) (FeedResponse, error) {
+func (p *Puller) feed(ctx context.Context, l *linkState, up Upstream, pos store.FeedPosition, wait time.Duration, pendingAfter int64) (FeedResponse, error) {
 	pollCtx, cancel := context.WithTimeout(ctx, wait+30*time.Second)
 	defer cancel()
 	// While a long poll waits for the upstream's answer, a trigger cuts it
@@ -670,6 +696,7 @@ func (p *Puller) feed(ctx context.Context, l *linkState, up Upstream, pos store.
 	}
 	q.Set("limit", strconv.Itoa(p.cfg.Limit))
 	q.Set("wait", wait.String())
+	q.Set("pending_after", strconv.FormatInt(pendingAfter, 10))
 	req, err := http.NewRequestWithContext(pollCtx, http.MethodGet, strings.TrimSuffix(up.URL, "/")+"/v1/sync/feed?"+q.Encode(), nil)
 	if err != nil {
 		return FeedResponse{}, fmt.Errorf("feed request: %w", err)
@@ -769,4 +796,20 @@ func (p *Puller) securityEvent(ctx context.Context, l *linkState, up Upstream, w
 	all := append([]slog.Attr{slog.String("tier", l.cfg.Tier), slog.String("hub_tier", l.cfg.HubTier),
 		slog.String("upstream", up.URL), slog.String("reason", why)}, attrs...)
 	auth.SecurityEvent(ctx, p.cfg.Log, EventRecordRejected, all...)
+}
+
+// roundTimes is when each step of a round that applied records ended, for
+// the one log line that says where a hop's time went: the wait for the
+// feed page (the long poll, or the request when woken), verifying its
+// records, fetching their blobs and committing them with the cursor.
+type roundTimes struct {
+	start, page, verified, fetched time.Time
+}
+
+func (t roundTimes) log(ctx context.Context, log *slog.Logger, l *linkState, events, blobs int) {
+	end := time.Now()
+	log.LogAttrs(ctx, slog.LevelInfo, "sync round applied", slog.String("tier", l.cfg.Tier),
+		slog.Int("events", events), slog.Int("blobs", blobs),
+		slog.Duration("feed", t.page.Sub(t.start)), slog.Duration("verify", t.verified.Sub(t.page)),
+		slog.Duration("fetch", t.fetched.Sub(t.verified)), slog.Duration("apply", end.Sub(t.fetched)))
 }

@@ -270,6 +270,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		Sync:         n.syncControl(),
 		HubKey:       n.hubPublicKey(),
 		Heartbeats:   n.heartbeats(),
+		Arrivals:     n.arrivals(),
 		ConfigKeys:   cfg.Sync.Trust,
 		Changes:      &n.changes,
 		Endorsements: n.endorsements(),

@@ -295,6 +295,15 @@ func (n *Node) syncControl() federation.Control {
 	return n.puller
 }
 
+// arrivals is the puller as the feed and blob routes see it, for
+// cut-through relaying; a nil interface on the hub.
+func (n *Node) arrivals() federation.Arrivals {
+	if n.puller == nil {
+		return nil
+	}
+	return n.puller
+}
+
 // newPuller builds a relay's or edge's sync loop from the config.
 func (n *Node) newPuller(now func() time.Time) error {
 	client, err := n.cfg.syncTransport()
@@ -327,6 +336,7 @@ func (n *Node) newPuller(now func() time.Time) error {
 		},
 		PeerWait:   n.cfg.Sync.PeerWait,
 		StaleAfter: n.cfg.Sync.StaleAfter,
+		Notify:     n.changes.Notify,
 		Log:        n.log,
 		Now:        now,
 	}

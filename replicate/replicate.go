@@ -6,7 +6,10 @@
 // It does not decide what to fetch (the sync loop does, from signed
 // records), and it does not store anything itself (blob drivers do). The
 // digest is checked only by blob.Put, so nothing that fails the check, and
-// nothing partial, is ever visible in the local store.
+// nothing partial, is ever visible in the local store. While a transfer
+// runs, Stream passes its staged bytes on to a downstream node that checks
+// the digest itself (cut-through), ending the stream only once the blob is
+// verified here and cutting it if not.
 package replicate
 
 import (
@@ -142,6 +145,9 @@ type Replicator struct {
 
 	mu       sync.Mutex
 	inflight map[blob.Digest]*transfer
+	// started is closed and replaced whenever a transfer starts, for
+	// Stream to wait on one that is about to.
+	started chan struct{}
 }
 
 // New checks cfg and returns a Replicator.
@@ -176,6 +182,7 @@ func New(cfg Config) (*Replicator, error) {
 		slots:    make(chan struct{}, cfg.Parallel),
 		pause:    backoff,
 		inflight: make(map[blob.Digest]*transfer),
+		started:  make(chan struct{}),
 	}, nil
 }
 
@@ -354,6 +361,8 @@ type transfer struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
+	// spool is the staged bytes as they arrive, for Stream.
+	spool *spool
 
 	waiters int // guarded by Replicator.mu
 
@@ -407,8 +416,10 @@ func (r *Replicator) join(ctx context.Context, src Source, w Want) (*transfer, b
 		return t, false
 	}
 	tctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	t := &transfer{src: src, ctx: tctx, cancel: cancel, done: make(chan struct{}), waiters: 1}
+	t := &transfer{src: src, ctx: tctx, cancel: cancel, done: make(chan struct{}), spool: newSpool(w.Size), waiters: 1}
 	r.inflight[w.Digest] = t
+	close(r.started)
+	r.started = make(chan struct{})
 	go r.run(t, w)
 	return t, true
 }
@@ -440,11 +451,12 @@ func (r *Replicator) run(t *transfer, w Want) {
 		t.cancel()
 		close(t.done)
 	}()
-	t.fetched, t.bytes, t.err = r.transfer(t.ctx, t.src, w)
+	t.fetched, t.bytes, t.err = r.transfer(t.ctx, t.src, w, t.spool)
+	t.spool.end(t.err)
 }
 
 // transfer makes w present from src unless it already is.
-func (r *Replicator) transfer(ctx context.Context, src Source, w Want) (fetched bool, n int64, err error) {
+func (r *Replicator) transfer(ctx context.Context, src Source, w Want, sp *spool) (fetched bool, n int64, err error) {
 	if _, err := r.blobs.Stat(ctx, w.Digest); err == nil {
 		// On a store shared with other nodes the blob may be another
 		// node's: claim it, so that their delete keeps it for us.
@@ -470,7 +482,7 @@ func (r *Replicator) transfer(ctx context.Context, src Source, w Want) (fetched 
 	if err := b.open(); err != nil {
 		return false, b.n, fmt.Errorf("replicate %s from %s: %w", w.Digest, src.BaseURL, err)
 	}
-	info, err := blob.Put(ctx, r.blobs, w.Digest, b)
+	info, err := blob.Put(ctx, spoolReceiver{local: r.blobs, s: sp}, w.Digest, b)
 	if err != nil {
 		return false, b.n, fmt.Errorf("replicate from %s: %w", src.BaseURL, err)
 	}

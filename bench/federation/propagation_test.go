@@ -5,8 +5,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -30,6 +33,24 @@ var propagationSizes = []int{1 << 20, 100 << 20}
 // mesh is broken, not slow, and the benchmark fails.
 var converge = flag.Duration("converge", 5*time.Minute, "how long one change may take to reach every node before a benchmark fails")
 
+// keepLogsIn, if set, is where a propagation benchmark copies its nodes'
+// directories (configs and logs) when it ends, for the per-hop timeline:
+// each round that applies records logs "sync round applied" with the time
+// of its feed, verify, fetch and apply steps.
+var keepLogsIn = flag.String("keep-logs", "", "copy the nodes' directories (logs) here when a propagation benchmark ends")
+
+// keepLogs copies m's directory to -keep-logs when the benchmark ends.
+func keepLogs(b *testing.B, m *meshtest.Mesh) {
+	if *keepLogsIn == "" {
+		return
+	}
+	b.Cleanup(func() {
+		if err := os.CopyFS(filepath.Join(*keepLogsIn, b.Name()), os.DirFS(m.Dir())); err != nil {
+			b.Logf("keep logs: %v", err)
+		}
+	})
+}
+
 // BenchmarkPropagation times an upload at the hub of a 1 + 3 + 9 cascade
 // until the patch is servable at every node: each op is one upload, its
 // time counted from the upload call returning until the last of the 13
@@ -43,20 +64,42 @@ var converge = flag.Duration("converge", 5*time.Minute, "how long one change may
 // patch in it and the disks hold one copy of one patch per node.
 func BenchmarkPropagation(b *testing.B) {
 	m := meshtest.New(b)
+	keepLogs(b, m)
 	hub := startHub(m)
 	nodes := []*meshtest.Node{hub}
+	var relays, edges []int // indexes into nodes
 	for r := range 3 {
 		region := startDownstream(b, m, fmt.Sprintf("region-%d", r), node.RoleRelay, hub)
+		relays = append(relays, len(nodes))
 		nodes = append(nodes, region)
 		for e := range 3 {
+			edges = append(edges, len(nodes))
 			nodes = append(nodes, startDownstream(b, m, fmt.Sprintf("edge-%d%d", r, e), node.RoleEdge, region))
 		}
 	}
+	propagate(b, hub, nodes, map[string][]int{"relays": relays, "edges": edges})
+}
+
+// BenchmarkSingleHop is BenchmarkPropagation with one hop: a hub and
+// one relay, the yardstick for what a cascade adds (issue 12 wants an edge
+// of the cascade within 1.5x a single hop plus 1 s for 100 MiB).
+func BenchmarkSingleHop(b *testing.B) {
+	m := meshtest.New(b)
+	keepLogs(b, m)
+	hub := startHub(m)
+	relay := startDownstream(b, m, "region-0", node.RoleRelay, hub)
+	propagate(b, hub, []*meshtest.Node{hub, relay}, nil)
+}
+
+// propagate runs the uploads of BenchmarkPropagation on nodes (the hub
+// first). groups names sets of nodes (indexes) whose own figure is
+// reported too, the time the last of each had the patch.
+func propagate(b *testing.B, hub *meshtest.Node, nodes []*meshtest.Node, groups map[string][]int) {
 	machines := make([]string, len(nodes))
 	for i, n := range nodes {
 		machines[i] = meshtest.Bearer(n.Register(b, n.AuthToken(b, tier, "bench"), fmt.Sprintf("machine-%s-0000000001", n.Name), kernel, arch))
 	}
-	mesh := fmt.Sprintf("mesh: hub, 3 relays, 9 edges (%d processes); sync.wait %v", len(nodes), nodes[1].Config.Sync.Wait)
+	mesh := fmt.Sprintf("mesh: %d processes, the hub and %d downstream; sync.wait %v", len(nodes), len(nodes)-1, nodes[1].Config.Sync.Wait)
 
 	version := 0 // rises across sub-benchmarks and their runs: each upload is a new version
 	for _, size := range propagationSizes {
@@ -64,6 +107,7 @@ func BenchmarkPropagation(b *testing.B) {
 			b.Log(mesh) // here, not in the parent: a parent's log is shown only if it fails
 			content := patchBytes(b, size)
 			samples := make([]time.Duration, 0, b.N)
+			groupSamples := map[string][]time.Duration{}
 			b.ResetTimer()
 			for range b.N {
 				b.StopTimer()
@@ -72,7 +116,7 @@ func BenchmarkPropagation(b *testing.B) {
 				p := hub.Upload(b, content, meshtest.PatchMeta{Kernel: kernel, Arch: arch, Version: fmt.Sprintf("107.%d", version)})
 				start := time.Now()
 				b.StartTimer()
-				last, err := untilEvery(nodes, machines, start, func(got catalog.Patch, found bool) bool {
+				at, err := untilEach(nodes, machines, start, func(got catalog.Patch, found bool) bool {
 					return found && got.Digest == p.Digest
 				})
 				b.StopTimer()
@@ -80,7 +124,14 @@ func BenchmarkPropagation(b *testing.B) {
 					logLinks(b, nodes)
 					b.Fatalf("upload of %d bytes, version %s: %v", size, p.Version, err)
 				}
-				samples = append(samples, last)
+				samples = append(samples, slices.Max(at))
+				for name, idx := range groups {
+					var last time.Duration
+					for _, i := range idx {
+						last = max(last, at[i])
+					}
+					groupSamples[name] = append(groupSamples[name], last)
+				}
 
 				hub.AdminCall(b, http.MethodDelete, "/v1/admin/patches/"+p.Digest, nil, nil)
 				if _, err := untilEvery(nodes, machines, time.Now(), func(got catalog.Patch, found bool) bool {
@@ -93,6 +144,11 @@ func BenchmarkPropagation(b *testing.B) {
 			}
 			b.StopTimer()
 			reportLatency(b, fmt.Sprintf("%d MiB servable on all %d nodes", size>>20, len(nodes)), samples, time.Millisecond, "ms")
+			for _, name := range slices.Sorted(maps.Keys(groupSamples)) {
+				g := groupSamples[name]
+				b.Logf("%d MiB servable on all %s over %d samples: p50 %s, p99 %s", size>>20, name, len(g),
+					fmtIn(percentile(g, 50), time.Millisecond, "ms"), fmtIn(percentile(g, 99), time.Millisecond, "ms"))
+			}
 		})
 	}
 }
@@ -101,6 +157,15 @@ func BenchmarkPropagation(b *testing.B) {
 // for the patch the node offers, and returns how long after start the last
 // node got there. It gives up after converge.
 func untilEvery(nodes []*meshtest.Node, machines []string, start time.Time, done func(p catalog.Patch, found bool) bool) (time.Duration, error) {
+	at, err := untilEach(nodes, machines, start, done)
+	if err != nil {
+		return 0, err
+	}
+	return slices.Max(at), nil
+}
+
+// untilEach is untilEvery with each node's own time, in the order of nodes.
+func untilEach(nodes []*meshtest.Node, machines []string, start time.Time, done func(p catalog.Patch, found bool) bool) ([]time.Duration, error) {
 	ctx, cancel := context.WithDeadline(context.Background(), start.Add(*converge))
 	defer cancel()
 	at := make([]time.Duration, len(nodes))
@@ -125,9 +190,9 @@ func untilEvery(nodes []*meshtest.Node, machines []string, start time.Time, done
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		return 0, err
+		return nil, err
 	}
-	return slices.Max(at), nil
+	return at, nil
 }
 
 // clientPatch asks n, as a machine, for the newest patch for the

@@ -135,6 +135,15 @@ func (w *writer) Write(p []byte) (int, error) {
 	return w.f.Write(p)
 }
 
+// OpenStaged opens the staged file once more, for reading while it grows.
+// The handle outlives the rename of Commit and the removal of Abort.
+func (w *writer) OpenStaged() (blob.ReaderAtCloser, error) {
+	if w.done {
+		return nil, errors.New("fsblob: open staged after commit or abort")
+	}
+	return os.Open(w.f.Name())
+}
+
 // Commit makes the staged file durable and moves it into place. If Commit
 // fails the staged file is removed, as Abort would.
 func (w *writer) Commit(ctx context.Context) error {
