@@ -280,7 +280,7 @@ func (g *gossip) health(url string) (known, alive bool) {
 	if !ok {
 		return false, false
 	}
-	return true, m.State == topology.Alive || m.State == topology.Suspect
+	return true, m.State == topology.Alive
 }
 
 // watch keeps the advertised head, synced and lag figures current and
@@ -365,7 +365,7 @@ func (g *gossip) peers(tier, upstream string) (designated bool, peers []replicat
 	designated = true
 	for _, m := range g.topo.Members() { // sorted by name
 		if m.Self || m.DC != n.cfg.Node.Datacenter || m.API == "" || !slices.Contains(m.Tiers, tier) ||
-			(m.State != topology.Alive && m.State != topology.Suspect) ||
+			m.State != topology.Alive ||
 			strings.TrimSuffix(m.Upstream, "/") != strings.TrimSuffix(upstream, "/") {
 			continue
 		}
