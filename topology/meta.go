@@ -19,16 +19,18 @@ var ErrMetaTooLarge = errors.New("topology: node meta too large")
 // Meta is what a node tells the mesh about itself. It travels in memberlist's
 // node metadata, limited to MetaMaxSize bytes, hence the short JSON keys.
 type Meta struct {
-	Name     string   `json:"n"`
-	Role     string   `json:"r"`            // hub, relay, edge
-	DC       string   `json:"dc"`           // data centre
-	API      string   `json:"api"`          // base URL machines and downstreams use
-	Upstream string   `json:"up,omitempty"` // API URL of the upstream in use ("" on the hub)
-	Head     int64    `json:"h"`            // the node's change-log head seq
-	Synced   int64    `json:"s"`            // sum over its links of hub seq applied (0 on the hub)
-	Lag      int64    `json:"l,omitempty"`  // hub records its links have not applied yet (0 on the hub)
-	Tiers    []string `json:"t"`            // tiers it serves
-	Version  string   `json:"v"`
+	Name     string `json:"n"`
+	Role     string `json:"r"`            // hub, relay, edge
+	DC       string `json:"dc"`           // data centre
+	API      string `json:"api"`          // base URL machines and downstreams use
+	Upstream string `json:"up,omitempty"` // API URL of the first link's upstream in use ("" on the hub)
+	// Upstreams is the upstream in use of every link, by local tier.
+	Upstreams map[string]string `json:"u,omitempty"`
+	Head      int64             `json:"h"`           // the node's change-log head seq
+	Synced    int64             `json:"s"`           // sum over its links of hub seq applied (0 on the hub)
+	Lag       int64             `json:"l,omitempty"` // hub records its links have not applied yet (0 on the hub)
+	Tiers     []string          `json:"t"`           // tiers it serves
+	Version   string            `json:"v"`
 	// Key is the ID of the node key the node says it holds: a hint that
 	// lets others drop a member claiming an admitted name under another
 	// key, never proof (only a signed hello is).

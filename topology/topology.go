@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -659,6 +660,7 @@ func (t *Topology) prune() {
 func (e *entry) copy() Member {
 	m := e.Member
 	m.Tiers = slices.Clone(m.Tiers)
+	m.Upstreams = maps.Clone(m.Upstreams)
 	return m
 }
 
