@@ -280,13 +280,7 @@ func (m membership) Members() []federation.Member {
 }
 
 func asFederationMember(m topology.Member) federation.Member {
-	ups := m.Upstreams
-	if len(ups) == 0 && m.Upstream != "" && len(m.Tiers) > 0 {
-		// A node that advertises one upstream (older versions) pulls its
-		// first tier from it.
-		ups = map[string]string{m.Tiers[0]: m.Upstream}
-	}
-	return federation.Member{Name: m.Name, DC: m.DC, API: m.API, Upstreams: ups, Tiers: m.Tiers,
+	return federation.Member{Name: m.Name, DC: m.DC, API: m.API, Upstreams: m.UpstreamsByTier(), Tiers: m.Tiers,
 		Head: m.Head, Alive: m.State == topology.Alive, Self: m.Self}
 }
 

@@ -64,7 +64,7 @@ func TestNodesGossipTheirMeta(t *testing.T) {
 		t.Errorf("tier edge: want only the hub, got %+v", ns)
 	}
 	m, ok := edge.node.gossip.topo.Member("edge-1")
-	if !ok || m.Upstream != hub.url || m.Upstreams["stable"] != hub.url {
+	if !ok || m.Upstream != hub.url || m.UpstreamsByTier()["stable"] != hub.url {
 		t.Errorf("edge-1 meta: want upstream %s, for tier stable too, got %+v", hub.url, m)
 	}
 	if known, alive := edge.node.gossip.mesh.Health(hub.url); !known || !alive {

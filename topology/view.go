@@ -88,7 +88,7 @@ func ViewOf(self string, ms []Member) View {
 	for _, m := range ms {
 		v.Nodes = append(v.Nodes, ViewNode{
 			Name: m.Name, Role: m.Role, DC: m.DC, URL: m.API, Upstream: m.Upstream,
-			Upstreams: upstreamsOf(m.Meta),
+			Upstreams: m.UpstreamsByTier(),
 			State:     m.State, Version: m.Version, Since: m.Since,
 			Head: m.Head, Synced: m.Synced, Lag: m.Lag,
 			Tiers: nonNil(slices.Clone(m.Tiers)), Addr: m.Addr,
@@ -103,15 +103,6 @@ func ViewOf(self string, ms []Member) View {
 		}
 	}
 	return v
-}
-
-// upstreamsOf is m's upstream per tier, {} rather than null on the wire.
-func upstreamsOf(m Meta) map[string]string {
-	out := make(map[string]string, len(m.Upstreams))
-	for t, u := range m.Upstreams {
-		out[t] = u
-	}
-	return out
 }
 
 // upstreamURLs is every distinct upstream m advertises, sorted.

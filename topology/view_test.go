@@ -51,7 +51,7 @@ func TestViewOfLinksEachDownstreamToItsUpstream(t *testing.T) {
 		t.Errorf("links:\n got %+v\nwant %+v", v.Links, want)
 	}
 	wantNode := ViewNode{Name: "edge-a1", Role: "edge", DC: "dc-a", URL: "https://edge-a1.example", Upstream: "https://region-a.example",
-		Upstreams: map[string]string{}, State: Alive, Since: t0, Lag: 2, Tiers: []string{"stable"}, Addr: "127.0.0.1:7946"}
+		Upstreams: map[string]string{"stable": "https://region-a.example"}, State: Alive, Since: t0, Lag: 2, Tiers: []string{"stable"}, Addr: "127.0.0.1:7946"}
 	if !reflect.DeepEqual(v.Nodes[0], wantNode) {
 		t.Errorf("node edge-a1 = %+v, want %+v", v.Nodes[0], wantNode)
 	}
