@@ -495,12 +495,13 @@ func (t *Topology) Leave(timeout time.Duration) error {
 		t.stopMu.Unlock()
 		return ErrClosed
 	}
-	// Intent first: a member that has it records whatever memberlist
-	// reports next about this node (the leave, or a failure if the leave
-	// gossip never reaches it) as Left.
-	t.announceLeave(deadline)
-	// Under stopMu: memberlist panics on a Leave after Shutdown.
-	err := t.ml.Leave(time.Until(deadline))
+	// Intent first, in at most half the time: a member that has it records
+	// whatever memberlist reports next about this node (the leave, or a
+	// failure if the leave gossip never reaches it) as Left.
+	t.announceLeave(time.Now().Add(timeout / 2))
+	// Under stopMu: memberlist panics on a Leave after Shutdown. A zero
+	// timeout would make it wait for ever.
+	err := t.ml.Leave(max(time.Until(deadline), time.Millisecond))
 	t.stopped = true
 	t.stopMu.Unlock()
 
@@ -536,27 +537,43 @@ func (t *Topology) announceLeave(deadline time.Time) {
 			peers = append(peers, n)
 		}
 	}
-	sem := make(chan struct{}, leaveFanout)
+	// A few workers rather than a goroutine per member: a simulated mesh
+	// of a thousand nodes in one process may leave all at once.
+	work := make(chan *memberlist.Node)
 	var wg sync.WaitGroup
-	for _, p := range peers {
+	for range min(leaveFanout, len(peers)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			if time.Now().After(deadline) {
-				return
-			}
-			if err := t.ml.SendReliable(p, msg); err != nil {
-				t.log.Debug("gossip_leave_intent_failed", "member", p.Name, "addr", p.Address(), "error", err.Error())
+			for p := range work {
+				if time.Now().After(deadline) {
+					continue
+				}
+				if err := t.ml.SendReliable(p, msg); err != nil {
+					t.log.Debug("gossip_leave_intent_failed", "member", p.Name, "addr", p.Address(), "error", err.Error())
+				}
 			}
 		}()
 	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+feed:
+	for _, p := range peers {
+		select {
+		case work <- p:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(work)
+	// Workers skip what is left once the deadline passes; a send under way
+	// ends at memberlist's TCP timeout, or at Shutdown, without Leave
+	// waiting for it.
 	all := make(chan struct{})
 	go func() { wg.Wait(); close(all) }()
 	select {
 	case <-all:
-	case <-time.After(time.Until(deadline)):
+	case <-ctx.Done():
 		t.log.Warn("gossip_leave_incomplete", "members", len(peers))
 	}
 }
