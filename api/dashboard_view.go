@@ -409,7 +409,7 @@ func (s *server) holders(ctx context.Context, view topology.View, patches []cata
 				h.State = holdHeld
 				continue
 			}
-			if n.Name == view.Self || (n.State == topology.Alive || n.State == topology.Suspect) && n.URL != "" && s.peerTokens != nil {
+			if n.Name == view.Self || n.State == topology.Alive && n.URL != "" && s.peerTokens != nil {
 				jobs = append(jobs, job{i, j})
 			}
 		}

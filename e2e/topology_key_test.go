@@ -13,7 +13,8 @@ import (
 )
 
 // A node whose gossip key is not the mesh's cannot join it: the members
-// never count it, it counts none of them, and the refusal is in the logs.
+// never count it, it counts none of them, and they log and count the
+// refusal as a security event.
 func TestTopologyWrongGossipKeyIsRefused(t *testing.T) {
 	t.Parallel()
 	m := meshtest.New(t)
@@ -69,14 +70,20 @@ func TestTopologyWrongGossipKeyIsRefused(t *testing.T) {
 	if !in.Running() {
 		t.Fatalf("intruder: exited; want it running alone. Log:\n%s", in.LogTail(20))
 	}
-	refused := 0
-	for _, n := range append(members, in) {
-		refused += strings.Count(n.Log(), "decrypt")
+	// The members refused it as a security event, and count it.
+	events, counted := 0, 0
+	for _, n := range members {
+		events += strings.Count(n.Log(), `"event":"gossip_key_fail"`)
+		g, err := n.GossipView(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		counted += g.Rejected["gossip_key_fail"]
 	}
-	if refused == 0 {
-		t.Errorf("want a decryption failure logged by the members or the intruder, found none")
+	if events == 0 || counted == 0 {
+		t.Errorf("want the refusal logged as the security event gossip_key_fail and counted; found %d events, %d counted", events, counted)
 	}
-	fmt.Fprintln(testWriter{t}, "decryption failures logged:", refused)
+	fmt.Fprintln(testWriter{t}, "gossip_key_fail events logged:", events, "refusals counted:", counted)
 }
 
 // testWriter logs through t.

@@ -63,8 +63,8 @@ func (l *linkState) upstream() Upstream {
 }
 
 // Health says what gossip knows of the node serving url: known is false
-// for a URL no member advertises, alive is false for a suspect, dead or
-// departed one.
+// for a URL no member advertises, alive is false for a dead or departed
+// one. Mesh.Health is the one a node uses.
 type Health func(url string) (known, alive bool)
 
 // choose picks the upstream for the next round: the first candidate, in

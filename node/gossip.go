@@ -8,12 +8,12 @@ import (
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/patchmesh/patchmesh/api"
+	"github.com/patchmesh/patchmesh/federation"
 	"github.com/patchmesh/patchmesh/replicate"
 	"github.com/patchmesh/patchmesh/topology"
 )
@@ -117,11 +117,14 @@ func (c Config) gossipKeys() ([][]byte, error) {
 }
 
 // gossip is the node's membership: its own meta, kept current without
-// touching the store from memberlist's goroutines, and the reactions to
-// other members' changes.
+// touching the store from memberlist's goroutines, and the wiring of the
+// members to federation's sync policy (mesh), which decides what their
+// changes mean.
 type gossip struct {
 	n    *Node
 	topo *topology.Topology
+	// mesh is nil on the hub, which has no links.
+	mesh *federation.Mesh
 
 	mu     sync.Mutex
 	tiers  []string // the store's tiers, for a hub's meta
@@ -130,8 +133,6 @@ type gossip struct {
 	lag    int64
 	// changed says the figures moved since meta was last rebroadcast.
 	changed bool
-	heads   map[string]int64  // last head seen per member API URL
-	states  map[string]string // last state seen per member API URL
 	// serving says the api serves this node's peers (peerTokens).
 	serving atomic.Bool
 }
@@ -143,7 +144,10 @@ func (n *Node) startGossip(ctx context.Context) error {
 		return fmt.Errorf("node: %w", err)
 	}
 	bind, _ := splitHostPort(n.cfg.Gossip.Bind)
-	g := &gossip{n: n, heads: map[string]int64{}, states: map[string]string{}}
+	g := &gossip{n: n}
+	if n.puller != nil {
+		g.mesh = federation.NewMesh(membership{g}, n.cfg.Node.Name, n.cfg.Node.Datacenter, n.puller.Poke)
+	}
 	if err := g.refresh(ctx); err != nil {
 		return fmt.Errorf("node: gossip: %w", err)
 	}
@@ -206,10 +210,7 @@ func (g *gossip) meta() topology.Meta {
 	m.Tiers = g.served()
 	g.mu.Unlock()
 	if n.puller != nil {
-		ups := n.puller.Upstreams()
-		if len(n.cfg.Sync.Links) > 0 {
-			m.Upstream = ups[n.cfg.Sync.Links[0].Tier]
-		}
+		m.Upstream, m.Upstreams = n.puller.Advertised()
 	}
 	return m
 }
@@ -256,31 +257,31 @@ func (g *gossip) refresh(ctx context.Context) error {
 	return nil
 }
 
-// onChange reacts to another member's change: a head that advanced or a
-// health change of an upstream starts a sync round at once (the puller
-// ignores URLs none of its links use).
+// onChange hands another member's change to the sync policy.
 func (g *gossip) onChange(m topology.Member) {
-	if m.Self || m.API == "" || g.n.puller == nil {
-		return
-	}
-	g.mu.Lock()
-	moved := m.Head > g.heads[m.API] || m.State != g.states[m.API]
-	g.heads[m.API], g.states[m.API] = m.Head, m.State
-	g.mu.Unlock()
-	if moved {
-		g.n.puller.Poke(m.API)
+	if g.mesh != nil {
+		g.mesh.Observe(asFederationMember(m))
 	}
 }
 
-// health is the puller's view of an upstream through gossip. A suspect
-// member still counts as alive: suspicion often clears, and switching on
-// every missed probe would make links flap.
-func (g *gossip) health(url string) (known, alive bool) {
-	m, ok := g.topo.ByAPI(url)
-	if !ok {
-		return false, false
+// membership is the topology as federation's sync policy reads it.
+type membership struct{ g *gossip }
+
+func (m membership) Members() []federation.Member {
+	if m.g.topo == nil { // gossip still starting
+		return nil
 	}
-	return true, m.State == topology.Alive || m.State == topology.Suspect
+	ms := m.g.topo.Members()
+	out := make([]federation.Member, len(ms))
+	for i, tm := range ms {
+		out[i] = asFederationMember(tm)
+	}
+	return out
+}
+
+func asFederationMember(m topology.Member) federation.Member {
+	return federation.Member{Name: m.Name, DC: m.DC, API: m.API, Upstreams: m.UpstreamsByTier(), Tiers: m.Tiers,
+		Head: m.Head, Alive: m.State == topology.Alive, Self: m.Self}
 }
 
 // watch keeps the advertised head, synced and lag figures current and
@@ -344,35 +345,17 @@ func (n *Node) peerTokens() func() []string {
 	return n.gossip.topo.PeerTokens
 }
 
-// peers is the sync loop's Peers hook. The group that shares a blob's trip
-// from upstream is the members of this node's data centre that serve the
-// tier and pull from the same upstream (by their advertised upstream):
-// members at the same level of the cascade, none waiting on another for the
-// blob. A member that pulls from this node, or that this node pulls from,
-// is never in it, so no node waits on a node that waits on it. The
-// designated fetcher is the lowest name in the group, this node included;
-// every member computes the same one from the same gossip, without talking.
-// Suspect members stay in the group, as for upstream health: suspicion
-// often clears, and a group that flapped would send the blob twice.
+// peers is the sync loop's Peers hook: federation's PeerGroup, with this
+// node's peer token on each source.
 func (g *gossip) peers(tier, upstream string) (designated bool, peers []replicate.Source) {
 	tokens := g.topo.PeerTokens()
-	if !g.serving.Load() || len(tokens) == 0 {
+	if !g.serving.Load() || len(tokens) == 0 || g.mesh == nil {
 		// This node does not serve peers: it takes no part in the scheme.
 		return true, nil
 	}
-	n := g.n
-	self := n.cfg.Node.Name
-	designated = true
-	for _, m := range g.topo.Members() { // sorted by name
-		if m.Self || m.DC != n.cfg.Node.Datacenter || m.API == "" || !slices.Contains(m.Tiers, tier) ||
-			(m.State != topology.Alive && m.State != topology.Suspect) ||
-			strings.TrimSuffix(m.Upstream, "/") != strings.TrimSuffix(upstream, "/") {
-			continue
-		}
-		if m.Name < self && len(peers) == 0 {
-			designated = false
-		}
-		peers = append(peers, replicate.Source{BaseURL: m.API, Token: tokens[0], Path: replicate.PeerPath})
+	designated, urls := g.mesh.PeerGroup(tier, upstream)
+	for _, u := range urls {
+		peers = append(peers, replicate.Source{BaseURL: u, Token: tokens[0], Path: replicate.PeerPath})
 	}
 	return designated, peers
 }

@@ -64,10 +64,10 @@ func TestNodesGossipTheirMeta(t *testing.T) {
 		t.Errorf("tier edge: want only the hub, got %+v", ns)
 	}
 	m, ok := edge.node.gossip.topo.Member("edge-1")
-	if !ok || m.Upstream != hub.url {
-		t.Errorf("edge-1 meta: want upstream %s, got %+v", hub.url, m)
+	if !ok || m.Upstream != hub.url || m.UpstreamsByTier()["stable"] != hub.url {
+		t.Errorf("edge-1 meta: want upstream %s, for tier stable too, got %+v", hub.url, m)
 	}
-	if known, alive := edge.node.gossip.health(hub.url); !known || !alive {
+	if known, alive := edge.node.gossip.mesh.Health(hub.url); !known || !alive {
 		t.Errorf("edge's view of its upstream: want known and alive, got %v %v", known, alive)
 	}
 

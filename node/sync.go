@@ -329,10 +329,10 @@ func (n *Node) newPuller(now func() time.Time) error {
 		RetryMin: n.cfg.Sync.RetryMin,
 		RetryMax: n.cfg.Sync.RetryMax,
 		Health: func(url string) (bool, bool) {
-			if n.gossip == nil {
+			if n.gossip == nil || n.gossip.mesh == nil {
 				return false, false
 			}
-			return n.gossip.health(url)
+			return n.gossip.mesh.Health(url)
 		},
 		PeerWait:   n.cfg.Sync.PeerWait,
 		StaleAfter: n.cfg.Sync.StaleAfter,

@@ -60,12 +60,15 @@ func TestDuplicateNameIsRefused(t *testing.T) {
 	// The member it joined says so loudly, once, and keeps the first. It
 	// merges the joiner's state after answering it, so the line may follow
 	// Start's return.
-	const conflict = `"level":"ERROR","msg":"gossip_name_conflict"`
-	waitFor(t, 5*time.Second, "other to log gossip_name_conflict", func() (bool, string) {
+	const conflict = `"level":"WARN","msg":"security event","component":"topology","event":"gossip_name_fail"`
+	waitFor(t, 5*time.Second, "other to log the security event gossip_name_fail", func() (bool, string) {
 		return strings.Contains(logB.String(), conflict), logB.String()
 	})
 	if n := strings.Count(logB.String(), conflict); n != 1 {
-		t.Errorf("other logged gossip_name_conflict %d times, want once:\n%s", n, logB.String())
+		t.Errorf("other logged gossip_name_fail %d times, want once:\n%s", n, logB.String())
+	}
+	if got := b.Stats().Rejected[EventNameFail]; got < 1 {
+		t.Errorf("other counted %d name conflicts, want at least 1", got)
 	}
 	if ok, got := seesAlive(b, "other", "twin"); !ok {
 		t.Errorf("other: want twin and other alive, got %s", got)

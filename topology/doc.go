@@ -1,7 +1,7 @@
 // Package topology owns who is in the mesh and whether they are alive: every
 // patchmesh node (hub, relays, edges, in any data centre) joins one gossip
 // cluster built on hashicorp/memberlist. It owns membership, the health of
-// each member (alive, suspect, dead, left), the small metadata each node
+// each member (alive, dead, left), the small metadata each node
 // advertises about itself (Meta: role, data centre, API URL, upstream, sync
 // progress, tiers) and the encryption of the gossip itself (the keyring and
 // its rotation at run time).
@@ -13,20 +13,29 @@
 //
 // # Health
 //
-// Memberlist does not publish a member's health in Node.State, which stays
-// alive whatever happens (hashicorp/memberlist#266), and becoming suspect or
-// being cleared of it is not an event. So the states are read from
-// memberlist's own records (nodestate.go), only inside its callbacks, while
-// it holds its lock: every join, update, death or alive message brings all
-// members up to date. In between, a member this node's own probe found
-// silent is marked Suspect at once (memberlist logs it), and one that
-// answers a probe again is marked Alive. Memberlist forgets dead members
-// after GossipToTheDeadTime; this package keeps them (Config.Retain, a day
-// by default) so operators see who went away and when.
+// States come from memberlist's public events only: NotifyJoin makes a
+// member Alive, NotifyUpdate brings its new meta, NotifyLeave makes it
+// Left if it announced its leave and Dead otherwise. Memberlist's own
+// leave and a failure look alike to its EventDelegate (the state that
+// tells them apart is unexported), so Leave first sends every live member
+// a leave intent over memberlist's user channel, as Serf does. Memberlist
+// does not report suspicion publicly, so there is no Suspect state: a
+// member is Alive until memberlist declares it gone. Memberlist forgets
+// dead members after GossipToTheDeadTime; this package keeps them
+// (Config.Retain, a day by default) so operators see who went away and
+// when. OnChange reports every change, from one goroutine of this package
+// rather than memberlist's.
 //
-// A node that calls Leave is seen Left; one that stops without it (Close, a
-// crash, a partition) is seen Suspect, then Dead. OnChange reports every
-// change, from one goroutine of this package rather than memberlist's.
+// # Refusals
+//
+// Gossip this node refuses is a security event (auth.SecurityEvent),
+// counted in Stats.Rejected and logged once per source and minute:
+// packets and streams that no installed key decrypts (EventKeyFail,
+// checked by the transport, since memberlist only logs them), members
+// whose meta does not decode, claims another name or gives a URL that is
+// not http(s) (EventMetaFail, refused through memberlist's AliveDelegate
+// and MergeDelegate) and two members with one name (EventNameFail, from
+// its ConflictDelegate). Nothing is decided on memberlist's log text.
 //
 // # Encryption
 //

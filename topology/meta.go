@@ -19,16 +19,21 @@ var ErrMetaTooLarge = errors.New("topology: node meta too large")
 // Meta is what a node tells the mesh about itself. It travels in memberlist's
 // node metadata, limited to MetaMaxSize bytes, hence the short JSON keys.
 type Meta struct {
-	Name     string   `json:"n"`
-	Role     string   `json:"r"`            // hub, relay, edge
-	DC       string   `json:"dc"`           // data centre
-	API      string   `json:"api"`          // base URL machines and downstreams use
-	Upstream string   `json:"up,omitempty"` // API URL of the upstream in use ("" on the hub)
-	Head     int64    `json:"h"`            // the node's change-log head seq
-	Synced   int64    `json:"s"`            // sum over its links of hub seq applied (0 on the hub)
-	Lag      int64    `json:"l,omitempty"`  // hub records its links have not applied yet (0 on the hub)
-	Tiers    []string `json:"t"`            // tiers it serves
-	Version  string   `json:"v"`
+	Name     string `json:"n"`
+	Role     string `json:"r"`            // hub, relay, edge
+	DC       string `json:"dc"`           // data centre
+	API      string `json:"api"`          // base URL machines and downstreams use
+	Upstream string `json:"up,omitempty"` // API URL of the first link's upstream in use ("" on the hub)
+	// Upstreams is the upstream in use of every link, by local tier. Encode
+	// leaves it out when it says no more than Upstream (see
+	// UpstreamsByTier): most nodes have one link, and every byte of meta
+	// travels in every push/pull, once per member.
+	Upstreams map[string]string `json:"u,omitempty"`
+	Head      int64             `json:"h"`           // the node's change-log head seq
+	Synced    int64             `json:"s"`           // sum over its links of hub seq applied (0 on the hub)
+	Lag       int64             `json:"l,omitempty"` // hub records its links have not applied yet (0 on the hub)
+	Tiers     []string          `json:"t"`           // tiers it serves
+	Version   string            `json:"v"`
 	// Key is the ID of the node key the node says it holds: a hint that
 	// lets others drop a member claiming an admitted name under another
 	// key, never proof (only a signed hello is).
@@ -38,6 +43,9 @@ type Meta struct {
 // Encode returns the compact encoding of m, or ErrMetaTooLarge if it exceeds
 // MetaMaxSize (typically because of too many tiers).
 func (m Meta) Encode() ([]byte, error) {
+	if len(m.Upstreams) == 1 && len(m.Tiers) > 0 && m.Upstreams[m.Tiers[0]] == m.Upstream {
+		m.Upstreams = nil
+	}
 	b, err := json.Marshal(m)
 	if err != nil {
 		return nil, fmt.Errorf("topology: encode meta: %w", err)
@@ -59,4 +67,19 @@ func DecodeMeta(b []byte) (Meta, error) {
 		return Meta{}, fmt.Errorf("topology: decode meta: %w", err)
 	}
 	return m, nil
+}
+
+// UpstreamsByTier returns the upstream each of m's links uses, by local
+// tier: Upstreams, or, when a node advertises Upstream alone (one link, or
+// an older version), Upstream for the first tier it serves, which is its
+// first link's.
+func (m Meta) UpstreamsByTier() map[string]string {
+	out := make(map[string]string, max(len(m.Upstreams), 1))
+	for t, u := range m.Upstreams {
+		out[t] = u
+	}
+	if len(out) == 0 && m.Upstream != "" && len(m.Tiers) > 0 {
+		out[m.Tiers[0]] = m.Upstream
+	}
+	return out
 }

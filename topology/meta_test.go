@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -120,5 +121,39 @@ func TestNewKey(t *testing.T) {
 	}
 	if _, err := ParseKeys(base64.StdEncoding.EncodeToString(a)); err != nil {
 		t.Errorf("a new key does not parse back: %v", err)
+	}
+}
+
+func TestMetaAdvertisesEveryLinksUpstreamCompactly(t *testing.T) {
+	one := Meta{Name: "e", Tiers: []string{"stable"}, Upstream: "https://r.example",
+		Upstreams: map[string]string{"stable": "https://r.example"}}
+	two := Meta{Name: "e", Tiers: []string{"stable", "beta"}, Upstream: "https://r.example",
+		Upstreams: map[string]string{"stable": "https://r.example", "beta": "https://hub.example"}}
+	for _, tc := range []struct {
+		name   string
+		m      Meta
+		withU  bool
+		byTier map[string]string
+	}{
+		{"one link says it in up alone", one, false, map[string]string{"stable": "https://r.example"}},
+		{"two links need u", two, true, map[string]string{"stable": "https://r.example", "beta": "https://hub.example"}},
+	} {
+		b, err := tc.m.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(string(b), `"u":`); got != tc.withU {
+			t.Errorf("%s: %s has u: %v, want %v", tc.name, b, got, tc.withU)
+		}
+		back, err := DecodeMeta(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := back.UpstreamsByTier(); !maps.Equal(got, tc.byTier) {
+			t.Errorf("%s: decoded upstreams by tier %v, want %v", tc.name, got, tc.byTier)
+		}
+	}
+	if got := (Meta{Name: "hub", Tiers: []string{"stable"}}).UpstreamsByTier(); len(got) != 0 {
+		t.Errorf("hub: upstreams by tier %v, want none", got)
 	}
 }

@@ -17,6 +17,9 @@ var (
 		"Bytes this node sent on gossip, UDP and TCP, encrypted.", nil, nil)
 	descReceived = prometheus.NewDesc("patchmesh_gossip_received_bytes_total",
 		"Bytes this node received on gossip, UDP and TCP, encrypted.", nil, nil)
+	descRejected = prometheus.NewDesc("patchmesh_gossip_rejected_total",
+		"Gossip this node refused, by security event: gossip_key_fail (not encrypted with an installed key), gossip_meta_fail, gossip_name_fail.",
+		[]string{"event"}, nil)
 )
 
 // Describe implements prometheus.Collector.
@@ -24,14 +27,18 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descMembers
 	ch <- descSent
 	ch <- descReceived
+	ch <- descRejected
 }
 
 // Collect implements prometheus.Collector.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	s := c.t.Stats()
-	for _, state := range []string{Alive, Suspect, Dead, Left} {
+	for _, state := range States {
 		ch <- prometheus.MustNewConstMetric(descMembers, prometheus.GaugeValue, float64(s.Members[state]), state)
 	}
 	ch <- prometheus.MustNewConstMetric(descSent, prometheus.CounterValue, float64(s.SentBytes))
 	ch <- prometheus.MustNewConstMetric(descReceived, prometheus.CounterValue, float64(s.ReceivedBytes))
+	for _, code := range []string{EventKeyFail, EventMetaFail, EventNameFail} {
+		ch <- prometheus.MustNewConstMetric(descRejected, prometheus.CounterValue, float64(s.Rejected[code]), code)
+	}
 }

@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -17,11 +17,13 @@ import (
 
 // Health states of a Member.
 const (
-	Alive   = "alive"
-	Suspect = "suspect" // missed probes; dead unless it refutes in time
-	Dead    = "dead"    // failed without saying goodbye
-	Left    = "left"    // left gracefully (Leave)
+	Alive = "alive"
+	Dead  = "dead" // failed without saying goodbye
+	Left  = "left" // left gracefully (Leave)
 )
+
+// States lists the health states, best first.
+var States = []string{Alive, Dead, Left}
 
 var (
 	// ErrNotJoined is returned (wrapped, next to a working Topology) by Start
@@ -89,13 +91,14 @@ type Config struct {
 	// memberlist asks for it (start, UpdateMeta); an empty Name is filled in
 	// with Config.Name. Nil advertises the name only.
 	Meta func() Meta
-	// OnChange is called when a member joins, becomes suspect, leaves, dies,
-	// comes back or updates its meta. Calls come in order from one goroutine
+	// OnChange is called when a member joins, leaves, dies, comes back or
+	// updates its meta. Calls come in order from one goroutine
 	// of this package, so OnChange may call Members; it should not block for
 	// long, as later changes wait for it.
 	OnChange func(Member)
 	// Log receives memberlist's own log, at debug (DEBUG, INFO) or warn
-	// (WARN, ERR), and this package's. Nil discards.
+	// (WARN, ERR), this package's, and the security events of refused
+	// gossip (see EventKeyFail). Nil discards.
 	Log *slog.Logger
 
 	// Retain is how long dead and left members stay in Members; zero means
@@ -110,16 +113,17 @@ type Config struct {
 type Member struct {
 	Meta
 	Addr  string    // gossip host:port
-	State string    // Alive, Suspect, Dead, Left
+	State string    // Alive, Dead, Left
 	Since time.Time // when State last changed, as this node saw it
 	Self  bool
 }
 
-// Stats counts gossip traffic on the wire (UDP and TCP, encrypted) and
-// members by state.
+// Stats counts gossip traffic on the wire (UDP and TCP, encrypted),
+// members by state and refused gossip by security event code.
 type Stats struct {
 	SentBytes, ReceivedBytes int64
-	Members                  map[string]int // by state
+	Members                  map[string]int   // by state
+	Rejected                 map[string]int64 // by EventKeyFail, EventMetaFail, EventNameFail
 }
 
 // Topology is this node's membership in the mesh.
@@ -132,12 +136,7 @@ type Topology struct {
 	meta      func() Meta
 	retain    time.Duration
 	joinRetry time.Duration
-	started   time.Time
-
-	// stateReadable says memberlist's private node state can be read (see
-	// nodeStateLayout). Set once, in the self NotifyJoin during Create.
-	stateReadable atomic.Bool
-	layoutChecked bool // guarded by mu
+	rejects   *rejectLog
 
 	// mu guards the member table. It is never held while calling into
 	// memberlist: memberlist calls the event callbacks, which take mu, with
@@ -154,9 +153,6 @@ type Topology struct {
 	// selfConflict is the address of another member using this node's
 	// name, "" while there is none.
 	selfConflict string
-	// conflictsLogged keeps each conflict logged once: memberlist reports
-	// one per alive message, that is every gossip round.
-	conflictsLogged map[string]bool
 
 	stopMu  sync.Mutex
 	stopped bool
@@ -166,9 +162,9 @@ type Topology struct {
 
 type entry struct {
 	Member
-	// node is memberlist's own record of the member, from its last event;
-	// read only while memberlist holds its lock (see syncStates).
-	node *memberlist.Node
+	// leaving says the member announced it is leaving (leaveIntent): when
+	// memberlist then reports it gone, it left rather than died.
+	leaving bool
 }
 
 // Start creates the memberlist and joins the members in cfg.Join. If none of
@@ -192,7 +188,7 @@ func Start(ctx context.Context, cfg Config) (*Topology, error) {
 		meta:      cfg.Meta,
 		retain:    orDefault(cfg.Retain, DefaultRetain),
 		joinRetry: orDefault(cfg.JoinRetry, DefaultJoinRetry),
-		started:   time.Now(),
+		rejects:   newRejectLog(logger),
 		members:   make(map[string]*entry),
 		updates:   make(chan struct{}, 1),
 		done:      make(chan struct{}),
@@ -205,11 +201,14 @@ func Start(ctx context.Context, cfg Config) (*Topology, error) {
 	if t.lastMeta, err = t.localMeta().Encode(); err != nil {
 		return nil, err
 	}
+	if err := CheckMeta(t.name, t.lastMeta); err != nil {
+		return nil, err // the other members would refuse it
+	}
 	if t.keyring, err = memberlist.NewKeyring(cfg.Keys, cfg.Keys[0]); err != nil {
 		return nil, fmt.Errorf("topology: keyring: %w", err)
 	}
-	mlLog := log.New(logBridge{l: logger.With("component", "memberlist"), suspect: t.suspectedHere}, "", 0)
-	if t.transport, err = newCountingTransport(mc.BindAddr, mc.BindPort, mlLog); err != nil {
+	mlLog := log.New(logBridge{l: logger.With("component", "memberlist")}, "", 0)
+	if t.transport, err = newCountingTransport(mc.BindAddr, mc.BindPort, mlLog, t.keyring, t.rejects); err != nil {
 		return nil, err
 	}
 	mc.BindPort = t.transport.port()
@@ -220,8 +219,8 @@ func Start(ctx context.Context, cfg Config) (*Topology, error) {
 	mc.Keyring = t.keyring
 	mc.Delegate = delegate{t}
 	mc.Events = events{t}
-	mc.Alive = aliveWatch{t}
-	mc.Ping = pingWatch{t}
+	mc.Alive = metaCheck{t}
+	mc.Merge = metaCheck{t}
 	mc.Conflict = conflictWatch{t}
 	mc.Logger = mlLog
 	t.notes = newNotifier(cfg.OnChange) // Create announces this node already
@@ -422,12 +421,10 @@ func healthRank(state string) int {
 	switch state {
 	case Alive:
 		return 0
-	case Suspect:
-		return 1
 	case Left:
-		return 2
+		return 1
 	}
-	return 3
+	return 2
 }
 
 // UpdateMeta re-broadcasts the local meta (Config.Meta is called again). It
@@ -473,7 +470,8 @@ func (t *Topology) Stats() Stats {
 	s := Stats{
 		SentBytes:     t.transport.sent.Load(),
 		ReceivedBytes: t.transport.received.Load(),
-		Members:       map[string]int{Alive: 0, Suspect: 0, Dead: 0, Left: 0},
+		Members:       map[string]int{Alive: 0, Dead: 0, Left: 0},
+		Rejected:      t.rejects.counts(),
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -497,11 +495,13 @@ func (t *Topology) Leave(timeout time.Duration) error {
 		t.stopMu.Unlock()
 		return ErrClosed
 	}
-	// Under stopMu: memberlist panics on a Leave after Shutdown.
-	err := t.ml.Leave(timeout)
-	if err == nil {
-		t.tellPeers(deadline)
-	}
+	// Intent first, in at most half the time: a member that has it records
+	// whatever memberlist reports next about this node (the leave, or a
+	// failure if the leave gossip never reaches it) as Left.
+	t.announceLeave(time.Now().Add(timeout / 2))
+	// Under stopMu: memberlist panics on a Leave after Shutdown. A zero
+	// timeout would make it wait for ever.
+	err := t.ml.Leave(max(time.Until(deadline), time.Millisecond))
 	t.stopped = true
 	t.stopMu.Unlock()
 
@@ -514,51 +514,83 @@ func (t *Topology) Leave(timeout time.Duration) error {
 	return nil
 }
 
-// leaveFanout bounds the push/pulls of tellPeers running at once.
+// leaveFanout bounds the leave intents in flight at once.
 const leaveFanout = 8
 
-// tellPeers makes sure every live member hears of our leave. Memberlist
-// gossips it a fixed, small number of times, piggybacked on whatever packets
+// Messages patchmesh sends over memberlist's user channel (Delegate
+// NotifyMsg), tagged by their first byte.
+const msgLeaveIntent byte = 1
+
+// announceLeave sends every live member, over TCP, this node's intent to
+// leave. Memberlist's own leave message cannot tell a departure from a
+// failure to its receivers (both arrive as NotifyLeave, and the state that
+// says which is private), so the intent travels first, as Serf does it.
+// Memberlist gossips its leave a few times, piggybacked on whatever packets
 // go out next, and in a small cluster those can all go to a member that is
-// itself failing; the others would then see us fail instead. A push/pull
-// (memberlist's Join) with each live member carries our Left state over
-// TCP. It gives up at deadline; stragglers end at memberlist's TCP timeout.
-func (t *Topology) tellPeers(deadline time.Time) {
-	var peers []string
-	t.mu.Lock()
-	for _, e := range t.members {
-		if !e.Self && (e.State == Alive || e.State == Suspect) {
-			peers = append(peers, e.Addr)
+// itself failing; the intent reaches everyone directly. It gives up at
+// deadline; stragglers end at memberlist's TCP timeout.
+func (t *Topology) announceLeave(deadline time.Time) {
+	msg := append([]byte{msgLeaveIntent}, t.name...)
+	var peers []*memberlist.Node
+	for _, n := range t.ml.Members() { // alive members only
+		if n.Name != t.name {
+			peers = append(peers, n)
 		}
 	}
-	t.mu.Unlock()
-	sem := make(chan struct{}, leaveFanout)
+	// A few workers rather than a goroutine per member: a simulated mesh
+	// of a thousand nodes in one process may leave all at once.
+	work := make(chan *memberlist.Node)
 	var wg sync.WaitGroup
-	for _, p := range peers {
+	for range min(leaveFanout, len(peers)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			if time.Now().After(deadline) {
-				return
-			}
-			if _, err := t.ml.Join([]string{p}); err != nil {
-				t.log.Debug("gossip_leave_push_failed", "addr", p, "error", err.Error())
+			for p := range work {
+				if time.Now().After(deadline) {
+					continue
+				}
+				if err := t.ml.SendReliable(p, msg); err != nil {
+					t.log.Debug("gossip_leave_intent_failed", "member", p.Name, "addr", p.Address(), "error", err.Error())
+				}
 			}
 		}()
 	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+feed:
+	for _, p := range peers {
+		select {
+		case work <- p:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(work)
+	// Workers skip what is left once the deadline passes; a send under way
+	// ends at memberlist's TCP timeout, or at Shutdown, without Leave
+	// waiting for it.
 	all := make(chan struct{})
 	go func() { wg.Wait(); close(all) }()
 	select {
 	case <-all:
-	case <-time.After(time.Until(deadline)):
+	case <-ctx.Done():
 		t.log.Warn("gossip_leave_incomplete", "members", len(peers))
 	}
 }
 
-// Close shuts down without leaving: others see this node fail (Suspect,
-// then Dead), as after a crash.
+// heardLeaveIntent marks name as leaving. The intent only changes how its
+// coming departure is named, so a member that sends it falsely can do no
+// more than any key holder, who can announce another member dead.
+func (t *Topology) heardLeaveIntent(name string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e, ok := t.members[name]; ok && e.State == Alive {
+		e.leaving = true
+	}
+}
+
+// Close shuts down without leaving: others see this node fail (Dead), as
+// after a crash.
 func (t *Topology) Close() error {
 	t.stopMu.Lock()
 	if t.stopped {
@@ -589,100 +621,43 @@ func (t *Topology) localMeta() Meta {
 	return m
 }
 
-// observe records what a memberlist event says about n. Memberlist holds its
-// node lock while calling, so n and the states of all members may be read
-// here, and not after.
-func (t *Topology) observe(n *memberlist.Node, leaving bool) {
+// memberlist events, as observe reads them.
+const (
+	evJoin = iota
+	evUpdate
+	evLeave
+)
+
+// observe records what a memberlist event says about n: a join is Alive,
+// an update keeps it Alive with new meta, a leave is Left if the member
+// announced it (heardLeaveIntent) and Dead otherwise.
+func (t *Topology) observe(n *memberlist.Node, ev int) {
 	meta, err := DecodeMeta(n.Meta)
 	if err != nil {
+		// metaCheck refuses such members; this is a node of our own
+		// misbehaving, or one admitted before a check existed.
 		t.log.Warn("gossip_meta_undecodable", "member", n.Name, "error", err.Error())
 	}
 	if meta.Name == "" {
 		meta.Name = n.Name
 	}
-	self := n.Name == t.name
-	m := Member{Meta: meta, Addr: n.Address(), Self: self}
-	now := time.Now()
+	m := Member{Meta: meta, Addr: n.Address(), Self: n.Name == t.name, State: Alive, Since: time.Now()}
 	t.mu.Lock()
-	if self && !t.layoutChecked {
-		t.layoutChecked = true
-		if layoutLooksRight(n, t.started) {
-			t.stateReadable.Store(true)
-		} else {
-			t.log.Warn("gossip_states_unreadable", "effect", "members show alive or dead only")
+	old, known := t.members[n.Name]
+	leaving := known && old.leaving
+	switch ev {
+	case evJoin:
+		leaving = false
+	case evLeave:
+		m.State = Dead
+		if leaving {
+			m.State = Left
 		}
 	}
-	switch {
-	case t.stateReadable.Load():
-		m.State = stateName(nodeStateOf(n).State)
-	case leaving:
-		m.State = Dead
-	default:
-		m.State = Alive
-	}
-	m.Since = now
-	if old, ok := t.members[n.Name]; ok && old.State == m.State {
+	if known && old.State == m.State {
 		m.Since = old.Since
 	}
-	t.members[n.Name] = &entry{Member: m, node: n}
-	changed := append(t.syncStatesLocked(now), m)
-	t.mu.Unlock()
-	for _, c := range changed {
-		t.notes.push(c)
-	}
-}
-
-// syncStates reads every member's state from memberlist's records. It must
-// only be called from a memberlist callback made under memberlist's lock:
-// becoming suspect and being cleared of it are not events, so each callback
-// (any join, update, death or alive message) catches up on them all.
-func (t *Topology) syncStates() {
-	now := time.Now()
-	t.mu.Lock()
-	changed := t.syncStatesLocked(now)
-	t.mu.Unlock()
-	for _, c := range changed {
-		t.notes.push(c)
-	}
-}
-
-func (t *Topology) syncStatesLocked(now time.Time) []Member {
-	if !t.stateReadable.Load() {
-		return nil
-	}
-	var changed []Member
-	for _, e := range t.members {
-		if state := stateName(nodeStateOf(e.node).State); state != e.State {
-			e.State, e.Since = state, now
-			changed = append(changed, e.copy())
-		}
-	}
-	return changed
-}
-
-// suspectedHere marks name Suspect when this node's own probe of it failed:
-// memberlist logs that just before it marks the member suspect. Only an
-// alive member moves, so a late log line cannot undo a death.
-func (t *Topology) suspectedHere(name string) {
-	t.setIf(name, Alive, Suspect)
-}
-
-// answered marks a suspect member alive again when it answered one of our
-// probes: memberlist will clear the suspicion as soon as the member's
-// refutation arrives, which brings no event of its own.
-func (t *Topology) answered(name string) {
-	t.setIf(name, Suspect, Alive)
-}
-
-func (t *Topology) setIf(name, from, to string) {
-	t.mu.Lock()
-	e, ok := t.members[name]
-	if !ok || e.State != from {
-		t.mu.Unlock()
-		return
-	}
-	e.State, e.Since = to, time.Now()
-	m := e.copy()
+	t.members[n.Name] = &entry{Member: m, leaving: leaving}
 	t.mu.Unlock()
 	t.notes.push(m)
 }
@@ -702,16 +677,20 @@ func (t *Topology) prune() {
 func (e *entry) copy() Member {
 	m := e.Member
 	m.Tiers = slices.Clone(m.Tiers)
+	m.Upstreams = maps.Clone(m.Upstreams)
 	return m
 }
 
-// delegate gives memberlist the local meta; patchmesh sends no user
-// messages over gossip.
+// delegate gives memberlist the local meta and hears leave intents, the
+// only user message patchmesh sends over gossip.
 type delegate struct{ t *Topology }
 
 func (d delegate) NodeMeta(limit int) []byte {
 	t := d.t
 	b, err := t.localMeta().Encode()
+	if err == nil {
+		err = CheckMeta(t.name, b)
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if err != nil || len(b) > limit {
@@ -726,7 +705,12 @@ func (d delegate) NodeMeta(limit int) []byte {
 	return b
 }
 
-func (delegate) NotifyMsg([]byte)                           {}
+func (d delegate) NotifyMsg(b []byte) {
+	if len(b) > 1 && b[0] == msgLeaveIntent {
+		d.t.heardLeaveIntent(string(b[1:]))
+	}
+}
+
 func (delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (delegate) LocalState(join bool) []byte                { return nil }
 func (delegate) MergeRemoteState(buf []byte, join bool)     {}
@@ -735,8 +719,8 @@ type events struct{ t *Topology }
 
 // conflictWatch hears, under memberlist's lock, of an alive message that
 // names a known member at another address. memberlist ignores such a
-// message and only logs it; patchmesh makes it an error event, and Start
-// refuses to join a mesh where its own name is taken.
+// message; patchmesh makes it a security event, and Start refuses to join
+// a mesh where its own name is taken.
 type conflictWatch struct{ t *Topology }
 
 func (c conflictWatch) NotifyConflict(existing, other *memberlist.Node) {
@@ -747,18 +731,13 @@ func (c conflictWatch) NotifyConflict(existing, other *memberlist.Node) {
 	if self && t.selfConflict == "" {
 		t.selfConflict = theirs
 	}
-	key := existing.Name + "\x00" + existing.Address() + "\x00" + theirs
-	first := !t.conflictsLogged[key]
-	if t.conflictsLogged == nil {
-		t.conflictsLogged = map[string]bool{}
-	}
-	t.conflictsLogged[key] = true
 	t.conflictMu.Unlock()
-	if first {
-		t.log.Error("gossip_name_conflict", "name", existing.Name, "known_addr", existing.Address(),
-			"other_addr", theirs, "self", self,
-			"error", fmt.Sprintf("two gossip members are named %q (%s and %s); every node needs its own node.name; the one at %s is ignored", existing.Name, existing.Address(), theirs, theirs))
-	}
+	// Once per pair of addresses: memberlist reports one per alive
+	// message, that is every gossip round.
+	t.rejects.event(EventNameFail, existing.Name+"\x00"+existing.Address()+"\x00"+theirs,
+		slog.String("name", existing.Name), slog.String("known_addr", existing.Address()),
+		slog.String("other_addr", theirs), slog.Bool("self", self),
+		slog.String("reason", fmt.Sprintf("two gossip members are named %q (%s and %s); every node needs its own node.name; the one at %s is ignored", existing.Name, existing.Address(), theirs, theirs)))
 }
 
 // nameConflict is the address of another member using this node's name,
@@ -773,26 +752,44 @@ func nameConflictErr(name, other string) error {
 	return fmt.Errorf("%w: the member at %s is already named %q; give every node its own node.name (the default is the host name and the API port)", ErrNameConflict, other, name)
 }
 
-// aliveWatch is called, under memberlist's lock, for every alive message,
-// including the refutations that clear a suspicion.
-type aliveWatch struct{ t *Topology }
+// metaCheck refuses, under memberlist's lock, members whose meta this node
+// cannot read or that claim another node's name in it: as an
+// AliveDelegate for each alive message, and as a MergeDelegate for a
+// push/pull (a join), where one bad member refuses the whole exchange.
+// Either way memberlist never lists the member, and each refusal is a
+// security event.
+type metaCheck struct{ t *Topology }
 
-func (a aliveWatch) NotifyAlive(*memberlist.Node) error {
-	a.t.syncStates()
+func (c metaCheck) NotifyAlive(n *memberlist.Node) error {
+	return c.check(n, "alive")
+}
+
+func (c metaCheck) NotifyMerge(peers []*memberlist.Node) error {
+	for _, n := range peers {
+		if err := c.check(n, "push_pull"); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
-// pingWatch hears which members answer this node's probes.
-type pingWatch struct{ t *Topology }
-
-func (pingWatch) AckPayload() []byte { return nil }
-func (p pingWatch) NotifyPingComplete(other *memberlist.Node, _ time.Duration, _ []byte) {
-	p.t.answered(other.Name)
+func (c metaCheck) check(n *memberlist.Node, via string) error {
+	if n.Name == c.t.name {
+		// This node's meta is checked before it is advertised (NodeMeta);
+		// another member by this name is a conflict (conflictWatch).
+		return nil
+	}
+	err := CheckMeta(n.Name, n.Meta)
+	if err != nil {
+		c.t.rejects.event(EventMetaFail, n.Name+"\x00"+n.Address(), slog.String("member", n.Name),
+			slog.String("addr", n.Address()), slog.String("via", via), slog.String("reason", err.Error()))
+	}
+	return err
 }
 
-func (e events) NotifyJoin(n *memberlist.Node)   { e.t.observe(n, false) }
-func (e events) NotifyLeave(n *memberlist.Node)  { e.t.observe(n, true) }
-func (e events) NotifyUpdate(n *memberlist.Node) { e.t.observe(n, false) }
+func (e events) NotifyJoin(n *memberlist.Node)   { e.t.observe(n, evJoin) }
+func (e events) NotifyLeave(n *memberlist.Node)  { e.t.observe(n, evLeave) }
+func (e events) NotifyUpdate(n *memberlist.Node) { e.t.observe(n, evUpdate) }
 
 // notifier calls OnChange from one goroutine, in order, so that OnChange
 // never runs under memberlist's lock (where calling Members would deadlock)
@@ -855,12 +852,9 @@ func (n *notifier) stop() {
 }
 
 // logBridge turns memberlist's "[LEVEL] memberlist: message" lines into
-// slog records, and passes on the one line that says this node's probe of a
-// member failed, the only sign of a new suspicion memberlist gives.
-type logBridge struct {
-	l       *slog.Logger
-	suspect func(name string)
-}
+// slog records. Nothing is decided on their text: refusals are seen
+// through the delegates and the transport.
+type logBridge struct{ l *slog.Logger }
 
 func (b logBridge) Write(p []byte) (int, error) {
 	line := strings.TrimSpace(string(p))
@@ -872,11 +866,6 @@ func (b logBridge) Write(p []byte) (int, error) {
 		line = rest
 	}
 	line = strings.TrimPrefix(line, "memberlist: ")
-	if name, ok := strings.CutPrefix(line, "Suspect "); ok && b.suspect != nil {
-		if name, ok = strings.CutSuffix(name, " has failed, no acks received"); ok {
-			b.suspect(name)
-		}
-	}
 	b.l.Log(context.Background(), level, "memberlist", "text", line)
 	return len(p), nil
 }

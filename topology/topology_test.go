@@ -4,16 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"log/slog"
 	"net"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -191,9 +195,6 @@ func TestThreeNodesShareMetaAndUpdates(t *testing.T) {
 
 	for _, top := range []*Topology{a, b, c} {
 		waitFor(t, 5*time.Second, "a, b, c alive", func() (bool, string) { return seesAlive(top, "a", "b", "c") })
-		if !top.stateReadable.Load() {
-			t.Fatal("memberlist's node states are not readable: has nodeState's layout changed? see nodestate.go")
-		}
 	}
 	ms := c.Members()
 	if ms[0].Role != "hub" || ms[0].DC != "dc1" || ms[0].API != "http://a.test:8080" ||
@@ -237,7 +238,10 @@ func TestThreeNodesShareMetaAndUpdates(t *testing.T) {
 	})
 }
 
-func TestCrashIsSuspectThenDeadAndLeaveIsLeft(t *testing.T) {
+// TestCrashIsDeadAndLeaveIsLeft guards the states read from memberlist's
+// public events alone: a crash is Dead, a Leave is Left (through the leave
+// intent), and a member that comes back is Alive again.
+func TestCrashIsDeadAndLeaveIsLeft(t *testing.T) {
 	k := [][]byte{key(t)}
 	var rec recorder
 	ca := fast(t, "a", k)
@@ -258,11 +262,12 @@ func TestCrashIsSuspectThenDeadAndLeaveIsLeft(t *testing.T) {
 		return m.State == Dead, summary(a.Members())
 	})
 	// OnChange is asynchronous: wait for it to catch up with Members.
-	waitFor(t, time.Second, "a's OnChange to report c alive, suspect, dead", func() (bool, string) {
+	waitFor(t, time.Second, "a's OnChange to report c alive, then dead", func() (bool, string) {
 		got := rec.states("c")
-		return slices.Equal(got, []string{Alive, Suspect, Dead}), fmt.Sprint(got)
+		return slices.Equal(got, []string{Alive, Dead}), fmt.Sprint(got)
 	})
 
+	bAddr := b.LocalAddr()
 	if err := b.Leave(2 * time.Second); err != nil {
 		t.Fatalf("leave: %v", err)
 	}
@@ -284,13 +289,39 @@ func TestCrashIsSuspectThenDeadAndLeaveIsLeft(t *testing.T) {
 	if ok, got := seesAlive(d, "a", "d"); ok {
 		t.Errorf("d forgot b and c: %s", got)
 	}
+	waitFor(t, bound, "d to see b left too", func() (bool, string) {
+		m, _ := d.Member("b")
+		return m.State == Left, summary(d.Members())
+	})
+
+	// A member that left and starts again under its name is Alive, and a
+	// later crash of it is Dead, not Left: the old intent is forgotten.
+	// Same address: memberlist refuses a known name at a new one.
+	cb2 := fast(t, "b", k, a.LocalAddr())
+	host, port, _ := net.SplitHostPort(bAddr)
+	cb2.BindAddr = host
+	cb2.BindPort, _ = strconv.Atoi(port)
+	b2 := start(t, cb2)
+	waitFor(t, 5*time.Second, "a to see b back", func() (bool, string) {
+		m, _ := a.Member("b")
+		return m.State == Alive, summary(a.Members())
+	})
+	if err := b2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, deadBound(cb2, 3), "a to see b, back and crashed, dead", func() (bool, string) {
+		m, _ := a.Member("b")
+		return m.State == Dead, summary(a.Members())
+	})
 }
 
 func TestWrongKeyCannotJoin(t *testing.T) {
 	k := [][]byte{key(t)}
 	var recA, recB recorder
+	var logA lockedLog
 	ca := fast(t, "a", k)
 	ca.OnChange = recA.on
+	ca.Log = slog.New(slog.NewJSONHandler(&logA, nil))
 	a := start(t, ca)
 	cb := fast(t, "b", k, a.LocalAddr())
 	cb.OnChange = recB.on
@@ -314,6 +345,98 @@ func TestWrongKeyCannotJoin(t *testing.T) {
 	}
 	if ok, got := seesAlive(x, "x"); !ok {
 		t.Errorf("x: want itself only, got %s", got)
+	}
+	// Every refusal is counted; the security event names the source once
+	// per channel and minute, however often x retries.
+	if got := a.Stats().Rejected[EventKeyFail]; got < 1 {
+		t.Errorf("a counted %d gossip_key_fail refusals, want at least 1", got)
+	}
+	// x dials from the loopback's default source address, not its bind
+	// address, so only the channel is certain.
+	const event = `"msg":"security event","component":"topology","event":"gossip_key_fail","addr":"127.`
+	logged := logA.String()
+	if n := strings.Count(logged, event); n < 1 || n > 2 {
+		t.Errorf("a logged gossip_key_fail %d times, want once or twice (tcp, udp):\n%s", n, logged)
+	}
+	if !strings.Contains(logged, `"channel":"tcp"`) {
+		t.Errorf("a's gossip_key_fail does not say x's join came over tcp:\n%s", logged)
+	}
+	if strings.Contains(logged, string(k[0])) {
+		t.Error("a's log holds the gossip key")
+	}
+}
+
+// badMetaNode runs a raw memberlist node, holding the mesh key, whose meta
+// is meta: what a key holder running its own client could announce.
+func badMetaNode(t *testing.T, name string, keys [][]byte, meta []byte, join string) *memberlist.Memberlist {
+	t.Helper()
+	mc := memberlist.DefaultLocalConfig()
+	mc.Name = name
+	mc.BindAddr = loopback(t)
+	mc.BindPort = 0
+	mc.Delegate = rawMeta(meta)
+	mc.Logger = log.New(io.Discard, "", 0)
+	kr, err := memberlist.NewKeyring(keys, keys[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc.Keyring = kr
+	mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ml.Shutdown() })
+	ml.Join([]string{join}) // refused, which is what is tested
+	return ml
+}
+
+type rawMeta []byte
+
+func (r rawMeta) NodeMeta(int) []byte               { return r }
+func (rawMeta) NotifyMsg([]byte)                    {}
+func (rawMeta) GetBroadcasts(int, int) [][]byte     { return nil }
+func (rawMeta) LocalState(bool) []byte              { return nil }
+func (rawMeta) MergeRemoteState(buf []byte, _ bool) {}
+
+func TestMembersWithBadMetaAreRefused(t *testing.T) {
+	k := [][]byte{key(t)}
+	var logA lockedLog
+	var recA recorder
+	ca := fast(t, "a", k)
+	ca.Log = slog.New(slog.NewJSONHandler(&logA, nil))
+	ca.OnChange = recA.on
+	a := start(t, ca)
+	b := start(t, fast(t, "b", k, a.LocalAddr()))
+	waitFor(t, 5*time.Second, "a, b alive", func() (bool, string) { return seesAlive(a, "a", "b") })
+
+	for _, tc := range []struct{ name, meta string }{
+		{"garbled", `{"n":`},
+		{"impostor", `{"n":"b","r":"relay"}`},
+		{"ftp", `{"n":"ftp","api":"ftp://x.test/"}`},
+		{"creds", `{"n":"creds","api":"https://u:p@x.test/"}`},
+	} {
+		badMetaNode(t, tc.name, k, []byte(tc.meta), a.LocalAddr())
+	}
+	waitFor(t, 5*time.Second, "a to log gossip_meta_fail for all four", func() (bool, string) {
+		got := logA.String()
+		for _, name := range []string{"garbled", "impostor", "ftp", "creds"} {
+			if !strings.Contains(got, `"event":"gossip_meta_fail","member":"`+name+`"`) {
+				return false, got
+			}
+		}
+		return true, got
+	})
+	for _, top := range []*Topology{a, b} {
+		if ok, got := seesAlive(top, "a", "b"); !ok {
+			t.Errorf("want a and b only, got %s", got)
+		}
+	}
+	if m, ok := recA.any(func(m Member) bool { return m.Name != "a" && m.Name != "b" }); ok {
+		t.Errorf("a reported a refused member: %+v", m)
+	}
+	if got := a.Stats().Rejected[EventMetaFail]; got < 4 {
+		t.Errorf("a counted %d gossip_meta_fail refusals, want at least 4", got)
 	}
 }
 

@@ -3,6 +3,7 @@ package topology
 import (
 	"fmt"
 	"log"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -15,10 +16,15 @@ import (
 // countingTransport is memberlist's NetTransport with every byte counted:
 // packets written and read, and both directions of every stream, dialled or
 // accepted. The counts are of what goes on the wire, so they include
-// encryption overhead.
+// encryption overhead. It also checks that what arrives is encrypted with
+// an installed key (decrypts), dropping packets that are not and reporting
+// both kinds of refusal as security events; memberlist itself refuses them
+// too, but says so only in its log.
 type countingTransport struct {
 	inner          *memberlist.NetTransport
 	sent, received atomic.Int64
+	keys           keyring
+	rejects        *rejectLog
 
 	packets chan *memberlist.Packet
 	streams chan net.Conn
@@ -32,7 +38,7 @@ var _ memberlist.NodeAwareTransport = (*countingTransport)(nil)
 // newCountingTransport listens on addr:port. With port 0 the kernel picks a
 // TCP port and the UDP listener must get the same one, which another process
 // can take in between, so that case is retried like memberlist does.
-func newCountingTransport(addr string, port int, logger *log.Logger) (*countingTransport, error) {
+func newCountingTransport(addr string, port int, logger *log.Logger, keys keyring, rejects *rejectLog) (*countingTransport, error) {
 	attempts := 1
 	if port == 0 {
 		attempts = 10
@@ -54,6 +60,8 @@ func newCountingTransport(addr string, port int, logger *log.Logger) (*countingT
 	}
 	c := &countingTransport{
 		inner:   inner,
+		keys:    keys,
+		rejects: rejects,
 		packets: make(chan *memberlist.Packet),
 		streams: make(chan net.Conn),
 		done:    make(chan struct{}),
@@ -72,6 +80,10 @@ func (c *countingTransport) forwardPackets() {
 		select {
 		case p := <-c.inner.PacketCh():
 			c.received.Add(int64(len(p.Buf)))
+			if err := decrypts(c.keys.GetKeys(), p.Buf, nil); err != nil {
+				c.refused(p.From, "udp", err)
+				continue
+			}
 			select {
 			case c.packets <- p:
 			case <-c.done:
@@ -89,7 +101,7 @@ func (c *countingTransport) forwardStreams() {
 		select {
 		case conn := <-c.inner.StreamCh():
 			select {
-			case c.streams <- c.count(conn):
+			case c.streams <- c.accepted(conn):
 			case <-c.done:
 				conn.Close()
 				return
@@ -102,6 +114,32 @@ func (c *countingTransport) forwardStreams() {
 
 func (c *countingTransport) count(conn net.Conn) net.Conn {
 	return &countingConn{Conn: conn, t: c}
+}
+
+// accepted counts an inbound stream and checks its first message.
+func (c *countingTransport) accepted(conn net.Conn) net.Conn {
+	cc := &countingConn{Conn: conn, t: c}
+	from := conn.RemoteAddr()
+	cc.tap = &streamTap{keys: c.keys, check: func(err error) {
+		if err != nil {
+			c.refused(from, "tcp", err)
+		}
+	}}
+	return cc
+}
+
+// refused reports gossip that no installed key opens, per source host.
+func (c *countingTransport) refused(from net.Addr, channel string, why error) {
+	addr := ""
+	if from != nil {
+		addr = from.String()
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	c.rejects.event(EventKeyFail, host+"\x00"+channel, slog.String("addr", addr),
+		slog.String("channel", channel), slog.String("reason", why.Error()))
 }
 
 func (c *countingTransport) FinalAdvertiseAddr(ip string, port int) (net.IP, int, error) {
@@ -149,11 +187,17 @@ func (c *countingTransport) Shutdown() error {
 type countingConn struct {
 	net.Conn
 	t *countingTransport
+	// tap, on accepted streams until their first message is in, checks
+	// that message. Memberlist reads a stream from one goroutine.
+	tap *streamTap
 }
 
 func (c *countingConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	c.t.received.Add(int64(n))
+	if c.tap != nil && n > 0 && c.tap.feed(p[:n]) {
+		c.tap = nil
+	}
 	return n, err
 }
 

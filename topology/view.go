@@ -16,26 +16,28 @@ type View struct {
 	// Nodes is every known member, dead and left ones included for
 	// Config.Retain, sorted by name.
 	Nodes []ViewNode `json:"nodes"`
-	// Links go from upstream to downstream, one per member that advertises
-	// an upstream, sorted by downstream name.
+	// Links go from upstream to downstream, one per member and distinct
+	// upstream URL it advertises, sorted by downstream name, then URL.
 	Links []ViewLink `json:"links"`
 }
 
 // ViewNode is one member: its meta, its health and where it gossips.
 type ViewNode struct {
-	Name     string    `json:"name"`
-	Role     string    `json:"role"`
-	DC       string    `json:"dc"`
-	URL      string    `json:"url"`      // Meta.API
-	Upstream string    `json:"upstream"` // API URL of the upstream in use; "" on the hub
-	State    string    `json:"state"`    // Alive, Suspect, Dead, Left
-	Version  string    `json:"version"`
-	Since    time.Time `json:"since"` // when State last changed, as this node saw it
-	Head     int64     `json:"head"`
-	Synced   int64     `json:"synced"`
-	Lag      int64     `json:"lag"`
-	Tiers    []string  `json:"tiers"`
-	Addr     string    `json:"addr"` // gossip host:port
+	Name     string `json:"name"`
+	Role     string `json:"role"`
+	DC       string `json:"dc"`
+	URL      string `json:"url"`      // Meta.API
+	Upstream string `json:"upstream"` // API URL of the first link's upstream in use; "" on the hub
+	// Upstreams is every link's upstream in use, by local tier.
+	Upstreams map[string]string `json:"upstreams"`
+	State     string            `json:"state"` // Alive, Dead, Left
+	Version   string            `json:"version"`
+	Since     time.Time         `json:"since"` // when State last changed, as this node saw it
+	Head      int64             `json:"head"`
+	Synced    int64             `json:"synced"`
+	Lag       int64             `json:"lag"`
+	Tiers     []string          `json:"tiers"`
+	Addr      string            `json:"addr"` // gossip host:port
 }
 
 // ViewLink is a downstream pulling from its upstream.
@@ -86,21 +88,36 @@ func ViewOf(self string, ms []Member) View {
 	for _, m := range ms {
 		v.Nodes = append(v.Nodes, ViewNode{
 			Name: m.Name, Role: m.Role, DC: m.DC, URL: m.API, Upstream: m.Upstream,
-			State: m.State, Version: m.Version, Since: m.Since,
+			Upstreams: m.UpstreamsByTier(),
+			State:     m.State, Version: m.Version, Since: m.Since,
 			Head: m.Head, Synced: m.Synced, Lag: m.Lag,
 			Tiers: nonNil(slices.Clone(m.Tiers)), Addr: m.Addr,
 		})
-		if m.Upstream == "" {
-			continue
+		for _, u := range upstreamURLs(m.Meta) {
+			l := ViewLink{To: m.Name, FromURL: u, LagEvents: m.Lag}
+			if up, ok := byURL[strings.TrimSuffix(u, "/")]; ok {
+				l.From = up.Name
+				l.Healthy = up.State == Alive && m.State == Alive
+			}
+			v.Links = append(v.Links, l)
 		}
-		l := ViewLink{To: m.Name, FromURL: m.Upstream, LagEvents: m.Lag}
-		if up, ok := byURL[strings.TrimSuffix(m.Upstream, "/")]; ok {
-			l.From = up.Name
-			l.Healthy = up.State == Alive && m.State == Alive
-		}
-		v.Links = append(v.Links, l)
 	}
 	return v
+}
+
+// upstreamURLs is every distinct upstream m advertises, sorted.
+func upstreamURLs(m Meta) []string {
+	var out []string
+	if m.Upstream != "" {
+		out = append(out, m.Upstream)
+	}
+	for _, u := range m.Upstreams {
+		if u != "" && !slices.Contains(out, u) {
+			out = append(out, u)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // betterUpstream says whether m should stand for its URL rather than best:

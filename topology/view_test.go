@@ -22,8 +22,11 @@ func TestViewOfLinksEachDownstreamToItsUpstream(t *testing.T) {
 	// A node that came back under a new name at region-a's URL: the old,
 	// dead record must not take its links.
 	ghost := member("region-a-old", "relay", "https://region-a.example", "https://hub.example", Dead, 0)
+	// An edge with two links, each to its own upstream: a link for each.
+	twoLinks := member("edge-a3", "edge", "https://edge-a3.example", "https://region-a.example", Alive, 1)
+	twoLinks.Upstreams = map[string]string{"stable": "https://region-a.example", "beta": "https://hub.example/"}
 
-	v := ViewOf("region-a", []Member{orphan, edge, ghost, relay, hub, deadEdge})
+	v := ViewOf("region-a", []Member{orphan, edge, ghost, relay, hub, deadEdge, twoLinks})
 
 	if v.Self != "region-a" {
 		t.Errorf("self = %q, want region-a", v.Self)
@@ -32,12 +35,14 @@ func TestViewOfLinksEachDownstreamToItsUpstream(t *testing.T) {
 	for _, n := range v.Nodes {
 		names = append(names, n.Name)
 	}
-	if want := []string{"edge-a1", "edge-a2", "edge-x", "hub-1", "region-a", "region-a-old"}; !reflect.DeepEqual(names, want) {
+	if want := []string{"edge-a1", "edge-a2", "edge-a3", "edge-x", "hub-1", "region-a", "region-a-old"}; !reflect.DeepEqual(names, want) {
 		t.Errorf("nodes %v, want every member sorted by name %v", names, want)
 	}
 	want := []ViewLink{
 		{From: "region-a", To: "edge-a1", FromURL: "https://region-a.example", LagEvents: 2, Healthy: true},
 		{From: "region-a", To: "edge-a2", FromURL: "https://region-a.example", LagEvents: 5, Healthy: false},
+		{From: "hub-1", To: "edge-a3", FromURL: "https://hub.example/", LagEvents: 1, Healthy: true},
+		{From: "region-a", To: "edge-a3", FromURL: "https://region-a.example", LagEvents: 1, Healthy: true},
 		{From: "", To: "edge-x", FromURL: "https://gone.example", LagEvents: 9, Healthy: false},
 		{From: "hub-1", To: "region-a", FromURL: "https://hub.example/", LagEvents: 0, Healthy: true},
 		{From: "hub-1", To: "region-a-old", FromURL: "https://hub.example", LagEvents: 0, Healthy: false},
@@ -46,7 +51,7 @@ func TestViewOfLinksEachDownstreamToItsUpstream(t *testing.T) {
 		t.Errorf("links:\n got %+v\nwant %+v", v.Links, want)
 	}
 	wantNode := ViewNode{Name: "edge-a1", Role: "edge", DC: "dc-a", URL: "https://edge-a1.example", Upstream: "https://region-a.example",
-		State: Alive, Since: t0, Lag: 2, Tiers: []string{"stable"}, Addr: "127.0.0.1:7946"}
+		Upstreams: map[string]string{"stable": "https://region-a.example"}, State: Alive, Since: t0, Lag: 2, Tiers: []string{"stable"}, Addr: "127.0.0.1:7946"}
 	if !reflect.DeepEqual(v.Nodes[0], wantNode) {
 		t.Errorf("node edge-a1 = %+v, want %+v", v.Nodes[0], wantNode)
 	}

@@ -9,7 +9,7 @@
   // A view arrives every second; after this long without one the node is
   // called unreachable even if the connection looks open.
   const STALE_MS = 3500;
-  const STATE_ICON = { alive: '✓', suspect: '!', dead: '✕', left: '–' };
+  const STATE_ICON = { alive: '✓', dead: '✕', left: '–' };
   const HOLD_ICON = { held: '✓', missing: '…', unknown: '?' };
   // Machine states in the order the fleet grid shows them, each with its
   // kind: up to date, waiting or to check, failed, unknown. A state this

@@ -26,7 +26,7 @@ func viewNode(name, role, dc, up, state string, head, lag int64) topology.ViewNo
 }
 
 // meshView is a hub, two regions and their edges: one edge dead since
-// 12:03:04 today, one region suspect.
+// 12:03:04 today, one region left.
 func meshView() topology.View {
 	link := func(from, to string, lag int64, healthy bool) topology.ViewLink {
 		return topology.ViewLink{From: from, To: to, FromURL: "https://" + from + ".example", LagEvents: lag, Healthy: healthy}
@@ -39,7 +39,7 @@ func meshView() topology.View {
 			viewNode("edge-b1", "edge", "dc-b", "https://region-b.example", topology.Alive, 12, 3),
 			viewNode("hub-1", "hub", "dc-a", "", topology.Alive, 120, 0),
 			viewNode("region-a", "relay", "dc-a", "https://hub-1.example", topology.Alive, 80, 0),
-			viewNode("region-b", "relay", "dc-b", "https://hub-1.example", topology.Suspect, 70, 3),
+			viewNode("region-b", "relay", "dc-b", "https://hub-1.example", topology.Left, 70, 3),
 		},
 		Links: []topology.ViewLink{
 			link("region-a", "edge-a1", 0, true),
@@ -56,13 +56,13 @@ func TestRenderTopologyDrawsTheTreeFromTheHub(t *testing.T) {
 	if err := renderTopology(&b, meshView(), topoNow); err != nil {
 		t.Fatal(err)
 	}
-	want := `NODE             ROLE   DC    STATE                     SYNC
-hub-1            hub    dc-a  alive                     head 120
-├── region-a     relay  dc-a  alive                     lag 0
-│   ├── edge-a1  edge   dc-a  alive                     lag 0
-│   └── edge-a2  edge   dc-a  dead (since 12:03:04)     -
-└── region-b     relay  dc-b  suspect (since 12:03:04)  lag 3
-    └── edge-b1  edge   dc-b  alive                     lag 3
+	want := `NODE             ROLE   DC    STATE                  SYNC
+hub-1            hub    dc-a  alive                  head 120
+├── region-a     relay  dc-a  alive                  lag 0
+│   ├── edge-a1  edge   dc-a  alive                  lag 0
+│   └── edge-a2  edge   dc-a  dead (since 12:03:04)  -
+└── region-b     relay  dc-b  left (since 12:03:04)  -
+    └── edge-b1  edge   dc-b  alive                  lag 3
 `
 	if b.String() != want {
 		t.Errorf("rendered:\n%s\nwant:\n%s", b.String(), want)

@@ -380,11 +380,13 @@ func (n *Node) Metrics(ctx context.Context) (map[string]float64, error) {
 }
 
 // Gossip is one node's view of the mesh's membership, read from its
-// metrics: how many members it counts in each state (alive, suspect,
-// dead, left; itself among the alive), and its gossip traffic so far.
+// metrics: how many members it counts in each state (alive, dead, left;
+// itself among the alive), its gossip traffic so far, and the gossip it
+// refused, by security event.
 type Gossip struct {
 	Members                  map[string]int
 	SentBytes, ReceivedBytes float64
+	Rejected                 map[string]int // by event: gossip_key_fail, gossip_meta_fail, gossip_name_fail
 }
 
 // Total is how many members the node knows of, in any state.
@@ -412,8 +414,12 @@ func (n *Node) GossipView(ctx context.Context) (Gossip, error) {
 		SentBytes:     ms["patchmesh_gossip_sent_bytes_total"],
 		ReceivedBytes: ms["patchmesh_gossip_received_bytes_total"],
 	}
-	for _, st := range []string{"alive", "suspect", "dead", "left"} {
+	for _, st := range []string{"alive", "dead", "left"} {
 		g.Members[st] = int(ms[`patchmesh_gossip_members{state="`+st+`"}`])
+	}
+	g.Rejected = map[string]int{}
+	for _, ev := range []string{"gossip_key_fail", "gossip_meta_fail", "gossip_name_fail"} {
+		g.Rejected[ev] = int(ms[`patchmesh_gossip_rejected_total{event="`+ev+`"}`])
 	}
 	return g, nil
 }
