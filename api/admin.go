@@ -47,6 +47,7 @@ func (s *server) adminRoutes(v1 *mux.Router) {
 	s.nodeAdminRoutes(a)
 	s.webhookRoutes(a)
 	s.rolloutRoutes(a)
+	s.revocationRoutes(a)
 }
 
 func (s *server) login(w http.ResponseWriter, r *http.Request) error {
@@ -207,11 +208,23 @@ func (s *server) addToken(kind catalog.TokenKind) adminHandler {
 	}
 }
 
+// revokeToken revokes a token of kind. An enrollment (auth) token's
+// revocation with ?machines=true also revokes the machines registered
+// with it, here and, through the hub's signed record, at every node of
+// its tier; it answers with the machines revoked here.
 func (s *server) revokeToken(kind catalog.TokenKind) adminHandler {
 	return func(w http.ResponseWriter, r *http.Request, user string) error {
 		id, err := pathVar(r, "id", validTokenID)
 		if err != nil {
 			return err
+		}
+		q := newQuery(r)
+		machines := q.bool("machines")
+		if q.err != nil {
+			return q.err
+		}
+		if machines && kind != catalog.TokenAuth {
+			return invalid("machines", "only an enrollment (auth) token's revocation can take its machines")
 		}
 		// A token of another kind is not found through this endpoint, so
 		// that, say, a machine token cannot be revoked as a sync token.
@@ -222,12 +235,30 @@ func (s *server) revokeToken(kind catalog.TokenKind) adminHandler {
 		if t.Kind != kind {
 			return notFound(fmt.Sprintf("no %s token %s", kind, id))
 		}
-		if err := s.store.RevokeToken(r.Context(), kind, id, s.now()); err != nil {
+		if !machines {
+			if err := s.store.RevokeToken(r.Context(), kind, id, s.now()); err != nil {
+				return err
+			}
+			s.securityEvent(r, auth.EventTokenRevoked, slog.String("token_id", id), slog.String("kind", string(kind)),
+				slog.String("tier", t.Tier), slog.String("name", t.Name), slog.String("user", user))
+			w.WriteHeader(http.StatusNoContent)
+			return nil
+		}
+		ids, err := s.store.RevokeEnrollment(r.Context(), id, s.now(), true)
+		if err != nil {
 			return err
 		}
 		s.securityEvent(r, auth.EventTokenRevoked, slog.String("token_id", id), slog.String("kind", string(kind)),
-			slog.String("tier", t.Tier), slog.String("name", t.Name), slog.String("user", user))
-		w.WriteHeader(http.StatusNoContent)
+			slog.String("tier", t.Tier), slog.String("name", t.Name), slog.String("user", user),
+			slog.Bool("machines", true), slog.Int("machines_revoked", len(ids)))
+		for _, m := range ids {
+			s.securityEvent(r, auth.EventMachineRevoked, slog.String("machine_id", m), slog.String("tier", t.Tier),
+				slog.String("user", user), slog.String("auth_token_id", id))
+		}
+		writeJSON(w, http.StatusOK, struct {
+			Token           string   `json:"token"`
+			MachinesRevoked []string `json:"machines_revoked"`
+		}{id, nonNil(ids)})
 		return nil
 	}
 }
