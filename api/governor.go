@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -14,10 +15,12 @@ import (
 
 // GovernorConfig bounds how much work a node takes on at once. Beyond
 // MaxInFlight running requests, up to MaxQueue wait, each at most
-// QueueTimeout; the rest are refused at once with 503 overloaded and a
+// QueueTimeout, served newest first; a request that finds the queue full
+// pushes the oldest waiter out, and the refused get 503 overloaded with a
 // Retry-After from the measured drain rate, which is cheaper for everyone
 // than a node that slows to a crawl. A request that is admitted has
-// therefore waited at most QueueTimeout for its slot.
+// therefore waited at most QueueTimeout for its slot, and under overload
+// most admitted ones far less (last in, first out).
 //
 // Admin requests (the admin API but its login, the topology, the
 // dashboard's endpoints) run in a lane of their own, AdminMaxInFlight and
@@ -90,12 +93,22 @@ const (
 	maxRetryAfter     = 60
 )
 
-// lane is one pool of slots with its queue.
+// lane is one pool of slots with its queue. The queue is served last in,
+// first out, and when it is full the oldest waiter is refused to make room:
+// under overload the requests that have waited least are the ones worth
+// serving (their clients are still there, their deadlines not yet spent),
+// so an admitted request waits little, and the wait a refused one paid is
+// bounded by the queue timeout. FIFO would instead make every admitted
+// request wait for the whole queue ahead of it.
 type lane struct {
 	name    string
-	slots   chan struct{} // one element per running request
-	waiting chan struct{} // one element per queued request
+	max     int // slots
+	queue   int // most waiters
 	timeout time.Duration
+
+	mu      sync.Mutex
+	running int
+	waiters []*waiter // oldest first; served from the end
 
 	inFlight  prometheus.Gauge
 	queued    prometheus.Gauge
@@ -104,9 +117,15 @@ type lane struct {
 	drain     drainMeter
 }
 
+// waiter is one queued request. ready receives true when a release hands
+// it a slot, false when a newer request pushed it out of a full queue.
+type waiter struct {
+	ready chan bool
+}
+
 func newLane(name string, inFlight, queue int, timeout time.Duration, m *Metrics) *lane {
 	return &lane{
-		name: name, slots: make(chan struct{}, inFlight), waiting: make(chan struct{}, queue), timeout: timeout,
+		name: name, max: inFlight, queue: queue, timeout: timeout,
 		inFlight: m.inFlight.WithLabelValues(name), queued: m.queued.WithLabelValues(name),
 		overloads: m.overloads.WithLabelValues(name), wait: m.queueWait.WithLabelValues(name),
 	}
@@ -152,51 +171,94 @@ func (e *overloadedError) Unwrap() error { return errOverloaded }
 // errOverloaded is an overload refusal with the default wait.
 var errOverloaded = &httpError{http.StatusServiceUnavailable, codeOverloaded, "the node is overloaded; retry later"}
 
-// acquire takes a slot, waiting in the queue if there is room there. It
-// fails with an *overloadedError, or the context's error if the client
-// left.
+// acquire takes a slot, waiting in the queue if need be. It fails with an
+// *overloadedError when the queue has no room and this request cannot
+// push an older one out (no queue at all), when a newer request pushed it
+// out, or when its wait ran out; or with the context's error if the
+// client left.
 func (l *lane) acquire(ctx context.Context) error {
-	select {
-	case l.slots <- struct{}{}:
+	l.mu.Lock()
+	if l.running < l.max {
+		l.running++
+		l.mu.Unlock()
 		l.inFlight.Inc()
 		l.wait.Observe(0)
 		return nil
-	default:
 	}
-	select {
-	case l.waiting <- struct{}{}:
-	default:
+	if l.queue == 0 {
+		l.mu.Unlock()
 		return l.refuse()
 	}
-	start := time.Now()
-	l.queued.Inc()
-	defer func() {
-		<-l.waiting
+	if len(l.waiters) == l.queue {
+		oldest := l.waiters[0]
+		l.waiters = l.waiters[1:]
+		oldest.ready <- false // buffered: never blocks
 		l.queued.Dec()
-	}()
+	}
+	w := &waiter{ready: make(chan bool, 1)}
+	l.waiters = append(l.waiters, w)
+	l.mu.Unlock()
+	l.queued.Inc()
+
+	start := time.Now()
 	t := time.NewTimer(l.timeout)
 	defer t.Stop()
+	var err error
 	select {
-	case l.slots <- struct{}{}:
-		l.inFlight.Inc()
-		l.wait.Observe(time.Since(start).Seconds())
-		return nil
+	case ok := <-w.ready:
+		return l.admitted(ok, start)
 	case <-t.C:
-		return l.refuse()
+		err = l.refuse()
 	case <-ctx.Done():
-		return context.Cause(ctx)
+		err = context.Cause(ctx)
 	}
+	l.mu.Lock()
+	if i := slices.Index(l.waiters, w); i >= 0 {
+		l.waiters = slices.Delete(l.waiters, i, i+1)
+		l.mu.Unlock()
+		l.queued.Dec()
+		return err
+	}
+	l.mu.Unlock()
+	// A release or a newer request got to it first: its answer is in
+	// ready. A slot handed over is this request's to use.
+	return l.admitted(<-w.ready, start)
+}
+
+// admitted finishes a queued acquire: ok is what the waiter was told.
+func (l *lane) admitted(ok bool, since time.Time) error {
+	if !ok {
+		return l.refuse()
+	}
+	l.inFlight.Inc()
+	l.wait.Observe(time.Since(since).Seconds())
+	return nil
 }
 
 func (l *lane) refuse() error {
 	l.overloads.Inc()
-	return &overloadedError{retryAfter: retryAfter(len(l.waiting)+len(l.slots), l.drain.rate(time.Now()))}
+	l.mu.Lock()
+	ahead := len(l.waiters) + l.running
+	l.mu.Unlock()
+	return &overloadedError{retryAfter: retryAfter(ahead, l.drain.rate(time.Now()))}
 }
 
+// release gives a slot back: to the newest waiter if there is one, else
+// to the pool.
 func (l *lane) release() {
-	<-l.slots
 	l.inFlight.Dec()
 	l.drain.add(time.Now())
+	l.mu.Lock()
+	if n := len(l.waiters); n > 0 {
+		w := l.waiters[n-1]
+		l.waiters = l.waiters[:n-1]
+		l.mu.Unlock()
+		l.queued.Dec()
+		w.ready <- true
+		return
+	}
+	l.running--
+	l.mu.Unlock()
 }
 
 // retryAfter is how many seconds the requests ahead take to drain at rate
