@@ -327,10 +327,15 @@ func (s *server) uploadPatch(w http.ResponseWriter, r *http.Request, _ string) e
 	}
 
 	d := blob.Digest(p.Digest)
-	// From here to the record, uploads of one file take turns: otherwise a
-	// failing upload could remove the blob a concurrent upload of the same
+	// From here to the record, uploads and removals of one file take
+	// turns, on every node sharing this store: otherwise a failing upload,
+	// or a removal, could remove the blob a concurrent upload of the same
 	// file has committed but not yet recorded.
-	defer s.uploads.lock(d)()
+	unlock, err := s.lockDigest(ctx, d)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	_, statErr := s.blobs.Stat(ctx, d)
 	existed := statErr == nil
 	if statErr != nil && !errors.Is(statErr, blob.ErrNotFound) {
@@ -378,6 +383,30 @@ func (s *server) reupload(w http.ResponseWriter, old, p catalog.Patch, declared 
 	}
 	writeJSON(w, http.StatusOK, old)
 	return nil
+}
+
+// digestLocker is a store whose lock on a digest holds across every node
+// sharing it (sqlstore on PostgreSQL: an advisory lock).
+type digestLocker interface {
+	LockDigest(ctx context.Context, digest string) (release func(), err error)
+}
+
+// lockDigest takes d's lock in this node, then, if the store shares it
+// with other nodes, in the store, and returns the function that releases
+// both. The node's own lock first keeps concurrent uploads of one file
+// here from each holding a database connection while they wait.
+func (s *server) lockDigest(ctx context.Context, d blob.Digest) (unlock func(), err error) {
+	local := s.uploads.lock(d)
+	dl, ok := s.store.(digestLocker)
+	if !ok {
+		return local, nil
+	}
+	shared, err := dl.LockDigest(ctx, string(d))
+	if err != nil {
+		local()
+		return nil, err
+	}
+	return func() { shared(); local() }, nil
 }
 
 // digestLocks hands out one mutex per digest, created on first use and
@@ -610,6 +639,11 @@ func (s *server) removePatch(w http.ResponseWriter, r *http.Request, _ string) e
 		return err
 	}
 	ctx := r.Context()
+	unlock, err := s.lockDigest(ctx, blob.Digest(digest))
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if err := s.store.RemovePatch(ctx, digest); err != nil {
 		return err
 	}
@@ -824,8 +858,13 @@ func (s *server) removeOrphans(ctx context.Context, orphans []string, infos map[
 		if !infos[d].Modified.Before(cutoff) {
 			continue
 		}
-		unlock := s.uploads.lock(blob.Digest(d))
-		_, err := s.store.Patch(ctx, d)
+		unlock, err := s.lockDigest(ctx, blob.Digest(d))
+		if err != nil {
+			s.log.LogAttrs(ctx, slog.LevelError, "storage repair could not lock an orphan blob",
+				slog.String("digest", d), slog.String("error", err.Error()))
+			continue
+		}
+		_, err = s.store.Patch(ctx, d)
 		if errors.Is(err, catalog.ErrNotFound) {
 			err = s.blobs.Remove(ctx, blob.Digest(d))
 			if err == nil || errors.Is(err, blob.ErrNotFound) {
