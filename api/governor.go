@@ -25,9 +25,18 @@ import (
 // Admin requests (the admin API but its login, the topology, the
 // dashboard's endpoints) run in a lane of their own, AdminMaxInFlight and
 // AdminMaxQueue, so that an operator is answered while clients flood the
-// node; /debug/* and /metrics bypass the governor altogether.
+// node; blob downloads (machines' and peers') in another, as a download
+// holds its slot for as long as its bytes take and costs the node little
+// CPU (sendfile), so it would crowd the short requests out of a lane
+// sized for them; /debug/* and /metrics bypass the governor altogether.
+//
+// The client lane is sized for the cores, not for the clients: a check-in
+// is CPU and a database query, so beyond a few dozen at once more running
+// requests only make each slower (measured in bench/RESULTS.md, "Check-ins
+// under 10x overload"), while the queue, served newest first, absorbs
+// bursts.
 type GovernorConfig struct {
-	// MaxInFlight caps client-lane requests running at once. 0 means 1000.
+	// MaxInFlight caps client-lane requests running at once. 0 means 64.
 	MaxInFlight int
 	// MaxQueue caps client-lane requests waiting for a slot. 0 means 500;
 	// a negative value means no queue: a request that finds no free slot
@@ -41,14 +50,21 @@ type GovernorConfig struct {
 	// AdminMaxQueue caps admin-lane requests waiting. 0 means 32; negative
 	// means none.
 	AdminMaxQueue int
+	// BlobMaxInFlight caps blob downloads running at once. 0 means 1000.
+	BlobMaxInFlight int
+	// BlobMaxQueue caps blob downloads waiting. 0 means 500; negative
+	// means none.
+	BlobMaxQueue int
 }
 
 // Governor defaults. The queue wait is short on purpose: a request that
 // would wait longer is better told to come back (Retry-After) than kept,
 // since under overload a long queue only adds its wait to every answer.
 const (
-	DefaultMaxInFlight      = 1000
+	DefaultMaxInFlight      = 64
 	DefaultMaxQueue         = 500
+	DefaultBlobMaxInFlight  = 1000
+	DefaultBlobMaxQueue     = 500
 	DefaultQueueTimeout     = time.Second
 	DefaultAdminMaxInFlight = 32
 	DefaultAdminMaxQueue    = 32
@@ -66,6 +82,10 @@ func (c GovernorConfig) withDefaults() GovernorConfig {
 		c.AdminMaxInFlight = DefaultAdminMaxInFlight
 	}
 	c.AdminMaxQueue = queueSize(c.AdminMaxQueue, DefaultAdminMaxQueue)
+	if c.BlobMaxInFlight <= 0 {
+		c.BlobMaxInFlight = DefaultBlobMaxInFlight
+	}
+	c.BlobMaxQueue = queueSize(c.BlobMaxQueue, DefaultBlobMaxQueue)
 	return c
 }
 
@@ -83,6 +103,8 @@ func queueSize(n, def int) int {
 const (
 	laneClient = "client"
 	laneAdmin  = "admin"
+	laneBlobs  = "blobs"
+	laneLogin  = "login"
 )
 
 // retryAfterSeconds is what an overloaded node asks a client to wait when
@@ -132,7 +154,7 @@ func newLane(name string, inFlight, queue int, timeout time.Duration, m *Metrics
 }
 
 type governor struct {
-	client, admin *lane
+	client, admin, blobs, login *lane
 }
 
 func newGovernor(c GovernorConfig, m *Metrics) *governor {
@@ -140,19 +162,34 @@ func newGovernor(c GovernorConfig, m *Metrics) *governor {
 	return &governor{
 		client: newLane(laneClient, c.MaxInFlight, c.MaxQueue, c.QueueTimeout, m),
 		admin:  newLane(laneAdmin, c.AdminMaxInFlight, c.AdminMaxQueue, c.QueueTimeout, m),
+		blobs:  newLane(laneBlobs, c.BlobMaxInFlight, c.BlobMaxQueue, c.QueueTimeout, m),
+		login:  newLane(laneLogin, loginMaxInFlight, loginMaxQueue, c.QueueTimeout, m),
 	}
 }
 
+// The login lane's size. A login spends its time waiting for the bcrypt
+// pool (auth.bcrypt_concurrency, at most auth.bcrypt_wait), not on the
+// CPU, so a flood of them must not hold the client lane's few slots: in
+// the client lane, 200 concurrent wrong logins cut check-ins a
+// hundredfold (bench/RESULTS.md). The auth limits bound what a login costs;
+// this lane bounds how many wait at once.
+const (
+	loginMaxInFlight = 256
+	loginMaxQueue    = 256
+)
+
 // laneFor picks a request's lane by its path: operators' requests go to
-// the admin lane, except the login, which anyone can send (its own bcrypt
-// pool and limits bound it).
+// the admin lane, except the logins, which anyone can send and which have
+// a lane of their own; blob downloads to the blobs lane.
 func (g *governor) laneFor(r *http.Request) *lane {
 	p := r.URL.Path
 	switch {
 	case p == "/v1/admin/login", p == "/v1/dashboard/login":
-		return g.client
+		return g.login
 	case strings.HasPrefix(p, "/v1/admin/"), strings.HasPrefix(p, "/v1/dashboard/"), p == "/v1/topology", p == "/v1/sync/status":
 		return g.admin
+	case strings.HasPrefix(p, "/v1/blobs/"), strings.HasPrefix(p, "/v1/peer/blobs/"):
+		return g.blobs
 	}
 	return g.client
 }

@@ -50,20 +50,22 @@ func TestDrainMeterAverages(t *testing.T) {
 	}
 }
 
-// TestLaneFor: operators' paths take the admin lane, logins and everything
-// else the client lane.
+// TestLaneFor: operators' paths take the admin lane, logins theirs, blob
+// downloads theirs, and everything else the client lane.
 func TestLaneFor(t *testing.T) {
 	g := newGovernor(GovernorConfig{}, NewMetrics(nil))
 	cases := []struct{ path, want string }{
 		{"/v1/admin/tiers", laneAdmin},
-		{"/v1/admin/login", laneClient},
+		{"/v1/admin/login", laneLogin},
 		{"/v1/dashboard/snapshot", laneAdmin},
-		{"/v1/dashboard/login", laneClient},
+		{"/v1/dashboard/login", laneLogin},
 		{"/v1/topology", laneAdmin},
 		{"/v1/sync/status", laneAdmin},
 		{"/v1/sync/feed", laneClient},
 		{"/v1/client/register", laneClient},
-		{"/v1/blobs/x", laneClient},
+		{"/v1/blobs/x", laneBlobs},
+		{"/v1/peer/blobs/x", laneBlobs},
+		{"/v1/client/patch", laneClient},
 	}
 	for _, c := range cases {
 		r := httptestRequest(c.path)
