@@ -47,6 +47,7 @@ func (s *server) adminRoutes(v1 *mux.Router) {
 	s.nodeAdminRoutes(a)
 	s.webhookRoutes(a)
 	s.rolloutRoutes(a)
+	s.revocationRoutes(a)
 }
 
 func (s *server) login(w http.ResponseWriter, r *http.Request) error {
@@ -207,11 +208,23 @@ func (s *server) addToken(kind catalog.TokenKind) adminHandler {
 	}
 }
 
+// revokeToken revokes a token of kind. An enrollment (auth) token's
+// revocation with ?machines=true also revokes the machines registered
+// with it, here and, through the hub's signed record, at every node of
+// its tier; it answers with the machines revoked here.
 func (s *server) revokeToken(kind catalog.TokenKind) adminHandler {
 	return func(w http.ResponseWriter, r *http.Request, user string) error {
 		id, err := pathVar(r, "id", validTokenID)
 		if err != nil {
 			return err
+		}
+		q := newQuery(r)
+		machines := q.bool("machines")
+		if q.err != nil {
+			return q.err
+		}
+		if machines && kind != catalog.TokenAuth {
+			return invalid("machines", "only an enrollment (auth) token's revocation can take its machines")
 		}
 		// A token of another kind is not found through this endpoint, so
 		// that, say, a machine token cannot be revoked as a sync token.
@@ -222,12 +235,30 @@ func (s *server) revokeToken(kind catalog.TokenKind) adminHandler {
 		if t.Kind != kind {
 			return notFound(fmt.Sprintf("no %s token %s", kind, id))
 		}
-		if err := s.store.RevokeToken(r.Context(), kind, id, s.now()); err != nil {
+		if !machines {
+			if err := s.store.RevokeToken(r.Context(), kind, id, s.now()); err != nil {
+				return err
+			}
+			s.securityEvent(r, auth.EventTokenRevoked, slog.String("token_id", id), slog.String("kind", string(kind)),
+				slog.String("tier", t.Tier), slog.String("name", t.Name), slog.String("user", user))
+			w.WriteHeader(http.StatusNoContent)
+			return nil
+		}
+		ids, err := s.store.RevokeEnrollment(r.Context(), id, s.now(), true)
+		if err != nil {
 			return err
 		}
 		s.securityEvent(r, auth.EventTokenRevoked, slog.String("token_id", id), slog.String("kind", string(kind)),
-			slog.String("tier", t.Tier), slog.String("name", t.Name), slog.String("user", user))
-		w.WriteHeader(http.StatusNoContent)
+			slog.String("tier", t.Tier), slog.String("name", t.Name), slog.String("user", user),
+			slog.Bool("machines", true), slog.Int("machines_revoked", len(ids)))
+		for _, m := range ids {
+			s.securityEvent(r, auth.EventMachineRevoked, slog.String("machine_id", m), slog.String("tier", t.Tier),
+				slog.String("user", user), slog.String("auth_token_id", id))
+		}
+		writeJSON(w, http.StatusOK, struct {
+			Token           string   `json:"token"`
+			MachinesRevoked []string `json:"machines_revoked"`
+		}{id, nonNil(ids)})
 		return nil
 	}
 }
@@ -296,10 +327,15 @@ func (s *server) uploadPatch(w http.ResponseWriter, r *http.Request, _ string) e
 	}
 
 	d := blob.Digest(p.Digest)
-	// From here to the record, uploads of one file take turns: otherwise a
-	// failing upload could remove the blob a concurrent upload of the same
+	// From here to the record, uploads and removals of one file take
+	// turns, on every node sharing this store: otherwise a failing upload,
+	// or a removal, could remove the blob a concurrent upload of the same
 	// file has committed but not yet recorded.
-	defer s.uploads.lock(d)()
+	unlock, err := s.lockDigest(ctx, d)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	_, statErr := s.blobs.Stat(ctx, d)
 	existed := statErr == nil
 	if statErr != nil && !errors.Is(statErr, blob.ErrNotFound) {
@@ -347,6 +383,30 @@ func (s *server) reupload(w http.ResponseWriter, old, p catalog.Patch, declared 
 	}
 	writeJSON(w, http.StatusOK, old)
 	return nil
+}
+
+// digestLocker is a store whose lock on a digest holds across every node
+// sharing it (sqlstore on PostgreSQL: an advisory lock).
+type digestLocker interface {
+	LockDigest(ctx context.Context, digest string) (release func(), err error)
+}
+
+// lockDigest takes d's lock in this node, then, if the store shares it
+// with other nodes, in the store, and returns the function that releases
+// both. The node's own lock first keeps concurrent uploads of one file
+// here from each holding a database connection while they wait.
+func (s *server) lockDigest(ctx context.Context, d blob.Digest) (unlock func(), err error) {
+	local := s.uploads.lock(d)
+	dl, ok := s.store.(digestLocker)
+	if !ok {
+		return local, nil
+	}
+	shared, err := dl.LockDigest(ctx, string(d))
+	if err != nil {
+		local()
+		return nil, err
+	}
+	return func() { shared(); local() }, nil
 }
 
 // digestLocks hands out one mutex per digest, created on first use and
@@ -579,6 +639,11 @@ func (s *server) removePatch(w http.ResponseWriter, r *http.Request, _ string) e
 		return err
 	}
 	ctx := r.Context()
+	unlock, err := s.lockDigest(ctx, blob.Digest(digest))
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if err := s.store.RemovePatch(ctx, digest); err != nil {
 		return err
 	}
@@ -793,8 +858,13 @@ func (s *server) removeOrphans(ctx context.Context, orphans []string, infos map[
 		if !infos[d].Modified.Before(cutoff) {
 			continue
 		}
-		unlock := s.uploads.lock(blob.Digest(d))
-		_, err := s.store.Patch(ctx, d)
+		unlock, err := s.lockDigest(ctx, blob.Digest(d))
+		if err != nil {
+			s.log.LogAttrs(ctx, slog.LevelError, "storage repair could not lock an orphan blob",
+				slog.String("digest", d), slog.String("error", err.Error()))
+			continue
+		}
+		_, err = s.store.Patch(ctx, d)
 		if errors.Is(err, catalog.ErrNotFound) {
 			err = s.blobs.Remove(ctx, blob.Digest(d))
 			if err == nil || errors.Is(err, blob.ErrNotFound) {

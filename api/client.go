@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -159,11 +160,19 @@ func (s *server) registerMachine(w http.ResponseWriter, r *http.Request, req reg
 		Registered:    now,
 		LastSeen:      now,
 	}
+	if enrolledBy != nil {
+		m.EnrolledBy = enrolledBy.ID
+	}
 	cred, err := s.issueCredential(id, tier, now)
 	if err != nil {
 		return err
 	}
 	if err := s.store.RegisterMachine(r.Context(), m, mt); err != nil {
+		if errors.Is(err, catalog.ErrRevoked) {
+			s.securityEvent(r, auth.EventAuthzFail, slog.String("reason", "machine_revoked"),
+				slog.String("machine_id", id), slog.String("tier", tier), by)
+			return auth.ErrForbidden
+		}
 		return err
 	}
 	s.securityEvent(r, auth.EventMachineRegistered, slog.String("machine_id", id), slog.String("tier", tier),

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -14,17 +15,28 @@ import (
 
 // GovernorConfig bounds how much work a node takes on at once. Beyond
 // MaxInFlight running requests, up to MaxQueue wait, each at most
-// QueueTimeout; the rest are refused at once with 503 overloaded and a
+// QueueTimeout, served newest first; a request that finds the queue full
+// pushes the oldest waiter out, and the refused get 503 overloaded with a
 // Retry-After from the measured drain rate, which is cheaper for everyone
 // than a node that slows to a crawl. A request that is admitted has
-// therefore waited at most QueueTimeout for its slot.
+// therefore waited at most QueueTimeout for its slot, and under overload
+// most admitted ones far less (last in, first out).
 //
 // Admin requests (the admin API but its login, the topology, the
 // dashboard's endpoints) run in a lane of their own, AdminMaxInFlight and
 // AdminMaxQueue, so that an operator is answered while clients flood the
-// node; /debug/* and /metrics bypass the governor altogether.
+// node; blob downloads (machines' and peers') in another, as a download
+// holds its slot for as long as its bytes take and costs the node little
+// CPU (sendfile), so it would crowd the short requests out of a lane
+// sized for them; /debug/* and /metrics bypass the governor altogether.
+//
+// The client lane is sized for the cores, not for the clients: a check-in
+// is CPU and a database query, so beyond a few dozen at once more running
+// requests only make each slower (measured in bench/RESULTS.md, "Check-ins
+// under 10x overload"), while the queue, served newest first, absorbs
+// bursts.
 type GovernorConfig struct {
-	// MaxInFlight caps client-lane requests running at once. 0 means 1000.
+	// MaxInFlight caps client-lane requests running at once. 0 means 64.
 	MaxInFlight int
 	// MaxQueue caps client-lane requests waiting for a slot. 0 means 500;
 	// a negative value means no queue: a request that finds no free slot
@@ -38,14 +50,21 @@ type GovernorConfig struct {
 	// AdminMaxQueue caps admin-lane requests waiting. 0 means 32; negative
 	// means none.
 	AdminMaxQueue int
+	// BlobMaxInFlight caps blob downloads running at once. 0 means 1000.
+	BlobMaxInFlight int
+	// BlobMaxQueue caps blob downloads waiting. 0 means 500; negative
+	// means none.
+	BlobMaxQueue int
 }
 
 // Governor defaults. The queue wait is short on purpose: a request that
 // would wait longer is better told to come back (Retry-After) than kept,
 // since under overload a long queue only adds its wait to every answer.
 const (
-	DefaultMaxInFlight      = 1000
+	DefaultMaxInFlight      = 64
 	DefaultMaxQueue         = 500
+	DefaultBlobMaxInFlight  = 1000
+	DefaultBlobMaxQueue     = 500
 	DefaultQueueTimeout     = time.Second
 	DefaultAdminMaxInFlight = 32
 	DefaultAdminMaxQueue    = 32
@@ -63,6 +82,10 @@ func (c GovernorConfig) withDefaults() GovernorConfig {
 		c.AdminMaxInFlight = DefaultAdminMaxInFlight
 	}
 	c.AdminMaxQueue = queueSize(c.AdminMaxQueue, DefaultAdminMaxQueue)
+	if c.BlobMaxInFlight <= 0 {
+		c.BlobMaxInFlight = DefaultBlobMaxInFlight
+	}
+	c.BlobMaxQueue = queueSize(c.BlobMaxQueue, DefaultBlobMaxQueue)
 	return c
 }
 
@@ -80,6 +103,8 @@ func queueSize(n, def int) int {
 const (
 	laneClient = "client"
 	laneAdmin  = "admin"
+	laneBlobs  = "blobs"
+	laneLogin  = "login"
 )
 
 // retryAfterSeconds is what an overloaded node asks a client to wait when
@@ -90,12 +115,22 @@ const (
 	maxRetryAfter     = 60
 )
 
-// lane is one pool of slots with its queue.
+// lane is one pool of slots with its queue. The queue is served last in,
+// first out, and when it is full the oldest waiter is refused to make room:
+// under overload the requests that have waited least are the ones worth
+// serving (their clients are still there, their deadlines not yet spent),
+// so an admitted request waits little, and the wait a refused one paid is
+// bounded by the queue timeout. FIFO would instead make every admitted
+// request wait for the whole queue ahead of it.
 type lane struct {
 	name    string
-	slots   chan struct{} // one element per running request
-	waiting chan struct{} // one element per queued request
+	max     int // slots
+	queue   int // most waiters
 	timeout time.Duration
+
+	mu      sync.Mutex
+	running int
+	waiters []*waiter // oldest first; served from the end
 
 	inFlight  prometheus.Gauge
 	queued    prometheus.Gauge
@@ -104,16 +139,22 @@ type lane struct {
 	drain     drainMeter
 }
 
+// waiter is one queued request. ready receives true when a release hands
+// it a slot, false when a newer request pushed it out of a full queue.
+type waiter struct {
+	ready chan bool
+}
+
 func newLane(name string, inFlight, queue int, timeout time.Duration, m *Metrics) *lane {
 	return &lane{
-		name: name, slots: make(chan struct{}, inFlight), waiting: make(chan struct{}, queue), timeout: timeout,
+		name: name, max: inFlight, queue: queue, timeout: timeout,
 		inFlight: m.inFlight.WithLabelValues(name), queued: m.queued.WithLabelValues(name),
 		overloads: m.overloads.WithLabelValues(name), wait: m.queueWait.WithLabelValues(name),
 	}
 }
 
 type governor struct {
-	client, admin *lane
+	client, admin, blobs, login *lane
 }
 
 func newGovernor(c GovernorConfig, m *Metrics) *governor {
@@ -121,19 +162,34 @@ func newGovernor(c GovernorConfig, m *Metrics) *governor {
 	return &governor{
 		client: newLane(laneClient, c.MaxInFlight, c.MaxQueue, c.QueueTimeout, m),
 		admin:  newLane(laneAdmin, c.AdminMaxInFlight, c.AdminMaxQueue, c.QueueTimeout, m),
+		blobs:  newLane(laneBlobs, c.BlobMaxInFlight, c.BlobMaxQueue, c.QueueTimeout, m),
+		login:  newLane(laneLogin, loginMaxInFlight, loginMaxQueue, c.QueueTimeout, m),
 	}
 }
 
+// The login lane's size. A login spends its time waiting for the bcrypt
+// pool (auth.bcrypt_concurrency, at most auth.bcrypt_wait), not on the
+// CPU, so a flood of them must not hold the client lane's few slots: in
+// the client lane, 200 concurrent wrong logins cut check-ins a
+// hundredfold (bench/RESULTS.md). The auth limits bound what a login costs;
+// this lane bounds how many wait at once.
+const (
+	loginMaxInFlight = 256
+	loginMaxQueue    = 256
+)
+
 // laneFor picks a request's lane by its path: operators' requests go to
-// the admin lane, except the login, which anyone can send (its own bcrypt
-// pool and limits bound it).
+// the admin lane, except the logins, which anyone can send and which have
+// a lane of their own; blob downloads to the blobs lane.
 func (g *governor) laneFor(r *http.Request) *lane {
 	p := r.URL.Path
 	switch {
 	case p == "/v1/admin/login", p == "/v1/dashboard/login":
-		return g.client
+		return g.login
 	case strings.HasPrefix(p, "/v1/admin/"), strings.HasPrefix(p, "/v1/dashboard/"), p == "/v1/topology", p == "/v1/sync/status":
 		return g.admin
+	case strings.HasPrefix(p, "/v1/blobs/"), strings.HasPrefix(p, "/v1/peer/blobs/"):
+		return g.blobs
 	}
 	return g.client
 }
@@ -152,51 +208,94 @@ func (e *overloadedError) Unwrap() error { return errOverloaded }
 // errOverloaded is an overload refusal with the default wait.
 var errOverloaded = &httpError{http.StatusServiceUnavailable, codeOverloaded, "the node is overloaded; retry later"}
 
-// acquire takes a slot, waiting in the queue if there is room there. It
-// fails with an *overloadedError, or the context's error if the client
-// left.
+// acquire takes a slot, waiting in the queue if need be. It fails with an
+// *overloadedError when the queue has no room and this request cannot
+// push an older one out (no queue at all), when a newer request pushed it
+// out, or when its wait ran out; or with the context's error if the
+// client left.
 func (l *lane) acquire(ctx context.Context) error {
-	select {
-	case l.slots <- struct{}{}:
+	l.mu.Lock()
+	if l.running < l.max {
+		l.running++
+		l.mu.Unlock()
 		l.inFlight.Inc()
 		l.wait.Observe(0)
 		return nil
-	default:
 	}
-	select {
-	case l.waiting <- struct{}{}:
-	default:
+	if l.queue == 0 {
+		l.mu.Unlock()
 		return l.refuse()
 	}
-	start := time.Now()
-	l.queued.Inc()
-	defer func() {
-		<-l.waiting
+	if len(l.waiters) == l.queue {
+		oldest := l.waiters[0]
+		l.waiters = l.waiters[1:]
+		oldest.ready <- false // buffered: never blocks
 		l.queued.Dec()
-	}()
+	}
+	w := &waiter{ready: make(chan bool, 1)}
+	l.waiters = append(l.waiters, w)
+	l.mu.Unlock()
+	l.queued.Inc()
+
+	start := time.Now()
 	t := time.NewTimer(l.timeout)
 	defer t.Stop()
+	var err error
 	select {
-	case l.slots <- struct{}{}:
-		l.inFlight.Inc()
-		l.wait.Observe(time.Since(start).Seconds())
-		return nil
+	case ok := <-w.ready:
+		return l.admitted(ok, start)
 	case <-t.C:
-		return l.refuse()
+		err = l.refuse()
 	case <-ctx.Done():
-		return context.Cause(ctx)
+		err = context.Cause(ctx)
 	}
+	l.mu.Lock()
+	if i := slices.Index(l.waiters, w); i >= 0 {
+		l.waiters = slices.Delete(l.waiters, i, i+1)
+		l.mu.Unlock()
+		l.queued.Dec()
+		return err
+	}
+	l.mu.Unlock()
+	// A release or a newer request got to it first: its answer is in
+	// ready. A slot handed over is this request's to use.
+	return l.admitted(<-w.ready, start)
+}
+
+// admitted finishes a queued acquire: ok is what the waiter was told.
+func (l *lane) admitted(ok bool, since time.Time) error {
+	if !ok {
+		return l.refuse()
+	}
+	l.inFlight.Inc()
+	l.wait.Observe(time.Since(since).Seconds())
+	return nil
 }
 
 func (l *lane) refuse() error {
 	l.overloads.Inc()
-	return &overloadedError{retryAfter: retryAfter(len(l.waiting)+len(l.slots), l.drain.rate(time.Now()))}
+	l.mu.Lock()
+	ahead := len(l.waiters) + l.running
+	l.mu.Unlock()
+	return &overloadedError{retryAfter: retryAfter(ahead, l.drain.rate(time.Now()))}
 }
 
+// release gives a slot back: to the newest waiter if there is one, else
+// to the pool.
 func (l *lane) release() {
-	<-l.slots
 	l.inFlight.Dec()
 	l.drain.add(time.Now())
+	l.mu.Lock()
+	if n := len(l.waiters); n > 0 {
+		w := l.waiters[n-1]
+		l.waiters = l.waiters[:n-1]
+		l.mu.Unlock()
+		l.queued.Dec()
+		w.ready <- true
+		return
+	}
+	l.running--
+	l.mu.Unlock()
 }
 
 // retryAfter is how many seconds the requests ahead take to drain at rate

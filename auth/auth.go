@@ -110,6 +110,9 @@ type Store interface {
 	AdminUser(ctx context.Context, name string) (store.AdminUser, error)
 	AdminUsers(ctx context.Context) ([]store.AdminUser, error)
 	AddAdminUser(ctx context.Context, u store.AdminUser) error
+	// AdminSessionsNotBefore is the time at or before which every
+	// macaroon of user is refused (RevokeAdminSessions), zero if none.
+	AdminSessionsNotBefore(ctx context.Context, user string) (time.Time, error)
 }
 
 // Authenticator checks bearer tokens, admin logins and admin macaroons

@@ -21,14 +21,20 @@ import (
 
 // An admin macaroon is a V2 macaroon whose id is macaroonIDPrefix followed
 // by the ID of the root key that signed it, with exactly these first-party
-// caveats: one "user <name>", and one or more "time-before <RFC 3339>"
-// (a holder may add tighter ones; every one must hold). On the wire it is
-// the raw base64url of the binary encoding.
+// caveats: first "issued <RFC 3339 with fraction>", the time it was
+// minted, which a server-side revocation of the user's sessions compares
+// against (one without it, minted before the caveat existed, counts as
+// minted at the beginning of time; anywhere but first it is refused, as a
+// holder could have appended it); then one "user <name>", and one or more
+// "time-before <RFC 3339>" (a holder may add tighter ones; every one must
+// hold). On the wire it is the raw base64url of the binary
+// encoding.
 const (
 	macaroonIDPrefix   = "pm1 "
 	macaroonLocation   = "patchmesh"
 	caveatUser         = "user "
 	caveatTimeBefore   = "time-before "
+	caveatIssued       = "issued "
 	rootKeyBytes       = 32
 	rootKeyIDBytes     = 16
 	maxMacaroonEncoded = 4096 // far above a real one (~200 bytes); bounds the decoding work
@@ -42,16 +48,28 @@ func (e *errMacaroon) Error() string { return "macaroon refused: " + e.reason }
 func refuse(reason string) error { return &errMacaroon{reason: reason} }
 
 // mintMacaroon makes the encoded macaroon for user, valid until expires,
-// signed with rootKey whose ID is keyID.
+// signed with rootKey whose ID is keyID, without an issue time (as
+// macaroons were minted before sessions could be revoked).
 func mintMacaroon(rootKey []byte, keyID, user string, expires time.Time) (string, error) {
+	return mintIssued(rootKey, keyID, user, time.Time{}, expires)
+}
+
+// mintIssued makes the encoded macaroon for user, minted at issued (none
+// if zero) and valid until expires, signed with rootKey whose ID is keyID.
+func mintIssued(rootKey []byte, keyID, user string, issued, expires time.Time) (string, error) {
 	m, err := macaroon.New(rootKey, []byte(macaroonIDPrefix+keyID), macaroonLocation, macaroon.V2)
 	if err != nil {
 		return "", fmt.Errorf("auth: new macaroon: %w", err)
 	}
-	for _, c := range []string{
-		caveatTimeBefore + expires.UTC().Format(time.RFC3339),
-		caveatUser + user,
-	} {
+	var caveats []string
+	if !issued.IsZero() {
+		// First, where no holder can put one: a holder can only append
+		// caveats, and one appending a later issue time to an old
+		// macaroon would escape a revocation.
+		caveats = append(caveats, caveatIssued+issued.UTC().Truncate(time.Microsecond).Format(time.RFC3339Nano))
+	}
+	caveats = append(caveats, caveatTimeBefore+expires.UTC().Format(time.RFC3339), caveatUser+user)
+	for _, c := range caveats {
 		if err := m.AddFirstPartyCaveat([]byte(c)); err != nil {
 			return "", fmt.Errorf("auth: macaroon caveat: %w", err)
 		}
@@ -100,19 +118,35 @@ func isRootKeyID(s string) bool {
 }
 
 // verifyMacaroon checks m's signature under rootKey, then its caveats at
-// now, and returns the user it was minted for. Signature first: a caveat
-// is only worth reading once it is known to be ours.
+// now, and returns the user it was minted for.
 func verifyMacaroon(m *macaroon.Macaroon, rootKey []byte, now time.Time) (string, error) {
+	user, _, err := verifyIssued(m, rootKey, now)
+	return user, err
+}
+
+// verifyIssued checks m's signature under rootKey, then its caveats at
+// now, and returns the user it was minted for and when (zero if it does
+// not say). Signature first: a caveat is only worth reading once it is
+// known to be ours.
+func verifyIssued(m *macaroon.Macaroon, rootKey []byte, now time.Time) (user string, issued time.Time, err error) {
 	// Third-party caveats need discharges; with none given, a macaroon
 	// that has one fails here.
 	conds, err := m.VerifySignature(rootKey, nil)
 	if err != nil {
-		return "", refuse(reasonBadSignature)
+		return "", time.Time{}, refuse(reasonBadSignature)
 	}
-	var user string
 	users, deadlines := 0, 0
-	for _, c := range conds {
+	for i, c := range conds {
 		switch {
+		case strings.HasPrefix(c, caveatIssued):
+			if i != 0 { // only the minter's first caveat says when
+				return "", time.Time{}, refuse(reasonBadCaveat)
+			}
+			t, err := time.Parse(time.RFC3339Nano, strings.TrimPrefix(c, caveatIssued))
+			if err != nil {
+				return "", time.Time{}, refuse(reasonBadCaveat)
+			}
+			issued = t
 		case strings.HasPrefix(c, caveatUser):
 			users++
 			user = strings.TrimPrefix(c, caveatUser)
@@ -120,21 +154,21 @@ func verifyMacaroon(m *macaroon.Macaroon, rootKey []byte, now time.Time) (string
 			deadlines++
 			t, err := time.Parse(time.RFC3339, strings.TrimPrefix(c, caveatTimeBefore))
 			if err != nil {
-				return "", refuse(reasonBadCaveat)
+				return "", time.Time{}, refuse(reasonBadCaveat)
 			}
 			if !now.Before(t) {
-				return "", refuse(reasonExpired)
+				return "", time.Time{}, refuse(reasonExpired)
 			}
 		default:
-			return "", refuse(reasonBadCaveat)
+			return "", time.Time{}, refuse(reasonBadCaveat)
 		}
 	}
 	// Exactly one user (a second one, even the same, is not something we
 	// mint), and at least one deadline: a macaroon never lives forever.
 	if users != 1 || user == "" || deadlines == 0 {
-		return "", refuse(reasonBadCaveat)
+		return "", time.Time{}, refuse(reasonBadCaveat)
 	}
-	return user, nil
+	return user, issued, nil
 }
 
 // newRootKey makes a root key that mints from now for KeyMint and is kept
@@ -195,7 +229,7 @@ func (a *Authenticator) mintFor(ctx context.Context, user string) (string, time.
 	if exp.After(k.Expires) {
 		exp = k.Expires.UTC().Truncate(time.Second)
 	}
-	m, err := mintMacaroon(k.Key, k.ID, user, exp)
+	m, err := mintIssued(k.Key, k.ID, user, now, exp)
 	if err != nil {
 		return "", time.Time{}, "", err
 	}
@@ -263,7 +297,7 @@ func (a *Authenticator) AdminCredential(ctx context.Context, header string) (use
 	if !now.Before(k.Expires) { // expired but not yet purged
 		return fail(reasonExpired)
 	}
-	u, err := verifyMacaroon(m, k.Key, now)
+	u, issued, err := verifyIssued(m, k.Key, now)
 	if err != nil {
 		return fail(reason(err))
 	}
@@ -272,6 +306,15 @@ func (a *Authenticator) AdminCredential(ctx context.Context, header string) (use
 		return "", "", err
 	} else if !ok {
 		return fail(reasonUnknownUser)
+	}
+	// Read on every request, not cached: a revocation takes effect at the
+	// next request on every node that shares the store.
+	notBefore, err := a.store.AdminSessionsNotBefore(ctx, user)
+	if err != nil {
+		return "", "", fmt.Errorf("auth: admin sessions of %s: %w", user, err)
+	}
+	if !notBefore.IsZero() && !issued.After(notBefore) {
+		return fail(reasonRevoked)
 	}
 	tokenID = MacaroonID(m)
 	a.event(ctx, EventAdminAuthorized, slog.String("user", user), slog.String("root_key_id", keyID),

@@ -19,6 +19,9 @@ var (
 	// ErrConflict means the change collides with an existing record
 	// (a duplicate name or digest, or a record still in use).
 	ErrConflict = errors.New("conflict")
+	// ErrRevoked means the record was revoked and the change it asks for
+	// is refused for that reason (a revoked machine registering again).
+	ErrRevoked = errors.New("revoked")
 )
 
 // Patch is one kernel live-patch file and what is known about it.
@@ -89,6 +92,10 @@ type Token struct {
 	Revoked time.Time `json:"revoked,omitzero"`
 	// MachineID is set on machine tokens: the machine they were issued to.
 	MachineID string `json:"machine_id,omitempty"`
+	// RevokeMachines is set on a revoked enrollment (auth) token whose
+	// revocation also revoked the machines registered with it, on every
+	// node the hub's signed revocation reaches.
+	RevokeMachines bool `json:"revoke_machines,omitempty"`
 }
 
 // Live reports whether the token may be used at now.
@@ -137,6 +144,15 @@ type Machine struct {
 	UptimeSeconds int64     `json:"uptime_seconds"`
 	Registered    time.Time `json:"registered"`
 	LastSeen      time.Time `json:"last_seen"`
+	// EnrolledBy is the ID of the enrollment (auth) token the machine last
+	// registered with at this node; empty when it registered with a
+	// machine credential.
+	EnrolledBy string `json:"enrolled_by,omitempty"`
+	// Revoked is when an operator revoked the machine (or the enrollment
+	// token that registered it, with its machines); zero while it may use
+	// the node. A revoked machine may not register here again until it is
+	// deleted.
+	Revoked time.Time `json:"revoked,omitzero"`
 }
 
 // EventType names a kind of catalog change.

@@ -556,6 +556,34 @@ func TestOpenAPIDescribesLiveNodes(t *testing.T) {
 	machinesNext := ck.pageThrough(hub, admin, "/v1/admin/machines")
 	wantField(t, "machines after a patches cursor", ck.do(call{node: hub, method: "GET", path: "/v1/admin/machines?after=" + patchesNext, cred: admin, want: 400}), "after")
 
+	// Revocation: a machine enrolled with its own token, revoked with it;
+	// machine tokens listed and one revoked; a machine revoked, then
+	// deleted.
+	doomed := decode[struct {
+		Token string
+		Info  struct{ ID string }
+	}](t, ck.do(call{node: hub, method: "POST", path: "/v1/admin/auth-tokens", cred: admin,
+		body: map[string]string{"tier": "edge", "name": "doomed"}, want: 201}))
+	ck.do(call{node: hub, method: "POST", path: "/v1/client/register", cred: "Bearer " + doomed.Token, want: 201,
+		body: map[string]string{"machine_id": "doomed-machine-0123456789", "kernel": "6.1.0-18-amd64", "arch": "x86_64", "client_version": "1.0.0"}})
+	gone := decode[struct {
+		MachinesRevoked []string `json:"machines_revoked"`
+	}](t, ck.do(call{node: hub, method: "DELETE", path: "/v1/admin/auth-tokens/" + doomed.Info.ID + "?machines=true", cred: admin, want: 200}))
+	if len(gone.MachinesRevoked) != 1 {
+		t.Errorf("revoking an enrollment token with its machines: want 1 machine revoked, got %v", gone.MachinesRevoked)
+	}
+	ck.do(call{node: hub, method: "DELETE", path: "/v1/admin/sync-tokens/" + spare + "?machines=true", cred: admin, want: 400})
+	mtoks := decode[struct{ Tokens []struct{ ID string } }](t, ck.do(call{node: hub, method: "GET", path: "/v1/admin/machine-tokens", cred: admin, want: 200}))
+	if len(mtoks.Tokens) == 0 {
+		t.Fatalf("machine tokens: want the registered machines' tokens, got none")
+	}
+	ck.do(call{node: hub, method: "DELETE", path: "/v1/admin/machine-tokens/" + mtoks.Tokens[len(mtoks.Tokens)-1].ID, cred: admin, want: 204})
+	ck.do(call{node: hub, method: "DELETE", path: "/v1/admin/machine-tokens/0123456789abcdef", cred: admin, want: 404})
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/machines/" + gone.MachinesRevoked[0] + "/revoke", cred: admin, want: 200})
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/machines/not-a-machine/revoke", cred: admin, want: 400, badRequest: true})
+	ck.do(call{node: hub, method: "DELETE", path: "/v1/admin/machines/" + gone.MachinesRevoked[0], cred: admin, want: 204})
+	ck.do(call{node: hub, method: "DELETE", path: "/v1/admin/machines/" + gone.MachinesRevoked[0], cred: admin, want: 404})
+
 	// The newer patch withdrawn: the machine that applied it is offered the
 	// older one with the hub's withdrawal, and the feed skips the newer one
 	// with the hub's reason.
@@ -770,6 +798,12 @@ func TestOpenAPIDescribesLiveNodes(t *testing.T) {
 	if !throttled {
 		t.Errorf("six wrong logins in a row: want a 429, got none")
 	}
+
+	// Logout everywhere, last: the edge admin's own sessions end, its
+	// macaroon with them.
+	ck.do(call{node: edge, method: "DELETE", path: "/v1/admin/sessions/nobody", cred: edgeAdmin, want: 404})
+	ck.do(call{node: edge, method: "DELETE", path: "/v1/admin/sessions/" + meshtest.AdminUser, cred: edgeAdmin, want: 204})
+	ck.do(call{node: edge, method: "GET", path: "/v1/admin/tiers", cred: edgeAdmin, want: 401})
 
 	// Every documented operation must have been seen working.
 	for path, item := range doc.Paths.Map() {

@@ -96,6 +96,12 @@ type TokenRecord struct {
 	// Revoked is when the hub revoked the token: set on token.revoked
 	// events, zero on token.added ones.
 	Revoked time.Time `json:"revoked,omitzero"`
+	// RevokeMachines, on a token.revoked event, tells every node to revoke
+	// the machines registered there with the token. omitempty keeps every
+	// other record's bytes as they were; a node of an older release
+	// refuses a record that carries it (unknown field), so upgrade the
+	// downstreams before revoking a token's machines at the hub.
+	RevokeMachines bool `json:"revoke_machines,omitempty"`
 }
 
 // NodeRecord is a node the hub admits on the record's tier: its name,
@@ -140,7 +146,7 @@ func (r Record) CatalogToken() *catalog.Token {
 	return &catalog.Token{
 		ID: r.Token.ID, Kind: catalog.TokenAuth, Tier: r.Tier, Name: r.Token.Name,
 		Hash: bytes.Clone(r.Token.Hash), Created: r.Token.Created,
-		Expires: r.Token.Expires, Revoked: r.Token.Revoked,
+		Expires: r.Token.Expires, Revoked: r.Token.Revoked, RevokeMachines: r.Token.RevokeMachines,
 	}
 }
 
@@ -429,6 +435,8 @@ func (t TokenRecord) validate(typ catalog.EventType) error {
 		return invalid("token.revoked", "must be set for a %s event", typ)
 	case typ == catalog.EventTokenAdded && revoked:
 		return invalid("token.revoked", "must be empty for a %s event", typ)
+	case typ == catalog.EventTokenAdded && t.RevokeMachines:
+		return invalid("token.revoke_machines", "must be empty for a %s event", typ)
 	}
 	return nil
 }
@@ -490,6 +498,9 @@ func (s Sealer) Seal(e store.SealRequest) (record, sig []byte, err error) {
 	r := Record{Tier: e.Tier, TierSeq: e.TierSeq, Type: e.Type, Patch: e.Patch, Time: e.At}
 	if t := e.Token; t != nil {
 		r.Token = &TokenRecord{ID: t.ID, Name: t.Name, Hash: t.Hash, Created: t.Created, Expires: t.Expires, Revoked: t.Revoked}
+		if !t.Revoked.IsZero() {
+			r.Token.RevokeMachines = t.RevokeMachines
+		}
 	}
 	if n := e.Node; n != nil {
 		r.Node = &NodeRecord{Name: n.Name, Key: n.Key, URLs: n.URLs, Admitted: n.Admitted, Removed: n.Removed}

@@ -293,7 +293,8 @@ type LimitsConfig struct {
 // GovernorConfig bounds concurrent work so that a burst degrades into
 // quick 503s instead of a node that stops answering.
 type GovernorConfig struct {
-	// MaxInFlight is how many requests run at once. Default 1000.
+	// MaxInFlight is how many client requests run at once (blob downloads
+	// and operators' requests have lanes of their own). Default 64.
 	MaxInFlight int `yaml:"max_in_flight"`
 	// MaxQueue is how many more may wait for a slot; beyond it requests
 	// get 503 with Retry-After. 0 means no queue: a request that finds no

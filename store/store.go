@@ -196,6 +196,7 @@ type Store interface {
 	Auditor
 	Webhooks
 	Fleet
+	Revocations
 
 	// Ping checks that the backend answers.
 	Ping(ctx context.Context) error

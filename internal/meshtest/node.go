@@ -318,6 +318,17 @@ func (n *Node) Running() bool {
 	}
 }
 
+// PID is the node's process ID, 0 when it is not running; benchmarks read
+// its memory in /proc.
+func (n *Node) PID() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.proc == nil {
+		return 0
+	}
+	return n.proc.cmd.Process.Pid
+}
+
 // Stop sends SIGTERM and wants a clean exit (status 0) within 30s.
 func (n *Node) Stop(t testing.TB) {
 	t.Helper()

@@ -54,7 +54,7 @@ func validToken(t catalog.Token) error {
 	return nil
 }
 
-const tokenCols = `id, kind, tier, name, hash, created_us, expires_us, revoked_us, machine_id`
+const tokenCols = `id, kind, tier, name, hash, created_us, expires_us, revoked_us, machine_id, revoke_machines`
 
 func scanToken(r scanner) (catalog.Token, error) {
 	var (
@@ -63,10 +63,12 @@ func scanToken(r scanner) (catalog.Token, error) {
 		created          int64
 		expires, revoked sql.NullInt64
 		machine          sql.NullString
+		machines         int64
 	)
-	if err := r.Scan(&t.ID, &kind, &t.Tier, &t.Name, &t.Hash, &created, &expires, &revoked, &machine); err != nil {
+	if err := r.Scan(&t.ID, &kind, &t.Tier, &t.Name, &t.Hash, &created, &expires, &revoked, &machine, &machines); err != nil {
 		return t, err
 	}
+	t.RevokeMachines = machines != 0
 	t.Kind = catalog.TokenKind(kind)
 	t.Created = fromUS(created)
 	t.Expires = fromNullUS(expires)
@@ -80,8 +82,9 @@ func insertToken(ctx context.Context, q querier, t catalog.Token) error {
 	if t.MachineID != "" {
 		machine = sql.NullString{String: t.MachineID, Valid: true}
 	}
-	_, err := q.ExecContext(ctx, `INSERT INTO tokens (`+tokenCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-		t.ID, string(t.Kind), t.Tier, t.Name, t.Hash, us(t.Created), nullUS(t.Expires), nullUS(t.Revoked), machine)
+	_, err := q.ExecContext(ctx, `INSERT INTO tokens (`+tokenCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+		t.ID, string(t.Kind), t.Tier, t.Name, t.Hash, us(t.Created), nullUS(t.Expires), nullUS(t.Revoked), machine,
+		boolInt(t.RevokeMachines && !t.Revoked.IsZero()))
 	if classify(err) == foreignKeyViolation {
 		return fmt.Errorf("tier %q: %w", t.Tier, catalog.ErrNotFound)
 	}
@@ -115,7 +118,7 @@ func (s *Store) AddToken(ctx context.Context, t catalog.Token) (err error) {
 			return err
 		}
 		added := t
-		added.Revoked = time.Time{}
+		added.Revoked, added.RevokeMachines = time.Time{}, false
 		if err := c.tokenEvent(ctx, catalog.EventTokenAdded, added); err != nil {
 			return err
 		}
@@ -281,21 +284,37 @@ func (s *Store) RegisterMachine(ctx context.Context, m catalog.Machine, t catalo
 	if m.State == "" {
 		m.State = catalog.StateUnknown
 	}
+	var enrolledBy sql.NullString
+	if m.EnrolledBy != "" {
+		enrolledBy = sql.NullString{String: m.EnrolledBy, Valid: true}
+	}
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO machines
-			(id, tier, kernel, arch, state, patch_version, client_version, uptime_seconds, registered_us, last_seen_us)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+		// The update's WHERE is evaluated on the row as it stands once
+		// locked, so a revocation committed at any moment before is seen:
+		// a revoked machine gets no new token, even racing its revocation.
+		// A registration by credential keeps the enrollment token the
+		// machine last registered with here.
+		res, err := tx.ExecContext(ctx, `INSERT INTO machines
+			(id, tier, kernel, arch, state, patch_version, client_version, uptime_seconds, registered_us, last_seen_us, enrolled_by)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 			ON CONFLICT (id) DO UPDATE SET tier = excluded.tier, kernel = excluded.kernel, arch = excluded.arch,
 				state = excluded.state, patch_version = excluded.patch_version,
 				client_version = excluded.client_version, uptime_seconds = excluded.uptime_seconds,
-				registered_us = excluded.registered_us, last_seen_us = excluded.last_seen_us`,
+				registered_us = excluded.registered_us, last_seen_us = excluded.last_seen_us,
+				enrolled_by = COALESCE(excluded.enrolled_by, machines.enrolled_by)
+			WHERE machines.revoked_us IS NULL`,
 			m.ID, m.Tier, m.Kernel, m.Arch, string(m.State), m.PatchVersion, m.ClientVersion, m.UptimeSeconds,
-			us(m.Registered), us(m.LastSeen))
+			us(m.Registered), us(m.LastSeen), enrolledBy)
 		if classify(err) == foreignKeyViolation {
 			return fmt.Errorf("tier %q: %w", m.Tier, catalog.ErrNotFound)
 		}
 		if err != nil {
 			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			return fmt.Errorf("machine %s: %w", m.ID, catalog.ErrRevoked)
 		}
 		if _, err := tx.ExecContext(ctx,
 			`UPDATE tokens SET revoked_us = $1 WHERE kind = 'machine' AND machine_id = $2 AND revoked_us IS NULL`,
@@ -307,7 +326,8 @@ func (s *Store) RegisterMachine(ctx context.Context, m catalog.Machine, t catalo
 	return mapErr("register machine "+m.ID, err)
 }
 
-const machineCols = `id, tier, kernel, arch, state, patch_version, client_version, uptime_seconds, registered_us, last_seen_us`
+const machineCols = `id, tier, kernel, arch, state, patch_version, client_version, uptime_seconds, registered_us, last_seen_us,
+	enrolled_by, revoked_us`
 
 func scanMachine(r scanner) (catalog.Machine, error) {
 	var (
@@ -315,11 +335,15 @@ func scanMachine(r scanner) (catalog.Machine, error) {
 		state      string
 		registered int64
 		seen       int64
+		enrolledBy sql.NullString
+		revoked    sql.NullInt64
 	)
 	if err := r.Scan(&m.ID, &m.Tier, &m.Kernel, &m.Arch, &state, &m.PatchVersion, &m.ClientVersion,
-		&m.UptimeSeconds, &registered, &seen); err != nil {
+		&m.UptimeSeconds, &registered, &seen, &enrolledBy, &revoked); err != nil {
 		return m, err
 	}
+	m.EnrolledBy = enrolledBy.String
+	m.Revoked = fromNullUS(revoked)
 	m.State = catalog.MachineState(state)
 	m.Registered = fromUS(registered)
 	m.LastSeen = fromUS(seen)

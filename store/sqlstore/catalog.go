@@ -51,6 +51,9 @@ type changeTx struct {
 	sealer store.Sealer
 	// logged says the change appended an event, so its commit grows the log.
 	logged bool
+	// revokedMachines are the machines the change revoked with their
+	// enrollment token.
+	revokedMachines []string
 }
 
 // logEntry is one change-log row.

@@ -401,11 +401,13 @@ func (s *Store) PurgeFleet(ctx context.Context, before time.Time) (machines, ent
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
 		// A purged machine's tokens go with it: it registers again when it
 		// comes back, as after any lost token.
+		// A revoked machine stays, however long silent: forgetting it would
+		// let it register again.
 		if _, err := tx.ExecContext(ctx, `DELETE FROM tokens WHERE kind = 'machine' AND machine_id IN
-			(SELECT id FROM machines WHERE last_seen_us < $1)`, cut); err != nil {
+			(SELECT id FROM machines WHERE last_seen_us < $1 AND revoked_us IS NULL)`, cut); err != nil {
 			return err
 		}
-		res, err := tx.ExecContext(ctx, `DELETE FROM machines WHERE last_seen_us < $1`, cut)
+		res, err := tx.ExecContext(ctx, `DELETE FROM machines WHERE last_seen_us < $1 AND revoked_us IS NULL`, cut)
 		if err != nil {
 			return err
 		}

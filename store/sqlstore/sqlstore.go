@@ -71,6 +71,7 @@ type Store struct {
 	db      *sql.DB
 	dialect migrations.Dialect
 	pool    *pgxpool.Pool // nil for SQLite
+	locks   *pgxpool.Pool // LockDigest's own connections; nil for SQLite
 	observe func(op string, d time.Duration, err error)
 	clock   func() time.Time
 	sealer  store.Sealer
@@ -169,7 +170,15 @@ func OpenPostgres(ctx context.Context, dsn string, pg PostgresOptions, opts Opti
 		return nil, fmt.Errorf("sqlstore: postgres: pool: %w", err)
 	}
 	db := stdlib.OpenDBFromPool(pool)
-	return open(ctx, db, migrations.Postgres, pool, opts)
+	s, err := open(ctx, db, migrations.Postgres, pool, opts)
+	if err != nil {
+		return nil, err
+	}
+	if s.locks, err = newLockPool(ctx, cfg); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("sqlstore: postgres: lock pool: %w", err)
+	}
+	return s, nil
 }
 
 func open(ctx context.Context, db *sql.DB, d migrations.Dialect, pool *pgxpool.Pool, opts Options) (*Store, error) {
@@ -234,6 +243,9 @@ func (s *Store) Close() (err error) {
 		}
 	}
 	err = s.db.Close()
+	if s.locks != nil {
+		s.locks.Close()
+	}
 	if s.pool != nil {
 		s.pool.Close()
 	}

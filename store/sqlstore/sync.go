@@ -476,8 +476,9 @@ func (c *changeTx) applySynced(ctx context.Context, tierName string, ev store.Sy
 // with its record. An added token becomes an auth token of the local tier,
 // unless its ID is here already: the record was applied before (through
 // another link, or the tier was re-synced), and what is here stays. A
-// revocation revokes the auth token with that ID if it is live; a token
-// of another kind that shares the ID is not the hub's to revoke.
+// revocation revokes the auth token with that ID if it is live, and, if
+// the record says so, the machines registered here with it; a token of
+// another kind that shares the ID is not the hub's to revoke.
 func (c *changeTx) applySyncedToken(ctx context.Context, tierName string, ev store.SyncedEvent) error {
 	in := *ev.Token
 	in.Kind, in.Tier, in.MachineID = catalog.TokenAuth, tierName, ""
@@ -512,13 +513,22 @@ func (c *changeTx) applySyncedToken(ctx context.Context, tierName string, ev sto
 		}
 		data = in
 	case catalog.EventTokenRevoked:
-		if !present || local.Kind != catalog.TokenAuth || !local.Revoked.IsZero() {
+		if !present || local.Kind != catalog.TokenAuth {
 			break
 		}
-		if _, err := c.tx.ExecContext(ctx, `UPDATE tokens SET revoked_us = $1 WHERE id = $2`, us(in.Revoked), in.ID); err != nil {
-			return err
+		if local.Revoked.IsZero() {
+			if _, err := c.tx.ExecContext(ctx, `UPDATE tokens SET revoked_us = $1 WHERE id = $2`, us(in.Revoked), in.ID); err != nil {
+				return err
+			}
+			local.Revoked = in.Revoked
 		}
-		local.Revoked = in.Revoked
+		// The hub revoked the token's machines: those registered here
+		// with it go too, whichever node's admin revoked the token first.
+		if in.RevokeMachines && !local.RevokeMachines {
+			if err := c.revokeEnrolled(ctx, &local, local.Revoked); err != nil {
+				return err
+			}
+		}
 		data = local
 	}
 	return c.append(ctx, logEntry{

@@ -64,6 +64,10 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AuditRowsOnlyForCommittedAdminChanges", testAuditInChangeTx},
 		{"WebhooksKeptWithSecrets", testWebhooks},
 		{"OutboxInOrderPerHookAndDurableRecord", testOutbox},
+		{"RevokeMachineRefusesItUntilDeleted", testRevokeMachine},
+		{"RevokeEnrollmentTakesItsMachines", testRevokeEnrollment},
+		{"RevokeAdminSessionsOnlyMovesForward", testRevokeAdminSessions},
+		{"PurgeFleetKeepsRevokedMachines", testPurgeKeepsRevoked},
 		{"Ping", func(t *testing.T, s store.Store) {
 			if err := s.Ping(t.Context()); err != nil {
 				t.Fatalf("Ping: want nil, got %v", err)

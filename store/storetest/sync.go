@@ -52,6 +52,7 @@ func RunSync(t *testing.T, open OpenSync) {
 		{"ChangesNotifiedAfterCommitOnly", testChangesNotify},
 		{"TrustedKeysAddListRemove", testTrustedKeys},
 		{"SignedEventsFindATiersRecordsOfOnePatch", testSignedEvents},
+		{"ApplySyncedRevocationTakesTheTokensMachines", testApplySyncedRevokeMachines},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
@@ -80,6 +81,9 @@ type sealedToken struct {
 	Created time.Time `json:"created"`
 	Expires time.Time `json:"expires"`
 	Revoked time.Time `json:"revoked"`
+	// RevokeMachines is the revocation's word that the token's machines
+	// go with it, as federation.TokenRecord signs it.
+	RevokeMachines bool `json:"revoke_machines,omitempty"`
 }
 
 // catalogNode is what a sync loop hands the store for a sealed node: the
@@ -101,7 +105,7 @@ func (r sealed) catalogToken() *catalog.Token {
 	}
 	return &catalog.Token{
 		ID: r.Token.ID, Kind: catalog.TokenAuth, Tier: r.Tier, Name: r.Token.Name, Hash: r.Token.Hash,
-		Created: r.Token.Created, Expires: r.Token.Expires, Revoked: r.Token.Revoked,
+		Created: r.Token.Created, Expires: r.Token.Expires, Revoked: r.Token.Revoked, RevokeMachines: r.Token.RevokeMachines,
 	}
 }
 
@@ -125,7 +129,8 @@ func (s *testSealer) Seal(e store.SealRequest) ([]byte, []byte, error) {
 	p.Withdrawn = false
 	r := sealed{Tier: e.Tier, TierSeq: e.TierSeq, Type: e.Type, Patch: p, Time: e.At}
 	if t := e.Token; t != nil {
-		r.Token = &sealedToken{ID: t.ID, Name: t.Name, Hash: t.Hash, Created: t.Created, Expires: t.Expires, Revoked: t.Revoked}
+		r.Token = &sealedToken{ID: t.ID, Name: t.Name, Hash: t.Hash, Created: t.Created, Expires: t.Expires, Revoked: t.Revoked,
+			RevokeMachines: t.RevokeMachines}
 	}
 	if n := e.Node; n != nil {
 		c := *n
