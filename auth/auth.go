@@ -65,6 +65,17 @@ type Config struct {
 	Login LoginLimits
 	// Now is the clock; nil means time.Now. Tests pin it.
 	Now func() time.Time
+	// Changes is the store's change notifier. When set, bearer tokens'
+	// records are cached by ID (see tokenCache) and dropped at every
+	// store write; nil reads the store on every check.
+	Changes *store.Changes
+	// TokenCacheSize caps the cached token records; 0 means
+	// DefaultTokenCacheSize, negative turns the cache off.
+	TokenCacheSize int
+	// TokenCacheMaxAge bounds an entry's life even without a store write
+	// on this node (another node sharing the database may revoke); 0
+	// means DefaultTokenCacheMaxAge, negative turns the cache off.
+	TokenCacheMaxAge time.Duration
 }
 
 // Validate checks the config an operator wrote: admin names are valid and
@@ -122,6 +133,7 @@ type Authenticator struct {
 
 	throttle *throttle
 	bcrypt   *bcryptPool
+	tokens   *tokenCache
 
 	dummyOnce sync.Once
 	dummy     []byte // bcrypt hash an unknown user's password is checked against
@@ -151,6 +163,7 @@ func New(s Store, cfg Config, log *slog.Logger) *Authenticator {
 	return &Authenticator{store: s, cfg: cfg, log: log, admins: admins,
 		throttle: newThrottle(lim),
 		bcrypt:   &bcryptPool{slots: make(chan struct{}, lim.BcryptConcurrency), wait: lim.BcryptWait},
+		tokens:   newTokenCache(cfg.Changes, cfg.TokenCacheSize, cfg.TokenCacheMaxAge, time.Now),
 	}
 }
 

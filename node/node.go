@@ -201,6 +201,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 
 	ac := cfg.authConfig()
 	ac.Now = o.now
+	// The store invalidates cached token records at every write.
+	ac.Changes = &n.changes
 	n.auth = auth.New(n.store, ac, log)
 
 	key, err := n.store.Secret(ctx, MachineKeySecret, func() ([]byte, error) {

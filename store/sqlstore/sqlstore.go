@@ -383,7 +383,16 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if err := s.audit(ctx, tx); err != nil {
 		return err
 	}
-	if err := tx.Commit(); err != nil {
+	err = tx.Commit()
+	// Every transaction may have changed a token, a machine's registration
+	// or the catalog: caches over the store (auth's verified tokens, the
+	// api's offers) must not serve what they read before it. A failed
+	// commit may still have committed (the connection died after the
+	// server did), so it invalidates too.
+	if s.changes != nil {
+		s.changes.Invalidate()
+	}
+	if err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
