@@ -76,6 +76,10 @@ type Config struct {
 	// on this node (another node sharing the database may revoke); 0
 	// means DefaultTokenCacheMaxAge, negative turns the cache off.
 	TokenCacheMaxAge time.Duration
+	// SuccessLogPerSecond caps the authn_token_success events logged per
+	// second (a sample; the api's metrics count every check). 0 logs each
+	// one. Failures are always logged.
+	SuccessLogPerSecond int
 }
 
 // Validate checks the config an operator wrote: admin names are valid and
@@ -96,6 +100,9 @@ func (c Config) Validate() error {
 	}
 	if c.MacaroonTTL < 0 {
 		return errors.New("macaroon_ttl: must not be negative")
+	}
+	if c.SuccessLogPerSecond < 0 {
+		return errors.New("success_log_per_second: must not be negative")
 	}
 	if c.KeyMint < 0 {
 		return errors.New("key_mint: must not be negative")
@@ -134,6 +141,8 @@ type Authenticator struct {
 	throttle *throttle
 	bcrypt   *bcryptPool
 	tokens   *tokenCache
+	// successes samples authn_token_success events.
+	successes *Sampler
 
 	dummyOnce sync.Once
 	dummy     []byte // bcrypt hash an unknown user's password is checked against
@@ -161,9 +170,10 @@ func New(s Store, cfg Config, log *slog.Logger) *Authenticator {
 	}
 	lim := cfg.Login.withDefaults()
 	return &Authenticator{store: s, cfg: cfg, log: log, admins: admins,
-		throttle: newThrottle(lim),
-		bcrypt:   &bcryptPool{slots: make(chan struct{}, lim.BcryptConcurrency), wait: lim.BcryptWait},
-		tokens:   newTokenCache(cfg.Changes, cfg.TokenCacheSize, cfg.TokenCacheMaxAge, time.Now),
+		throttle:  newThrottle(lim),
+		bcrypt:    &bcryptPool{slots: make(chan struct{}, lim.BcryptConcurrency), wait: lim.BcryptWait},
+		successes: &Sampler{PerSecond: cfg.SuccessLogPerSecond},
+		tokens:    newTokenCache(cfg.Changes, cfg.TokenCacheSize, cfg.TokenCacheMaxAge, time.Now),
 	}
 }
 

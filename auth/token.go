@@ -160,7 +160,9 @@ func (a *Authenticator) Bearer(ctx context.Context, header string, kinds ...cata
 	ids = append(ids, slog.String("tier", t.Tier))
 	for _, k := range kinds {
 		if t.Kind == k {
-			a.event(ctx, EventTokenSuccess, ids...)
+			if a.successes.Allow() {
+				a.event(ctx, EventTokenSuccess, ids...)
+			}
 			return t, nil
 		}
 	}

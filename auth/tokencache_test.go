@@ -249,3 +249,54 @@ func BenchmarkBearerCached(b *testing.B) {
 		})
 	}
 }
+
+func TestSamplerCapsLinesPerSecond(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s := &Sampler{PerSecond: 2, Now: func() time.Time { return now }}
+	var got []bool
+	for range 4 {
+		got = append(got, s.Allow())
+	}
+	now = now.Add(time.Second)
+	got = append(got, s.Allow())
+	want := []bool{true, true, false, false, true}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("Allow over two seconds: want %v, got %v", want, got)
+	}
+	var off *Sampler
+	if !off.Allow() || !(&Sampler{}).Allow() {
+		t.Error("a nil or zero Sampler must let everything through")
+	}
+}
+
+// Accepted tokens are logged as a sample; every refusal is logged.
+func TestBearerSamplesSuccessesNotFailures(t *testing.T) {
+	f := newFixture(t, Config{SuccessLogPerSecond: 1})
+	secret, _ := f.addToken(t, catalog.TokenSync, time.Time{})
+	ctx := context.Background()
+	for range 10 {
+		if _, err := f.a.Bearer(ctx, "Bearer "+secret, catalog.TokenSync); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.a.Bearer(ctx, "Bearer "+secret, catalog.TokenMachine); !errors.Is(err, ErrForbidden) {
+			t.Fatalf("wrong kind: want ErrForbidden, got %v", err)
+		}
+		if _, err := f.a.Bearer(ctx, "Bearer pm-garbage", catalog.TokenSync); err == nil {
+			t.Fatal("garbage token accepted")
+		}
+	}
+	count := map[any]int{}
+	for _, ev := range f.logs.events(t) {
+		count[ev["event"]]++
+	}
+	// Ten successes within a second or two: one or two logged.
+	if n := count[EventTokenSuccess]; n < 1 || n > 2 {
+		t.Errorf("authn_token_success events for 10 successes at 1/s: want 1 or 2, got %d", n)
+	}
+	if n := count[EventAuthzFail]; n != 10 {
+		t.Errorf("authz_fail events: want all 10, got %d", n)
+	}
+	if n := count[EventTokenFail]; n != 10 {
+		t.Errorf("authn_token_fail events: want all 10, got %d", n)
+	}
+}

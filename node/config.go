@@ -494,6 +494,13 @@ type LogConfig struct {
 	// Format is json (one event per line, for machines) or text.
 	// Default json.
 	Format string `yaml:"format"`
+	// SuccessesPerSecond caps how many lines a second record successes
+	// that a fleet makes all the time: the access line of a successful
+	// check-in, download or feed poll, and the authn_token_success event
+	// of each accepted bearer token (each kind sampled on its own). The
+	// metrics count every one. Failures, admin requests and every other
+	// security event are always logged. 0 logs every success. Default 10.
+	SuccessesPerSecond int `yaml:"successes_per_second"`
 }
 
 // Defaults returns the configuration a node runs with when nothing is set:
@@ -557,7 +564,7 @@ func DefaultsWithEnv(getenv func(string) string) Config {
 			AdminMaxInFlight: api.DefaultAdminMaxInFlight,
 			AdminMaxQueue:    api.DefaultAdminMaxQueue,
 		},
-		Log: LogConfig{Level: "info", Format: "json"},
+		Log: LogConfig{Level: "info", Format: "json", SuccessesPerSecond: 10},
 		Sync: SyncConfig{
 			Trust:        []string{},
 			Endorsements: []string{},
@@ -853,6 +860,9 @@ func (c Config) Validate() error {
 	if _, err := parseLevel(c.Log.Level); err != nil {
 		bad("log.level", "%v", err)
 	}
+	if c.Log.SuccessesPerSecond < 0 {
+		bad("log.successes_per_second", "must not be negative, got %d", c.Log.SuccessesPerSecond)
+	}
 	switch c.Log.Format {
 	case "json", "text":
 	default:
@@ -907,6 +917,8 @@ func (c Config) authConfig() auth.Config {
 		MacaroonTTL: c.Auth.MacaroonTTL,
 		KeyMint:     c.Auth.KeyMint,
 		BcryptCost:  c.Auth.BcryptCost,
+
+		SuccessLogPerSecond: c.Log.SuccessesPerSecond,
 		Login: auth.LoginLimits{
 			FreeFailures:      c.Auth.LoginFreeFailures,
 			Delay:             c.Auth.LoginDelay,
