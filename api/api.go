@@ -299,7 +299,7 @@ func New(cfg Config) (http.Handler, error) {
 	// The index ages its answers by the wall clock, whatever clock a
 	// test pins for the API.
 	s.offers = newOfferIndex(cfg.Changes, time.Now)
-	s.successes = &auth.Sampler{PerSecond: cfg.SuccessLogPerSecond}
+	s.successes = &auth.Sampler{PerSecond: cfg.SuccessLogPerSecond, Now: s.now}
 	if s.peerClient == nil {
 		s.peerClient = &http.Client{Timeout: holderTimeout}
 	}

@@ -172,7 +172,7 @@ func New(s Store, cfg Config, log *slog.Logger) *Authenticator {
 	return &Authenticator{store: s, cfg: cfg, log: log, admins: admins,
 		throttle:  newThrottle(lim),
 		bcrypt:    &bcryptPool{slots: make(chan struct{}, lim.BcryptConcurrency), wait: lim.BcryptWait},
-		successes: &Sampler{PerSecond: cfg.SuccessLogPerSecond},
+		successes: &Sampler{PerSecond: cfg.SuccessLogPerSecond, Now: cfg.Now},
 		tokens:    newTokenCache(cfg.Changes, cfg.TokenCacheSize, cfg.TokenCacheMaxAge, time.Now),
 	}
 }
