@@ -71,7 +71,7 @@ func (s *server) mayRead(r *http.Request, digest string) (recorded bool, err err
 	if err != nil {
 		return false, err
 	}
-	p, err := s.store.Patch(r.Context(), digest)
+	p, err := s.patch(r.Context(), digest)
 	if errors.Is(err, catalog.ErrNotFound) {
 		return false, notFound("no such blob")
 	}

@@ -45,7 +45,7 @@ type offerIndex struct {
 
 // offerKey names one cached answer. kind tells the questions apart.
 type offerKey struct {
-	kind               byte // 'n' newest, 'r' rollouts, 'w' withdrawal
+	kind               byte // 'n' newest, 'r' rollouts, 'w' withdrawal, 'p' patch
 	tier, kernel, arch string
 	digest             string
 }
@@ -53,7 +53,7 @@ type offerKey struct {
 type offerEntry struct {
 	gen     uint64
 	fetched time.Time
-	newest  newestAnswer
+	newest  newestAnswer // also a patch by digest ('p')
 	rolls   []store.SignedRollout
 	record  *federation.Envelope
 }
@@ -162,4 +162,24 @@ func (s *server) withdrawal(ctx context.Context, tier, digest string) (*federati
 		x.put(k, offerEntry{gen: gen, fetched: x.now(), record: rec})
 	}
 	return rec, err
+}
+
+// patch answers Store.Patch(digest), for the download check (mayRead):
+// which tiers a patch is live on.
+func (s *server) patch(ctx context.Context, digest string) (catalog.Patch, error) {
+	x := s.offers
+	k := offerKey{kind: 'p', digest: digest}
+	var gen uint64
+	if x != nil {
+		e, g, ok := x.lookup(k)
+		if ok {
+			return e.newest.patch, e.newest.err
+		}
+		gen = g
+	}
+	p, err := s.store.Patch(ctx, digest)
+	if x != nil && (err == nil || errors.Is(err, catalog.ErrNotFound)) {
+		x.put(k, offerEntry{gen: gen, fetched: x.now(), newest: newestAnswer{patch: p, err: err}})
+	}
+	return p, err
 }

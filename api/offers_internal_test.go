@@ -95,6 +95,13 @@ func testOfferIndexAgrees(t *testing.T, seed uint64) {
 		if len(digests) > 0 {
 			applied = digests[rng.IntN(len(digests))]
 		}
+		for _, d := range digests {
+			got, gerr := indexed.patch(ctx, d)
+			want, werr := st.Patch(ctx, d)
+			if fmt.Sprint(got, errors.Is(gerr, catalog.ErrNotFound)) != fmt.Sprint(want, errors.Is(werr, catalog.ErrNotFound)) {
+				t.Fatalf("round %d after %s: patch %s: index answered %+v (%v), store %+v (%v)", round, what, d, got, gerr, want, werr)
+			}
+		}
 		for _, tier := range tiers {
 			for _, k := range kernels {
 				for _, a := range arches {
