@@ -85,6 +85,9 @@ type Store struct {
 	// types (signed[n-1]), SQLite only, for the same reason: it runs on
 	// every check-in beside newestQuery.
 	signed [2]*sql.Stmt
+	// token is tokenQuery prepared, SQLite only: every bearer token check
+	// that misses auth's token cache runs it.
+	token *sql.Stmt
 }
 
 var _ store.Store = (*Store)(nil)
@@ -201,6 +204,10 @@ func open(ctx context.Context, db *sql.DB, d migrations.Dialect, pool *pgxpool.P
 				return nil, fmt.Errorf("sqlstore: %s: prepare: %w", d, err)
 			}
 		}
+		if s.token, err = db.PrepareContext(ctx, tokenQuery); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("sqlstore: %s: prepare: %w", d, err)
+		}
 	}
 	return s, nil
 }
@@ -227,6 +234,9 @@ func (s *Store) Close() (err error) {
 	defer s.done("Close", time.Now(), &err)
 	if s.newest != nil {
 		s.newest.Close()
+	}
+	if s.token != nil {
+		s.token.Close()
 	}
 	for _, st := range s.signed {
 		if st != nil {
