@@ -9,9 +9,9 @@
 #
 # The load rotates over every registered machine's token (a wrk Lua
 # script), so that token checks see the whole fleet. After the rounds it
-# prints the node's peak RSS (VmHWM) and how many log lines it wrote.
-# CPU profiles come from the in-process benchmark (go test ./api -bench
-# CheckIn -cpuprofile), see bench/RESULTS.md.
+# prints the node's peak RSS (VmHWM) and how many log lines it wrote under
+# load. PPROF=1 runs the node under load with --cpuprofile and prints the
+# profile's top.
 #
 # Needs wrk and nginx-light (apt-get install -y wrk nginx-light);
 # PostgreSQL comes from scripts/postgres.sh.
@@ -87,6 +87,16 @@ YAML
   eval "$(printf '%s' "$password" | "$work/seed" -server "http://127.0.0.1:$port" -user bench -patches 10000 -tiers 100 \
     -machines "$machines" -tokens "$work/tokens.txt")"
   echo "$kind: seeded 10,000 patches over 100 tiers and $machines machines in $((SECONDS - t0)) s"
+  # Restart: the load then meets a cold node (empty token cache and offer
+  # index), and with PPROF=1 a profile of the load alone.
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  local prof=()
+  [ "${PPROF:-}" = 1 ] && prof=(--cpuprofile "$work/cpu-$kind.prof")
+  "$pm" serve --config "$work/patchmesh.yaml" "${prof[@]}" 2>>"$work/serve-$kind.log" &
+  pid=$!
+  for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/debug/info" >/dev/null 2>&1 && break; sleep 0.1; done
+  local lines0
+  lines0=$(wc -l < "$work/serve-$kind.log")
   local url="http://127.0.0.1:$port/v1/client/patch?kernel=$KERNEL&arch=$ARCH"
   # The answer must be a real patch before we time it; nginx serves it.
   mkdir -p "$work/www"; chmod 755 "$work/www"
@@ -107,17 +117,23 @@ CONF
   echo "$kind: wrk -t2 -c$conns -d$dur, $rounds alternating rounds, tokens of $machines machines"
   local sum_pm=0 sum_ng=0 ng pmr
   for r in $(seq 1 "$rounds"); do
-    ng=$(wrk -t2 -c"$conns" -d"$dur" "http://127.0.0.1:$ng_port/patch.json" | rps)
+    # The same Lua script for nginx (which ignores the header), so that wrk
+    # spends as much on each side.
+    ng=$(TOKENS="$work/tokens.txt" wrk -t2 -c"$conns" -d"$dur" -s "$work/tokens.lua" "http://127.0.0.1:$ng_port/patch.json" | rps)
     pmr=$(TOKENS="$work/tokens.txt" wrk -t2 -c"$conns" -d"$dur" -s "$work/tokens.lua" "$url" | rps)
     echo "$kind round $r: nginx static $ng/s, patchmesh $pmr/s"
     sum_pm=$((sum_pm + pmr)); sum_ng=$((sum_ng + ng))
   done
   python3 -c "print('$kind: ratio patchmesh/nginx %.3f (mean nginx %.0f/s, patchmesh %.0f/s)' % ($sum_pm/$sum_ng, $sum_ng/$rounds, $sum_pm/$rounds))"
   TOKENS="$work/tokens.txt" wrk -t2 -c"$conns" -d"$dur" --latency -s "$work/tokens.lua" "$url" | grep -E 'Requests/sec|50%|99%'
-  grep -E 'VmHWM|VmRSS' /proc/"$pid"/status | tr -s ' \t' ' ' | sed "s/^/$kind: node /"
-  echo "$kind: log lines written: $(wc -l < "$work/serve-$kind.log")"
+  grep -E 'VmHWM|VmRSS|RssAnon|RssFile' /proc/"$pid"/status | tr -s ' \t' ' ' | sed "s/^/$kind: node /"
+  echo "$kind: log lines written under load: $(( $(wc -l < "$work/serve-$kind.log") - lines0 ))"
   kill "$ngpid"; wait "$ngpid" 2>/dev/null || true; ngpid=
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
+  if [ "${PPROF:-}" = 1 ]; then
+    echo "$kind: CPU profile of the node under load (all rounds), top by cumulative time:"
+    go tool pprof -top -cum -nodecount=40 "$pm" "$work/cpu-$kind.prof" 2>/dev/null | sed -n 5,48p
+  fi
   if [ "$kind" = postgres ]; then psql "$admin_dsn" -qc "DROP DATABASE $dbname WITH (FORCE)" >/dev/null; dbname=; fi
 }
 
