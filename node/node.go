@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -203,6 +204,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 	ac.Now = o.now
 	// The store invalidates cached token records at every write.
 	ac.Changes = &n.changes
+	ac.TokenCacheMaxAge = cacheMaxAge(cfg)
 	n.auth = auth.New(n.store, ac, log)
 
 	key, err := n.store.Secret(ctx, MachineKeySecret, func() ([]byte, error) {
@@ -245,6 +247,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		MetricsToken:   metricsToken,
 
 		SuccessLogPerSecond: cfg.Log.SuccessesPerSecond,
+		OfferIndexMaxAge:    cacheMaxAge(cfg),
 		Store:               n.store,
 		Blobs:               n.blobs,
 		BlobRedirect:        n.blobRedirect(),
@@ -620,4 +623,27 @@ func apiQueue(n int) int {
 		return -1
 	}
 	return n
+}
+
+// soleWriterCacheMaxAge bounds the token cache and the offer index of a
+// node that is its database's only writer.
+const soleWriterCacheMaxAge = time.Hour
+
+// cacheMaxAge is how long the token cache and the offer index may serve
+// an entry without a write on this node. An embedded SQLite database in
+// the data directory is this node's alone (the directory's lock keeps a
+// second node out), so every write to it invalidates the caches at once
+// and the bound only drops what is no longer asked for. PostgreSQL, or a
+// SQLite file elsewhere, may be written by other nodes, which this node
+// does not hear of: the packages' defaults (1s) then bound how late their
+// writes are seen. 0 means those defaults.
+func cacheMaxAge(cfg Config) time.Duration {
+	if cfg.Store.Driver != DriverSQLite {
+		return 0
+	}
+	rel, err := filepath.Rel(cfg.Node.DataDir, cfg.StorePath())
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return 0
+	}
+	return soleWriterCacheMaxAge
 }
