@@ -56,7 +56,7 @@ base="http://127.0.0.1:$pm_port"
 for _ in $(seq 1 100); do curl -fs "$base/debug/info" >/dev/null 2>&1 && break; sleep 0.1; done
 
 mac=$(curl -fs -u "bench:$password" -X POST "$base/v1/admin/login" | python3 -c 'import json,sys; print(json.load(sys.stdin)["macaroon"])')
-curl -fs -H "Authorization: Macaroon $mac" -X POST --data-binary @"$work/www/patch.bin" \
+curl -fs -H "Authorization: Macaroon $mac" -X POST -T "$work/www/patch.bin" \
   "$base/v1/admin/patches?digest=$digest&kernel=5.15.0-107.117-generic&arch=x86_64&version=107.1" >/dev/null
 auth=$(curl -fs -H "Authorization: Macaroon $mac" -H 'Content-Type: application/json' -d '{"tier":"edge","name":"bench"}' \
   "$base/v1/admin/auth-tokens" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
@@ -83,17 +83,18 @@ got=$(curl -fs "http://127.0.0.1:$ng_port/patch.bin" | sha256sum | cut -d' ' -f1
 [ "sha256:$got" = "$digest" ] || { echo "bench: nginx served different bytes" >&2; exit 1; }
 
 rate() { # wrk prints "Transfer/sec: 1.21GB"; normalise to MB/s. Any non-2xx answer voids the run.
-  awk '/Non-2xx/ { print "bench: non-2xx answers: " $0 > "/dev/stderr"; exit 1 }
+  awk '/Non-2xx/ { print "bench: non-2xx answers: " $0 > "/dev/stderr"; bad=1 }
     /Requests\/sec/ { r=$2 }
     /Transfer\/sec/ { v=$2; u=substr(v, length(v)-1); n=substr(v, 1, length(v)-2);
     if (u=="GB") n*=1024; else if (u=="KB") n/=1024; m=n }
-    END { printf "%.0f %.0f", m, r }'
+    END { if (bad) print "failed"; else printf "%.0f %.0f\n", m, r }'
 }
 echo "file ${size_mib} MiB, wrk -t2 -c$conns -d$dur, $rounds alternating rounds"
 sum_pm=0; sum_ng=0
 for r in $(seq 1 "$rounds"); do
   read -r ng ngr < <(wrk -t2 -c"$conns" -d"$dur" "http://127.0.0.1:$ng_port/patch.bin" | rate)
   read -r pmr pmrr < <(wrk -t2 -c"$conns" -d"$dur" -H "Authorization: Bearer $machine" "$base/v1/blobs/$digest" | rate)
+  for v in "$ng" "$pmr"; do [[ $v =~ ^[0-9]+$ ]] || { echo "bench: a round failed (non-2xx answers?)" >&2; exit 1; }; done
   echo "round $r: nginx ${ng} MB/s (${ngr}/s), patchmesh ${pmr} MB/s (${pmrr}/s)"
   sum_pm=$((sum_pm + pmr)); sum_ng=$((sum_ng + ng))
 done
