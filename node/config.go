@@ -158,6 +158,14 @@ type StoreConfig struct {
 	// ConnMaxIdleTime closes PostgreSQL connections idle this long.
 	// Default 30m.
 	ConnMaxIdleTime time.Duration `yaml:"conn_max_idle_time"`
+	// CacheMaxAge bounds how long the token cache and the offer index
+	// serve an entry without a write on this node (this node's own writes
+	// invalidate them at once). It bounds how late a token revoked by
+	// another node sharing the database is refused here. 0 means 1h for a
+	// SQLite file in the data directory (no other writer) and 1s for
+	// anything else. Raise it on PostgreSQL only if no other node writes
+	// the database.
+	CacheMaxAge time.Duration `yaml:"cache_max_age"`
 }
 
 // BlobsConfig chooses and tunes where patch files are kept.
@@ -859,6 +867,9 @@ func (c Config) Validate() error {
 
 	if _, err := parseLevel(c.Log.Level); err != nil {
 		bad("log.level", "%v", err)
+	}
+	if c.Store.CacheMaxAge < 0 {
+		bad("store.cache_max_age", "must not be negative, got %v", c.Store.CacheMaxAge)
 	}
 	if c.Log.SuccessesPerSecond < 0 {
 		bad("log.successes_per_second", "must not be negative, got %d", c.Log.SuccessesPerSecond)

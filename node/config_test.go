@@ -566,11 +566,16 @@ func TestCacheMaxAgeOnlyForTheDataDirsOwnSQLite(t *testing.T) {
 		{"sqlite elsewhere", DriverSQLite, "/srv/shared/meta.db", 0},
 		{"postgres", DriverPostgres, "", 0},
 	} {
+
 		cfg := Defaults()
 		cfg.Node.DataDir = "/srv/pm"
 		cfg.Store.Driver, cfg.Store.Path = c.driver, c.path
 		if got := cacheMaxAge(cfg); got != c.want {
 			t.Errorf("%s: want %v, got %v", c.name, c.want, got)
+		}
+		cfg.Store.CacheMaxAge = time.Minute
+		if got := cacheMaxAge(cfg); got != time.Minute {
+			t.Errorf("%s with store.cache_max_age 1m: want 1m, got %v", c.name, got)
 		}
 	}
 }

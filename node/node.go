@@ -638,6 +638,9 @@ const soleWriterCacheMaxAge = time.Hour
 // does not hear of: the packages' defaults (1s) then bound how late their
 // writes are seen. 0 means those defaults.
 func cacheMaxAge(cfg Config) time.Duration {
+	if cfg.Store.CacheMaxAge > 0 {
+		return cfg.Store.CacheMaxAge // the operator's word
+	}
 	if cfg.Store.Driver != DriverSQLite {
 		return 0
 	}
