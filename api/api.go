@@ -153,6 +153,15 @@ type Config struct {
 	// MetricsToken, when not empty, is the bearer token GET /metrics
 	// requires (a scraper's "Authorization: Bearer <token>").
 	MetricsToken string
+	// OfferIndexMaxAge bounds how long the offer index serves an answer
+	// without a write on this node; 0 means DefaultOfferIndexMaxAge. A
+	// node whose database no other node writes may set it high: this
+	// node's writes invalidate the index at once whatever it is.
+	OfferIndexMaxAge time.Duration
+	// SuccessLogPerSecond caps the access lines logged per second for
+	// successful requests on the machine-facing routes (sampledRoutes);
+	// the request metrics count every one. 0 logs every request.
+	SuccessLogPerSecond int
 	// AdminNetworks, when not empty, are the only networks the admin API
 	// (its login included) and the dashboard's endpoints answer; others
 	// get 403 forbidden and a security event.
@@ -194,6 +203,10 @@ type server struct {
 	endorse       []federation.Envelope
 	webhooks      Webhooks
 	rollouts      *rollout.Manager
+	// offers answers check-ins from memory; nil without Changes.
+	offers *offerIndex
+	// successes samples the access lines of successful machine requests.
+	successes *auth.Sampler
 
 	// meshKey caches the mesh key once this node holds it (fleet.go).
 	meshKey      atomic.Pointer[[]byte]
@@ -216,6 +229,8 @@ func New(cfg Config) (http.Handler, error) {
 		return nil, errors.New("api: Config.MachineKey must be at least 16 bytes")
 	case cfg.Limits.MaxBodyBytes < 0, cfg.Limits.MaxUploadBytes < 0, cfg.Limits.MaxReportBytes < 0:
 		return nil, errors.New("api: Config.Limits must not be negative")
+	case cfg.SuccessLogPerSecond < 0, cfg.OfferIndexMaxAge < 0:
+		return nil, errors.New("api: Config.SuccessLogPerSecond and OfferIndexMaxAge must not be negative")
 	}
 	if err := checkHubKey(cfg.HubKey); err != nil {
 		return nil, err
@@ -292,6 +307,13 @@ func New(cfg Config) (http.Handler, error) {
 		dash:       &dashState{},
 		peerClient: cfg.Dashboard.PeerClient,
 	}
+	// The index ages its answers by the wall clock, whatever clock a
+	// test pins for the API.
+	s.offers = newOfferIndex(cfg.Changes, time.Now)
+	if s.offers != nil && cfg.OfferIndexMaxAge > 0 {
+		s.offers.maxAge = cfg.OfferIndexMaxAge
+	}
+	s.successes = &auth.Sampler{PerSecond: cfg.SuccessLogPerSecond, Now: s.now}
 	if s.peerClient == nil {
 		s.peerClient = &http.Client{Timeout: holderTimeout}
 	}

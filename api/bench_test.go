@@ -23,6 +23,7 @@ import (
 	"github.com/patchmesh/patchmesh/blob/fsblob"
 	"github.com/patchmesh/patchmesh/catalog"
 	"github.com/patchmesh/patchmesh/federation"
+	"github.com/patchmesh/patchmesh/store"
 	"github.com/patchmesh/patchmesh/store/sqlstore"
 )
 
@@ -40,6 +41,7 @@ var checkInFixture struct {
 	dir     string
 	err     error
 	store   *sqlstore.Store
+	changes store.Changes
 	handler http.Handler
 	// machines[i] asks about kernels[i] from tier i.
 	machines []string
@@ -61,7 +63,7 @@ func buildCheckInFixture() error {
 	if err != nil {
 		return err
 	}
-	if f.store, err = sqlstore.OpenSQLite(ctx, filepath.Join(f.dir, "meta.db"), sqlstore.Options{Sealer: federation.Sealer{Key: hubKey}}); err != nil {
+	if f.store, err = sqlstore.OpenSQLite(ctx, filepath.Join(f.dir, "meta.db"), sqlstore.Options{Sealer: federation.Sealer{Key: hubKey}, Changes: &f.changes}); err != nil {
 		return err
 	}
 	blobs, err := fsblob.Open(filepath.Join(f.dir, "blobs"))
@@ -116,7 +118,10 @@ func buildCheckInFixture() error {
 	}
 	discard := slog.New(slog.DiscardHandler)
 	f.handler, err = api.New(api.Config{
-		Store: f.store, Blobs: blobs, Auth: auth.New(f.store, auth.Config{}, discard), Log: discard,
+		Store: f.store, Blobs: blobs, Auth: auth.New(f.store, auth.Config{Changes: &f.changes}, discard), Log: discard,
+		// Wired as a node wires them: the store tells the token cache and
+		// the offer index of every write.
+		Changes:    &f.changes,
 		MachineKey: key,
 	})
 	return err

@@ -76,7 +76,7 @@ func (s *server) mayRead(r *http.Request, digest string) (recorded bool, arrivin
 	if err != nil {
 		return false, "", err
 	}
-	p, err := s.store.Patch(r.Context(), digest)
+	p, err := s.patch(r.Context(), digest)
 	if errors.Is(err, catalog.ErrNotFound) {
 		if t.Kind == catalog.TokenSync && s.arrivals != nil {
 			return false, t.Tier, nil

@@ -266,16 +266,13 @@ func (s *server) newestPatch(w http.ResponseWriter, r *http.Request, t catalog.T
 			w.Header().Set(federation.HeartbeatHeader, federation.EncodeHeartbeatHeader(e))
 		}
 	}
-	p, err := s.offerable(ctx, t.Tier, kernel, arch, t.MachineID)
+	p, signed, err := s.offerable(ctx, t.Tier, kernel, arch, t.MachineID)
 	if err != nil {
 		return err
 	}
-	offer := federation.Offer{Patch: p, Endorsements: s.endorse, Heartbeat: hb}
-	if offer.Signed, err = s.signedRecord(ctx, t.Tier, p.Digest, offerTypes); err != nil {
-		return err
-	}
+	offer := federation.Offer{Patch: p, Endorsements: s.endorse, Heartbeat: hb, Signed: signed}
 	if applied != "" && applied != p.Digest {
-		if offer.Withdrawal, err = s.signedRecord(ctx, t.Tier, applied, withdrawalTypes); err != nil {
+		if offer.Withdrawal, err = s.withdrawal(ctx, t.Tier, applied); err != nil {
 			return err
 		}
 	}

@@ -91,9 +91,11 @@ type env struct {
 	calls   map[string]int // store method calls by name
 }
 
+// newEnv wires Changes as a node does, so that every test runs through
+// the token cache and the offer index.
 func newEnv(t *testing.T, tune ...func(*api.Config)) *env {
 	t.Helper()
-	return newEnvWith(t, nodetest.Options{}, tune...)
+	return newEnvWith(t, nodetest.Options{Changes: &store.Changes{}}, tune...)
 }
 
 // newEnvWith is newEnv with the store wired as o says; its admin, clock

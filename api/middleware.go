@@ -105,6 +105,9 @@ func (s *server) observe(next http.Handler) http.Handler {
 			status = http.StatusOK // the handler wrote nothing: net/http answers 200
 		}
 		s.metrics.httpDuration.WithLabelValues(route, metricMethod(r.Method), strconv.Itoa(status)).Observe(d.Seconds())
+		if !s.logsInFull(r, route, status) && !s.successes.Allow() {
+			return // counted in the metrics above; a sample is logged
+		}
 		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
 			slog.String("method", r.Method),
 			slog.String("route", route),
@@ -114,6 +117,25 @@ func (s *server) observe(next http.Handler) http.Handler {
 			slog.Duration("duration", d),
 		)
 	})
+}
+
+// sampledRoutes are the machine-facing routes a fleet calls all the time:
+// their successful answers are logged as a sample (Config.
+// SuccessLogPerSecond). Every other route, every failure and every request
+// with an admin credential is logged in full.
+var sampledRoutes = map[string]bool{
+	"/v1/client/patch":        true,
+	"/v1/client/checkin":      true,
+	"/v1/client/status":       true,
+	"/v1/client/nodes":        true,
+	"/v1/blobs/{digest}":      true,
+	"/v1/peer/blobs/{digest}": true,
+	"/v1/sync/feed":           true,
+}
+
+// logsInFull says whether the access line of a request is always written.
+func (s *server) logsInFull(r *http.Request, route string, status int) bool {
+	return status >= 400 || !sampledRoutes[route] || authScheme(r.Header.Get("Authorization")) == "macaroon"
 }
 
 // metricMethod keeps the method label to a known set.

@@ -12,6 +12,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/patchmesh/patchmesh/catalog"
+	"github.com/patchmesh/patchmesh/federation"
 	"github.com/patchmesh/patchmesh/rollout"
 	"github.com/patchmesh/patchmesh/store"
 )
@@ -162,29 +163,33 @@ func (s *server) rolloutChange(w http.ResponseWriter, r *http.Request, fn func(c
 // previous patch. ErrNotFound if there is none. What is held back is read
 // from the signed rollout states this node holds only: a node cut off from
 // the hub keeps the last state it heard and opens nothing on its own.
-func (s *server) offerable(ctx context.Context, tier, kernel, arch, machineID string) (catalog.Patch, error) {
-	p, err := s.store.Newest(ctx, tier, kernel, arch)
+func (s *server) offerable(ctx context.Context, tier, kernel, arch, machineID string) (catalog.Patch, *federation.Envelope, error) {
+	p, signed, err := s.newest(ctx, tier, kernel, arch)
 	if err != nil {
-		return catalog.Patch{}, err
+		return catalog.Patch{}, nil, err
 	}
-	rs, err := s.store.ListRollouts(ctx, tier)
+	rs, err := s.tierRollouts(ctx, tier)
 	if err != nil {
-		return catalog.Patch{}, err
+		return catalog.Patch{}, nil, err
 	}
 	held := heldVersions(rs, s.info.DC, machineID)
 	if !held[p.Version] {
-		return p, nil
+		return p, signed, nil
 	}
 	ps, err := s.store.Patches(ctx, store.PatchFilter{Tier: tier, Kernel: kernel, Arch: arch, Limit: 100})
 	if err != nil {
-		return catalog.Patch{}, err
+		return catalog.Patch{}, nil, err
 	}
 	for _, q := range ps {
 		if !q.Withdrawn && !held[q.Version] {
-			return q, nil
+			signed, err := s.signedRecord(ctx, tier, q.Digest, offerTypes)
+			if err != nil {
+				return catalog.Patch{}, nil, err
+			}
+			return q, signed, nil
 		}
 	}
-	return catalog.Patch{}, fmt.Errorf("patch for %s %s on %q: version %s is held back by its rollout here: %w",
+	return catalog.Patch{}, nil, fmt.Errorf("patch for %s %s on %q: version %s is held back by its rollout here: %w",
 		kernel, arch, tier, p.Version, catalog.ErrNotFound)
 }
 

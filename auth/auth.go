@@ -65,6 +65,21 @@ type Config struct {
 	Login LoginLimits
 	// Now is the clock; nil means time.Now. Tests pin it.
 	Now func() time.Time
+	// Changes is the store's change notifier. When set, bearer tokens'
+	// records are cached by ID (see tokenCache) and dropped at every
+	// store write; nil reads the store on every check.
+	Changes *store.Changes
+	// TokenCacheSize caps the cached token records; 0 means
+	// DefaultTokenCacheSize, negative turns the cache off.
+	TokenCacheSize int
+	// TokenCacheMaxAge bounds an entry's life even without a store write
+	// on this node (another node sharing the database may revoke); 0
+	// means DefaultTokenCacheMaxAge, negative turns the cache off.
+	TokenCacheMaxAge time.Duration
+	// SuccessLogPerSecond caps the authn_token_success events logged per
+	// second (a sample; the api's metrics count every check). 0 logs each
+	// one. Failures are always logged.
+	SuccessLogPerSecond int
 }
 
 // Validate checks the config an operator wrote: admin names are valid and
@@ -85,6 +100,9 @@ func (c Config) Validate() error {
 	}
 	if c.MacaroonTTL < 0 {
 		return errors.New("macaroon_ttl: must not be negative")
+	}
+	if c.SuccessLogPerSecond < 0 {
+		return errors.New("success_log_per_second: must not be negative")
 	}
 	if c.KeyMint < 0 {
 		return errors.New("key_mint: must not be negative")
@@ -125,6 +143,9 @@ type Authenticator struct {
 
 	throttle *throttle
 	bcrypt   *bcryptPool
+	tokens   *tokenCache
+	// successes samples authn_token_success events.
+	successes *Sampler
 
 	dummyOnce sync.Once
 	dummy     []byte // bcrypt hash an unknown user's password is checked against
@@ -152,8 +173,10 @@ func New(s Store, cfg Config, log *slog.Logger) *Authenticator {
 	}
 	lim := cfg.Login.withDefaults()
 	return &Authenticator{store: s, cfg: cfg, log: log, admins: admins,
-		throttle: newThrottle(lim),
-		bcrypt:   &bcryptPool{slots: make(chan struct{}, lim.BcryptConcurrency), wait: lim.BcryptWait},
+		throttle:  newThrottle(lim),
+		bcrypt:    &bcryptPool{slots: make(chan struct{}, lim.BcryptConcurrency), wait: lim.BcryptWait},
+		successes: &Sampler{PerSecond: cfg.SuccessLogPerSecond, Now: cfg.Now},
+		tokens:    newTokenCache(cfg.Changes, cfg.TokenCacheSize, cfg.TokenCacheMaxAge, time.Now),
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"strings"
+	"sync"
+	"time"
 )
 
 // Security event codes. Each decision logs exactly one of them.
@@ -98,4 +100,43 @@ func hasKey(attrs []slog.Attr, key string) bool {
 		}
 	}
 	return false
+}
+
+// Sampler lets through at most PerSecond log lines of one kind of success
+// in each second of the wall clock and drops the rest. It serves the lines
+// a busy node would otherwise write for every request (a machine token
+// accepted, a check-in answered): the metrics count every one of them,
+// and the log keeps a sample to show what they look like. Failures and
+// admin actions are never passed through a Sampler. A nil Sampler, or one
+// with PerSecond 0, lets everything through.
+type Sampler struct {
+	PerSecond int
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+
+	mu     sync.Mutex
+	second int64 // the Unix second n counts in
+	n      int
+}
+
+// Allow says whether a line may be written now.
+func (s *Sampler) Allow() bool {
+	if s == nil || s.PerSecond <= 0 {
+		return true
+	}
+	now := time.Now
+	if s.Now != nil {
+		now = s.Now
+	}
+	sec := now().Unix()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sec != s.second {
+		s.second, s.n = sec, 0
+	}
+	if s.n >= s.PerSecond {
+		return false
+	}
+	s.n++
+	return true
 }

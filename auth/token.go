@@ -132,7 +132,7 @@ func (a *Authenticator) Bearer(ctx context.Context, header string, kinds ...cata
 	if err != nil {
 		return fail(reasonMalformed)
 	}
-	t, err := a.store.Token(ctx, p.id)
+	t, err := a.tokens.token(ctx, a.store, p.id)
 	known := err == nil
 	if err != nil && !errors.Is(err, catalog.ErrNotFound) {
 		return catalog.Token{}, fmt.Errorf("auth: look up token %s: %w", p.id, err)
@@ -160,7 +160,9 @@ func (a *Authenticator) Bearer(ctx context.Context, header string, kinds ...cata
 	ids = append(ids, slog.String("tier", t.Tier))
 	for _, k := range kinds {
 		if t.Kind == k {
-			a.event(ctx, EventTokenSuccess, ids...)
+			if a.successes.Allow() {
+				a.event(ctx, EventTokenSuccess, ids...)
+			}
 			return t, nil
 		}
 	}

@@ -3,14 +3,18 @@
 # serving the same file, same load generator (wrk), same run, alternating
 # A and B so that the machine's drift hits both alike.
 #
-#   bench/download.sh [SIZE_MIB] [ROUNDS] [DURATION]
+#   bench/download.sh [SIZE_MIB] [ROUNDS] [DURATION] [CONNECTIONS]
 #
-# Prints each round's transfer rate and the ratio patchmesh / nginx.
+# Prints each round's transfer rate and requests per second, the ratio
+# patchmesh / nginx, and the node's peak RSS (VmHWM). PATCHMESH_BIN runs
+# another build of the node; PPROF=1 runs it with --cpuprofile and prints
+# the profile's top.
 # Needs nginx-light and wrk (apt-get install -y nginx-light wrk).
 set -euo pipefail
 size_mib=${1:-256}
 rounds=${2:-3}
 dur=${3:-6s}
+conns=${4:-4}
 cd "$(dirname "$0")/.."
 
 for t in nginx wrk curl; do command -v $t >/dev/null || { echo "bench: $t is missing (apt-get install -y nginx-light wrk curl)" >&2; exit 1; }; done
@@ -24,8 +28,8 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-go build -o "$work/patchmesh" ./cmd/patchmesh
-pm="$work/patchmesh"
+pm=${PATCHMESH_BIN:-$work/patchmesh}
+[ -n "${PATCHMESH_BIN:-}" ] || go build -o "$work/patchmesh" ./cmd/patchmesh
 
 # The patch file: random bytes, so nothing compresses or dedups.
 mkdir -p "$work/www"
@@ -41,15 +45,18 @@ cat > "$work/patchmesh.yaml" <<YAML
 node: {name: bench, data_dir: $work/data}
 server: {listen: 127.0.0.1:$pm_port}
 auth: {admins: [{name: bench, password_hash: '$hash'}]}
-log: {level: warn}
+log: {level: info}
 YAML
-"$pm" serve --config "$work/patchmesh.yaml" 2>"$work/serve.log" &
-pids+=($!)
+prof=()
+[ "${PPROF:-}" = 1 ] && prof=(--cpuprofile "$work/cpu.prof")
+"$pm" serve --config "$work/patchmesh.yaml" "${prof[@]}" 2>"$work/serve.log" &
+pmpid=$!
+pids+=($pmpid)
 base="http://127.0.0.1:$pm_port"
 for _ in $(seq 1 100); do curl -fs "$base/debug/info" >/dev/null 2>&1 && break; sleep 0.1; done
 
 mac=$(curl -fs -u "bench:$password" -X POST "$base/v1/admin/login" | python3 -c 'import json,sys; print(json.load(sys.stdin)["macaroon"])')
-curl -fs -H "Authorization: Macaroon $mac" -X POST --data-binary @"$work/www/patch.bin" \
+curl -fs -H "Authorization: Macaroon $mac" -X POST -T "$work/www/patch.bin" \
   "$base/v1/admin/patches?digest=$digest&kernel=5.15.0-107.117-generic&arch=x86_64&version=107.1" >/dev/null
 auth=$(curl -fs -H "Authorization: Macaroon $mac" -H 'Content-Type: application/json' -d '{"tier":"edge","name":"bench"}' \
   "$base/v1/admin/auth-tokens" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
@@ -76,16 +83,26 @@ got=$(curl -fs "http://127.0.0.1:$ng_port/patch.bin" | sha256sum | cut -d' ' -f1
 [ "sha256:$got" = "$digest" ] || { echo "bench: nginx served different bytes" >&2; exit 1; }
 
 rate() { # wrk prints "Transfer/sec: 1.21GB"; normalise to MB/s. Any non-2xx answer voids the run.
-  awk '/Non-2xx/ { print "bench: non-2xx answers: " $0 > "/dev/stderr"; exit 1 }
+  awk '/Non-2xx/ { print "bench: non-2xx answers: " $0 > "/dev/stderr"; bad=1 }
+    /Requests\/sec/ { r=$2 }
     /Transfer\/sec/ { v=$2; u=substr(v, length(v)-1); n=substr(v, 1, length(v)-2);
-    if (u=="GB") n*=1024; else if (u=="KB") n/=1024; printf "%.0f", n }'
+    if (u=="GB") n*=1024; else if (u=="KB") n/=1024; m=n }
+    END { if (bad) print "failed"; else printf "%.0f %.0f\n", m, r }'
 }
-echo "file ${size_mib} MiB, wrk -t2 -c4 -d$dur, $rounds alternating rounds"
+echo "file ${size_mib} MiB, wrk -t2 -c$conns -d$dur, $rounds alternating rounds"
 sum_pm=0; sum_ng=0
 for r in $(seq 1 "$rounds"); do
-  ng=$(wrk -t2 -c4 -d"$dur" "http://127.0.0.1:$ng_port/patch.bin" | rate)
-  pmr=$(wrk -t2 -c4 -d"$dur" -H "Authorization: Bearer $machine" "$base/v1/blobs/$digest" | rate)
-  echo "round $r: nginx ${ng} MB/s, patchmesh ${pmr} MB/s"
+  read -r ng ngr < <(wrk -t2 -c"$conns" -d"$dur" "http://127.0.0.1:$ng_port/patch.bin" | rate)
+  read -r pmr pmrr < <(wrk -t2 -c"$conns" -d"$dur" -H "Authorization: Bearer $machine" "$base/v1/blobs/$digest" | rate)
+  for v in "$ng" "$pmr"; do [[ $v =~ ^[0-9]+$ ]] || { echo "bench: a round failed (non-2xx answers?)" >&2; exit 1; }; done
+  echo "round $r: nginx ${ng} MB/s (${ngr}/s), patchmesh ${pmr} MB/s (${pmrr}/s)"
   sum_pm=$((sum_pm + pmr)); sum_ng=$((sum_ng + ng))
 done
 python3 -c "print('ratio patchmesh/nginx: %.3f (mean nginx %.0f MB/s, mean patchmesh %.0f MB/s)' % ($sum_pm/$sum_ng, $sum_ng/$rounds, $sum_pm/$rounds))"
+grep -E 'VmHWM|VmRSS|RssAnon|RssFile' /proc/"$pmpid"/status | tr -s ' \t' ' ' | sed 's/^/node /'
+echo "log lines written: $(wc -l < "$work/serve.log")"
+if [ "${PPROF:-}" = 1 ]; then
+  kill "$pmpid"; wait "$pmpid" 2>/dev/null || true
+  echo "CPU profile of the node (whole run), top by cumulative time:"
+  go tool pprof -top -cum -nodecount=40 "$pm" "$work/cpu.prof" 2>/dev/null | sed -n 5,48p
+fi

@@ -158,6 +158,14 @@ type StoreConfig struct {
 	// ConnMaxIdleTime closes PostgreSQL connections idle this long.
 	// Default 30m.
 	ConnMaxIdleTime time.Duration `yaml:"conn_max_idle_time"`
+	// CacheMaxAge bounds how long the token cache and the offer index
+	// serve an entry without a write on this node (this node's own writes
+	// invalidate them at once). It bounds how late a token revoked by
+	// another node sharing the database is refused here. 0 means 1h for a
+	// SQLite file in the data directory (no other writer) and 1s for
+	// anything else. Raise it on PostgreSQL only if no other node writes
+	// the database.
+	CacheMaxAge time.Duration `yaml:"cache_max_age"`
 }
 
 // BlobsConfig chooses and tunes where patch files are kept.
@@ -495,6 +503,13 @@ type LogConfig struct {
 	// Format is json (one event per line, for machines) or text.
 	// Default json.
 	Format string `yaml:"format"`
+	// SuccessesPerSecond caps how many lines a second record successes
+	// that a fleet makes all the time: the access line of a successful
+	// check-in, download or feed poll, and the authn_token_success event
+	// of each accepted bearer token (each kind sampled on its own). The
+	// metrics count every one. Failures, admin requests and every other
+	// security event are always logged. 0 logs every success. Default 10.
+	SuccessesPerSecond int `yaml:"successes_per_second"`
 }
 
 // Defaults returns the configuration a node runs with when nothing is set:
@@ -558,7 +573,7 @@ func DefaultsWithEnv(getenv func(string) string) Config {
 			AdminMaxInFlight: api.DefaultAdminMaxInFlight,
 			AdminMaxQueue:    api.DefaultAdminMaxQueue,
 		},
-		Log: LogConfig{Level: "info", Format: "json"},
+		Log: LogConfig{Level: "info", Format: "json", SuccessesPerSecond: 10},
 		Sync: SyncConfig{
 			Trust:        []string{},
 			Endorsements: []string{},
@@ -854,6 +869,12 @@ func (c Config) Validate() error {
 	if _, err := parseLevel(c.Log.Level); err != nil {
 		bad("log.level", "%v", err)
 	}
+	if c.Store.CacheMaxAge < 0 {
+		bad("store.cache_max_age", "must not be negative, got %v", c.Store.CacheMaxAge)
+	}
+	if c.Log.SuccessesPerSecond < 0 {
+		bad("log.successes_per_second", "must not be negative, got %d", c.Log.SuccessesPerSecond)
+	}
 	switch c.Log.Format {
 	case "json", "text":
 	default:
@@ -908,6 +929,8 @@ func (c Config) authConfig() auth.Config {
 		MacaroonTTL: c.Auth.MacaroonTTL,
 		KeyMint:     c.Auth.KeyMint,
 		BcryptCost:  c.Auth.BcryptCost,
+
+		SuccessLogPerSecond: c.Log.SuccessesPerSecond,
 		Login: auth.LoginLimits{
 			FreeFailures:      c.Auth.LoginFreeFailures,
 			Delay:             c.Auth.LoginDelay,

@@ -553,3 +553,29 @@ func TestMetricsTokenFile(t *testing.T) {
 		})
 	}
 }
+
+// Only a SQLite file inside the locked data directory is a sole writer's:
+// its caches may hold entries long; anywhere else, the packages' 1s bound.
+func TestCacheMaxAgeOnlyForTheDataDirsOwnSQLite(t *testing.T) {
+	for _, c := range []struct {
+		name, driver, path string
+		want               time.Duration
+	}{
+		{"default sqlite", DriverSQLite, "", soleWriterCacheMaxAge},
+		{"sqlite in the data dir", DriverSQLite, "/srv/pm/sub/meta.db", soleWriterCacheMaxAge},
+		{"sqlite elsewhere", DriverSQLite, "/srv/shared/meta.db", 0},
+		{"postgres", DriverPostgres, "", 0},
+	} {
+
+		cfg := Defaults()
+		cfg.Node.DataDir = "/srv/pm"
+		cfg.Store.Driver, cfg.Store.Path = c.driver, c.path
+		if got := cacheMaxAge(cfg); got != c.want {
+			t.Errorf("%s: want %v, got %v", c.name, c.want, got)
+		}
+		cfg.Store.CacheMaxAge = time.Minute
+		if got := cacheMaxAge(cfg); got != time.Minute {
+			t.Errorf("%s with store.cache_max_age 1m: want 1m, got %v", c.name, got)
+		}
+	}
+}

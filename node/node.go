@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -201,6 +202,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 
 	ac := cfg.authConfig()
 	ac.Now = o.now
+	// The store invalidates cached token records at every write.
+	ac.Changes = &n.changes
+	ac.TokenCacheMaxAge = cacheMaxAge(cfg)
 	n.auth = auth.New(n.store, ac, log)
 
 	key, err := n.store.Secret(ctx, MachineKeySecret, func() ([]byte, error) {
@@ -241,14 +245,17 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		TrustedProxies: proxies,
 		AdminNetworks:  adminNets,
 		MetricsToken:   metricsToken,
-		Store:          n.store,
-		Blobs:          n.blobs,
-		BlobRedirect:   n.blobRedirect(),
-		Auth:           n.auth,
-		Log:            log,
-		Metrics:        metrics,
-		Gatherer:       reg,
-		MachineKey:     key,
+
+		SuccessLogPerSecond: cfg.Log.SuccessesPerSecond,
+		OfferIndexMaxAge:    cacheMaxAge(cfg),
+		Store:               n.store,
+		Blobs:               n.blobs,
+		BlobRedirect:        n.blobRedirect(),
+		Auth:                n.auth,
+		Log:                 log,
+		Metrics:             metrics,
+		Gatherer:            reg,
+		MachineKey:          key,
 		Limits: api.Limits{
 			MaxBodyBytes:   cfg.Limits.MaxBodyBytes,
 			MaxUploadBytes: cfg.Limits.MaxUploadBytes,
@@ -617,4 +624,30 @@ func apiQueue(n int) int {
 		return -1
 	}
 	return n
+}
+
+// soleWriterCacheMaxAge bounds the token cache and the offer index of a
+// node that is its database's only writer.
+const soleWriterCacheMaxAge = time.Hour
+
+// cacheMaxAge is how long the token cache and the offer index may serve
+// an entry without a write on this node. An embedded SQLite database in
+// the data directory is this node's alone (the directory's lock keeps a
+// second node out), so every write to it invalidates the caches at once
+// and the bound only drops what is no longer asked for. PostgreSQL, or a
+// SQLite file elsewhere, may be written by other nodes, which this node
+// does not hear of: the packages' defaults (1s) then bound how late their
+// writes are seen. 0 means those defaults.
+func cacheMaxAge(cfg Config) time.Duration {
+	if cfg.Store.CacheMaxAge > 0 {
+		return cfg.Store.CacheMaxAge // the operator's word
+	}
+	if cfg.Store.Driver != DriverSQLite {
+		return 0
+	}
+	rel, err := filepath.Rel(cfg.Node.DataDir, cfg.StorePath())
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return 0
+	}
+	return soleWriterCacheMaxAge
 }

@@ -1,8 +1,9 @@
 // Command seed fills a running patchmesh node with a realistic catalog
 // through its admin API, for the check-in benchmark (bench/checkin.sh):
 // many kernels, several patch versions each, spread over many tiers. It then
-// registers one machine and prints its token, kernel and arch, so that a load
-// generator can ask "newest patch for my kernel on my tier" as that machine.
+// registers -machines machines (writing their tokens to -tokens) and prints
+// the first one's token, kernel and arch, so that a load generator can ask
+// "newest patch for my kernel on my tier" as those machines.
 package main
 
 import (
@@ -28,6 +29,8 @@ func main() {
 	tiers := flag.Int("tiers", 100, "tiers the catalog should have")
 	versions := flag.Int("versions", 10, "patch versions per kernel")
 	workers := flag.Int("workers", 8, "concurrent requests")
+	machines := flag.Int("machines", 1, "machines to register on the first tier, each with its own token")
+	tokensFile := flag.String("tokens", "", "file to write every machine token to, one a line")
 	flag.Parse()
 	pw, err := io.ReadAll(os.Stdin)
 	if err != nil {
@@ -92,13 +95,44 @@ func main() {
 	var tok struct{ Token string }
 	s.call("POST", "/v1/admin/auth-tokens", map[string]string{"tier": tierNames[0], "name": "bench"}, &tok)
 	kernel := kernelName(kernels / 2)
-	var reg struct {
-		MachineToken string `json:"machine_token"`
-	}
 	s.bearer = tok.Token
-	s.call("POST", "/v1/client/register", map[string]string{
-		"machine_id": "bench-machine-0000000000000001", "kernel": kernel, "arch": "x86_64", "client_version": "bench",
-	}, &reg)
+	// Registrations run in parallel as a fleet's would; each is its own
+	// transaction on the node.
+	tokens := make([]string, *machines)
+	next.Store(0)
+	for w := 0; w < *workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= *machines {
+					return
+				}
+				var reg struct {
+					MachineToken string `json:"machine_token"`
+				}
+				s.call("POST", "/v1/client/register", map[string]string{
+					"machine_id": fmt.Sprintf("bench-machine-%016d", i+1), "kernel": kernel, "arch": "x86_64", "client_version": "bench",
+				}, &reg)
+				tokens[i] = reg.MachineToken
+				if i > 0 && i%10000 == 0 {
+					log.Printf("registered %d/%d machines", i, *machines)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if *tokensFile != "" {
+		var b bytes.Buffer
+		for _, t := range tokens {
+			b.WriteString(t + "\n")
+		}
+		if err := os.WriteFile(*tokensFile, b.Bytes(), 0o600); err != nil {
+			log.Fatal(err)
+		}
+	}
+	reg := struct{ MachineToken string }{tokens[0]}
 	fmt.Printf("MACHINE_TOKEN=%s\nKERNEL=%s\nARCH=x86_64\n", reg.MachineToken, kernel)
 }
 

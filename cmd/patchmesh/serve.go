@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -26,6 +27,7 @@ type serveOptions struct {
 	dataDir     string
 	logLevel    string
 	printConfig bool
+	cpuProfile  string
 }
 
 // errServeHelp means --help was asked for.
@@ -42,6 +44,7 @@ func serveFlagSet(o *serveOptions) *flag.FlagSet {
 	fs.StringVar(&o.dataDir, "data-dir", "", "`dir` for the database and blobs, overrides node.data_dir")
 	fs.StringVar(&o.logLevel, "log-level", "", "`level`: debug, info, warn or error; overrides log.level")
 	fs.BoolVar(&o.printConfig, "print-config", false, "print the effective config as YAML (DSN password hidden) and exit")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile (pprof) of the whole run to `file`, for benchmarks")
 	return fs
 }
 
@@ -138,6 +141,19 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		stop()
 	}()
 
+	if opts.cpuProfile != "" {
+		// A file the operator names, written until the node stops: no
+		// endpoint serves profiles, so none can be fetched over the network.
+		f, err := os.OpenFile(opts.cpuProfile, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "patchmesh serve: --cpuprofile: %v\n", err)
+			return exitUsage
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	n, err := node.New(ctx, cfg, log, node.WithConsole(stderr))
 	if err != nil {
 		log.Error("node_start_failed", "error", err.Error())

@@ -35,8 +35,10 @@ type Options struct {
 	// Sealer signs the store's patch events, as on a hub, so that its sync
 	// feed has something to serve.
 	Sealer store.Sealer
-	// Changes is given to both the store and the api, as the node wires
-	// them, so that long-polling feed requests wake on commit.
+	// Changes is given to the store, auth and the api, as the node wires
+	// them, so that long-polling feed requests wake on commit and the
+	// token cache and offer index are dropped at every write. Nil turns
+	// those off.
 	Changes *store.Changes
 }
 
@@ -76,6 +78,7 @@ func Wire(t testing.TB, log *slog.Logger, o Options) *Node {
 		Admins:     []auth.Admin{{Name: o.Admin, PasswordHash: hash}},
 		BcryptCost: 4,
 		Now:        o.Now,
+		Changes:    o.Changes,
 	}, log)
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {

@@ -130,10 +130,17 @@ func (s *Store) AddToken(ctx context.Context, t catalog.Token) (err error) {
 	return mapErr("add token "+t.ID, err)
 }
 
+// tokenQuery reads one token by ID.
+const tokenQuery = `SELECT ` + tokenCols + ` FROM tokens WHERE id = $1`
+
 // Token returns a token by ID, revoked or not.
 func (s *Store) Token(ctx context.Context, id string) (t catalog.Token, err error) {
 	defer s.done("Token", time.Now(), &err)
-	t, err = scanToken(s.db.QueryRowContext(ctx, `SELECT `+tokenCols+` FROM tokens WHERE id = $1`, id))
+	if s.token != nil {
+		t, err = scanToken(s.token.QueryRowContext(ctx, id))
+	} else {
+		t, err = scanToken(s.db.QueryRowContext(ctx, tokenQuery, id))
+	}
 	if err != nil {
 		return catalog.Token{}, mapErr("token "+id, err)
 	}

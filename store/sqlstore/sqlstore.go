@@ -86,6 +86,9 @@ type Store struct {
 	// types (signed[n-1]), SQLite only, for the same reason: it runs on
 	// every check-in beside newestQuery.
 	signed [2]*sql.Stmt
+	// token is tokenQuery prepared, SQLite only: every bearer token check
+	// that misses auth's token cache runs it.
+	token *sql.Stmt
 }
 
 var _ store.Store = (*Store)(nil)
@@ -210,6 +213,10 @@ func open(ctx context.Context, db *sql.DB, d migrations.Dialect, pool *pgxpool.P
 				return nil, fmt.Errorf("sqlstore: %s: prepare: %w", d, err)
 			}
 		}
+		if s.token, err = db.PrepareContext(ctx, tokenQuery); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("sqlstore: %s: prepare: %w", d, err)
+		}
 	}
 	return s, nil
 }
@@ -236,6 +243,9 @@ func (s *Store) Close() (err error) {
 	defer s.done("Close", time.Now(), &err)
 	if s.newest != nil {
 		s.newest.Close()
+	}
+	if s.token != nil {
+		s.token.Close()
 	}
 	for _, st := range s.signed {
 		if st != nil {
@@ -395,7 +405,16 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if err := s.audit(ctx, tx); err != nil {
 		return err
 	}
-	if err := tx.Commit(); err != nil {
+	err = tx.Commit()
+	// Every transaction may have changed a token, a machine's registration
+	// or the catalog: caches over the store (auth's verified tokens, the
+	// api's offers) must not serve what they read before it. A failed
+	// commit may still have committed (the connection died after the
+	// server did), so it invalidates too.
+	if s.changes != nil {
+		s.changes.Invalidate()
+	}
+	if err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
