@@ -409,7 +409,7 @@ func (s *server) holders(ctx context.Context, view topology.View, patches []cata
 				h.State = holdHeld
 				continue
 			}
-			if n.Name == view.Self || (n.State == topology.Alive || n.State == topology.Suspect) && n.URL != "" && s.peerTokens != nil {
+			if n.Name == view.Self || (n.State == topology.Alive || n.State == topology.Suspect) && n.URL != "" && s.peer != nil {
 				jobs = append(jobs, job{i, j})
 			}
 		}
@@ -472,17 +472,16 @@ func (s *server) holds(ctx context.Context, self bool, baseURL, digest string) s
 		}
 		return holdUnknown
 	}
-	tokens := s.peerTokens()
-	if len(tokens) == 0 {
-		return holdUnknown
-	}
 	ctx, cancel := context.WithTimeout(ctx, holderTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodHead, baseURL+"/v1/peer/blobs/"+digest, nil)
+	peerURL := s.peer.URL(baseURL)
+	if peerURL == "" {
+		return holdUnknown
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, peerURL+"/v1/peer/blobs/"+digest, nil)
 	if err != nil {
 		return holdUnknown
 	}
-	req.Header.Set("Authorization", "Bearer "+tokens[0])
 	resp, err := s.peerClient.Do(req)
 	if err != nil {
 		return holdUnknown

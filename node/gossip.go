@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/patchmesh/patchmesh/api"
@@ -132,8 +131,6 @@ type gossip struct {
 	changed bool
 	heads   map[string]int64  // last head seen per member API URL
 	states  map[string]string // last state seen per member API URL
-	// serving says the api serves this node's peers (peerTokens).
-	serving atomic.Bool
 }
 
 // startGossip joins the mesh. Called from New, after the puller exists.
@@ -269,6 +266,10 @@ func (g *gossip) onChange(m topology.Member) {
 	g.mu.Unlock()
 	if moved {
 		g.n.puller.Poke(m.API)
+		// A link names its upstream's peer listener when there is one.
+		if p := g.n.resolver.Cached(m.API); p != "" {
+			g.n.puller.Poke(p)
+		}
 	}
 }
 
@@ -277,6 +278,12 @@ func (g *gossip) onChange(m topology.Member) {
 // every missed probe would make links flap.
 func (g *gossip) health(url string) (known, alive bool) {
 	m, ok := g.topo.ByAPI(url)
+	if !ok {
+		// A link to a peer listener: the member is known by its API URL.
+		if api := g.n.resolver.API(url); api != "" {
+			m, ok = g.topo.ByAPI(api)
+		}
+	}
 	if !ok {
 		return false, false
 	}
@@ -331,19 +338,6 @@ func (n *Node) nodeLister() api.NodeLister {
 	return n.gossip
 }
 
-// peerTokens is the api's PeerTokens: the peer token of every gossip key
-// now, so that a keyring rotation changes what this node accepts at once.
-// Nil with gossip off, when the peer endpoint does not exist. Building the
-// api with it is what makes this node serve its peers, which its sync loop
-// checks before it waits on theirs (see peers).
-func (n *Node) peerTokens() func() []string {
-	if n.gossip == nil {
-		return nil
-	}
-	n.gossip.serving.Store(true)
-	return n.gossip.topo.PeerTokens
-}
-
 // peers is the sync loop's Peers hook. The group that shares a blob's trip
 // from upstream is the members of this node's data centre that serve the
 // tier and pull from the same upstream (by their advertised upstream):
@@ -355,8 +349,7 @@ func (n *Node) peerTokens() func() []string {
 // Suspect members stay in the group, as for upstream health: suspicion
 // often clears, and a group that flapped would send the blob twice.
 func (g *gossip) peers(tier, upstream string) (designated bool, peers []replicate.Source) {
-	tokens := g.topo.PeerTokens()
-	if !g.serving.Load() || len(tokens) == 0 {
+	if g.n.peerLn == nil {
 		// This node does not serve peers: it takes no part in the scheme.
 		return true, nil
 	}
@@ -369,10 +362,15 @@ func (g *gossip) peers(tier, upstream string) (designated bool, peers []replicat
 			strings.TrimSuffix(m.Upstream, "/") != strings.TrimSuffix(upstream, "/") {
 			continue
 		}
+		peerURL := n.resolver.URL(m.API)
+		if peerURL == "" {
+			// No peer listener found: it takes no part either.
+			continue
+		}
 		if m.Name < self && len(peers) == 0 {
 			designated = false
 		}
-		peers = append(peers, replicate.Source{BaseURL: m.API, Token: tokens[0], Path: replicate.PeerPath})
+		peers = append(peers, replicate.Source{BaseURL: peerURL, Path: replicate.PeerPath})
 	}
 	return designated, peers
 }

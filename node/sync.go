@@ -297,7 +297,7 @@ func (n *Node) syncControl() federation.Control {
 
 // newPuller builds a relay's or edge's sync loop from the config.
 func (n *Node) newPuller(now func() time.Time) error {
-	client, err := n.cfg.syncTransport()
+	client, err := n.nodeClient()
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
