@@ -578,6 +578,7 @@ func DefaultsWithEnv(getenv func(string) string) Config {
 		Log: LogConfig{Level: "info", Format: "json"},
 		Sync: SyncConfig{
 			Trust:        []string{},
+			PeerKeys:     []string{},
 			Endorsements: []string{},
 			Links:        []LinkConfig{},
 			Wait:         30 * time.Second,

@@ -3,6 +3,7 @@ package meshtest
 import (
 	"bufio"
 	"bytes"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/patchmesh/patchmesh/auth"
 	"github.com/patchmesh/patchmesh/blob"
+	"github.com/patchmesh/patchmesh/federation"
 	"github.com/patchmesh/patchmesh/node"
 )
 
@@ -44,6 +46,10 @@ type Spec struct {
 	// made and whose address Host must then be.
 	Host  string
 	Netns string
+	// Peer gives the node a peer listener (server.peer_listen): mutual
+	// TLS between nodes, with node-to-node traffic refused elsewhere.
+	// Links to a node with one should name its PeerURL.
+	Peer bool
 	// Configure, if set, adjusts the config after meshtest's defaults and
 	// before the file is written. A gossip.join it sets is kept; otherwise
 	// meshtest chooses it at every start (see Node.Start).
@@ -100,12 +106,17 @@ type Node struct {
 	// GossipAddr is the node's gossip host:port, fixed across restarts;
 	// empty with gossip off.
 	GossipAddr string
+	// PeerURL is the node's peer listener (https://host:port), fixed
+	// across restarts; empty without Spec.Peer.
+	PeerURL string
 
 	cfgPath string
 	logPath string
 	netns   string
 	// autoJoin says meshtest picks gossip.join at each start.
 	autoJoin bool
+	// mtlsKey is the node's public key under Mesh.MTLS.
+	mtlsKey string
 
 	mu       sync.Mutex
 	proc     *process
@@ -186,6 +197,14 @@ func (m *Mesh) Add(spec Spec) *Node {
 		cfg.Gossip.Bind = n.GossipAddr
 		cfg.Gossip.Profile = m.Gossip
 		cfg.Gossip.Keys = []string{key}
+	}
+	if spec.Peer || m.MTLS {
+		peerAddr := freePortIn(t, spec.Netns, host, false)
+		cfg.Server.PeerListen = peerAddr
+		n.PeerURL = "https://" + peerAddr
+	}
+	if m.MTLS {
+		m.mtls(t, n, &cfg)
 	}
 	if spec.Configure != nil {
 		spec.Configure(&cfg)
@@ -435,4 +454,34 @@ func (n *Node) LogEvents(event string) []map[string]any {
 func (n *Node) BlobFile(digest string) string {
 	h := blob.Digest(digest).Hex()
 	return filepath.Join(n.Config.BlobPath(), "sha256", h[:2], h)
+}
+
+// mtls prepares n for a mesh run over mutual TLS (Mesh.MTLS): its node
+// key now, its admission at the hub, its pins, its links' peer URLs.
+func (m *Mesh) mtls(t testing.TB, n *Node, cfg *node.Config) {
+	t.Helper()
+	key, _, err := federation.LoadOrCreateNodeKey(filepath.Join(n.DataDir, "node.key"))
+	if err != nil {
+		t.Fatalf("meshtest: node key: %v", err)
+	}
+	pub := federation.FormatPublicKey(key.Public().(ed25519.PublicKey))
+	m.mu.Lock()
+	others := append([]*Node(nil), m.nodes...)
+	m.mu.Unlock()
+	for _, o := range others {
+		if o.mtlsKey != "" {
+			cfg.Sync.PeerKeys = append(cfg.Sync.PeerKeys, o.mtlsKey)
+		}
+		for i := range cfg.Sync.Links {
+			for j, u := range cfg.Sync.Links[i].Upstreams {
+				if strings.TrimRight(u.URL, "/") == o.URL && o.PeerURL != "" {
+					cfg.Sync.Links[i].Upstreams[j].URL = o.PeerURL
+				}
+			}
+		}
+		if o.Role == node.RoleHub && o.Running() && n.Role != node.RoleHub {
+			o.AdminCall(t, http.MethodPost, "/v1/admin/nodes", map[string]any{"name": n.Name, "key": pub, "urls": []string{n.URL}}, nil)
+		}
+	}
+	n.mtlsKey = pub
 }
