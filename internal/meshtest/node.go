@@ -3,10 +3,18 @@ package meshtest
 import (
 	"bufio"
 	"bytes"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -46,6 +54,10 @@ type Spec struct {
 	// made and whose address Host must then be.
 	Host  string
 	Netns string
+	// TLS serves the node's main listener over TLS with a certificate
+	// meshtest makes for its address (cert.pem in its directory, which a
+	// downstream can name as sync.ca_file); its URL is then https.
+	TLS bool
 	// Peer gives the node a peer listener (server.peer_listen): mutual
 	// TLS between nodes, with node-to-node traffic refused elsewhere.
 	// Links to a node with one should name its PeerURL.
@@ -198,6 +210,14 @@ func (m *Mesh) Add(spec Spec) *Node {
 		cfg.Gossip.Profile = m.Gossip
 		cfg.Gossip.Keys = []string{key}
 	}
+	if spec.TLS {
+		certFile, keyFile := selfSignedCert(t, dir, host)
+		cfg.Server.TLSCert, cfg.Server.TLSKey = certFile, keyFile
+		n.URL = "https://" + addr
+		if cfg.Node.AdvertiseURL != "" {
+			cfg.Node.AdvertiseURL = n.URL
+		}
+	}
 	if spec.Peer || m.MTLS {
 		peerAddr := freePortIn(t, spec.Netns, host, false)
 		cfg.Server.PeerListen = peerAddr
@@ -292,7 +312,7 @@ func (n *Node) Start(t testing.TB) {
 func (n *Node) waitReady(t testing.TB, p *process) {
 	t.Helper()
 	deadline := time.Now().Add(readyWithin)
-	c := &http.Client{Timeout: 2 * time.Second}
+	c := &http.Client{Timeout: 2 * time.Second, Transport: harnessTransport}
 	for {
 		resp, err := c.Get(n.URL + "/debug/info")
 		if err == nil {
@@ -484,4 +504,35 @@ func (m *Mesh) mtls(t testing.TB, n *Node, cfg *node.Config) {
 		}
 	}
 	n.mtlsKey = pub
+}
+
+// selfSignedCert writes a certificate and key for host into dir.
+func selfSignedCert(t testing.TB, dir, host string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: host},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.ParseIP(host)}, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, BasicConstraintsValid: true, IsCA: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
 }
