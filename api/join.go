@@ -285,7 +285,7 @@ func (s *server) addJoinToken(w http.ResponseWriter, r *http.Request, user strin
 		return err
 	}
 	now := s.now().UTC().Truncate(time.Microsecond)
-	jt := store.JoinToken{ID: tok.ID, Name: req.Name, MACKey: federation.JoinMACKey(tok.Secret), Tiers: req.Tiers,
+	jt := store.JoinToken{ID: tok.ID, Name: req.Name, MACKey: federation.JoinMACKey(tok.Secret), Tiers: nonNil(req.Tiers),
 		CreatedBy: user, Created: now, Expires: now.Add(valid)}
 	if err := s.joinTokens.AddJoinToken(r.Context(), jt); err != nil {
 		return err
