@@ -1,7 +1,8 @@
 // Package federation owns how patchmesh nodes cascade from the hub: the
 // hub's signing key and the signed record format, the hub's per-tier
 // heartbeats, node identity (node keys, admissions, hellos, machine
-// credentials), the change feed's wire format and the sync loop that pulls,
+// credentials, the node TLS certificates and their pinning against the
+// admissions, the signed join's token and MACs), the change feed's wire format and the sync loop that pulls,
 // verifies and applies each link. It does not own storage (store, blob),
 // serving (api) or blob transfer (replicate).
 //

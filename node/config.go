@@ -131,7 +131,9 @@ type ServerConfig struct {
 	// join, over TLS 1.3 with mutual authentication by node key (each
 	// side's key must hold a live admission at the other). Set, it is
 	// the only way in for node-to-node traffic: a sync token is refused
-	// on the main listener. Default empty: no peer listener, and sync
+	// on the main listener, and this node's own links, peer fetches and
+	// report pushes use mutual TLS too, so its upstreams' URLs must be
+	// their peer listeners. Default empty: no peer listener, and sync
 	// tokens work on the main listener as they always did.
 	PeerListen string `yaml:"peer_listen"`
 	// PeerAdvertiseURL is the peer listener's URL as other nodes reach

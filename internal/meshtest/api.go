@@ -58,7 +58,11 @@ func (n *Node) Call(ctx context.Context, method, path, cred string, body, out an
 		}
 		rd, ctype = bytes.NewReader(j), "application/json"
 	}
-	req, err := http.NewRequestWithContext(ctx, method, n.URL+path, rd)
+	base, client := n.URL, httpClient
+	if pc := n.m.harnessPeer(n, path, cred); pc != nil {
+		base, client = n.PeerURL, pc
+	}
+	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
 	if err != nil {
 		return err
 	}
@@ -68,7 +72,7 @@ func (n *Node) Call(ctx context.Context, method, path, cred string, body, out an
 	if cred != "" {
 		req.Header.Set("Authorization", cred)
 	}
-	resp, err := httpClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("%s %s on %s: %w", method, path, n.Name, err)
 	}

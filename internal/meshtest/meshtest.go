@@ -12,6 +12,7 @@ package meshtest
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"encoding/base64"
 	"fmt"
 	"math/rand/v2"
@@ -171,6 +172,10 @@ type Mesh struct {
 	// name its peer URL instead. New sets it from PATCHMESH_MESH_MTLS=1,
 	// so that a whole suite can be run over mutual TLS.
 	MTLS bool
+	// harnessKey and harnessCert are the harness's own node identity
+	// under MTLS, admitted at the hub with the first downstream.
+	harnessKey  ed25519.PrivateKey
+	harnessCert *tls.Certificate
 
 	mu    sync.Mutex
 	nodes []*Node

@@ -7,6 +7,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
@@ -501,6 +502,7 @@ func (m *Mesh) mtls(t testing.TB, n *Node, cfg *node.Config) {
 		}
 		if o.Role == node.RoleHub && o.Running() && n.Role != node.RoleHub {
 			o.AdminCall(t, http.MethodPost, "/v1/admin/nodes", map[string]any{"name": n.Name, "key": pub, "urls": []string{n.URL}}, nil)
+			m.admitHarness(t, o)
 		}
 	}
 	n.mtlsKey = pub
@@ -535,4 +537,57 @@ func selfSignedCert(t testing.TB, dir, host string) (certFile, keyFile string) {
 		t.Fatal(err)
 	}
 	return certFile, keyFile
+}
+
+// harnessName is the node name the harness's own key is admitted under
+// (Mesh.MTLS), so that a test's sync calls reach a node's peer listener as
+// its downstreams' do.
+const harnessName = "meshtest-harness"
+
+// admitHarness admits the harness's key at hub, once per mesh.
+func (m *Mesh) admitHarness(t testing.TB, hub *Node) {
+	t.Helper()
+	m.mu.Lock()
+	done := m.harnessCert != nil
+	if !done {
+		_, key, err := ed25519.GenerateKey(rand.Reader)
+		if err == nil {
+			var cert tls.Certificate
+			cert, err = federation.NodeCertificate(key, harnessName, time.Now())
+			m.harnessCert, m.harnessKey = &cert, key
+		}
+		if err != nil {
+			m.mu.Unlock()
+			t.Fatalf("meshtest: harness key: %v", err)
+		}
+	}
+	key := m.harnessKey
+	m.mu.Unlock()
+	if done {
+		return
+	}
+	hub.AdminCall(t, http.MethodPost, "/v1/admin/nodes", map[string]any{"name": harnessName,
+		"key": federation.FormatPublicKey(key.Public().(ed25519.PublicKey)), "urls": []string{"http://127.0.0.1:1"}}, nil)
+}
+
+// harnessPeer is the client to send a call to n's peer listener with,
+// under Mesh.MTLS, for what nodes send each other there (sync calls, and
+// blob fetches with a sync token); nil for everything else.
+func (m *Mesh) harnessPeer(n *Node, path, cred string) *http.Client {
+	if n.PeerURL == "" || !m.MTLS {
+		return nil
+	}
+	if !strings.HasPrefix(path, "/v1/sync/") && !(strings.HasPrefix(path, "/v1/blobs/") && strings.HasPrefix(cred, "Bearer pms_")) {
+		return nil
+	}
+	m.mu.Lock()
+	cert := m.harnessCert
+	m.mu.Unlock()
+	if cert == nil {
+		return nil
+	}
+	return &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{*cert},
+			// The harness dials only processes it started.
+			InsecureSkipVerify: true}, DisableKeepAlives: true}}
 }
