@@ -173,7 +173,7 @@ type Mesh struct {
 	// so that a whole suite can be run over mutual TLS.
 	MTLS bool
 	// harnessKey and harnessCert are the harness's own node identity
-	// under MTLS, admitted at the hub with the first downstream.
+	// under MTLS, admitted at the hub once it has started.
 	harnessKey  ed25519.PrivateKey
 	harnessCert *tls.Certificate
 

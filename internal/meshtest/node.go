@@ -308,6 +308,9 @@ func (n *Node) Start(t testing.TB) {
 	n.proc = p
 	n.mu.Unlock()
 	n.waitReady(t, p)
+	if n.m.MTLS && n.Role == node.RoleHub {
+		n.m.admitHarness(t, n)
+	}
 }
 
 func (n *Node) waitReady(t testing.TB, p *process) {
@@ -502,7 +505,6 @@ func (m *Mesh) mtls(t testing.TB, n *Node, cfg *node.Config) {
 		}
 		if o.Role == node.RoleHub && o.Running() && n.Role != node.RoleHub {
 			o.AdminCall(t, http.MethodPost, "/v1/admin/nodes", map[string]any{"name": n.Name, "key": pub, "urls": []string{n.URL}}, nil)
-			m.admitHarness(t, o)
 		}
 	}
 	n.mtlsKey = pub
@@ -544,7 +546,8 @@ func selfSignedCert(t testing.TB, dir, host string) (certFile, keyFile string) {
 // its downstreams' do.
 const harnessName = "meshtest-harness"
 
-// admitHarness admits the harness's key at hub, once per mesh.
+// admitHarness admits the harness's key at hub, once per mesh, when the
+// hub has started.
 func (m *Mesh) admitHarness(t testing.TB, hub *Node) {
 	t.Helper()
 	m.mu.Lock()
