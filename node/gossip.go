@@ -205,10 +205,41 @@ func (g *gossip) meta() topology.Meta {
 	if n.puller != nil {
 		ups := n.puller.Upstreams()
 		if len(n.cfg.Sync.Links) > 0 {
-			m.Upstream = ups[n.cfg.Sync.Links[0].Tier]
+			// Meta names upstreams by API URL, as members are known.
+			m.Upstream = g.apiOf(ups[n.cfg.Sync.Links[0].Tier])
 		}
 	}
 	return m
+}
+
+// apiOf is the API URL of a member known by its peer URL, or url itself.
+func (g *gossip) apiOf(url string) string {
+	if api := g.n.resolver.API(url); api != "" {
+		return api
+	}
+	return url
+}
+
+// resolvePeers looks up the peer listener of every member with an API
+// URL (answers are kept; see peerResolver), off memberlist's goroutines,
+// so that meta and the sync loop's health and peer checks can map a link's
+// peer URL to its member without waiting on the network. A node without a
+// peer listener has no use for them.
+func (g *gossip) resolvePeers() {
+	if g.n.peerLn == nil {
+		return
+	}
+	before := g.n.resolver.size()
+	for _, m := range g.topo.Members() {
+		if !m.Self && m.API != "" {
+			g.n.resolver.URL(m.API)
+		}
+	}
+	if g.n.resolver.size() != before {
+		g.mu.Lock()
+		g.changed = true
+		g.mu.Unlock()
+	}
 }
 
 // served lists the tiers machines can use this node for: every tier on
@@ -300,6 +331,7 @@ func (g *gossip) watch(ctx context.Context) {
 		if err := g.refresh(ctx); err != nil && ctx.Err() == nil {
 			g.n.log.Warn("gossip_meta_refresh_failed", "error", err.Error())
 		}
+		g.resolvePeers()
 		g.mu.Lock()
 		changed := g.changed
 		g.changed = false
@@ -359,7 +391,7 @@ func (g *gossip) peers(tier, upstream string) (designated bool, peers []replicat
 	for _, m := range g.topo.Members() { // sorted by name
 		if m.Self || m.DC != n.cfg.Node.Datacenter || m.API == "" || !slices.Contains(m.Tiers, tier) ||
 			(m.State != topology.Alive && m.State != topology.Suspect) ||
-			strings.TrimSuffix(m.Upstream, "/") != strings.TrimSuffix(upstream, "/") {
+			strings.TrimSuffix(g.apiOf(m.Upstream), "/") != strings.TrimSuffix(g.apiOf(upstream), "/") {
 			continue
 		}
 		peerURL := n.resolver.URL(m.API)

@@ -418,3 +418,10 @@ func (n *Node) joinTokens() store.JoinTokens {
 	}
 	return n.store
 }
+
+// size is how many peer URLs the resolver knows.
+func (r *peerResolver) size() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.back)
+}
