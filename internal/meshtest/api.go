@@ -253,12 +253,16 @@ type BlobInfo struct {
 // FetchBlob downloads a blob with cred and hashes it; it does not fail
 // the test, so that a goroutine may poll with it.
 func (n *Node) FetchBlob(ctx context.Context, digest, cred string) (BlobInfo, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.URL+"/v1/blobs/"+digest, nil)
+	base, client := n.URL, httpClient
+	if pc := n.m.harnessPeer(n, "/v1/blobs/"+digest, cred); pc != nil {
+		base, client = n.PeerURL, pc
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/blobs/"+digest, nil)
 	if err != nil {
 		return BlobInfo{}, err
 	}
 	req.Header.Set("Authorization", cred)
-	resp, err := httpClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return BlobInfo{}, fmt.Errorf("GET blob %s on %s: %w", digest, n.Name, err)
 	}
