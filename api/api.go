@@ -64,6 +64,10 @@ type Info struct {
 	// DC is the node's data centre (node.datacenter), naming this node's
 	// own machines in fleet reports.
 	DC string
+	// PeerURL is the peer listener's advertised base URL, served by
+	// /debug/info so that members of the mesh can find it from the API
+	// URL gossip carries. Empty without a peer listener.
+	PeerURL string
 }
 
 // Config is what New builds the handler from.
@@ -125,11 +129,15 @@ type Config struct {
 	// node hands machines with every offer and registration, so that a
 	// machine pinning an older hub key can verify records of the new one.
 	Endorsements []federation.Envelope
-	// PeerTokens returns the peer tokens accepted now, one per gossip key
-	// (topology.PeerToken), for GET /v1/peer/blobs. It is called on every
-	// such request, so a keyring rotation takes effect at once. Nil (gossip
-	// off) means the endpoint answers 404.
-	PeerTokens func() []string
+	// Peer, when set, says the node has a peer listener (PeerListener):
+	// node-to-node traffic then comes with a certificate identity, a sync
+	// token is refused without one, and GET /v1/peer/blobs serves any
+	// admitted node. Nil: no peer listener, sync tokens work anywhere and
+	// the peer endpoint answers 404.
+	Peer *PeerConfig
+	// JoinTokens keeps the hub's join tokens (the signed join, on the
+	// peer listener); nil on other nodes, where joins answer 404.
+	JoinTokens store.JoinTokens
 	// NodeKey is this node's identity key (federation.LoadOrCreateNodeKey):
 	// it signs hellos and the machine credentials issued at registration.
 	// Nil means neither is offered.
@@ -194,7 +202,9 @@ type server struct {
 	arrivals   federation.Arrivals
 	nodes      NodeLister
 	topo       TopologyViewer
-	peerTokens func() []string
+	peer       *PeerConfig
+	joinTokens store.JoinTokens
+	join       joins
 
 	nodeKey       ed25519.PrivateKey
 	nodeKeyID     string
@@ -295,7 +305,8 @@ func New(cfg Config) (http.Handler, error) {
 		stopping:   cfg.Stopping,
 		nodes:      cfg.Nodes,
 		topo:       cfg.Topology,
-		peerTokens: cfg.PeerTokens,
+		peer:       cfg.Peer,
+		joinTokens: cfg.JoinTokens,
 
 		nodeKey:       cfg.NodeKey,
 		credentialTTL: cfg.CredentialTTL,
@@ -354,6 +365,7 @@ func (s *server) router(gatherer prometheus.Gatherer, gov GovernorConfig) *mux.R
 	s.adminRoutes(v1)
 	s.clientRoutes(v1)
 	s.syncRoutes(v1)
+	s.joinRoutes(v1)
 	s.dashboardAPIRoutes(v1)
 	v1.Handle("/topology", methods{http.MethodGet: s.asAdmin(s.topology)})
 	v1.Handle("/blobs/{digest}", methods{http.MethodGet: s.handle(s.getBlob), http.MethodHead: s.handle(s.getBlob)})

@@ -44,6 +44,13 @@ func (s *server) bearer(r *http.Request, kinds ...catalog.TokenKind) (catalog.To
 	if err != nil {
 		kind = claimedKind(h, kinds)
 	}
+	if err == nil && t.Kind == catalog.TokenSync && s.peer != nil && PeerFrom(r.Context()) == "" {
+		// With a peer listener, a tier is fed only to an admitted node:
+		// the sync token authorizes the tier, the certificate the node.
+		s.securityEvent(r, auth.EventAuthzFail, slog.String("token_id", t.ID), slog.String("kind", kind),
+			slog.String("reason", "sync_token_off_peer_listener"))
+		t, err = catalog.Token{}, auth.ErrForbidden
+	}
 	s.metrics.observeAuth(kind, authOutcome(err), time.Since(start))
 	return t, err
 }

@@ -13,15 +13,22 @@ import (
 )
 
 // gossipPair starts node-a's API with gossip, joined to node-b's gossip,
-// whose meta advertises node-b's API (a second, real API server). The two
-// nodes accept the peer tokens given.
-func gossipPair(t *testing.T, tokenA, tokenB string) (a, b *env) {
+// whose meta advertises node-b's API (a second, real API server), with
+// node-b's peer listener behind it. node-b admits node-a's key only if
+// admitB.
+func gossipPair(t *testing.T, admitB bool) (a, b *env) {
 	t.Helper()
 	key, err := topology.NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	b = newEnv(t, func(c *api.Config) { c.PeerTokens = func() []string { return []string{tokenB} } })
+	nodeA, nodeB := newPeerNode(t), newPeerNode(t)
+	pinsB := &pins{}
+	if admitB {
+		pinsB.set(nodeA.id)
+	}
+	b = newEnv(t, func(c *api.Config) { c.Peer = &api.PeerConfig{Pins: pinsB, URL: func(string) string { return "" }} })
+	peerB := peerServer(t, b, pinsB, nodeB)
 	tb, err := topology.Start(t.Context(), topology.Config{
 		Name: "node-b", BindAddr: "127.0.0.1", Profile: "local", Keys: [][]byte{key},
 		Meta: func() topology.Meta {
@@ -42,7 +49,13 @@ func gossipPair(t *testing.T, tokenA, tokenB string) (a, b *env) {
 	t.Cleanup(func() { ta.Close() })
 	a = newEnv(t, func(c *api.Config) {
 		c.Topology = ta
-		c.PeerTokens = func() []string { return []string{tokenA} }
+		c.Peer = &api.PeerConfig{Pins: &pins{}, URL: func(u string) string {
+			if u == b.srv.URL {
+				return peerB.URL
+			}
+			return ""
+		}}
+		c.Dashboard.PeerClient = nodeA.dial(nodeB)
 	})
 	for range 100 { // bounded: joining on loopback takes milliseconds
 		if len(ta.View().Nodes) == 2 {
@@ -74,8 +87,7 @@ func holderStates(t *testing.T, a *env, digest string) (map[string]string, api.D
 }
 
 func TestDashboardAsksOtherNodesWhichPatchesTheyHold(t *testing.T) {
-	const token = "pmp_the-mesh-peer-token"
-	a, b := gossipPair(t, token, token)
+	a, b := gossipPair(t, true)
 	body := content(4096, "holders")
 	p := a.upload(body, "107.1")
 
@@ -93,11 +105,11 @@ func TestDashboardAsksOtherNodesWhichPatchesTheyHold(t *testing.T) {
 	}
 }
 
-func TestDashboardCallsANodeThatRefusesItsPeerTokenUnknown(t *testing.T) {
-	a, _ := gossipPair(t, "pmp_one-key", "pmp_another-key")
+func TestDashboardCallsANodeThatRefusesItsCertificateUnknown(t *testing.T) {
+	a, _ := gossipPair(t, false)
 	p := a.upload(content(4096, "holders-refused"), "107.1")
 	got, dp := holderStates(t, a, p.Digest)
 	if got["node-b"] != "unknown" || dp.Held != 1 || dp.Expected != 2 {
-		t.Errorf("holders %v, %d of %d; want node-b unknown (it refused the token), 1 of 2", got, dp.Held, dp.Expected)
+		t.Errorf("holders %v, %d of %d; want node-b unknown (it refused node-a's key), 1 of 2", got, dp.Held, dp.Expected)
 	}
 }

@@ -389,7 +389,7 @@ func byTierDCState(ts []FleetTotal) []FleetTotal {
 
 // holders asks every member of the view whether it holds each patch's
 // blob: this node its own store, the others HEAD /v1/peer/blobs/{digest}
-// with the peer token. A node seen holding a blob is not asked again for
+// at its peer listener, over mutual TLS. A node seen holding a blob is not asked again for
 // heldFor, so a settled patch costs nothing.
 func (s *server) holders(ctx context.Context, view topology.View, patches []catalog.Patch) []DashboardPatch {
 	ctx, cancel := context.WithTimeout(ctx, holderBudget)
@@ -409,7 +409,7 @@ func (s *server) holders(ctx context.Context, view topology.View, patches []cata
 				h.State = holdHeld
 				continue
 			}
-			if n.Name == view.Self || n.State == topology.Alive && n.URL != "" && s.peerTokens != nil {
+			if n.Name == view.Self || n.State == topology.Alive && n.URL != "" && s.peer != nil {
 				jobs = append(jobs, job{i, j})
 			}
 		}
@@ -472,17 +472,16 @@ func (s *server) holds(ctx context.Context, self bool, baseURL, digest string) s
 		}
 		return holdUnknown
 	}
-	tokens := s.peerTokens()
-	if len(tokens) == 0 {
-		return holdUnknown
-	}
 	ctx, cancel := context.WithTimeout(ctx, holderTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodHead, baseURL+"/v1/peer/blobs/"+digest, nil)
+	peerURL := s.peer.URL(baseURL)
+	if peerURL == "" {
+		return holdUnknown
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, peerURL+"/v1/peer/blobs/"+digest, nil)
 	if err != nil {
 		return holdUnknown
 	}
-	req.Header.Set("Authorization", "Bearer "+tokens[0])
 	resp, err := s.peerClient.Do(req)
 	if err != nil {
 		return holdUnknown

@@ -23,7 +23,9 @@ func (s *server) debugInfo(w http.ResponseWriter, r *http.Request) error {
 		Node          string `json:"node"`
 		NodeKey       string `json:"node_key,omitempty"`
 		KeyID         string `json:"key_id,omitempty"`
-	}{Version: s.info.Version, UptimeSeconds: int64(s.now().Sub(s.started).Seconds()), Role: s.info.Role, Node: s.info.Node}
+		PeerURL       string `json:"peer_url,omitempty"`
+	}{Version: s.info.Version, UptimeSeconds: int64(s.now().Sub(s.started).Seconds()), Role: s.info.Role, Node: s.info.Node,
+		PeerURL: s.info.PeerURL}
 	if s.nodeKey != nil {
 		out.NodeKey = federation.FormatPublicKey(s.nodeKey.Public().(ed25519.PublicKey))
 		out.KeyID = s.nodeKeyID

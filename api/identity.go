@@ -34,6 +34,7 @@ const DefaultCredentialTTL = 30 * 24 * time.Hour
 const kindCredential = "credential"
 
 func (s *server) nodeAdminRoutes(a *mux.Router) {
+	a.Handle("/nodes/join-tokens", methods{http.MethodGet: s.asAdmin(s.atHub(s.listJoinTokens)), http.MethodPost: s.asAdmin(s.atHub(s.addJoinToken))})
 	a.Handle("/nodes", methods{http.MethodGet: s.asAdmin(s.listNodes), http.MethodPost: s.asAdmin(s.atHub(s.admitNode))})
 	a.Handle("/nodes/{name}", methods{http.MethodDelete: s.asAdmin(s.atHub(s.removeNode))})
 }
@@ -87,9 +88,22 @@ func (s *server) admitNode(w http.ResponseWriter, r *http.Request, user string) 
 	}
 	n := catalog.Node{Name: req.Name, Key: federation.FormatPublicKey(pub), KeyID: federation.KeyID(pub),
 		URLs: req.URLs, Tiers: req.Tiers, Admitted: s.now().UTC().Truncate(time.Microsecond)}
-	tiers, err := s.store.Tiers(r.Context())
+	n, err = s.admit(r, n)
 	if err != nil {
 		return err
+	}
+	s.securityEvent(r, auth.EventNodeAdmitted, slog.String("node", n.Name), slog.String("key_id", n.KeyID),
+		slog.String("tiers", strings.Join(n.Tiers, ",")), slog.String("user", user))
+	writeJSON(w, http.StatusCreated, n)
+	return nil
+}
+
+// admit admits n, on every tier when it names none: an operator's
+// admission and a join's alike.
+func (s *server) admit(r *http.Request, n catalog.Node) (catalog.Node, error) {
+	tiers, err := s.store.Tiers(r.Context())
+	if err != nil {
+		return n, err
 	}
 	if len(n.Tiers) == 0 {
 		for _, t := range tiers {
@@ -99,26 +113,20 @@ func (s *server) admitNode(w http.ResponseWriter, r *http.Request, user string) 
 	for i, name := range n.Tiers {
 		field := fmt.Sprintf("tiers[%d]", i)
 		if err := catalog.ValidName(field, name); err != nil {
-			return err
+			return n, err
 		}
 		if !slices.ContainsFunc(tiers, func(t catalog.Tier) bool { return t.Name == name }) {
-			return invalid(field, "no tier named %q", name)
+			return n, invalid(field, "no tier named %q", name)
 		}
 	}
 	if err := n.Validate(); err != nil {
-		return err
+		return n, err
 	}
 	n, err = s.store.AdmitNode(r.Context(), n)
 	if errors.Is(err, catalog.ErrNotFound) { // a tier went away meanwhile
-		return invalid("tiers", "a tier it names no longer exists")
+		return n, invalid("tiers", "a tier it names no longer exists")
 	}
-	if err != nil {
-		return err
-	}
-	s.securityEvent(r, auth.EventNodeAdmitted, slog.String("node", n.Name), slog.String("key_id", n.KeyID),
-		slog.String("tiers", strings.Join(n.Tiers, ",")), slog.String("user", user))
-	writeJSON(w, http.StatusCreated, n)
-	return nil
+	return n, err
 }
 
 func (s *server) removeNode(w http.ResponseWriter, r *http.Request, user string) error {

@@ -1,10 +1,8 @@
 package api
 
 import (
-	"crypto/subtle"
 	"log/slog"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/patchmesh/patchmesh/auth"
@@ -12,60 +10,34 @@ import (
 	"github.com/patchmesh/patchmesh/catalog"
 )
 
-// kindPeer is the credential kind of a peer token, in security events and
+// kindPeer is the credential kind of a peer's certificate identity, in
 // the auth metrics.
 const kindPeer = "peer"
 
 // getPeerBlob serves a committed blob to another node of the mesh, which
-// proves membership with a peer token derived from the gossip keyring
-// (topology.PeerToken). Any committed blob is served, recorded or not,
-// withdrawn or not: a peer is a node, not a machine, and it checks the
-// bytes against the digest its own signed record names. With gossip off
-// there are no peers, and the endpoint does not exist.
+// proved its node key on the peer listener's mutual TLS, a key holding a
+// live admission here (PeerListener). Any committed blob is served,
+// recorded or not, withdrawn or not: a peer is a node, not a machine, and
+// it checks the bytes against the digest its own signed record names.
+// Without a peer listener the endpoint does not exist.
 func (s *server) getPeerBlob(w http.ResponseWriter, r *http.Request) error {
-	if s.peerTokens == nil {
+	if s.peer == nil {
 		return notFound("no such endpoint")
 	}
 	digest, err := pathVar(r, "digest", catalog.ValidDigest)
 	if err != nil {
 		return err
 	}
-	if err := s.peer(r); err != nil {
-		return err
-	}
-	return s.sendBlob(w, r, digest)
-}
-
-// peer authenticates the request's peer token against every key of the
-// keyring now. The outcome is logged and counted; the token never is.
-func (s *server) peer(r *http.Request) error {
 	start := time.Now()
-	err := s.checkPeerToken(r)
-	s.metrics.observeAuth(kindPeer, authOutcome(err), time.Since(start))
-	return err
-}
-
-func (s *server) checkPeerToken(r *http.Request) error {
-	fail := func(reason string) error {
-		s.securityEvent(r, auth.EventTokenFail, slog.String("kind", kindPeer), slog.String("reason", reason))
-		return auth.ErrUnauthenticated
+	id := PeerFrom(r.Context())
+	if id == "" {
+		s.metrics.observeAuth(kindPeer, authOutcome(auth.ErrUnauthenticated), time.Since(start))
+		s.securityEvent(r, auth.EventPeerFail, slog.String("reason", "not_on_peer_listener"))
+		return notFound("peer blobs are served on the peer listener")
 	}
-	scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-	tok = strings.TrimLeft(tok, " ")
-	if !strings.EqualFold(scheme, "Bearer") || !strings.HasPrefix(tok, "pmp_") {
-		return fail("malformed")
-	}
-	// Every key is compared, match or not, so the time taken says nothing
-	// about which key, if any, the token came from.
-	match := 0
-	for _, want := range s.peerTokens() {
-		match |= subtle.ConstantTimeCompare([]byte(tok), []byte(want))
-	}
-	if match != 1 {
-		return fail("bad_secret")
-	}
-	s.securityEvent(r, auth.EventTokenSuccess, slog.String("kind", kindPeer))
-	return nil
+	s.metrics.observeAuth(kindPeer, authOutcome(nil), time.Since(start))
+	s.securityEvent(r, auth.EventPeerSuccess, slog.String("key_id", id))
+	return s.sendBlob(w, r, digest)
 }
 
 // sendBlob answers GET or HEAD for a committed blob, with Range support

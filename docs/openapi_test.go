@@ -34,7 +34,6 @@ import (
 	"github.com/patchmesh/patchmesh/federation"
 	"github.com/patchmesh/patchmesh/internal/meshtest"
 	"github.com/patchmesh/patchmesh/node"
-	"github.com/patchmesh/patchmesh/topology"
 )
 
 func TestMain(m *testing.M) { os.Exit(meshtest.Main(m)) }
@@ -161,6 +160,10 @@ type call struct {
 	// credential, an unknown field): validating it must fail. The answer
 	// is validated all the same.
 	badRequest bool
+	// base and client, when set, send the call elsewhere than node.URL
+	// with another client: a peer listener, over mutual TLS.
+	base   string
+	client *http.Client
 }
 
 // do sends c, checks the status and validates both sides; it returns the
@@ -186,7 +189,11 @@ func (ck *checker) do(c call) []byte {
 		if raw != nil {
 			rd = bytes.NewReader(raw)
 		}
-		req, err := http.NewRequestWithContext(t.Context(), c.method, c.node.URL+c.path, rd)
+		base := c.node.URL
+		if c.base != "" {
+			base = c.base
+		}
+		req, err := http.NewRequestWithContext(t.Context(), c.method, base+c.path, rd)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -222,7 +229,11 @@ func (ck *checker) do(c call) []byte {
 		t.Errorf("%s: a request that breaks the API validated against %s", what, specFile)
 	}
 
-	resp, err := http.DefaultClient.Do(newReq())
+	client := http.DefaultClient
+	if c.client != nil {
+		client = c.client
+	}
+	resp, err := client.Do(newReq())
 	if err != nil {
 		t.Fatalf("%s: %v", what, err)
 	}
@@ -400,8 +411,13 @@ func TestOpenAPIDescribesLiveNodes(t *testing.T) {
 		Tier: "stable", Upstreams: []meshtest.Upstream{{URL: hub.URL, Token: hub.SyncToken(t, "stable", "edge")}},
 	}}})
 
+	// A hub with a peer listener, in a mesh of its own, for the join and
+	// the peer routes, which are served there only.
+	pm := meshtest.New(t)
+	phub := pm.Start(meshtest.Spec{Name: "phub", Role: node.RoleHub, Peer: true})
+
 	// The description's server is a default; these nodes are where they are.
-	doc.Servers = openapi3.Servers{{URL: hub.URL}, {URL: edge.URL}}
+	doc.Servers = openapi3.Servers{{URL: hub.URL}, {URL: edge.URL}, {URL: phub.URL}, {URL: phub.PeerURL}}
 	router, err := gorillamux.NewRouter(doc)
 	if err != nil {
 		t.Fatal(err)
@@ -743,15 +759,10 @@ func TestOpenAPIDescribesLiveNodes(t *testing.T) {
 	ck.do(call{node: hub, method: "GET", path: "/v1/dashboard/events?limit=0", cred: admin, want: 400, badRequest: true})
 	ck.do(call{node: hub, method: "POST", path: "/v1/dashboard/logout", header: map[string]string{"X-CSRF-Token": csrf, "Cookie": "patchmesh_csrf=" + csrf}, want: 204})
 
-	// Peer blobs, with the token of the mesh's gossip key.
-	gk, err := base64.StdEncoding.DecodeString(m.GossipKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := "Bearer " + topology.PeerToken(gk)
-	ck.do(call{node: edge, method: "GET", path: "/v1/peer/blobs/" + digest, cred: peer, want: 200})
-	ck.do(call{node: edge, method: "HEAD", path: "/v1/peer/blobs/" + digest, cred: peer, want: 200})
-	ck.do(call{node: edge, method: "GET", path: "/v1/peer/blobs/" + digest, cred: machine, want: 401, badRequest: true})
+	// Peer blobs are served on the peer listener only; the edge has none.
+	ck.do(call{node: edge, method: "GET", path: "/v1/peer/blobs/" + digest, cred: machine, want: 404})
+	ck.do(call{node: edge, method: "HEAD", path: "/v1/peer/blobs/" + digest, want: 404})
+	ck.joinAndPeer(phub)
 
 	// A node's admission taken back.
 	ck.do(call{node: hub, method: "DELETE", path: "/v1/admin/nodes/edge", cred: admin, want: 204})
@@ -859,4 +870,53 @@ func TestKernelSchemaIsTheGrammar(t *testing.T) {
 		}
 		agree(string(b))
 	}
+}
+
+// joinAndPeer exercises the join (a token made at h, the exchange on its
+// peer listener with a fresh node key) and then the peer blob routes with
+// the key the join admitted.
+func (ck *checker) joinAndPeer(h *meshtest.Node) {
+	t := ck.t
+	t.Helper()
+	admin := h.Admin(t)
+	tok := decode[struct {
+		ID    string `json:"id"`
+		Token string `json:"token"`
+	}](t, ck.do(call{node: h, method: "POST", path: "/v1/admin/nodes/join-tokens", cred: admin, want: 201,
+		body: map[string]any{"name": "joiner", "valid_for": "10m"}}))
+	ck.do(call{node: h, method: "POST", path: "/v1/admin/nodes/join-tokens", cred: admin, want: 400, body: map[string]any{"name": "x", "valid_for": "forever"}})
+	ck.do(call{node: h, method: "GET", path: "/v1/admin/nodes/join-tokens", cred: admin, want: 200})
+	jt, err := federation.ParseJoinToken(tok.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := federation.NodeCertificate(key, "joiner", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: federation.PeerClientTLS(cert, nil, jt.HubKey)}}
+	nonce := "openapi-join-nonce-0123456789abcdef"
+	ch := decode[federation.JoinChallenge](t, ck.do(call{node: h, base: h.PeerURL, client: peer, method: "POST", path: "/v1/join/start", want: 200,
+		body: federation.JoinStart{Token: jt.ID, Nonce: nonce}}))
+	ck.do(call{node: h, base: h.PeerURL, client: peer, method: "POST", path: "/v1/join/start", want: 401,
+		body: federation.JoinStart{Token: "ffffffffffffffff", Nonce: nonce}})
+	mac := federation.JoinMAC(federation.JoinMACKey(jt.Secret), federation.JoinRoleNode, jt.ID, nonce, ch.Nonce,
+		federation.KeyID(key.Public().(ed25519.PublicKey)), jt.HubKey)
+	ck.do(call{node: h, base: h.PeerURL, client: peer, method: "POST", path: "/v1/join/finish", want: 200,
+		body: federation.JoinFinish{Session: ch.Session, MAC: mac, URL: "http://127.0.0.1:1"}})
+	ck.do(call{node: h, base: h.PeerURL, client: peer, method: "POST", path: "/v1/join/finish", want: 401,
+		body: federation.JoinFinish{Session: ch.Session, MAC: mac}})
+
+	content := bytes.Repeat([]byte("peer blob "), 100)
+	var p struct{ Digest string }
+	q := url.Values{"digest": {meshtest.Digest(content)}, "kernel": {"5.15.0-107.117-generic"}, "arch": {"x86_64"},
+		"version": {"1"}, "size": {strconv.Itoa(len(content))}}
+	h.AdminCall(t, http.MethodPost, "/v1/admin/patches?"+q.Encode(), content, &p)
+	ck.do(call{node: h, base: h.PeerURL, client: peer, method: "GET", path: "/v1/peer/blobs/" + p.Digest, want: 200})
+	ck.do(call{node: h, base: h.PeerURL, client: peer, method: "HEAD", path: "/v1/peer/blobs/" + p.Digest, want: 200})
+	ck.do(call{node: h, base: h.PeerURL, client: peer, method: "GET", path: "/v1/peer/blobs/sha256:" + strings.Repeat("0", 64), want: 404})
 }

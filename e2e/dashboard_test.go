@@ -188,6 +188,9 @@ func TestDashboardInABrowser(t *testing.T) {
 
 	m := meshtest.New(t)
 	m.Gossip = gossipProfile
+	// Which nodes hold a patch is asked at their peer listeners, over
+	// mutual TLS: every node gets one, and is admitted.
+	m.MTLS = true
 	h := m.Start(meshtest.Spec{Name: "hub", Role: node.RoleHub, DC: "dc-hub"})
 	rspec := pullSpec(t, "region-a", node.RoleRelay, h.URL, h, "edge")
 	rspec.DC = "dc-a"
@@ -334,6 +337,9 @@ func TestDashboardShowsAFailover(t *testing.T) {
 	ctx := browser(t)
 	m := meshtest.New(t)
 	m.Gossip = gossipProfile
+	// Which nodes hold a patch is asked at their peer listeners, over
+	// mutual TLS: every node gets one, and is admitted.
+	m.MTLS = true
 	h, rs := regionsMesh(t, m, 1, "a", "b")
 	a, b := rs[0], rs[1]
 	edge := a.edges[0]

@@ -1,14 +1,15 @@
 // Package federation owns how patchmesh nodes cascade from the hub: the
 // hub's signing key and the signed record format, the hub's per-tier
 // heartbeats, node identity (node keys, admissions, hellos, machine
-// credentials), the change feed's wire format, the sync loop that pulls,
-// verifies and applies each link, which records a relay lists as pending
-// while their blobs still arrive (cut-through), and the sync policy that
-// depends on who is in the mesh (Mesh: failover health, the data centre's
-// peer group and its designated fetcher, which member news starts a
-// round), read through the small Membership interface. It does not own
-// storage (store, blob), serving (api), blob transfer (replicate) or
-// gossip itself (topology).
+// credentials, the node TLS certificates and their pinning against the
+// admissions, the signed join's token and MACs), the change feed's wire
+// format, the sync loop that pulls, verifies and applies each link, which
+// records a relay lists as pending while their blobs still arrive
+// (cut-through), and the sync policy that depends on who is in the mesh
+// (Mesh: failover health, the data centre's peer group and its designated
+// fetcher, which member news starts a round), read through the small
+// Membership interface. It does not own storage (store, blob), serving
+// (api), blob transfer (replicate) or gossip itself (topology).
 //
 // # Signed records
 //

@@ -160,3 +160,24 @@ func FuzzParseEndorsement(f *testing.F) {
 		_, _, _ = v.OpenEndorsement(e)
 	})
 }
+
+// FuzzParseJoinToken: a join token's text form never panics the parser,
+// and what it accepts has a valid ID, secret, https hub URL and key ID.
+func FuzzParseJoinToken(f *testing.F) {
+	_, text, err := federation.NewJoinToken("https://127.0.0.1:8443", "0123456789abcdef")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(text)
+	f.Add("pmj_")
+	f.Add("pmj_e30")
+	f.Fuzz(func(t *testing.T, s string) {
+		tok, err := federation.ParseJoinToken(s)
+		if err != nil {
+			return
+		}
+		if len(tok.ID) != 16 || !strings.HasPrefix(tok.Hub, "https://") || len(tok.HubKey) != 16 || tok.Secret == "" {
+			t.Fatalf("accepted a token with bad fields: %+v", tok)
+		}
+	})
+}

@@ -3,6 +3,8 @@ package federation_test
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log"
@@ -16,12 +18,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/patchmesh/patchmesh/api"
 	"github.com/patchmesh/patchmesh/catalog"
 	"github.com/patchmesh/patchmesh/federation"
 	"github.com/patchmesh/patchmesh/internal/nodetest"
 	"github.com/patchmesh/patchmesh/replicate"
 	"github.com/patchmesh/patchmesh/store"
-	"github.com/patchmesh/patchmesh/topology"
 )
 
 // countingProxy forwards to target and counts the body bytes of its blob
@@ -63,21 +65,54 @@ type dc struct {
 	nodes []*meshNode
 	dead  []atomic.Bool
 	stop  []func() // stops node i's sync loop and waits for it
-	token string   // the peer token every node sends and accepts
+	// client reaches upstream (plain http) and peers (mutual TLS) alike.
+	client *http.Client
+}
+
+// anyPeer pins every node key: the test is about who fetches from whom,
+// not about admissions (api and node test those).
+type anyPeer struct{}
+
+func (anyPeer) Pinned(string) bool  { return true }
+func (anyPeer) Refused(string) bool { return false }
+
+// servePeer serves n's API as its peer listener: TLS 1.3 with the node
+// certificate, client certificates required.
+func servePeer(t *testing.T, n *nodetest.Node, log *nodetest.LogBuffer, cert tls.Certificate) *meshNode {
+	t.Helper()
+	h, err := api.New(n.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(api.PeerListener(h, anyPeer{}, n.Config.Log))
+	srv.TLS = federation.PeerServerTLS(cert, anyPeer{}, func(string, error) {})
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return &meshNode{Node: n, srv: srv, log: log}
 }
 
 func newDC(t *testing.T, n int, keys []ed25519.PublicKey, up federation.Upstream, peerWait time.Duration) *dc {
 	t.Helper()
-	d := &dc{dead: make([]atomic.Bool, n), token: topology.PeerToken([]byte("0123456789abcdef0123456789abcdef"))}
+	d := &dc{dead: make([]atomic.Bool, n)}
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := federation.NodeCertificate(priv, "dc", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.client = &http.Client{Timeout: 30 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: federation.PeerClientTLS(cert, anyPeer{}, "")}}
 	for range n {
 		buf, log := newLog()
 		w := nodetest.Wire(t, log, nodetest.Options{Changes: &store.Changes{}})
 		w.Config.Info.Role = "edge"
-		w.Config.PeerTokens = func() []string { return []string{d.token} }
-		d.nodes = append(d.nodes, serve(t, w, buf))
+		w.Config.Peer = &api.PeerConfig{Pins: anyPeer{}, URL: func(string) string { return "" }}
+		d.nodes = append(d.nodes, servePeer(t, w, buf, cert))
 	}
 	for i, m := range d.nodes {
-		client := &http.Client{Timeout: 30 * time.Second}
+		client := d.client
 		rep, err := replicate.New(replicate.Config{Client: client, Blobs: m.Blobs})
 		if err != nil {
 			t.Fatal(err)
@@ -116,7 +151,7 @@ func (d *dc) hook(self int) federation.Peers {
 		var peers []replicate.Source
 		for _, i := range alive {
 			if i != self {
-				peers = append(peers, replicate.Source{BaseURL: d.nodes[i].srv.URL, Token: d.token, Path: replicate.PeerPath})
+				peers = append(peers, replicate.Source{BaseURL: d.nodes[i].srv.URL, Path: replicate.PeerPath})
 			}
 		}
 		return false, peers

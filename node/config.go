@@ -126,6 +126,19 @@ type ServerConfig struct {
 	// then requires (at least 16 bytes; a scraper sends "Authorization:
 	// Bearer <token>"). Default empty: /metrics is open.
 	MetricsTokenFile string `yaml:"metrics_token_file"`
+	// PeerListen is the host:port of the peer listener, where other nodes
+	// reach this one: the feed, blobs, peer fetch, report pushes and the
+	// join, over TLS 1.3 with mutual authentication by node key (each
+	// side's key must hold a live admission at the other). Set, it is
+	// the only way in for node-to-node traffic: a sync token is refused
+	// on the main listener, and this node's own links, peer fetches and
+	// report pushes use mutual TLS too, so its upstreams' URLs must be
+	// their peer listeners. Default empty: no peer listener, and sync
+	// tokens work on the main listener as they always did.
+	PeerListen string `yaml:"peer_listen"`
+	// PeerAdvertiseURL is the peer listener's URL as other nodes reach
+	// it. Default https://<peer_listen>, with the real port.
+	PeerAdvertiseURL string `yaml:"peer_advertise_url"`
 }
 
 // Store drivers.
@@ -333,6 +346,13 @@ type SyncConfig struct {
 	// `patchmesh admin trust add`. In the environment: a comma-separated
 	// list.
 	Trust []string `yaml:"trust"`
+	// PeerKeys pins node public keys ("ed25519:…") this node accepts as
+	// peers over the peer listener's mutual TLS before it has their
+	// admissions: an upstream it must reach to receive them at all. A pin
+	// is dropped the moment the key's admission is removed. `patchmesh
+	// join` pins the hub it joined, and the nodes the hub had admitted,
+	// without this (data_dir/join.json).
+	PeerKeys []string `yaml:"peer_keys"`
 	// Endorsements are hub key endorsements ("pmke_…", from `patchmesh
 	// hub-key --key OLD --endorse NEW`): the old hub key vouching for the
 	// new one. Every node hands them to machines with each offer, so that a
@@ -576,6 +596,7 @@ func DefaultsWithEnv(getenv func(string) string) Config {
 		Log: LogConfig{Level: "info", Format: "json", SuccessesPerSecond: 10},
 		Sync: SyncConfig{
 			Trust:        []string{},
+			PeerKeys:     []string{},
 			Endorsements: []string{},
 			Links:        []LinkConfig{},
 			Wait:         30 * time.Second,
@@ -777,6 +798,26 @@ func (c Config) Validate() error {
 	positive("server.read_header_timeout", c.Server.ReadHeaderTimeout)
 	positive("server.idle_timeout", c.Server.IdleTimeout)
 	positive("server.shutdown_timeout", c.Server.ShutdownTimeout)
+	if c.Server.PeerListen != "" {
+		if _, port, err := net.SplitHostPort(c.Server.PeerListen); err != nil {
+			bad("server.peer_listen", "must be host:port such as 10.0.0.5:8443, got %q", c.Server.PeerListen)
+		} else if _, err := net.LookupPort("tcp", port); err != nil {
+			bad("server.peer_listen", "bad port %q", port)
+		}
+	}
+	if u := c.Server.PeerAdvertiseURL; u != "" {
+		if pu, err := url.Parse(u); err != nil || pu.Scheme != "https" || pu.Host == "" || pu.Path != "" || pu.User != nil {
+			bad("server.peer_advertise_url", "must be an https URL with a host and no path, got %q", u)
+		}
+		if c.Server.PeerListen == "" {
+			bad("server.peer_advertise_url", "needs server.peer_listen")
+		}
+	}
+	for i, k := range c.Sync.PeerKeys {
+		if _, err := federation.ParsePublicKey(k); err != nil {
+			bad(fmt.Sprintf("sync.peer_keys[%d]", i), "%v", err)
+		}
+	}
 	if (c.Server.TLSCert == "") != (c.Server.TLSKey == "") {
 		bad("server.tls_cert", "tls_cert and tls_key must be set together")
 	}

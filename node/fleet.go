@@ -36,7 +36,7 @@ func (n *Node) publishMeshKey(ctx context.Context, secret []byte, now time.Time)
 
 // newReporter builds a downstream's report loop over its links.
 func (n *Node) newReporter(now func() time.Time) error {
-	client, err := n.cfg.syncTransport()
+	client, err := n.nodeClient()
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}

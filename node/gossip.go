@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/patchmesh/patchmesh/api"
@@ -133,8 +132,6 @@ type gossip struct {
 	lag    int64
 	// changed says the figures moved since meta was last rebroadcast.
 	changed bool
-	// serving says the api serves this node's peers (peerTokens).
-	serving atomic.Bool
 }
 
 // startGossip joins the mesh. Called from New, after the puller exists.
@@ -146,7 +143,7 @@ func (n *Node) startGossip(ctx context.Context) error {
 	bind, _ := splitHostPort(n.cfg.Gossip.Bind)
 	g := &gossip{n: n}
 	if n.puller != nil {
-		g.mesh = federation.NewMesh(membership{g}, n.cfg.Node.Name, n.cfg.Node.Datacenter, n.puller.Poke)
+		g.mesh = federation.NewMesh(membership{g}, n.cfg.Node.Name, n.cfg.Node.Datacenter, g.poke)
 	}
 	if err := g.refresh(ctx); err != nil {
 		return fmt.Errorf("node: gossip: %w", err)
@@ -210,9 +207,46 @@ func (g *gossip) meta() topology.Meta {
 	m.Tiers = g.served()
 	g.mu.Unlock()
 	if n.puller != nil {
-		m.Upstream, m.Upstreams = n.puller.Advertised()
+		// Meta names upstreams by API URL, as members are known, also
+		// where a link reaches its upstream's peer listener.
+		first, byTier := n.puller.Advertised()
+		m.Upstream = g.apiOf(first)
+		for tier, u := range byTier {
+			byTier[tier] = g.apiOf(u)
+		}
+		m.Upstreams = byTier
 	}
 	return m
+}
+
+// apiOf is the API URL of a member known by its peer URL, or url itself.
+func (g *gossip) apiOf(url string) string {
+	if api := g.n.resolver.API(url); api != "" {
+		return api
+	}
+	return url
+}
+
+// resolvePeers looks up the peer listener of every member with an API
+// URL (answers are kept; see peerResolver), off memberlist's goroutines,
+// so that meta and the sync loop's health and peer checks can map a link's
+// peer URL to its member without waiting on the network. A node without a
+// peer listener has no use for them.
+func (g *gossip) resolvePeers() {
+	if g.n.peerLn == nil {
+		return
+	}
+	before := g.n.resolver.size()
+	for _, m := range g.topo.Members() {
+		if !m.Self && m.API != "" {
+			g.n.resolver.URL(m.API)
+		}
+	}
+	if g.n.resolver.size() != before {
+		g.mu.Lock()
+		g.changed = true
+		g.mu.Unlock()
+	}
 }
 
 // served lists the tiers machines can use this node for: every tier on
@@ -264,6 +298,15 @@ func (g *gossip) onChange(m topology.Member) {
 	}
 }
 
+// poke starts a sync round on the links that use the member at apiURL,
+// also where a link names that member's peer listener instead.
+func (g *gossip) poke(apiURL string) {
+	g.n.puller.Poke(apiURL)
+	if p := g.n.resolver.Cached(apiURL); p != "" {
+		g.n.puller.Poke(p)
+	}
+}
+
 // membership is the topology as federation's sync policy reads it.
 type membership struct{ g *gossip }
 
@@ -294,6 +337,7 @@ func (g *gossip) watch(ctx context.Context) {
 		if err := g.refresh(ctx); err != nil && ctx.Err() == nil {
 			g.n.log.Warn("gossip_meta_refresh_failed", "error", err.Error())
 		}
+		g.resolvePeers()
 		g.mu.Lock()
 		changed := g.changed
 		g.changed = false
@@ -332,30 +376,21 @@ func (n *Node) nodeLister() api.NodeLister {
 	return n.gossip
 }
 
-// peerTokens is the api's PeerTokens: the peer token of every gossip key
-// now, so that a keyring rotation changes what this node accepts at once.
-// Nil with gossip off, when the peer endpoint does not exist. Building the
-// api with it is what makes this node serve its peers, which its sync loop
-// checks before it waits on theirs (see peers).
-func (n *Node) peerTokens() func() []string {
-	if n.gossip == nil {
-		return nil
-	}
-	n.gossip.serving.Store(true)
-	return n.gossip.topo.PeerTokens
-}
-
-// peers is the sync loop's Peers hook: federation's PeerGroup, with this
-// node's peer token on each source.
+// peers is the sync loop's Peers hook: federation's PeerGroup, reached at
+// each member's peer listener over mutual TLS. A member whose peer
+// listener is not known takes no part.
 func (g *gossip) peers(tier, upstream string) (designated bool, peers []replicate.Source) {
-	tokens := g.topo.PeerTokens()
-	if !g.serving.Load() || len(tokens) == 0 || g.mesh == nil {
+	if g.n.peerLn == nil || g.mesh == nil {
 		// This node does not serve peers: it takes no part in the scheme.
 		return true, nil
 	}
-	designated, urls := g.mesh.PeerGroup(tier, upstream)
+	designated, urls := g.mesh.PeerGroup(tier, g.apiOf(upstream))
 	for _, u := range urls {
-		peers = append(peers, replicate.Source{BaseURL: u, Token: tokens[0], Path: replicate.PeerPath})
+		peerURL := g.n.resolver.URL(u)
+		if peerURL == "" {
+			continue
+		}
+		peers = append(peers, replicate.Source{BaseURL: peerURL, Path: replicate.PeerPath})
 	}
 	return designated, peers
 }

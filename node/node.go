@@ -78,6 +78,21 @@ type Node struct {
 	hooks *webhook.Dispatcher
 	// rollouts runs the hub's rollout plans; nil elsewhere.
 	rollouts *rollout.Manager
+	// peerLn and peerSrv are the peer listener (mutual TLS between
+	// nodes); nil without server.peer_listen.
+	peerLn  net.Listener
+	peerSrv *http.Server
+	// peerCert is the node's certificate over its node key.
+	peerCert tls.Certificate
+	// pins says which node keys hold a live admission here.
+	pins *peerPins
+	// conns are the peer listener's connections, cut on a removal.
+	conns *peerConns
+	// peerClients are the node's clients to other nodes, whose idle
+	// connections a removal drops.
+	peerClients []*http.Client
+	// resolver finds members' peer listeners from their API URLs.
+	resolver *peerResolver
 	// lock holds the data directory for this process.
 	lock *dataDirLock
 	// announce holds console messages kept until the node has started,
@@ -167,6 +182,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 	if err := n.openBlobs(ctx); err != nil {
 		return nil, err
 	}
+	if err := n.bindPeer(ctx); err != nil {
+		return nil, err
+	}
+	resolveClient, err := cfg.syncTransport()
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	n.resolver = &peerResolver{client: resolveClient, known: map[string]resolved{}, back: map[string]string{}}
 	if n.hubKey != nil {
 		n.beacon = federation.NewBeacon(n.hubKey, n.store, cfg.Sync.HeartbeatEvery, o.now, log)
 		n.beacon.WakeOn(&n.changes)
@@ -224,7 +247,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 	stopping := make(chan struct{})
 	// The dashboard asks other nodes which blobs they hold as the sync
 	// loop and peer fetch reach them: the same CA bundle and proxy.
-	peerClient, err := cfg.syncTransport()
+	peerClient, err := n.nodeClient()
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
@@ -269,9 +292,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 			AdminMaxInFlight: cfg.Governor.AdminMaxInFlight,
 			AdminMaxQueue:    apiQueue(cfg.Governor.AdminMaxQueue),
 		},
-		Info:         api.Info{Version: Version, Role: cfg.Node.Role, Node: cfg.Node.Name, URL: n.apiURL(), DC: cfg.Node.Datacenter},
+		Info: api.Info{Version: Version, Role: cfg.Node.Role, Node: cfg.Node.Name, URL: n.apiURL(), DC: cfg.Node.Datacenter,
+			PeerURL: n.peerURL()},
 		Nodes:        n.nodeLister(),
-		PeerTokens:   n.peerTokens(),
+		Peer:         n.peerConfig(),
+		JoinTokens:   n.joinTokens(),
 		Topology:     n.topologyViewer(),
 		Now:          o.now,
 		Sync:         n.syncControl(),
@@ -300,6 +325,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	n.srv.RegisterOnShutdown(func() { close(stopping) })
+	n.newPeerServer()
 	if n.hubKey != nil {
 		if err := n.admitSelf(ctx); err != nil {
 			return nil, err
@@ -487,12 +513,13 @@ func (n *Node) Run(ctx context.Context) error {
 	// stays in the outbox for the next start.
 	wg.Go(func() { n.hooks.Run(maintainCtx) })
 	wg.Go(func() { n.watchHealth(maintainCtx) })
+	wg.Go(func() { n.watchPins(maintainCtx) })
 	defer func() {
 		stopMaintain()
 		wg.Wait()
 	}()
 
-	serveErr := make(chan error, 1)
+	serveErr := make(chan error, 2)
 	go func() {
 		var err error
 		if n.srv.TLSConfig != nil {
@@ -502,6 +529,10 @@ func (n *Node) Run(ctx context.Context) error {
 		}
 		serveErr <- err
 	}()
+	if n.peerSrv != nil {
+		n.log.Info("peer_listening", "addr", n.peerLn.Addr().String(), "url", n.peerURL(), "key_id", n.nodeKeyID())
+		go func() { serveErr <- n.peerSrv.ServeTLS(n.peerLn, "", "") }()
+	}
 
 	select {
 	case err := <-serveErr:
@@ -520,15 +551,31 @@ func (n *Node) Run(ctx context.Context) error {
 	n.log.Info("node_draining", "timeout", n.cfg.Server.ShutdownTimeout.String())
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.Server.ShutdownTimeout)
 	defer cancel()
-	err := n.srv.Shutdown(sctx)
-	if err != nil {
-		// Requests still running after the timeout are cut off: a stop
-		// must not hang on a stuck client.
-		n.log.Warn("node_drain_timeout", "error", err.Error())
-		n.srv.Close()
+	servers := []*http.Server{n.srv}
+	if n.peerSrv != nil {
+		servers = append(servers, n.peerSrv)
 	}
-	if serr := <-serveErr; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
-		err = errors.Join(err, serr)
+	var err error
+	var dwg sync.WaitGroup
+	var emu sync.Mutex
+	for _, srv := range servers {
+		dwg.Go(func() {
+			if serr := srv.Shutdown(sctx); serr != nil {
+				// Requests still running after the timeout are cut
+				// off: a stop must not hang on a stuck client.
+				n.log.Warn("node_drain_timeout", "error", serr.Error())
+				srv.Close()
+				emu.Lock()
+				err = errors.Join(err, serr)
+				emu.Unlock()
+			}
+		})
+	}
+	dwg.Wait()
+	for range servers {
+		if serr := <-serveErr; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+			err = errors.Join(err, serr)
+		}
 	}
 	stopMaintain()
 	wg.Wait()
@@ -584,9 +631,11 @@ func (n *Node) Close() error {
 				errs = append(errs, fmt.Errorf("close gossip: %w", err))
 			}
 		}
-		if n.ln != nil {
-			if err := n.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
-				errs = append(errs, fmt.Errorf("close listener: %w", err))
+		for _, ln := range []net.Listener{n.ln, n.peerLn} {
+			if ln != nil {
+				if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+					errs = append(errs, fmt.Errorf("close listener: %w", err))
+				}
 			}
 		}
 		if c, ok := n.blobs.(io.Closer); ok {

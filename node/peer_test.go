@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -57,6 +58,19 @@ func TestSameDCNodesFetchFromEachOther(t *testing.T) {
 	hub := startNode(t, hubCfg)
 	pub := federation.FormatPublicKey(hub.node.hubKey.Public().(ed25519.PublicKey))
 
+	// The three edges know each other's node keys from the start (as a
+	// join would pin them), and reach each other over their peer
+	// listeners' mutual TLS.
+	var dirs, peerKeys []string
+	for range 3 {
+		dir := t.TempDir()
+		key, _, err := federation.LoadOrCreateNodeKey(filepath.Join(dir, "node.key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dirs = append(dirs, dir)
+		peerKeys = append(peerKeys, federation.FormatPublicKey(key.Public().(ed25519.PublicKey)))
+	}
 	var nodes []*running
 	for i := range 3 {
 		secret, tok, err := auth.NewToken(catalog.TokenSync)
@@ -69,6 +83,9 @@ func TestSameDCNodesFetchFromEachOther(t *testing.T) {
 		}
 		c := testConfig(t)
 		c.Node.Name, c.Node.Role, c.Node.Datacenter = fmt.Sprintf("b%d", i), RoleEdge, "dc-b"
+		c.Node.DataDir = dirs[i]
+		c.Server.PeerListen = "127.0.0.1:0"
+		c.Sync.PeerKeys = peerKeys
 		c.Sync.Trust = []string{pub}
 		c.Sync.Wait = 5 * time.Second
 		c.Sync.Links = []LinkConfig{{Tier: "edge", Upstreams: []UpstreamConfig{{URL: hub.url, Token: secret, AllowHTTP: true}}}}
@@ -113,6 +130,13 @@ func TestSameDCNodesFetchFromEachOther(t *testing.T) {
 	sent := blobBytesServed(t, hub.url) - before
 	if sent > 1.5*float64(len(content)) {
 		t.Errorf("hub sent %.0f bytes for a %d-byte blob to one data centre of three nodes: want about one copy", sent, len(content))
+		for _, n := range nodes {
+			for _, l := range strings.Split(n.log.String(), "\n") {
+				if strings.Contains(l, "peer") || strings.Contains(l, "fetch") || strings.Contains(l, "blob") {
+					t.Logf("%s: %.1500s", n.node.cfg.Node.Name, l)
+				}
+			}
+		}
 	}
 	for _, n := range nodes {
 		rc, _, err := n.node.blobs.Open(t.Context(), d)

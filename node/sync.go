@@ -306,7 +306,7 @@ func (n *Node) arrivals() federation.Arrivals {
 
 // newPuller builds a relay's or edge's sync loop from the config.
 func (n *Node) newPuller(now func() time.Time) error {
-	client, err := n.cfg.syncTransport()
+	client, err := n.nodeClient()
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
@@ -332,7 +332,8 @@ func (n *Node) newPuller(now func() time.Time) error {
 			if n.gossip == nil || n.gossip.mesh == nil {
 				return false, false
 			}
-			return n.gossip.mesh.Health(url)
+			// A link to a peer listener: the member is known by its API URL.
+			return n.gossip.mesh.Health(n.gossip.apiOf(url))
 		},
 		PeerWait:   n.cfg.Sync.PeerWait,
 		StaleAfter: n.cfg.Sync.StaleAfter,

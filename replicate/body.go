@@ -195,7 +195,9 @@ func (b *body) get(off int64) (*http.Response, error) {
 	if err != nil {
 		return nil, fmt.Errorf("request: %w", err)
 	}
-	req.Header.Set("Authorization", "Bearer "+b.src.Token)
+	if b.src.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+b.src.Token)
+	}
 	// Transparent gzip would make Range offsets count compressed bytes.
 	req.Header.Set("Accept-Encoding", "identity")
 	if off > 0 {
@@ -256,7 +258,9 @@ func upstreamError(resp *http.Response, token string) string {
 
 // clip bounds s, removes the token from it and makes it safe to log.
 func clip(s, token string) string {
-	s = strings.ReplaceAll(s, token, "[token]")
+	if token != "" {
+		s = strings.ReplaceAll(s, token, "[token]")
+	}
 	if len(s) > maxErrorDetail {
 		s = s[:maxErrorDetail] + "…"
 	}

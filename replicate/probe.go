@@ -26,7 +26,9 @@ func (r *Replicator) Has(ctx context.Context, src Source, d blob.Digest) (bool, 
 	if err != nil {
 		return false, fmt.Errorf("replicate: request: %w", err)
 	}
-	req.Header.Set("Authorization", "Bearer "+src.Token)
+	if src.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+src.Token)
+	}
 	resp, err := r.client.Do(req)
 	if err != nil {
 		// *url.Error quotes the URL, never the headers.

@@ -78,9 +78,10 @@ type Want struct {
 type Source struct {
 	// BaseURL is the node's root, e.g. "https://hub.example:8443".
 	BaseURL string
-	// Token is the bearer token: a sync token ("pms_…") for an upstream, a
-	// peer token ("pmp_…") for a peer. It is sent only in the
-	// Authorization header and never appears in a log line or error.
+	// Token is the bearer token: a sync token ("pms_…") for an upstream;
+	// empty for a peer, which knows this node by its TLS client
+	// certificate (the peer listener's mutual TLS). It is sent only in
+	// the Authorization header and never appears in a log line or error.
 	Token string
 	// Path is where the node serves blobs by digest, with both slashes:
 	// "" means DefaultPath; a peer serves them at PeerPath.
@@ -306,11 +307,11 @@ func checkSource(src Source) (Source, error) {
 	if u.RawQuery != "" || u.Fragment != "" {
 		return Source{}, fmt.Errorf("replicate: source URL %s: no query or fragment allowed", u.Redacted())
 	}
-	if src.Token == "" || strings.ContainsFunc(src.Token, func(c rune) bool { return c <= ' ' || c == 0x7f }) {
-		return Source{}, errors.New("replicate: source token is empty or has spaces or control characters")
-	}
 	if src.Path == "" {
 		src.Path = DefaultPath
+	}
+	if (src.Token == "" && src.Path != PeerPath) || strings.ContainsFunc(src.Token, func(c rune) bool { return c <= ' ' || c == 0x7f }) {
+		return Source{}, errors.New("replicate: source token is empty or has spaces or control characters")
 	}
 	if p, err := url.Parse(src.Path); err != nil || p.Path != src.Path || p.String() != src.Path ||
 		!strings.HasPrefix(src.Path, "/") || !strings.HasSuffix(src.Path, "/") {

@@ -28,6 +28,9 @@ func BenchmarkHubEgressPerDC(b *testing.B) {
 	const size = 8 << 20
 	m := meshtest.New(b)
 	m.Gossip = *profile
+	// Peers fetch from each other over their peer listeners' mutual TLS
+	// only: every node gets one, and is admitted.
+	m.MTLS = true
 	hub := m.Start(meshtest.Spec{Name: "hub", Role: node.RoleHub, DC: "dc-hub", Configure: tune})
 	var nodes []*meshtest.Node
 	for dc := range 3 {

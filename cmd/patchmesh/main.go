@@ -40,6 +40,9 @@ Usage:
   patchmesh node-key [--key FILE] print the node's public identity key, creating the key file if
                                   missing (default: node.key in the default data dir); the hub
                                   admits the node by it
+  patchmesh join --config FILE --token-file FILE
+                                  join the mesh with a one-time token from the hub (admin nodes
+                                  join-token); the hub admits the node under its key
   patchmesh gossip-key            print a new random gossip key (base64) for gossip.keys or
                                   the keyring file
   patchmesh storage copy --from CONFIG --to CONFIG
@@ -78,6 +81,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runGossipKey(rest, stdout, stderr)
 	case "node-key":
 		return runNodeKey(rest, os.Getenv, stdout, stderr)
+	case "join":
+		return runJoin(ctx, rest, os.Getenv, stdout, stderr)
 	case "completion":
 		return runCompletion(rest, stdout, stderr)
 	case "storage":

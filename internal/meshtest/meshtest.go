@@ -12,6 +12,7 @@ package meshtest
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"encoding/base64"
 	"fmt"
 	"math/rand/v2"
@@ -164,6 +165,17 @@ type Mesh struct {
 	Gossip string
 	// GossipKey is the mesh's gossip keyring (one base64 key), made by New.
 	GossipKey string
+	// MTLS, when set before nodes are added, runs all node-to-node
+	// traffic over peer listeners (mutual TLS): every node gets one, its
+	// node key made before it starts, is admitted at the running hub and
+	// pins the nodes added before it, and links to another node's URL
+	// name its peer URL instead. New sets it from PATCHMESH_MESH_MTLS=1,
+	// so that a whole suite can be run over mutual TLS.
+	MTLS bool
+	// harnessKey and harnessCert are the harness's own node identity
+	// under MTLS, admitted at the hub once it has started.
+	harnessKey  ed25519.PrivateKey
+	harnessCert *tls.Certificate
 
 	mu    sync.Mutex
 	nodes []*Node
@@ -174,7 +186,7 @@ type Mesh struct {
 // tail of every node's log is printed.
 func New(t testing.TB) *Mesh {
 	t.Helper()
-	m := &Mesh{t: t, dir: t.TempDir()}
+	m := &Mesh{t: t, dir: t.TempDir(), MTLS: os.Getenv("PATCHMESH_MESH_MTLS") == "1"}
 	m.HubKeyPath = filepath.Join(m.dir, "hub.key")
 	key, _, err := federation.LoadOrCreateKey(m.HubKeyPath)
 	if err != nil {

@@ -3,9 +3,19 @@ package meshtest
 import (
 	"bufio"
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,6 +30,7 @@ import (
 
 	"github.com/patchmesh/patchmesh/auth"
 	"github.com/patchmesh/patchmesh/blob"
+	"github.com/patchmesh/patchmesh/federation"
 	"github.com/patchmesh/patchmesh/node"
 )
 
@@ -44,6 +55,14 @@ type Spec struct {
 	// made and whose address Host must then be.
 	Host  string
 	Netns string
+	// TLS serves the node's main listener over TLS with a certificate
+	// meshtest makes for its address (cert.pem in its directory, which a
+	// downstream can name as sync.ca_file); its URL is then https.
+	TLS bool
+	// Peer gives the node a peer listener (server.peer_listen): mutual
+	// TLS between nodes, with node-to-node traffic refused elsewhere.
+	// Links to a node with one should name its PeerURL.
+	Peer bool
 	// Configure, if set, adjusts the config after meshtest's defaults and
 	// before the file is written. A gossip.join it sets is kept; otherwise
 	// meshtest chooses it at every start (see Node.Start).
@@ -100,12 +119,17 @@ type Node struct {
 	// GossipAddr is the node's gossip host:port, fixed across restarts;
 	// empty with gossip off.
 	GossipAddr string
+	// PeerURL is the node's peer listener (https://host:port), fixed
+	// across restarts; empty without Spec.Peer.
+	PeerURL string
 
 	cfgPath string
 	logPath string
 	netns   string
 	// autoJoin says meshtest picks gossip.join at each start.
 	autoJoin bool
+	// mtlsKey is the node's public key under Mesh.MTLS.
+	mtlsKey string
 
 	mu       sync.Mutex
 	proc     *process
@@ -186,6 +210,22 @@ func (m *Mesh) Add(spec Spec) *Node {
 		cfg.Gossip.Bind = n.GossipAddr
 		cfg.Gossip.Profile = m.Gossip
 		cfg.Gossip.Keys = []string{key}
+	}
+	if spec.TLS {
+		certFile, keyFile := selfSignedCert(t, dir, host)
+		cfg.Server.TLSCert, cfg.Server.TLSKey = certFile, keyFile
+		n.URL = "https://" + addr
+		if cfg.Node.AdvertiseURL != "" {
+			cfg.Node.AdvertiseURL = n.URL
+		}
+	}
+	if spec.Peer || m.MTLS {
+		peerAddr := freePortIn(t, spec.Netns, host, false)
+		cfg.Server.PeerListen = peerAddr
+		n.PeerURL = "https://" + peerAddr
+	}
+	if m.MTLS {
+		m.mtls(t, n, &cfg)
 	}
 	if spec.Configure != nil {
 		spec.Configure(&cfg)
@@ -268,12 +308,15 @@ func (n *Node) Start(t testing.TB) {
 	n.proc = p
 	n.mu.Unlock()
 	n.waitReady(t, p)
+	if n.m.MTLS && n.Role == node.RoleHub {
+		n.m.admitHarness(t, n)
+	}
 }
 
 func (n *Node) waitReady(t testing.TB, p *process) {
 	t.Helper()
 	deadline := time.Now().Add(readyWithin)
-	c := &http.Client{Timeout: 2 * time.Second}
+	c := &http.Client{Timeout: 2 * time.Second, Transport: harnessTransport}
 	for {
 		resp, err := c.Get(n.URL + "/debug/info")
 		if err == nil {
@@ -446,4 +489,119 @@ func (n *Node) LogEvents(event string) []map[string]any {
 func (n *Node) BlobFile(digest string) string {
 	h := blob.Digest(digest).Hex()
 	return filepath.Join(n.Config.BlobPath(), "sha256", h[:2], h)
+}
+
+// mtls prepares n for a mesh run over mutual TLS (Mesh.MTLS): its node
+// key now, its admission at the hub, its pins, its links' peer URLs.
+func (m *Mesh) mtls(t testing.TB, n *Node, cfg *node.Config) {
+	t.Helper()
+	key, _, err := federation.LoadOrCreateNodeKey(filepath.Join(n.DataDir, "node.key"))
+	if err != nil {
+		t.Fatalf("meshtest: node key: %v", err)
+	}
+	pub := federation.FormatPublicKey(key.Public().(ed25519.PublicKey))
+	m.mu.Lock()
+	others := append([]*Node(nil), m.nodes...)
+	m.mu.Unlock()
+	for _, o := range others {
+		if o.mtlsKey != "" {
+			cfg.Sync.PeerKeys = append(cfg.Sync.PeerKeys, o.mtlsKey)
+		}
+		for i := range cfg.Sync.Links {
+			for j, u := range cfg.Sync.Links[i].Upstreams {
+				if strings.TrimRight(u.URL, "/") == o.URL && o.PeerURL != "" {
+					cfg.Sync.Links[i].Upstreams[j].URL = o.PeerURL
+				}
+			}
+		}
+		if o.Role == node.RoleHub && o.Running() && n.Role != node.RoleHub {
+			o.AdminCall(t, http.MethodPost, "/v1/admin/nodes", map[string]any{"name": n.Name, "key": pub, "urls": []string{n.URL}}, nil)
+		}
+	}
+	n.mtlsKey = pub
+}
+
+// selfSignedCert writes a certificate and key for host into dir.
+func selfSignedCert(t testing.TB, dir, host string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: host},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.ParseIP(host)}, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, BasicConstraintsValid: true, IsCA: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// harnessName is the node name the harness's own key is admitted under
+// (Mesh.MTLS), so that a test's sync calls reach a node's peer listener as
+// its downstreams' do.
+const harnessName = "meshtest-harness"
+
+// admitHarness admits the harness's key at hub, once per mesh, when the
+// hub has started.
+func (m *Mesh) admitHarness(t testing.TB, hub *Node) {
+	t.Helper()
+	m.mu.Lock()
+	done := m.harnessCert != nil
+	if !done {
+		_, key, err := ed25519.GenerateKey(rand.Reader)
+		if err == nil {
+			var cert tls.Certificate
+			cert, err = federation.NodeCertificate(key, harnessName, time.Now())
+			m.harnessCert, m.harnessKey = &cert, key
+		}
+		if err != nil {
+			m.mu.Unlock()
+			t.Fatalf("meshtest: harness key: %v", err)
+		}
+	}
+	key := m.harnessKey
+	m.mu.Unlock()
+	if done {
+		return
+	}
+	hub.AdminCall(t, http.MethodPost, "/v1/admin/nodes", map[string]any{"name": harnessName,
+		"key": federation.FormatPublicKey(key.Public().(ed25519.PublicKey)), "urls": []string{"http://127.0.0.1:1"}}, nil)
+}
+
+// harnessPeer is the client to send a call to n's peer listener with,
+// under Mesh.MTLS, for what nodes send each other there (sync calls, and
+// blob fetches with a sync token); nil for everything else.
+func (m *Mesh) harnessPeer(n *Node, path, cred string) *http.Client {
+	if n.PeerURL == "" || !m.MTLS {
+		return nil
+	}
+	if !strings.HasPrefix(path, "/v1/sync/") && !(strings.HasPrefix(path, "/v1/blobs/") && strings.HasPrefix(cred, "Bearer pms_")) {
+		return nil
+	}
+	m.mu.Lock()
+	cert := m.harnessCert
+	m.mu.Unlock()
+	if cert == nil {
+		return nil
+	}
+	return &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{*cert},
+			// The harness dials only processes it started.
+			InsecureSkipVerify: true}, DisableKeepAlives: true}}
 }

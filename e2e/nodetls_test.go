@@ -1,0 +1,314 @@
+package e2e_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/patchmesh/patchmesh/federation"
+	"github.com/patchmesh/patchmesh/internal/meshtest"
+	"github.com/patchmesh/patchmesh/node"
+)
+
+// refusedWithin bounds how long a removal at the hub takes to be refused
+// by the hub's own peer listener: the next pin refresh, woken by the
+// commit, at most a second later.
+const refusedWithin = 10 * time.Second
+
+// asNode is an HTTP client presenting the node key in keyFile to a peer
+// listener that must hold serverKeyID.
+func asNode(t *testing.T, keyFile, serverKeyID string) *http.Client {
+	t.Helper()
+	key, _, err := federation.LoadOrCreateNodeKey(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := federation.NodeCertificate(key, "test", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: federation.PeerClientTLS(cert, nil, serverKeyID), DisableKeepAlives: true}}
+}
+
+// peerGet asks a peer listener for path with a bearer token and returns
+// the status, or an error when the connection was refused.
+func peerGet(c *http.Client, base, path, token string) (int, error) {
+	req, err := http.NewRequest(http.MethodGet, base+path, nil)
+	if err != nil {
+		return 0, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, nil
+}
+
+func keyIDOf(t *testing.T, pub string) string {
+	t.Helper()
+	k, err := federation.ParsePublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return federation.KeyID(k)
+}
+
+// joinToken makes a join token for name at h, valid for validFor.
+func joinToken(t *testing.T, h *meshtest.Node, name, validFor string) (id, token string) {
+	t.Helper()
+	var out struct {
+		ID    string `json:"id"`
+		Token string `json:"token"`
+	}
+	h.AdminCall(t, http.MethodPost, "/v1/admin/nodes/join-tokens", map[string]any{"name": name, "valid_for": validFor}, &out)
+	if !strings.HasPrefix(out.Token, federation.JoinTokenPrefix) {
+		t.Fatalf("join token: want a %s… token, got %+v", federation.JoinTokenPrefix, out)
+	}
+	return out.ID, out.Token
+}
+
+// runJoin runs `patchmesh join` for n (stopped) with token and returns
+// its combined output and error.
+func runJoin(t *testing.T, n *meshtest.Node, token string) (string, error) {
+	t.Helper()
+	tf := filepath.Join(n.Dir, "join-token")
+	if err := os.WriteFile(tf, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, meshtest.Binary(t), "join", "--config", filepath.Join(n.Dir, "config.yaml"), "--token-file", tf)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + n.Dir}
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// rosterNames is who the hub's signed roster of tier names.
+func rosterNames(t *testing.T, h *meshtest.Node, tier string) []string {
+	t.Helper()
+	var out struct {
+		Nodes []struct {
+			Name string `json:"name"`
+		} `json:"nodes"`
+	}
+	if err := h.Call(context.Background(), http.MethodGet, "/v1/client/roster?tier="+tier, "", nil, &out); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, n := range out.Nodes {
+		names = append(names, n.Name)
+	}
+	return names
+}
+
+// A hub and an edge with peer listeners. Before it joins, the edge —
+// which trusts the hub's key, and holds a valid sync token — cannot sync
+// or fetch a blob, and machines are not sent to it. It joins with a
+// one-time token (made at the hub, proved without sending its secret),
+// syncs, and the hub records who joined. The token does not work twice.
+// Removed at the hub, the edge is refused within seconds: its live
+// connection is cut and new handshakes fail. A process presenting the
+// edge's certificate without its key gets nowhere.
+func TestNodeTLSJoinSyncRemove(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	m := meshtest.New(t)
+	h := m.Start(meshtest.Spec{Name: "hub", Role: node.RoleHub, Peer: true})
+	hubKey := h.NodeKey(t)
+	hubKeyID := keyIDOf(t, hubKey)
+	tok := h.SyncToken(t, "edge", "e1-edge")
+	e := m.Add(meshtest.Spec{Name: "e1", Role: node.RoleEdge, Peer: true,
+		Links: []meshtest.Link{{Tier: "edge", Upstreams: []meshtest.Upstream{{URL: h.PeerURL, Token: tok}}}},
+		// It trusts the hub from the start, so that it is the hub that
+		// refuses it, not it the hub.
+		Configure: func(c *node.Config) { c.Sync.PeerKeys = []string{hubKey} }})
+	e.Start(t)
+	content := randomBytes(t, 256<<10)
+	p := h.Upload(t, content, meshtest.PatchMeta{Kernel: kernel, Arch: arch, Version: "107.1"})
+
+	// Not joined: the hub refuses the edge's feed and blob requests.
+	edgeKeyFile := filepath.Join(e.DataDir, "node.key")
+	asEdge := asNode(t, edgeKeyFile, hubKeyID)
+	meshtest.WaitFor(t, converge, "the hub to refuse the edge's sync as not admitted", func() error {
+		for _, l := range h.LogEvents("authn_peer_fail") {
+			if l["reason"] == "not_admitted" {
+				return nil
+			}
+		}
+		return errors.New("no authn_peer_fail not_admitted in the hub's log")
+	})
+	for _, path := range []string{"/v1/sync/feed?tier=edge&wait=0s", "/v1/blobs/" + p.Digest} {
+		if st, err := peerGet(asEdge, h.PeerURL, path, tok); err != nil || st != http.StatusForbidden {
+			t.Fatalf("not joined, GET %s: want 403, got %d %v", path, st, err)
+		}
+	}
+	if ps, err := e.TryPatches(t, nil); err != nil || len(ps) != 0 {
+		t.Fatalf("not joined: want no patch at the edge, got %d (%v)", len(ps), err)
+	}
+	for _, n := range rosterNames(t, h, "edge") {
+		if n == "e1" {
+			t.Fatal("not joined: the hub's roster lists e1 to machines")
+		}
+	}
+	// Nor does the sync token work on the hub's main listener.
+	if got, err := h.FetchBlob(ctx, p.Digest, meshtest.Bearer(tok)); err != nil || got.Status != http.StatusForbidden {
+		t.Fatalf("the sync token on the hub's main listener: want 403, got %+v %v", got, err)
+	}
+
+	// Join, the edge stopped.
+	e.Stop(t)
+	tokenID, token := joinToken(t, h, "e1", "1h")
+	if out, err := runJoin(t, e, token); err != nil {
+		t.Fatalf("patchmesh join: %v\n%s", err, out)
+	}
+	if strings.Contains(h.Log(), strings.TrimPrefix(token, federation.JoinTokenPrefix)[:40]) {
+		t.Error("the join token is in the hub's log")
+	}
+	e.Start(t)
+	meshtest.WaitFor(t, converge, "the patch at the joined edge", func() error {
+		return wantListed(t, e, p.Digest, []string{"edge"})
+	})
+	if got, _ := e.FetchBlob(ctx, p.Digest, ""); got.Status == http.StatusOK {
+		t.Fatal("the edge served a blob without credentials")
+	}
+	if !containsName(rosterNames(t, h, "edge"), "e1") {
+		t.Fatal("joined: the hub's roster does not list e1")
+	}
+	var tokens struct {
+		JoinTokens []struct {
+			ID        string    `json:"id"`
+			UsedKeyID string    `json:"used_key_id"`
+			Used      time.Time `json:"used"`
+		} `json:"join_tokens"`
+	}
+	h.AdminCall(t, http.MethodGet, "/v1/admin/nodes/join-tokens", nil, &tokens)
+	edgeKeyID := keyIDOf(t, e.NodeKey(t))
+	if len(tokens.JoinTokens) != 1 || tokens.JoinTokens[0].UsedKeyID != edgeKeyID || tokens.JoinTokens[0].Used.IsZero() {
+		t.Fatalf("join tokens: want %s used by key %s, got %+v", tokenID, edgeKeyID, tokens.JoinTokens)
+	}
+
+	// The token works once: another node with it is refused.
+	other := m.Add(meshtest.Spec{Name: "e2", Role: node.RoleEdge, Peer: true,
+		Links: []meshtest.Link{{Tier: "edge", Upstreams: []meshtest.Upstream{{URL: h.PeerURL, Token: tok}}}}})
+	if out, err := runJoin(t, other, token); err == nil || !strings.Contains(out, "join refused") {
+		t.Fatalf("a used token: want join refused, got %v\n%s", err, out)
+	}
+
+	// Removed: refused within seconds, its live long poll cut.
+	removed := time.Now()
+	h.AdminCall(t, http.MethodDelete, "/v1/admin/nodes/e1", nil, nil)
+	meshtest.WaitFor(t, refusedWithin, "the hub to refuse the removed edge", func() error {
+		_, err := peerGet(asEdge, h.PeerURL, "/v1/sync/feed?tier=edge&wait=0s", tok)
+		if err == nil {
+			return errors.New("the handshake still succeeds")
+		}
+		return nil
+	})
+	meshtest.WaitFor(t, refusedWithin, "the edge's live connection cut", func() error {
+		if len(h.LogEvents("peer_conn_closed")) == 0 {
+			return errors.New("no peer_conn_closed in the hub's log")
+		}
+		return nil
+	})
+	meshtest.WaitFor(t, refusedWithin, "the edge's link failing", func() error {
+		if l := e.Link(t, "edge"); l.LastErrorAt.Before(removed) {
+			return fmt.Errorf("link state %+v", l)
+		}
+		return nil
+	})
+
+	// Another's certificate, without its key: the handshake fails.
+	victim, _, err := federation.LoadOrCreateNodeKey(edgeKeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	victimCert, err := federation.NodeCertificate(victim, "e1", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, thiefKey, _ := ed25519.GenerateKey(rand.Reader)
+	stolen := tls.Certificate{Certificate: victimCert.Certificate, PrivateKey: thiefKey}
+	thief := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: federation.PeerClientTLS(stolen, nil, hubKeyID)}}
+	if st, err := peerGet(thief, h.PeerURL, "/debug/info", ""); err == nil {
+		t.Fatalf("a certificate presented without its key: want a failed handshake, got %d", st)
+	}
+}
+
+// A join token expires, and attempts from one address are rate-limited.
+func TestNodeTLSJoinTokenExpiresAndIsRateLimited(t *testing.T) {
+	t.Parallel()
+	m := meshtest.New(t)
+	h := m.Start(meshtest.Spec{Name: "hub", Role: node.RoleHub, Peer: true})
+	hubKeyID := keyIDOf(t, h.NodeKey(t))
+	e := m.Add(meshtest.Spec{Name: "late", Role: node.RoleEdge, Peer: true,
+		Links: []meshtest.Link{{Tier: "edge", Upstreams: []meshtest.Upstream{{URL: h.PeerURL, Token: h.SyncToken(t, "edge", "late")}}}}})
+	_, token := joinToken(t, h, "late", "1s")
+	// Expiry is the hub's clock against the token's: wait it out.
+	time.Sleep(1500 * time.Millisecond)
+	if out, err := runJoin(t, e, token); err == nil || !strings.Contains(out, "join refused") {
+		t.Fatalf("an expired token: want join refused, got %v\n%s", err, out)
+	}
+	if !hasEvent(h, "node_join_fail", "token_expired") {
+		t.Error("no node_join_fail token_expired in the hub's log")
+	}
+
+	// Wrong tokens from one address: refused, then limited.
+	keyFile := filepath.Join(t.TempDir(), "node.key")
+	c := asNode(t, keyFile, hubKeyID)
+	var statuses []int
+	for i := range api429After + 2 {
+		body, _ := json.Marshal(federation.JoinStart{Token: fmt.Sprintf("%016x", i), Nonce: "abcdefghijklmnopqrstuvwxyz012345"})
+		resp, err := c.Post(h.PeerURL+"/v1/join/start", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		statuses = append(statuses, resp.StatusCode)
+	}
+	if statuses[0] != http.StatusUnauthorized || statuses[len(statuses)-1] != http.StatusTooManyRequests {
+		t.Fatalf("join attempts: want 401 first and 429 at the end, got %v", statuses)
+	}
+	if !hasEvent(h, "node_join_fail", "rate_limited") {
+		t.Error("no node_join_fail rate_limited in the hub's log")
+	}
+}
+
+// api429After is api.JoinAttemptsPerMinute: attempts beyond it are 429.
+const api429After = 10
+
+func hasEvent(n *meshtest.Node, event, reason string) bool {
+	for _, l := range n.LogEvents(event) {
+		if l["reason"] == reason {
+			return true
+		}
+	}
+	return false
+}
+
+func containsName(names []string, name string) bool {
+	for _, n := range names {
+		if n == name {
+			return true
+		}
+	}
+	return false
+}
