@@ -48,9 +48,8 @@ const (
 // upstream (a base URL): whether this node is the designated fetcher, and
 // the peers to fetch from, the designated one first. It is called on every
 // poll, so that a change in gossip (the designated peer dying) takes effect
-// while a node waits. The peers' sources name their peer listeners (mutual
-// TLS, no token) and
-// replicate.PeerPath.
+// while a node waits. The peers' sources name their peer listeners
+// (mutual TLS, no token) and replicate.PeerPath.
 type Peers func(tier, upstream string) (designated bool, peers []replicate.Source)
 
 // PeerFetcher is the Fetcher a Peers hook needs: one that can try several
