@@ -260,6 +260,9 @@ func (g *gossip) refresh(ctx context.Context) error {
 // health change of an upstream starts a sync round at once (the puller
 // ignores URLs none of its links use).
 func (g *gossip) onChange(m topology.Member) {
+	if w := g.n.memberWatch; w != nil {
+		w(m)
+	}
 	if m.Self || m.API == "" || g.n.puller == nil {
 		return
 	}

@@ -79,6 +79,8 @@ type Node struct {
 	rollouts *rollout.Manager
 	// lock holds the data directory for this process.
 	lock *dataDirLock
+	// memberWatch hears every member change; nil but in harnesses.
+	memberWatch func(topology.Member)
 	// announce holds console messages kept until the node has started,
 	// so that a node that fails to start prints nothing.
 	announce []string
@@ -93,6 +95,10 @@ type Option func(*options)
 type options struct {
 	console io.Writer
 	now     func() time.Time
+	// wrapListener, if set, wraps the bound listener (WithListener).
+	wrapListener func(net.Listener) net.Listener
+	// memberWatch, if set, hears every member change (WithMemberWatch).
+	memberWatch func(topology.Member)
 }
 
 // WithConsole sends the messages meant for the person who started the
@@ -118,7 +124,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{cfg: cfg, log: log, console: o.console, now: o.now}
+	n := &Node{cfg: cfg, log: log, console: o.console, now: o.now, memberWatch: o.memberWatch}
 	ok := false
 	defer func() {
 		if !ok {
@@ -138,6 +144,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 	// the bootstrap message can name the node's URL.
 	if err := n.bind(); err != nil {
 		return nil, err
+	}
+	if o.wrapListener != nil {
+		n.ln = o.wrapListener(n.ln)
 	}
 	if n.cfg.Node.Name == "" {
 		host, _ := os.Hostname()
