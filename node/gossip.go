@@ -134,7 +134,16 @@ type gossip struct {
 	states  map[string]string // last state seen per member API URL
 	// serving says the api serves this node's peers (peerTokens).
 	serving atomic.Bool
+	// changes counts the member changes heard, so that the watchers of
+	// the view (dashboard, webhooks) skip the seconds when none came.
+	changes atomic.Uint64
 }
+
+// Changes counts the member changes this node has heard (api.ChangeCounter).
+func (g *gossip) Changes() uint64 { return g.changes.Load() }
+
+// View is the node's view of the mesh (api.TopologyViewer).
+func (g *gossip) View() topology.View { return g.topo.View() }
 
 // startGossip joins the mesh. Called from New, after the puller exists.
 func (n *Node) startGossip(ctx context.Context) error {
@@ -260,6 +269,7 @@ func (g *gossip) refresh(ctx context.Context) error {
 // health change of an upstream starts a sync round at once (the puller
 // ignores URLs none of its links use).
 func (g *gossip) onChange(m topology.Member) {
+	g.changes.Add(1)
 	if w := g.n.memberWatch; w != nil {
 		w(m)
 	}

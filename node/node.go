@@ -615,7 +615,7 @@ func (n *Node) topologyViewer() api.TopologyViewer {
 	if n.gossip == nil {
 		return nil
 	}
-	return n.gossip.topo
+	return n.gossip
 }
 
 // apiQueue translates the config's queue length for the api package, where

@@ -26,6 +26,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -54,6 +55,8 @@ type config struct {
 	poll       time.Duration
 	measure    map[string]bool
 	logFile    string
+	// startProfile, if set, is where a CPU profile of the start goes.
+	startProfile string
 	// configure, if set, adjusts every node's config last (tests).
 	configure func(*node.Config)
 }
@@ -89,7 +92,9 @@ func main() {
 	flag.DurationVar(&c.poll, "poll", 10*time.Millisecond, "how often blob directories are checked for arrivals")
 	flag.StringVar(&measures, "measure", strings.Join(allMeasures, ","), "what to measure: "+strings.Join(allMeasures, ","))
 	flag.StringVar(&c.logFile, "log", "", "append the nodes' warnings and errors (JSON) to this file; default: discard")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the start to this file (labelled by node)")
 	flag.Parse()
+	c.startProfile = *cpuProfile
 	c.measure = map[string]bool{}
 	for m := range strings.SplitSeq(measures, ",") {
 		c.measure[strings.TrimSpace(m)] = true
@@ -151,7 +156,21 @@ func run(ctx context.Context, c config, out io.Writer) (*results, error) {
 		return nil, err
 	}
 	start := time.Now()
-	if err := m.startAll(ctx); err != nil {
+	if c.startProfile != "" {
+		f, err := os.Create(c.startProfile)
+		if err != nil {
+			return r, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return r, err
+		}
+	}
+	err = m.startAll(ctx)
+	if c.startProfile != "" {
+		pprof.StopCPUProfile()
+	}
+	if err != nil {
 		return r, err
 	}
 	r.StartTook = time.Since(start)

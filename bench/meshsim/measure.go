@@ -114,6 +114,7 @@ func (m *mesh) measureMemory(r *results, before memory) error {
 		}
 	}
 	r.printf("goroutines: %d in all, %d without a node's label (the simulator's, the runtime's, shared pools)", after.Goroutines, g[""])
+	r.printf("open files: %d = %.1f per node (%d before any started)", after.FDs, float64(after.FDs-before.FDs)/float64(n), before.FDs)
 	return nil
 }
 

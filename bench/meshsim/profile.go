@@ -67,6 +67,9 @@ func rssBytes() (int64, error) {
 type memory struct {
 	RSS, HeapInuse, Sys int64
 	Goroutines          int
+	// FDs is the process's open file descriptors: sockets, the SQLite
+	// files of every connection, blob files.
+	FDs int
 }
 
 func readMemory() (memory, error) {
@@ -74,5 +77,9 @@ func readMemory() (memory, error) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	rss, err := rssBytes()
-	return memory{RSS: rss, HeapInuse: int64(ms.HeapInuse), Sys: int64(ms.Sys), Goroutines: runtime.NumGoroutine()}, err
+	if err != nil {
+		return memory{}, err
+	}
+	fds, err := os.ReadDir("/proc/self/fd")
+	return memory{RSS: rss, HeapInuse: int64(ms.HeapInuse), Sys: int64(ms.Sys), Goroutines: runtime.NumGoroutine(), FDs: len(fds)}, err
 }
