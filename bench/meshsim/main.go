@@ -99,6 +99,7 @@ func main() {
 	for m := range strings.SplitSeq(measures, ",") {
 		c.measure[strings.TrimSpace(m)] = true
 	}
+	raiseFileLimit()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if _, err := run(ctx, c, os.Stdout); err != nil {
@@ -175,7 +176,7 @@ func run(ctx context.Context, c config, out io.Writer) (*results, error) {
 	}
 	r.StartTook = time.Since(start)
 	r.printf("started %d nodes in %v", len(s), r.StartTook.Round(time.Millisecond))
-	conv, err := m.waitConverged(ctx)
+	conv, err := m.waitConverged(ctx, r)
 	if err != nil {
 		return r, err
 	}
@@ -228,4 +229,19 @@ func describe(s shape) string {
 		parts[i] = fmt.Sprint(k)
 	}
 	return strings.Join(parts, " → ")
+}
+
+// raiseFileLimit lifts the open-file limit as far as the process may: a
+// node holds about 15 files (sockets, SQLite files per connection), so a
+// thousand nodes pass the 20,000 this machine gives by default. Go already
+// raises the soft limit to the hard one; as root the hard one can rise too.
+func raiseFileLimit() {
+	want := uint64(1 << 17)
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil || l.Max >= want {
+		return
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: want, Max: want}); err != nil {
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: l.Max, Max: l.Max})
+	}
 }

@@ -65,8 +65,11 @@ func durations(d []time.Duration) string {
 		percentile(d, 99).Round(time.Millisecond), percentile(d, 100).Round(time.Millisecond), len(d))
 }
 
-// waitConverged waits until every node counts every node alive.
-func (m *mesh) waitConverged(ctx context.Context) (time.Duration, error) {
+// waitConverged waits until every node counts every node alive. On a
+// machine too loaded for that to happen at once (suspicions raised and
+// refuted all the time) it says how far it got after cfg.within and lets
+// the run go on: the measurements still mean something, and say it.
+func (m *mesh) waitConverged(ctx context.Context, r *results) (time.Duration, error) {
 	start := time.Now()
 	deadline := start.Add(m.cfg.within)
 	for {
@@ -81,7 +84,8 @@ func (m *mesh) waitConverged(ctx context.Context) (time.Duration, error) {
 			return time.Since(start), nil
 		}
 		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("%d of %d nodes do not see all %d alive after %v", short, len(nodes), len(nodes), m.cfg.within)
+			r.printf("WARNING: %d of %d nodes do not see all %d alive after %v; going on", short, len(nodes), len(nodes), m.cfg.within)
+			return time.Since(start), nil
 		}
 		select {
 		case <-ctx.Done():
@@ -131,6 +135,21 @@ func (m *mesh) measureIdle(ctx context.Context, r *results) error {
 		sent0[i] = sn.n.GossipStats().SentBytes
 	}
 	hubOut0, hubIn0 := hub.wire.sent.Load(), hub.wire.received.Load()
+	// One node of each role: their own request and query counts.
+	sampled := map[string]*simNode{}
+	for _, sn := range nodes {
+		if sampled[sn.spec.Role] == nil {
+			sampled[sn.spec.Role] = sn
+		}
+	}
+	counts0 := map[string]counts{}
+	for role, sn := range sampled {
+		c, err := sn.readCounts()
+		if err != nil {
+			return err
+		}
+		counts0[role] = c
+	}
 	var cpu bytes.Buffer
 	if err := pprof.StartCPUProfile(&cpu); err != nil {
 		return err
@@ -156,6 +175,19 @@ func (m *mesh) measureIdle(ctx context.Context, r *results) error {
 		sum/float64(len(g)), percentile(g, 50), percentile(g, 99), percentile(g, 100))
 	r.printf("idle hub HTTP on the wire: sent %.0f B/s, received %.0f B/s (%d direct children long-polling)",
 		float64(hub.wire.sent.Load()-hubOut0)/secs, float64(hub.wire.received.Load()-hubIn0)/secs, len(m.shape.children(0)))
+	for _, role := range []string{"hub", "relay", "edge"} {
+		sn := sampled[role]
+		if sn == nil {
+			continue
+		}
+		c, err := sn.readCounts()
+		if err != nil {
+			return err
+		}
+		// Less the scrape itself, counted as a request.
+		r.printf("idle %s %s: %.2f requests/s served, %.2f store queries/s (%d downstreams)", role, sn.spec.Name,
+			(c.Requests-counts0[role].Requests-1)/secs, (c.Queries-counts0[role].Queries)/secs, len(m.shape.children(sn.i)))
+	}
 
 	p, err := profile.Parse(&cpu)
 	if err != nil {
