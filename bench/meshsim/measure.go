@@ -75,8 +75,13 @@ func (m *mesh) waitConverged(ctx context.Context, r *results) (time.Duration, er
 	for {
 		nodes := m.alive()
 		short := 0
+		states := map[string]int{}
 		for _, sn := range nodes {
-			if sn.n.GossipStats().Members[topology.Alive] != len(nodes) {
+			st := sn.n.GossipStats().Members
+			for k, v := range st {
+				states[k] += v
+			}
+			if st[topology.Alive] != len(nodes) {
 				short++
 			}
 		}
@@ -84,7 +89,8 @@ func (m *mesh) waitConverged(ctx context.Context, r *results) (time.Duration, er
 			return time.Since(start), nil
 		}
 		if time.Now().After(deadline) {
-			r.printf("WARNING: %d of %d nodes do not see all %d alive after %v; going on", short, len(nodes), len(nodes), m.cfg.within)
+			r.printf("WARNING: %d of %d nodes do not see all %d alive after %v (members by state, summed over the views: %v); going on",
+				short, len(nodes), len(nodes), m.cfg.within, states)
 			return time.Since(start), nil
 		}
 		select {
