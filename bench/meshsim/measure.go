@@ -298,7 +298,15 @@ func (m *mesh) measurePropagation(ctx context.Context, r *results) error {
 	hub := m.nodes[0]
 	others := m.alive()[1:]
 	children := len(m.shape.children(0))
+	gossipSent := func() int64 {
+		var t int64
+		for _, sn := range m.alive() {
+			t += sn.n.GossipStats().SentBytes
+		}
+		return t
+	}
 	for k := range m.cfg.patches {
+		g0 := gossipSent()
 		out0, in0 := hub.wire.sent.Load(), hub.wire.received.Load()
 		digest, err := m.upload(ctx)
 		if err != nil {
@@ -317,12 +325,16 @@ func (m *mesh) measurePropagation(ctx context.Context, r *results) error {
 		r.printf("patch %d (%d KiB): on all %d nodes after %v (p50 %v); hub sent %.2f MiB = %.2f × the blob (%d direct children), received %.2f MiB",
 			k+1, m.cfg.patchSize>>10, len(others), percentile(at, 100).Round(time.Millisecond), percentile(at, 50).Round(time.Millisecond),
 			mib(egress), float64(egress)/float64(m.cfg.patchSize), children, mib(hub.wire.received.Load()-in0))
-		// Let the mesh's gossip of new heads die down before the next.
+		// Let the mesh's gossip of new heads die down before the next,
+		// and count it: every node's head moved, and each tells all.
 		select {
 		case <-time.After(2 * time.Second):
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		secs := time.Since(start).Seconds()
+		r.printf("patch %d: gossip sent %.1f KiB per node from the upload until 2s after the last arrival (%.0fs)",
+			k+1, float64(gossipSent()-g0)/1024/float64(len(m.alive())), secs)
 	}
 	r.printf("propagation of a %d KiB patch over %d uploads: %s", m.cfg.patchSize>>10, m.cfg.patches, durations(r.Arrivals))
 	return nil
