@@ -247,7 +247,9 @@ func (m *mesh) upload(ctx context.Context) (string, error) {
 		"digest": {digest}, "kernel": {"5.15.0-107.117-generic"}, "arch": {"x86_64"},
 		"version": {fmt.Sprintf("107.%d", version)}, "size": {strconv.Itoa(len(content))},
 	}
-	if err := m.nodes[0].call(ctx, http.MethodPost, "/v1/admin/patches?"+q.Encode(), content, nil); err != nil {
+	uctx, cancel := context.WithTimeout(ctx, m.cfg.within)
+	defer cancel()
+	if err := m.nodes[0].call(uctx, http.MethodPost, "/v1/admin/patches?"+q.Encode(), content, nil); err != nil {
 		return "", fmt.Errorf("upload: %w", err)
 	}
 	return digest, nil

@@ -75,7 +75,8 @@ type simNode struct {
 
 // httpClient carries the simulator's own requests (logins, tokens,
 // uploads), never the nodes' traffic.
-var httpClient = &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 2}}
+// Each request is bounded by its context (cfg.within).
+var httpClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2}}
 
 func newMesh(cfg config, s shape, log *slog.Logger) (*mesh, error) {
 	dir, err := os.MkdirTemp(cfg.dir, "meshsim-")
@@ -171,7 +172,7 @@ func (m *mesh) start(ctx context.Context, sn *simNode) error {
 		link := node.LinkConfig{Tier: tier}
 		for _, u := range sp.Upstreams {
 			up := m.nodes[u]
-			tok, err := up.syncToken(ctx, sp.Name)
+			tok, err := up.syncToken(ctx, sp.Name, m.cfg.within)
 			if err != nil {
 				return fmt.Errorf("%s: sync token from %s: %w", sp.Name, up.spec.Name, err)
 			}
@@ -362,9 +363,22 @@ func do(req *http.Request, out any) error {
 	return nil
 }
 
-// syncToken issues a sync token on this node for a downstream.
-func (sn *simNode) syncToken(ctx context.Context, name string) (string, error) {
-	var out struct{ Token string }
-	err := sn.call(ctx, http.MethodPost, "/v1/admin/sync-tokens", map[string]string{"tier": tier, "name": name}, &out)
-	return out.Token, err
+// syncToken issues a sync token on this node for a downstream, trying up
+// to three times, each bounded by within: on a starved machine a relay's
+// admin API can take longer than a minute to answer (bench/RESULTS.md).
+func (sn *simNode) syncToken(ctx context.Context, name string, within time.Duration) (string, error) {
+	var err error
+	for range 3 {
+		var out struct{ Token string }
+		actx, cancel := context.WithTimeout(ctx, within)
+		err = sn.call(actx, http.MethodPost, "/v1/admin/sync-tokens", map[string]string{"tier": tier, "name": name}, &out)
+		cancel()
+		if err == nil {
+			return out.Token, nil
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return "", err
 }
