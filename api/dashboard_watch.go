@@ -19,7 +19,18 @@ const (
 	// watchEvery is how often a node with gossip watches its view, so that
 	// moves and lag are seen whether or not a page is open.
 	watchEvery = time.Second
+	// watchAnyway is how often the watch looks even when the viewer says
+	// nothing changed, so that old moves still age out.
+	watchAnyway = 30 * time.Second
 )
+
+// ChangeCounter is a TopologyViewer that counts the changes of its view.
+// The watch then builds a view only when the count moved: a mesh of n
+// nodes has each build one of n members every second otherwise, n² work
+// across the mesh while nothing happens (bench/RESULTS.md, issue 15).
+type ChangeCounter interface {
+	Changes() uint64
+}
 
 // UpstreamMove is a downstream seen pulling from another upstream than
 // before: From and To are the upstream URLs it advertised, FromNode and
@@ -46,11 +57,21 @@ type memberWatch struct {
 func (s *server) watch(stopping <-chan struct{}) {
 	t := time.NewTicker(watchEvery)
 	defer t.Stop()
+	cc, counted := s.topo.(ChangeCounter)
+	var seen uint64
+	var lastAt time.Time
 	for {
 		select {
 		case <-stopping:
 			return
 		case <-t.C:
+			if counted {
+				k := cc.Changes()
+				if k == seen && time.Since(lastAt) < watchAnyway {
+					continue
+				}
+				seen, lastAt = k, time.Now()
+			}
 			v := s.topologyView()
 			s.dash.mu.Lock()
 			s.dash.observe(v, s.now())

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/patchmesh/patchmesh/api"
@@ -132,7 +133,16 @@ type gossip struct {
 	lag    int64
 	// changed says the figures moved since meta was last rebroadcast.
 	changed bool
+	// changes counts the member changes heard, so that the watchers of
+	// the view (dashboard, webhooks) skip the seconds when none came.
+	changes atomic.Uint64
 }
+
+// Changes counts the member changes this node has heard (api.ChangeCounter).
+func (g *gossip) Changes() uint64 { return g.changes.Load() }
+
+// View is the node's view of the mesh (api.TopologyViewer).
+func (g *gossip) View() topology.View { return g.topo.View() }
 
 // startGossip joins the mesh. Called from New, after the puller exists.
 func (n *Node) startGossip(ctx context.Context) error {
@@ -293,6 +303,10 @@ func (g *gossip) refresh(ctx context.Context) error {
 
 // onChange hands another member's change to the sync policy.
 func (g *gossip) onChange(m topology.Member) {
+	g.changes.Add(1)
+	if w := g.n.memberWatch; w != nil {
+		w(m)
+	}
 	if g.mesh != nil {
 		g.mesh.Observe(asFederationMember(m))
 	}

@@ -95,6 +95,8 @@ type Node struct {
 	resolver *peerResolver
 	// lock holds the data directory for this process.
 	lock *dataDirLock
+	// memberWatch hears every member change; nil but in harnesses.
+	memberWatch func(topology.Member)
 	// announce holds console messages kept until the node has started,
 	// so that a node that fails to start prints nothing.
 	announce []string
@@ -109,6 +111,10 @@ type Option func(*options)
 type options struct {
 	console io.Writer
 	now     func() time.Time
+	// wrapListener, if set, wraps the bound listener (WithListener).
+	wrapListener func(net.Listener) net.Listener
+	// memberWatch, if set, hears every member change (WithMemberWatch).
+	memberWatch func(topology.Member)
 }
 
 // WithConsole sends the messages meant for the person who started the
@@ -134,7 +140,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{cfg: cfg, log: log, console: o.console, now: o.now}
+	n := &Node{cfg: cfg, log: log, console: o.console, now: o.now, memberWatch: o.memberWatch}
 	ok := false
 	defer func() {
 		if !ok {
@@ -154,6 +160,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 	// the bootstrap message can name the node's URL.
 	if err := n.bind(); err != nil {
 		return nil, err
+	}
+	if o.wrapListener != nil {
+		n.ln = o.wrapListener(n.ln)
 	}
 	if n.cfg.Node.Name == "" {
 		host, _ := os.Hostname()
@@ -663,7 +672,7 @@ func (n *Node) topologyViewer() api.TopologyViewer {
 	if n.gossip == nil {
 		return nil
 	}
-	return n.gossip.topo
+	return n.gossip
 }
 
 // apiQueue translates the config's queue length for the api package, where

@@ -40,12 +40,17 @@ func (n *Node) watchHealth(ctx context.Context) {
 	dead := map[string]bool{}
 	failing := map[string]bool{}
 	first := true
+	// seen is the gossip's change count at the last scan: with no change
+	// since, no member can have died, and a scan of every member each
+	// second is n² work across a mesh of n nodes.
+	seen := uint64(0)
 	tick := time.NewTicker(watchEvery)
 	defer tick.Stop()
 	for {
 		var downs []NodeDownData
 		var fails []SyncFailingData
-		if n.gossip != nil {
+		if k := n.gossipChanges(); n.gossip != nil && (first || k != seen) {
+			seen = k
 			now := map[string]bool{}
 			for _, m := range n.gossip.topo.Members() {
 				if m.Self || m.State != topology.Dead {
@@ -99,3 +104,11 @@ func (n *Node) emit(ctx context.Context, event string, data any) {
 // Webhooks is the node's webhook dispatcher. Rollouts emit their events
 // through its Emit.
 func (n *Node) Webhooks() *webhook.Dispatcher { return n.hooks }
+
+// gossipChanges is the gossip's change count; 0 with gossip off.
+func (n *Node) gossipChanges() uint64 {
+	if n.gossip == nil {
+		return 0
+	}
+	return n.gossip.Changes()
+}

@@ -1,0 +1,247 @@
+// Command meshsim runs a whole patchmesh mesh — a hub, relays and edges,
+// up to thousands of nodes — in one process on one machine, and measures
+// it (issue 15). Every node is the real node package as `patchmesh serve`
+// wires it: its own HTTP listener on its own loopback address (127.x.y.z),
+// real gossip, real sync loops, an embedded SQLite store and an fs blob
+// directory under a tmpfs (/dev/shm by default).
+//
+// It owns the simulation: the shape (a tree of levels, or a file), the
+// nodes' configs, starting and crashing them, the measurements and the
+// cleanup. It does not judge what the nodes do beyond timing it; the e2e
+// tests do that.
+//
+// Usage:
+//
+//	go run ./bench/meshsim -shape 1,10,100,889
+//
+// bench/RESULTS.md ("A 1,000-node mesh on one machine") has the figures
+// and the commands behind them.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/patchmesh/patchmesh/node"
+)
+
+// config is what one simulation does.
+type config struct {
+	shapeCounts string
+	shapeFile   string
+	dir         string
+	// net is the first two octets of the nodes' addresses, e.g. 127.77:
+	// node i listens on 127.77.(i/250).(i%250+2).
+	net        string
+	httpPort   int
+	gossipPort int
+	profile    string
+	parallel   int
+	within     time.Duration
+	timeout    time.Duration
+	settle     time.Duration
+	idle       time.Duration
+	patches    int
+	patchSize  int
+	poll       time.Duration
+	measure    map[string]bool
+	logFile    string
+	// startProfile, if set, is where a CPU profile of the start goes.
+	startProfile string
+	// configure, if set, adjusts every node's config last (tests).
+	configure func(*node.Config)
+}
+
+// host is node i's loopback address.
+func (c config) host(i int) (string, error) {
+	if i/250 > 255 {
+		return "", fmt.Errorf("node %d: more nodes than addresses under %s", i, c.net)
+	}
+	return fmt.Sprintf("%s.%d.%d", c.net, i/250, i%250+2), nil
+}
+
+// measurements, in the order run runs them.
+var allMeasures = []string{"memory", "idle", "propagation", "kill", "failover"}
+
+func main() {
+	var c config
+	var measures string
+	flag.StringVar(&c.shapeCounts, "shape", "1,9,90", "node count per level: the hub, then each level below (the last are edges)")
+	flag.StringVar(&c.shapeFile, "shape-file", "", "read the shape from this file instead (one node a line: name role dc [upstream,…])")
+	flag.StringVar(&c.dir, "dir", "/dev/shm", "where the nodes' data directories go (a tmpfs)")
+	flag.StringVar(&c.net, "net", "127.77", "first two octets of the nodes' loopback addresses")
+	flag.IntVar(&c.httpPort, "http-port", 8080, "every node's HTTP port (on its own address)")
+	flag.IntVar(&c.gossipPort, "gossip-port", 7946, "every node's gossip port (on its own address)")
+	flag.StringVar(&c.profile, "profile", "lan", "gossip profile: local, lan or wan")
+	flag.IntVar(&c.parallel, "parallel", 8, "nodes started at once")
+	flag.DurationVar(&c.within, "within", 2*time.Minute, "bound on any one wait")
+	flag.DurationVar(&c.timeout, "timeout", 30*time.Minute, "bound on the whole run")
+	flag.DurationVar(&c.settle, "settle", 10*time.Second, "quiet time after start before measuring")
+	flag.DurationVar(&c.idle, "idle", 30*time.Second, "how long the idle mesh is watched (gossip bytes, CPU)")
+	flag.IntVar(&c.patches, "patches", 3, "patches uploaded for the propagation figures")
+	flag.IntVar(&c.patchSize, "patch-size", 1<<20, "bytes of each patch")
+	flag.DurationVar(&c.poll, "poll", 10*time.Millisecond, "how often blob directories are checked for arrivals")
+	flag.StringVar(&measures, "measure", strings.Join(allMeasures, ","), "what to measure: "+strings.Join(allMeasures, ","))
+	flag.StringVar(&c.logFile, "log", "", "append the nodes' warnings and errors (JSON) to this file; default: discard")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the start to this file (labelled by node)")
+	flag.Parse()
+	c.startProfile = *cpuProfile
+	c.measure = map[string]bool{}
+	for m := range strings.SplitSeq(measures, ",") {
+		c.measure[strings.TrimSpace(m)] = true
+	}
+	raiseFileLimit()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if _, err := run(ctx, c, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "meshsim:", err)
+		os.Exit(1)
+	}
+}
+
+// run builds the mesh, measures what c asks and tears it down.
+func run(ctx context.Context, c config, out io.Writer) (*results, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	var s shape
+	var err error
+	if c.shapeFile != "" {
+		f, ferr := os.Open(c.shapeFile)
+		if ferr != nil {
+			return nil, ferr
+		}
+		s, err = fileShape(f)
+		f.Close()
+	} else {
+		var counts []int
+		if counts, err = parseCounts(c.shapeCounts); err == nil {
+			s, err = treeShape(counts)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	logOut := io.Discard
+	if c.logFile != "" {
+		f, err := os.OpenFile(c.logFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		logOut = f
+	}
+	log := slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: slog.LevelWarn}))
+
+	m, err := newMesh(c, s, log)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err := m.stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "meshsim: stop:", err)
+		}
+	}()
+	r := &results{w: out}
+	r.printf("meshsim: %d nodes (%s), gossip profile %s, data under %s, GOMAXPROCS %d", len(s), describe(s), c.profile, m.dir, gomaxprocs())
+	before, err := readMemory()
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	if c.startProfile != "" {
+		f, err := os.Create(c.startProfile)
+		if err != nil {
+			return r, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return r, err
+		}
+	}
+	err = m.startAll(ctx)
+	if c.startProfile != "" {
+		pprof.StopCPUProfile()
+	}
+	if err != nil {
+		return r, err
+	}
+	r.StartTook = time.Since(start)
+	r.printf("started %d nodes in %v", len(s), r.StartTook.Round(time.Millisecond))
+	conv, err := m.waitConverged(ctx, r)
+	if err != nil {
+		return r, err
+	}
+	r.Converged = conv
+	r.printf("every node sees %d alive members %v after the last start", len(s), conv.Round(time.Millisecond))
+	select {
+	case <-time.After(c.settle):
+	case <-ctx.Done():
+		return r, ctx.Err()
+	}
+	if c.measure["memory"] {
+		if err := m.measureMemory(r, before); err != nil {
+			return r, err
+		}
+	}
+	if c.measure["idle"] {
+		if err := m.measureIdle(ctx, r); err != nil {
+			return r, err
+		}
+	}
+	if c.measure["propagation"] {
+		if err := m.measurePropagation(ctx, r); err != nil {
+			return r, err
+		}
+	}
+	if c.measure["kill"] {
+		if err := m.measureKill(ctx, r); err != nil {
+			return r, err
+		}
+	}
+	if c.measure["failover"] {
+		if err := m.measureFailover(ctx, r); err != nil {
+			return r, err
+		}
+	}
+	return r, nil
+}
+
+// describe names the shape by its level counts.
+func describe(s shape) string {
+	var counts []int
+	for _, sp := range s {
+		for len(counts) <= sp.Level {
+			counts = append(counts, 0)
+		}
+		counts[sp.Level]++
+	}
+	parts := make([]string, len(counts))
+	for i, k := range counts {
+		parts[i] = fmt.Sprint(k)
+	}
+	return strings.Join(parts, " → ")
+}
+
+// raiseFileLimit lifts the open-file limit as far as the process may: a
+// node holds about 15 files (sockets, SQLite files per connection), so a
+// thousand nodes pass the 20,000 this machine gives by default. Go already
+// raises the soft limit to the hard one; as root the hard one can rise too.
+func raiseFileLimit() {
+	want := uint64(1 << 17)
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil || l.Max >= want {
+		return
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: want, Max: want}); err != nil {
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: l.Max, Max: l.Max})
+	}
+}

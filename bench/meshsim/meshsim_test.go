@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"maps"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestSmallMeshRunsEveryMeasurement runs the simulator as the benchmarks
+// do, on seven nodes (a hub, two relays, four edges) with the local gossip
+// profile, and checks that each measurement saw what it reports: the patch
+// on every node, the hub sending it once per direct child, the killed edge
+// seen dead by every other node, the killed relay's edges served through
+// their second upstream. It bounds itself with the simulator's own
+// timeouts.
+func TestSmallMeshRunsEveryMeasurement(t *testing.T) {
+	if _, err := os.Stat("/dev/shm"); err != nil {
+		t.Fatalf("meshsim wants a tmpfs at /dev/shm: %v", err)
+	}
+	const size = 64 << 10
+	c := config{
+		shapeCounts: "1,2,4",
+		dir:         t.TempDir(),
+		// An address block of this run's own, away from meshtest's
+		// 127.0.0.x, so that runs side by side do not collide.
+		net:        fmt.Sprintf("127.%d", 100+rand.IntN(150)),
+		httpPort:   8080,
+		gossipPort: 7946,
+		profile:    "local",
+		parallel:   4,
+		within:     45 * time.Second,
+		timeout:    3 * time.Minute,
+		settle:     time.Second,
+		idle:       2 * time.Second,
+		patches:    1,
+		patchSize:  size,
+		poll:       10 * time.Millisecond,
+		measure:    map[string]bool{},
+	}
+	for _, m := range allMeasures {
+		c.measure[m] = true
+	}
+	var out strings.Builder
+	r, err := run(context.Background(), c, io.MultiWriter(&out, testWriter{t}))
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if len(r.Arrivals) != 6 {
+		t.Errorf("propagation: want 6 arrivals (every node but the hub), got %d", len(r.Arrivals))
+	}
+	// Two direct children: the blob twice, plus feed and heartbeat bytes.
+	if len(r.HubEgress) != 1 || r.HubEgress[0] < 2*size || r.HubEgress[0] > 3*size {
+		t.Errorf("hub egress: want between 2 and 3 times %d bytes for one patch, got %v", size, r.HubEgress)
+	}
+	if len(r.SeenDead) != 6 || r.NotSeen != 0 {
+		t.Errorf("kill: want the dead edge seen by all 6 others, got %d seen, %d not", len(r.SeenDead), r.NotSeen)
+	}
+	if r.Subtree != 2 || len(r.Failover) != 2 {
+		t.Errorf("failover: want the killed relay's 2 edges served, got subtree %d, %d arrivals", r.Subtree, len(r.Failover))
+	}
+	if len(r.IdleGossip) != 7 || slices.Min(r.IdleGossip) <= 0 {
+		t.Errorf("idle gossip: want a positive rate for each of 7 nodes, got %v", r.IdleGossip)
+	}
+	entries, err := os.ReadDir(c.dir)
+	if err != nil || len(entries) != 0 {
+		t.Errorf("cleanup: want %s empty after the run, got %v (%v)", c.dir, entries, err)
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func TestTreeShapeSpreadsLevelsAndGivesSecondUpstreams(t *testing.T) {
+	s, err := treeShape([]int{1, 10, 100, 889})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s) != 1000 {
+		t.Fatalf("want 1000 nodes, got %d", len(s))
+	}
+	if got := len(s.children(0)); got != 10 {
+		t.Errorf("hub: want 10 children, got %d", got)
+	}
+	roles := map[string]int{}
+	for i, sp := range s {
+		roles[sp.Role]++
+		if i == 0 {
+			continue
+		}
+		p := s[sp.Upstreams[0]]
+		if p.Level != sp.Level-1 {
+			t.Errorf("%s (level %d): parent %s is at level %d", sp.Name, sp.Level, p.Name, p.Level)
+		}
+		if sp.Level >= 2 {
+			if len(sp.Upstreams) != 2 {
+				t.Errorf("%s: want a second upstream, got %v", sp.Name, sp.Upstreams)
+				continue
+			}
+			second := s[sp.Upstreams[1]]
+			if second.Level != p.Level || second.Upstreams[0] != p.Upstreams[0] || second.Name == p.Name {
+				t.Errorf("%s: second upstream %s is not a sibling of its parent %s", sp.Name, second.Name, p.Name)
+			}
+			if sp.DC != p.DC {
+				t.Errorf("%s: data centre %s differs from its parent's %s", sp.Name, sp.DC, p.DC)
+			}
+		}
+	}
+	if want := map[string]int{"hub": 1, "relay": 110, "edge": 889}; !maps.Equal(roles, want) {
+		t.Errorf("roles: want %v, got %v", want, roles)
+	}
+	// A relay of level 2 has 8 or 9 edges.
+	if k := len(s.children(11)); k < 8 || k > 9 {
+		t.Errorf("%s: want 8 or 9 edges, got %d", s[11].Name, k)
+	}
+	if k := len(s.subtree(1)); k != 99 {
+		t.Errorf("%s: want 10 relays and 89 edges below, got %d", s[1].Name, k)
+	}
+}
+
+func TestShapeInputsAreChecked(t *testing.T) {
+	for _, counts := range [][]int{{1}, {2, 3}, {1, 0}} {
+		if _, err := treeShape(counts); err == nil {
+			t.Errorf("treeShape(%v): want an error", counts)
+		}
+	}
+	good := "hub hub dc0\nr1 relay dc1 hub\ne1 edge dc1 r1 # comment\n\n"
+	s, err := fileShape(strings.NewReader(good))
+	if err != nil {
+		t.Fatalf("fileShape: %v", err)
+	}
+	if len(s) != 3 || s[2].Level != 2 || s[2].Upstreams[0] != 1 {
+		t.Errorf("fileShape: got %+v", s)
+	}
+	for _, bad := range []string{
+		"",                                   // no node
+		"r1 relay dc1\n",                     // first is not the hub
+		"hub hub dc0 x\n",                    // hub with upstreams
+		"hub hub dc0\ne1 edge dc1 r1\n",      // upstream not listed before
+		"hub hub dc0\nhub edge dc1 hub\n",    // a name twice
+		"hub hub dc0\ne1 edge dc1\n",         // downstream without upstream
+		"hub hub dc0\ne1 spoke dc1 hub\n",    // unknown role
+		"hub hub dc0\ne1 edge dc1 hub x y\n", // too many fields
+	} {
+		if _, err := fileShape(strings.NewReader(bad)); err == nil {
+			t.Errorf("fileShape(%q): want an error", bad)
+		}
+	}
+}
+
+// Keep the flags' context use honest: run must end when its context does.
+func TestRunStopsWithItsContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	c := config{shapeCounts: "1,1", dir: t.TempDir(), net: "127.99", httpPort: 8080, gossipPort: 7946, profile: "local",
+		parallel: 1, within: 10 * time.Second, timeout: time.Minute, measure: map[string]bool{}}
+	if _, err := run(ctx, c, io.Discard); err == nil {
+		t.Fatal("run with a cancelled context: want an error")
+	}
+}
