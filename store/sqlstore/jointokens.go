@@ -72,20 +72,8 @@ func (s *Store) JoinToken(ctx context.Context, id string) (t store.JoinToken, er
 // JoinTokens implements store.JoinTokens.
 func (s *Store) JoinTokens(ctx context.Context) (out []store.JoinToken, err error) {
 	defer s.done("JoinTokens", time.Now(), &err)
-	rows, err := s.db.QueryContext(ctx, `SELECT `+joinTokenCols+` FROM join_tokens ORDER BY created_us DESC, id`)
-	if err != nil {
-		return nil, mapErr("join tokens", err)
-	}
-	defer rows.Close()
-	out = []store.JoinToken{}
-	for rows.Next() {
-		t, err := scanJoinToken(rows)
-		if err != nil {
-			return nil, mapErr("join tokens", err)
-		}
-		out = append(out, t)
-	}
-	return out, mapErr("join tokens", rows.Err())
+	out, err = queryAll(ctx, s.db, `SELECT `+joinTokenCols+` FROM join_tokens ORDER BY created_us DESC, id`, nil, scanJoinToken)
+	return out, mapErr("join tokens", err)
 }
 
 // FailJoinToken implements store.JoinTokens.

@@ -154,21 +154,9 @@ func (s *Store) Rollout(ctx context.Context, id string) (sr store.SignedRollout,
 // store.Rollouts.
 func (s *Store) ListRollouts(ctx context.Context, tierName string) (out []store.SignedRollout, err error) {
 	defer s.done("ListRollouts", time.Now(), &err)
-	rows, err := s.db.QueryContext(ctx, `SELECT `+rolloutCols+` FROM rollouts WHERE $1 = '' OR tier = $1
-		ORDER BY created_us DESC, id, tier`, tierName)
-	if err != nil {
-		return nil, mapErr("rollouts", err)
-	}
-	defer rows.Close()
-	out = []store.SignedRollout{}
-	for rows.Next() {
-		sr, err := scanRollout(rows)
-		if err != nil {
-			return nil, mapErr("rollouts", err)
-		}
-		out = append(out, sr)
-	}
-	return out, mapErr("rollouts", rows.Err())
+	out, err = queryAll(ctx, s.db, `SELECT `+rolloutCols+` FROM rollouts WHERE $1 = '' OR tier = $1
+		ORDER BY created_us DESC, id, tier`, []any{tierName}, scanRollout)
+	return out, mapErr("rollouts", err)
 }
 
 // checkSyncedRollout checks the rollout of a rollout event.
