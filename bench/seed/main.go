@@ -57,38 +57,26 @@ func main() {
 	// promoted to tier i%tiers (besides the first tier it lands on), so
 	// every tier holds about patches/tiers patches.
 	kernels := (*patches + *versions - 1) / *versions
-	var next, done atomic.Int64
-	var wg sync.WaitGroup
-	for w := 0; w < *workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= *patches {
-					return
-				}
-				k := i / *versions
-				body := []byte(fmt.Sprintf("patchmesh bench patch %d\n", i))
-				sum := sha256.Sum256(body)
-				digest := "sha256:" + hex.EncodeToString(sum[:])
-				q := url.Values{
-					"digest":  {digest},
-					"kernel":  {kernelName(k)},
-					"arch":    {"x86_64"},
-					"version": {fmt.Sprintf("%d.%d", 100+k%50, i%*versions+1)},
-				}
-				s.upload("/v1/admin/patches?"+q.Encode(), body)
-				if t := tierNames[i%len(tierNames)]; t != tierNames[0] {
-					s.call("POST", "/v1/admin/patches/"+digest+"/promote", map[string]string{"tier": t}, nil)
-				}
-				if n := done.Add(1); n%1000 == 0 {
-					log.Printf("seeded %d/%d patches", n, *patches)
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	var done atomic.Int64
+	forEach(*patches, *workers, func(i int) {
+		k := i / *versions
+		body := []byte(fmt.Sprintf("patchmesh bench patch %d\n", i))
+		sum := sha256.Sum256(body)
+		digest := "sha256:" + hex.EncodeToString(sum[:])
+		q := url.Values{
+			"digest":  {digest},
+			"kernel":  {kernelName(k)},
+			"arch":    {"x86_64"},
+			"version": {fmt.Sprintf("%d.%d", 100+k%50, i%*versions+1)},
+		}
+		s.upload("/v1/admin/patches?"+q.Encode(), body)
+		if t := tierNames[i%len(tierNames)]; t != tierNames[0] {
+			s.call("POST", "/v1/admin/patches/"+digest+"/promote", map[string]string{"tier": t}, nil)
+		}
+		if n := done.Add(1); n%1000 == 0 {
+			log.Printf("seeded %d/%d patches", n, *patches)
+		}
+	})
 
 	// The benchmark machine sits on the first tier, where every patch lands,
 	// so its question has the most rows to choose from.
@@ -99,30 +87,18 @@ func main() {
 	// Registrations run in parallel as a fleet's would; each is its own
 	// transaction on the node.
 	tokens := make([]string, *machines)
-	next.Store(0)
-	for w := 0; w < *workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= *machines {
-					return
-				}
-				var reg struct {
-					MachineToken string `json:"machine_token"`
-				}
-				s.call("POST", "/v1/client/register", map[string]string{
-					"machine_id": fmt.Sprintf("bench-machine-%016d", i+1), "kernel": kernel, "arch": "x86_64", "client_version": "bench",
-				}, &reg)
-				tokens[i] = reg.MachineToken
-				if i > 0 && i%10000 == 0 {
-					log.Printf("registered %d/%d machines", i, *machines)
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	forEach(*machines, *workers, func(i int) {
+		var reg struct {
+			MachineToken string `json:"machine_token"`
+		}
+		s.call("POST", "/v1/client/register", map[string]string{
+			"machine_id": fmt.Sprintf("bench-machine-%016d", i+1), "kernel": kernel, "arch": "x86_64", "client_version": "bench",
+		}, &reg)
+		tokens[i] = reg.MachineToken
+		if i > 0 && i%10000 == 0 {
+			log.Printf("registered %d/%d machines", i, *machines)
+		}
+	})
 	if *tokensFile != "" {
 		var b bytes.Buffer
 		for _, t := range tokens {
@@ -134,6 +110,25 @@ func main() {
 	}
 	reg := struct{ MachineToken string }{tokens[0]}
 	fmt.Printf("MACHINE_TOKEN=%s\nKERNEL=%s\nARCH=x86_64\n", reg.MachineToken, kernel)
+}
+
+// forEach calls f for 0..n-1 from workers goroutines and returns when
+// every call has.
+func forEach(n, workers int, f func(i int)) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				f(i)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 func kernelName(k int) string {
