@@ -476,6 +476,13 @@ func TestKeyRotationKeepsTheClusterTogether(t *testing.T) {
 	recs := map[string]*recorder{}
 	node := func(name string, keys [][]byte, join ...string) *Topology {
 		cfg := fast(t, name, keys, join...)
+		// fast's 50 ms probe timeout and 0.4 s suspicion let a loaded
+		// machine (-race, other packages' tests) kill a member with no
+		// rotation at all. A 1 s suspicion tolerates such a stall; the wait
+		// after the last step (below) is longer than it, so a rotation that
+		// really cut a member off still shows as dead.
+		cfg.ProbeInterval, cfg.ProbeTimeout = 250*time.Millisecond, 200*time.Millisecond
+		cfg.SuspicionMult = 4
 		rec := &recorder{}
 		recs[name] = rec
 		cfg.OnChange = rec.on
@@ -511,7 +518,7 @@ func TestKeyRotationKeepsTheClusterTogether(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	settle()
+	time.Sleep(2500 * time.Millisecond) // past a suspicion timeout
 
 	// A packet in flight under a key just removed is dropped, and a missed
 	// ack can make a member suspect for a moment; none may be declared gone.
