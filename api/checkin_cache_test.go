@@ -129,7 +129,9 @@ func TestCheckInAnswerFollowsChangesToTheOfferedPatch(t *testing.T) {
 }
 
 // swappableBeats serves the newest heartbeat a test set, for every tier.
-type swappableBeats struct{ env atomic.Pointer[federation.Envelope] }
+type swappableBeats struct {
+	env atomic.Pointer[federation.Envelope]
+}
 
 func (s *swappableBeats) Latest(string) (federation.Envelope, bool) {
 	if e := s.env.Load(); e != nil {
