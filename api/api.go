@@ -337,7 +337,7 @@ func New(cfg Config) (http.Handler, error) {
 	}
 	s.metricsToken = cfg.MetricsToken
 	r := s.router(gatherer, cfg.Governor)
-	return withRequestID(withClient(cfg.TrustedProxies, s.observe(s.recoverPanics(s.guardAdminNetworks(cfg.AdminNetworks, r))))), nil
+	return withRequest(cfg.TrustedProxies, s.observe(s.recoverPanics(s.guardAdminNetworks(cfg.AdminNetworks, r)))), nil
 }
 
 // router routes every path of the API to its handler. Which paths exist

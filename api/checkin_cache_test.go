@@ -1,8 +1,14 @@
 package api_test
 
 import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
 	"net/http"
+	"slices"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/patchmesh/patchmesh/api"
 	"github.com/patchmesh/patchmesh/catalog"
@@ -92,5 +98,82 @@ func TestAccessLogSamplesMachineSuccessesOnly(t *testing.T) {
 	}
 	if n := count["/v1/admin/patches OK"]; n != 10 {
 		t.Errorf("access lines of 10 admin listings: want 10, got %d", n)
+	}
+}
+
+// The encoded check-in answer is kept per (tier, kernel, arch, digest
+// offered), so a change that leaves the digest offered alone — the patch
+// promoted to another tier, which its record's tiers show — must still
+// reach the very next answer. The env's clock stands still: only the
+// store's generation can outdate the kept answer.
+func TestCheckInAnswerFollowsChangesToTheOfferedPatch(t *testing.T) {
+	e := newEnv(t)
+	m := e.machine("edge", "answer-machine-0001")
+	q := "/v1/client/patch?kernel=" + testKernel + "&arch=" + testArch
+	p := e.upload(content(64, "answer-1"), "107.1")
+	offered := func() federation.Offer {
+		t.Helper()
+		var o federation.Offer
+		e.want(e.request(http.MethodGet, q, m, nil), http.StatusOK, &o)
+		return o
+	}
+	for range 3 {
+		if o := offered(); o.Digest != p.Digest || slices.Contains(o.Tiers, "beta") {
+			t.Fatalf("before the promotion: want %s on edge only, got %s on %v", p.Digest, o.Digest, o.Tiers)
+		}
+	}
+	e.want(e.request(http.MethodPost, "/v1/admin/patches/"+p.Digest+"/promote", e.admin, map[string]string{"tier": "beta"}), http.StatusOK, nil)
+	if o := offered(); o.Digest != p.Digest || !slices.Contains(o.Tiers, "beta") {
+		t.Errorf("after promoting to beta: want %s with beta among its tiers at once, got %s on %v", p.Digest, o.Digest, o.Tiers)
+	}
+}
+
+// swappableBeats serves the newest heartbeat a test set, for every tier.
+type swappableBeats struct {
+	env atomic.Pointer[federation.Envelope]
+}
+
+func (s *swappableBeats) Latest(string) (federation.Envelope, bool) {
+	if e := s.env.Load(); e != nil {
+		return *e, true
+	}
+	return federation.Envelope{}, false
+}
+
+// A new heartbeat changes no store generation, yet the next answer must
+// carry it, in the body and in the header alike.
+func TestCheckInAnswerCarriesTheNewestHeartbeat(t *testing.T) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	beats := &swappableBeats{}
+	e := newEnv(t, func(c *api.Config) { c.Heartbeats = beats })
+	m := e.machine("edge", "answer-machine-0002")
+	q := "/v1/client/patch?kernel=" + testKernel + "&arch=" + testArch
+	e.upload(content(64, "answer-2"), "107.1")
+	for seq := range int64(4) {
+		if seq > 0 {
+			hb, err := federation.SignHeartbeat(priv, "edge", seq, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			beats.env.Store(&hb)
+		}
+		for range 2 {
+			r := e.request(http.MethodGet, q, m, nil)
+			var o federation.Offer
+			e.want(r, http.StatusOK, &o)
+			want := beats.env.Load()
+			header := r.Header.Get(federation.HeartbeatHeader)
+			switch {
+			case want == nil && (o.Heartbeat != nil || header != ""):
+				t.Fatalf("no heartbeat yet: answer carries one (body %v, header %q)", o.Heartbeat != nil, header)
+			case want != nil && (o.Heartbeat == nil || !bytes.Equal(o.Heartbeat.Sig, want.Sig)):
+				t.Fatalf("heartbeat %d: body carries another", seq)
+			case want != nil && header != federation.EncodeHeartbeatHeader(*want):
+				t.Fatalf("heartbeat %d: header carries another", seq)
+			}
+		}
 	}
 }

@@ -256,6 +256,9 @@ func (s *server) newestPatch(w http.ResponseWriter, r *http.Request, t catalog.T
 		return invalid("applied", "must be empty or a digest, sha256:<64 hex>")
 	}
 	ctx := r.Context()
+	// The generation before anything the answer is made of is read: a
+	// write committing after it outdates the answer kept below.
+	gen := s.offers.generation()
 	// The heartbeat goes with every answer, the 404 "nothing to offer"
 	// included: without it, a node withholding a patch could answer 404
 	// for ever and the machine could not tell that from a quiet tier.
@@ -263,20 +266,39 @@ func (s *server) newestPatch(w http.ResponseWriter, r *http.Request, t catalog.T
 	if s.heartbeats != nil {
 		if e, ok := s.heartbeats.Latest(t.Tier); ok {
 			hb = &e
-			w.Header().Set(federation.HeartbeatHeader, federation.EncodeHeartbeatHeader(e))
 		}
 	}
+	// The rollouts are evaluated for this machine on every check-in: the
+	// digest offered, which they decide, is part of the answer's key.
 	p, signed, err := s.offerable(ctx, t.Tier, kernel, arch, t.MachineID)
 	if err != nil {
+		if hb != nil {
+			w.Header().Set(federation.HeartbeatHeader, federation.EncodeHeartbeatHeader(*hb))
+		}
 		return err
 	}
-	offer := federation.Offer{Patch: p, Endorsements: s.endorse, Heartbeat: hb, Signed: signed}
+	var withdrawal *federation.Envelope
 	if applied != "" && applied != p.Digest {
-		if offer.Withdrawal, err = s.withdrawal(ctx, t.Tier, applied); err != nil {
+		if withdrawal, err = s.withdrawal(ctx, t.Tier, applied); err != nil {
 			return err
 		}
 	}
-	writeJSON(w, http.StatusOK, offer)
+	if withdrawal == nil {
+		// The answer is the same as for no applied digest: share it,
+		// rather than keep one per digest a machine may name.
+		applied = ""
+	}
+	k := offerKey{kind: 'a', tier: t.Tier, kernel: kernel, arch: arch, digest: p.Digest, applied: applied}
+	if a, ok := s.offers.cachedOffer(k, hb); ok {
+		a.write(w)
+		return nil
+	}
+	a, err := encodeOffer(federation.Offer{Patch: p, Endorsements: s.endorse, Heartbeat: hb, Signed: signed, Withdrawal: withdrawal})
+	if err != nil {
+		return err
+	}
+	s.offers.putOffer(k, gen, a)
+	a.write(w)
 	return nil
 }
 

@@ -5,8 +5,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
-
-	"github.com/patchmesh/patchmesh/auth"
 )
 
 // clientAddr is the address a request came from: the connection's peer,
@@ -80,15 +78,3 @@ func ParseTrustedProxies(list []string) ([]netip.Prefix, error) {
 type netError struct{ s string }
 
 func (e *netError) Error() string { return "not an IP address or CIDR network: " + e.s }
-
-// withClient records the client's address for the access log, security
-// events and the login limits.
-func withClient(trusted []netip.Prefix, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c := clientAddr(r, trusted)
-		if ri := infoFrom(r.Context()); ri != nil {
-			ri.client = c
-		}
-		next.ServeHTTP(w, r.WithContext(auth.WithClient(r.Context(), c)))
-	})
-}

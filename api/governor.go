@@ -366,6 +366,12 @@ func (g *governor) middleware(s *server) func(http.Handler) http.Handler {
 			}
 			sl := &slot{l: l, held: true}
 			defer sl.release()
+			if ri := infoFrom(r.Context()); ri != nil && ri.slot == nil {
+				ri.slot = sl
+				next.ServeHTTP(w, r)
+				ri.slot = nil
+				return
+			}
 			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), slotKey, sl)))
 		})
 	}
@@ -384,8 +390,15 @@ const slotKey ctxKey = 1
 
 // slotFrom returns the request's slot, nil outside the governor.
 func slotFrom(ctx context.Context) *slot {
-	sl, _ := ctx.Value(slotKey).(*slot)
-	return sl
+	// A governor inside another puts its slot in the context: the
+	// innermost slot is the one the request holds last.
+	if sl, ok := ctx.Value(slotKey).(*slot); ok {
+		return sl
+	}
+	if ri := infoFrom(ctx); ri != nil {
+		return ri.slot
+	}
+	return nil
 }
 
 func (sl *slot) release() {

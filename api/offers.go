@@ -1,8 +1,12 @@
 package api
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -45,9 +49,12 @@ type offerIndex struct {
 
 // offerKey names one cached answer. kind tells the questions apart.
 type offerKey struct {
-	kind               byte // 'n' newest, 'r' rollouts, 'w' withdrawal, 'p' patch
+	kind               byte // 'n' newest, 'r' rollouts, 'w' withdrawal, 'p' patch, 'a' encoded answer
 	tier, kernel, arch string
 	digest             string
+	// applied is, for an encoded answer, the applied digest whose
+	// withdrawal record the answer carries; "" when it carries none.
+	applied string
 }
 
 type offerEntry struct {
@@ -56,6 +63,7 @@ type offerEntry struct {
 	newest  newestAnswer // also a patch by digest ('p')
 	rolls   []store.SignedRollout
 	record  *federation.Envelope
+	answer  *encodedOffer
 }
 
 // newestAnswer is the store's newest patch with its signed record, or
@@ -64,6 +72,93 @@ type newestAnswer struct {
 	patch  catalog.Patch
 	signed *federation.Envelope
 	err    error
+}
+
+// encodedOffer is a check-in's 200 answer as sent: the JSON of a
+// federation.Offer and its headers. Its offerKey names everything the
+// answer is made of but the heartbeat — the tier, kernel and arch, the
+// digest offered (so a machine a rollout holds back, offered an older
+// patch, meets another entry), the applied digest when a withdrawal record
+// goes with it — and the entry's generation covers the signed records
+// those name. The heartbeat changes every few seconds, so the entry keeps
+// the one it was encoded with and serves only while the tier's newest is
+// that one.
+type encodedOffer struct {
+	body            []byte
+	contentLength   []string
+	hbRecord, hbSig []byte
+	hbHeader        []string // nil without a heartbeat
+}
+
+// jsonContentType is the Content-Type header value of every JSON answer,
+// shared: net/http only reads header values.
+var jsonContentType = []string{"application/json"}
+
+// sameHeartbeat says whether the answer was encoded with hb.
+func (a *encodedOffer) sameHeartbeat(hb *federation.Envelope) bool {
+	if hb == nil {
+		return a.hbHeader == nil
+	}
+	return a.hbHeader != nil && bytes.Equal(a.hbSig, hb.Sig) && bytes.Equal(a.hbRecord, hb.Record)
+}
+
+// write sends the answer with status 200.
+func (a *encodedOffer) write(w http.ResponseWriter) {
+	h := w.Header()
+	if a.hbHeader != nil {
+		h[federation.HeartbeatHeader] = a.hbHeader
+	}
+	h["Content-Type"] = jsonContentType
+	h["Content-Length"] = a.contentLength
+	w.WriteHeader(http.StatusOK)
+	// The status is out; a failed write means the client went away.
+	_, _ = w.Write(a.body)
+}
+
+// encodeOffer encodes o as writeJSON would, with the heartbeat it carries.
+func encodeOffer(o federation.Offer) (*encodedOffer, error) {
+	body, err := json.Marshal(o)
+	if err != nil {
+		return nil, err
+	}
+	body = append(body, '\n') // as json.Encoder ends it
+	a := &encodedOffer{body: body, contentLength: []string{strconv.Itoa(len(body))}}
+	if o.Heartbeat != nil {
+		a.hbRecord, a.hbSig = o.Heartbeat.Record, o.Heartbeat.Sig
+		a.hbHeader = []string{federation.EncodeHeartbeatHeader(*o.Heartbeat)}
+	}
+	return a, nil
+}
+
+// generation is the store's generation to tag an entry with, read before
+// anything the entry is made of; 0 without an index.
+func (x *offerIndex) generation() uint64 {
+	if x == nil {
+		return 0
+	}
+	return x.changes.Generation()
+}
+
+// cachedOffer is the encoded answer for k if it is current and was
+// encoded with the heartbeat hb.
+func (x *offerIndex) cachedOffer(k offerKey, hb *federation.Envelope) (*encodedOffer, bool) {
+	if x == nil {
+		return nil, false
+	}
+	e, _, ok := x.lookup(k)
+	if !ok || e.answer == nil || !e.answer.sameHeartbeat(hb) {
+		return nil, false
+	}
+	return e.answer, true
+}
+
+// putOffer keeps an encoded answer made from what the store held at
+// generation gen.
+func (x *offerIndex) putOffer(k offerKey, gen uint64, a *encodedOffer) {
+	if x == nil {
+		return
+	}
+	x.put(k, offerEntry{gen: gen, fetched: x.now(), answer: a})
 }
 
 func newOfferIndex(changes *store.Changes, now func() time.Time) *offerIndex {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"net/http/httptest"
 	"path/filepath"
 	"testing"
 	"time"
@@ -236,4 +237,44 @@ func BenchmarkOfferIndex(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkOfferAnswer is the check-in's 200 answer encoded anew against
+// served from the kept encoding, on a hub-signed offer with a heartbeat.
+func BenchmarkOfferAnswer(b *testing.B) {
+	_, hubKey, _ := ed25519.GenerateKey(rand.Reader)
+	p := catalog.Patch{Digest: string(blob.FromBytes([]byte("bench"))), Kernel: "5.15.0-1.1-generic", Arch: "x86_64",
+		Version: "107.1", Size: 10, Tiers: []string{"edge"}, Created: time.Now().UTC()}
+	signed, err := federation.Sign(hubKey, federation.Record{Type: catalog.EventPatchAdded, Tier: "edge", TierSeq: 1, Patch: catalog.Patch{Digest: p.Digest, Kernel: p.Kernel, Arch: p.Arch, Version: p.Version, Size: p.Size, Created: p.Created}, Time: time.Now()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	hb, err := federation.SignHeartbeat(hubKey, "edge", 1, time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	o := federation.Offer{Patch: p, Signed: &signed, Heartbeat: &hb}
+	x := newOfferIndex(&store.Changes{}, time.Now)
+	k := offerKey{kind: 'a', tier: "edge", kernel: p.Kernel, arch: p.Arch, digest: p.Digest}
+	b.Run("encode", func(b *testing.B) {
+		for b.Loop() {
+			a, err := encodeOffer(o)
+			if err != nil {
+				b.Fatal(err)
+			}
+			a.write(httptest.NewRecorder())
+		}
+	})
+	b.Run("kept", func(b *testing.B) {
+		for b.Loop() {
+			a, ok := x.cachedOffer(k, &hb)
+			if !ok {
+				if a, err = encodeOffer(o); err != nil {
+					b.Fatal(err)
+				}
+				x.putOffer(k, x.generation(), a)
+			}
+			a.write(httptest.NewRecorder())
+		}
+	})
 }

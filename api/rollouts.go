@@ -196,9 +196,12 @@ func (s *server) offerable(ctx context.Context, tier, kernel, arch, machineID st
 // heldVersions is the set of versions the live rollouts rs hold back from
 // machineID at a node of data centre dc.
 func heldVersions(rs []store.SignedRollout, dc, machineID string) map[string]bool {
-	held := map[string]bool{}
+	var held map[string]bool // nil, and no allocation, when nothing is held: most check-ins
 	for _, sr := range rs {
 		if sr.Rollout.Holds(dc, machineID) {
+			if held == nil {
+				held = map[string]bool{}
+			}
 			held[sr.Rollout.Version] = true
 		}
 	}

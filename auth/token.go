@@ -142,31 +142,34 @@ func (a *Authenticator) Bearer(ctx context.Context, header string, kinds ...cata
 		want = t.Hash
 	}
 	match := subtle.ConstantTimeCompare(secretHash(p.secret), want) == 1
-	ids := []slog.Attr{slog.String("token_id", p.id), slog.String("kind", string(p.kind))}
+	// The event attributes are built only for a line that is written: a
+	// sampled-out success allocates none.
+	ids := func(more ...slog.Attr) []slog.Attr {
+		return append([]slog.Attr{slog.String("token_id", p.id), slog.String("kind", string(p.kind))}, more...)
+	}
 	switch {
 	case !known:
-		return fail(reasonUnknown, ids...)
+		return fail(reasonUnknown, ids()...)
 	case t.Kind != p.kind:
 		// The prefix is part of the credential: a real ID under another
 		// kind's prefix is not a token this node issued.
-		return fail(reasonUnknown, ids...)
+		return fail(reasonUnknown, ids()...)
 	case !match:
-		return fail(reasonBadSecret, ids...)
+		return fail(reasonBadSecret, ids()...)
 	case !t.Revoked.IsZero():
-		return fail(reasonRevoked, ids...)
+		return fail(reasonRevoked, ids()...)
 	case !t.Live(a.now()):
-		return fail(reasonExpired, ids...)
+		return fail(reasonExpired, ids()...)
 	}
-	ids = append(ids, slog.String("tier", t.Tier))
 	for _, k := range kinds {
 		if t.Kind == k {
 			if a.successes.Allow() {
-				a.event(ctx, EventTokenSuccess, ids...)
+				a.event(ctx, EventTokenSuccess, ids(slog.String("tier", t.Tier))...)
 			}
 			return t, nil
 		}
 	}
-	a.event(ctx, EventAuthzFail, append(ids, slog.String("reason", reasonWrongKind), slog.Any("want_kinds", kinds))...)
+	a.event(ctx, EventAuthzFail, ids(slog.String("tier", t.Tier), slog.String("reason", reasonWrongKind), slog.Any("want_kinds", kinds))...)
 	return catalog.Token{}, ErrForbidden
 }
 

@@ -173,11 +173,12 @@ type StoreConfig struct {
 	ConnMaxIdleTime time.Duration `yaml:"conn_max_idle_time"`
 	// CacheMaxAge bounds how long the token cache and the offer index
 	// serve an entry without a write on this node (this node's own writes
-	// invalidate them at once). It bounds how late a token revoked by
-	// another node sharing the database is refused here. 0 means 1h for a
-	// SQLite file in the data directory (no other writer) and 1s for
-	// anything else. Raise it on PostgreSQL only if no other node writes
-	// the database.
+	// invalidate them at once). 0 means 1h for a SQLite file in the data
+	// directory (no other writer) and for PostgreSQL (other nodes' writes
+	// are heard of within 200 ms through the polled store generation,
+	// migration 0013), and 1s for a SQLite file elsewhere, where it bounds
+	// how late a token revoked by another node sharing the file is refused
+	// here.
 	CacheMaxAge time.Duration `yaml:"cache_max_age"`
 }
 

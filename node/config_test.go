@@ -554,9 +554,11 @@ func TestMetricsTokenFile(t *testing.T) {
 	}
 }
 
-// Only a SQLite file inside the locked data directory is a sole writer's:
-// its caches may hold entries long; anywhere else, the packages' 1s bound.
-func TestCacheMaxAgeOnlyForTheDataDirsOwnSQLite(t *testing.T) {
+// A SQLite file inside the locked data directory is a sole writer's, and
+// PostgreSQL tells every node of the others' writes (its polled store
+// generation): their caches may hold entries long; a SQLite file anywhere
+// else gets the packages' 1s bound.
+func TestCacheMaxAgeOnlyWhereOtherWritersAreHeardOf(t *testing.T) {
 	for _, c := range []struct {
 		name, driver, path string
 		want               time.Duration
@@ -564,7 +566,7 @@ func TestCacheMaxAgeOnlyForTheDataDirsOwnSQLite(t *testing.T) {
 		{"default sqlite", DriverSQLite, "", soleWriterCacheMaxAge},
 		{"sqlite in the data dir", DriverSQLite, "/srv/pm/sub/meta.db", soleWriterCacheMaxAge},
 		{"sqlite elsewhere", DriverSQLite, "/srv/shared/meta.db", 0},
-		{"postgres", DriverPostgres, "", 0},
+		{"postgres", DriverPostgres, "", soleWriterCacheMaxAge},
 	} {
 
 		cfg := Defaults()

@@ -692,13 +692,20 @@ const soleWriterCacheMaxAge = time.Hour
 // an entry without a write on this node. An embedded SQLite database in
 // the data directory is this node's alone (the directory's lock keeps a
 // second node out), so every write to it invalidates the caches at once
-// and the bound only drops what is no longer asked for. PostgreSQL, or a
-// SQLite file elsewhere, may be written by other nodes, which this node
-// does not hear of: the packages' defaults (1s) then bound how late their
-// writes are seen. 0 means those defaults.
+// and the bound only drops what is no longer asked for. A PostgreSQL
+// database may be shared, but every node bumps its store generation in
+// each transaction and polls it (sqlstore.DefaultGenerationPoll, 200 ms),
+// so another node's writes invalidate the caches within a poll: the
+// sole writer's bound holds there too. A SQLite file elsewhere may be
+// written by other nodes, which this node does not hear of: the
+// packages' defaults (1s) then bound how late their writes are seen. 0
+// means those defaults.
 func cacheMaxAge(cfg Config) time.Duration {
 	if cfg.Store.CacheMaxAge > 0 {
 		return cfg.Store.CacheMaxAge // the operator's word
+	}
+	if cfg.Store.Driver == DriverPostgres {
+		return soleWriterCacheMaxAge
 	}
 	if cfg.Store.Driver != DriverSQLite {
 		return 0

@@ -60,7 +60,18 @@ type PostgresOptions struct {
 	MaxConnLifetime time.Duration
 	// MaxConnIdleTime closes a connection idle this long.
 	MaxConnIdleTime time.Duration
+	// GenerationPoll is how often the store reads the database's store
+	// generation (migration 0013), which every node sharing the database
+	// bumps in each transaction it commits, and invalidates Options.
+	// Changes when it moved: how late this node's caches hear of another
+	// node's write. 0 means DefaultGenerationPoll; negative turns polling
+	// off. Without Options.Changes nothing is polled.
+	GenerationPoll time.Duration
 }
+
+// DefaultGenerationPoll is PostgresOptions.GenerationPoll's default: five
+// one-row reads a second per node.
+const DefaultGenerationPoll = 200 * time.Millisecond
 
 // Store is a store.Store over database/sql.
 //
@@ -89,6 +100,9 @@ type Store struct {
 	// token is tokenQuery prepared, SQLite only: every bearer token check
 	// that misses auth's token cache runs it.
 	token *sql.Stmt
+	// stopPoll ends pollGeneration, which closes pollDone; both nil when
+	// the store does not poll.
+	stopPoll, pollDone chan struct{}
 }
 
 var _ store.Store = (*Store)(nil)
@@ -181,6 +195,13 @@ func OpenPostgres(ctx context.Context, dsn string, pg PostgresOptions, opts Opti
 		s.Close()
 		return nil, fmt.Errorf("sqlstore: postgres: lock pool: %w", err)
 	}
+	if every := pg.GenerationPoll; s.changes != nil && every >= 0 {
+		if every == 0 {
+			every = DefaultGenerationPoll
+		}
+		s.stopPoll, s.pollDone = make(chan struct{}), make(chan struct{})
+		go s.pollGeneration(every)
+	}
 	return s, nil
 }
 
@@ -241,6 +262,11 @@ func (s *Store) Ping(ctx context.Context) (err error) {
 // Close closes the database and, for PostgreSQL, the pool.
 func (s *Store) Close() (err error) {
 	defer s.done("Close", time.Now(), &err)
+	if s.stopPoll != nil {
+		close(s.stopPoll)
+		<-s.pollDone
+		s.stopPoll = nil
+	}
 	if s.newest != nil {
 		s.newest.Close()
 	}
@@ -405,6 +431,13 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if err := s.audit(ctx, tx); err != nil {
 		return err
 	}
+	if s.dialect == migrations.Postgres {
+		// Last, so that the row stays locked only for the commit: other
+		// nodes sharing the database learn of this transaction from it.
+		if _, err := tx.ExecContext(ctx, `UPDATE store_generation SET n = n + 1`); err != nil {
+			return fmt.Errorf("bump store generation: %w", err)
+		}
+	}
 	err = tx.Commit()
 	// Every transaction may have changed a token, a machine's registration
 	// or the catalog: caches over the store (auth's verified tokens, the
@@ -418,4 +451,32 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
+}
+
+// pollGeneration reads the database's store generation every interval and
+// invalidates the node's caches (s.changes) whenever it moved, as this
+// node's own commits do: another node sharing the database wrote. A read
+// that fails invalidates too, since a write may have gone unseen.
+func (s *Store) pollGeneration(every time.Duration) {
+	defer close(s.pollDone)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	last := int64(-1)
+	for {
+		select {
+		case <-s.stopPoll:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*every)
+		var n int64
+		err := s.pool.QueryRow(ctx, `SELECT n FROM store_generation`).Scan(&n)
+		cancel()
+		if err != nil || n != last {
+			s.changes.Invalidate()
+		}
+		if err == nil {
+			last = n
+		}
+	}
 }
