@@ -532,3 +532,23 @@ func (n *Node) ClientNodes(ctx context.Context, machineToken string) ([]ListedNo
 	err := n.Call(ctx, http.MethodGet, "/v1/client/nodes", Bearer(machineToken), nil, &out)
 	return out.Nodes, err
 }
+
+// LinkURL is the URL a downstream's link names n by, as its sync status
+// reports it: n's peer listener under Mesh.MTLS, where meshtest points
+// links there, n's URL otherwise.
+func (n *Node) LinkURL() string {
+	if n.m.MTLS && n.PeerURL != "" {
+		return n.PeerURL
+	}
+	return n.URL
+}
+
+// AsDownstream is where and how a test acting as one of n's downstreams
+// (with a sync token) reaches n: its peer listener with the harness's
+// admitted certificate under Mesh.MTLS, its URL otherwise.
+func (n *Node) AsDownstream() (base string, c *http.Client) {
+	if pc := n.m.harnessPeer(n, "/v1/sync/", ""); pc != nil {
+		return n.PeerURL, pc
+	}
+	return n.URL, &http.Client{Timeout: 2 * time.Minute}
+}

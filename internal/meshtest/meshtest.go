@@ -172,10 +172,12 @@ type Mesh struct {
 	// name its peer URL instead. New sets it from PATCHMESH_MESH_MTLS=1,
 	// so that a whole suite can be run over mutual TLS.
 	MTLS bool
-	// harnessKey and harnessCert are the harness's own node identity
-	// under MTLS, admitted at the hub once it has started.
-	harnessKey  ed25519.PrivateKey
-	harnessCert *tls.Certificate
+	// harnessKey and harnessCert are the harness's own node identity,
+	// pinned by every node and admitted at the hub once it has started
+	// under MTLS.
+	harnessKey      ed25519.PrivateKey
+	harnessCert     *tls.Certificate
+	harnessAdmitted bool
 
 	mu    sync.Mutex
 	nodes []*Node
@@ -198,6 +200,9 @@ func New(t testing.TB) *Mesh {
 		t.Fatalf("meshtest: gossip key: %v", err)
 	}
 	m.GossipKey = base64.StdEncoding.EncodeToString(gk)
+	if m.harnessKey, m.harnessCert, err = newHarnessIdentity(); err != nil {
+		t.Fatalf("meshtest: harness key: %v", err)
+	}
 	// Registered after TempDir's own cleanup, so it runs before it: the
 	// processes are gone before their directories are removed.
 	t.Cleanup(m.cleanup)
