@@ -445,6 +445,7 @@ type Member struct {
 	Role     string    `json:"role"`
 	DC       string    `json:"dc"`
 	URL      string    `json:"url"`
+	PeerURL  string    `json:"peer_url"`
 	Upstream string    `json:"upstream"`
 	State    string    `json:"state"`
 	Since    time.Time `json:"since"`
