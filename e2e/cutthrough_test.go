@@ -221,14 +221,15 @@ func TestCutThroughRelaysBlobBeforeItIsIn(t *testing.T) {
 
 	// A downstream whose stream broke resumes it with a Range request.
 	const from = open - 1000
-	req, err := http.NewRequest(http.MethodGet, c.relay.URL+"/v1/blobs/"+p.Digest, nil)
+	base, client := c.relay.AsDownstream()
+	req, err := http.NewRequest(http.MethodGet, base+"/v1/blobs/"+p.Digest, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set("Authorization", meshtest.Bearer(c.relaySync))
 	req.Header.Set("Range", fmt.Sprintf("bytes=%d-", from))
 	req.Header.Set("If-Range", `"`+p.Digest+`"`)
-	resumed, err := (&http.Client{Timeout: 2 * time.Minute}).Do(req)
+	resumed, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
