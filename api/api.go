@@ -64,9 +64,9 @@ type Info struct {
 	// DC is the node's data centre (node.datacenter), naming this node's
 	// own machines in fleet reports.
 	DC string
-	// PeerURL is the peer listener's advertised base URL, served by
-	// /debug/info so that members of the mesh can find it from the API
-	// URL gossip carries. Empty without a peer listener.
+	// PeerURL is the peer listener's advertised base URL, shown by
+	// /debug/info (and the join); members of the mesh learn it from
+	// gossip meta. Empty without a peer listener.
 	PeerURL string
 }
 

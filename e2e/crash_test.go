@@ -28,7 +28,7 @@ func TestCrashDuringTransfer(t *testing.T) {
 	const size = 64 << 20
 	m := meshtest.New(t)
 	h := hub(m)
-	px := newProxy(t, h.URL)
+	px := newProxy(t, m, h)
 	// A quarter of the file a second: the transfer takes seconds, and the
 	// kill lands well inside it.
 	px.bytesPerSec.Store(size / 4)

@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/http/httputil"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -40,14 +38,12 @@ type gate struct {
 	passed  atomic.Int64 // blob body bytes passed on, all bodies
 }
 
-func newGate(t *testing.T, upstream string, open int64) *gate {
+func newGate(t *testing.T, m *meshtest.Mesh, upstream *meshtest.Node, open int64) *gate {
 	t.Helper()
-	target, err := url.Parse(upstream)
-	if err != nil {
-		t.Fatal(err)
-	}
+	target, rt := m.ProxyTarget(t, upstream)
 	g := &gate{open: open, release: make(chan struct{})}
 	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.Transport = rt
 	rp.FlushInterval = -1
 	rp.ModifyResponse = func(resp *http.Response) error {
 		if strings.HasPrefix(resp.Request.URL.Path, "/v1/blobs/") && resp.Request.Method == http.MethodGet {
@@ -55,10 +51,10 @@ func newGate(t *testing.T, upstream string, open int64) *gate {
 		}
 		return nil
 	}
-	srv := httptest.NewServer(rp)
-	t.Cleanup(srv.Close)
+	// Released before the server closes, or its held bodies would keep
+	// the close waiting.
+	g.URL = m.ServeProxy(t, rp)
 	t.Cleanup(g.Release)
-	g.URL = srv.URL
 	return g
 }
 
@@ -102,7 +98,7 @@ func newCutThroughMesh(t *testing.T, open int64) *cutThroughMesh {
 	t.Helper()
 	m := meshtest.New(t)
 	c := &cutThroughMesh{hub: hub(m)}
-	c.gate = newGate(t, c.hub.URL, open)
+	c.gate = newGate(t, m, c.hub, open)
 	c.relay = m.Start(pullSpec(t, "relay", node.RoleRelay, c.gate.URL, c.hub, "edge"))
 	c.edge = pull(t, m, "edge", node.RoleEdge, c.relay, "edge")
 	c.relaySync = c.relay.SyncToken(t, "edge", "test-downstream")
@@ -148,12 +144,13 @@ func (c *cutThroughMesh) pending(t *testing.T) []federation.Record {
 // stream opens the relay's blob as a downstream (its sync token).
 func (c *cutThroughMesh) stream(t *testing.T, digest string) *http.Response {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, c.relay.URL+"/v1/blobs/"+digest, nil)
+	base, client := c.relay.AsDownstream()
+	req, err := http.NewRequest(http.MethodGet, base+"/v1/blobs/"+digest, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set("Authorization", meshtest.Bearer(c.relaySync))
-	resp, err := (&http.Client{Timeout: 2 * time.Minute}).Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,14 +221,15 @@ func TestCutThroughRelaysBlobBeforeItIsIn(t *testing.T) {
 
 	// A downstream whose stream broke resumes it with a Range request.
 	const from = open - 1000
-	req, err := http.NewRequest(http.MethodGet, c.relay.URL+"/v1/blobs/"+p.Digest, nil)
+	base, client := c.relay.AsDownstream()
+	req, err := http.NewRequest(http.MethodGet, base+"/v1/blobs/"+p.Digest, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set("Authorization", meshtest.Bearer(c.relaySync))
 	req.Header.Set("Range", fmt.Sprintf("bytes=%d-", from))
 	req.Header.Set("If-Range", `"`+p.Digest+`"`)
-	resumed, err := (&http.Client{Timeout: 2 * time.Minute}).Do(req)
+	resumed, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

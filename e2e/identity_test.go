@@ -44,6 +44,44 @@ func registerAt(ctx context.Context, n *meshtest.Node, cred string, body map[str
 	return out.MachineToken, out.Credential, out.Machine.ID, err
 }
 
+// nodesOnlyTier is a tier no machine of the tests uses.
+const nodesOnlyTier = "relays"
+
+// serveNodesOnly keeps ns off the lists machines are given, yet nodes other
+// nodes talk to: in a plain mesh, not admitted (an admission they hold is
+// removed); over mutual TLS, where node traffic needs an admission,
+// admitted only on nodesOnlyTier.
+func serveNodesOnly(t *testing.T, m *meshtest.Mesh, h *meshtest.Node, ns ...*meshtest.Node) {
+	t.Helper()
+	type named struct {
+		Name string `json:"name"`
+	}
+	var list struct {
+		Nodes []named `json:"nodes"`
+	}
+	h.AdminCall(t, http.MethodGet, "/v1/admin/nodes", nil, &list)
+	if m.MTLS {
+		var tiers struct {
+			Tiers []named `json:"tiers"`
+		}
+		h.AdminCall(t, http.MethodGet, "/v1/admin/tiers", nil, &tiers)
+		if !slices.Contains(tiers.Tiers, named{nodesOnlyTier}) {
+			h.AdminCall(t, http.MethodPost, "/v1/admin/tiers", map[string]any{"name": nodesOnlyTier}, nil)
+		}
+	}
+	for _, n := range ns {
+		for _, l := range list.Nodes {
+			if l.Name == n.Name {
+				h.AdminCall(t, http.MethodDelete, "/v1/admin/nodes/"+n.Name, nil, nil)
+			}
+		}
+		if m.MTLS {
+			h.AdminCall(t, http.MethodPost, "/v1/admin/nodes", map[string]any{
+				"name": n.Name, "key": n.NodeKey(t), "urls": []string{n.URL}, "tiers": []string{nodesOnlyTier}}, nil)
+		}
+	}
+}
+
 // A mesh of a hub, a relay and two edges below it, the hub and edges
 // admitted (the relay is not: it serves only nodes), with two processes that
 // hold the gossip key but are not admitted: "rogue", under its own name,
@@ -59,11 +97,17 @@ func TestIdentityMachinesUseOnlyAdmittedNodes(t *testing.T) {
 	h := m.Start(meshtest.Spec{Name: "hub", Role: node.RoleHub})
 	// The edges pull through a relay, so admissions and removals reach
 	// them as the relay passes the hub's records on.
-	r := m.Start(pullSpec(t, "region", node.RoleRelay, h.URL, h, "edge"))
+	rs := pullSpec(t, "region", node.RoleRelay, h.URL, h, "edge")
+	rs.Unadmitted = true
+	r := m.Start(rs)
+	serveNodesOnly(t, m, h, r)
 	a := m.Start(pullSpec(t, "edge-a", node.RoleEdge, r.URL, r, "edge"))
 	b := m.Start(pullSpec(t, "edge-b", node.RoleEdge, r.URL, r, "edge"))
-	rogue := m.Start(pullSpec(t, "rogue", node.RoleEdge, h.URL, h, "edge"))
-	ghost := m.Start(pullSpec(t, "ghost", node.RoleEdge, h.URL, h, "edge"))
+	// Never admitted by meshtest either: over mutual TLS they cannot even
+	// sync, and machines must still never be sent to them.
+	rogueSpec, ghostSpec := pullSpec(t, "rogue", node.RoleEdge, h.URL, h, "edge"), pullSpec(t, "ghost", node.RoleEdge, h.URL, h, "edge")
+	rogueSpec.Unadmitted, ghostSpec.Unadmitted = true, true
+	rogue, ghost := m.Start(rogueSpec), m.Start(ghostSpec)
 	h.Admit(t, h, a, b)
 	otherPub, _, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {

@@ -69,9 +69,17 @@ func TestMachineNeverTalksToARogueNode(t *testing.T) {
 	m.Gossip = gossipProfile
 	h := m.Start(meshtest.Spec{Name: "hub", Role: node.RoleHub})
 	a := m.Start(pullSpec(t, "edge-a", node.RoleEdge, h.URL, h, "edge"))
-	rogue := m.Start(pullSpec(t, "rogue", node.RoleEdge, h.URL, h, "edge"))
+	rs := pullSpec(t, "rogue", node.RoleEdge, h.URL, h, "edge")
+	rs.Unadmitted = true
+	rogue := m.Start(rs)
 	h.Admit(t, h, a)
 	all := []*meshtest.Node{h, a, rogue}
+	// Over mutual TLS the rogue cannot even pull the feed (the hub refuses
+	// its certificate); in a plain mesh it holds everything a node does.
+	synced := all
+	if m.MTLS {
+		synced = []*meshtest.Node{h, a}
+	}
 	viewEvery(t, all, converge, "every member alive, the rogue included", allAlive(all))
 
 	paths := []string{"/v1/client/register", "/v1/client/patch", "/v1/client/checkin", "/v1/client/nodes", "/v1/blobs/", "/debug/info"}
@@ -89,7 +97,7 @@ func TestMachineNeverTalksToARogueNode(t *testing.T) {
 		return nil
 	})
 	p := h.Upload(t, randomBytes(t, 64<<10), meshtest.PatchMeta{Kernel: kernel, Arch: arch, Version: "1.1"})
-	onEvery(t, all, func(n *meshtest.Node) error { return wantListed(t, n, p.Digest, []string{"edge"}) }, "the patch")
+	onEvery(t, synced, func(n *meshtest.Node) error { return wantListed(t, n, p.Digest, []string{"edge"}) }, "the patch")
 	for range 3 {
 		for _, n := range mc.nodes(t) {
 			if n.URL == rogue.URL || n.Name == "rogue" {
@@ -131,15 +139,25 @@ func TestMachineLeavesAFrozenEdgeAndReportsStale(t *testing.T) {
 	t.Parallel()
 	const staleAfter = 6 * time.Second
 	m := meshtest.New(t)
+	// Plain: keeping the hub off machines' lists takes removing its
+	// admission, and over mutual TLS a downstream that applies that
+	// removal before the hub's re-admission (on a tier no machine uses)
+	// refuses the hub, which alone could bring it the re-admission.
+	m.MTLS = false
 	m.Gossip = gossipProfile
 	h := m.Start(meshtest.Spec{Name: "hub", Role: node.RoleHub})
-	r := m.Start(pullSpec(t, "relay", node.RoleRelay, h.URL, h, "edge"))
+	rs := pullSpec(t, "relay", node.RoleRelay, h.URL, h, "edge")
+	rs.Unadmitted = true
+	r := m.Start(rs)
+	serveNodesOnly(t, m, h, r)
 	a := m.Start(pullSpec(t, "edge-a", node.RoleEdge, r.URL, r, "edge"))
-	b := m.Start(pullSpec(t, "edge-b", node.RoleEdge, h.URL, h, "edge"))
+	bs := pullSpec(t, "edge-b", node.RoleEdge, h.URL, h, "edge")
+	bs.Unadmitted = true // admitted below, at the proxy's URL
+	b := m.Start(bs)
 	// edge-b is further away; machines use it only when edge-a fails. The
 	// hub serves no machine here.
 	far := newCountingProxy(t, b.URL, 150*time.Millisecond)
-	h.AdminCall(t, http.MethodDelete, "/v1/admin/nodes/hub", nil, nil)
+	serveNodesOnly(t, m, h, h)
 	h.Admit(t, a)
 	h.AdminCall(t, http.MethodPost, "/v1/admin/nodes", map[string]any{"name": "edge-b", "key": b.NodeKey(t), "urls": []string{far.URL}}, nil)
 	all := []*meshtest.Node{h, r, a, b}

@@ -136,7 +136,9 @@ func TestNodeTLSJoinSyncRemove(t *testing.T) {
 	hubKey := h.NodeKey(t)
 	hubKeyID := keyIDOf(t, hubKey)
 	tok := h.SyncToken(t, "edge", "e1-edge")
-	e := m.Add(meshtest.Spec{Name: "e1", Role: node.RoleEdge, Peer: true,
+	// Unadmitted: under meshtest's mutual TLS mode too, the join is what
+	// admits it.
+	e := m.Add(meshtest.Spec{Name: "e1", Role: node.RoleEdge, Peer: true, Unadmitted: true,
 		Links: []meshtest.Link{{Tier: "edge", Upstreams: []meshtest.Upstream{{URL: h.PeerURL, Token: tok}}}},
 		// It trusts the hub from the start, so that it is the hub that
 		// refuses it, not it the hub.
@@ -170,8 +172,10 @@ func TestNodeTLSJoinSyncRemove(t *testing.T) {
 		}
 	}
 	// Nor does the sync token work on the hub's main listener.
-	if got, err := h.FetchBlob(ctx, p.Digest, meshtest.Bearer(tok)); err != nil || got.Status != http.StatusForbidden {
-		t.Fatalf("the sync token on the hub's main listener: want 403, got %+v %v", got, err)
+	// Asked directly: under meshtest's mutual TLS mode FetchBlob would take
+	// a sync token to the peer listener.
+	if st, err := peerGet(&http.Client{Timeout: 10 * time.Second}, h.URL, "/v1/blobs/"+p.Digest, tok); err != nil || st != http.StatusForbidden {
+		t.Fatalf("the sync token on the hub's main listener: want 403, got %d %v", st, err)
 	}
 
 	// Join, the edge stopped.
@@ -207,7 +211,7 @@ func TestNodeTLSJoinSyncRemove(t *testing.T) {
 	}
 
 	// The token works once: another node with it is refused.
-	other := m.Add(meshtest.Spec{Name: "e2", Role: node.RoleEdge, Peer: true,
+	other := m.Add(meshtest.Spec{Name: "e2", Role: node.RoleEdge, Peer: true, Unadmitted: true,
 		Links: []meshtest.Link{{Tier: "edge", Upstreams: []meshtest.Upstream{{URL: h.PeerURL, Token: tok}}}}})
 	if out, err := runJoin(t, other, token); err == nil || !strings.Contains(out, "join refused") {
 		t.Fatalf("a used token: want join refused, got %v\n%s", err, out)

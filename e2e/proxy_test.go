@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/http/httputil"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -16,6 +14,7 @@ import (
 	"time"
 
 	"github.com/patchmesh/patchmesh/federation"
+	"github.com/patchmesh/patchmesh/internal/meshtest"
 )
 
 // proxy stands between a downstream and its upstream in the test process,
@@ -39,14 +38,14 @@ type proxy struct {
 	blobBytes atomic.Int64
 }
 
-func newProxy(t *testing.T, upstream string) *proxy {
+// Under mutual TLS it is an admitted node that does all this
+// (meshtest.Mesh.ServeProxy), as a compromised relay would.
+func newProxy(t *testing.T, m *meshtest.Mesh, upstream *meshtest.Node) *proxy {
 	t.Helper()
-	target, err := url.Parse(upstream)
-	if err != nil {
-		t.Fatal(err)
-	}
+	target, rt := m.ProxyTarget(t, upstream)
 	p := &proxy{}
 	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.Transport = rt
 	direct := rp.Director
 	rp.Director = func(r *http.Request) {
 		direct(r)
@@ -56,9 +55,7 @@ func newProxy(t *testing.T, upstream string) *proxy {
 	rp.ModifyResponse = p.modify
 	// Pass throttled bytes on as they come, not when a buffer fills.
 	rp.FlushInterval = -1
-	srv := httptest.NewServer(rp)
-	t.Cleanup(srv.Close)
-	p.URL = srv.URL
+	p.URL = m.ServeProxy(t, rp)
 	return p
 }
 

@@ -51,8 +51,8 @@ func TestTamperedRelayBlob(t *testing.T) {
 		}
 		return nil
 	})
-	if ev := wantSecurityEvent(t, e, "digest_mismatch"); ev["upstream"] != relay.URL {
-		t.Errorf("security event: want upstream %s, got %v", relay.URL, ev)
+	if ev := wantSecurityEvent(t, e, "digest_mismatch"); ev["upstream"] != relay.LinkURL() {
+		t.Errorf("security event: want upstream %s, got %v", relay.LinkURL(), ev)
 	}
 	wantRefused(t, e, machine, good, bad, false)
 }
@@ -64,7 +64,7 @@ func TestTamperedFeedRecord(t *testing.T) {
 	m := meshtest.New(t)
 	h := hub(m)
 	relay := pull(t, m, "relay", node.RoleRelay, h, "edge")
-	px := newProxy(t, relay.URL)
+	px := newProxy(t, m, relay)
 	e := m.Start(pullSpec(t, "edge-1", node.RoleEdge, px.URL, relay, "edge"))
 	machine := e.Register(t, e.AuthToken(t, "edge", "fleet"), "machine-tamper-00000002", kernel, arch)
 

@@ -22,8 +22,8 @@ func TestTopologyRegionKilledEdgesFailOverAndReturn(t *testing.T) {
 
 	a, b := rs[0], rs[1]
 	for _, e := range a.edges {
-		if got := e.Link(t, "edge").Upstream; got != a.relay.URL {
-			t.Fatalf("%s: before the kill: want upstream %s (its region), got %s", e.Name, a.relay.URL, got)
+		if got := e.Link(t, "edge").Upstream; got != a.relay.LinkURL() {
+			t.Fatalf("%s: before the kill: want upstream %s (its region), got %s", e.Name, a.relay.LinkURL(), got)
 		}
 	}
 	machines := map[*meshtest.Node]string{}
@@ -37,8 +37,8 @@ func TestTopologyRegionKilledEdgesFailOverAndReturn(t *testing.T) {
 
 	p := h.Upload(t, randomBytes(t, 64<<10), meshtest.PatchMeta{Kernel: kernel, Arch: arch, Version: "2.1"})
 	onEvery(t, a.edges, func(e *meshtest.Node) error {
-		if l := e.Link(t, "edge"); l.Upstream != b.relay.URL {
-			return fmt.Errorf("link upstream %s, want the other region %s", l.Upstream, b.relay.URL)
+		if l := e.Link(t, "edge"); l.Upstream != b.relay.LinkURL() {
+			return fmt.Errorf("link upstream %s, want the other region %s", l.Upstream, b.relay.LinkURL())
 		}
 		if err := wantListed(t, e, p.Digest, []string{"edge"}); err != nil {
 			return err
@@ -63,8 +63,8 @@ func TestTopologyRegionKilledEdgesFailOverAndReturn(t *testing.T) {
 	within := demoted + converge
 	for _, e := range a.edges {
 		meshtest.WaitFor(t, within, e.Name+" back on its own region", func() error {
-			if l := e.Link(t, "edge"); l.Upstream != a.relay.URL {
-				return fmt.Errorf("link upstream %s, want %s", l.Upstream, a.relay.URL)
+			if l := e.Link(t, "edge"); l.Upstream != a.relay.LinkURL() {
+				return fmt.Errorf("link upstream %s, want %s", l.Upstream, a.relay.LinkURL())
 			}
 			return nil
 		})
@@ -72,8 +72,8 @@ func TestTopologyRegionKilledEdgesFailOverAndReturn(t *testing.T) {
 	// And it syncs through it: one more patch arrives.
 	q := h.Upload(t, randomBytes(t, 64<<10), meshtest.PatchMeta{Kernel: kernel, Arch: arch, Version: "2.2"})
 	onEvery(t, a.edges, func(e *meshtest.Node) error {
-		if l := e.Link(t, "edge"); l.Upstream != a.relay.URL {
-			return fmt.Errorf("link upstream %s, want %s", l.Upstream, a.relay.URL)
+		if l := e.Link(t, "edge"); l.Upstream != a.relay.LinkURL() {
+			return fmt.Errorf("link upstream %s, want %s", l.Upstream, a.relay.LinkURL())
 		}
 		return wantListed(t, e, q.Digest, []string{"edge"})
 	}, "a later patch through the region it is back on")

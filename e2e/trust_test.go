@@ -74,7 +74,7 @@ func lyingCascade(t *testing.T) (m *meshtest.Mesh, h, relay *meshtest.Node, px *
 	m = meshtest.New(t)
 	h = hub(m)
 	relay = pull(t, m, "relay", node.RoleRelay, h, "edge")
-	px = newProxy(t, relay.URL)
+	px = newProxy(t, m, relay)
 	e = m.Start(pullSpec(t, "edge-1", node.RoleRelay, px.URL, relay, "edge"))
 	return m, h, relay, px, e
 }
@@ -182,7 +182,7 @@ func TestFrozenRelayIsDetectedAndLeft(t *testing.T) {
 	m := meshtest.New(t)
 	h := hub(m)
 	relay := pull(t, m, "relay", node.RoleRelay, h, "edge")
-	px := newProxy(t, relay.URL)
+	px := newProxy(t, m, relay)
 	e := m.Start(meshtest.Spec{Name: "edge-1", Role: node.RoleEdge, Links: []meshtest.Link{{Tier: "edge", Upstreams: []meshtest.Upstream{
 		{URL: px.URL, Token: relay.SyncToken(t, "edge", "edge-1")},
 		{URL: h.URL, Token: h.SyncToken(t, "edge", "edge-1")},
@@ -230,7 +230,7 @@ func TestFrozenRelayIsDetectedAndLeft(t *testing.T) {
 	}
 	meshtest.WaitFor(t, converge, "the edge to leave the frozen relay and catch up through the hub", func() error {
 		l := e.Link(t, "edge")
-		if l.Upstream != h.URL || l.Stale {
+		if l.Upstream != h.LinkURL() || l.Stale {
 			return fmt.Errorf("link %+v", l)
 		}
 		return wantListed(t, e, later.Digest, []string{"edge"})

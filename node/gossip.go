@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"slices"
@@ -131,6 +132,8 @@ type gossip struct {
 	head   int64
 	synced int64
 	lag    int64
+	// ups is what upstreamsMoved saw last.
+	ups map[string]string
 	// changed says the figures moved since meta was last rebroadcast.
 	changed bool
 	// changes counts the member changes heard, so that the watchers of
@@ -179,6 +182,7 @@ func (n *Node) startGossip(ctx context.Context) error {
 		tc.AdvertiseAddr, tc.AdvertisePort = adv.host, adv.port
 	}
 	g.topo, err = topology.Start(ctx, tc)
+	n.resolver.topo.Store(g.topo)
 	switch {
 	case errors.Is(err, topology.ErrNotJoined):
 		// No member answered yet: the node serves on its own and gossip
@@ -210,7 +214,7 @@ func (g *gossip) meta() topology.Meta {
 	n := g.n
 	m := topology.Meta{
 		Name: n.cfg.Node.Name, Role: n.cfg.Node.Role, DC: n.cfg.Node.Datacenter,
-		API: n.apiURL(), Version: Version, Key: n.nodeKeyID(),
+		API: n.apiURL(), Peer: n.peerURL(), Version: Version, Key: n.nodeKeyID(),
 	}
 	g.mu.Lock()
 	m.Head, m.Synced, m.Lag = g.head, g.synced, g.lag
@@ -237,26 +241,25 @@ func (g *gossip) apiOf(url string) string {
 	return url
 }
 
-// resolvePeers looks up the peer listener of every member with an API
-// URL (answers are kept; see peerResolver), off memberlist's goroutines,
-// so that meta and the sync loop's health and peer checks can map a link's
-// peer URL to its member without waiting on the network. A node without a
-// peer listener has no use for them.
-func (g *gossip) resolvePeers() {
-	if g.n.peerLn == nil {
-		return
+// upstreamsMoved reports whether the upstreams meta would advertise
+// changed since it was last asked: a link that reaches its upstream's
+// peer listener is advertised by the upstream's API URL, which gossip
+// teaches after the link started.
+func (g *gossip) upstreamsMoved() bool {
+	if g.n.puller == nil {
+		return false
 	}
-	before := g.n.resolver.size()
-	for _, m := range g.topo.Members() {
-		if !m.Self && m.API != "" {
-			g.n.resolver.URL(m.API)
-		}
+	first, byTier := g.n.puller.Advertised()
+	now := make(map[string]string, len(byTier)+1)
+	now[""] = g.apiOf(first)
+	for tier, u := range byTier {
+		now[tier] = g.apiOf(u)
 	}
-	if g.n.resolver.size() != before {
-		g.mu.Lock()
-		g.changed = true
-		g.mu.Unlock()
-	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	moved := !maps.Equal(now, g.ups)
+	g.ups = now
+	return moved
 }
 
 // served lists the tiers machines can use this node for: every tier on
@@ -316,7 +319,7 @@ func (g *gossip) onChange(m topology.Member) {
 // also where a link names that member's peer listener instead.
 func (g *gossip) poke(apiURL string) {
 	g.n.puller.Poke(apiURL)
-	if p := g.n.resolver.Cached(apiURL); p != "" {
+	if p := g.n.resolver.URL(apiURL); p != "" {
 		g.n.puller.Poke(p)
 	}
 }
@@ -351,9 +354,9 @@ func (g *gossip) watch(ctx context.Context) {
 		if err := g.refresh(ctx); err != nil && ctx.Err() == nil {
 			g.n.log.Warn("gossip_meta_refresh_failed", "error", err.Error())
 		}
-		g.resolvePeers()
+		moved := g.upstreamsMoved()
 		g.mu.Lock()
-		changed := g.changed
+		changed := g.changed || moved
 		g.changed = false
 		g.mu.Unlock()
 		if changed {

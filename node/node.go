@@ -194,11 +194,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 	if err := n.bindPeer(ctx); err != nil {
 		return nil, err
 	}
-	resolveClient, err := cfg.syncTransport()
-	if err != nil {
-		return nil, fmt.Errorf("node: %w", err)
-	}
-	n.resolver = &peerResolver{client: resolveClient, known: map[string]resolved{}, back: map[string]string{}}
+	n.resolver = &peerResolver{}
 	if n.hubKey != nil {
 		n.beacon = federation.NewBeacon(n.hubKey, n.store, cfg.Sync.HeartbeatEvery, o.now, log)
 		n.beacon.WakeOn(&n.changes)

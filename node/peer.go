@@ -14,12 +14,14 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/patchmesh/patchmesh/api"
 	"github.com/patchmesh/patchmesh/auth"
 	"github.com/patchmesh/patchmesh/federation"
 	"github.com/patchmesh/patchmesh/store"
+	"github.com/patchmesh/patchmesh/topology"
 )
 
 // peerPins is the node's answer to "which node keys may I talk to": the
@@ -305,76 +307,46 @@ func (n *Node) peerTLS() *tls.Config {
 }
 
 // peerResolver finds a member's peer listener from the API URL gossip
-// carries, by asking its /debug/info, and remembers the answer. The URL
-// is only where to dial: who answers there is the TLS handshake's to
-// prove against the pins.
+// knows it by, in the peer URL its meta carries (topology.Meta.Peer). The
+// URL is only where to dial: who answers there is the TLS handshake's to
+// prove against the pins. Before gossip starts, and with gossip off, no
+// member is known.
 type peerResolver struct {
-	client *http.Client
-
-	mu    sync.Mutex
-	known map[string]resolved
-	back  map[string]string // peer URL → API URL
+	topo atomic.Pointer[topology.Topology]
 }
 
-type resolved struct {
-	peer string
-	at   time.Time
-}
-
-// peerResolveFor is how long an answer is kept: a miss briefly, so that a
-// member just starting is found soon.
-const (
-	peerResolveFor     = 5 * time.Minute
-	peerResolveMissFor = 5 * time.Second
-)
-
+// URL is the peer URL of the member at apiURL, "" when it has none or is
+// not known.
 func (r *peerResolver) URL(apiURL string) string {
-	apiURL = strings.TrimRight(apiURL, "/")
-	r.mu.Lock()
-	k, ok := r.known[apiURL]
-	r.mu.Unlock()
-	if ok && (time.Since(k.at) < peerResolveFor && k.peer != "" || time.Since(k.at) < peerResolveMissFor) {
-		return k.peer
+	t := r.topo.Load()
+	if t == nil {
+		return ""
 	}
-	peer := r.ask(apiURL)
-	r.mu.Lock()
-	r.known[apiURL] = resolved{peer: peer, at: time.Now()}
-	if peer != "" {
-		r.back[peer] = apiURL
+	m, ok := t.ByAPI(apiURL)
+	if !ok {
+		return ""
 	}
-	r.mu.Unlock()
-	return peer
+	return strings.TrimRight(m.Peer, "/")
 }
 
-// API is the API URL of a peer URL resolved before, or "".
+// API is the API URL of the member whose peer URL is peerURL, or "". If
+// several claim it, an alive one wins: the others are gone or stale.
 func (r *peerResolver) API(peerURL string) string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.back[strings.TrimRight(peerURL, "/")]
-}
-
-func (r *peerResolver) ask(apiURL string) string {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, apiURL+"/debug/info", nil)
-	if err != nil {
+	t := r.topo.Load()
+	peerURL = strings.TrimRight(peerURL, "/")
+	if t == nil || peerURL == "" {
 		return ""
 	}
-	resp, err := r.client.Do(req)
-	if err != nil {
-		return ""
+	api := ""
+	for _, m := range t.Members() {
+		if m.Self || m.API == "" || strings.TrimRight(m.Peer, "/") != peerURL {
+			continue
+		}
+		if api == "" || m.State == topology.Alive {
+			api = strings.TrimRight(m.API, "/")
+		}
 	}
-	defer resp.Body.Close()
-	var info struct {
-		PeerURL string `json:"peer_url"`
-	}
-	if resp.StatusCode != http.StatusOK || json.NewDecoder(http.MaxBytesReader(nil, resp.Body, 64<<10)).Decode(&info) != nil {
-		return ""
-	}
-	if !strings.HasPrefix(info.PeerURL, "https://") {
-		return ""
-	}
-	return strings.TrimRight(info.PeerURL, "/")
+	return api
 }
 
 // nodeKeyPub is the node's public key.
@@ -404,24 +376,10 @@ func (n *Node) nodeClient() (*http.Client, error) {
 	return c, nil
 }
 
-// Cached is the peer URL known for apiURL without asking, or "".
-func (r *peerResolver) Cached(apiURL string) string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.known[strings.TrimRight(apiURL, "/")].peer
-}
-
 // joinTokens is the hub's join token store for the api; nil elsewhere.
 func (n *Node) joinTokens() store.JoinTokens {
 	if n.hubKey == nil {
 		return nil
 	}
 	return n.store
-}
-
-// size is how many peer URLs the resolver knows.
-func (r *peerResolver) size() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.back)
 }

@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
+	"strings"
 
 	"github.com/hashicorp/memberlist"
 )
@@ -19,10 +22,14 @@ var ErrMetaTooLarge = errors.New("topology: node meta too large")
 // Meta is what a node tells the mesh about itself. It travels in memberlist's
 // node metadata, limited to MetaMaxSize bytes, hence the short JSON keys.
 type Meta struct {
-	Name     string `json:"n"`
-	Role     string `json:"r"`            // hub, relay, edge
-	DC       string `json:"dc"`           // data centre
-	API      string `json:"api"`          // base URL machines and downstreams use
+	Name string `json:"n"`
+	Role string `json:"r"`   // hub, relay, edge
+	DC   string `json:"dc"`  // data centre
+	API  string `json:"api"` // base URL machines and downstreams use
+	// Peer is the base URL of the node's peer listener (mutual TLS between
+	// nodes), "" without one. Encode writes it as ":port" when it is https
+	// on the API URL's host, as it usually is; DecodeMeta expands it.
+	Peer     string `json:"p,omitempty"`
 	Upstream string `json:"up,omitempty"` // API URL of the first link's upstream in use ("" on the hub)
 	// Upstreams is the upstream in use of every link, by local tier. Encode
 	// leaves it out when it says no more than Upstream (see
@@ -46,6 +53,7 @@ func (m Meta) Encode() ([]byte, error) {
 	if len(m.Upstreams) == 1 && len(m.Tiers) > 0 && m.Upstreams[m.Tiers[0]] == m.Upstream {
 		m.Upstreams = nil
 	}
+	m.Peer = compactPeer(m.API, m.Peer)
 	b, err := json.Marshal(m)
 	if err != nil {
 		return nil, fmt.Errorf("topology: encode meta: %w", err)
@@ -66,7 +74,47 @@ func DecodeMeta(b []byte) (Meta, error) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		return Meta{}, fmt.Errorf("topology: decode meta: %w", err)
 	}
+	m.Peer = expandPeer(m.API, m.Peer)
 	return m, nil
+}
+
+// compactPeer is peer as meta carries it: ":port" when peer is https on
+// apiURL's host, else peer whole. Every byte of meta travels in every
+// push/pull, once per member.
+func compactPeer(apiURL, peer string) string {
+	host, port, ok := httpsHostPort(peer)
+	if !ok {
+		return peer
+	}
+	a, err := url.Parse(apiURL)
+	if err != nil || a.Hostname() != host {
+		return peer
+	}
+	return ":" + port
+}
+
+// expandPeer undoes compactPeer. A ":port" without an API URL to take the
+// host from is left as it is, and CheckMeta refuses it.
+func expandPeer(apiURL, peer string) string {
+	if !strings.HasPrefix(peer, ":") {
+		return peer
+	}
+	a, err := url.Parse(apiURL)
+	if err != nil || a.Hostname() == "" {
+		return peer
+	}
+	return "https://" + net.JoinHostPort(a.Hostname(), peer[1:])
+}
+
+// httpsHostPort splits an https base URL with an explicit port and
+// nothing else (no path, credentials, query) into host and port.
+func httpsHostPort(u string) (host, port string, ok bool) {
+	pu, err := url.Parse(u)
+	if err != nil || pu.Scheme != "https" || pu.User != nil || (pu.Path != "" && pu.Path != "/") ||
+		pu.RawQuery != "" || pu.Fragment != "" || pu.Port() == "" {
+		return "", "", false
+	}
+	return pu.Hostname(), pu.Port(), true
 }
 
 // UpstreamsByTier returns the upstream each of m's links uses, by local

@@ -62,6 +62,33 @@ func TestMetaEncode(t *testing.T) {
 	}
 }
 
+func TestMetaPeerURLIsCompactOnTheAPIHost(t *testing.T) {
+	for _, tc := range []struct {
+		name, api, peer, wire string
+	}{
+		{"same host", "http://10.0.0.5:8080", "https://10.0.0.5:8444", `"p":":8444"`},
+		{"same host, trailing slash", "http://edge.example:8080", "https://edge.example:8444/", `"p":":8444"`},
+		{"IPv6", "http://[::1]:8080", "https://[::1]:8444", `"p":":8444"`},
+		{"other host", "http://10.0.0.5:8080", "https://10.1.0.5:8444", `"p":"https://10.1.0.5:8444"`},
+		{"none", "http://10.0.0.5:8080", "", ``},
+	} {
+		b, err := Meta{Name: "a", API: tc.api, Peer: tc.peer}.Encode()
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if tc.wire != "" && !bytes.Contains(b, []byte(tc.wire)) || tc.wire == "" && bytes.Contains(b, []byte(`"p"`)) {
+			t.Errorf("%s: encoded %s, want it to carry %s", tc.name, b, tc.wire)
+		}
+		if err := CheckMeta("a", b); err != nil {
+			t.Errorf("%s: own encoding refused: %v", tc.name, err)
+		}
+		m, err := DecodeMeta(b)
+		if want := strings.TrimSuffix(tc.peer, "/"); err != nil || m.Peer != want {
+			t.Errorf("%s: decoded peer %q (%v), want %q", tc.name, m.Peer, err, want)
+		}
+	}
+}
+
 func TestDecodeMetaIgnoresUnknownKeysAndRefusesGarbage(t *testing.T) {
 	m, err := DecodeMeta([]byte(`{"n":"a","r":"hub","new":1}`))
 	if err != nil || m.Name != "a" || m.Role != "hub" {

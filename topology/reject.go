@@ -89,8 +89,8 @@ func (r *rejectLog) counts() map[string]int64 {
 }
 
 // CheckMeta says whether a member named name may advertise meta b: it must
-// decode, name no other member, and give http(s) URLs, which other nodes
-// dial for sync and peer fetch.
+// decode, name no other member, and give http(s) URLs (https for the peer
+// listener), which other nodes dial for sync and peer fetch.
 func CheckMeta(name string, b []byte) error {
 	m, err := DecodeMeta(b)
 	if err != nil {
@@ -105,6 +105,13 @@ func CheckMeta(name string, b []byte) error {
 		}
 		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" || pu.User != nil {
 			return fmt.Errorf("topology: meta of member %q: %s is not an http(s) URL without credentials", name, field)
+		}
+	}
+	// Peer fetch and the links dial it with node certificates: only an
+	// https base URL with a port makes sense there.
+	if m.Peer != "" {
+		if _, _, ok := httpsHostPort(m.Peer); !ok {
+			return fmt.Errorf("topology: meta of member %q: peer is not an https URL with a port and no path", name)
 		}
 	}
 	return nil

@@ -108,6 +108,12 @@ func TestCheckMeta(t *testing.T) {
 		{"ftp api", `{"n":"a","api":"ftp://a.example"}`, false},
 		{"credentials", `{"n":"a","api":"https://u:p@a.example"}`, false},
 		{"bad upstream", `{"n":"a","up":"file:///etc/passwd"}`, false},
+		{"peer port", `{"n":"a","api":"http://10.0.0.5:8080","p":":8444"}`, true},
+		{"peer URL", `{"n":"a","api":"http://10.0.0.5:8080","p":"https://peer.example:8444"}`, true},
+		{"peer port without api", `{"n":"a","p":":8444"}`, false},
+		{"plain http peer", `{"n":"a","api":"http://a.example","p":"http://a.example:8444"}`, false},
+		{"peer with a path", `{"n":"a","p":"https://a.example:8444/v1/sync"}`, false},
+		{"peer without port", `{"n":"a","p":"https://a.example"}`, false},
 	} {
 		err := CheckMeta("a", []byte(tc.meta))
 		if (err == nil) != tc.ok {

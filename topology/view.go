@@ -26,8 +26,9 @@ type ViewNode struct {
 	Name     string `json:"name"`
 	Role     string `json:"role"`
 	DC       string `json:"dc"`
-	URL      string `json:"url"`      // Meta.API
-	Upstream string `json:"upstream"` // API URL of the first link's upstream in use; "" on the hub
+	URL      string `json:"url"`                // Meta.API
+	PeerURL  string `json:"peer_url,omitempty"` // Meta.Peer
+	Upstream string `json:"upstream"`           // API URL of the first link's upstream in use; "" on the hub
 	// Upstreams is every link's upstream in use, by local tier.
 	Upstreams map[string]string `json:"upstreams"`
 	State     string            `json:"state"` // Alive, Dead, Left
@@ -87,7 +88,7 @@ func ViewOf(self string, ms []Member) View {
 	v := View{Self: self, Nodes: make([]ViewNode, 0, len(ms)), Links: []ViewLink{}}
 	for _, m := range ms {
 		v.Nodes = append(v.Nodes, ViewNode{
-			Name: m.Name, Role: m.Role, DC: m.DC, URL: m.API, Upstream: m.Upstream,
+			Name: m.Name, Role: m.Role, DC: m.DC, URL: m.API, PeerURL: m.Peer, Upstream: m.Upstream,
 			Upstreams: m.UpstreamsByTier(),
 			State:     m.State, Version: m.Version, Since: m.Since,
 			Head: m.Head, Synced: m.Synced, Lag: m.Lag,

@@ -43,6 +43,9 @@ func BenchmarkCheckInsUnderLoginFlood(b *testing.B) {
 		b.Fatal(err)
 	}
 	m := meshtest.New(b)
+	// Plain node-to-node traffic, as bench/RESULTS.md measured it (mutual
+	// TLS is meshtest's default; nodetls_test.go measures its cost).
+	m.MTLS = false
 	hub := m.Start(meshtest.Spec{Name: "hub", Role: node.RoleHub, Configure: func(c *node.Config) {
 		c.Server.TrustedProxies = []string{"127.0.0.0/8"}
 		c.Auth.Admins[0].PasswordHash = hash

@@ -39,6 +39,9 @@ var (
 // after.
 func BenchmarkCheckInOverload(b *testing.B) {
 	m := meshtest.New(b)
+	// Plain node-to-node traffic, as bench/RESULTS.md measured it (mutual
+	// TLS is meshtest's default; nodetls_test.go measures its cost).
+	m.MTLS = false
 	for _, f := range strings.Split(*inFlights, ",") {
 		n, err := strconv.Atoi(f)
 		if err != nil || n < 1 {

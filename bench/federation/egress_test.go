@@ -30,6 +30,9 @@ const egressBlob = 32 << 20
 // that each fetch the blob once make it 3.
 func BenchmarkHubEgress(b *testing.B) {
 	m := meshtest.New(b)
+	// Plain node-to-node traffic, as bench/RESULTS.md measured it (mutual
+	// TLS is meshtest's default; nodetls_test.go measures its cost).
+	m.MTLS = false
 	hub := startHub(m)
 	var relays []*meshtest.Node
 	for r := range 3 {

@@ -42,6 +42,8 @@ type pair struct {
 // credential: node-to-node traffic as it was before peer listeners.
 func plainTLSPair(b *testing.B) pair {
 	m := meshtest.New(b)
+	// Each side is set up by hand here, not by meshtest's mutual TLS mode.
+	m.MTLS = false
 	hub := m.Start(meshtest.Spec{Name: "hub", Role: node.RoleHub, TLS: true, Configure: productionSync})
 	ca := filepath.Join(hub.Dir, "cert.pem")
 	tok := hub.SyncToken(b, tier, "tls-edge")
@@ -63,6 +65,8 @@ func plainTLSPair(b *testing.B) pair {
 // certificates checked against the admissions, plus the sync token.
 func mutualTLSPair(b *testing.B) pair {
 	m := meshtest.New(b)
+	// Each side is set up by hand here, not by meshtest's mutual TLS mode.
+	m.MTLS = false
 	hub := m.Start(meshtest.Spec{Name: "hub", Role: node.RoleHub, Peer: true, Configure: productionSync})
 	hubKey := hub.NodeKey(b)
 	tok := hub.SyncToken(b, tier, "mtls-edge")

@@ -64,6 +64,9 @@ func keepLogs(b *testing.B, m *meshtest.Mesh) {
 // patch in it and the disks hold one copy of one patch per node.
 func BenchmarkPropagation(b *testing.B) {
 	m := meshtest.New(b)
+	// Plain node-to-node traffic, as bench/RESULTS.md measured it (mutual
+	// TLS is meshtest's default; nodetls_test.go measures its cost).
+	m.MTLS = false
 	keepLogs(b, m)
 	hub := startHub(m)
 	nodes := []*meshtest.Node{hub}
@@ -85,6 +88,9 @@ func BenchmarkPropagation(b *testing.B) {
 // of the cascade within 1.5x a single hop plus 1 s for 100 MiB).
 func BenchmarkSingleHop(b *testing.B) {
 	m := meshtest.New(b)
+	// Plain node-to-node traffic, as bench/RESULTS.md measured it (mutual
+	// TLS is meshtest's default; nodetls_test.go measures its cost).
+	m.MTLS = false
 	keepLogs(b, m)
 	hub := startHub(m)
 	relay := startDownstream(b, m, "region-0", node.RoleRelay, hub)

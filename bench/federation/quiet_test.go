@@ -43,6 +43,9 @@ var (
 // them. No blob is stored: a quiet round never reads one.
 func BenchmarkQuietRound(b *testing.B) {
 	m := meshtest.New(b)
+	// Plain node-to-node traffic, as bench/RESULTS.md measured it (mutual
+	// TLS is meshtest's default; nodetls_test.go measures its cost).
+	m.MTLS = false
 	hub := m.Add(meshtest.Spec{Name: "hub", Role: node.RoleHub})
 	have := 0
 	for _, size := range quietCatalogs {

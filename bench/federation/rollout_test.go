@@ -25,6 +25,9 @@ import (
 // each sample, which withdraws the version.
 func BenchmarkWaveOpening(b *testing.B) {
 	m := meshtest.New(b)
+	// Plain node-to-node traffic, as bench/RESULTS.md measured it (mutual
+	// TLS is meshtest's default; nodetls_test.go measures its cost).
+	m.MTLS = false
 	hub := m.Start(meshtest.Spec{Name: "hub", Role: node.RoleHub, DC: "dc-hub", Configure: func(c *node.Config) {
 		productionSync(c)
 		c.Rollouts.Tick = 100 * time.Millisecond

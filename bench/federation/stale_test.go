@@ -45,6 +45,9 @@ const staleEvery = 50 * time.Millisecond
 // nodes that pull from honest upstreams: any is a false alarm.
 func BenchmarkStaleDetection(b *testing.B) {
 	m := meshtest.New(b)
+	// Plain node-to-node traffic, as bench/RESULTS.md measured it (mutual
+	// TLS is meshtest's default; nodetls_test.go measures its cost).
+	m.MTLS = false
 	hub := m.Start(meshtest.Spec{Name: "hub", Role: node.RoleHub}) // meshtest's timings, not startHub's
 	var watched, honest []*meshtest.Node
 	var px *lyingProxy

@@ -27,6 +27,9 @@ const servedBytes = "patchmesh_blob_served_bytes_total"
 func BenchmarkHubEgressPerDC(b *testing.B) {
 	const size = 8 << 20
 	m := meshtest.New(b)
+	// Plain node-to-node traffic, as bench/RESULTS.md measured it (mutual
+	// TLS is meshtest's default; nodetls_test.go measures its cost).
+	m.MTLS = false
 	m.Gossip = *profile
 	// Peers fetch from each other over their peer listeners' mutual TLS
 	// only: every node gets one, and is admitted.

@@ -75,6 +75,9 @@ type mesh13 struct {
 func startMesh13(b *testing.B) *mesh13 {
 	b.Helper()
 	m := meshtest.New(b)
+	// Plain node-to-node traffic, as bench/RESULTS.md measured it (mutual
+	// TLS is meshtest's default; nodetls_test.go measures its cost).
+	m.MTLS = false
 	m.Gossip = *profile
 	x := &mesh13{m: m}
 	x.hub = m.Start(meshtest.Spec{Name: "hub", Role: node.RoleHub, DC: "dc-hub", Configure: tune})

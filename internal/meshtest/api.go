@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -445,6 +446,7 @@ type Member struct {
 	Role     string    `json:"role"`
 	DC       string    `json:"dc"`
 	URL      string    `json:"url"`
+	PeerURL  string    `json:"peer_url"`
 	Upstream string    `json:"upstream"`
 	State    string    `json:"state"`
 	Since    time.Time `json:"since"`
@@ -500,21 +502,42 @@ func (n *Node) NodeKey(t testing.TB) string {
 // Admit admits each node at this node (the hub) under its own key and URL,
 // on every tier. A node admitted already (the hub admits itself at its
 // first start, on the tiers it had then) is removed and admitted again,
-// so that it covers the tiers made since.
+// so that it covers the tiers made since, unless its admission says all
+// that already (as meshtest's own does under Mesh.MTLS): a removal
+// refuses the node's connections until the admission follows it, and a
+// downstream that applies its upstream's removal before the admission
+// refuses the very upstream that would bring it.
 func (n *Node) Admit(t testing.TB, nodes ...*Node) {
 	t.Helper()
 	var list struct {
-		Nodes []struct {
-			Name  string   `json:"name"`
-			Tiers []string `json:"tiers"`
-		} `json:"nodes"`
+		Nodes []catalog.Node `json:"nodes"`
 	}
 	n.AdminCall(t, http.MethodGet, "/v1/admin/nodes", nil, &list)
+	var tiers struct {
+		Tiers []catalog.Tier `json:"tiers"`
+	}
+	n.AdminCall(t, http.MethodGet, "/v1/admin/tiers", nil, &tiers)
+	covers := func(l catalog.Node, o *Node) bool {
+		if l.Key != o.NodeKey(t) || !slices.Equal(l.URLs, []string{o.URL}) {
+			return false
+		}
+		for _, tier := range tiers.Tiers {
+			if !slices.Contains(l.Tiers, tier.Name) {
+				return false
+			}
+		}
+		return true
+	}
+nodes:
 	for _, o := range nodes {
 		for _, l := range list.Nodes {
-			if l.Name == o.Name && len(l.Tiers) > 0 {
-				n.AdminCall(t, http.MethodDelete, "/v1/admin/nodes/"+o.Name, nil, nil)
+			if l.Name != o.Name || !l.Removed.IsZero() || len(l.Tiers) == 0 {
+				continue
 			}
+			if covers(l, o) {
+				continue nodes
+			}
+			n.AdminCall(t, http.MethodDelete, "/v1/admin/nodes/"+o.Name, nil, nil)
 		}
 		n.AdminCall(t, http.MethodPost, "/v1/admin/nodes",
 			map[string]any{"name": o.Name, "key": o.NodeKey(t), "urls": []string{o.URL}}, nil)
@@ -531,4 +554,24 @@ func (n *Node) ClientNodes(ctx context.Context, machineToken string) ([]ListedNo
 	}
 	err := n.Call(ctx, http.MethodGet, "/v1/client/nodes", Bearer(machineToken), nil, &out)
 	return out.Nodes, err
+}
+
+// LinkURL is the URL a downstream's link names n by, as its sync status
+// reports it: n's peer listener under Mesh.MTLS, where meshtest points
+// links there, n's URL otherwise.
+func (n *Node) LinkURL() string {
+	if n.m.MTLS && n.PeerURL != "" {
+		return n.PeerURL
+	}
+	return n.URL
+}
+
+// AsDownstream is where and how a test acting as one of n's downstreams
+// (with a sync token) reaches n: its peer listener with the harness's
+// admitted certificate under Mesh.MTLS, its URL otherwise.
+func (n *Node) AsDownstream() (base string, c *http.Client) {
+	if pc := n.m.harnessPeer(n, "/v1/sync/", ""); pc != nil {
+		return n.PeerURL, pc
+	}
+	return n.URL, &http.Client{Timeout: 2 * time.Minute}
 }

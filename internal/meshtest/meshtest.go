@@ -169,13 +169,17 @@ type Mesh struct {
 	// traffic over peer listeners (mutual TLS): every node gets one, its
 	// node key made before it starts, is admitted at the running hub and
 	// pins the nodes added before it, and links to another node's URL
-	// name its peer URL instead. New sets it from PATCHMESH_MESH_MTLS=1,
-	// so that a whole suite can be run over mutual TLS.
+	// name its peer URL instead. New sets it, unless
+	// PATCHMESH_MESH_MTLS=0 asks for a plain run (node-to-node traffic on
+	// the main listeners, as a mesh without peer listeners runs); a test
+	// that must run plain clears it before adding nodes, and says why.
 	MTLS bool
-	// harnessKey and harnessCert are the harness's own node identity
-	// under MTLS, admitted at the hub once it has started.
-	harnessKey  ed25519.PrivateKey
-	harnessCert *tls.Certificate
+	// harnessKey and harnessCert are the harness's own node identity,
+	// pinned by every node and admitted at the hub once it has started
+	// under MTLS.
+	harnessKey      ed25519.PrivateKey
+	harnessCert     *tls.Certificate
+	harnessAdmitted bool
 
 	mu    sync.Mutex
 	nodes []*Node
@@ -186,7 +190,7 @@ type Mesh struct {
 // tail of every node's log is printed.
 func New(t testing.TB) *Mesh {
 	t.Helper()
-	m := &Mesh{t: t, dir: t.TempDir(), MTLS: os.Getenv("PATCHMESH_MESH_MTLS") == "1"}
+	m := &Mesh{t: t, dir: t.TempDir(), MTLS: os.Getenv("PATCHMESH_MESH_MTLS") != "0"}
 	m.HubKeyPath = filepath.Join(m.dir, "hub.key")
 	key, _, err := federation.LoadOrCreateKey(m.HubKeyPath)
 	if err != nil {
@@ -198,6 +202,9 @@ func New(t testing.TB) *Mesh {
 		t.Fatalf("meshtest: gossip key: %v", err)
 	}
 	m.GossipKey = base64.StdEncoding.EncodeToString(gk)
+	if m.harnessKey, m.harnessCert, err = newHarnessIdentity(); err != nil {
+		t.Fatalf("meshtest: harness key: %v", err)
+	}
 	// Registered after TempDir's own cleanup, so it runs before it: the
 	// processes are gone before their directories are removed.
 	t.Cleanup(m.cleanup)

@@ -79,3 +79,31 @@ func TestGossipJoinsAndRejoinsAtSameAddress(t *testing.T) {
 	}
 	WaitFor(t, 30*time.Second, "both nodes alive again after the hub's restart", bothAlive)
 }
+
+// Over mutual TLS, each node's peer listener travels in its gossip meta:
+// the relay's view of the mesh gives the hub's peer URL, which is where
+// the relay's link reaches the hub.
+func TestPeerURLTravelsInGossip(t *testing.T) {
+	m := New(t)
+	m.Gossip = "local"
+	m.MTLS = true
+	h := m.Start(Spec{Name: "hub", Role: node.RoleHub})
+	r := m.Start(Spec{Name: "relay", Role: node.RoleRelay, Links: []Link{{Tier: "edge",
+		Upstreams: []Upstream{{URL: h.URL, Token: h.SyncToken(t, "edge", "relay")}}}}})
+	if h.PeerURL == "" || r.Config.Sync.Links[0].Upstreams[0].URL != h.PeerURL {
+		t.Fatalf("want the relay's link at the hub's peer listener %q, got %+v", h.PeerURL, r.Config.Sync.Links)
+	}
+	r.Admin(t)
+	WaitFor(t, 30*time.Second, "the hub's peer URL in the relay's view", func() error {
+		v, err := r.Topology(t.Context())
+		if err != nil {
+			return err
+		}
+		for _, n := range v.Nodes {
+			if n.Name == "hub" && n.PeerURL == h.PeerURL {
+				return nil
+			}
+		}
+		return fmt.Errorf("view %+v", v.Nodes)
+	})
+}

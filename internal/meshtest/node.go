@@ -63,6 +63,12 @@ type Spec struct {
 	// TLS between nodes, with node-to-node traffic refused elsewhere.
 	// Links to a node with one should name its PeerURL.
 	Peer bool
+	// Unadmitted, under Mesh.MTLS, leaves the node out of meshtest's
+	// admission at the hub (it still pins the nodes added before it): the
+	// test admits it itself, as in a plain run, or plays a node that was
+	// never admitted. Without an admission the node's peer certificate is
+	// refused, so it can neither sync nor fetch blobs from other nodes.
+	Unadmitted bool
 	// Configure, if set, adjusts the config after meshtest's defaults and
 	// before the file is written. A gossip.join it sets is kept; otherwise
 	// meshtest chooses it at every start (see Node.Start).
@@ -225,7 +231,7 @@ func (m *Mesh) Add(spec Spec) *Node {
 		n.PeerURL = "https://" + peerAddr
 	}
 	if m.MTLS {
-		m.mtls(t, n, &cfg)
+		m.mtls(t, n, &cfg, !spec.Unadmitted)
 	}
 	if spec.Configure != nil {
 		spec.Configure(&cfg)
@@ -493,7 +499,7 @@ func (n *Node) BlobFile(digest string) string {
 
 // mtls prepares n for a mesh run over mutual TLS (Mesh.MTLS): its node
 // key now, its admission at the hub, its pins, its links' peer URLs.
-func (m *Mesh) mtls(t testing.TB, n *Node, cfg *node.Config) {
+func (m *Mesh) mtls(t testing.TB, n *Node, cfg *node.Config, admit bool) {
 	t.Helper()
 	key, _, err := federation.LoadOrCreateNodeKey(filepath.Join(n.DataDir, "node.key"))
 	if err != nil {
@@ -502,7 +508,11 @@ func (m *Mesh) mtls(t testing.TB, n *Node, cfg *node.Config) {
 	pub := federation.FormatPublicKey(key.Public().(ed25519.PublicKey))
 	m.mu.Lock()
 	others := append([]*Node(nil), m.nodes...)
+	harness := m.harnessKey
 	m.mu.Unlock()
+	// The harness's key too: a test proxy between nodes presents it
+	// (ServeProxy).
+	cfg.Sync.PeerKeys = append(cfg.Sync.PeerKeys, federation.FormatPublicKey(harness.Public().(ed25519.PublicKey)))
 	for _, o := range others {
 		if o.mtlsKey != "" {
 			cfg.Sync.PeerKeys = append(cfg.Sync.PeerKeys, o.mtlsKey)
@@ -514,7 +524,7 @@ func (m *Mesh) mtls(t testing.TB, n *Node, cfg *node.Config) {
 				}
 			}
 		}
-		if o.Role == node.RoleHub && o.Running() && n.Role != node.RoleHub {
+		if admit && o.Role == node.RoleHub && o.Running() && n.Role != node.RoleHub {
 			o.AdminCall(t, http.MethodPost, "/v1/admin/nodes", map[string]any{"name": n.Name, "key": pub, "urls": []string{n.URL}}, nil)
 		}
 	}
@@ -557,24 +567,13 @@ func selfSignedCert(t testing.TB, dir, host string) (certFile, keyFile string) {
 // its downstreams' do.
 const harnessName = "meshtest-harness"
 
-// admitHarness admits the harness's key at hub, once per mesh, when the
-// hub has started.
+// admitHarness admits the harness's key (made by New) at hub, once per
+// mesh, when the hub has started.
 func (m *Mesh) admitHarness(t testing.TB, hub *Node) {
 	t.Helper()
 	m.mu.Lock()
-	done := m.harnessCert != nil
-	if !done {
-		_, key, err := ed25519.GenerateKey(rand.Reader)
-		if err == nil {
-			var cert tls.Certificate
-			cert, err = federation.NodeCertificate(key, harnessName, time.Now())
-			m.harnessCert, m.harnessKey = &cert, key
-		}
-		if err != nil {
-			m.mu.Unlock()
-			t.Fatalf("meshtest: harness key: %v", err)
-		}
-	}
+	done := m.harnessAdmitted
+	m.harnessAdmitted = true
 	key := m.harnessKey
 	m.mu.Unlock()
 	if done {
@@ -582,6 +581,19 @@ func (m *Mesh) admitHarness(t testing.TB, hub *Node) {
 	}
 	hub.AdminCall(t, http.MethodPost, "/v1/admin/nodes", map[string]any{"name": harnessName,
 		"key": federation.FormatPublicKey(key.Public().(ed25519.PublicKey)), "urls": []string{"http://127.0.0.1:1"}}, nil)
+}
+
+// newHarnessIdentity makes the harness's node key and certificate.
+func newHarnessIdentity() (ed25519.PrivateKey, *tls.Certificate, error) {
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	cert, err := federation.NodeCertificate(key, harnessName, time.Now())
+	if err != nil {
+		return nil, nil, err
+	}
+	return key, &cert, nil
 }
 
 // harnessPeer is the client to send a call to n's peer listener with,
@@ -595,9 +607,9 @@ func (m *Mesh) harnessPeer(n *Node, path, cred string) *http.Client {
 		return nil
 	}
 	m.mu.Lock()
-	cert := m.harnessCert
+	cert, admitted := m.harnessCert, m.harnessAdmitted
 	m.mu.Unlock()
-	if cert == nil {
+	if !admitted {
 		return nil
 	}
 	return &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{
