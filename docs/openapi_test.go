@@ -404,6 +404,10 @@ func TestOpenAPIDescribesLiveNodes(t *testing.T) {
 
 	m := meshtest.New(t)
 	m.Gossip = "local"
+	// The main listener's routes with sync tokens, the node admitted by
+	// hand below: a plain mesh. The peer listener's routes are exercised
+	// on phub's mesh, below.
+	m.MTLS = false
 	hub := m.Start(meshtest.Spec{Name: "hub", Role: node.RoleHub, Configure: func(c *node.Config) {
 		c.Sync.Endorsements = []string{federation.FormatEndorsement(endorsement)}
 	}})

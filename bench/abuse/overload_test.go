@@ -17,6 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
 	"github.com/patchmesh/patchmesh/internal/meshtest"
 	"github.com/patchmesh/patchmesh/node"
 )
@@ -66,6 +69,7 @@ func overloadNode(b *testing.B, m *meshtest.Mesh, inFlight int) {
 	}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *maxOutstanding, MaxConnsPerHost: *maxOutstanding}}
 	rssBefore := procKB(b, hub.PID(), "VmRSS")
+	heapBefore := heapInuseKB(b, hub.URL)
 
 	offset := 0
 	for b.Loop() {
@@ -76,8 +80,10 @@ func overloadNode(b *testing.B, m *meshtest.Mesh, inFlight int) {
 		peak := procKB(b, hub.PID(), "VmHWM")
 		time.Sleep(5 * time.Second)
 		after := procKB(b, hub.PID(), "VmRSS")
+		heapAfter := heapInuseKB(b, hub.URL)
 		time.Sleep(25 * time.Second)
 		later := procKB(b, hub.PID(), "VmRSS")
+		heapLater := heapInuseKB(b, hub.URL)
 
 		p := func(q float64) time.Duration { return percentile(res.admitted, q) }
 		b.ReportMetric(capacity, "capacity/s")
@@ -92,6 +98,10 @@ func overloadNode(b *testing.B, m *meshtest.Mesh, inFlight int) {
 		b.Logf("admin calls during the overload: %d answered, %d failed, p50 %v, max %v",
 			len(res.adminOK), res.adminFail, percentile(res.adminOK, 0.5), percentile(res.adminOK, 1))
 		b.Logf("node RSS: %d KiB before, peak %d KiB, %d KiB 5 s after, %d KiB 30 s after", rssBefore, peak, after, later)
+		// RSS keeps pages the Go runtime has freed but not yet returned;
+		// the heap in use says whether the node still holds the overload.
+		b.Logf("node heap in use: %d KiB before, %d KiB 5 s after, %d KiB 30 s after", heapBefore, heapAfter, heapLater)
+		b.ReportMetric(float64(heapLater-heapBefore), "heap-growth-KiB")
 		served := servedDurations(hub.Log(), offset)
 		b.Logf("in the node (access log, governor wait included): %d check-ins answered 200/404, p50 %v, p99 %v, max %v",
 			len(served), percentile(served, 0.5), percentile(served, 0.99), percentile(served, 1))
@@ -190,6 +200,32 @@ func percentile(ds []time.Duration, q float64) time.Duration {
 }
 
 // procKB reads a "Vm…: N kB" field of /proc/PID/status.
+// heapInuseKB is the node's go_memstats_heap_inuse_bytes, from its
+// /metrics, in KiB.
+func heapInuseKB(b *testing.B, base string) int {
+	req, err := http.NewRequest(http.MethodGet, base+"/metrics", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Ask for the text format expfmt's text parser reads.
+	req.Header.Set("Accept", "text/plain;version=0.0.4")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.Fatalf("scrape the node's metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		b.Fatalf("parse %s/metrics: %v", base, err)
+	}
+	f := fams["go_memstats_heap_inuse_bytes"]
+	if f == nil || len(f.GetMetric()) == 0 {
+		b.Fatalf("no go_memstats_heap_inuse_bytes in %s/metrics (status %d)", base, resp.StatusCode)
+	}
+	return int(f.GetMetric()[0].GetGauge().GetValue() / 1024)
+}
+
 func procKB(b *testing.B, pid int, field string) int {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
