@@ -102,15 +102,28 @@ func (s *Store) AdmitNode(ctx context.Context, n catalog.Node) (out catalog.Node
 	n.Removed = time.Time{}
 	n.URLs = slices.Clone(n.URLs)
 	err = s.change(ctx, func(c *changeTx) error {
-		var live int
-		if err := c.tx.QueryRowContext(ctx,
-			`SELECT COUNT(*) FROM node_admissions WHERE name = $1 AND removed_us IS NULL`, n.Name).Scan(&live); err != nil {
+		live, err := admissions(ctx, c.tx, `a.name = $1 AND a.removed_us IS NULL`, n.Name)
+		if err != nil {
 			return err
 		}
-		if live > 0 {
-			return fmt.Errorf("node %q is admitted already; remove it first: %w", n.Name, catalog.ErrConflict)
+		// The same node (key and URLs) admitted again is admitted on the
+		// tiers it lacks, and nothing is removed: a removal followed by a
+		// new admission would let a downstream that applied only the first
+		// refuse that node's certificate, the only node that could bring it
+		// the second.
+		have := map[string]bool{}
+		for _, a := range live {
+			if a.Node.KeyID != n.KeyID || !slices.Equal(a.Node.URLs, n.URLs) {
+				return fmt.Errorf("node %q is admitted already under another key or URLs; remove it first: %w", n.Name, catalog.ErrConflict)
+			}
+			have[a.Node.Tiers[0]] = true
 		}
+		added := 0
 		for _, t := range n.Tiers {
+			if have[t] {
+				continue
+			}
+			added++
 			if _, err := tier(ctx, c.tx, t); err != nil {
 				return err
 			}
@@ -121,6 +134,9 @@ func (s *Store) AdmitNode(ctx context.Context, n catalog.Node) (out catalog.Node
 			if err := putAdmission(ctx, c.tx, t, n, record, sig); err != nil {
 				return err
 			}
+		}
+		if added == 0 {
+			return fmt.Errorf("node %q is admitted already on every tier it names: %w", n.Name, catalog.ErrConflict)
 		}
 		return nil
 	})

@@ -43,6 +43,7 @@ func RunSync(t *testing.T, open OpenSync) {
 		{"ApplySyncedTokensIdempotent", testApplySyncedTokensIdempotent},
 		{"ApplySyncedTokenRefusalsChangeNothing", testApplySyncedTokenRefusals},
 		{"NodeAdmissionsSealedPerTier", testSealNodes},
+		{"NodeAdmissionExtendedToNewTiers", testExtendNode},
 		{"NodeAdmissionsUnsealedOffTheHub", testNodesUnsealed},
 		{"ApplySyncedNodesAdmitAndRemove", testApplySyncedNodes},
 		{"ApplySyncedNodeRefusalsChangeNothing", testApplySyncedNodeRefusals},

@@ -105,8 +105,16 @@ func testSealNodes(t *testing.T, open OpenSync) {
 
 	// Refusals change nothing.
 	h := head(t, hub)
-	_, err = hub.AdmitNode(ctx, testNode("edge-a1", "stable"))
-	wantErr(t, "AdmitNode of an admitted name", err, catalog.ErrConflict)
+	_, err = hub.AdmitNode(ctx, testNode("edge-a1", "edge", "beta"))
+	wantErr(t, "AdmitNode of a node admitted on every tier it names", err, catalog.ErrConflict)
+	other := testNode("edge-a1", "stable")
+	other.Key, other.KeyID = "ed25519:"+strings.Repeat("B", 42)+"E", "fedcba9876543210"
+	_, err = hub.AdmitNode(ctx, other)
+	wantErr(t, "AdmitNode of an admitted name under another key", err, catalog.ErrConflict)
+	moved := testNode("edge-a1", "stable")
+	moved.URLs = []string{"https://elsewhere.example:8443"}
+	_, err = hub.AdmitNode(ctx, moved)
+	wantErr(t, "AdmitNode of an admitted name at other URLs", err, catalog.ErrConflict)
 	_, err = hub.AdmitNode(ctx, testNode("edge-a2", "edge", "no-such-tier"))
 	wantErr(t, "AdmitNode on a missing tier", err, catalog.ErrNotFound)
 	for name, n := range map[string]catalog.Node{
@@ -159,6 +167,29 @@ func testSealNodes(t *testing.T, open OpenSync) {
 	as := wantAdmitted(t, hub, "stable", []string{"edge-a1"}, [][]byte{stable[0].Record})
 	if as[0].Node.Key != again.Key || as[0].Node.KeyID != again.KeyID {
 		t.Errorf("re-admission: want the new key, got %+v", as[0].Node)
+	}
+}
+
+// testExtendNode: admitting a node again under the same key and URLs
+// admits it on the tiers it lacks and signs nothing else: no removal, which
+// a downstream could apply alone and then refuse the node.
+func testExtendNode(t *testing.T, open OpenSync) {
+	ctx := t.Context()
+	hub := open(t, &testSealer{}, nil)
+	if _, err := hub.AdmitNode(ctx, testNode("edge-a1", "edge")); err != nil {
+		t.Fatalf("AdmitNode: %v", err)
+	}
+	h := head(t, hub)
+	if _, err := hub.AdmitNode(ctx, testNode("edge-a1", "edge", "stable")); err != nil {
+		t.Fatalf("AdmitNode of the same node on one more tier: %v", err)
+	}
+	es := eventsAfter(t, hub, h)
+	if len(es) != 1 || es[0].Type != catalog.EventNodeAdmitted || es[0].Tier != "stable" {
+		t.Fatalf("extending an admission: want one node.admitted on stable, got %+v", es)
+	}
+	ns := nodesOf(t, hub)
+	if len(ns) != 1 || strings.Join(ns[0].Tiers, ",") != "stable,edge" && strings.Join(ns[0].Tiers, ",") != "edge,stable" || !ns[0].Removed.IsZero() {
+		t.Errorf("Nodes after the extension: want edge-a1 live on edge and stable, got %+v", ns)
 	}
 }
 
