@@ -30,6 +30,9 @@ func (c Config) validateGossip() []error {
 	if !slices.Contains(gossipProfiles, g.Profile) {
 		bad("gossip.profile", "must be local, lan or wan, got %q", g.Profile)
 	}
+	if g.Compression != "" && g.Compression != "on" && g.Compression != "off" {
+		bad("gossip.compression", "must be on or off (empty: the profile's), got %q", g.Compression)
+	}
 	if g.Bind == "" {
 		if len(g.Join) > 0 {
 			bad("gossip.join", "needs gossip.bind: a node joins the mesh only with gossip on")
@@ -169,6 +172,7 @@ func (n *Node) startGossip(ctx context.Context) error {
 		GossipInterval:   n.cfg.Gossip.GossipInterval,
 		PushPullInterval: n.cfg.Gossip.PushPullInterval,
 		SuspicionMult:    n.cfg.Gossip.SuspicionMult,
+		Compression:      n.cfg.Gossip.Compression,
 		Keys:             keys,
 		Meta:             g.meta,
 		OnChange:         g.onChange,
