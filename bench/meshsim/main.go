@@ -212,6 +212,9 @@ func run(ctx context.Context, c config, out io.Writer) (*results, error) {
 			return r, err
 		}
 	}
+	if err := m.reportPools(r); err != nil {
+		return r, err
+	}
 	return r, nil
 }
 
