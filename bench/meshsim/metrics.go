@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"time"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -21,8 +22,19 @@ type counts struct {
 // readCounts scrapes the node's /metrics through its handler, in process:
 // no socket, so the scrape adds nothing to the bytes on the wire.
 func (sn *simNode) readCounts() (counts, error) {
-	rec := httptest.NewRecorder()
-	sn.n.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	// A starved node's collectors that read the store (rollouts) can miss
+	// their deadline and fail the scrape: try a few times.
+	var rec *httptest.ResponseRecorder
+	for try := range 3 {
+		if try > 0 {
+			time.Sleep(time.Second)
+		}
+		rec = httptest.NewRecorder()
+		sn.n.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+		if rec.Code == http.StatusOK {
+			break
+		}
+	}
 	if rec.Code != http.StatusOK {
 		return counts{}, fmt.Errorf("%s: GET /metrics: status %d", sn.spec.Name, rec.Code)
 	}
