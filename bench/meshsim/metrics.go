@@ -87,13 +87,17 @@ func (m *mesh) reportPools(r *results) error {
 		worstName              string
 	}
 	by := map[string]*agg{}
+	skipped := 0
 	for _, sn := range m.nodes {
 		if sn == nil || sn.n == nil {
 			continue
 		}
 		c, err := sn.readCounts()
 		if err != nil {
-			return err
+			// A node the kill or failover measures crashed has its store
+			// closed: its scrape fails, and it is left out.
+			skipped++
+			continue
 		}
 		a := by[sn.spec.Role]
 		if a == nil {
@@ -119,6 +123,9 @@ func (m *mesh) reportPools(r *results) error {
 		}
 		r.printf("store pool, %s (%d nodes): %d waited for a connection, %.0f waits, %.2f s in all; worst %s %.0f waits %.2f s; in use now max %.0f of %.0f",
 			role, a.nodes, a.waiting, a.waits, a.secs, a.worstName, a.worstN, a.worst, a.inUse, a.maxOpen)
+	}
+	if skipped > 0 {
+		r.printf("store pool: %d nodes left out (crashed by the measurements, or their scrape failed)", skipped)
 	}
 	return nil
 }
