@@ -438,6 +438,13 @@ type GossipConfig struct {
 	GossipInterval   time.Duration `yaml:"gossip_interval"`
 	PushPullInterval time.Duration `yaml:"push_pull_interval"`
 	SuspicionMult    int           `yaml:"suspicion_mult"`
+	// Compression turns memberlist's LZW compression of gossip packets on
+	// or off; empty keeps the profile's: off for local and lan, on for wan.
+	// Compressing every packet of a few hundred bytes was 12% of the CPU
+	// of a 100-node start (bench/RESULTS.md, issue 15); on a LAN the bytes
+	// it saves are cheaper than that. Members with different settings
+	// understand each other.
+	Compression string `yaml:"compression"`
 }
 
 // WebhooksConfig tunes the delivery of events to the webhooks added with

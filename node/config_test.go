@@ -335,6 +335,7 @@ func TestValidateRejects(t *testing.T) {
 			c.Store.Driver, c.Store.DSN, c.Store.MinConns = DriverPostgres, "postgres://h/db", 20
 		}, "store.min_conns"},
 		{"unknown blobs", func(c *Config) { c.Blobs.Driver = "s4" }, "blobs.driver"},
+		{"unknown gossip compression", func(c *Config) { c.Gossip.Compression = "lzw" }, "gossip.compression"},
 		{"postgres blobs on sqlite", func(c *Config) { c.Blobs.Driver = DriverPostgres }, "needs store.driver postgres"},
 		{"tiny chunks", func(c *Config) {
 			c.Store.Driver, c.Store.DSN, c.Blobs.Driver, c.Blobs.ChunkSize = DriverPostgres, "postgres://h/db", DriverPostgres, 10

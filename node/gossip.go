@@ -31,6 +31,9 @@ func (c Config) validateGossip() []error {
 	if !slices.Contains(gossipProfiles, g.Profile) {
 		bad("gossip.profile", "must be local, lan or wan, got %q", g.Profile)
 	}
+	if g.Compression != "" && g.Compression != "on" && g.Compression != "off" {
+		bad("gossip.compression", "must be on or off (empty: the profile's), got %q", g.Compression)
+	}
 	if g.Bind == "" {
 		if len(g.Join) > 0 {
 			bad("gossip.join", "needs gossip.bind: a node joins the mesh only with gossip on")
@@ -172,6 +175,7 @@ func (n *Node) startGossip(ctx context.Context) error {
 		GossipInterval:   n.cfg.Gossip.GossipInterval,
 		PushPullInterval: n.cfg.Gossip.PushPullInterval,
 		SuspicionMult:    n.cfg.Gossip.SuspicionMult,
+		Compression:      n.cfg.Gossip.Compression,
 		Keys:             keys,
 		Meta:             g.meta,
 		OnChange:         g.onChange,
@@ -278,6 +282,15 @@ func (g *gossip) served() []string {
 // refresh reads the figures meta advertises from the store and the
 // puller, and reports whether any moved.
 func (g *gossip) refresh(ctx context.Context) error {
+	if err := g.refreshStore(ctx); err != nil {
+		return err
+	}
+	g.refreshSync()
+	return nil
+}
+
+// refreshStore reads the head and the tiers from the store.
+func (g *gossip) refreshStore(ctx context.Context) error {
 	h, err := g.n.store.Head(ctx)
 	if err != nil {
 		return fmt.Errorf("read head: %w", err)
@@ -290,6 +303,15 @@ func (g *gossip) refresh(ctx context.Context) error {
 	for i, t := range ts {
 		names[i] = t.Name
 	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.changed = g.changed || h != g.head || !slices.Equal(names, g.tiers)
+	g.head, g.tiers = h, names
+	return nil
+}
+
+// refreshSync reads the synced and lag figures from the puller's memory.
+func (g *gossip) refreshSync() {
 	var synced, lag int64
 	if g.n.puller != nil {
 		for _, s := range g.n.puller.Status() {
@@ -299,9 +321,8 @@ func (g *gossip) refresh(ctx context.Context) error {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.changed = g.changed || h != g.head || synced != g.synced || lag != g.lag || !slices.Equal(names, g.tiers)
-	g.head, g.synced, g.lag, g.tiers = h, synced, lag, names
-	return nil
+	g.changed = g.changed || synced != g.synced || lag != g.lag
+	g.synced, g.lag = synced, lag
 }
 
 // onChange hands another member's change to the sync policy.
@@ -344,16 +365,47 @@ func asFederationMember(m topology.Member) federation.Member {
 		Head: m.Head, Alive: m.State == topology.Alive, Self: m.Self}
 }
 
+// Bounds of watch's work. The store is read again only when it was
+// written (its change generation moved) and at least every metaRecheck;
+// the members' peer listeners are looked up again only when gossip reported
+// a member change and at least every metaRecheck (answers and misses
+// expire: see peerResolver). Before, both ran every second on every node:
+// two store reads a second per node, and a walk of every member, n² a
+// second across the mesh.
+const (
+	// metaRecheck bounds how long a change no notification reported (a
+	// member whose peer lookup failed, a store read that failed) can go
+	// unseen.
+	metaRecheck = 10 * time.Second
+	// metaGap spaces the refreshes a burst of commits (a sync round
+	// commits batch by batch) would wake; it matches topology's own
+	// spacing of meta broadcasts.
+	metaGap = 50 * time.Millisecond
+)
+
 // watch keeps the advertised head, synced and lag figures current and
-// rebroadcasts them when they move, until ctx ends.
+// rebroadcasts them when they move, until ctx ends. It wakes on the
+// node's change notification (a commit that grew the log, which is also
+// how the puller reports progress) and once a second for the puller's
+// lag, which moves with upstream heartbeats; that second costs no store
+// read unless the store was written.
 func (g *gossip) watch(ctx context.Context) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	for {
+	var gen uint64
+	var storeAt time.Time
+	for first := true; ; first = false {
 		wake := g.n.changes.Wait()
-		if err := g.refresh(ctx); err != nil && ctx.Err() == nil {
-			g.n.log.Warn("gossip_meta_refresh_failed", "error", err.Error())
+		now := time.Now()
+		// Generation is read before the store, so that a write committed
+		// during the read is read again next time.
+		if k := g.n.changes.Generation(); first || k != gen || now.Sub(storeAt) >= metaRecheck {
+			gen, storeAt = k, now
+			if err := g.refreshStore(ctx); err != nil && ctx.Err() == nil {
+				g.n.log.Warn("gossip_meta_refresh_failed", "error", err.Error())
+			}
 		}
+		g.refreshSync()
 		moved := g.upstreamsMoved()
 		g.mu.Lock()
 		changed := g.changed || moved
@@ -367,6 +419,11 @@ func (g *gossip) watch(ctx context.Context) {
 			return
 		case <-wake:
 		case <-tick.C:
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(metaGap):
 		}
 	}
 }

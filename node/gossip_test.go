@@ -7,11 +7,14 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/patchmesh/patchmesh/api"
+	"github.com/patchmesh/patchmesh/blob"
+	"github.com/patchmesh/patchmesh/catalog"
 	"github.com/patchmesh/patchmesh/topology"
 )
 
@@ -153,5 +156,44 @@ func TestDefaultNamesDifferAndADuplicateIsRefused(t *testing.T) {
 	}
 	if !errors.Is(err, topology.ErrNameConflict) || !strings.Contains(err.Error(), aCfg.Gossip.Bind) {
 		t.Fatalf("a node named like a member: want ErrNameConflict naming %s, got %v", aCfg.Gossip.Bind, err)
+	}
+}
+
+// The head a node advertises follows a write to its store within a moment,
+// woken by the store's change notification: well inside metaRecheck, the
+// bound on how long the meta may go without a store read.
+func TestGossipHeadFollowsTheStore(t *testing.T) {
+	key, err := topology.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t)
+	cfg.Node.Name = "hub-1"
+	cfg.Gossip.Bind, cfg.Gossip.Profile = freeGossipAddr(t, "127.0.0.1"), "local"
+	cfg.Gossip.Keys = []string{base64.StdEncoding.EncodeToString(key)}
+	hub := startNode(t, cfg)
+	head := func() int64 {
+		m, _ := hub.node.gossip.topo.Member("hub-1")
+		return m.Head
+	}
+	want, err := hub.node.store.Head(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !waitFor(func() bool { return head() == want }, 5*time.Second) {
+		t.Fatalf("before any write: want advertised head %d, got %d", want, head())
+	}
+	for i := range 3 {
+		d := blob.FromBytes([]byte{byte(i)})
+		if _, err := hub.node.store.AddPatch(t.Context(), catalog.Patch{Digest: string(d), Kernel: "5.15.0-107.117-generic",
+			Arch: "x86_64", Version: "1." + strconv.Itoa(i), Size: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if want, err = hub.node.store.Head(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if !waitFor(func() bool { return head() == want }, metaRecheck/2) {
+			t.Fatalf("patch %d: want advertised head %d within %v, got %d", i, want, metaRecheck/2, head())
+		}
 	}
 }

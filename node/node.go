@@ -188,6 +188,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 	if err := n.openStore(ctx, metrics, o.now); err != nil {
 		return nil, err
 	}
+	// The store's connection pool: waits for a connection (all in use)
+	// are the first sign of a store that cannot keep up with the node's
+	// requests (issue 15: relays' reads outwaiting their clients).
+	reg.MustRegister(collectors.NewDBStatsCollector(n.store.DB(), "patchmesh"))
 	if err := n.openBlobs(ctx); err != nil {
 		return nil, err
 	}

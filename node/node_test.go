@@ -480,6 +480,7 @@ func TestNodeExportsMetrics(t *testing.T) {
 		`patchmesh_store_query_duration_seconds_count{op="Tiers"`,
 		"go_goroutines",
 		"process_open_fds",
+		`go_sql_wait_count_total{db_name="patchmesh"}`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics: want %s, missing from:\n%.2000s", want, body)

@@ -266,13 +266,35 @@ func (n *Node) newPeerServer() {
 }
 
 // watchPins keeps the pins current with the store, and cuts the peer
-// connections of a key whose admission was removed, until ctx ends.
+// connections of a key whose admission was removed, until ctx ends. It
+// reads the store only when the store was written since the last read
+// (its change generation moved: every admission and removal bumps it, and
+// so does a revocation made outside a transaction, see store.Changes) and
+// at least every metaRecheck; the second's tick only checks the
+// generation. Reading every second on every node was 4% of the CPU of a
+// 100-node start (bench/RESULTS.md, issue 15).
 func (n *Node) watchPins(ctx context.Context) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	for {
+	var gen uint64
+	var readAt time.Time
+	for first := true; ; first = false {
 		wake := n.changes.Wait()
+		k := n.changes.Generation()
+		if !first && k == gen && time.Since(readAt) < metaRecheck {
+			select {
+			case <-ctx.Done():
+				return
+			case <-wake:
+			case <-tick.C:
+			}
+			continue
+		}
+		gen, readAt = k, time.Now()
 		grew, err := n.refreshPins(ctx)
+		if err != nil {
+			gen = k - 1 // read again at the next tick
+		}
 		switch {
 		case err != nil && ctx.Err() == nil:
 			n.log.Warn("peer_pins_refresh_failed", "error", err.Error())

@@ -451,6 +451,7 @@ func TestStartRefuses(t *testing.T) {
 		{"key of 20 bytes", func(c *Config) { c.Keys = [][]byte{make([]byte, 20)} }, nil},
 		{"no name", func(c *Config) { c.Name = "" }, nil},
 		{"unknown profile", func(c *Config) { c.Profile = "moon" }, nil},
+		{"unknown compression", func(c *Config) { c.Compression = "lzw" }, nil},
 		{"meta over the limit", func(c *Config) {
 			c.Meta = func() Meta { return Meta{Tiers: manyTiers(100)} }
 		}, ErrMetaTooLarge},
@@ -467,6 +468,51 @@ func TestStartRefuses(t *testing.T) {
 			if tc.want != nil && !errors.Is(err, tc.want) {
 				t.Errorf("want %v, got %v", tc.want, err)
 			}
+		})
+	}
+}
+
+func TestCompressionFollowsProfileUnlessSet(t *testing.T) {
+	k := [][]byte{key(t)}
+	tests := []struct {
+		profile, compression string
+		want                 bool
+	}{
+		{"local", "", false}, {"lan", "", false}, {"", "", false}, {"wan", "", true},
+		{"lan", "on", true}, {"wan", "off", false}, {"local", "on", true},
+	}
+	for _, tc := range tests {
+		mc, err := memberlistConfig(Config{Name: "n", Keys: k, Profile: tc.profile, Compression: tc.compression})
+		if err != nil {
+			t.Fatalf("profile %q compression %q: %v", tc.profile, tc.compression, err)
+		}
+		if mc.EnableCompression != tc.want {
+			t.Errorf("profile %q compression %q: EnableCompression %v, want %v",
+				tc.profile, tc.compression, mc.EnableCompression, tc.want)
+		}
+	}
+}
+
+// Members that compress and members that do not still read each other:
+// memberlist decompresses whatever it receives.
+func TestMixedCompressionSharesMeta(t *testing.T) {
+	k := [][]byte{key(t)}
+	on := fast(t, "on", k)
+	on.Compression = "on"
+	on.Meta = func() Meta { return Meta{Role: "hub", API: "http://on.test", Tiers: manyTiers(8)} }
+	a := start(t, on)
+	off := fast(t, "off", k, a.LocalAddr())
+	off.Compression = "off"
+	off.Meta = func() Meta { return Meta{Role: "edge", API: "http://off.test", Tiers: manyTiers(8)} }
+	b := start(t, off)
+	for _, top := range []*Topology{a, b} {
+		waitFor(t, 10*time.Second, "both alive with their metas", func() (bool, string) {
+			if ok, got := seesAlive(top, "off", "on"); !ok {
+				return false, got
+			}
+			m1, _ := top.Member("on")
+			m2, _ := top.Member("off")
+			return m1.API == "http://on.test" && m2.API == "http://off.test" && len(m2.Tiers) == 8, summary(top.Members())
 		})
 	}
 }

@@ -45,16 +45,18 @@ type config struct {
 	httpPort   int
 	gossipPort int
 	profile    string
-	parallel   int
-	within     time.Duration
-	timeout    time.Duration
-	settle     time.Duration
-	idle       time.Duration
-	patches    int
-	patchSize  int
-	poll       time.Duration
-	measure    map[string]bool
-	logFile    string
+	// compression is gossip.compression: on, off or "" (the profile's).
+	compression string
+	parallel    int
+	within      time.Duration
+	timeout     time.Duration
+	settle      time.Duration
+	idle        time.Duration
+	patches     int
+	patchSize   int
+	poll        time.Duration
+	measure     map[string]bool
+	logFile     string
 	// startProfile, if set, is where a CPU profile of the start goes.
 	startProfile string
 	// configure, if set, adjusts every node's config last (tests).
@@ -82,6 +84,7 @@ func main() {
 	flag.IntVar(&c.httpPort, "http-port", 8080, "every node's HTTP port (on its own address)")
 	flag.IntVar(&c.gossipPort, "gossip-port", 7946, "every node's gossip port (on its own address)")
 	flag.StringVar(&c.profile, "profile", "lan", "gossip profile: local, lan or wan")
+	flag.StringVar(&c.compression, "compression", "", "gossip packet compression: on, off, or empty for the profile's")
 	flag.IntVar(&c.parallel, "parallel", 8, "nodes started at once")
 	flag.DurationVar(&c.within, "within", 2*time.Minute, "bound on any one wait")
 	flag.DurationVar(&c.timeout, "timeout", 30*time.Minute, "bound on the whole run")
@@ -151,7 +154,7 @@ func run(ctx context.Context, c config, out io.Writer) (*results, error) {
 		}
 	}()
 	r := &results{w: out}
-	r.printf("meshsim: %d nodes (%s), gossip profile %s, data under %s, GOMAXPROCS %d", len(s), describe(s), c.profile, m.dir, gomaxprocs())
+	r.printf("meshsim: %d nodes (%s), gossip profile %s (compression %q), data under %s, GOMAXPROCS %d", len(s), describe(s), c.profile, c.compression, m.dir, gomaxprocs())
 	before, err := readMemory()
 	if err != nil {
 		return nil, err
@@ -211,6 +214,9 @@ func run(ctx context.Context, c config, out io.Writer) (*results, error) {
 		if err := m.measureFailover(ctx, r); err != nil {
 			return r, err
 		}
+	}
+	if err := m.reportPools(r); err != nil {
+		return r, err
 	}
 	return r, nil
 }
