@@ -522,8 +522,10 @@ func TestOpenAPIDescribesLiveNodes(t *testing.T) {
 		body: map[string]any{"name": "hub", "key": hub.NodeKey(t), "urls": []string{hub.URL}}})
 	ck.do(call{node: hub, method: "POST", path: "/v1/admin/nodes", cred: admin, want: 201,
 		body: map[string]any{"name": "edge", "key": edge.NodeKey(t), "urls": []string{edge.URL}, "tiers": []string{"stable"}}})
+	// Admitted again on no new tier: a conflict (on a new tier it would
+	// extend the admission).
 	ck.do(call{node: hub, method: "POST", path: "/v1/admin/nodes", cred: admin, want: 409,
-		body: map[string]any{"name": "edge", "key": edge.NodeKey(t), "urls": []string{edge.URL}}})
+		body: map[string]any{"name": "edge", "key": edge.NodeKey(t), "urls": []string{edge.URL}, "tiers": []string{"stable"}}})
 	ck.do(call{node: edge, method: "POST", path: "/v1/admin/nodes", cred: edgeAdmin, want: 409,
 		body: map[string]any{"name": "edge", "key": edge.NodeKey(t), "urls": []string{edge.URL}}})
 	ck.do(call{node: hub, method: "GET", path: "/v1/admin/nodes", cred: admin, want: 200})
