@@ -547,7 +547,10 @@
     active: ['▶', 'active'], halted: ['‖', 'halted'], completed: ['✓', 'completed'], aborted: ['✕', 'aborted'],
   };
   // Rollouts the reader folded, by ID: the panel is drawn anew each
-  // second and keeps them folded.
+  // second and keeps them folded. Read from the page just before each
+  // redraw, not from "toggle" events: those fire a task later, so a view
+  // arriving between a fold and its event would redraw the rollout open
+  // and the new box's own event would then forget the fold.
   const folded = new Set();
 
   // renderRollouts shows the view's rollouts (GET /v1/admin/rollouts, as
@@ -575,12 +578,14 @@
     if (!ros.length) note.textContent = 'No live rollout, and none finished in the last day.';
     const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.rolloutSummary : '';
     const viewAt = Date.parse(v.time);
+    for (const box of list.querySelectorAll('details[data-rollout]')) {
+      if (box.open) folded.delete(box.dataset.rollout); else folded.add(box.dataset.rollout);
+    }
     list.replaceChildren();
     for (const r of ros) {
       const [icon, word] = ROLLOUT_STATE[r.state] || ['?', r.state];
       const box = el('details', { class: 'rollout rollout-' + r.state, 'data-rollout': r.id, 'data-state': r.state });
       if (!folded.has(r.id)) box.open = true;
-      box.addEventListener('toggle', () => { if (box.open) folded.delete(r.id); else folded.add(r.id); });
       const open = (r.opened || []).length;
       const sum = el('summary', { 'data-rollout-summary': r.id });
       sum.append(el('span', { class: 'rollout-title' }, r.version + ' on tier ' + r.tier));
