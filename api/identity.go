@@ -36,7 +36,7 @@ const kindCredential = "credential"
 func (s *server) nodeAdminRoutes(a *mux.Router) {
 	a.Handle("/nodes/join-tokens", methods{http.MethodGet: s.asAdmin(s.atHub(s.listJoinTokens)), http.MethodPost: s.asAdmin(s.atHub(s.addJoinToken))})
 	a.Handle("/nodes", methods{http.MethodGet: s.asAdmin(s.listNodes), http.MethodPost: s.asAdmin(s.atHub(s.admitNode))})
-	a.Handle("/nodes/{name}", methods{http.MethodDelete: s.asAdmin(s.atHub(s.removeNode))})
+	a.Handle("/nodes/{name}", methods{http.MethodDelete: s.asAdmin(s.atHub(s.removeNode)), http.MethodPatch: s.asAdmin(s.atHub(s.updateNode))})
 }
 
 func (s *server) identityRoutes(c *mux.Router) {
@@ -110,14 +110,8 @@ func (s *server) admit(r *http.Request, n catalog.Node) (catalog.Node, error) {
 			n.Tiers = append(n.Tiers, t.Name)
 		}
 	}
-	for i, name := range n.Tiers {
-		field := fmt.Sprintf("tiers[%d]", i)
-		if err := catalog.ValidName(field, name); err != nil {
-			return n, err
-		}
-		if !slices.ContainsFunc(tiers, func(t catalog.Tier) bool { return t.Name == name }) {
-			return n, invalid(field, "no tier named %q", name)
-		}
+	if err := checkTierNames(tiers, n.Tiers); err != nil {
+		return n, err
 	}
 	if err := n.Validate(); err != nil {
 		return n, err
@@ -127,6 +121,87 @@ func (s *server) admit(r *http.Request, n catalog.Node) (catalog.Node, error) {
 		return n, invalid("tiers", "a tier it names no longer exists")
 	}
 	return n, err
+}
+
+// updateNode moves a live admission to new URLs, or onto more tiers, the
+// hub signing a fresh admission per tier and no removal: the way to
+// change where a node is reached without a window in which its
+// downstreams refuse it. What the body leaves out stays as it was. The
+// key is not changed here: a node's direct downstreams trust it by key,
+// and would refuse it under a new one before the record telling them of
+// it could arrive from it (a compromised key is removed instead).
+func (s *server) updateNode(w http.ResponseWriter, r *http.Request, user string) error {
+	name, err := pathVar(r, "name", func(n string) error { return catalog.ValidNodeName("name", n) })
+	if err != nil {
+		return err
+	}
+	var req struct {
+		URLs  []string `json:"urls"`
+		Tiers []string `json:"tiers"`
+	}
+	if err := s.decode(w, r, &req); err != nil {
+		return err
+	}
+	nodes, err := s.store.Nodes(r.Context())
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(nodes, func(n catalog.Node) bool { return n.Name == name && n.Removed.IsZero() })
+	if i < 0 {
+		return notFound("no admitted node " + name)
+	}
+	was := nodes[i]
+	n := catalog.Node{Name: name, Key: was.Key, KeyID: was.KeyID, URLs: was.URLs, Tiers: was.Tiers,
+		Admitted: s.now().UTC().Truncate(time.Microsecond)}
+	if req.URLs != nil {
+		n.URLs = req.URLs
+	}
+	if req.Tiers != nil {
+		if len(req.Tiers) == 0 {
+			return invalid("tiers", "must name at least one tier when given (a node leaves a tier only by removal)")
+		}
+		if err := s.checkTiers(r, req.Tiers); err != nil {
+			return err
+		}
+		n.Tiers = req.Tiers
+	}
+	if err := n.Validate(); err != nil {
+		return err
+	}
+	n, err = s.store.UpdateNode(r.Context(), n)
+	switch {
+	case errors.Is(err, catalog.ErrNotFound):
+		return notFound("no admitted node " + name + ", or a tier it names no longer exists")
+	case err != nil:
+		return err
+	}
+	s.securityEvent(r, auth.EventNodeUpdated, slog.String("node", n.Name), slog.String("key_id", n.KeyID),
+		slog.String("urls", strings.Join(n.URLs, ",")), slog.String("was_urls", strings.Join(was.URLs, ",")),
+		slog.String("tiers", strings.Join(n.Tiers, ",")), slog.String("user", user))
+	writeJSON(w, http.StatusOK, n)
+	return nil
+}
+
+// checkTiers checks that each of names is a tier of this node.
+func (s *server) checkTiers(r *http.Request, names []string) error {
+	tiers, err := s.store.Tiers(r.Context())
+	if err != nil {
+		return err
+	}
+	return checkTierNames(tiers, names)
+}
+
+func checkTierNames(tiers []catalog.Tier, names []string) error {
+	for i, name := range names {
+		field := fmt.Sprintf("tiers[%d]", i)
+		if err := catalog.ValidName(field, name); err != nil {
+			return err
+		}
+		if !slices.ContainsFunc(tiers, func(t catalog.Tier) bool { return t.Name == name }) {
+			return invalid(field, "no tier named %q", name)
+		}
+	}
+	return nil
 }
 
 func (s *server) removeNode(w http.ResponseWriter, r *http.Request, user string) error {

@@ -275,3 +275,63 @@ func TestRegisterWithAnAuthTokenReturnsACredential(t *testing.T) {
 		t.Errorf("no credential at all: %d, want 401", r.StatusCode)
 	}
 }
+
+// TestAdminNodeUpdate moves an admitted node to new URLs and onto a new
+// tier: the roster then serves the hub's fresh admissions with them, and
+// refusals (a new key among them) change nothing.
+func TestAdminNodeUpdate(t *testing.T) {
+	self, edge := newNodeKey(t), newNodeKey(t)
+	e, v := hubEnv(t, self)
+	key := federation.FormatPublicKey(pubOf(edge))
+	e.want(e.request(http.MethodPost, "/v1/admin/nodes", e.admin,
+		map[string]any{"name": "edge-a1", "key": key, "urls": []string{"https://a.example"}, "tiers": []string{"edge"}}),
+		http.StatusCreated, nil)
+
+	before := e.snapshot()
+	for _, tc := range []struct {
+		name, path string
+		body       any
+		status     int
+		field      string
+	}{
+		{"a name never admitted", "/v1/admin/nodes/edge-a9", map[string]any{"urls": []string{"https://b.example"}}, http.StatusNotFound, ""},
+		{"nothing changed", "/v1/admin/nodes/edge-a1", map[string]any{"urls": []string{"https://a.example"}}, http.StatusConflict, ""},
+		{"a URL with credentials", "/v1/admin/nodes/edge-a1", map[string]any{"urls": []string{"https://u:p@a.example"}}, http.StatusBadRequest, "urls[0]"},
+		{"an unknown tier", "/v1/admin/nodes/edge-a1", map[string]any{"tiers": []string{"nope"}}, http.StatusBadRequest, "tiers[0]"},
+		{"no tier", "/v1/admin/nodes/edge-a1", map[string]any{"tiers": []string{}}, http.StatusBadRequest, "tiers"},
+		{"a new key", "/v1/admin/nodes/edge-a1", map[string]any{"key": federation.FormatPublicKey(pubOf(newNodeKey(t)))}, http.StatusBadRequest, ""},
+	} {
+		r := e.request(http.MethodPatch, tc.path, e.admin, tc.body)
+		if r.StatusCode != tc.status || tc.field != "" && r.errField() != tc.field {
+			t.Errorf("update with %s: %d %s, want %d on field %q", tc.name, r.StatusCode, r.body, tc.status, tc.field)
+		}
+	}
+	e.unchanged("refused updates", before)
+	if r := e.request(http.MethodPatch, "/v1/admin/nodes/edge-a1", "", map[string]any{"urls": []string{"https://b.example"}}); r.StatusCode != http.StatusUnauthorized {
+		t.Errorf("update without a login: %d, want 401", r.StatusCode)
+	}
+
+	var n catalog.Node
+	e.want(e.request(http.MethodPatch, "/v1/admin/nodes/edge-a1", e.admin, map[string]any{
+		"urls": []string{"https://b.example"}, "tiers": []string{"beta"}}), http.StatusOK, &n)
+	if n.KeyID != federation.KeyID(pubOf(edge)) || !slices.Equal(n.URLs, []string{"https://b.example"}) || !slices.Equal(n.Tiers, []string{"edge", "beta"}) {
+		t.Errorf("updated node: %+v", n)
+	}
+	for _, tier := range []string{"edge", "beta"} {
+		var roster nodesAnswer
+		e.want(e.request(http.MethodGet, "/v1/client/roster?tier="+tier, "", nil), http.StatusOK, &roster)
+		if len(roster.Nodes) != 1 || roster.Nodes[0].Admission == nil || roster.Nodes[0].URL != "https://b.example" {
+			t.Fatalf("roster of %s after the update: %+v", tier, roster.Nodes)
+		}
+		if r, err := federation.VerifyAdmission(v, *roster.Nodes[0].Admission, "edge-a1", pubOf(edge)); err != nil || !slices.Equal(r.Node.URLs, []string{"https://b.example"}) {
+			t.Errorf("roster of %s: the signed admission: %+v, %v", tier, r, err)
+		}
+	}
+	if ev := e.securityEvents(auth.EventNodeUpdated); len(ev) != 1 || ev[0]["was_urls"] != "https://a.example" ||
+		ev[0]["urls"] != "https://b.example" || ev[0]["key_id"] != n.KeyID || ev[0]["user"] != adminUser {
+		t.Errorf("security events: %v", ev)
+	}
+	if r := e.securityEvents(auth.EventNodeRemoved); len(r) != 0 {
+		t.Errorf("an update logged removals: %v", r)
+	}
+}

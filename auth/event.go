@@ -35,6 +35,9 @@ const (
 	// which nodes machines of a tier may use.
 	EventNodeAdmitted = "node_admitted"
 	EventNodeRemoved  = "node_removed"
+	// The hub moved a live admission to new URLs or a new key (or more
+	// tiers): the next handshake under the old key is refused.
+	EventNodeUpdated = "node_updated"
 	// A gossip member claims an admitted node's name under another key
 	// (or otherwise fails the node identity check).
 	EventNodeIdentityFail = "node_identity_fail"

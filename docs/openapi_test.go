@@ -528,6 +528,18 @@ func TestOpenAPIDescribesLiveNodes(t *testing.T) {
 		body: map[string]any{"name": "edge", "key": edge.NodeKey(t), "urls": []string{edge.URL}, "tiers": []string{"stable"}}})
 	ck.do(call{node: edge, method: "POST", path: "/v1/admin/nodes", cred: edgeAdmin, want: 409,
 		body: map[string]any{"name": "edge", "key": edge.NodeKey(t), "urls": []string{edge.URL}}})
+	// Moved in place: here onto one more tier; refused when nothing
+	// would change, for a name never admitted, and off the hub.
+	ck.do(call{node: hub, method: "PATCH", path: "/v1/admin/nodes/edge", cred: admin, want: 200,
+		body: map[string]any{"urls": []string{edge.URL}, "tiers": []string{"beta"}}})
+	ck.do(call{node: hub, method: "PATCH", path: "/v1/admin/nodes/edge", cred: admin, want: 409,
+		body: map[string]any{"urls": []string{edge.URL}}})
+	ck.do(call{node: hub, method: "PATCH", path: "/v1/admin/nodes/nowhere", cred: admin, want: 404,
+		body: map[string]any{"urls": []string{edge.URL}}})
+	ck.do(call{node: hub, method: "PATCH", path: "/v1/admin/nodes/edge", cred: admin, want: 400, badRequest: true,
+		body: map[string]any{"tiers": []string{"Not A Tier"}}})
+	ck.do(call{node: edge, method: "PATCH", path: "/v1/admin/nodes/edge", cred: edgeAdmin, want: 409,
+		body: map[string]any{"urls": []string{edge.URL}}})
 	ck.do(call{node: hub, method: "GET", path: "/v1/admin/nodes", cred: admin, want: 200})
 	ck.do(call{node: hub, method: "GET", path: "/v1/client/roster?tier=stable", want: 200})
 	ck.do(call{node: hub, method: "GET", path: "/v1/client/roster", want: 200})

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/patchmesh/patchmesh/auth"
 	"github.com/patchmesh/patchmesh/federation"
 	"github.com/patchmesh/patchmesh/internal/meshtest"
 	"github.com/patchmesh/patchmesh/node"
@@ -315,4 +316,67 @@ func containsName(names []string, name string) bool {
 		}
 	}
 	return false
+}
+
+// A relay moved to another URL at the hub (PATCH /v1/admin/nodes/relay,
+// `nodes update`) stays trusted by its edge over mutual TLS throughout:
+// the edge replaces the admission with the hub's fresh one, serves it in
+// its roster, and keeps receiving patches through the relay, with no
+// removal and no peer refusal anywhere. Removing and re-admitting the
+// relay instead could leave the edge refusing the only upstream that
+// brings it the re-admission.
+func TestNodeMovedToNewURLsKeepsItsDownstream(t *testing.T) {
+	t.Parallel()
+	m := meshtest.New(t)
+	if !m.MTLS {
+		t.Fatal("this test is about mutual TLS between nodes; meshtest runs plain (PATCHMESH_MESH_MTLS=0)")
+	}
+	h := m.Start(meshtest.Spec{Name: "hub", Role: node.RoleHub})
+	r := m.Start(pullSpec(t, "relay", node.RoleRelay, h.URL, h, "edge"))
+	e := m.Start(pullSpec(t, "edge", node.RoleEdge, r.URL, r, "edge"))
+	all := []*meshtest.Node{h, r, e}
+	h.Admit(t, all...)
+	h.Upload(t, randomBytes(t, 4<<10), meshtest.PatchMeta{Kernel: kernel, Arch: arch, Version: "201.1"})
+	waitListed(t, all, "201.1")
+
+	// Refusals and removals from here on would be the move's doing.
+	watched := []string{"node_removed", auth.EventPeerFail, federation.EventUpstreamAuth, auth.EventPeerClosed}
+	before := map[string]int{}
+	for _, n := range all {
+		for _, ev := range watched {
+			before[n.Name+" "+ev] = len(n.LogEvents(ev))
+		}
+	}
+	moved := []string{r.URL, "https://relay.moved.example:8443"}
+	h.AdminCall(t, http.MethodPatch, "/v1/admin/nodes/relay", map[string]any{"urls": moved}, nil)
+	meshtest.WaitFor(t, converge, "the edge's roster naming the relay at its new URLs", func() error {
+		var out struct {
+			Nodes []struct {
+				Name string   `json:"name"`
+				URLs []string `json:"urls"`
+			} `json:"nodes"`
+		}
+		if err := e.Call(context.Background(), http.MethodGet, "/v1/client/roster?tier=edge", "", nil, &out); err != nil {
+			return err
+		}
+		for _, n := range out.Nodes {
+			if n.Name == "relay" && strings.Join(n.URLs, " ") == strings.Join(moved, " ") {
+				return nil
+			}
+		}
+		return fmt.Errorf("roster %+v", out.Nodes)
+	})
+	h.Upload(t, randomBytes(t, 4<<10), meshtest.PatchMeta{Kernel: kernel, Arch: arch, Version: "201.2"})
+	waitListed(t, all, "201.2")
+
+	for _, n := range all {
+		for _, ev := range watched {
+			if got := n.LogEvents(ev); len(got) != before[n.Name+" "+ev] {
+				t.Errorf("%s logged %s after the move: %v", n.Name, ev, got[before[n.Name+" "+ev]:])
+			}
+		}
+	}
+	if got := h.LogEvents("node_updated"); len(got) != 1 || got[0]["node"] != "relay" {
+		t.Errorf("hub: node_updated events %v, want one for the relay", got)
+	}
 }

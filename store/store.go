@@ -222,10 +222,22 @@ type Admission struct {
 type Roster interface {
 	// AdmitNode admits n on each of n.Tiers, in that order, logging one
 	// node.admitted event per tier (sealed on a hub). A zero Admitted
-	// means now. ErrConflict if n.Name has a live admission anywhere
-	// (remove it first); ErrNotFound if a tier does not exist. It
-	// returns the node as stored.
+	// means now. A name live already under the same key and URLs is
+	// admitted on the tiers of n.Tiers it lacks; ErrConflict if it lacks
+	// none, or is live under another key or URLs (UpdateNode changes
+	// URLs); ErrNotFound if a tier does not exist. It returns the node
+	// as stored.
 	AdmitNode(ctx context.Context, n catalog.Node) (catalog.Node, error)
+	// UpdateNode gives the live admission of n.Name n's URLs on every
+	// tier it is live on, and admits it on the tiers of n.Tiers it lacks,
+	// logging a fresh node.admitted event per tier and nothing else: a
+	// downstream replaces the admission as each arrives and never holds
+	// the node removed in between. ErrNotFound if n.Name has no live
+	// admission; ErrConflict if it is live under another key (a key is
+	// changed by removal and a new admission) or nothing would change.
+	// It returns the node as stored, Tiers being every tier it is now
+	// live on.
+	UpdateNode(ctx context.Context, n catalog.Node) (catalog.Node, error)
 	// RemoveNode takes back every live admission of the node called
 	// name, at at, logging one node.removed event per tier in tier order.
 	// ErrNotFound if it has none.

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -63,6 +64,44 @@ func (a *admin) nodesAdmit(ctx context.Context, args []string) error {
 		}
 		_, err := fmt.Fprintf(a.stdout, "Admitted node %s (key %s) on %s. The hub signed the admission; it reaches every node of those tiers by sync.\n",
 			n.Name, n.KeyID, strings.Join(n.Tiers, ", "))
+		return err
+	})
+}
+
+func (a *admin) nodesUpdate(ctx context.Context, args []string) error {
+	fs := a.flags("nodes update")
+	var urls, tiers stringList
+	fs.Var(&urls, "url", "a base URL machines reach the node at (repeatable; default: unchanged)")
+	fs.Var(&tiers, "tier", "a tier to add the node to (repeatable)")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(urls) == 0 && len(tiers) == 0 {
+		return usagef("nodes update needs --url or --tier")
+	}
+	api, pos, err := a.open("nodes update", pos, "NAME")
+	if err != nil {
+		return err
+	}
+	body := map[string]any{}
+	if len(urls) > 0 {
+		body["urls"] = []string(urls)
+	}
+	if len(tiers) > 0 {
+		body["tiers"] = []string(tiers)
+	}
+	raw, err := api.call(ctx, http.MethodPatch, "/v1/admin/nodes/"+url.PathEscape(pos[0]), nil, body)
+	if err != nil {
+		return err
+	}
+	return a.show(raw, nil, func() error {
+		var n catalog.Node
+		if err := decode(raw, &n); err != nil {
+			return err
+		}
+		_, err := fmt.Fprintf(a.stdout, "Updated node %s (key %s): %s, on %s. The hub signed fresh admissions; they reach every node of those tiers by sync.\n",
+			n.Name, n.KeyID, strings.Join(n.URLs, " "), strings.Join(n.Tiers, ", "))
 		return err
 	})
 }

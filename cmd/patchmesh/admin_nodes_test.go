@@ -48,6 +48,19 @@ func TestAdminNodesAdmitListRemove(t *testing.T) {
 	if r := n.admin("", "nodes", "admit", "edge-a1", "--key", key, "--url", "https://a1.example"); r.code != exitConflict {
 		t.Errorf("admitting an admitted node: exit %d, want %d", r.code, exitConflict)
 	}
+	if r := n.admin("", "nodes", "update", "edge-a1"); r.code != exitUsage {
+		t.Errorf("nodes update without a change: exit %d, want %d", r.code, exitUsage)
+	}
+	if r := n.admin("", "nodes", "update", "edge-a9", "--url", "https://a9.example"); r.code != exitNotFound {
+		t.Errorf("nodes update of a node never admitted: exit %d, want %d", r.code, exitNotFound)
+	}
+	r = n.mustAdmin("nodes", "update", "edge-a1", "--url", "https://a1.new.example")
+	if !strings.Contains(r.stdout, federation.KeyID(pub)) || !strings.Contains(r.stdout, "https://a1.new.example") || !strings.Contains(r.stdout, "edge, beta") {
+		t.Errorf("nodes update printed %q, want the key ID, the new URL and the tiers", r.stdout)
+	}
+	if r := n.mustAdmin("nodes", "list"); !strings.Contains(r.stdout, "https://a1.new.example") || strings.Contains(r.stdout, "https://a1.example:8443") || strings.Contains(r.stdout, "removed") {
+		t.Errorf("nodes list after the update: %q, want the new URL only and no removal", r.stdout)
+	}
 	n.mustAdmin("nodes", "remove", "edge-a1")
 	if r := n.mustAdmin("nodes", "list"); !strings.Contains(r.stdout, "removed") {
 		t.Errorf("nodes list after removal: %q, want the node shown removed", r.stdout)

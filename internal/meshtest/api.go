@@ -502,8 +502,9 @@ func (n *Node) NodeKey(t testing.TB) string {
 // Admit admits each node at this node (the hub) under its own key and URL,
 // on every tier. A node admitted already under that key and URL (the hub
 // admits itself at its first start, on the tiers it had then) is admitted
-// on the tiers made since, with no removal; one admitted under another key
-// or URL is removed and admitted again.
+// on the tiers made since, with no removal; one admitted at another URL is
+// moved to its own (PATCH), also with no removal; one admitted under
+// another key is removed and admitted again.
 func (n *Node) Admit(t testing.TB, nodes ...*Node) {
 	t.Helper()
 	var list struct {
@@ -534,8 +535,20 @@ nodes:
 			if covers(l, o) {
 				continue nodes
 			}
-			if l.Key != o.NodeKey(t) || !slices.Equal(l.URLs, []string{o.URL}) {
+			if l.Key != o.NodeKey(t) {
 				n.AdminCall(t, http.MethodDelete, "/v1/admin/nodes/"+o.Name, nil, nil)
+				break // and admitted again below
+			}
+			if !slices.Equal(l.URLs, []string{o.URL}) {
+				// Moved in place, with no removal a downstream could
+				// apply alone, and onto every tier.
+				var all []string
+				for _, tier := range tiers.Tiers {
+					all = append(all, tier.Name)
+				}
+				n.AdminCall(t, http.MethodPatch, "/v1/admin/nodes/"+o.Name,
+					map[string]any{"urls": []string{o.URL}, "tiers": all}, nil)
+				continue nodes
 			}
 			// Else the hub admits the same node on the tiers it lacks.
 		}

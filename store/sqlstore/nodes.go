@@ -146,6 +146,68 @@ func (s *Store) AdmitNode(ctx context.Context, n catalog.Node) (out catalog.Node
 	return n, nil
 }
 
+// UpdateNode re-signs the live admissions of n.Name under n's URLs; see
+// store.Roster. It is how an operator moves a node to new URLs without
+// the removal a downstream could apply alone and then refuse the only
+// upstream that would bring the new admission.
+func (s *Store) UpdateNode(ctx context.Context, n catalog.Node) (out catalog.Node, err error) {
+	defer s.done("UpdateNode", time.Now(), &err)
+	if err := checkNode(n); err != nil {
+		return catalog.Node{}, fmt.Errorf("sqlstore: update node: %w", err)
+	}
+	n.Admitted = s.orNow(n.Admitted)
+	n.Removed = time.Time{}
+	n.URLs = slices.Clone(n.URLs)
+	err = s.change(ctx, func(c *changeTx) error {
+		live, err := admissions(ctx, c.tx, `a.name = $1 AND a.removed_us IS NULL`, n.Name)
+		if err != nil {
+			return err
+		}
+		if len(live) == 0 {
+			return fmt.Errorf("node %q: %w", n.Name, catalog.ErrNotFound)
+		}
+		changed := false
+		var tiers []string
+		for _, a := range live {
+			t := a.Node.Tiers[0]
+			tiers = append(tiers, t)
+			if a.Node.KeyID != n.KeyID {
+				return fmt.Errorf("node %q is admitted under another key; remove it and admit the new key: %w", n.Name, catalog.ErrConflict)
+			}
+			if !slices.Equal(a.Node.URLs, n.URLs) {
+				changed = true
+			}
+		}
+		for _, t := range n.Tiers {
+			if !slices.Contains(tiers, t) {
+				if _, err := tier(ctx, c.tx, t); err != nil {
+					return err
+				}
+				tiers = append(tiers, t)
+				changed = true
+			}
+		}
+		if !changed {
+			return fmt.Errorf("node %q has those URLs on every tier named: %w", n.Name, catalog.ErrConflict)
+		}
+		for _, t := range tiers {
+			record, sig, err := c.nodeEvent(ctx, catalog.EventNodeAdmitted, t, n)
+			if err != nil {
+				return err
+			}
+			if err := putAdmission(ctx, c.tx, t, n, record, sig); err != nil {
+				return err
+			}
+		}
+		n.Tiers = tiers
+		return nil
+	})
+	if err != nil {
+		return catalog.Node{}, mapErr("update node "+n.Name, err)
+	}
+	return n, nil
+}
+
 // RemoveNode takes back every live admission of name; see store.Roster.
 func (s *Store) RemoveNode(ctx context.Context, name string, at time.Time) (err error) {
 	defer s.done("RemoveNode", time.Now(), &err)

@@ -44,6 +44,7 @@ func RunSync(t *testing.T, open OpenSync) {
 		{"ApplySyncedTokenRefusalsChangeNothing", testApplySyncedTokenRefusals},
 		{"NodeAdmissionsSealedPerTier", testSealNodes},
 		{"NodeAdmissionExtendedToNewTiers", testExtendNode},
+		{"NodeAdmissionUpdatedInPlace", testUpdateNode},
 		{"NodeAdmissionsUnsealedOffTheHub", testNodesUnsealed},
 		{"ApplySyncedNodesAdmitAndRemove", testApplySyncedNodes},
 		{"ApplySyncedNodeRefusalsChangeNothing", testApplySyncedNodeRefusals},

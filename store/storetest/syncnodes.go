@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -190,6 +191,69 @@ func testExtendNode(t *testing.T, open OpenSync) {
 	ns := nodesOf(t, hub)
 	if len(ns) != 1 || strings.Join(ns[0].Tiers, ",") != "stable,edge" && strings.Join(ns[0].Tiers, ",") != "edge,stable" || !ns[0].Removed.IsZero() {
 		t.Errorf("Nodes after the extension: want edge-a1 live on edge and stable, got %+v", ns)
+	}
+}
+
+// testUpdateNode moves an admitted node to new URLs and onto a new tier:
+// the hub signs a fresh admission per tier and nothing else, and a
+// downstream syncing the records replaces its admission, never holding
+// the node removed.
+func testUpdateNode(t *testing.T, open OpenSync) {
+	ctx := t.Context()
+	hub := open(t, &testSealer{}, nil)
+	down := open(t, nil, nil)
+	if _, err := hub.AdmitNode(ctx, testNode("edge-a1", "edge")); err != nil {
+		t.Fatal(err)
+	}
+	cur := syncRound(t, hub, down, "edge", store.Cursor{Tier: "beta"})
+
+	h := head(t, hub)
+	_, err := hub.UpdateNode(ctx, testNode("edge-a9", "edge"))
+	wantErr(t, "UpdateNode of a name never admitted", err, catalog.ErrNotFound)
+	_, err = hub.UpdateNode(ctx, testNode("edge-a1", "edge"))
+	wantErr(t, "UpdateNode changing nothing", err, catalog.ErrConflict)
+	rekeyed := testNode("edge-a1", "edge")
+	rekeyed.Key, rekeyed.KeyID = "ed25519:"+strings.Repeat("B", 42)+"E", "fedcba9876543210"
+	rekeyed.URLs = []string{"https://edge-a1.example:9443"}
+	_, err = hub.UpdateNode(ctx, rekeyed)
+	wantErr(t, "UpdateNode under another key", err, catalog.ErrConflict)
+	if es := eventsAfter(t, hub, h); len(es) != 0 {
+		t.Fatalf("refused updates logged %+v", es)
+	}
+
+	moved := testNode("edge-a1", "stable")
+	moved.URLs = []string{"https://edge-a1.example:9443", "https://edge-a1b.example:9443"}
+	got, err := hub.UpdateNode(ctx, moved)
+	if err != nil {
+		t.Fatalf("UpdateNode to new URLs and one more tier: %v", err)
+	}
+	if strings.Join(got.Tiers, ",") != "edge,stable" {
+		t.Errorf("UpdateNode: want the node live on edge then stable, got %v", got.Tiers)
+	}
+	es := eventsAfter(t, hub, h)
+	if len(es) != 2 {
+		t.Fatalf("UpdateNode: want two events, got %+v", es)
+	}
+	for _, e := range es {
+		if e.Type != catalog.EventNodeAdmitted {
+			t.Errorf("UpdateNode logged %s on %s: want node.admitted only", e.Type, e.Tier)
+		}
+	}
+	for _, tier := range []string{"edge", "stable"} {
+		as := admissionsOf(t, hub, tier)
+		if len(as) != 1 || as[0].Node.KeyID != moved.KeyID || !slices.Equal(as[0].Node.URLs, moved.URLs) || as[0].Record == nil {
+			t.Errorf("Admissions(%s) at the hub after UpdateNode: want edge-a1 at the new URLs, signed, got %+v", tier, as)
+		}
+	}
+	if ns := nodesOf(t, hub); len(ns) != 1 || !ns[0].Removed.IsZero() || !slices.Equal(ns[0].URLs, moved.URLs) {
+		t.Errorf("Nodes after UpdateNode: want edge-a1 live at the new URLs, got %+v", ns)
+	}
+
+	// The downstream replaces its admission with the hub's new record.
+	syncRound(t, hub, down, "edge", cur)
+	as := admissionsOf(t, down, "beta")
+	if len(as) != 1 || !slices.Equal(as[0].Node.URLs, moved.URLs) || !as[0].Node.Removed.IsZero() {
+		t.Errorf("Admissions(beta) downstream after the update: want edge-a1 live at the new URLs, got %+v", as)
 	}
 }
 
