@@ -93,86 +93,50 @@ func putAdmission(ctx context.Context, q querier, tier string, n catalog.Node, r
 }
 
 // AdmitNode admits n on each of its tiers; see store.Roster.
-func (s *Store) AdmitNode(ctx context.Context, n catalog.Node) (out catalog.Node, err error) {
-	defer s.done("AdmitNode", time.Now(), &err)
-	if err := checkNode(n); err != nil {
-		return catalog.Node{}, fmt.Errorf("sqlstore: admit node: %w", err)
-	}
-	n.Admitted = s.orNow(n.Admitted)
-	n.Removed = time.Time{}
-	n.URLs = slices.Clone(n.URLs)
-	err = s.change(ctx, func(c *changeTx) error {
-		live, err := admissions(ctx, c.tx, `a.name = $1 AND a.removed_us IS NULL`, n.Name)
-		if err != nil {
-			return err
-		}
-		// The same node (key and URLs) admitted again is admitted on the
-		// tiers it lacks, and nothing is removed: a removal followed by a
-		// new admission would let a downstream that applied only the first
-		// refuse that node's certificate, the only node that could bring it
-		// the second.
+func (s *Store) AdmitNode(ctx context.Context, n catalog.Node) (catalog.Node, error) {
+	// The same node (key and URLs) admitted again is admitted on the
+	// tiers it lacks, and nothing is removed: a removal followed by a new
+	// admission would let a downstream that applied only the first refuse
+	// that node's certificate, the only node that could bring it the
+	// second.
+	out, err := s.signAdmissions(ctx, "AdmitNode", "admit node", n, func(live []store.Admission) ([]string, error) {
 		have := map[string]bool{}
 		for _, a := range live {
 			if a.Node.KeyID != n.KeyID || !slices.Equal(a.Node.URLs, n.URLs) {
-				return fmt.Errorf("node %q is admitted already under another key or URLs; remove it first: %w", n.Name, catalog.ErrConflict)
+				return nil, fmt.Errorf("node %q is admitted already under another key or URLs; remove it first: %w", n.Name, catalog.ErrConflict)
 			}
 			have[a.Node.Tiers[0]] = true
 		}
-		added := 0
+		var sign []string
 		for _, t := range n.Tiers {
-			if have[t] {
-				continue
-			}
-			added++
-			if _, err := tier(ctx, c.tx, t); err != nil {
-				return err
-			}
-			record, sig, err := c.nodeEvent(ctx, catalog.EventNodeAdmitted, t, n)
-			if err != nil {
-				return err
-			}
-			if err := putAdmission(ctx, c.tx, t, n, record, sig); err != nil {
-				return err
+			if !have[t] {
+				sign = append(sign, t)
 			}
 		}
-		if added == 0 {
-			return fmt.Errorf("node %q is admitted already on every tier it names: %w", n.Name, catalog.ErrConflict)
+		if len(sign) == 0 {
+			return nil, fmt.Errorf("node %q is admitted already on every tier it names: %w", n.Name, catalog.ErrConflict)
 		}
-		return nil
+		return sign, nil
 	})
-	if err != nil {
-		return catalog.Node{}, mapErr("admit node "+n.Name, err)
-	}
-	return n, nil
+	out.Tiers = n.Tiers
+	return out, err
 }
 
 // UpdateNode re-signs the live admissions of n.Name under n's URLs; see
 // store.Roster. It is how an operator moves a node to new URLs without
 // the removal a downstream could apply alone and then refuse the only
 // upstream that would bring the new admission.
-func (s *Store) UpdateNode(ctx context.Context, n catalog.Node) (out catalog.Node, err error) {
-	defer s.done("UpdateNode", time.Now(), &err)
-	if err := checkNode(n); err != nil {
-		return catalog.Node{}, fmt.Errorf("sqlstore: update node: %w", err)
-	}
-	n.Admitted = s.orNow(n.Admitted)
-	n.Removed = time.Time{}
-	n.URLs = slices.Clone(n.URLs)
-	err = s.change(ctx, func(c *changeTx) error {
-		live, err := admissions(ctx, c.tx, `a.name = $1 AND a.removed_us IS NULL`, n.Name)
-		if err != nil {
-			return err
-		}
+func (s *Store) UpdateNode(ctx context.Context, n catalog.Node) (catalog.Node, error) {
+	return s.signAdmissions(ctx, "UpdateNode", "update node", n, func(live []store.Admission) ([]string, error) {
 		if len(live) == 0 {
-			return fmt.Errorf("node %q: %w", n.Name, catalog.ErrNotFound)
+			return nil, fmt.Errorf("node %q: %w", n.Name, catalog.ErrNotFound)
 		}
 		changed := false
 		var tiers []string
 		for _, a := range live {
-			t := a.Node.Tiers[0]
-			tiers = append(tiers, t)
+			tiers = append(tiers, a.Node.Tiers[0])
 			if a.Node.KeyID != n.KeyID {
-				return fmt.Errorf("node %q is admitted under another key; remove it and admit the new key: %w", n.Name, catalog.ErrConflict)
+				return nil, fmt.Errorf("node %q is admitted under another key; remove it and admit the new key: %w", n.Name, catalog.ErrConflict)
 			}
 			if !slices.Equal(a.Node.URLs, n.URLs) {
 				changed = true
@@ -180,17 +144,41 @@ func (s *Store) UpdateNode(ctx context.Context, n catalog.Node) (out catalog.Nod
 		}
 		for _, t := range n.Tiers {
 			if !slices.Contains(tiers, t) {
-				if _, err := tier(ctx, c.tx, t); err != nil {
-					return err
-				}
-				tiers = append(tiers, t)
-				changed = true
+				tiers, changed = append(tiers, t), true
 			}
 		}
 		if !changed {
-			return fmt.Errorf("node %q has those URLs on every tier named: %w", n.Name, catalog.ErrConflict)
+			return nil, fmt.Errorf("node %q has those URLs on every tier named: %w", n.Name, catalog.ErrConflict)
+		}
+		return tiers, nil
+	})
+}
+
+// signAdmissions is what AdmitNode and UpdateNode share: in one change it
+// reads n.Name's live admissions, asks plan on which tiers to sign n's
+// admission, and logs (sealed on a hub) and stores one per tier. The node
+// it returns has those tiers.
+func (s *Store) signAdmissions(ctx context.Context, op, what string, n catalog.Node, plan func(live []store.Admission) ([]string, error)) (out catalog.Node, err error) {
+	defer s.done(op, time.Now(), &err)
+	if err := checkNode(n); err != nil {
+		return catalog.Node{}, fmt.Errorf("sqlstore: %s: %w", what, err)
+	}
+	n.Admitted = s.orNow(n.Admitted)
+	n.Removed = time.Time{}
+	n.URLs = slices.Clone(n.URLs)
+	err = s.change(ctx, func(c *changeTx) error {
+		live, err := admissions(ctx, c.tx, `a.name = $1 AND a.removed_us IS NULL`, n.Name)
+		if err != nil {
+			return err
+		}
+		tiers, err := plan(live)
+		if err != nil {
+			return err
 		}
 		for _, t := range tiers {
+			if _, err := tier(ctx, c.tx, t); err != nil {
+				return err
+			}
 			record, sig, err := c.nodeEvent(ctx, catalog.EventNodeAdmitted, t, n)
 			if err != nil {
 				return err
@@ -203,7 +191,7 @@ func (s *Store) UpdateNode(ctx context.Context, n catalog.Node) (out catalog.Nod
 		return nil
 	})
 	if err != nil {
-		return catalog.Node{}, mapErr("update node "+n.Name, err)
+		return catalog.Node{}, mapErr(what+" "+n.Name, err)
 	}
 	return n, nil
 }
