@@ -150,6 +150,7 @@ func overloadNode(b *testing.B, m *meshtest.Mesh, inFlight int) {
 		drainedAt := time.Now()
 		after := memoryAfterGC(b, hub.URL, time.Minute)
 		rssAfter := procKB(b, hub.PID(), "VmRSS")
+		heapProfile(b, hub)
 		time.Sleep(time.Until(drainedAt.Add(*idleTimeout + time.Second)))
 		settled := memoryAfterGC(b, hub.URL, time.Minute)
 		settledAt := time.Now()
