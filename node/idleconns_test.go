@@ -35,35 +35,37 @@ func TestIdleConnsClosesTheLongestIdlePastTheBound(t *testing.T) {
 	}
 }
 
-// TestIdleConnsKeepsBusyConnections holds more connections than the bound
-// with a request in flight each, and wants none closed: only idle ones
-// count.
+// TestIdleConnsKeepsBusyConnections holds one connection busy, the
+// oldest, while three more go idle behind a bound of one, and wants the
+// busy one answered: only idle connections count and are closed.
 func TestIdleConnsKeepsBusyConnections(t *testing.T) {
 	c := newIdleConns(1)
 	release := make(chan struct{})
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		<-release
+		if r.URL.Path == "/slow" {
+			<-release
+		}
 		w.Write([]byte("ok"))
 	}))
 	srv.Config.ConnState = c.track
 	srv.Start()
 	t.Cleanup(srv.Close)
-	conns := dial(t, srv.Listener.Addr().String(), 3)
-	for _, conn := range conns {
-		conn.SetDeadline(time.Now().Add(5 * time.Second))
-		if _, err := conn.Write([]byte("GET / HTTP/1.1\r\nHost: node\r\n\r\n")); err != nil {
-			t.Fatal(err)
-		}
+	conns := dial(t, srv.Listener.Addr().String(), 4)
+	busy := conns[0]
+	busy.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := busy.Write([]byte("GET /slow HTTP/1.1\r\nHost: node\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	for _, conn := range conns[1:] {
+		get(t, conn)
+		waitIdle(t, c, 1)
 	}
 	close(release)
-	for i, conn := range conns {
-		resp, err := http.ReadResponse(conn.r, nil)
-		if err != nil {
-			t.Fatalf("connection %d of 3 busy (bound 1 idle): want its answer, got %v", i, err)
-		}
-		resp.Body.Close()
+	resp, err := http.ReadResponse(busy.r, nil)
+	if err != nil {
+		t.Fatalf("the oldest connection, busy while 3 others went idle (bound 1): want its answer, got %v", err)
 	}
-	waitIdle(t, c, 1)
+	resp.Body.Close()
 }
 
 // idleConnsServer serves "ok" with idle connections bounded to max.

@@ -15,7 +15,10 @@ import (
 // can serve: on 2 cores shared with the generator, a node with both cores
 // serves about as fast as the generator can send (bench/RESULTS.md).
 // It needs root and a writable cgroup tree: v1's cpu controller at
-// /sys/fs/cgroup/cpu (this machine's), or v2's cpu.max.
+// /sys/fs/cgroup/cpu (the machine the figures in bench/RESULTS.md come
+// from), or v2's cpu.max (not tried there: a v2 tree whose root holds
+// the benchmark's own processes in a container may refuse the controller,
+// and the benchmark then says so).
 type cpuLimit struct {
 	dir   string
 	v2    bool

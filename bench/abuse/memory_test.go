@@ -22,6 +22,7 @@ import (
 type nodeMemory struct {
 	heapLiveKB  int     // go_gc_heap_live_bytes: what the last GC found live
 	heapInuseKB int     // go_memstats_heap_inuse_bytes
+	heapSysKB   int     // go_memstats_heap_sys_bytes: the heap's address space, which never shrinks, so its peak
 	goroutines  int     // go_goroutines
 	gcs         float64 // go_gc_duration_seconds_count: GC cycles ended
 }
@@ -71,6 +72,7 @@ func readMemory(ctx context.Context, base string) (nodeMemory, error) {
 	m := nodeMemory{
 		heapLiveKB:  int(value("go_gc_heap_live_bytes") / 1024),
 		heapInuseKB: int(value("go_memstats_heap_inuse_bytes") / 1024),
+		heapSysKB:   int(value("go_memstats_heap_sys_bytes") / 1024),
 		goroutines:  int(value("go_goroutines")),
 		gcs:         value("go_gc_duration_seconds"),
 	}

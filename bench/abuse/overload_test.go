@@ -179,8 +179,8 @@ func overloadNode(b *testing.B, m *meshtest.Mesh, inFlight int) {
 			len(served), percentile(served, 0.5), nodeP99, percentile(served, 1), bound)
 		b.Logf("admin calls during the overload: %d answered, %d failed, p50 %v, max %v",
 			len(res.adminOK), res.adminFail, percentile(res.adminOK, 0.5), percentile(res.adminOK, 1))
-		b.Logf("node heap live after a GC (in use): %d KiB (%d) before; peak in use %d KiB; %d KiB (%d) just after; %d KiB (%d) at %v, past idle_timeout %v",
-			base.heapLiveKB, base.heapInuseKB, res.heapPeakKB, after.heapLiveKB, after.heapInuseKB,
+		b.Logf("node heap live after a GC (in use): %d KiB (%d) before; peak %d KiB (heap_sys; in use, sampled: %d KiB); %d KiB (%d) just after; %d KiB (%d) at %v, past idle_timeout %v",
+			base.heapLiveKB, base.heapInuseKB, after.heapSysKB, res.heapPeakKB, after.heapLiveKB, after.heapInuseKB,
 			settled.heapLiveKB, settled.heapInuseKB, settledAt.Sub(loadEnd).Round(time.Second), *idleTimeout)
 		b.Logf("node goroutines: %d before, peak sampled %d, %d at the load's end, %d after %v of drain, %d settled",
 			base.goroutines, res.goroutinesPeak, atEnd.goroutines, after.goroutines, drainedAt.Sub(loadEnd).Round(100*time.Millisecond), settled.goroutines)
