@@ -25,7 +25,7 @@ var (
 	maxOutstanding = flag.Int("max-outstanding", 15000, "most check-ins the load generator keeps open at once")
 	inFlights      = flag.String("in-flight", "64,1000", "governor.max_in_flight of the nodes measured, one after the other (64 is the default; 1000 was)")
 	nodeCPU        = flag.Float64("node-cpu", 0.03, "share of one CPU the node may use during capacity and overload (a cgroup CPU quota; root needed), so that the generator can offer -overload times its capacity; 0 for no limit")
-	idleTimeout    = flag.Duration("idle-timeout", 10*time.Second, "the node's server.idle_timeout: the settled heap is read once it has passed since the load")
+	idleTimeout    = flag.Duration("idle-timeout", 30*time.Second, "the node's server.idle_timeout: the heap just after the load is read before it has passed, the settled heap once it has")
 	serviceBound   = flag.Duration("service-bound", time.Second, "the in-node p99 of admitted check-ins allowed beyond governor.queue_timeout")
 	heapMarginKiB  = flag.Int("heap-margin-kib", 2048, "how far above its baseline the node's heap may be once settled")
 	idleConnsFlag  = flag.Int("max-idle-conns", 0, "the node's server.max_idle_conns; 0 keeps the default (a large number measures a node without the bound)")
@@ -132,7 +132,6 @@ func overloadNode(b *testing.B, m *meshtest.Mesh, inFlight int) {
 		offered := capacity * *overloadFactor
 		res := overload(b, client, hub, admin, tokens, offered)
 		loadEnd := time.Now()
-		rssPeak := procKB(b, hub.PID(), "VmHWM")
 		// The limit is for the load: memory does not depend on it, and
 		// scraping a throttled node to its next GC would take long.
 		if limit != nil {
@@ -142,12 +141,19 @@ func overloadNode(b *testing.B, m *meshtest.Mesh, inFlight int) {
 		}
 		atEnd, _ := readMemory(b.Context(), hub.URL)
 		// A node held to a share of a CPU may still be reading requests
-		// whose clients gave up: its memory then serves work, not
-		// retention. Wait for it to finish, down to a goroutine per idle
-		// connection it may keep and a few more.
-		drainBound := base.goroutines + cfg.Server.MaxIdleConns + 32
+		// whose clients gave up, and connections on which the client
+		// sent nothing wait read_header_timeout: memory then serves work
+		// or is bounded by that timeout, not retention. Wait for both,
+		// down to a goroutine per idle connection it may keep and a few
+		// more, and at least read_header_timeout, so that the figure is
+		// taken at the same point with the bound and without.
+		drainBound := base.goroutines + min(cfg.Server.MaxIdleConns, *maxOutstanding) + 32
 		waitGoroutines(b, hub.URL, drainBound, time.Minute)
+		time.Sleep(time.Until(loadEnd.Add(cfg.Server.ReadHeaderTimeout + time.Second)))
 		drainedAt := time.Now()
+		if drainedAt.Sub(loadEnd)+2*time.Second > *idleTimeout {
+			b.Logf("the drain took %v: idle_timeout %v may have closed idle connections before the figure just after the load", drainedAt.Sub(loadEnd), *idleTimeout)
+		}
 		after := memoryAfterGC(b, hub.URL, time.Minute)
 		rssAfter := procKB(b, hub.PID(), "VmRSS")
 		heapProfile(b, hub)
@@ -158,6 +164,9 @@ func overloadNode(b *testing.B, m *meshtest.Mesh, inFlight int) {
 		heapProfile(b, hub)
 		time.Sleep(*scavengeWait)
 		rssLater := procKB(b, hub.PID(), "VmRSS")
+		// The high-water mark, read last: a throttled node grows most
+		// once the limit is lifted and it reads what queued meanwhile.
+		rssPeak := procKB(b, hub.PID(), "VmHWM")
 
 		p := func(q float64) time.Duration { return percentile(res.admitted, q) }
 		served := servedDurations(hub.Log(), offset)
