@@ -51,9 +51,10 @@ const idleConnKiB = 16
 // refusals (503 with Retry-After), an admin call's latency sampled every
 // 100 ms during the overload, and the node's memory: the live heap (what
 // the last GC marked) and heap in use after a GC before the load, just
-// after it (once the node has read what was sent to it) and once
-// server.idle_timeout (-idle-timeout) has passed; goroutines; RSS
-// before, peak (VmHWM), then and -scavenge-wait later.
+// after it (once the node has read what was sent to it and
+// server.read_header_timeout has passed) and once server.idle_timeout
+// (-idle-timeout) has passed; the heap's peak (heap_sys); goroutines;
+// RSS before, peak (VmHWM), then and -scavenge-wait later.
 //
 // It fails unless the offer reached -overload times the capacity, the
 // admitted check-ins' in-node p99 stayed within governor.queue_timeout
