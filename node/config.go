@@ -105,6 +105,13 @@ type ServerConfig struct {
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
 	// IdleTimeout closes keep-alive connections idle this long. Default 2m.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxIdleConns bounds the main listener's keep-alive connections
+	// waiting idle for a next request: past it the one idle longest is
+	// closed, so that after a burst of clients the node holds at most
+	// this many, about 20 KiB each, rather than every connection the
+	// burst opened until idle_timeout. Connections with a request in
+	// flight are never closed. Default 256.
+	MaxIdleConns int `yaml:"max_idle_conns"`
 	// ShutdownTimeout is how long a stopping node waits for requests in
 	// flight before it closes their connections. Default 30s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
@@ -561,6 +568,7 @@ func DefaultsWithEnv(getenv func(string) string) Config {
 			AdminNetworks:     []string{},
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       2 * time.Minute,
+			MaxIdleConns:      256,
 			ShutdownTimeout:   30 * time.Second,
 		},
 		Store: StoreConfig{
@@ -805,6 +813,9 @@ func (c Config) Validate() error {
 	}
 	positive("server.read_header_timeout", c.Server.ReadHeaderTimeout)
 	positive("server.idle_timeout", c.Server.IdleTimeout)
+	if c.Server.MaxIdleConns < 1 {
+		bad("server.max_idle_conns", "must be at least 1, got %d", c.Server.MaxIdleConns)
+	}
 	positive("server.shutdown_timeout", c.Server.ShutdownTimeout)
 	if c.Server.PeerListen != "" {
 		if _, port, err := net.SplitHostPort(c.Server.PeerListen); err != nil {

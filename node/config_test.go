@@ -151,7 +151,7 @@ func TestLoadErrorsNameTheYAMLKey(t *testing.T) {
 		want       string // the whole message after "config PATH: "
 	}{
 		{"misspelt option", "server:\n  listn: 127.0.0.1:1\n",
-			"server.listn (line 2): unknown option; server takes listen, read_header_timeout, idle_timeout, shutdown_timeout, tls_cert, tls_key, trusted_proxies, admin_networks, metrics_token_file, peer_listen, peer_advertise_url"},
+			"server.listn (line 2): unknown option; server takes listen, read_header_timeout, idle_timeout, max_idle_conns, shutdown_timeout, tls_cert, tls_key, trusted_proxies, admin_networks, metrics_token_file, peer_listen, peer_advertise_url"},
 		{"misspelt section", "serve:\n  listen: 127.0.0.1:1\n",
 			"serve (line 1): unknown option; the file takes node, server, store, blobs, auth, limits, governor, log, sync, gossip, webhooks, reports, rollouts, dashboard"},
 		{"malformed duration", "server:\n  idle_timeout: soon\n",

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -172,9 +173,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 	}
 
 	// A registry per node, so that several nodes can run in one process
-	// (tests); it also carries the Go runtime and process metrics.
+	// (tests); it also carries the Go runtime and process metrics, and the
+	// heap the last GC found live (go_gc_heap_live_bytes): what the node
+	// holds, where go_memstats_heap_inuse_bytes also counts garbage not
+	// collected yet, which an idle node keeps for up to 2 minutes.
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
+			collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/heap/live:bytes$`)})),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := api.NewMetrics(reg)
 
 	if err := n.loadNodeKey(); err != nil {
@@ -326,11 +333,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 	}
 	n.handler = handler
 
+	idle := newIdleConns(cfg.Server.MaxIdleConns)
 	n.srv = &http.Server{
 		Handler:           n.handler,
 		TLSConfig:         n.tlsConfig,
 		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout,
 		IdleTimeout:       cfg.Server.IdleTimeout,
+		ConnState:         idle.track,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	n.srv.RegisterOnShutdown(func() { close(stopping) })

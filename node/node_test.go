@@ -479,6 +479,7 @@ func TestNodeExportsMetrics(t *testing.T) {
 		"patchmesh_http_request_duration_seconds_count",
 		`patchmesh_store_query_duration_seconds_count{op="Tiers"`,
 		"go_goroutines",
+		"go_gc_heap_live_bytes",
 		"process_open_fds",
 		`go_sql_wait_count_total{db_name="patchmesh"}`,
 	} {
