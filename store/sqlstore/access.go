@@ -296,6 +296,16 @@ func (s *Store) RegisterMachine(ctx context.Context, m catalog.Machine, t catalo
 		enrolledBy = sql.NullString{String: m.EnrolledBy, Valid: true}
 	}
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		// A hub revocation refuses the ID whether or not it registered
+		// here before; the lock keeps one being applied from racing this.
+		if err := s.lockMachineID(ctx, tx, m.ID); err != nil {
+			return err
+		}
+		if revoked, err := machineRevoked(ctx, tx, m.ID); err != nil {
+			return err
+		} else if revoked {
+			return fmt.Errorf("machine %s, by the hub: %w", m.ID, catalog.ErrRevoked)
+		}
 		// The update's WHERE is evaluated on the row as it stands once
 		// locked, so a revocation committed at any moment before is seen:
 		// a revoked machine gets no new token, even racing its revocation.
