@@ -118,6 +118,13 @@ func (s *server) registerByCredential(w http.ResponseWriter, r *http.Request, re
 	return s.registerMachine(w, r, req, st.Machine, st.Tier, nil, slog.String("issuer", st.Issuer))
 }
 
+// errMachineRevoked refuses the registration of a revoked machine, here
+// or, by the hub's signed revocation, anywhere: it changes nothing. The
+// machine learns why, as nothing it can retry will help; an operator must
+// delete it (at the hub, if revoked there).
+var errMachineRevoked = &httpError{http.StatusForbidden, codeMachineRevoked,
+	"this machine is revoked and may not register until an operator deletes it (at the hub, if revoked there)"}
+
 func validRegistration(req registerRequest) error {
 	for _, err := range []error{
 		catalog.ValidKernel(req.Kernel),
@@ -171,7 +178,7 @@ func (s *server) registerMachine(w http.ResponseWriter, r *http.Request, req reg
 		if errors.Is(err, catalog.ErrRevoked) {
 			s.securityEvent(r, auth.EventAuthzFail, slog.String("reason", "machine_revoked"),
 				slog.String("machine_id", id), slog.String("tier", tier), by)
-			return auth.ErrForbidden
+			return errMachineRevoked
 		}
 		return err
 	}
