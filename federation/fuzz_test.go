@@ -30,6 +30,10 @@ func seedRecords(f *testing.F) [][]byte {
 	for _, r := range []federation.Record{
 		{Tier: "stable", TierSeq: 1, Type: catalog.EventPatchAdded, Patch: p, Time: fuzzT0},
 		{Tier: "stable", TierSeq: 2, Type: catalog.EventPatchWithdrawn, Patch: p, Time: fuzzT0.Add(time.Minute)},
+		{Tier: "stable", TierSeq: 3, Type: catalog.EventMachineRevoked, Time: fuzzT0,
+			Machine: &federation.MachineRecord{ID: strings.Repeat("5a", 32), Revoked: fuzzT0}},
+		{Tier: "stable", TierSeq: 4, Type: catalog.EventMachineDeleted, Time: fuzzT0,
+			Machine: &federation.MachineRecord{ID: strings.Repeat("5a", 32), Revoked: fuzzT0, Lifted: fuzzT0.Add(time.Hour)}},
 	} {
 		e, err := federation.Sign(fuzzKey, r)
 		if err != nil {
