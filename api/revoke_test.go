@@ -152,3 +152,56 @@ func TestEdgeRevocationIsLocalAndSaysSo(t *testing.T) {
 	}
 	e.want(e.request(http.MethodPost, "/v1/client/register", "Bearer "+at, registration("raw-machine-0000000002")), http.StatusCreated, nil)
 }
+
+// A machine credential names the enrollment token the machine registered
+// with; a node the machine registers at by credential records it, so the
+// token's revocation with its machines reaches the machine there, and
+// refuses it once the token took its machines.
+func TestCredentialCarriesTheEnrollmentToken(t *testing.T) {
+	self, issuer := newNodeKey(t), newNodeKey(t)
+	e, _ := hubEnv(t, self)
+	e.admit("edge-a1", issuer, "https://a1.example", "beta")
+	at, info := e.token("auth", "beta", "fleet")
+	var reg struct {
+		Credential string `json:"credential"`
+	}
+	e.want(e.request(http.MethodPost, "/v1/client/register", "Bearer "+at, registration("raw-machine-0000000003")), http.StatusCreated, &reg)
+	e.keep(reg.Credential)
+	c, err := federation.ParseCredential(reg.Credential)
+	if err != nil || c.Statement.EnrolledBy != info.ID {
+		t.Fatalf("credential issued at enrollment: want enrolled_by %s, got %+v, %v", info.ID, c.Statement, err)
+	}
+
+	// The machine edge-a1 enrolled with the same token comes here by
+	// credential: recorded as enrolled by it, and its new credential says so.
+	now := e.clock.Now()
+	moved, err := federation.IssueCredential(issuer, federation.MachineStatement{
+		Machine: machineHMAC, Tier: "beta", Issuer: "edge-a1", Issued: now, Expires: now.Add(time.Hour), EnrolledBy: info.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.keep(moved)
+	byCredential := map[string]any{"kernel": testKernel, "arch": testArch, "client_version": "0.1.0"}
+	var out struct {
+		MachineToken string          `json:"machine_token"`
+		Machine      catalog.Machine `json:"machine"`
+		Credential   string          `json:"credential"`
+	}
+	e.want(e.request(http.MethodPost, "/v1/client/register", "Bearer "+moved, byCredential), http.StatusCreated, &out)
+	e.keep(out.MachineToken)
+	e.keep(out.Credential)
+	if out.Machine.EnrolledBy != info.ID {
+		t.Errorf("machine registered by credential: want enrolled_by %s, got %+v", info.ID, out.Machine)
+	}
+	if c, err := federation.ParseCredential(out.Credential); err != nil || c.Statement.EnrolledBy != info.ID {
+		t.Errorf("credential issued at registration by credential: want enrolled_by %s carried, got %+v, %v", info.ID, c.Statement, err)
+	}
+
+	// The token revoked with its machines: the moved machine goes too, and
+	// may not come back with its credential.
+	e.want(e.request(http.MethodDelete, "/v1/admin/auth-tokens/"+info.ID+"?machines=true", e.admin, nil), http.StatusOK, nil)
+	if r := e.request(http.MethodGet, "/v1/client/status", "Bearer "+out.MachineToken, nil); r.StatusCode != http.StatusUnauthorized {
+		t.Errorf("machine that came by credential, after its enrollment token took its machines: %d, want 401", r.StatusCode)
+	}
+	e.wantRegistrationRefused("registration by credential naming a token revoked with its machines", "Bearer "+moved, byCredential)
+}

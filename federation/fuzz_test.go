@@ -126,7 +126,14 @@ func FuzzParseCredential(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	// One naming the machine's enrollment token too.
+	c2, err := federation.IssueCredential(fuzzKey, federation.MachineStatement{Machine: strings.Repeat("ab", 32), Tier: "stable",
+		Issuer: "edge-1", Issued: fuzzT0, Expires: fuzzT0.Add(time.Hour), EnrolledBy: "0123456789abcdef"})
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Add(c)
+	f.Add(c2)
 	f.Add(federation.CredentialPrefix)
 	f.Add(federation.CredentialPrefix + "e30.AAAA")
 	f.Fuzz(func(t *testing.T, s string) {
@@ -134,7 +141,7 @@ func FuzzParseCredential(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if federation.VerifyCredential(cr, fuzzPub, fuzzT0) == nil && s != c {
+		if federation.VerifyCredential(cr, fuzzPub, fuzzT0) == nil && s != c && s != c2 {
 			t.Fatalf("a credential fuzzKey never issued verified: %q", s)
 		}
 	})

@@ -108,3 +108,35 @@ func TestSealerSealsMachineEvents(t *testing.T) {
 		t.Fatalf("sealed machine.revoked: got %+v, %v", got, err)
 	}
 }
+
+func TestCredentialEnrolledByIsATokenID(t *testing.T) {
+	key := newKey(t)
+	st := MachineStatement{Machine: revokedMachine, Tier: "beta", Issuer: "edge-a1", Issued: revokedAt, Expires: revokedAt.Add(time.Hour)}
+	for _, tc := range []struct {
+		enrolledBy string
+		ok         bool
+	}{
+		{"", true},
+		{"0123456789abcdef", true},
+		{"0123456789ABCDEF", false},
+		{"0123", false},
+		{"pma_0123456789abcdef", false},
+	} {
+		st.EnrolledBy = tc.enrolledBy
+		text, err := IssueCredential(key, st)
+		if (err == nil) != tc.ok {
+			t.Errorf("IssueCredential with enrolled_by %q: want ok %v, got %v", tc.enrolledBy, tc.ok, err)
+			continue
+		}
+		if !tc.ok {
+			continue
+		}
+		c, err := ParseCredential(text)
+		if err != nil || c.Statement.EnrolledBy != tc.enrolledBy {
+			t.Errorf("ParseCredential with enrolled_by %q: got %+v, %v", tc.enrolledBy, c.Statement, err)
+		}
+		if tc.enrolledBy == "" && bytes.Contains(c.raw, []byte("enrolled_by")) {
+			t.Errorf("a credential without enrolled_by must not name it, so that older nodes still read it: %s", c.raw)
+		}
+	}
+}

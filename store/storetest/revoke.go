@@ -173,6 +173,24 @@ func testRevokeEnrollment(t *testing.T, s store.Store) {
 	if _, err := s.RevokeEnrollment(ctx, t3.ID, at, true); !errors.Is(err, catalog.ErrNotFound) {
 		t.Errorf("RevokeEnrollment of a machine token: want ErrNotFound, got %v", err)
 	}
+
+	// A machine of a, registering after a took its machines (by the
+	// credential a node issued it, which names a), is one of them. One of
+	// b, revoked without its machines, or of a token never held here, is
+	// not.
+	late := enrolled("by-a-late", a.ID)
+	err = s.RegisterMachine(ctx, late, machineToken("d000000000000021", late.ID, "edge"))
+	if !errors.Is(err, catalog.ErrRevoked) {
+		t.Errorf("RegisterMachine enrolled by a token revoked with its machines: want ErrRevoked, got %v", err)
+	}
+	if _, err := s.Token(ctx, "d000000000000021"); !errors.Is(err, catalog.ErrNotFound) {
+		t.Errorf("token of a refused registration: want ErrNotFound, got %v", err)
+	}
+	if _, err := s.RevokeEnrollment(ctx, b.ID, at, false); err != nil {
+		t.Fatal(err)
+	}
+	register(t, s, enrolled("by-b-late", b.ID), "d000000000000022")
+	register(t, s, enrolled("by-elsewhere", "d0000000000000ff"), "d000000000000023")
 }
 
 func testRevokeAdminSessions(t *testing.T, s store.Store) {
