@@ -147,4 +147,18 @@ func TestMachineRevokedAtTheHubIsRefusedAtEveryNode(t *testing.T) {
 	if code, out := refresh(); code != 0 {
 		t.Errorf("refresh after the hub deleted the machine: want the client to register again and succeed, got exit %d: %s", code, out)
 	}
+
+	// The machine is at edge-b now by credential only, never enrolled
+	// there; revoking its enrollment token with its machines at the hub
+	// reaches it all the same, as its credential named the token.
+	parts := strings.SplitN(enroll, "_", 3)
+	if len(parts) != 3 {
+		t.Fatalf("enrollment token %q: want pma_<id>_<secret>", parts[0])
+	}
+	h.AdminCall(t, http.MethodDelete, "/v1/admin/auth-tokens/"+parts[1]+"?machines=true", nil, nil)
+	caughtUp(t, h, b, "edge", hubSync)
+	err = registerByCredential(t, b, cred)
+	if !errors.As(err, &se) || se.Status != http.StatusForbidden || !strings.Contains(se.Body, `"machine_revoked"`) {
+		t.Errorf("edge-b: the credential of a machine whose enrollment token took its machines: want 403 machine_revoked, got %v", err)
+	}
 }
