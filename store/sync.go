@@ -143,7 +143,7 @@ type SyncedEvent struct {
 	// Apply is false for an event that is logged, to keep the tier's hub
 	// sequence contiguous for this node's own downstreams, but does not
 	// change the catalog: the upstream skipped it or a filter excluded it.
-	// Withdrawals, removals, token and node events are always applied.
+	// Withdrawals, removals, token, node and machine events are always applied.
 	Apply bool
 	// BecauseRecord and BecauseSig are, for an add or promotion the
 	// upstream skipped, the hub's signed reason the sync loop verified

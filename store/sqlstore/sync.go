@@ -249,7 +249,7 @@ func sameCursor(a, b store.Cursor) bool {
 // ApplySynced applies events to the local tier next.Tier and moves its
 // cursor from prev to next in one catalog change; see store.Syncer.
 //
-// Withdrawals, removals, token and node events are applied whatever their
+// Withdrawals, removals, token, node and machine events are applied whatever their
 // Apply says: the interface promises they always are. Dropping a withdrawal
 // would keep offering a patch the hub took back, dropping a revocation
 // would keep accepting a token it took back, and a token costs no blob. Every event, applied or not, is logged under
