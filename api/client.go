@@ -97,7 +97,7 @@ func (s *server) register(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	id := auth.MachineID(s.machineKey(r), req.MachineID)
-	return s.registerMachine(w, r, req, id, at.Tier, &at, slog.String("auth_token_id", at.ID))
+	return s.registerMachine(w, r, req, id, at.Tier, &at, at.ID, slog.String("auth_token_id", at.ID))
 }
 
 // registerByCredential registers the machine a credential names, under
@@ -115,8 +115,15 @@ func (s *server) registerByCredential(w http.ResponseWriter, r *http.Request, re
 	if err := s.requireTier(r, "tier", st.Tier); err != nil {
 		return err
 	}
-	return s.registerMachine(w, r, req, st.Machine, st.Tier, nil, slog.String("issuer", st.Issuer))
+	return s.registerMachine(w, r, req, st.Machine, st.Tier, nil, st.EnrolledBy, slog.String("issuer", st.Issuer))
 }
+
+// errMachineRevoked refuses the registration of a revoked machine, here
+// or, by the hub's signed revocation, anywhere: it changes nothing. The
+// machine learns why, as nothing it can retry will help; an operator must
+// delete it (at the hub, if revoked there).
+var errMachineRevoked = &httpError{http.StatusForbidden, codeMachineRevoked,
+	"this machine is revoked and may not register until an operator deletes it (at the hub, if revoked there)"}
 
 func validRegistration(req registerRequest) error {
 	for _, err := range []error{
@@ -134,10 +141,14 @@ func validRegistration(req registerRequest) error {
 // registerMachine records machine id on tier with a new machine token and
 // answers with the token and, if this node has a node key, a machine
 // credential for registering at the other admitted nodes of the tier.
-// enrolledBy is the auth token the machine registered with, nil for a
+// enrollment is the auth token the machine registered with, nil for a
 // machine credential: only an enrollment has a hub-signed token record for
-// the machine to learn its hub tier from.
-func (s *server) registerMachine(w http.ResponseWriter, r *http.Request, req registerRequest, id, tier string, enrolledBy *catalog.Token, by slog.Attr) error {
+// the machine to learn its hub tier from. enrolledBy is that token's ID,
+// or the one the credential carries: recorded with the machine, and in
+// the credential issued, it lets the token's revocation with its machines
+// reach the machine wherever it registered.
+func (s *server) registerMachine(w http.ResponseWriter, r *http.Request, req registerRequest, id, tier string,
+	enrollment *catalog.Token, enrolledBy string, by slog.Attr) error {
 	if err := validRegistration(req); err != nil {
 		return err
 	}
@@ -160,10 +171,8 @@ func (s *server) registerMachine(w http.ResponseWriter, r *http.Request, req reg
 		Registered:    now,
 		LastSeen:      now,
 	}
-	if enrolledBy != nil {
-		m.EnrolledBy = enrolledBy.ID
-	}
-	cred, err := s.issueCredential(id, tier, now)
+	m.EnrolledBy = enrolledBy
+	cred, err := s.issueCredential(id, tier, enrolledBy, now)
 	if err != nil {
 		return err
 	}
@@ -171,7 +180,7 @@ func (s *server) registerMachine(w http.ResponseWriter, r *http.Request, req reg
 		if errors.Is(err, catalog.ErrRevoked) {
 			s.securityEvent(r, auth.EventAuthzFail, slog.String("reason", "machine_revoked"),
 				slog.String("machine_id", id), slog.String("tier", tier), by)
-			return auth.ErrForbidden
+			return errMachineRevoked
 		}
 		return err
 	}
@@ -181,8 +190,8 @@ func (s *server) registerMachine(w http.ResponseWriter, r *http.Request, req reg
 		m = stored
 	}
 	enr := federation.Enrollment{Endorsements: s.endorse}
-	if enrolledBy != nil {
-		if enr.TokenRecord, err = s.tokenRecord(r.Context(), *enrolledBy); err != nil {
+	if enrollment != nil {
+		if enr.TokenRecord, err = s.tokenRecord(r.Context(), *enrollment); err != nil {
 			return err
 		}
 	}

@@ -17,10 +17,12 @@ import (
 
 // Error codes of the error body, as docs/api.md lists them.
 const (
-	codeBadRequest       = "bad_request"
-	codeInvalidInput     = "invalid_input"
-	codeUnauthorized     = "unauthorized"
-	codeForbidden        = "forbidden"
+	codeBadRequest   = "bad_request"
+	codeInvalidInput = "invalid_input"
+	codeUnauthorized = "unauthorized"
+	codeForbidden    = "forbidden"
+	// A revoked machine tried to register.
+	codeMachineRevoked   = "machine_revoked"
 	codeNotFound         = "not_found"
 	codeMethodNotAllowed = "method_not_allowed"
 	codeConflict         = "conflict"

@@ -293,12 +293,13 @@ func (s *server) hello(w http.ResponseWriter, r *http.Request) error {
 
 // issueCredential states, under this node's key, that it registered the
 // machine id on tier; "" when this node has no key.
-func (s *server) issueCredential(id, tier string, now time.Time) (string, error) {
+func (s *server) issueCredential(id, tier, enrolledBy string, now time.Time) (string, error) {
 	if s.nodeKey == nil {
 		return "", nil
 	}
 	return federation.IssueCredential(s.nodeKey, federation.MachineStatement{
 		Machine: id, Tier: tier, Issuer: s.info.Node, Issued: now, Expires: now.Add(s.credentialTTL),
+		EnrolledBy: enrolledBy,
 	})
 }
 

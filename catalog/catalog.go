@@ -177,7 +177,28 @@ const (
 	// the Node.
 	EventNodeAdmitted EventType = "node.admitted"
 	EventNodeRemoved  EventType = "node.removed"
+	// Machine events log the hub revoking a machine mesh-wide, and
+	// deleting it there, which lifts that revocation. The hub seals one
+	// on every tier, as a machine may register at any node of its tier
+	// and the hub need not know which. Their Data is the
+	// MachineRevocation.
+	EventMachineRevoked EventType = "machine.revoked"
+	EventMachineDeleted EventType = "machine.deleted"
 )
+
+// MachineRevocation is the hub's mesh-wide word on one machine ID: every
+// node refuses the machine's tokens and its registration from Revoked
+// until the hub lifts the revocation.
+type MachineRevocation struct {
+	// ID is the machine's ID as nodes store it (Machine.ID), the same at
+	// every node of the mesh.
+	ID string `json:"id"`
+	// Revoked is when the hub revoked the machine.
+	Revoked time.Time `json:"revoked"`
+	// Lifted is when the hub deleted the machine after revoking it at
+	// Revoked; zero while the revocation stands.
+	Lifted time.Time `json:"lifted,omitzero"`
+}
 
 // Node is a patchmesh node the hub admitted: a name bound to a node key,
 // with the URLs machines reach it at. A machine uses a node only while an

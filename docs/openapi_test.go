@@ -615,8 +615,14 @@ func TestOpenAPIDescribesLiveNodes(t *testing.T) {
 	ck.do(call{node: hub, method: "DELETE", path: "/v1/admin/machine-tokens/0123456789abcdef", cred: admin, want: 404})
 	ck.do(call{node: hub, method: "POST", path: "/v1/admin/machines/" + gone.MachinesRevoked[0] + "/revoke", cred: admin, want: 200})
 	ck.do(call{node: hub, method: "POST", path: "/v1/admin/machines/not-a-machine/revoke", cred: admin, want: 400, badRequest: true})
-	ck.do(call{node: hub, method: "DELETE", path: "/v1/admin/machines/" + gone.MachinesRevoked[0], cred: admin, want: 204})
+	// At the hub a revocation reaches IDs it never saw; the machine it
+	// revoked may not register again, with any enrollment token.
+	ck.do(call{node: hub, method: "POST", path: "/v1/admin/machines/" + strings.Repeat("5a", 32) + "/revoke", cred: admin, want: 200})
+	ck.do(call{node: hub, method: "POST", path: "/v1/client/register", cred: "Bearer " + authTok, want: 403,
+		body: map[string]string{"machine_id": "doomed-machine-0123456789", "kernel": "6.1.0-18-amd64", "arch": "x86_64", "client_version": "1.0.0"}})
+	ck.do(call{node: hub, method: "DELETE", path: "/v1/admin/machines/" + gone.MachinesRevoked[0], cred: admin, want: 200})
 	ck.do(call{node: hub, method: "DELETE", path: "/v1/admin/machines/" + gone.MachinesRevoked[0], cred: admin, want: 404})
+	ck.do(call{node: hub, method: "DELETE", path: "/v1/admin/machines/" + strings.Repeat("5a", 32), cred: admin, want: 200})
 
 	// The newer patch withdrawn: the machine that applied it is offered the
 	// older one with the hub's withdrawal, and the feed skips the newer one

@@ -30,6 +30,10 @@ func seedRecords(f *testing.F) [][]byte {
 	for _, r := range []federation.Record{
 		{Tier: "stable", TierSeq: 1, Type: catalog.EventPatchAdded, Patch: p, Time: fuzzT0},
 		{Tier: "stable", TierSeq: 2, Type: catalog.EventPatchWithdrawn, Patch: p, Time: fuzzT0.Add(time.Minute)},
+		{Tier: "stable", TierSeq: 3, Type: catalog.EventMachineRevoked, Time: fuzzT0,
+			Machine: &federation.MachineRecord{ID: strings.Repeat("5a", 32), Revoked: fuzzT0}},
+		{Tier: "stable", TierSeq: 4, Type: catalog.EventMachineDeleted, Time: fuzzT0,
+			Machine: &federation.MachineRecord{ID: strings.Repeat("5a", 32), Revoked: fuzzT0, Lifted: fuzzT0.Add(time.Hour)}},
 	} {
 		e, err := federation.Sign(fuzzKey, r)
 		if err != nil {
@@ -122,7 +126,14 @@ func FuzzParseCredential(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	// One naming the machine's enrollment token too.
+	c2, err := federation.IssueCredential(fuzzKey, federation.MachineStatement{Machine: strings.Repeat("ab", 32), Tier: "stable",
+		Issuer: "edge-1", Issued: fuzzT0, Expires: fuzzT0.Add(time.Hour), EnrolledBy: "0123456789abcdef"})
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Add(c)
+	f.Add(c2)
 	f.Add(federation.CredentialPrefix)
 	f.Add(federation.CredentialPrefix + "e30.AAAA")
 	f.Fuzz(func(t *testing.T, s string) {
@@ -130,7 +141,7 @@ func FuzzParseCredential(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if federation.VerifyCredential(cr, fuzzPub, fuzzT0) == nil && s != c {
+		if federation.VerifyCredential(cr, fuzzPub, fuzzT0) == nil && s != c && s != c2 {
 			t.Fatalf("a credential fuzzKey never issued verified: %q", s)
 		}
 	})

@@ -191,6 +191,14 @@ type MachineStatement struct {
 	IssuerKey string    `json:"issuer_key"`
 	Issued    time.Time `json:"issued"`
 	Expires   time.Time `json:"expires"`
+	// EnrolledBy is the ID of the enrollment (auth) token the machine
+	// registered with at its first contact, carried from credential to
+	// credential, so that a node it registers at by credential records it
+	// and the hub's revocation of that token with its machines reaches the
+	// machine there too. omitempty keeps a credential without one as it
+	// was; a node of an older release refuses a credential that carries
+	// it (unknown field), so upgrade every node before the first.
+	EnrolledBy string `json:"enrolled_by,omitempty"`
 }
 
 // Credential is a parsed machine credential: the statement and the exact
@@ -220,6 +228,8 @@ func (st MachineStatement) validate() error {
 		return bad("issuer_key", "must be a key ID of 16 lowercase hex digits")
 	case st.Issued.IsZero() || !st.Expires.After(st.Issued):
 		return bad("expires", "must be after issued, and both set")
+	case st.EnrolledBy != "" && !tokenIDRE.MatchString(st.EnrolledBy):
+		return bad("enrolled_by", "must be empty or a token ID of 16 lowercase hex digits")
 	}
 	return nil
 }

@@ -559,7 +559,7 @@ func (p *Puller) round(ctx context.Context, l *linkState, wait time.Duration) (c
 			}
 		}
 		ev := store.SyncedEvent{
-			Record: fe.Record, Sig: fe.Sig, HubSeq: r.TierSeq, Type: r.Type, Patch: r.Patch, Token: r.CatalogToken(), Node: r.CatalogNode(), Rollout: r.Rollout, Apply: apply,
+			Record: fe.Record, Sig: fe.Sig, HubSeq: r.TierSeq, Type: r.Type, Patch: r.Patch, Token: r.CatalogToken(), Node: r.CatalogNode(), Rollout: r.Rollout, Machine: r.CatalogMachine(), Apply: apply,
 		}
 		if !apply && explained {
 			// Kept to serve onward: the reason may lie in a later page.

@@ -75,6 +75,10 @@ type Record struct {
 	// rollout.changed events; nil, and absent from the bytes, otherwise.
 	// Its Tier is the record's Tier.
 	Rollout *catalog.Rollout `json:"rollout,omitempty"`
+	// Machine is the machine a machine event (machine.revoked,
+	// machine.deleted) concerns; nil, and absent from the bytes, for
+	// every other event.
+	Machine *MachineRecord `json:"machine,omitempty"`
 	// Time is when the hub made the change.
 	Time time.Time `json:"time"`
 }
@@ -118,6 +122,30 @@ type NodeRecord struct {
 	Admitted time.Time `json:"admitted"`
 	// Removed is set on node.removed records, zero on node.admitted ones.
 	Removed time.Time `json:"removed,omitzero"`
+}
+
+// MachineRecord is a machine the hub revoked mesh-wide: every node of
+// the record's tier (the hub seals one on every tier) refuses its tokens
+// and its registration. A machine.deleted record carries the same ID and
+// revocation time with Lifted set: the hub lifted that revocation.
+type MachineRecord struct {
+	// ID is the machine's ID as nodes store it, 64 lowercase hex digits:
+	// an HMAC under the mesh key, the same at every node.
+	ID string `json:"id"`
+	// Revoked is when the hub revoked the machine.
+	Revoked time.Time `json:"revoked"`
+	// Lifted is set on machine.deleted records, zero on machine.revoked
+	// ones.
+	Lifted time.Time `json:"lifted,omitzero"`
+}
+
+// CatalogMachine returns the machine revocation r carries as the store
+// keeps it, or nil if r carries none: what a SyncedEvent's Machine is.
+func (r Record) CatalogMachine() *catalog.MachineRevocation {
+	if r.Machine == nil {
+		return nil
+	}
+	return &catalog.MachineRevocation{ID: r.Machine.ID, Revoked: r.Machine.Revoked, Lifted: r.Machine.Lifted}
 }
 
 // CatalogNode returns the node r carries as the store keeps it, admitted
@@ -188,6 +216,11 @@ func Sign(priv ed25519.PrivateKey, r Record) (Envelope, error) {
 		n.Admitted = utc(n.Admitted)
 		n.Removed = utc(n.Removed)
 		r.Node = &n
+	}
+	if r.Machine != nil {
+		m := *r.Machine
+		m.Revoked, m.Lifted = utc(m.Revoked), utc(m.Lifted)
+		r.Machine = &m
 	}
 	if r.Rollout != nil {
 		ro := *r.Rollout
@@ -358,7 +391,18 @@ func (r Record) validate() error {
 	if r.Rollout != nil && r.Type != catalog.EventRolloutChanged {
 		return invalid("rollout", "must be absent for a %s event", r.Type)
 	}
+	if r.Machine != nil && r.Type != catalog.EventMachineRevoked && r.Type != catalog.EventMachineDeleted {
+		return invalid("machine", "must be absent for a %s event", r.Type)
+	}
 	switch r.Type {
+	case catalog.EventMachineRevoked, catalog.EventMachineDeleted:
+		if r.Token != nil || r.Node != nil || r.Rollout != nil || !patchIsZero(r.Patch) {
+			return invalid("machine", "a %s event carries a machine only", r.Type)
+		}
+		if r.Machine == nil {
+			return invalid("machine", "must be set for a %s event", r.Type)
+		}
+		return r.Machine.validate(r.Type)
 	case catalog.EventRolloutChanged:
 		if r.Token != nil || r.Node != nil || !patchIsZero(r.Patch) {
 			return invalid("rollout", "a %s event carries a rollout only", r.Type)
@@ -441,6 +485,26 @@ func (t TokenRecord) validate(typ catalog.EventType) error {
 	return nil
 }
 
+// validate checks the machine of an event of type typ: a stored machine
+// ID, and a lift only on a deletion.
+func (m MachineRecord) validate(typ catalog.EventType) error {
+	if !machineIDRE.MatchString(m.ID) {
+		return invalid("machine.id", "must be a machine ID of 64 lowercase hex digits")
+	}
+	if m.Revoked.IsZero() {
+		return invalid("machine.revoked", "must be set")
+	}
+	switch lifted := !m.Lifted.IsZero(); {
+	case typ == catalog.EventMachineDeleted && !lifted:
+		return invalid("machine.lifted", "must be set for a %s event", typ)
+	case typ == catalog.EventMachineRevoked && lifted:
+		return invalid("machine.lifted", "must be empty for a %s event", typ)
+	case lifted && m.Lifted.Before(m.Revoked):
+		return invalid("machine.lifted", "must not be before the revocation it lifts")
+	}
+	return nil
+}
+
 // validate checks the node of an event of type typ: a real key, URLs a
 // machine may use, and a removal that says when.
 func (n NodeRecord) validate(typ catalog.EventType) error {
@@ -506,6 +570,9 @@ func (s Sealer) Seal(e store.SealRequest) (record, sig []byte, err error) {
 		r.Node = &NodeRecord{Name: n.Name, Key: n.Key, URLs: n.URLs, Admitted: n.Admitted, Removed: n.Removed}
 	}
 	r.Rollout = e.Rollout
+	if m := e.Machine; m != nil {
+		r.Machine = &MachineRecord{ID: m.ID, Revoked: m.Revoked, Lifted: m.Lifted}
+	}
 	env, err := Sign(s.Key, r)
 	if err != nil {
 		return nil, nil, err

@@ -27,13 +27,28 @@ type Revocations interface {
 	// RevokeMachine revokes the machine and every live machine token of
 	// it at at. The machine stays listed, revoked, and RegisterMachine
 	// refuses it (catalog.ErrRevoked) until it is deleted. Revoking a
-	// revoked machine keeps the first time. ErrNotFound if it is not
-	// registered here.
-	// It returns the machine as it stands after.
-	RevokeMachine(ctx context.Context, id string, at time.Time) (catalog.Machine, error)
+	// revoked machine keeps the first time.
+	//
+	// On the hub (a store with a Sealer) the revocation is mesh-wide: it
+	// is recorded by ID whether or not the machine registered here, and
+	// sealed as a machine.revoked event on every tier, in the same
+	// transaction, so that every node refuses the machine's tokens and
+	// its registration by enrollment token or credential. Revoking again
+	// seals it again (reaching tiers added since), keeping the first time.
+	// Off the hub it is this node's alone, and ErrNotFound if the machine
+	// is not registered here.
+	RevokeMachine(ctx context.Context, id string, at time.Time) (MachineRevoked, error)
 	// DeleteMachine forgets the machine and deletes its machine tokens;
-	// it may register again. ErrNotFound if it is not registered here.
-	DeleteMachine(ctx context.Context, id string) error
+	// it may register here again unless a hub revocation still stands.
+	// On the hub, deleting a machine revoked there also lifts that
+	// revocation, with a machine.deleted event on every tier that makes
+	// every node forget the machine it revoked, so that it may register
+	// anywhere again. ErrNotFound if there is nothing to delete: no
+	// machine registered here, nor (on the hub) a standing revocation.
+	DeleteMachine(ctx context.Context, id string) (MachineDeleted, error)
+	// MachineRevocation is the hub's word on machine ID as this node
+	// holds it; ErrNotFound if it holds none.
+	MachineRevocation(ctx context.Context, id string) (catalog.MachineRevocation, error)
 	// RevokeAdminSessions refuses, from now on, every admin macaroon
 	// minted for user at or before at (logout everywhere). A later call
 	// moves the bound forward, never back.
@@ -41,4 +56,30 @@ type Revocations interface {
 	// AdminSessionsNotBefore is the bound RevokeAdminSessions set for
 	// user: macaroons minted at or before it are refused. Zero if none.
 	AdminSessionsNotBefore(ctx context.Context, user string) (time.Time, error)
+}
+
+// MachineRevoked is what RevokeMachine did.
+type MachineRevoked struct {
+	// Machine is the machine as registered here after the revocation;
+	// nil if it is not (only on the hub, which revokes IDs it never saw).
+	Machine *catalog.Machine
+	// Mesh says the revocation is the hub's and travels the feed; false
+	// when it is this node's only.
+	Mesh bool
+	// Revocation is the mesh-wide revocation as recorded; zero off the
+	// hub.
+	Revocation catalog.MachineRevocation
+	// Tiers are the tiers whose feeds carry it, in order; none off the
+	// hub.
+	Tiers []string
+}
+
+// MachineDeleted is what DeleteMachine did.
+type MachineDeleted struct {
+	// Forgotten says a machine registered here was forgotten.
+	Forgotten bool
+	// Lifted is the hub revocation the deletion lifted, on every tier
+	// (Tiers); nil if it lifted none.
+	Lifted *catalog.MachineRevocation
+	Tiers  []string
 }

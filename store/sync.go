@@ -38,6 +38,9 @@ type SealRequest struct {
 	// Rollout is the rollout after the change, for rollout events; nil
 	// otherwise.
 	Rollout *catalog.Rollout
+	// Machine is the machine revocation after the change, for machine
+	// events (Lifted set on a machine.deleted); nil otherwise.
+	Machine *catalog.MachineRevocation
 	// At is when the hub made the change.
 	At time.Time
 }
@@ -133,10 +136,14 @@ type SyncedEvent struct {
 	// Rollout holds the signed rollout of a rollout event; nil for other
 	// events. The store keeps it on the local tier, whatever its Tier.
 	Rollout *catalog.Rollout
+	// Machine holds the signed machine revocation of a machine event
+	// (Lifted set on a machine.deleted); nil for other events. It
+	// concerns every tier: the store keeps one word per machine ID.
+	Machine *catalog.MachineRevocation
 	// Apply is false for an event that is logged, to keep the tier's hub
 	// sequence contiguous for this node's own downstreams, but does not
 	// change the catalog: the upstream skipped it or a filter excluded it.
-	// Withdrawals, removals, token and node events are always applied.
+	// Withdrawals, removals, token, node and machine events are always applied.
 	Apply bool
 	// BecauseRecord and BecauseSig are, for an add or promotion the
 	// upstream skipped, the hub's signed reason the sync loop verified

@@ -116,10 +116,17 @@ var adminCommands = []adminCommand{
 		example: "patchmesh admin patches remove 3f2a9c1e", run: (*admin).patchesRemove},
 	{name: "machines list", args: "[--tier T] [--kernel K] [--state S] [--limit N] [--after CURSOR]", summary: "registered machines, most recently seen first",
 		example: "patchmesh admin machines list --state apply-failed", run: (*admin).machinesList},
-	{name: "machines revoke", args: "ID", summary: "revoke a machine and its tokens; it may not register here again until deleted",
-		about:   "ID is the machine's ID as 'machines list --output json' shows it (64 hex digits).",
+	{name: "machines revoke", args: "ID", summary: "revoke a machine and its tokens; at the hub, at every node of the mesh",
+		about: "ID is the machine's ID as 'machines list --output json' shows it (64 hex digits).\n" +
+			"At the hub the revocation is signed on every tier: every node refuses the machine's tokens\n" +
+			"and its registration, by enrollment token or credential, even an ID the hub never saw.\n" +
+			"At any other node it is that node's only: the machine may still register at another node\n" +
+			"of its tier with its credential. Either way it may not register again until deleted.",
 		example: "patchmesh admin machines revoke 3f2a9c1e…", run: (*admin).machinesRevoke},
-	{name: "machines delete", args: "ID", summary: "forget a machine and delete its tokens; it may register again",
+	{name: "machines delete", args: "ID", summary: "forget a machine and delete its tokens; at the hub, also lift its revocation everywhere",
+		about: "At the hub, deleting a machine revoked there lifts that revocation at every node (a signed\n" +
+			"machine.deleted record), which forgets the machine: it may register anywhere again.\n" +
+			"At any other node the machine is forgotten there only; a revocation made at the hub stands.",
 		example: "patchmesh admin machines delete 3f2a9c1e…", run: (*admin).machinesDelete},
 	{name: "sessions revoke", args: "USER", summary: "end every session (macaroon) of an admin: logout everywhere",
 		about:   "Every macaroon minted for USER until now is refused from its next use, on this node and\nthe nodes sharing its database; USER logs in again for a new one.",

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/patchmesh/patchmesh/catalog"
 )
@@ -56,19 +57,47 @@ func (a *admin) machinesRevoke(ctx context.Context, args []string) error {
 		return err
 	}
 	return a.show(raw, nil, func() error {
-		var m catalog.Machine
-		if err := decode(raw, &m); err != nil {
+		var out struct {
+			ID      string           `json:"id"`
+			Scope   string           `json:"scope"`
+			Revoked time.Time        `json:"revoked"`
+			Tiers   []string         `json:"tiers"`
+			Machine *catalog.Machine `json:"machine"`
+			Note    string           `json:"note"`
+		}
+		if err := decode(raw, &out); err != nil {
 			return err
 		}
-		_, err := fmt.Fprintf(a.stdout, "Revoked machine %s (tier %s) at %s: its tokens are refused, and it may not register here again until deleted.\n",
-			m.ID, m.Tier, fmtTime(m.Revoked))
+		where := "never registered here"
+		if out.Machine != nil {
+			where = "tier " + out.Machine.Tier
+		}
+		_, err := fmt.Fprintf(a.stdout, "Revoked machine %s (%s) at %s, scope %s: %s.\n",
+			out.ID, where, fmtTime(out.Revoked), out.Scope, out.Note)
 		return err
 	})
 }
 
 func (a *admin) machinesDelete(ctx context.Context, args []string) error {
-	return deleteOne(ctx, a, "machines delete", args, "ID", "/v1/admin/machines", "deleted", func(id string) string {
-		return "Deleted machine " + id + " and its tokens; it may register again."
+	api, pos, err := a.prepare(ctx, "machines delete", args, "ID")
+	if err != nil {
+		return err
+	}
+	raw, err := api.call(ctx, http.MethodDelete, "/v1/admin/machines/"+pathEscape(pos[0]), nil, nil)
+	if err != nil {
+		return err
+	}
+	return a.show(raw, nil, func() error {
+		var out struct {
+			ID    string `json:"id"`
+			Scope string `json:"scope"`
+			Note  string `json:"note"`
+		}
+		if err := decode(raw, &out); err != nil {
+			return err
+		}
+		_, err := fmt.Fprintf(a.stdout, "Deleted machine %s and its tokens, scope %s: %s.\n", out.ID, out.Scope, out.Note)
+		return err
 	})
 }
 

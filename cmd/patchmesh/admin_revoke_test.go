@@ -72,8 +72,8 @@ func TestAdminRevocation(t *testing.T) {
 	}
 
 	r := n.mustAdmin("machines", "revoke", m1)
-	if !strings.Contains(r.stdout, "Revoked machine "+m1) {
-		t.Errorf("machines revoke printed %q", r.stdout)
+	if !strings.Contains(r.stdout, "Revoked machine "+m1) || !strings.Contains(r.stdout, "scope ") {
+		t.Errorf("machines revoke printed %q, want the machine and the revocation's scope", r.stdout)
 	}
 	if got := n.machineStatus(m1tok); got != http.StatusUnauthorized {
 		t.Errorf("revoked machine's token: want 401 at once, got %d", got)
@@ -88,7 +88,9 @@ func TestAdminRevocation(t *testing.T) {
 		t.Errorf("machines revoke of a malformed ID: want a failure, got exit 0")
 	}
 
-	n.mustAdmin("machines", "delete", m1)
+	if r := n.mustAdmin("machines", "delete", m1); !strings.Contains(r.stdout, "Deleted machine "+m1) || !strings.Contains(r.stdout, "scope ") {
+		t.Errorf("machines delete printed %q, want the machine and the deletion's scope", r.stdout)
+	}
 	code, m1tok, _ = n.register(tok.Token, "machine-revoke-000001")
 	if code != http.StatusCreated {
 		t.Errorf("deleted machine registering again: want 201, got %d", code)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/patchmesh/patchmesh/catalog"
+	"github.com/patchmesh/patchmesh/migrations"
 	"github.com/patchmesh/patchmesh/store"
 )
 
@@ -296,6 +297,19 @@ func (s *Store) RegisterMachine(ctx context.Context, m catalog.Machine, t catalo
 		enrolledBy = sql.NullString{String: m.EnrolledBy, Valid: true}
 	}
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		// A hub revocation refuses the ID whether or not it registered
+		// here before; the lock keeps one being applied from racing this.
+		if err := s.lockMachineID(ctx, tx, m.ID); err != nil {
+			return err
+		}
+		if revoked, err := machineRevoked(ctx, tx, m.ID); err != nil {
+			return err
+		} else if revoked {
+			return fmt.Errorf("machine %s, by the hub: %w", m.ID, catalog.ErrRevoked)
+		}
+		if err := s.checkEnrollment(ctx, tx, m); err != nil {
+			return err
+		}
 		// The update's WHERE is evaluated on the row as it stands once
 		// locked, so a revocation committed at any moment before is seen:
 		// a revoked machine gets no new token, even racing its revocation.
@@ -594,4 +608,33 @@ func (s *Store) Secret(ctx context.Context, name string, gen func() ([]byte, err
 		return nil, mapErr("secret "+name, err)
 	}
 	return v, nil
+}
+
+// checkEnrollment refuses a machine whose enrollment token (m.EnrolledBy,
+// which a machine credential carries too) was revoked with its machines:
+// revoking the token took the machines registered with it, and one that
+// registers after, here or by credential anywhere, is one of them. On
+// PostgreSQL the token row is read FOR SHARE, so a revocation racing the
+// registration either commits first and is seen here, or waits for this
+// registration and then finds its machine (revokeEnrolled reads the
+// machines after it updates the token).
+func (s *Store) checkEnrollment(ctx context.Context, tx *sql.Tx, m catalog.Machine) error {
+	if m.EnrolledBy == "" {
+		return nil
+	}
+	q := `SELECT revoke_machines FROM tokens WHERE id = $1 AND kind = 'auth'`
+	if s.dialect == migrations.Postgres {
+		q += ` FOR SHARE`
+	}
+	var machines int
+	err := tx.QueryRowContext(ctx, q, m.EnrolledBy).Scan(&machines)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil // a token this node never held: nothing to go by
+	case err != nil:
+		return err
+	case machines != 0:
+		return fmt.Errorf("machine %s, with enrollment token %s: %w", m.ID, m.EnrolledBy, catalog.ErrRevoked)
+	}
+	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/patchmesh/patchmesh/catalog"
+	"github.com/patchmesh/patchmesh/migrations"
 	"github.com/patchmesh/patchmesh/store"
 )
 
@@ -31,7 +32,7 @@ func (s *Store) change(ctx context.Context, fn func(c *changeTx) error) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE counters SET value = value WHERE name = 'events'`); err != nil {
 			return fmt.Errorf("lock change log: %w", err)
 		}
-		c = &changeTx{tx: tx, now: s.now(), sealer: s.sealer}
+		c = &changeTx{tx: tx, now: s.now(), sealer: s.sealer, dialect: s.dialect}
 		return fn(c)
 	})
 	// inTx returns nil only after the commit: a reader woken any earlier
@@ -49,6 +50,8 @@ type changeTx struct {
 	// sealer signs the patch and token events this node originates; nil
 	// unless this node is the hub.
 	sealer store.Sealer
+	// dialect is the store's, for the few locks only PostgreSQL needs.
+	dialect migrations.Dialect
 	// logged says the change appended an event, so its commit grows the log.
 	logged bool
 	// revokedMachines are the machines the change revoked with their

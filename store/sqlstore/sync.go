@@ -249,7 +249,7 @@ func sameCursor(a, b store.Cursor) bool {
 // ApplySynced applies events to the local tier next.Tier and moves its
 // cursor from prev to next in one catalog change; see store.Syncer.
 //
-// Withdrawals, removals, token and node events are applied whatever their
+// Withdrawals, removals, token, node and machine events are applied whatever their
 // Apply says: the interface promises they always are. Dropping a withdrawal
 // would keep offering a patch the hub took back, dropping a revocation
 // would keep accepting a token it took back, and a token costs no blob. Every event, applied or not, is logged under
@@ -330,6 +330,9 @@ func syncedSubject(ev store.SyncedEvent) string {
 	if ev.Rollout != nil {
 		return "rollout " + ev.Rollout.ID
 	}
+	if ev.Machine != nil {
+		return "machine " + ev.Machine.ID
+	}
 	return ev.Patch.Digest
 }
 
@@ -337,7 +340,12 @@ func checkSyncedEvent(ev store.SyncedEvent) error {
 	if len(ev.Record) == 0 || len(ev.Sig) == 0 {
 		return &catalog.InvalidError{Field: "record", Message: "a synced event needs its record and signature"}
 	}
+	if ev.Machine != nil && ev.Type != catalog.EventMachineRevoked && ev.Type != catalog.EventMachineDeleted {
+		return &catalog.InvalidError{Field: "machine", Message: fmt.Sprintf("must be absent for a %s event", ev.Type)}
+	}
 	switch ev.Type {
+	case catalog.EventMachineRevoked, catalog.EventMachineDeleted:
+		return checkSyncedMachine(ev)
 	case catalog.EventTokenAdded, catalog.EventTokenRevoked:
 		if ev.Node != nil {
 			return &catalog.InvalidError{Field: "node", Message: fmt.Sprintf("must be absent for a %s event", ev.Type)}
@@ -365,7 +373,7 @@ func checkSyncedEvent(ev store.SyncedEvent) error {
 		}
 	case catalog.EventPatchWithdrawn, catalog.EventPatchRemoved:
 	default:
-		// The hub seals patch, token and node events only.
+		// The hub seals patch, token, node, rollout and machine events only.
 		return &catalog.InvalidError{Field: "type", Message: fmt.Sprintf("%q is not a patch, token or node event", ev.Type)}
 	}
 	return catalog.ValidDigest(ev.Patch.Digest)
@@ -406,6 +414,8 @@ func (c *changeTx) applySynced(ctx context.Context, tierName string, ev store.Sy
 		return c.applySyncedNode(ctx, tierName, ev)
 	case catalog.EventRolloutChanged:
 		return c.applySyncedRollout(ctx, tierName, ev)
+	case catalog.EventMachineRevoked, catalog.EventMachineDeleted:
+		return c.applySyncedMachine(ctx, tierName, ev)
 	}
 	digest := ev.Patch.Digest
 	local, err := patch(ctx, c.tx, digest)

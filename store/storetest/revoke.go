@@ -46,8 +46,8 @@ func testRevokeMachine(t *testing.T, s store.Store) {
 	if err != nil {
 		t.Fatalf("RevokeMachine: %v", err)
 	}
-	if !got.Revoked.Equal(at) {
-		t.Errorf("RevokeMachine: want the machine revoked at %v, got %+v", at, got)
+	if got.Machine == nil || !got.Machine.Revoked.Equal(at) || got.Mesh || len(got.Tiers) != 0 {
+		t.Errorf("RevokeMachine off the hub: want the machine revoked at %v, here only, got %+v", at, got)
 	}
 	wantRevoked(t, s, "after RevokeMachine", first.ID, true)
 	wantRevoked(t, s, "a bystander after RevokeMachine", bystander.ID, false)
@@ -64,7 +64,7 @@ func testRevokeMachine(t *testing.T, s store.Store) {
 		t.Errorf("token of a refused registration: want ErrNotFound, got %v", err)
 	}
 	// Revoking again keeps the first time.
-	if again, err := s.RevokeMachine(ctx, m.ID, at.Add(time.Hour)); err != nil || !again.Revoked.Equal(at) {
+	if again, err := s.RevokeMachine(ctx, m.ID, at.Add(time.Hour)); err != nil || again.Machine == nil || !again.Machine.Revoked.Equal(at) {
 		t.Errorf("RevokeMachine again: want revoked at %v kept, got %+v, %v", at, again, err)
 	}
 	if _, err := s.RevokeMachine(ctx, machineID("nobody"), at); !errors.Is(err, catalog.ErrNotFound) {
@@ -72,8 +72,8 @@ func testRevokeMachine(t *testing.T, s store.Store) {
 	}
 
 	// Deleted, it is forgotten with its tokens, and may register again.
-	if err := s.DeleteMachine(ctx, m.ID); err != nil {
-		t.Fatalf("DeleteMachine: %v", err)
+	if got, err := s.DeleteMachine(ctx, m.ID); err != nil || !got.Forgotten || got.Lifted != nil {
+		t.Fatalf("DeleteMachine off the hub: want it forgotten, no revocation lifted, got %+v, %v", got, err)
 	}
 	if _, err := s.Machine(ctx, m.ID); !errors.Is(err, catalog.ErrNotFound) {
 		t.Errorf("Machine after DeleteMachine: want ErrNotFound, got %v", err)
@@ -81,7 +81,7 @@ func testRevokeMachine(t *testing.T, s store.Store) {
 	if _, err := s.Token(ctx, first.ID); !errors.Is(err, catalog.ErrNotFound) {
 		t.Errorf("machine token after DeleteMachine: want ErrNotFound, got %v", err)
 	}
-	if err := s.DeleteMachine(ctx, m.ID); !errors.Is(err, catalog.ErrNotFound) {
+	if _, err := s.DeleteMachine(ctx, m.ID); !errors.Is(err, catalog.ErrNotFound) {
 		t.Errorf("DeleteMachine twice: want ErrNotFound, got %v", err)
 	}
 	register(t, s, m, "c000000000000004")
@@ -173,6 +173,24 @@ func testRevokeEnrollment(t *testing.T, s store.Store) {
 	if _, err := s.RevokeEnrollment(ctx, t3.ID, at, true); !errors.Is(err, catalog.ErrNotFound) {
 		t.Errorf("RevokeEnrollment of a machine token: want ErrNotFound, got %v", err)
 	}
+
+	// A machine of a, registering after a took its machines (by the
+	// credential a node issued it, which names a), is one of them. One of
+	// b, revoked without its machines, or of a token never held here, is
+	// not.
+	late := enrolled("by-a-late", a.ID)
+	err = s.RegisterMachine(ctx, late, machineToken("d000000000000021", late.ID, "edge"))
+	if !errors.Is(err, catalog.ErrRevoked) {
+		t.Errorf("RegisterMachine enrolled by a token revoked with its machines: want ErrRevoked, got %v", err)
+	}
+	if _, err := s.Token(ctx, "d000000000000021"); !errors.Is(err, catalog.ErrNotFound) {
+		t.Errorf("token of a refused registration: want ErrNotFound, got %v", err)
+	}
+	if _, err := s.RevokeEnrollment(ctx, b.ID, at, false); err != nil {
+		t.Fatal(err)
+	}
+	register(t, s, enrolled("by-b-late", b.ID), "d000000000000022")
+	register(t, s, enrolled("by-elsewhere", "d0000000000000ff"), "d000000000000023")
 }
 
 func testRevokeAdminSessions(t *testing.T, s store.Store) {

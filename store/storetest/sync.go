@@ -55,6 +55,10 @@ func RunSync(t *testing.T, open OpenSync) {
 		{"TrustedKeysAddListRemove", testTrustedKeys},
 		{"SignedEventsFindATiersRecordsOfOnePatch", testSignedEvents},
 		{"ApplySyncedRevocationTakesTheTokensMachines", testApplySyncedRevokeMachines},
+		{"MachineRevocationsSealedOnEveryTier", testSealMachineRevocations},
+		{"MachineRevocationSealFailureRollsTheChangeBack", testSealMachineRevocationFailure},
+		{"ApplySyncedMachineRevocationsRefuseEverywhere", testApplySyncedMachines},
+		{"ApplySyncedMachineRevocationRefusalsChangeNothing", testApplySyncedMachineRefusals},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
@@ -64,14 +68,15 @@ func RunSync(t *testing.T, open OpenSync) {
 // sealed is what the test sealer signs: its request, as JSON. A real
 // sealer's format is the federation package's; the store must not care.
 type sealed struct {
-	Tier    string            `json:"tier"`
-	TierSeq int64             `json:"tier_seq"`
-	Type    catalog.EventType `json:"type"`
-	Patch   catalog.Patch     `json:"patch"`
-	Token   *sealedToken      `json:"token,omitempty"`
-	Node    *catalog.Node     `json:"node,omitempty"`
-	Rollout *catalog.Rollout  `json:"rollout,omitempty"`
-	Time    time.Time         `json:"time"`
+	Tier    string                     `json:"tier"`
+	TierSeq int64                      `json:"tier_seq"`
+	Type    catalog.EventType          `json:"type"`
+	Patch   catalog.Patch              `json:"patch"`
+	Token   *sealedToken               `json:"token,omitempty"`
+	Node    *catalog.Node              `json:"node,omitempty"`
+	Rollout *catalog.Rollout           `json:"rollout,omitempty"`
+	Machine *catalog.MachineRevocation `json:"machine,omitempty"`
+	Time    time.Time                  `json:"time"`
 }
 
 // sealedToken is a token as the test sealer signs it: with its hash, which
@@ -140,6 +145,7 @@ func (s *testSealer) Seal(e store.SealRequest) ([]byte, []byte, error) {
 		r.Node = &c
 	}
 	r.Rollout = e.Rollout
+	r.Machine = e.Machine
 	rec, err := json.Marshal(r)
 	if err != nil {
 		return nil, nil, err
@@ -226,6 +232,9 @@ func (r sealed) subject() string {
 	}
 	if r.Rollout != nil {
 		return "rollout " + r.Rollout.ID
+	}
+	if r.Machine != nil {
+		return "machine " + r.Machine.ID
 	}
 	return r.Patch.Digest
 }
@@ -511,7 +520,7 @@ func toSynced(t *testing.T, entries []store.FeedEntry, apply bool) []store.Synce
 		r := unseal(t, e)
 		out = append(out, store.SyncedEvent{
 			Record: e.Record, Sig: e.Sig, HubSeq: e.HubSeq, Type: r.Type, Patch: r.Patch,
-			Token: r.catalogToken(), Node: r.catalogNode(), Rollout: r.Rollout, Apply: apply,
+			Token: r.catalogToken(), Node: r.catalogNode(), Rollout: r.Rollout, Machine: r.Machine, Apply: apply,
 		})
 	}
 	return out
