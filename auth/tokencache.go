@@ -12,7 +12,8 @@ import (
 // Token cache defaults.
 const (
 	// DefaultTokenCacheSize holds a token for each of 200,000 machines:
-	// about 60 MB at most.
+	// about 80 MB of live heap at most (some 400 bytes a record, measured
+	// with 100,000 in bench/RESULTS.md, "Issue 12, part D").
 	DefaultTokenCacheSize = 200_000
 	// DefaultTokenCacheMaxAge bounds how long a token revoked by another
 	// node sharing this node's database (which this node's store.Changes
@@ -40,6 +41,10 @@ type tokenCache struct {
 
 	mu      sync.RWMutex
 	entries map[string]cachedToken
+	// tiers holds one copy of each tier name the entries carry, so that
+	// 100,000 machines on a tier share its name rather than each keeping
+	// the copy its store read made. Guarded by mu, cleared with entries.
+	tiers map[string]string
 }
 
 type cachedToken struct {
@@ -58,7 +63,7 @@ func newTokenCache(changes *store.Changes, size int, maxAge time.Duration, now f
 	if maxAge == 0 {
 		maxAge = DefaultTokenCacheMaxAge
 	}
-	return &tokenCache{changes: changes, maxAge: maxAge, size: size, now: now, entries: make(map[string]cachedToken)}
+	return &tokenCache{changes: changes, maxAge: maxAge, size: size, now: now, entries: make(map[string]cachedToken), tiers: make(map[string]string)}
 }
 
 // token returns the token with this ID from the cache or, failing that,
@@ -87,8 +92,33 @@ func (c *tokenCache) token(ctx context.Context, s Store, id string) (catalog.Tok
 		// default size that happens only on a node with more live machines
 		// than it, where a hit rate lower than perfect is the price.
 		clear(c.entries)
+		clear(c.tiers)
 	}
-	c.entries[id] = cachedToken{t: t, gen: gen, fetched: now}
+	t = c.compact(t)
+	// Keyed by the record's own ID, not id: id is a slice of the request's
+	// Authorization header, which the key would keep alive whole.
+	c.entries[t.ID] = cachedToken{t: t, gen: gen, fetched: now}
 	c.mu.Unlock()
 	return t, nil
+}
+
+// compact makes t share the strings that many records repeat: its kind
+// the package's constant, its tier the one copy in c.tiers, its name its
+// machine ID when they are equal (a machine token's are). The record reads
+// the same; only the memory behind it changes. c.mu is held.
+func (c *tokenCache) compact(t catalog.Token) catalog.Token {
+	for _, k := range [...]catalog.TokenKind{catalog.TokenMachine, catalog.TokenSync, catalog.TokenAuth} {
+		if t.Kind == k {
+			t.Kind = k
+		}
+	}
+	if tier, ok := c.tiers[t.Tier]; ok {
+		t.Tier = tier
+	} else if len(c.tiers) < c.size {
+		c.tiers[t.Tier] = t.Tier
+	}
+	if t.Name == t.MachineID {
+		t.Name = t.MachineID
+	}
+	return t
 }

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/patchmesh/patchmesh/catalog"
 	"github.com/patchmesh/patchmesh/store"
@@ -206,6 +208,61 @@ func TestTokenCacheIsBounded(t *testing.T) {
 		if n := len(f.a.tokens.entries); n > 3 {
 			t.Fatalf("after %d tokens: cache holds %d entries, want at most 3", i+1, n)
 		}
+	}
+}
+
+// Cached records share the strings many repeat (tier, kind, a machine
+// token's name and machine ID) and read exactly as the store's, and the
+// cache keys are the records' own IDs rather than slices of the header.
+func TestTokenCacheSharesRepeatedStrings(t *testing.T) {
+	f := newCacheFixture(t)
+	var secrets []string
+	for i := range 3 {
+		secret, tok, err := NewToken(catalog.TokenMachine)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := MachineID([]byte("k"), fmt.Sprintf("machine-%010d", i))
+		tok.Tier, tok.Name, tok.MachineID, tok.Created = "edge", id, id, f.clock.Now()
+		if err := f.store.RegisterMachine(context.Background(), catalog.Machine{
+			ID: id, Tier: "edge", Kernel: "5.15.0-107.117-generic", Arch: "x86_64", ClientVersion: "1.0",
+		}, tok); err != nil {
+			t.Fatal(err)
+		}
+		secrets = append(secrets, secret)
+		if err := f.bearer(t, secret); err != nil {
+			t.Fatalf("token %d: %v", i, err)
+		}
+	}
+	header := "Bearer " + secrets[0]
+	var tiers []*byte
+	for id, e := range f.a.tokens.entries {
+		stored, err := f.store.Token(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(e.t, stored) {
+			t.Errorf("cached %+v, the store has %+v", e.t, stored)
+		}
+		if unsafe.StringData(e.t.Name) != unsafe.StringData(e.t.MachineID) {
+			t.Errorf("token %s: name and machine ID are two copies", id)
+		}
+		if unsafe.StringData(string(e.t.Kind)) != unsafe.StringData(string(catalog.TokenMachine)) {
+			t.Errorf("token %s: kind is a copy of its own", id)
+		}
+		if p := uintptr(unsafe.Pointer(unsafe.StringData(id))); p >= uintptr(unsafe.Pointer(unsafe.StringData(header))) &&
+			p < uintptr(unsafe.Pointer(unsafe.StringData(header)))+uintptr(len(header)) {
+			t.Errorf("token %s: the key is a slice of the request's header", id)
+		}
+		tiers = append(tiers, unsafe.StringData(e.t.Tier))
+	}
+	if len(tiers) != 3 || tiers[0] != tiers[1] || tiers[1] != tiers[2] {
+		t.Errorf("the 3 records' tiers are not one shared string: %v", tiers)
+	}
+	// A check through the cache still refuses a wrong secret.
+	wrong := secrets[0][:len(secrets[0])-1] + map[bool]string{true: "A", false: "B"}[secrets[0][len(secrets[0])-1] != 'A']
+	if err := f.bearer(t, wrong); err == nil {
+		t.Fatal("a wrong secret under a cached ID: want refused, got accepted")
 	}
 }
 

@@ -184,7 +184,8 @@ type StoreConfig struct {
 	// SQLiteMmapSize is how many bytes of the SQLite database file SQLite
 	// maps into the node's memory instead of reading each page with a
 	// system call. Mapped pages count in the node's RSS (as file-backed
-	// memory the kernel can drop). 0 turns mapping off. Default 64 MiB
+	// memory the kernel can drop), once for each of the store's
+	// connections that mapped them. Default 0: off
 	// (sqlstore.DefaultSQLiteMmapSize).
 	SQLiteMmapSize int64 `yaml:"sqlite_mmap_size"`
 }

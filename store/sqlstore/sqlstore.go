@@ -119,12 +119,13 @@ type SQLiteOptions struct {
 	MmapSize int64
 }
 
-// DefaultSQLiteMmapSize is SQLiteOptions.MmapSize's default: 64 MiB.
-// Mapping the whole of a 100,000-machine database (256 MiB) made the node's
-// RSS exceed 400 MB, while check-ins, served from the token cache and the
-// offer index, ran no faster with it than with 64 MiB or none at all
-// (bench/RESULTS.md, "Issue 12, part D").
-const DefaultSQLiteMmapSize = 64 << 20
+// DefaultSQLiteMmapSize is SQLiteOptions.MmapSize's default: off. Each
+// connection maps the file on its own, and the process's RSS counts a
+// page once per mapping: with 100,000 machines a 64 MiB mmap_size added
+// about 170 MB of RssFile and 256 MiB about 420 MB, while check-ins,
+// served from the token cache and the offer index, ran no faster with
+// either than with none (bench/RESULTS.md, "Issue 12, part D").
+const DefaultSQLiteMmapSize = 0
 
 // OpenSQLite opens (creating if needed) the SQLite database at path with
 // the default SQLiteOptions and brings its schema up to date.
@@ -159,8 +160,9 @@ func OpenSQLiteWith(ctx context.Context, path string, sq SQLiteOptions, opts Opt
 	// mmap_size lets reads map the database file rather than copy each page
 	// in with a system call per page: that halved the cost of Newest on a
 	// catalog larger than a connection's page cache, before the offer index
-	// took Newest off the check-in path. Writes still go through the
-	// journal, so durability is unchanged.
+	// took Newest off the check-in path, and is off by default since
+	// (DefaultSQLiteMmapSize). Writes go through the journal either way, so
+	// durability is the same.
 	dsn := path + "?_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)" +
 		"&_pragma=busy_timeout(10000)&_pragma=synchronous(FULL)" +
 		"&_pragma=mmap_size(" + strconv.FormatInt(mmap, 10) + ")" +
