@@ -107,8 +107,10 @@ YAML
   pid=$!
   for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/debug/info" >/dev/null 2>&1 && break; sleep 0.1; done
   local t0=$SECONDS
-  eval "$(printf '%s' "$password" | "$work/seed" -server "http://127.0.0.1:$port" -user bench -patches 10000 -tiers 100 \
-    -machines "$machines" -tokens "$work/tokens.txt" ${direct:+-direct "$direct"})"
+  # Through a file, so that a failing seed stops the script.
+  printf '%s' "$password" | "$work/seed" -server "http://127.0.0.1:$port" -user bench -patches 10000 -tiers 100 \
+    -machines "$machines" -tokens "$work/tokens.txt" ${direct:+-direct "$direct"} > "$work/seed.env"
+  . "$work/seed.env"
   echo "$kind: seeded 10,000 patches over 100 tiers and $machines machines in $((SECONDS - t0)) s${direct:+ (machines after the first straight into the store)}"
   stop_node
   local url="http://127.0.0.1:$port/v1/client/patch?kernel=$KERNEL&arch=$ARCH"

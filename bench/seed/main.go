@@ -120,7 +120,7 @@ func main() {
 		}
 	})
 	if *direct != "" && *machines > through {
-		registerDirect(*direct, tierNames[0], kernel, tok.Token, tokens[through:])
+		registerDirect(*direct, tierNames[0], kernel, tok.Token, tokens[through:], *workers)
 	}
 	if *tokensFile != "" {
 		var b bytes.Buffer
@@ -137,8 +137,9 @@ func main() {
 
 // registerDirect registers len(tokens) machines on tier straight into the
 // store where names (sqlite:PATH or postgres:DSN), as enrolled with the
-// auth token enrolledBy, and fills tokens with theirs.
-func registerDirect(where, tier, kernel, enrolledBy string, tokens []string) {
+// auth token enrolledBy, and fills tokens with theirs, from workers
+// transactions at a time.
+func registerDirect(where, tier, kernel, enrolledBy string, tokens []string, workers int) {
 	ctx := context.Background()
 	driver, loc, _ := strings.Cut(where, ":")
 	var st *sqlstore.Store
@@ -147,7 +148,7 @@ func registerDirect(where, tier, kernel, enrolledBy string, tokens []string) {
 	case "sqlite":
 		st, err = sqlstore.OpenSQLite(ctx, loc, sqlstore.Options{})
 	case "postgres":
-		st, err = sqlstore.OpenPostgres(ctx, loc, sqlstore.PostgresOptions{}, sqlstore.Options{})
+		st, err = sqlstore.OpenPostgres(ctx, loc, sqlstore.PostgresOptions{MaxConns: int32(workers)}, sqlstore.Options{})
 	default:
 		log.Fatalf("-direct: want sqlite:PATH or postgres:DSN")
 	}
@@ -163,7 +164,11 @@ func registerDirect(where, tier, kernel, enrolledBy string, tokens []string) {
 	enrolledID := enrolledBy[len("pma_") : len("pma_")+16]
 	const batch = 1000
 	t0 := time.Now()
-	for start := 0; start < len(tokens); start += batch {
+	var done atomic.Int64
+	// Batches from parallel workers: PostgreSQL commits them side by side;
+	// SQLite takes them one after another (busy_timeout waits its turn).
+	forEach((len(tokens)+batch-1)/batch, workers, func(b int) {
+		start := b * batch
 		n := min(batch, len(tokens)-start)
 		ms := make([]catalog.Machine, n)
 		ts := make([]catalog.Token, n)
@@ -182,10 +187,10 @@ func registerDirect(where, tier, kernel, enrolledBy string, tokens []string) {
 		if err := st.RegisterMachines(ctx, ms, ts); err != nil {
 			log.Fatalf("-direct: %v", err)
 		}
-		if done := start + n; done%10000 == 0 {
-			log.Printf("registered %d/%d machines in the store", done, len(tokens))
+		if d := done.Add(int64(n)); d/10000 != (d-int64(n))/10000 {
+			log.Printf("registered %d/%d machines in the store", d, len(tokens))
 		}
-	}
+	})
 	log.Printf("registered %d machines in the store in %v", len(tokens), time.Since(t0).Round(time.Millisecond))
 }
 
