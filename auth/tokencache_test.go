@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/patchmesh/patchmesh/catalog"
 	"github.com/patchmesh/patchmesh/store"
@@ -211,10 +210,10 @@ func TestTokenCacheIsBounded(t *testing.T) {
 	}
 }
 
-// Cached records share the strings many repeat (tier, kind, a machine
-// token's name and machine ID) and read exactly as the store's, and the
-// cache keys are the records' own IDs rather than slices of the header.
-func TestTokenCacheSharesRepeatedStrings(t *testing.T) {
+// Cached records read exactly as the store's, hold no pointers for the
+// garbage collector to follow, and share what many repeat: the tier's name,
+// a machine token's name and machine ID.
+func TestTokenCacheRecordsArePointerFree(t *testing.T) {
 	f := newCacheFixture(t)
 	var secrets []string
 	for i := range 3 {
@@ -234,36 +233,91 @@ func TestTokenCacheSharesRepeatedStrings(t *testing.T) {
 			t.Fatalf("token %d: %v", i, err)
 		}
 	}
-	header := "Bearer " + secrets[0]
-	var tiers []*byte
-	for id, e := range f.a.tokens.entries {
-		stored, err := f.store.Token(context.Background(), id)
+	// A sync token with an expiry, and a revoked one: the times and flags
+	// must read back too.
+	secret, _ := f.addToken(t, catalog.TokenSync, f.clock.Now().Add(time.Hour))
+	if err := f.bearer(t, secret); err != nil {
+		t.Fatal(err)
+	}
+	c := f.a.tokens
+	for _, typ := range []reflect.Type{reflect.TypeOf(c.entries).Key(), reflect.TypeOf(c.entries).Elem()} {
+		if p := pointerIn(typ); p != "" {
+			t.Errorf("the cache's %v holds a pointer (%s): the GC would scan every entry", typ, p)
+		}
+	}
+	if len(c.entries) != 4 {
+		t.Fatalf("%d entries, want 4", len(c.entries))
+	}
+	for key, e := range c.entries {
+		stored, err := f.store.Token(context.Background(), string(key[:]))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !reflect.DeepEqual(e.t, stored) {
-			t.Errorf("cached %+v, the store has %+v", e.t, stored)
+		if got := c.unpack(e); !reflect.DeepEqual(got, stored) {
+			t.Errorf("cached %+v, the store has %+v", got, stored)
 		}
-		if unsafe.StringData(e.t.Name) != unsafe.StringData(e.t.MachineID) {
-			t.Errorf("token %s: name and machine ID are two copies", id)
+		if stored.Kind == catalog.TokenMachine && e.name != e.machine {
+			t.Errorf("token %s: name and machine ID are two copies", key)
 		}
-		if unsafe.StringData(string(e.t.Kind)) != unsafe.StringData(string(catalog.TokenMachine)) {
-			t.Errorf("token %s: kind is a copy of its own", id)
-		}
-		if p := uintptr(unsafe.Pointer(unsafe.StringData(id))); p >= uintptr(unsafe.Pointer(unsafe.StringData(header))) &&
-			p < uintptr(unsafe.Pointer(unsafe.StringData(header)))+uintptr(len(header)) {
-			t.Errorf("token %s: the key is a slice of the request's header", id)
-		}
-		tiers = append(tiers, unsafe.StringData(e.t.Tier))
 	}
-	if len(tiers) != 3 || tiers[0] != tiers[1] || tiers[1] != tiers[2] {
-		t.Errorf("the 3 records' tiers are not one shared string: %v", tiers)
+	if len(c.tiers) != 1 {
+		t.Errorf("tiers %q, want edge once", c.tiers)
 	}
-	// A check through the cache still refuses a wrong secret.
-	wrong := secrets[0][:len(secrets[0])-1] + map[bool]string{true: "A", false: "B"}[secrets[0][len(secrets[0])-1] != 'A']
-	if err := f.bearer(t, wrong); err == nil {
-		t.Fatal("a wrong secret under a cached ID: want refused, got accepted")
+	// Through the cache, a wrong secret is still refused, a right one taken.
+	for i, s := range secrets {
+		last := s[len(s)-1]
+		wrong := s[:len(s)-1] + map[bool]string{true: "A", false: "B"}[last != 'A']
+		if err := f.bearer(t, wrong); err == nil {
+			t.Fatalf("token %d with a wrong secret: accepted", i)
+		}
+		if err := f.bearer(t, s); err != nil {
+			t.Fatalf("token %d: %v", i, err)
+		}
 	}
+}
+
+// A record that would not read back exactly (here a time with a location
+// and nanoseconds, which the SQL store never returns) is not kept, and the
+// arena is as it was.
+func TestTokenCacheKeepsOnlyWhatReadsBack(t *testing.T) {
+	c := newTokenCache(&store.Changes{}, 10, time.Hour, time.Now)
+	tok := catalog.Token{ID: "0123456789abcdef", Kind: catalog.TokenSync, Tier: "edge", Name: "n",
+		Hash: make([]byte, 32), Created: time.Date(2026, 1, 2, 3, 4, 5, 6, time.FixedZone("X", 3600))}
+	if _, ok := c.pack(tok); ok {
+		t.Fatal("packed a time that does not read back")
+	}
+	if len(c.arena) != 0 {
+		t.Errorf("arena holds %d bytes after a refused record", len(c.arena))
+	}
+	tok.Created = time.UnixMicro(tok.Created.UnixMicro()).UTC()
+	e, ok := c.pack(tok)
+	if !ok {
+		t.Fatal("refused a record that reads back")
+	}
+	if got := c.unpack(e); !reflect.DeepEqual(got, tok) {
+		t.Errorf("read back %+v, want %+v", got, tok)
+	}
+	tok.Kind = "other"
+	if _, ok := c.pack(tok); ok {
+		t.Error("packed a kind the cache does not know")
+	}
+}
+
+// pointerIn names a pointer that a value of typ holds, "" if none.
+func pointerIn(typ reflect.Type) string {
+	switch typ.Kind() {
+	case reflect.Pointer, reflect.String, reflect.Slice, reflect.Map, reflect.Chan, reflect.Func, reflect.Interface, reflect.UnsafePointer:
+		return typ.String()
+	case reflect.Array:
+		return pointerIn(typ.Elem())
+	case reflect.Struct:
+		for i := range typ.NumField() {
+			if p := pointerIn(typ.Field(i).Type); p != "" {
+				return typ.Field(i).Name + " " + p
+			}
+		}
+	}
+	return ""
 }
 
 // BenchmarkBearerCached is BenchmarkBearer's known token through the
