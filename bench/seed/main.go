@@ -147,6 +147,9 @@ func registerDirect(where, tier, kernel, enrolledBy string, tokens []string, wor
 	var err error
 	switch driver {
 	case "sqlite":
+		// SQLite has one writer at a time: parallel batches would only
+		// queue, and past busy_timeout fail.
+		workers = 1
 		st, err = sqlstore.OpenSQLite(ctx, loc, sqlstore.Options{})
 	case "postgres":
 		st, err = sqlstore.OpenPostgres(ctx, loc, sqlstore.PostgresOptions{MaxConns: int32(workers)}, sqlstore.Options{})
@@ -166,8 +169,8 @@ func registerDirect(where, tier, kernel, enrolledBy string, tokens []string, wor
 	const batch = 1000
 	t0 := time.Now()
 	var done atomic.Int64
-	// Batches from parallel workers: PostgreSQL commits them side by side;
-	// SQLite takes them one after another (busy_timeout waits its turn).
+	// Batches from parallel workers on PostgreSQL, which commits them side
+	// by side.
 	forEach((len(tokens)+batch-1)/batch, workers, func(b int) {
 		start := b * batch
 		n := min(batch, len(tokens)-start)
