@@ -16,7 +16,7 @@ import (
 // Token cache defaults.
 const (
 	// DefaultTokenCacheSize holds a token for each of 200,000 machines:
-	// about 80 MB of live heap at most (some 400 bytes a record, measured
+	// about 50 MB of live heap at most (some 240 bytes a record, measured
 	// with 100,000 in bench/RESULTS.md, "Issue 12, part D").
 	DefaultTokenCacheSize = 200_000
 	// DefaultTokenCacheMaxAge bounds how long a token revoked by another
