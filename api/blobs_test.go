@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -137,6 +138,40 @@ func TestBlobHTTPSemantics(t *testing.T) {
 	r = e.request(http.MethodHead, path, edge, nil)
 	if r.StatusCode != http.StatusOK || len(r.body) != 0 || r.Header.Get("Content-Length") != "10000" {
 		t.Errorf("HEAD: %d, %d body bytes, Content-Length %q; want 200, no body, 10000", r.StatusCode, len(r.body), r.Header.Get("Content-Length"))
+	}
+}
+
+// A whole-blob GET or HEAD (no range, no precondition) is answered without
+// http.ServeContent; its answer must be the one ServeContent gives, which
+// a GET with a non-matching If-None-Match still gets.
+func TestBlobWholeAnswerIsServeContents(t *testing.T) {
+	e := newEnv(t)
+	file := content(10000, "whole")
+	p := e.upload(file, "107.1")
+	edge := e.machine("edge", "edge-machine-000001")
+	path := "/v1/blobs/" + p.Digest
+	for _, method := range []string{http.MethodGet, http.MethodHead} {
+		whole := e.request(method, path, edge, nil)
+		served := e.request(method, path, edge, nil, "If-None-Match", `"sha256:other"`)
+		if whole.StatusCode != http.StatusOK || served.StatusCode != http.StatusOK {
+			t.Fatalf("%s: status %d and %d, want 200 both", method, whole.StatusCode, served.StatusCode)
+		}
+		if string(whole.body) != string(served.body) {
+			t.Errorf("%s: %d body bytes, ServeContent's answer %d", method, len(whole.body), len(served.body))
+		}
+		if method == http.MethodGet && string(whole.body) != string(file) {
+			t.Errorf("GET: the body is not the file")
+		}
+		for _, h := range []http.Header{whole.Header, served.Header} {
+			h.Del("Date")
+			h.Del("X-Request-Id")
+		}
+		if !reflect.DeepEqual(whole.Header, served.Header) {
+			t.Errorf("%s: headers\n%v\nServeContent's\n%v", method, whole.Header, served.Header)
+		}
+		if whole.Header.Get("Last-Modified") == "" {
+			t.Errorf("%s: no Last-Modified", method)
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -207,6 +208,116 @@ func TestTokenCacheIsBounded(t *testing.T) {
 			t.Fatalf("after %d tokens: cache holds %d entries, want at most 3", i+1, n)
 		}
 	}
+}
+
+// Cached records read exactly as the store's, hold no pointers for the
+// garbage collector to follow, and share what many repeat: the tier's name,
+// a machine token's name and machine ID.
+func TestTokenCacheRecordsArePointerFree(t *testing.T) {
+	f := newCacheFixture(t)
+	var secrets []string
+	for i := range 3 {
+		secret, tok, err := NewToken(catalog.TokenMachine)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := MachineID([]byte("k"), fmt.Sprintf("machine-%010d", i))
+		tok.Tier, tok.Name, tok.MachineID, tok.Created = "edge", id, id, f.clock.Now()
+		if err := f.store.RegisterMachine(context.Background(), catalog.Machine{
+			ID: id, Tier: "edge", Kernel: "5.15.0-107.117-generic", Arch: "x86_64", ClientVersion: "1.0",
+		}, tok); err != nil {
+			t.Fatal(err)
+		}
+		secrets = append(secrets, secret)
+		if err := f.bearer(t, secret); err != nil {
+			t.Fatalf("token %d: %v", i, err)
+		}
+	}
+	// A sync token with an expiry, and a revoked one: the times and flags
+	// must read back too.
+	secret, _ := f.addToken(t, catalog.TokenSync, f.clock.Now().Add(time.Hour))
+	if err := f.bearer(t, secret); err != nil {
+		t.Fatal(err)
+	}
+	c := f.a.tokens
+	for _, typ := range []reflect.Type{reflect.TypeOf(c.entries).Key(), reflect.TypeOf(c.entries).Elem()} {
+		if p := pointerIn(typ); p != "" {
+			t.Errorf("the cache's %v holds a pointer (%s): the GC would scan every entry", typ, p)
+		}
+	}
+	if len(c.entries) != 4 {
+		t.Fatalf("%d entries, want 4", len(c.entries))
+	}
+	for key, e := range c.entries {
+		stored, err := f.store.Token(context.Background(), string(key[:]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.unpack(e); !reflect.DeepEqual(got, stored) {
+			t.Errorf("cached %+v, the store has %+v", got, stored)
+		}
+		if stored.Kind == catalog.TokenMachine && e.name != e.machine {
+			t.Errorf("token %s: name and machine ID are two copies", key)
+		}
+	}
+	if len(c.tiers) != 1 {
+		t.Errorf("tiers %q, want edge once", c.tiers)
+	}
+	// Through the cache, a wrong secret is still refused, a right one taken.
+	for i, s := range secrets {
+		last := s[len(s)-1]
+		wrong := s[:len(s)-1] + map[bool]string{true: "A", false: "B"}[last != 'A']
+		if err := f.bearer(t, wrong); err == nil {
+			t.Fatalf("token %d with a wrong secret: accepted", i)
+		}
+		if err := f.bearer(t, s); err != nil {
+			t.Fatalf("token %d: %v", i, err)
+		}
+	}
+}
+
+// A record that would not read back exactly (here a time with a location
+// and nanoseconds, which the SQL store never returns) is not kept, and the
+// arena is as it was.
+func TestTokenCacheKeepsOnlyWhatReadsBack(t *testing.T) {
+	c := newTokenCache(&store.Changes{}, 10, time.Hour, time.Now)
+	tok := catalog.Token{ID: "0123456789abcdef", Kind: catalog.TokenSync, Tier: "edge", Name: "n",
+		Hash: make([]byte, 32), Created: time.Date(2026, 1, 2, 3, 4, 5, 6, time.FixedZone("X", 3600))}
+	if _, ok := c.pack(tok); ok {
+		t.Fatal("packed a time that does not read back")
+	}
+	if len(c.arena) != 0 {
+		t.Errorf("arena holds %d bytes after a refused record", len(c.arena))
+	}
+	tok.Created = time.UnixMicro(tok.Created.UnixMicro()).UTC()
+	e, ok := c.pack(tok)
+	if !ok {
+		t.Fatal("refused a record that reads back")
+	}
+	if got := c.unpack(e); !reflect.DeepEqual(got, tok) {
+		t.Errorf("read back %+v, want %+v", got, tok)
+	}
+	tok.Kind = "other"
+	if _, ok := c.pack(tok); ok {
+		t.Error("packed a kind the cache does not know")
+	}
+}
+
+// pointerIn names a pointer that a value of typ holds, "" if none.
+func pointerIn(typ reflect.Type) string {
+	switch typ.Kind() {
+	case reflect.Pointer, reflect.String, reflect.Slice, reflect.Map, reflect.Chan, reflect.Func, reflect.Interface, reflect.UnsafePointer:
+		return typ.String()
+	case reflect.Array:
+		return pointerIn(typ.Elem())
+	case reflect.Struct:
+		for i := range typ.NumField() {
+			if p := pointerIn(typ.Field(i).Type); p != "" {
+				return typ.Field(i).Name + " " + p
+			}
+		}
+	}
+	return ""
 }
 
 // BenchmarkBearerCached is BenchmarkBearer's known token through the

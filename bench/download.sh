@@ -8,7 +8,9 @@
 # Prints each round's transfer rate and requests per second, the ratio
 # patchmesh / nginx, and the node's peak RSS (VmHWM). PATCHMESH_BIN runs
 # another build of the node; PPROF=1 runs it with --cpuprofile and prints
-# the profile's top.
+# the profile's top (PROFILE_OUT=file keeps the profile). It also prints the
+# node's CPU time per download over the patchmesh rounds; STRACE=1 counts
+# its system calls per download.
 # Needs nginx-light and wrk (apt-get install -y nginx-light wrk).
 set -euo pipefail
 size_mib=${1:-256}
@@ -90,19 +92,45 @@ rate() { # wrk prints "Transfer/sec: 1.21GB"; normalise to MB/s. Any non-2xx ans
     END { if (bad) print "failed"; else printf "%.0f %.0f\n", m, r }'
 }
 echo "file ${size_mib} MiB, wrk -t2 -c$conns -d$dur, $rounds alternating rounds"
+# The node's own CPU time (user + system, clock ticks) over the patchmesh
+# rounds, per download served: less noisy than the rates on a shared
+# machine, and sendfile's copying is in it.
+node_ticks() { awk '{ print $14 + $15 }' /proc/"$pmpid"/stat; }
+cpu_ticks=0; served=0
 sum_pm=0; sum_ng=0
 for r in $(seq 1 "$rounds"); do
   read -r ng ngr < <(wrk -t2 -c"$conns" -d"$dur" "http://127.0.0.1:$ng_port/patch.bin" | rate)
-  read -r pmr pmrr < <(wrk -t2 -c"$conns" -d"$dur" -H "Authorization: Bearer $machine" "$base/v1/blobs/$digest" | rate)
+  c0=$(node_ticks)
+  out=$(wrk -t2 -c"$conns" -d"$dur" -H "Authorization: Bearer $machine" "$base/v1/blobs/$digest")
+  cpu_ticks=$((cpu_ticks + $(node_ticks) - c0))
+  served=$((served + $(awk '/requests in/ { print $1 }' <<<"$out")))
+  read -r pmr pmrr < <(rate <<<"$out")
   for v in "$ng" "$pmr"; do [[ $v =~ ^[0-9]+$ ]] || { echo "bench: a round failed (non-2xx answers?)" >&2; exit 1; }; done
   echo "round $r: nginx ${ng} MB/s (${ngr}/s), patchmesh ${pmr} MB/s (${pmrr}/s)"
   sum_pm=$((sum_pm + pmr)); sum_ng=$((sum_ng + ng))
 done
 python3 -c "print('ratio patchmesh/nginx: %.3f (mean nginx %.0f MB/s, mean patchmesh %.0f MB/s)' % ($sum_pm/$sum_ng, $sum_ng/$rounds, $sum_pm/$rounds))"
+python3 -c "print('node CPU per download: %.1f µs (%d downloads in the patchmesh rounds)' % ($cpu_ticks * 1e6 / $(getconf CLK_TCK) / max($served, 1), $served))"
 grep -E 'VmHWM|VmRSS|RssAnon|RssFile' /proc/"$pmpid"/status | tr -s ' \t' ' ' | sed 's/^/node /'
 echo "log lines written: $(wc -l < "$work/serve.log")"
+# STRACE=1 counts the node's system calls over a few seconds of
+# downloads on one keep-alive connection, per download (strace slows the
+# node down: the rates of this part mean nothing, the counts do).
+if [ "${STRACE:-}" = 1 ]; then
+  strace -f -c -o "$work/strace.txt" -p "$pmpid" 2>/dev/null &
+  spid=$!
+  sleep 1
+  out=$(wrk -t1 -c1 -d3s -H "Authorization: Bearer $machine" "$base/v1/blobs/$digest")
+  kill -INT "$spid"; wait "$spid" 2>/dev/null || true
+  n=$(awk '/requests in/ { print $1 }' <<<"$out")
+  echo "system calls per download (strace -c, one connection, $n downloads):"
+  awk -v n="$n" '$NF != "total" && $NF != "syscall" && $4 ~ /^[0-9]+$/ { printf "  %-18s %6.2f\n", $NF, $4 / n; t += $4 }
+    END { printf "  %-18s %6.2f\n", "all", t / n }' "$work/strace.txt"
+fi
 if [ "${PPROF:-}" = 1 ]; then
   kill "$pmpid"; wait "$pmpid" 2>/dev/null || true
   echo "CPU profile of the node (whole run), top by cumulative time:"
   go tool pprof -top -cum -nodecount=40 "$pm" "$work/cpu.prof" 2>/dev/null | sed -n 5,48p
+  # PROFILE_OUT keeps the profile for a closer look (go tool pprof).
+  if [ -n "${PROFILE_OUT:-}" ]; then cp "$work/cpu.prof" "$PROFILE_OUT"; fi
 fi

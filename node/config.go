@@ -21,6 +21,7 @@ import (
 	"github.com/patchmesh/patchmesh/blob/s3blob"
 	"github.com/patchmesh/patchmesh/federation"
 	"github.com/patchmesh/patchmesh/rollout"
+	"github.com/patchmesh/patchmesh/store/sqlstore"
 	"github.com/patchmesh/patchmesh/webhook"
 )
 
@@ -187,7 +188,19 @@ type StoreConfig struct {
 	// how late a token revoked by another node sharing the file is refused
 	// here.
 	CacheMaxAge time.Duration `yaml:"cache_max_age"`
+	// SQLiteMmapSize is how many bytes of the SQLite database file SQLite
+	// maps into the node's memory instead of reading each page with a
+	// system call. Mapped pages count in the node's RSS (as file-backed
+	// memory the kernel can drop), once for each of the store's
+	// connections that mapped them. Default 0: off
+	// (sqlstore.DefaultSQLiteMmapSize).
+	SQLiteMmapSize int64 `yaml:"sqlite_mmap_size"`
 }
+
+// maxSQLiteMmapSize is SQLite's own ceiling on mmap_size in the build the
+// node links (SQLITE_MAX_MMAP_SIZE, just under 2 GiB): SQLite would
+// silently cut a larger value to it, so the config refuses one instead.
+const maxSQLiteMmapSize = 0x7fff0000
 
 // BlobsConfig chooses and tunes where patch files are kept.
 //
@@ -576,6 +589,7 @@ func DefaultsWithEnv(getenv func(string) string) Config {
 			MaxConns:        16,
 			ConnMaxLifetime: time.Hour,
 			ConnMaxIdleTime: 30 * time.Minute,
+			SQLiteMmapSize:  sqlstore.DefaultSQLiteMmapSize,
 		},
 		Blobs: BlobsConfig{
 			Driver:      DriverFS,
@@ -928,6 +942,9 @@ func (c Config) Validate() error {
 
 	if _, err := parseLevel(c.Log.Level); err != nil {
 		bad("log.level", "%v", err)
+	}
+	if c.Store.SQLiteMmapSize < 0 || c.Store.SQLiteMmapSize > maxSQLiteMmapSize {
+		bad("store.sqlite_mmap_size", "must be 0 (off) to %d bytes, got %d", int64(maxSQLiteMmapSize), c.Store.SQLiteMmapSize)
 	}
 	if c.Store.CacheMaxAge < 0 {
 		bad("store.cache_max_age", "must not be negative, got %v", c.Store.CacheMaxAge)

@@ -351,6 +351,8 @@ func TestValidateRejects(t *testing.T) {
 		{"zero body limit", func(c *Config) { c.Limits.MaxBodyBytes = 0 }, "limits.max_body_bytes"},
 		{"zero in flight", func(c *Config) { c.Governor.MaxInFlight = 0 }, "governor.max_in_flight"},
 		{"negative queue", func(c *Config) { c.Governor.MaxQueue = -1 }, "governor.max_queue"},
+		{"negative mmap size", func(c *Config) { c.Store.SQLiteMmapSize = -1 }, "store.sqlite_mmap_size"},
+		{"mmap size past SQLite's ceiling", func(c *Config) { c.Store.SQLiteMmapSize = 4 << 30 }, "store.sqlite_mmap_size"},
 		{"zero admin lane", func(c *Config) { c.Governor.AdminMaxInFlight = 0 }, "governor.admin_max_in_flight"},
 		{"negative admin queue", func(c *Config) { c.Governor.AdminMaxQueue = -1 }, "governor.admin_max_queue"},
 		{"bad admin network", func(c *Config) { c.Server.AdminNetworks = []string{"lan"} }, "server.admin_networks"},

@@ -369,7 +369,7 @@ func (n *Node) openStore(ctx context.Context, metrics *api.Metrics, now func() t
 	switch n.cfg.Store.Driver {
 	case DriverSQLite:
 		path := n.cfg.StorePath()
-		n.store, err = sqlstore.OpenSQLite(ctx, path, opts)
+		n.store, err = sqlstore.OpenSQLiteWith(ctx, path, sqlstore.SQLiteOptions{MmapSize: n.cfg.Store.SQLiteMmapSize}, opts)
 		if err != nil {
 			return fmt.Errorf("node: open sqlite store %s: %w", path, err)
 		}

@@ -230,7 +230,7 @@ func (s *Store) Open(ctx context.Context, d blob.Digest) (io.ReadSeekCloser, blo
 	if err := ctx.Err(); err != nil {
 		return nil, blob.Info{}, err
 	}
-	f, err := os.Open(p)
+	f, err := openRead(p)
 	if err != nil {
 		return nil, blob.Info{}, notFound(d, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -28,6 +29,7 @@ type serveOptions struct {
 	logLevel    string
 	printConfig bool
 	cpuProfile  string
+	memProfile  string
 }
 
 // errServeHelp means --help was asked for.
@@ -45,6 +47,7 @@ func serveFlagSet(o *serveOptions) *flag.FlagSet {
 	fs.StringVar(&o.logLevel, "log-level", "", "`level`: debug, info, warn or error; overrides log.level")
 	fs.BoolVar(&o.printConfig, "print-config", false, "print the effective config as YAML (DSN password hidden) and exit")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile (pprof) of the whole run to `file`, for benchmarks")
+	fs.StringVar(&o.memProfile, "memprofile", "", "write a heap profile (pprof) to `file` when the node stops, for benchmarks")
 	return fs
 }
 
@@ -154,13 +157,35 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		}
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
+	var memProfile *os.File
+	if opts.memProfile != "" {
+		// Opened now, so that a bad path fails the start, not the stop.
+		f, err := os.OpenFile(opts.memProfile, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			fmt.Fprintf(stderr, "patchmesh serve: --memprofile: %v\n", err)
+			return exitUsage
+		}
+		defer f.Close()
+		memProfile = f
+	}
 	n, err := node.New(ctx, cfg, log, node.WithConsole(stderr))
 	if err != nil {
 		log.Error("node_start_failed", "error", err.Error())
 		fmt.Fprintf(stderr, "patchmesh serve: %v\n", err)
 		return exitServer
 	}
-	if err := n.Run(ctx); err != nil {
+	err = n.Run(ctx)
+	if memProfile != nil {
+		// After a collection the profile's in-use figures are what the
+		// stopped node still holds, its caches among it: n is kept alive
+		// until the profile is written.
+		runtime.GC()
+		if err := pprof.Lookup("heap").WriteTo(memProfile, 0); err != nil {
+			fmt.Fprintf(stderr, "patchmesh serve: --memprofile: %v\n", err)
+		}
+		runtime.KeepAlive(n)
+	}
+	if err != nil {
 		log.Error("node_failed", "error", err.Error())
 		fmt.Fprintf(stderr, "patchmesh serve: %v\n", err)
 		return exitServer

@@ -275,76 +275,119 @@ func validReport(m catalog.Machine) error {
 // A zero Registered or LastSeen becomes now; an empty State is unknown.
 func (s *Store) RegisterMachine(ctx context.Context, m catalog.Machine, t catalog.Token) (err error) {
 	defer s.done("RegisterMachine", time.Now(), &err)
-	if err := validMachine(m); err != nil {
-		return fmt.Errorf("sqlstore: register machine: %w", err)
-	}
-	if err := validToken(t); err != nil {
-		return fmt.Errorf("sqlstore: register machine: token: %w", err)
-	}
-	if t.Kind != catalog.TokenMachine || t.MachineID != m.ID || t.Tier != m.Tier {
-		return fmt.Errorf("sqlstore: register machine: %w", &catalog.InvalidError{
-			Field: "token", Message: "must be a machine token for this machine and its tier"})
+	m, t, err = s.machineToRegister(m, t)
+	if err != nil {
+		return err
 	}
 	now := s.now()
+	err = s.inTx(ctx, func(tx *sql.Tx) error { return s.registerMachineTx(ctx, tx, m, t, now) })
+	return mapErr("register machine "+m.ID, err)
+}
+
+// RegisterMachines is RegisterMachine for ms[i] with ts[i], every one in a
+// single transaction: all are registered or none. It is there for bulk
+// loads (bench/seed registers 100,000 machines with it), which one
+// transaction per machine, each synced to disk, would make take minutes.
+func (s *Store) RegisterMachines(ctx context.Context, ms []catalog.Machine, ts []catalog.Token) (err error) {
+	defer s.done("RegisterMachines", time.Now(), &err)
+	if len(ms) != len(ts) {
+		return fmt.Errorf("sqlstore: register machines: %d machines, %d tokens", len(ms), len(ts))
+	}
+	// Filled in copies: the caller's slices stay as they were.
+	ms, ts = slices.Clone(ms), slices.Clone(ts)
+	for i := range ms {
+		if ms[i], ts[i], err = s.machineToRegister(ms[i], ts[i]); err != nil {
+			return err
+		}
+	}
+	now := s.now()
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		for i := range ms {
+			if err := s.registerMachineTx(ctx, tx, ms[i], ts[i], now); err != nil {
+				return fmt.Errorf("machine %s: %w", ms[i].ID, err)
+			}
+		}
+		return nil
+	})
+	return mapErr("register machines", err)
+}
+
+// machineToRegister checks a machine and its token for RegisterMachine
+// and fills in the times and state left unset.
+func (s *Store) machineToRegister(m catalog.Machine, t catalog.Token) (catalog.Machine, catalog.Token, error) {
+	if err := validMachine(m); err != nil {
+		return m, t, fmt.Errorf("sqlstore: register machine: %w", err)
+	}
+	if err := validToken(t); err != nil {
+		return m, t, fmt.Errorf("sqlstore: register machine: token: %w", err)
+	}
+	if t.Kind != catalog.TokenMachine || t.MachineID != m.ID || t.Tier != m.Tier {
+		return m, t, fmt.Errorf("sqlstore: register machine: %w", &catalog.InvalidError{
+			Field: "token", Message: "must be a machine token for this machine and its tier"})
+	}
 	m.Registered = s.orNow(m.Registered)
 	m.LastSeen = s.orNow(m.LastSeen)
 	t.Created = s.orNow(t.Created)
 	if m.State == "" {
 		m.State = catalog.StateUnknown
 	}
+	return m, t, nil
+}
+
+// registerMachineTx writes one registration in tx: the machine's row, its
+// earlier tokens revoked at now, its new token; it refuses a machine the
+// hub revoked, or whose enrollment token was revoked with its machines.
+func (s *Store) registerMachineTx(ctx context.Context, tx *sql.Tx, m catalog.Machine, t catalog.Token, now time.Time) error {
 	var enrolledBy sql.NullString
 	if m.EnrolledBy != "" {
 		enrolledBy = sql.NullString{String: m.EnrolledBy, Valid: true}
 	}
-	err = s.inTx(ctx, func(tx *sql.Tx) error {
-		// A hub revocation refuses the ID whether or not it registered
-		// here before; the lock keeps one being applied from racing this.
-		if err := s.lockMachineID(ctx, tx, m.ID); err != nil {
-			return err
-		}
-		if revoked, err := machineRevoked(ctx, tx, m.ID); err != nil {
-			return err
-		} else if revoked {
-			return fmt.Errorf("machine %s, by the hub: %w", m.ID, catalog.ErrRevoked)
-		}
-		if err := s.checkEnrollment(ctx, tx, m); err != nil {
-			return err
-		}
-		// The update's WHERE is evaluated on the row as it stands once
-		// locked, so a revocation committed at any moment before is seen:
-		// a revoked machine gets no new token, even racing its revocation.
-		// A registration by credential keeps the enrollment token the
-		// machine last registered with here.
-		res, err := tx.ExecContext(ctx, `INSERT INTO machines
-			(id, tier, kernel, arch, state, patch_version, client_version, uptime_seconds, registered_us, last_seen_us, enrolled_by)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-			ON CONFLICT (id) DO UPDATE SET tier = excluded.tier, kernel = excluded.kernel, arch = excluded.arch,
-				state = excluded.state, patch_version = excluded.patch_version,
-				client_version = excluded.client_version, uptime_seconds = excluded.uptime_seconds,
-				registered_us = excluded.registered_us, last_seen_us = excluded.last_seen_us,
-				enrolled_by = COALESCE(excluded.enrolled_by, machines.enrolled_by)
-			WHERE machines.revoked_us IS NULL`,
-			m.ID, m.Tier, m.Kernel, m.Arch, string(m.State), m.PatchVersion, m.ClientVersion, m.UptimeSeconds,
-			us(m.Registered), us(m.LastSeen), enrolledBy)
-		if classify(err) == foreignKeyViolation {
-			return fmt.Errorf("tier %q: %w", m.Tier, catalog.ErrNotFound)
-		}
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 0 {
-			return fmt.Errorf("machine %s: %w", m.ID, catalog.ErrRevoked)
-		}
-		if _, err := tx.ExecContext(ctx,
-			`UPDATE tokens SET revoked_us = $1 WHERE kind = 'machine' AND machine_id = $2 AND revoked_us IS NULL`,
-			us(now), m.ID); err != nil {
-			return err
-		}
-		return insertToken(ctx, tx, t)
-	})
-	return mapErr("register machine "+m.ID, err)
+	// A hub revocation refuses the ID whether or not it registered here
+	// before; the lock keeps one being applied from racing this.
+	if err := s.lockMachineID(ctx, tx, m.ID); err != nil {
+		return err
+	}
+	if revoked, err := machineRevoked(ctx, tx, m.ID); err != nil {
+		return err
+	} else if revoked {
+		return fmt.Errorf("machine %s, by the hub: %w", m.ID, catalog.ErrRevoked)
+	}
+	if err := s.checkEnrollment(ctx, tx, m); err != nil {
+		return err
+	}
+	// The update's WHERE is evaluated on the row as it stands once
+	// locked, so a revocation committed at any moment before is seen:
+	// a revoked machine gets no new token, even racing its revocation.
+	// A registration by credential keeps the enrollment token the
+	// machine last registered with here.
+	res, err := tx.ExecContext(ctx, `INSERT INTO machines
+		(id, tier, kernel, arch, state, patch_version, client_version, uptime_seconds, registered_us, last_seen_us, enrolled_by)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+		ON CONFLICT (id) DO UPDATE SET tier = excluded.tier, kernel = excluded.kernel, arch = excluded.arch,
+			state = excluded.state, patch_version = excluded.patch_version,
+			client_version = excluded.client_version, uptime_seconds = excluded.uptime_seconds,
+			registered_us = excluded.registered_us, last_seen_us = excluded.last_seen_us,
+			enrolled_by = COALESCE(excluded.enrolled_by, machines.enrolled_by)
+		WHERE machines.revoked_us IS NULL`,
+		m.ID, m.Tier, m.Kernel, m.Arch, string(m.State), m.PatchVersion, m.ClientVersion, m.UptimeSeconds,
+		us(m.Registered), us(m.LastSeen), enrolledBy)
+	if classify(err) == foreignKeyViolation {
+		return fmt.Errorf("tier %q: %w", m.Tier, catalog.ErrNotFound)
+	}
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n == 0 {
+		return fmt.Errorf("machine %s: %w", m.ID, catalog.ErrRevoked)
+	}
+	if _, err := tx.ExecContext(ctx,
+		`UPDATE tokens SET revoked_us = $1 WHERE kind = 'machine' AND machine_id = $2 AND revoked_us IS NULL`,
+		us(now), m.ID); err != nil {
+		return err
+	}
+	return insertToken(ctx, tx, t)
 }
 
 const machineCols = `id, tier, kernel, arch, state, patch_version, client_version, uptime_seconds, registered_us, last_seen_us,

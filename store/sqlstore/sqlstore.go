@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -107,9 +108,33 @@ type Store struct {
 
 var _ store.Store = (*Store)(nil)
 
-// OpenSQLite opens (creating if needed) the SQLite database at path and
-// brings its schema up to date.
+// SQLiteOptions tune the embedded store.
+type SQLiteOptions struct {
+	// MmapSize is the most of the database file SQLite maps into the
+	// process (PRAGMA mmap_size) rather than copying each page it reads in
+	// with a system call. The mapped pages count in the process's RSS as
+	// file-backed memory (RssFile): the kernel may drop them under memory
+	// pressure, as any page cache. 0 turns mapping off; negative means
+	// DefaultSQLiteMmapSize.
+	MmapSize int64
+}
+
+// DefaultSQLiteMmapSize is SQLiteOptions.MmapSize's default: off. Each
+// connection maps the file on its own, and the process's RSS counts a
+// page once per mapping: with 100,000 machines a 64 MiB mmap_size added
+// about 170 MB of RssFile and 256 MiB about 420 MB, while check-ins,
+// served from the token cache and the offer index, ran no faster with
+// either than with none (bench/RESULTS.md, "Issue 12, part D").
+const DefaultSQLiteMmapSize = 0
+
+// OpenSQLite opens (creating if needed) the SQLite database at path with
+// the default SQLiteOptions and brings its schema up to date.
 func OpenSQLite(ctx context.Context, path string, opts Options) (*Store, error) {
+	return OpenSQLiteWith(ctx, path, SQLiteOptions{MmapSize: -1}, opts)
+}
+
+// OpenSQLiteWith is OpenSQLite with SQLiteOptions.
+func OpenSQLiteWith(ctx context.Context, path string, sq SQLiteOptions, opts Options) (*Store, error) {
 	if path == "" {
 		return nil, errors.New("sqlstore: sqlite: empty database path")
 	}
@@ -120,6 +145,10 @@ func OpenSQLite(ctx context.Context, path string, opts Options) (*Store, error) 
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("sqlstore: sqlite: create directory: %w", err)
 	}
+	mmap := sq.MmapSize
+	if mmap < 0 {
+		mmap = DefaultSQLiteMmapSize
+	}
 	// foreign_keys: SQLite enforces REFERENCES only when asked, per
 	// connection. WAL lets readers run while one writer writes.
 	// synchronous(FULL) syncs the WAL at every commit, so a committed change
@@ -129,11 +158,14 @@ func OpenSQLite(ctx context.Context, path string, opts Options) (*Store, error) 
 	// us SQLITE_BUSY when a read transaction would upgrade to a write while
 	// another writer holds the lock, which busy_timeout cannot resolve.
 	// mmap_size lets reads map the database file rather than copy each page
-	// in with a system call per page: that halves the cost of Newest on a
-	// catalog larger than a connection's page cache. Writes still go
-	// through the journal, so durability is unchanged.
+	// in with a system call per page: that halved the cost of Newest on a
+	// catalog larger than a connection's page cache, before the offer index
+	// took Newest off the check-in path, and is off by default since
+	// (DefaultSQLiteMmapSize). Writes go through the journal either way, so
+	// durability is the same.
 	dsn := path + "?_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)" +
-		"&_pragma=busy_timeout(10000)&_pragma=synchronous(FULL)&_pragma=mmap_size(268435456)" +
+		"&_pragma=busy_timeout(10000)&_pragma=synchronous(FULL)" +
+		"&_pragma=mmap_size(" + strconv.FormatInt(mmap, 10) + ")" +
 		"&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {

@@ -312,7 +312,7 @@ func TestSQLiteConnectionSettings(t *testing.T) {
 		{"journal_mode", "wal"},
 		{"synchronous", "2"}, // FULL
 		{"busy_timeout", "10000"},
-		{"mmap_size", "268435456"},
+		{"mmap_size", "0"}, // DefaultSQLiteMmapSize
 	} {
 		var got string
 		if err := s.DB().QueryRowContext(t.Context(), "PRAGMA "+tc.pragma).Scan(&got); err != nil {
