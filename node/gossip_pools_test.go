@@ -2,6 +2,7 @@ package node
 
 import (
 	"encoding/base64"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 // A region's top relay as the example file shows it: the backbone with a
@@ -145,5 +148,25 @@ func TestGossipPoolsRejects(t *testing.T) {
 				t.Errorf("the error echoes a key: %v", err)
 			}
 		})
+	}
+}
+
+func TestGossipPoolsRoundTripThroughYAML(t *testing.T) {
+	c, _, _ := poolsConfig(t)
+	c.Gossip.Pools[1].ProbeTimeout = 150 * time.Millisecond
+	b, err := yaml.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Config
+	if err := back.decode(b); err != nil {
+		t.Fatalf("decode: %v\n%s", err, b)
+	}
+	// Printed, as an absent list reads back empty.
+	if fmt.Sprintf("%+v", back.Gossip) != fmt.Sprintf("%+v", c.Gossip) {
+		t.Fatalf("gossip after a round trip:\n got %+v\nwant %+v\nyaml:\n%s", back.Gossip, c.Gossip, b)
+	}
+	if !strings.Contains(string(b), "probe_timeout: 150ms") {
+		t.Errorf("want a pool's durations written as Go durations, got:\n%s", b)
 	}
 }
