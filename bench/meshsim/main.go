@@ -14,6 +14,10 @@
 //
 //	go run ./bench/meshsim -shape 1,10,100,889
 //
+// From 300 nodes in three levels or more, each level-1 subtree gossips in
+// a pool of its own and the hub with the level-1 relays in a backbone pool
+// (-pools region; -pools one keeps a single pool).
+//
 // bench/RESULTS.md ("A 1,000-node mesh on one machine") has the figures
 // and the commands behind them.
 package main
@@ -47,16 +51,21 @@ type config struct {
 	profile    string
 	// compression is gossip.compression: on, off or "" (the profile's).
 	compression string
-	parallel    int
-	within      time.Duration
-	timeout     time.Duration
-	settle      time.Duration
-	idle        time.Duration
-	patches     int
-	patchSize   int
-	poll        time.Duration
-	measure     map[string]bool
-	logFile     string
+	// pools is how gossip is split: "one" pool for the whole mesh,
+	// "region" (a pool per level-1 subtree, and a backbone pool of the
+	// hub and the level-1 relays) or "auto": region for shapes of three
+	// levels or more from 300 nodes, one otherwise.
+	pools     string
+	parallel  int
+	within    time.Duration
+	timeout   time.Duration
+	settle    time.Duration
+	idle      time.Duration
+	patches   int
+	patchSize int
+	poll      time.Duration
+	measure   map[string]bool
+	logFile   string
 	// startProfile, if set, is where a CPU profile of the start goes.
 	startProfile string
 	// configure, if set, adjusts every node's config last (tests).
@@ -85,6 +94,7 @@ func main() {
 	flag.IntVar(&c.gossipPort, "gossip-port", 7946, "every node's gossip port (on its own address)")
 	flag.StringVar(&c.profile, "profile", "lan", "gossip profile: local, lan or wan")
 	flag.StringVar(&c.compression, "compression", "", "gossip packet compression: on, off, or empty for the profile's")
+	flag.StringVar(&c.pools, "pools", "auto", "gossip pools: one (the whole mesh), region (one per level-1 subtree, plus a backbone of the hub and level-1 relays) or auto (region from 300 nodes in 3 levels or more)")
 	flag.IntVar(&c.parallel, "parallel", 8, "nodes started at once")
 	flag.DurationVar(&c.within, "within", 2*time.Minute, "bound on any one wait")
 	flag.DurationVar(&c.timeout, "timeout", 30*time.Minute, "bound on the whole run")
@@ -154,7 +164,7 @@ func run(ctx context.Context, c config, out io.Writer) (*results, error) {
 		}
 	}()
 	r := &results{w: out}
-	r.printf("meshsim: %d nodes (%s), gossip profile %s (compression %q), data under %s, GOMAXPROCS %d", len(s), describe(s), c.profile, c.compression, m.dir, gomaxprocs())
+	r.printf("meshsim: %d nodes (%s), gossip profile %s (compression %q), %s, data under %s, GOMAXPROCS %d", len(s), describe(s), c.profile, c.compression, m.describePools(), m.dir, gomaxprocs())
 	before, err := readMemory()
 	if err != nil {
 		return nil, err
@@ -184,7 +194,11 @@ func run(ctx context.Context, c config, out io.Writer) (*results, error) {
 		return r, err
 	}
 	r.Converged = conv
-	r.printf("every node sees %d alive members %v after the last start", len(s), conv.Round(time.Millisecond))
+	if m.pools == nil {
+		r.printf("every node sees %d alive members %v after the last start", len(s), conv.Round(time.Millisecond))
+	} else {
+		r.printf("every node sees every member of its pools alive %v after the last start", conv.Round(time.Millisecond))
+	}
 	select {
 	case <-time.After(c.settle):
 	case <-ctx.Done():

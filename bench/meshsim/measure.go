@@ -81,7 +81,7 @@ func (m *mesh) waitConverged(ctx context.Context, r *results) (time.Duration, er
 			for k, v := range st {
 				states[k] += v
 			}
-			if st[topology.Alive] != len(nodes) {
+			if st[topology.Alive] != len(m.sharesPool(sn.i)) {
 				short++
 			}
 		}
@@ -89,8 +89,8 @@ func (m *mesh) waitConverged(ctx context.Context, r *results) (time.Duration, er
 			return time.Since(start), nil
 		}
 		if time.Now().After(deadline) {
-			r.printf("WARNING: %d of %d nodes do not see all %d alive after %v (members by state, summed over the views: %v); going on",
-				short, len(nodes), len(nodes), m.cfg.within, states)
+			r.printf("WARNING: %d of %d nodes do not see all the members of their pools alive after %v (members by state, summed over the views: %v); going on",
+				short, len(nodes), m.cfg.within, states)
 			return time.Since(start), nil
 		}
 		select {
@@ -362,8 +362,9 @@ func (d *deadWatch) hear(observer int, mem topology.Member) {
 	}
 }
 
-// killAndWatch crashes victim and waits until every other live node saw
-// it dead; it returns how long each took.
+// killAndWatch crashes victim and waits until every other live node that
+// gossips with it (shares one of its pools) saw it dead; it returns how
+// long each took, and how many did not see it.
 func (m *mesh) killAndWatch(ctx context.Context, victim *simNode) ([]time.Duration, int, error) {
 	d := &deadWatch{victim: victim.spec.Name, start: time.Now(), seen: map[int]time.Duration{}}
 	fn := d.hear
@@ -372,7 +373,12 @@ func (m *mesh) killAndWatch(ctx context.Context, victim *simNode) ([]time.Durati
 	if err := m.crash(victim); err != nil {
 		return nil, 0, err
 	}
-	observers := m.alive()
+	var observers []*simNode
+	for _, sn := range m.alive() {
+		if slices.Contains(m.sharesPool(victim.i), sn.i) {
+			observers = append(observers, sn)
+		}
+	}
 	deadline := d.start.Add(m.cfg.within)
 	for {
 		d.mu.Lock()
@@ -407,7 +413,7 @@ func (m *mesh) measureKill(ctx context.Context, r *results) error {
 		return err
 	}
 	r.SeenDead, r.NotSeen = seen, missing
-	r.printf("killed %s (%s): seen dead by %d nodes, %s; %d did not within %v", victim.spec.Name, victim.spec.Role,
+	r.printf("killed %s (%s): seen dead by %d nodes (those that share a gossip pool with it), %s; %d did not within %v", victim.spec.Name, victim.spec.Role,
 		len(seen), durations(seen), missing, m.cfg.within)
 	return nil
 }

@@ -49,6 +49,11 @@ type mesh struct {
 	adminHash  string
 
 	nodes []*simNode
+	// pools are each node's gossip pools, nil for one pool of all;
+	// poolKeys each pool's key, poolMembers its nodes by index.
+	pools       [][]string
+	poolKeys    map[string]string
+	poolMembers map[string][]int
 	// watch, if set, hears every member change every node reports, with
 	// the index of the node that saw it.
 	watch atomic.Pointer[func(observer int, m topology.Member)]
@@ -56,13 +61,15 @@ type mesh struct {
 
 // simNode is one node of the mesh.
 type simNode struct {
-	i       int
-	spec    spec
-	host    string
-	url     string
-	gossip  string
-	dataDir string
-	wire    wire
+	i      int
+	spec   spec
+	host   string
+	url    string
+	gossip string
+	// poolAddr is the node's gossip host:port in each of its pools.
+	poolAddr map[string]string
+	dataDir  string
+	wire     wire
 
 	n      *node.Node
 	cancel context.CancelFunc
@@ -109,6 +116,15 @@ func newMesh(cfg config, s shape, log *slog.Logger) (*mesh, error) {
 			gossip:  net.JoinHostPort(host, strconv.Itoa(cfg.gossipPort)),
 			dataDir: filepath.Join(dir, sp.Name),
 		})
+	}
+	pools, err := poolsFor(s, cfg.pools)
+	if err != nil {
+		return nil, err
+	}
+	if pools != nil {
+		if err := m.setPools(pools); err != nil {
+			return nil, err
+		}
 	}
 	return m, nil
 }
@@ -194,6 +210,10 @@ func (m *mesh) start(ctx context.Context, sn *simNode) error {
 			seeds = append(seeds, m.nodes[sn.i-1].gossip)
 		}
 		cfg.Gossip.Join = seeds
+	}
+	if m.pools != nil {
+		m.gossipConfig(sn, &cfg)
+		cfg.Gossip.Join = nil
 	}
 	if m.cfg.configure != nil {
 		m.cfg.configure(&cfg)
