@@ -84,6 +84,9 @@ type pool struct {
 	transport *countingTransport
 	rejects   *rejectLog
 	log       *slog.Logger
+	// addr is this node's gossip host:port in the pool, fixed at start:
+	// read without memberlist's lock, which its event callbacks hold.
+	addr string
 
 	members map[string]*entry // guarded by t.mu
 
@@ -206,6 +209,7 @@ func (t *Topology) startPool(cfg Pool) (*pool, error) {
 		p.transport.Shutdown()
 		return nil, fmt.Errorf("topology: pool %s: start memberlist: %w", cfg.Name, err)
 	}
+	p.addr = p.ml.LocalNode().Address()
 	return p, nil
 }
 

@@ -419,7 +419,7 @@ func (t *Topology) updateLoop() {
 
 // LocalAddr returns the gossip host:port others reach this node at, in its
 // first pool (Stats has every pool's).
-func (t *Topology) LocalAddr() string { return t.pools[0].ml.LocalNode().Address() }
+func (t *Topology) LocalAddr() string { return t.pools[0].addr }
 
 // PoolNames lists the node's pools, in the order of its config.
 func (t *Topology) PoolNames() []string {
@@ -439,7 +439,7 @@ func (t *Topology) Stats() Stats {
 		Rejected: map[string]int64{EventKeyFail: 0, EventMetaFail: 0, EventNameFail: 0},
 	}
 	for _, p := range t.pools {
-		ps := PoolStats{Name: p.name, Addr: p.ml.LocalNode().Address(),
+		ps := PoolStats{Name: p.name, Addr: p.addr,
 			SentBytes: p.transport.sent.Load(), ReceivedBytes: p.transport.received.Load(),
 			Members: map[string]int{Alive: 0, Dead: 0, Left: 0}, Rejected: p.rejects.counts()}
 		s.SentBytes += ps.SentBytes

@@ -66,8 +66,9 @@ type config struct {
 	poll      time.Duration
 	measure   map[string]bool
 	logFile   string
-	// startProfile, if set, is where a CPU profile of the start goes.
-	startProfile string
+	// startProfile, if set, is where a CPU profile of the start goes;
+	// idleProfile, of the idle spell.
+	startProfile, idleProfile string
 	// configure, if set, adjusts every node's config last (tests).
 	configure func(*node.Config)
 }
@@ -106,6 +107,7 @@ func main() {
 	flag.StringVar(&measures, "measure", strings.Join(allMeasures, ","), "what to measure: "+strings.Join(allMeasures, ","))
 	flag.StringVar(&c.logFile, "log", "", "append the nodes' warnings and errors (JSON) to this file; default: discard")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the start to this file (labelled by node)")
+	flag.StringVar(&c.idleProfile, "idleprofile", "", "write the CPU profile of the idle spell (-measure idle) to this file (labelled by node)")
 	flag.Parse()
 	c.startProfile = *cpuProfile
 	c.measure = map[string]bool{}

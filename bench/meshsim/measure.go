@@ -195,6 +195,11 @@ func (m *mesh) measureIdle(ctx context.Context, r *results) error {
 			(c.Requests-counts0[role].Requests-1)/secs, (c.Queries-counts0[role].Queries)/secs, len(m.shape.children(sn.i)))
 	}
 
+	if m.cfg.idleProfile != "" {
+		if err := os.WriteFile(m.cfg.idleProfile, cpu.Bytes(), 0o600); err != nil {
+			return err
+		}
+	}
 	p, err := profile.Parse(&cpu)
 	if err != nil {
 		return fmt.Errorf("cpu profile: %w", err)
