@@ -408,6 +408,8 @@ func (p *pool) observe(n *memberlist.Node, ev int) {
 		m.Since = old.Since
 	}
 	p.members[n.Name] = &entry{Member: m, leaving: leaving, heard: now}
+	// Not detached: this runs under memberlist's lock, and the entries
+	// it shares meta with are never changed in place.
 	merged, _ := t.merged(n.Name)
 	t.mu.Unlock()
 	t.notes.push(merged)

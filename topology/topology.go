@@ -285,7 +285,7 @@ func (t *Topology) Members() []Member {
 	out := make([]Member, 0, len(names))
 	for name := range names {
 		m, _ := t.merged(name)
-		out = append(out, m)
+		out = append(out, detach(m))
 	}
 	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	return out
@@ -296,7 +296,8 @@ func (t *Topology) Member(name string) (Member, bool) {
 	t.prune()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.merged(name)
+	m, ok := t.merged(name)
+	return detach(m), ok
 }
 
 // merged is the member named name as all pools together see it. A member
@@ -306,7 +307,9 @@ func (t *Topology) Member(name string) (Member, bool) {
 // every pool that knows it has given up on it: Left if any heard it leave,
 // since a node that leaves says so in each pool and the news may miss one.
 // Its meta and address come from the freshest news among the pools that
-// agree with that state. Call with t.mu held.
+// agree with that state. Its meta shares the pool's entry (entries are
+// replaced, never changed): detach it before handing it out. Call with
+// t.mu held.
 func (t *Topology) merged(name string) (Member, bool) {
 	var found []*entry
 	var pools []string
@@ -340,7 +343,7 @@ func (t *Topology) merged(name string) (Member, bool) {
 			since = e.Since
 		}
 	}
-	m := best.copy()
+	m := best.Member
 	m.State, m.Since, m.Pools = state, since, pools
 	m.Addr = found[0].Addr
 	return m, true
@@ -560,8 +563,9 @@ func (t *Topology) prune() {
 	}
 }
 
-func (e *entry) copy() Member {
-	m := e.Member
+// detach copies m's slices and maps, so that the caller may keep or change
+// it.
+func detach(m Member) Member {
 	m.Tiers = slices.Clone(m.Tiers)
 	m.Upstreams = maps.Clone(m.Upstreams)
 	m.Pools = slices.Clone(m.Pools)
