@@ -264,3 +264,32 @@ func TestKeysChangeOnlyTheNamedPools(t *testing.T) {
 		t.Errorf("after installing in every pool: backbone %d keys, want 2", b)
 	}
 }
+
+// Lookups by URL merge only the members that match, and pick the
+// healthiest: the same peer URL on a dead old name and a live new one.
+func TestLookupsByURLPreferTheLiveMember(t *testing.T) {
+	t0 := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	top := &Topology{retain: time.Hour * 1e4}
+	a := &pool{t: top, name: "a", members: map[string]*entry{}}
+	b := &pool{t: top, name: "b", members: map[string]*entry{}}
+	top.pools = []*pool{a, b}
+	add := func(p *pool, name, api, peer, state string, self bool) {
+		p.members[name] = &entry{Member: Member{Meta: Meta{Name: name, API: api, Peer: peer}, State: state, Since: t0, Self: self}, heard: t0}
+	}
+	add(a, "old", "https://r.example", "https://r.example:9443", Dead, false)
+	add(b, "new", "https://r.example/", "https://r.example:9443/", Alive, false)
+	add(a, "me", "https://me.example", "https://me.example:9443", Alive, true)
+	add(b, "other", "https://o.example", "https://o.example:9443", Alive, false)
+	if m, ok := top.ByPeer("https://r.example:9443"); !ok || m.Name != "new" {
+		t.Errorf("ByPeer: got %q (%v), want the live new", m.Name, ok)
+	}
+	if m, ok := top.ByAPI("https://r.example/"); !ok || m.Name != "new" {
+		t.Errorf("ByAPI: got %q (%v), want the live new", m.Name, ok)
+	}
+	if m, ok := top.ByPeer("https://me.example:9443"); ok {
+		t.Errorf("ByPeer found this node itself: %+v", m)
+	}
+	if _, ok := top.ByPeer(""); ok {
+		t.Error("ByPeer of no URL found a member")
+	}
+}

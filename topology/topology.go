@@ -354,18 +354,49 @@ func (t *Topology) merged(name string) (Member, bool) {
 // the healthiest wins, then the most recent change.
 func (t *Topology) ByAPI(url string) (Member, bool) {
 	url = strings.TrimSuffix(url, "/")
+	if url == "" {
+		return Member{}, false
+	}
+	return t.find(func(m *Member) bool { return strings.TrimSuffix(m.API, "/") == url })
+}
+
+// ByPeer returns the member, this node excluded, whose Meta.Peer is
+// peerURL, ignoring trailing slashes; if several are, as ByAPI.
+func (t *Topology) ByPeer(peerURL string) (Member, bool) {
+	peerURL = strings.TrimRight(peerURL, "/")
+	if peerURL == "" {
+		return Member{}, false
+	}
+	return t.find(func(m *Member) bool { return !m.Self && strings.TrimRight(m.Peer, "/") == peerURL })
+}
+
+// find is the healthiest, then most recently changed, member for which
+// match holds. It looks at each pool's entries in place and merges only
+// those that match: the sync loops look members up by URL every second,
+// and a copy of every member for each lookup was the largest cost of an
+// idle 300-node simulation (bench/RESULTS.md, "Gossip pools per region").
+func (t *Topology) find(match func(*Member) bool) (Member, bool) {
+	t.prune()
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	var best Member
 	found := false
-	for _, m := range t.Members() {
-		if url == "" || strings.TrimSuffix(m.API, "/") != url {
-			continue
-		}
-		if !found || healthRank(m.State) < healthRank(best.State) ||
-			(healthRank(m.State) == healthRank(best.State) && m.Since.After(best.Since)) {
-			best, found = m, true
+	for _, p := range t.pools {
+		for name, e := range p.members {
+			if !match(&e.Member) {
+				continue
+			}
+			m, _ := t.merged(name)
+			if !match(&m) {
+				continue // another pool has fresher meta that no longer matches
+			}
+			if !found || healthRank(m.State) < healthRank(best.State) ||
+				(healthRank(m.State) == healthRank(best.State) && m.Since.After(best.Since)) {
+				best, found = m, true
+			}
 		}
 	}
-	return best, found
+	return detach(best), found
 }
 
 func healthRank(state string) int {
