@@ -69,6 +69,10 @@ type config struct {
 	// startProfile, if set, is where a CPU profile of the start goes;
 	// idleProfile, of the idle spell.
 	startProfile, idleProfile string
+	// parts and part split the mesh over several processes (parts.go);
+	// state is their shared directory.
+	parts, part int
+	state       string
 	// configure, if set, adjusts every node's config last (tests).
 	configure func(*node.Config)
 }
@@ -96,6 +100,9 @@ func main() {
 	flag.StringVar(&c.profile, "profile", "lan", "gossip profile: local, lan or wan")
 	flag.StringVar(&c.compression, "compression", "", "gossip packet compression: on, off, or empty for the profile's")
 	flag.StringVar(&c.pools, "pools", "auto", "gossip pools: one (the whole mesh), region (one per level-1 subtree, plus a backbone of the hub and level-1 relays) or auto (region from 300 nodes in 3 levels or more)")
+	flag.IntVar(&c.parts, "parts", 1, "processes the mesh is split over (by region); run one meshsim per part with the same flags and -state")
+	flag.IntVar(&c.part, "part", 0, "which part this process runs, 0 to parts-1; part 0 has the hub and measures propagation")
+	flag.StringVar(&c.state, "state", "", "with -parts: the directory every part shares (keys, data, barriers), on a tmpfs")
 	flag.IntVar(&c.parallel, "parallel", 8, "nodes started at once")
 	flag.DurationVar(&c.within, "within", 2*time.Minute, "bound on any one wait")
 	flag.DurationVar(&c.timeout, "timeout", 30*time.Minute, "bound on the whole run")
@@ -167,6 +174,12 @@ func run(ctx context.Context, c config, out io.Writer) (*results, error) {
 	}()
 	r := &results{w: out}
 	r.printf("meshsim: %d nodes (%s), gossip profile %s (compression %q), %s, data under %s, GOMAXPROCS %d", len(s), describe(s), c.profile, c.compression, m.describePools(), m.dir, gomaxprocs())
+	if c.parts > 1 {
+		r.printf("part %d of %d: %d nodes in this process", c.part, c.parts, m.owned())
+		if err := m.shareState(ctx); err != nil {
+			return r, err
+		}
+	}
 	before, err := readMemory()
 	if err != nil {
 		return nil, err
@@ -190,7 +203,7 @@ func run(ctx context.Context, c config, out io.Writer) (*results, error) {
 		return r, err
 	}
 	r.StartTook = time.Since(start)
-	r.printf("started %d nodes in %v", len(s), r.StartTook.Round(time.Millisecond))
+	r.printf("started %d nodes in %v", m.owned(), r.StartTook.Round(time.Millisecond))
 	conv, err := m.waitConverged(ctx, r)
 	if err != nil {
 		return r, err
@@ -201,11 +214,26 @@ func run(ctx context.Context, c config, out io.Writer) (*results, error) {
 	} else {
 		r.printf("every node sees every member of its pools alive %v after the last start", conv.Round(time.Millisecond))
 	}
+	if err := m.barrier(ctx, "ready", c.timeout); err != nil {
+		return r, err
+	}
 	select {
 	case <-time.After(c.settle):
 	case <-ctx.Done():
 		return r, ctx.Err()
 	}
+	if c.parts > 1 && c.part > 0 {
+		// Only part 0 uploads and crashes; the others measure their
+		// own nodes, then keep them running until part 0 is done.
+		c.measure = map[string]bool{"memory": c.measure["memory"], "idle": c.measure["idle"]}
+		defer m.barrier(context.WithoutCancel(ctx), "done", c.timeout)
+	}
+	if c.parts > 1 && c.part == 0 {
+		delete(c.measure, "kill")
+		delete(c.measure, "failover")
+		defer m.barrier(context.WithoutCancel(ctx), "done", c.timeout)
+	}
+	m.cfg.measure = c.measure
 	if c.measure["memory"] {
 		if err := m.measureMemory(r, before); err != nil {
 			return r, err

@@ -107,7 +107,7 @@ func (m *mesh) measureMemory(r *results, before memory) error {
 	if err != nil {
 		return err
 	}
-	n := int64(len(m.nodes))
+	n := int64(m.owned())
 	r.printf("memory: RSS %.1f MiB for %d nodes = %.2f MiB per node (%.1f MiB before any started); Go heap in use %.2f MiB per node, Go Sys %.2f MiB per node",
 		mib(after.RSS), n, mib(after.RSS-before.RSS)/float64(n), mib(before.RSS), mib(after.HeapInuse)/float64(n), mib(after.Sys)/float64(n))
 	g, err := goroutinesByNode()
@@ -116,6 +116,9 @@ func (m *mesh) measureMemory(r *results, before memory) error {
 	}
 	byRole := map[string][]int64{}
 	for _, sn := range m.nodes {
+		if !m.owns(sn.i) {
+			continue
+		}
 		byRole[sn.spec.Role] = append(byRole[sn.spec.Role], g[sn.spec.Name])
 	}
 	for _, role := range []string{"hub", "relay", "edge"} {
@@ -304,6 +307,9 @@ func (m *mesh) arrivals(ctx context.Context, nodes []*simNode, digest string, st
 func (m *mesh) measurePropagation(ctx context.Context, r *results) error {
 	hub := m.nodes[0]
 	others := m.alive()[1:]
+	if m.cfg.parts > 1 {
+		others = m.nodes[1:] // every part's: their blob files are on the shared tmpfs
+	}
 	children := len(m.shape.children(0))
 	gossipSent := func() int64 {
 		var t int64
