@@ -305,10 +305,19 @@ func (m *mesh) stop() error {
 		})
 	}
 	wg.Wait()
-	if m.cfg.parts <= 1 || m.cfg.part == 0 {
-		if err := os.RemoveAll(m.dir); err != nil {
+	if m.cfg.parts > 1 {
+		// The shared directory goes once every part stopped its nodes,
+		// and a moment after, so that each saw the others' marks.
+		if err := m.barrier(context.Background(), "stopped", m.cfg.within); err != nil {
 			errs = append(errs, err)
 		}
+		if m.cfg.part != 0 {
+			return errors.Join(errs...)
+		}
+		time.Sleep(time.Second)
+	}
+	if err := os.RemoveAll(m.dir); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -250,5 +251,61 @@ func TestPoolsFollowTheRegions(t *testing.T) {
 	}
 	if _, err := poolsFor(s, "many"); err == nil {
 		t.Error("-pools many: want an error")
+	}
+}
+
+// Two parts of one mesh (here two runs in one test process, as two
+// meshsim processes would be): each starts its regions, they meet over
+// loopback, and part 0 sees the patch arrive on every node of both.
+func TestPartsRunOneMesh(t *testing.T) {
+	if _, err := os.Stat("/dev/shm"); err != nil {
+		t.Fatalf("meshsim wants a tmpfs at /dev/shm: %v", err)
+	}
+	const size = 64 << 10
+	base := config{
+		shapeCounts: "1,2,4,8", pools: "region", parts: 2, state: filepath.Join(t.TempDir(), "mesh"),
+		net: fmt.Sprintf("127.%d", 100+rand.IntN(150)), httpPort: 8080, gossipPort: 7946,
+		profile: "local", parallel: 4, within: 45 * time.Second, timeout: 3 * time.Minute,
+		settle: time.Second, idle: time.Second, patches: 1, patchSize: size, poll: 10 * time.Millisecond,
+		measure: map[string]bool{"propagation": true, "kill": true},
+	}
+	type result struct {
+		r   *results
+		err error
+		out string
+	}
+	done := make(chan result, 2)
+	for part := range 2 {
+		c := base
+		c.part = part
+		c.measure = maps.Clone(base.measure)
+		go func() {
+			var out strings.Builder
+			r, err := run(context.Background(), c, &out)
+			done <- result{r, err, fmt.Sprintf("part %d:\n%s", part, out.String())}
+		}()
+	}
+	var r0 *results
+	for range 2 {
+		res := <-done
+		t.Log(res.out)
+		if res.err != nil {
+			t.Errorf("run: %v", res.err)
+		}
+		if strings.HasPrefix(res.out, "part 0:") {
+			r0 = res.r
+		}
+	}
+	if r0 == nil || len(r0.Arrivals) != 14 {
+		t.Fatalf("part 0: want the patch timed on all 14 other nodes of both parts, got %+v", r0)
+	}
+	if len(r0.HubEgress) != 1 || r0.HubEgress[0] < 2*size || r0.HubEgress[0] > 3*size {
+		t.Errorf("hub egress: want between 2 and 3 times %d bytes, got %v", size, r0.HubEgress)
+	}
+	if len(r0.SeenDead) != 0 {
+		t.Errorf("kill with parts: want it skipped (its watchers span processes), got %v", r0.SeenDead)
+	}
+	if _, err := os.Stat(base.state); !os.IsNotExist(err) {
+		t.Errorf("cleanup: want %s gone after both parts, got %v", base.state, err)
 	}
 }
