@@ -26,10 +26,11 @@ func (s *server) topologyView() topology.View {
 		return s.topo.View()
 	}
 	return topology.View{
-		Self: s.info.Node,
+		Self:  s.info.Node,
+		Pools: []string{},
 		Nodes: []topology.ViewNode{{
 			Name: s.info.Node, Role: s.info.Role, URL: s.info.URL, State: topology.Alive,
-			Version: s.info.Version, Since: s.started, Tiers: []string{},
+			Version: s.info.Version, Since: s.started, Tiers: []string{}, Pools: []string{},
 		}},
 		Links: []topology.ViewLink{},
 	}

@@ -17,9 +17,10 @@ func TestTopologyWithoutGossipShowsThisNodeAlone(t *testing.T) {
 	var got topology.View
 	e.want(r, http.StatusOK, &got)
 	want := topology.View{
-		Self: "node-a",
+		Self:  "node-a",
+		Pools: []string{},
 		Nodes: []topology.ViewNode{{Name: "node-a", Role: "hub", URL: "https://hub.example", State: topology.Alive, Version: "1.2.3",
-			Since: time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC), Tiers: []string{}}},
+			Since: time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC), Tiers: []string{}, Pools: []string{}}},
 		Links: []topology.ViewLink{},
 	}
 	if !reflect.DeepEqual(got, want) {

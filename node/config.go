@@ -465,6 +465,57 @@ type GossipConfig struct {
 	// it saves are cheaper than that. Members with different settings
 	// understand each other.
 	Compression string `yaml:"compression"`
+	// Pools put the node in several gossip pools instead of one: each its
+	// own memberlist with its own address, members and key, so that
+	// gossip's cost stays that of a pool rather than of the whole mesh
+	// (docs/scale.md). Typically the hub is in "backbone", each region's
+	// top relay in "backbone" and its region's pool, and the region's
+	// other relays and edges in the region's pool alone. With pools,
+	// bind, advertise and join are set per pool and left empty above;
+	// profile, keys (with keyring_file), the timing overrides and
+	// compression set above are what a pool that leaves its own empty
+	// uses. File only.
+	Pools []GossipPoolConfig `yaml:"pools" env:"-"`
+}
+
+// On says whether the node gossips at all: it binds one pool, or lists
+// pools.
+func (g GossipConfig) On() bool { return g.Bind != "" || len(g.Pools) > 0 }
+
+// GossipPoolConfig is one gossip pool of the node (gossip.pools). Fields
+// left empty or zero take the gossip section's value, except bind,
+// advertise and join, which are the pool's own.
+type GossipPoolConfig struct {
+	// Name tells the node's pools apart in metrics, logs and the
+	// topology view; use the same name on every member, e.g. backbone or
+	// region-eu. Required, unique on the node.
+	Name string `yaml:"name"`
+	// Bind is the host:port this pool's gossip listens on (UDP and TCP);
+	// each pool needs its own port. Required.
+	Bind string `yaml:"bind"`
+	// Advertise is the host:port other members of the pool reach this one
+	// at, when it differs from Bind (NAT). Default: Bind.
+	Advertise string `yaml:"advertise"`
+	// Join lists host:port of members of this pool to join at start.
+	Join []string `yaml:"join"`
+	// Profile is local, lan or wan, as gossip.profile: lan inside a
+	// region, wan for a backbone that crosses continents. Default:
+	// gossip.profile.
+	Profile string `yaml:"profile"`
+	// Keys and KeyringFile are the pool's keyring, as gossip.keys and
+	// gossip.keyring_file. Give each pool its own key: the key is what
+	// keeps another pool's members (and a mistyped join) out. Default:
+	// the gossip section's keys.
+	Keys        []string `yaml:"keys"`
+	KeyringFile string   `yaml:"keyring_file"`
+	// Timing overrides, as in the gossip section; 0 takes its value.
+	ProbeInterval    time.Duration `yaml:"probe_interval"`
+	ProbeTimeout     time.Duration `yaml:"probe_timeout"`
+	GossipInterval   time.Duration `yaml:"gossip_interval"`
+	PushPullInterval time.Duration `yaml:"push_pull_interval"`
+	SuspicionMult    int           `yaml:"suspicion_mult"`
+	// Compression is on, off or "" (gossip.compression).
+	Compression string `yaml:"compression"`
 }
 
 // WebhooksConfig tunes the delivery of events to the webhooks added with
@@ -643,6 +694,7 @@ func DefaultsWithEnv(getenv func(string) string) Config {
 			Join:    []string{},
 			Profile: "lan",
 			Keys:    []string{},
+			Pools:   []GossipPoolConfig{},
 		},
 		Webhooks: WebhooksConfig{
 			Timeout:  webhook.DefaultTimeout,

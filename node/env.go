@@ -176,6 +176,19 @@ func toNode(v reflect.Value) (*yaml.Node, error) {
 	if v.Type() == durationType {
 		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: formatDuration(time.Duration(v.Int()))}, nil
 	}
+	if v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.Struct {
+		// Lists of sections (sync.links, gossip.pools): each item as a
+		// section, so that its durations read back too.
+		seq := &yaml.Node{Kind: yaml.SequenceNode}
+		for i := range v.Len() {
+			item, err := toNode(v.Index(i))
+			if err != nil {
+				return nil, err
+			}
+			seq.Content = append(seq.Content, item)
+		}
+		return seq, nil
+	}
 	if v.Kind() != reflect.Struct {
 		n := &yaml.Node{}
 		if err := n.Encode(v.Interface()); err != nil {

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"sync"
@@ -31,47 +32,115 @@ func (c Config) validateGossip() []error {
 	if !slices.Contains(gossipProfiles, g.Profile) {
 		bad("gossip.profile", "must be local, lan or wan, got %q", g.Profile)
 	}
-	if g.Compression != "" && g.Compression != "on" && g.Compression != "off" {
-		bad("gossip.compression", "must be on or off (empty: the profile's), got %q", g.Compression)
-	}
-	if g.Bind == "" {
-		if len(g.Join) > 0 {
+	// With pools, the section's keys, timing and compression are what
+	// pools leave empty take; its own pool is off.
+	errs = append(errs, validatePoolFields("gossip", gossipPoolOf(g), g.On(), len(g.Pools) == 0)...)
+	if len(g.Pools) == 0 {
+		if g.Bind == "" && len(g.Join) > 0 {
 			bad("gossip.join", "needs gossip.bind: a node joins the mesh only with gossip on")
 		}
 		return errs
 	}
-	if _, err := splitHostPort(g.Bind); err != nil {
-		bad("gossip.bind", "%v", err)
-	}
-	if g.Advertise != "" {
-		if _, err := splitHostPort(g.Advertise); err != nil {
-			bad("gossip.advertise", "%v", err)
+	for field, set := range map[string]bool{"gossip.bind": g.Bind != "", "gossip.advertise": g.Advertise != "", "gossip.join": len(g.Join) > 0} {
+		if set {
+			bad(field, "must be empty with gossip.pools: set it on each pool")
 		}
 	}
-	for i, j := range g.Join {
+	names, binds := map[string]bool{}, map[string]string{}
+	for i, p := range g.Pools {
+		field := fmt.Sprintf("gossip.pools[%d]", i)
+		if !poolName.MatchString(p.Name) {
+			bad(field+".name", "want letters, digits, '.', '_' or '-', starting with a letter or digit, got %q", p.Name)
+		} else if names[p.Name] {
+			bad(field+".name", "pool %q is listed twice", p.Name)
+		}
+		names[p.Name] = true
+		if p.Profile != "" && !slices.Contains(gossipProfiles, p.Profile) {
+			bad(field+".profile", "must be local, lan or wan (empty: gossip.profile), got %q", p.Profile)
+		}
+		if p.Bind == "" {
+			bad(field+".bind", "required: the host:port this pool gossips on")
+		} else if hp, err := splitHostPort(p.Bind); err == nil && hp.port != 0 {
+			if other, ok := binds[p.Bind]; ok {
+				bad(field+".bind", "%s is already pool %s's: each pool needs its own port", p.Bind, other)
+			}
+			binds[p.Bind] = p.Name
+		}
+		pf := gossipPool{bind: p.Bind, advertise: p.Advertise, join: p.Join, compression: p.Compression, keys: p.Keys,
+			keyringFile: p.KeyringFile, timing: []time.Duration{p.ProbeInterval, p.ProbeTimeout, p.GossipInterval, p.PushPullInterval},
+			suspicionMult: p.SuspicionMult}
+		// A pool without keys of its own takes the section's, checked
+		// there.
+		inherits := len(p.Keys) == 0 && p.KeyringFile == "" && (len(g.Keys) > 0 || g.KeyringFile != "")
+		errs = append(errs, validatePoolFields(field, pf, true, !inherits)...)
+	}
+	return errs
+}
+
+// poolName is what a gossip pool may be called: it lands in metric labels
+// and log lines.
+var poolName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// gossipPool is the part of the gossip section, or of one of its pools,
+// that validatePoolFields checks.
+type gossipPool struct {
+	bind, advertise, compression, keyringFile string
+	join, keys                                []string
+	timing                                    []time.Duration // probe, probe timeout, gossip, push-pull
+	suspicionMult                             int
+}
+
+func gossipPoolOf(g GossipConfig) gossipPool {
+	return gossipPool{bind: g.Bind, advertise: g.Advertise, join: g.Join, compression: g.Compression, keys: g.Keys,
+		keyringFile: g.KeyringFile, timing: []time.Duration{g.ProbeInterval, g.ProbeTimeout, g.GossipInterval, g.PushPullInterval},
+		suspicionMult: g.SuspicionMult}
+}
+
+// validatePoolFields checks one pool's fields under prefix (gossip or
+// gossip.pools[i]). Off (no gossip) only compression is checked, as it
+// always was; needKey says the fields must hold a key themselves.
+func validatePoolFields(prefix string, p gossipPool, on, needKey bool) []error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s.%s: %s", prefix, field, fmt.Sprintf(format, args...)))
+	}
+	if p.compression != "" && p.compression != "on" && p.compression != "off" {
+		bad("compression", "must be on or off (empty: the profile's), got %q", p.compression)
+	}
+	if !on {
+		return errs
+	}
+	if p.bind != "" {
+		if _, err := splitHostPort(p.bind); err != nil {
+			bad("bind", "%v", err)
+		}
+	}
+	if p.advertise != "" {
+		if _, err := splitHostPort(p.advertise); err != nil {
+			bad("advertise", "%v", err)
+		}
+	}
+	for i, j := range p.join {
 		if _, _, err := net.SplitHostPort(j); err != nil {
-			bad(fmt.Sprintf("gossip.join[%d]", i), "must be host:port, got %q", j)
+			bad(fmt.Sprintf("join[%d]", i), "must be host:port, got %q", j)
 		}
 	}
 	// Key material is checked without echoing it.
-	if len(g.Keys) == 0 && g.KeyringFile == "" {
-		bad("gossip.keys", "gossip is always encrypted: set keys or keyring_file (make a key with patchmesh gossip-key)")
+	if needKey && len(p.keys) == 0 && p.keyringFile == "" {
+		bad("keys", "gossip is always encrypted: set keys or keyring_file (make a key with patchmesh gossip-key)")
 	}
-	for i, k := range g.Keys {
+	for i, k := range p.keys {
 		if _, err := topology.ParseKeys(k); err != nil {
-			bad(fmt.Sprintf("gossip.keys[%d]", i), "not a base64 key of 16, 24 or 32 bytes")
+			bad(fmt.Sprintf("keys[%d]", i), "not a base64 key of 16, 24 or 32 bytes")
 		}
 	}
-	for name, d := range map[string]time.Duration{
-		"gossip.probe_interval": g.ProbeInterval, "gossip.probe_timeout": g.ProbeTimeout,
-		"gossip.gossip_interval": g.GossipInterval, "gossip.push_pull_interval": g.PushPullInterval,
-	} {
-		if d < 0 {
-			bad(name, "must not be negative, got %v", d)
+	for i, name := range []string{"probe_interval", "probe_timeout", "gossip_interval", "push_pull_interval"} {
+		if p.timing[i] < 0 {
+			bad(name, "must not be negative, got %v", p.timing[i])
 		}
 	}
-	if g.SuspicionMult < 0 {
-		bad("gossip.suspicion_mult", "must not be negative, got %d", g.SuspicionMult)
+	if p.suspicionMult < 0 {
+		bad("suspicion_mult", "must not be negative, got %d", p.suspicionMult)
 	}
 	return errs
 }
@@ -93,31 +162,78 @@ func splitHostPort(s string) (hostPort, error) {
 	return hostPort{h, n}, nil
 }
 
-// gossipKeys reads the keyring: the file's keys first, then the config's.
-func (c Config) gossipKeys() ([][]byte, error) {
+// readKeys reads a keyring: the file's keys first, then the listed ones.
+// field names the option in errors (gossip, gossip.pools[1]).
+func readKeys(field, file string, listed []string) ([][]byte, error) {
 	var keys [][]byte
-	if c.Gossip.KeyringFile != "" {
-		b, err := os.ReadFile(c.Gossip.KeyringFile)
+	if file != "" {
+		b, err := os.ReadFile(file)
 		if err != nil {
-			return nil, fmt.Errorf("gossip.keyring_file: %w", err)
+			return nil, fmt.Errorf("%s.keyring_file: %w", field, err)
 		}
 		k, err := topology.ParseKeys(string(b))
 		if err != nil {
-			return nil, fmt.Errorf("gossip.keyring_file %s: %w", c.Gossip.KeyringFile, err)
+			return nil, fmt.Errorf("%s.keyring_file %s: %w", field, file, err)
 		}
 		keys = append(keys, k...)
 	}
-	for _, s := range c.Gossip.Keys {
+	for _, s := range listed {
 		k, err := topology.ParseKeys(s)
 		if err != nil {
-			return nil, fmt.Errorf("gossip.keys: %w", err)
+			return nil, fmt.Errorf("%s.keys: %w", field, err)
 		}
 		keys = append(keys, k...)
 	}
 	if len(keys) == 0 {
-		return nil, fmt.Errorf("gossip: no key in keys or keyring_file")
+		return nil, fmt.Errorf("%s: no key in keys or keyring_file", field)
 	}
 	return keys, nil
+}
+
+// gossipPools is the node's gossip pools as topology takes them: the
+// pools listed, each with the gossip section's values where it leaves its
+// own empty, or nil for a node in one pool.
+func (c Config) gossipPools() ([]topology.Pool, error) {
+	g := c.Gossip
+	var out []topology.Pool
+	for i, pc := range g.Pools {
+		field := fmt.Sprintf("gossip.pools[%d]", i)
+		keyFile, listed := pc.KeyringFile, pc.Keys
+		if keyFile == "" && len(listed) == 0 {
+			keyFile, listed = g.KeyringFile, g.Keys
+		}
+		keys, err := readKeys(field, keyFile, listed)
+		if err != nil {
+			return nil, err
+		}
+		bind, _ := splitHostPort(pc.Bind)
+		p := topology.Pool{
+			Name: pc.Name, BindAddr: bind.host, BindPort: bind.port, Join: pc.Join,
+			Profile:          orDefault(pc.Profile, g.Profile),
+			ProbeInterval:    orDefault(pc.ProbeInterval, g.ProbeInterval),
+			ProbeTimeout:     orDefault(pc.ProbeTimeout, g.ProbeTimeout),
+			GossipInterval:   orDefault(pc.GossipInterval, g.GossipInterval),
+			PushPullInterval: orDefault(pc.PushPullInterval, g.PushPullInterval),
+			SuspicionMult:    orDefault(pc.SuspicionMult, g.SuspicionMult),
+			Compression:      orDefault(pc.Compression, g.Compression),
+			Keys:             keys,
+		}
+		if pc.Advertise != "" {
+			adv, _ := splitHostPort(pc.Advertise)
+			p.AdvertiseAddr, p.AdvertisePort = adv.host, adv.port
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// orDefault is v unless it is the zero value, else def.
+func orDefault[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
 }
 
 // gossip is the node's membership: its own meta, kept current without
@@ -150,13 +266,9 @@ func (g *gossip) Changes() uint64 { return g.changes.Load() }
 // View is the node's view of the mesh (api.TopologyViewer).
 func (g *gossip) View() topology.View { return g.topo.View() }
 
-// startGossip joins the mesh. Called from New, after the puller exists.
+// startGossip joins the mesh: the one pool of the gossip section, or each
+// of gossip.pools.
 func (n *Node) startGossip(ctx context.Context) error {
-	keys, err := n.cfg.gossipKeys()
-	if err != nil {
-		return fmt.Errorf("node: %w", err)
-	}
-	bind, _ := splitHostPort(n.cfg.Gossip.Bind)
 	g := &gossip{n: n}
 	if n.puller != nil {
 		g.mesh = federation.NewMesh(membership{g}, n.cfg.Node.Name, n.cfg.Node.Datacenter, g.poke)
@@ -165,33 +277,40 @@ func (n *Node) startGossip(ctx context.Context) error {
 		return fmt.Errorf("node: gossip: %w", err)
 	}
 	tc := topology.Config{
-		Name:             n.cfg.Node.Name,
-		BindAddr:         bind.host,
-		BindPort:         bind.port,
-		Join:             n.cfg.Gossip.Join,
-		Profile:          n.cfg.Gossip.Profile,
-		ProbeInterval:    n.cfg.Gossip.ProbeInterval,
-		ProbeTimeout:     n.cfg.Gossip.ProbeTimeout,
-		GossipInterval:   n.cfg.Gossip.GossipInterval,
-		PushPullInterval: n.cfg.Gossip.PushPullInterval,
-		SuspicionMult:    n.cfg.Gossip.SuspicionMult,
-		Compression:      n.cfg.Gossip.Compression,
-		Keys:             keys,
-		Meta:             g.meta,
-		OnChange:         g.onChange,
-		Log:              n.log,
+		Name:     n.cfg.Node.Name,
+		Meta:     g.meta,
+		OnChange: g.onChange,
+		Log:      n.log,
 	}
-	if n.cfg.Gossip.Advertise != "" {
-		adv, _ := splitHostPort(n.cfg.Gossip.Advertise)
-		tc.AdvertiseAddr, tc.AdvertisePort = adv.host, adv.port
+	pools, err := n.cfg.gossipPools()
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	if len(pools) > 0 {
+		tc.Pools = pools
+	} else {
+		keys, err := readKeys("gossip", n.cfg.Gossip.KeyringFile, n.cfg.Gossip.Keys)
+		if err != nil {
+			return fmt.Errorf("node: %w", err)
+		}
+		bind, _ := splitHostPort(n.cfg.Gossip.Bind)
+		tc.BindAddr, tc.BindPort, tc.Join, tc.Keys = bind.host, bind.port, n.cfg.Gossip.Join, keys
+		tc.Profile, tc.Compression = n.cfg.Gossip.Profile, n.cfg.Gossip.Compression
+		tc.ProbeInterval, tc.ProbeTimeout = n.cfg.Gossip.ProbeInterval, n.cfg.Gossip.ProbeTimeout
+		tc.GossipInterval, tc.PushPullInterval = n.cfg.Gossip.GossipInterval, n.cfg.Gossip.PushPullInterval
+		tc.SuspicionMult = n.cfg.Gossip.SuspicionMult
+		if n.cfg.Gossip.Advertise != "" {
+			adv, _ := splitHostPort(n.cfg.Gossip.Advertise)
+			tc.AdvertiseAddr, tc.AdvertisePort = adv.host, adv.port
+		}
 	}
 	g.topo, err = topology.Start(ctx, tc)
 	n.resolver.topo.Store(g.topo)
 	switch {
 	case errors.Is(err, topology.ErrNotJoined):
-		// No member answered yet: the node serves on its own and gossip
-		// keeps trying to join in the background.
-		n.log.Warn("gossip_not_joined", "join", n.cfg.Gossip.Join, "error", err.Error())
+		// No member of some pool answered yet: the node serves on its own
+		// and gossip keeps trying to join in the background.
+		n.log.Warn("gossip_not_joined", "error", err.Error())
 	case err != nil:
 		if g.topo != nil {
 			g.topo.Close()
@@ -199,8 +318,9 @@ func (n *Node) startGossip(ctx context.Context) error {
 		return fmt.Errorf("node: gossip: %w", err)
 	}
 	n.gossip = g
-	n.log.Info("gossip_started", "addr", g.topo.LocalAddr(), "profile", n.cfg.Gossip.Profile,
-		"join", n.cfg.Gossip.Join, "keys", len(keys))
+	for _, p := range g.topo.Stats().Pools {
+		n.log.Info("gossip_started", "pool", p.Name, "addr", p.Addr)
+	}
 	return nil
 }
 

@@ -220,7 +220,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		}
 		reg.MustRegister(n.reporter)
 	}
-	if cfg.Gossip.Bind != "" {
+	if cfg.Gossip.On() {
 		if err := n.startGossip(ctx); err != nil {
 			return nil, err
 		}

@@ -355,20 +355,14 @@ func (r *peerResolver) URL(apiURL string) string {
 // several claim it, an alive one wins: the others are gone or stale.
 func (r *peerResolver) API(peerURL string) string {
 	t := r.topo.Load()
-	peerURL = strings.TrimRight(peerURL, "/")
-	if t == nil || peerURL == "" {
+	if t == nil {
 		return ""
 	}
-	api := ""
-	for _, m := range t.Members() {
-		if m.Self || m.API == "" || strings.TrimRight(m.Peer, "/") != peerURL {
-			continue
-		}
-		if api == "" || m.State == topology.Alive {
-			api = strings.TrimRight(m.API, "/")
-		}
+	m, ok := t.ByPeer(peerURL)
+	if !ok {
+		return ""
 	}
-	return api
+	return strings.TrimRight(m.API, "/")
 }
 
 // nodeKeyPub is the node's public key.

@@ -341,7 +341,7 @@ func (n *Node) newPuller(now func() time.Time) error {
 		Log:        n.log,
 		Now:        now,
 	}
-	if n.cfg.Gossip.Bind != "" {
+	if n.cfg.Gossip.On() {
 		// Gossip starts after the puller; the loop runs after both.
 		pc.Peers = func(tier, upstream string) (bool, []replicate.Source) {
 			if n.gossip == nil {

@@ -1,6 +1,7 @@
 // Package topology owns who is in the mesh and whether they are alive: every
-// patchmesh node (hub, relays, edges, in any data centre) joins one gossip
-// cluster built on hashicorp/memberlist. It owns membership, the health of
+// patchmesh node (hub, relays, edges, in any data centre) joins one or more
+// gossip pools, each a cluster built on hashicorp/memberlist. It owns
+// membership, the merge of a node's pools into one view, the health of
 // each member (alive, dead, left), the small metadata each node
 // advertises about itself (Meta: role, data centre, API URL, upstream, sync
 // progress, tiers) and the encryption of the gossip itself (the keyring and
@@ -26,6 +27,23 @@
 // when. OnChange reports every change, from one goroutine of this package
 // rather than memberlist's.
 //
+// # Pools
+//
+// A node gossips only with the members of its pools (Config.Pools; one
+// pool, DefaultPool, without it). Pools bound what gossip costs: every
+// member of a pool probes the others, pushes its whole member table to
+// one of them every push-pull interval and broadcasts each change of its
+// meta to all of them, so a pool's traffic grows with its size squared
+// (docs/scale.md). A typical mesh runs one pool per region (its relays and
+// edges) and a backbone pool (the hub and each region's top relay), which
+// is then in two. Members returns the members of all pools merged by
+// name: Alive if any pool that knows it says so, Dead or Left only when
+// every such pool has given up on it, with the freshest meta; each Member
+// names the pools that know it. Meta updates, leave intents and Leave go
+// to every pool; keys are per pool (InstallKey and the others take pool
+// names, every pool when none is given); Stats and the Collector count
+// each pool apart as well as together.
+//
 // # Refusals
 //
 // Gossip this node refuses is a security event (auth.SecurityEvent),
@@ -43,6 +61,6 @@
 // memberlist is told to verify that every incoming message is encrypted.
 // Keys[0] is the primary key, which encrypts; every installed key decrypts.
 // To rotate without splitting the cluster, follow memberlist's order: install
-// the new key on every node (InstallKey), then make it primary everywhere
-// (UseKey), then remove the old one everywhere (RemoveKey).
+// the new key on every node of the pool (InstallKey), then make it primary
+// everywhere (UseKey), then remove the old one everywhere (RemoveKey).
 package topology

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/hashicorp/memberlist"
@@ -51,29 +52,44 @@ func NewKey() ([]byte, error) {
 	return k, nil
 }
 
-// InstallKey adds k to the keyring, to decrypt with. It is the first step of
-// a rotation and must be done on every node before any node uses k.
-func (t *Topology) InstallKey(k []byte) error {
-	if err := t.keyring.AddKey(k); err != nil {
-		return fmt.Errorf("topology: install gossip key: %w", err)
-	}
-	return nil
+// InstallKey adds k to the keyring of the named pools, every pool when
+// none is named, to decrypt with. It is the first step of a rotation and
+// must be done on every node of a pool before any node uses k there.
+func (t *Topology) InstallKey(k []byte, pools ...string) error {
+	return t.eachKeyring(pools, func(r *memberlist.Keyring) error { return r.AddKey(k) }, "install")
 }
 
-// UseKey makes the installed key k the primary: this node encrypts with it
-// from now on.
-func (t *Topology) UseKey(k []byte) error {
-	if err := t.keyring.UseKey(k); err != nil {
-		return fmt.Errorf("topology: use gossip key: %w", err)
-	}
-	return nil
+// UseKey makes the installed key k the primary of the named pools (every
+// pool when none is named): this node encrypts with it there from now on.
+func (t *Topology) UseKey(k []byte, pools ...string) error {
+	return t.eachKeyring(pools, func(r *memberlist.Keyring) error { return r.UseKey(k) }, "use")
 }
 
-// RemoveKey removes k from the keyring. The primary key cannot be removed;
-// removing a key that is not installed does nothing.
-func (t *Topology) RemoveKey(k []byte) error {
-	if err := t.keyring.RemoveKey(k); err != nil {
-		return fmt.Errorf("topology: remove gossip key: %w", err)
+// RemoveKey removes k from the keyring of the named pools (every pool when
+// none is named). The primary key cannot be removed; removing a key that
+// is not installed does nothing.
+func (t *Topology) RemoveKey(k []byte, pools ...string) error {
+	return t.eachKeyring(pools, func(r *memberlist.Keyring) error { return r.RemoveKey(k) }, "remove")
+}
+
+// eachKeyring applies do to the keyrings of the named pools, all pools when
+// none is named, after checking every name: a typo changes nothing.
+func (t *Topology) eachKeyring(names []string, do func(*memberlist.Keyring) error, verb string) error {
+	var rings []*pool
+	for _, p := range t.pools {
+		if len(names) == 0 || slices.Contains(names, p.name) {
+			rings = append(rings, p)
+		}
+	}
+	for _, n := range names {
+		if !slices.ContainsFunc(rings, func(p *pool) bool { return p.name == n }) {
+			return fmt.Errorf("topology: %s gossip key: %w: %q", verb, ErrNoPool, n)
+		}
+	}
+	for _, p := range rings {
+		if err := do(p.keyring); err != nil {
+			return fmt.Errorf("topology: %s gossip key in pool %s: %w", verb, p.name, err)
+		}
 	}
 	return nil
 }

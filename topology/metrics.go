@@ -3,7 +3,8 @@ package topology
 import "github.com/prometheus/client_golang/prometheus"
 
 // Collector exports gossip membership and traffic, read from Stats at
-// scrape time.
+// scrape time: for all pools together (the series without a pool label)
+// and for each.
 type Collector struct{ t *Topology }
 
 // NewCollector returns a collector over t.
@@ -20,7 +21,19 @@ var (
 	descRejected = prometheus.NewDesc("patchmesh_gossip_rejected_total",
 		"Gossip this node refused, by security event: gossip_key_fail (not encrypted with an installed key), gossip_meta_fail, gossip_name_fail.",
 		[]string{"event"}, nil)
+	descPoolMembers = prometheus.NewDesc("patchmesh_gossip_pool_members",
+		"Members each of this node's gossip pools knows, by health state; patchmesh_gossip_members merges the pools.",
+		[]string{"pool", "state"}, nil)
+	descPoolSent = prometheus.NewDesc("patchmesh_gossip_pool_sent_bytes_total",
+		"Bytes this node sent on gossip, UDP and TCP, encrypted, by pool.", []string{"pool"}, nil)
+	descPoolReceived = prometheus.NewDesc("patchmesh_gossip_pool_received_bytes_total",
+		"Bytes this node received on gossip, UDP and TCP, encrypted, by pool.", []string{"pool"}, nil)
+	descPoolRejected = prometheus.NewDesc("patchmesh_gossip_pool_rejected_total",
+		"Gossip this node refused, by pool and security event.", []string{"pool", "event"}, nil)
 )
+
+// rejectEvents are the security events counted, in the order exported.
+var rejectEvents = []string{EventKeyFail, EventMetaFail, EventNameFail}
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
@@ -28,6 +41,10 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descSent
 	ch <- descReceived
 	ch <- descRejected
+	ch <- descPoolMembers
+	ch <- descPoolSent
+	ch <- descPoolReceived
+	ch <- descPoolRejected
 }
 
 // Collect implements prometheus.Collector.
@@ -38,7 +55,17 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descSent, prometheus.CounterValue, float64(s.SentBytes))
 	ch <- prometheus.MustNewConstMetric(descReceived, prometheus.CounterValue, float64(s.ReceivedBytes))
-	for _, code := range []string{EventKeyFail, EventMetaFail, EventNameFail} {
+	for _, code := range rejectEvents {
 		ch <- prometheus.MustNewConstMetric(descRejected, prometheus.CounterValue, float64(s.Rejected[code]), code)
+	}
+	for _, p := range s.Pools {
+		for _, state := range States {
+			ch <- prometheus.MustNewConstMetric(descPoolMembers, prometheus.GaugeValue, float64(p.Members[state]), p.Name, state)
+		}
+		ch <- prometheus.MustNewConstMetric(descPoolSent, prometheus.CounterValue, float64(p.SentBytes), p.Name)
+		ch <- prometheus.MustNewConstMetric(descPoolReceived, prometheus.CounterValue, float64(p.ReceivedBytes), p.Name)
+		for _, code := range rejectEvents {
+			ch <- prometheus.MustNewConstMetric(descPoolRejected, prometheus.CounterValue, float64(p.Rejected[code]), p.Name, code)
+		}
 	}
 }

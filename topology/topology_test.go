@@ -482,7 +482,7 @@ func TestCompressionFollowsProfileUnlessSet(t *testing.T) {
 		{"lan", "on", true}, {"wan", "off", false}, {"local", "on", true},
 	}
 	for _, tc := range tests {
-		mc, err := memberlistConfig(Config{Name: "n", Keys: k, Profile: tc.profile, Compression: tc.compression})
+		mc, err := memberlistConfig("n", Pool{Keys: k, Profile: tc.profile, Compression: tc.compression})
 		if err != nil {
 			t.Fatalf("profile %q compression %q: %v", tc.profile, tc.compression, err)
 		}

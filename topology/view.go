@@ -13,6 +13,9 @@ import (
 type View struct {
 	// Self is this node's name.
 	Self string `json:"self"`
+	// Pools are this node's gossip pools, in the order of its config;
+	// Nodes merges what all of them know.
+	Pools []string `json:"pools"`
 	// Nodes is every known member, dead and left ones included for
 	// Config.Retain, sorted by name.
 	Nodes []ViewNode `json:"nodes"`
@@ -38,7 +41,10 @@ type ViewNode struct {
 	Synced    int64             `json:"synced"`
 	Lag       int64             `json:"lag"`
 	Tiers     []string          `json:"tiers"`
-	Addr      string            `json:"addr"` // gossip host:port
+	Addr      string            `json:"addr"` // gossip host:port, in the first of Pools
+	// Pools are the pools of this node that know the member; a member
+	// of none of them is not listed at all.
+	Pools []string `json:"pools"`
 }
 
 // ViewLink is a downstream pulling from its upstream.
@@ -61,7 +67,9 @@ type ViewLink struct {
 
 // View returns the mesh as this node sees it now.
 func (t *Topology) View() View {
-	return ViewOf(t.name, t.Members())
+	v := ViewOf(t.name, t.Members())
+	v.Pools = t.PoolNames()
+	return v
 }
 
 // ViewOf builds the View of members ms as seen by the node named self. It
@@ -85,14 +93,14 @@ func ViewOf(self string, ms []Member) View {
 		}
 	}
 
-	v := View{Self: self, Nodes: make([]ViewNode, 0, len(ms)), Links: []ViewLink{}}
+	v := View{Self: self, Pools: []string{}, Nodes: make([]ViewNode, 0, len(ms)), Links: []ViewLink{}}
 	for _, m := range ms {
 		v.Nodes = append(v.Nodes, ViewNode{
 			Name: m.Name, Role: m.Role, DC: m.DC, URL: m.API, PeerURL: m.Peer, Upstream: m.Upstream,
 			Upstreams: m.UpstreamsByTier(),
 			State:     m.State, Version: m.Version, Since: m.Since,
 			Head: m.Head, Synced: m.Synced, Lag: m.Lag,
-			Tiers: nonNil(slices.Clone(m.Tiers)), Addr: m.Addr,
+			Tiers: nonNil(slices.Clone(m.Tiers)), Addr: m.Addr, Pools: nonNil(slices.Clone(m.Pools)),
 		})
 		for _, u := range upstreamURLs(m.Meta) {
 			l := ViewLink{To: m.Name, FromURL: u, LagEvents: m.Lag}

@@ -17,6 +17,7 @@ func TestViewOfLinksEachDownstreamToItsUpstream(t *testing.T) {
 	hub := member("hub-1", "hub", "https://hub.example", "", Alive, 0)
 	relay := member("region-a", "relay", "https://region-a.example/", "https://hub.example/", Alive, 0)
 	edge := member("edge-a1", "edge", "https://edge-a1.example", "https://region-a.example", Alive, 2)
+	edge.Pools = []string{"region-a"}
 	deadEdge := member("edge-a2", "edge", "https://edge-a2.example", "https://region-a.example", Dead, 5)
 	orphan := member("edge-x", "edge", "https://edge-x.example", "https://gone.example", Alive, 9)
 	// A node that came back under a new name at region-a's URL: the old,
@@ -51,7 +52,8 @@ func TestViewOfLinksEachDownstreamToItsUpstream(t *testing.T) {
 		t.Errorf("links:\n got %+v\nwant %+v", v.Links, want)
 	}
 	wantNode := ViewNode{Name: "edge-a1", Role: "edge", DC: "dc-a", URL: "https://edge-a1.example", Upstream: "https://region-a.example",
-		Upstreams: map[string]string{"stable": "https://region-a.example"}, State: Alive, Since: t0, Lag: 2, Tiers: []string{"stable"}, Addr: "127.0.0.1:7946"}
+		Upstreams: map[string]string{"stable": "https://region-a.example"}, State: Alive, Since: t0, Lag: 2, Tiers: []string{"stable"}, Addr: "127.0.0.1:7946",
+		Pools: []string{"region-a"}}
 	if !reflect.DeepEqual(v.Nodes[0], wantNode) {
 		t.Errorf("node edge-a1 = %+v, want %+v", v.Nodes[0], wantNode)
 	}

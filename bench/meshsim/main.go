@@ -14,6 +14,10 @@
 //
 //	go run ./bench/meshsim -shape 1,10,100,889
 //
+// From 300 nodes in three levels or more, each level-1 subtree gossips in
+// a pool of its own and the hub with the level-1 relays in a backbone pool
+// (-pools region; -pools one keeps a single pool).
+//
 // bench/RESULTS.md ("A 1,000-node mesh on one machine") has the figures
 // and the commands behind them.
 package main
@@ -47,18 +51,28 @@ type config struct {
 	profile    string
 	// compression is gossip.compression: on, off or "" (the profile's).
 	compression string
-	parallel    int
-	within      time.Duration
-	timeout     time.Duration
-	settle      time.Duration
-	idle        time.Duration
-	patches     int
-	patchSize   int
-	poll        time.Duration
-	measure     map[string]bool
-	logFile     string
-	// startProfile, if set, is where a CPU profile of the start goes.
-	startProfile string
+	// pools is how gossip is split: "one" pool for the whole mesh,
+	// "region" (a pool per level-1 subtree, and a backbone pool of the
+	// hub and the level-1 relays) or "auto": region for shapes of three
+	// levels or more from 300 nodes, one otherwise.
+	pools     string
+	parallel  int
+	within    time.Duration
+	timeout   time.Duration
+	settle    time.Duration
+	idle      time.Duration
+	patches   int
+	patchSize int
+	poll      time.Duration
+	measure   map[string]bool
+	logFile   string
+	// startProfile, if set, is where a CPU profile of the start goes;
+	// idleProfile, of the idle spell.
+	startProfile, idleProfile string
+	// parts and part split the mesh over several processes (parts.go);
+	// state is their shared directory.
+	parts, part int
+	state       string
 	// configure, if set, adjusts every node's config last (tests).
 	configure func(*node.Config)
 }
@@ -85,6 +99,10 @@ func main() {
 	flag.IntVar(&c.gossipPort, "gossip-port", 7946, "every node's gossip port (on its own address)")
 	flag.StringVar(&c.profile, "profile", "lan", "gossip profile: local, lan or wan")
 	flag.StringVar(&c.compression, "compression", "", "gossip packet compression: on, off, or empty for the profile's")
+	flag.StringVar(&c.pools, "pools", "auto", "gossip pools: one (the whole mesh), region (one per level-1 subtree, plus a backbone of the hub and level-1 relays) or auto (region from 300 nodes in 3 levels or more)")
+	flag.IntVar(&c.parts, "parts", 1, "processes the mesh is split over (by region); run one meshsim per part with the same flags and -state")
+	flag.IntVar(&c.part, "part", 0, "which part this process runs, 0 to parts-1; part 0 has the hub and measures propagation")
+	flag.StringVar(&c.state, "state", "", "with -parts: the directory every part shares (keys, data, barriers), on a tmpfs")
 	flag.IntVar(&c.parallel, "parallel", 8, "nodes started at once")
 	flag.DurationVar(&c.within, "within", 2*time.Minute, "bound on any one wait")
 	flag.DurationVar(&c.timeout, "timeout", 30*time.Minute, "bound on the whole run")
@@ -96,6 +114,7 @@ func main() {
 	flag.StringVar(&measures, "measure", strings.Join(allMeasures, ","), "what to measure: "+strings.Join(allMeasures, ","))
 	flag.StringVar(&c.logFile, "log", "", "append the nodes' warnings and errors (JSON) to this file; default: discard")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the start to this file (labelled by node)")
+	flag.StringVar(&c.idleProfile, "idleprofile", "", "write the CPU profile of the idle spell (-measure idle) to this file (labelled by node)")
 	flag.Parse()
 	c.startProfile = *cpuProfile
 	c.measure = map[string]bool{}
@@ -154,7 +173,13 @@ func run(ctx context.Context, c config, out io.Writer) (*results, error) {
 		}
 	}()
 	r := &results{w: out}
-	r.printf("meshsim: %d nodes (%s), gossip profile %s (compression %q), data under %s, GOMAXPROCS %d", len(s), describe(s), c.profile, c.compression, m.dir, gomaxprocs())
+	r.printf("meshsim: %d nodes (%s), gossip profile %s (compression %q), %s, data under %s, GOMAXPROCS %d", len(s), describe(s), c.profile, c.compression, m.describePools(), m.dir, gomaxprocs())
+	if c.parts > 1 {
+		r.printf("part %d of %d: %d nodes in this process", c.part, c.parts, m.owned())
+		if err := m.shareState(ctx); err != nil {
+			return r, err
+		}
+	}
 	before, err := readMemory()
 	if err != nil {
 		return nil, err
@@ -178,18 +203,37 @@ func run(ctx context.Context, c config, out io.Writer) (*results, error) {
 		return r, err
 	}
 	r.StartTook = time.Since(start)
-	r.printf("started %d nodes in %v", len(s), r.StartTook.Round(time.Millisecond))
+	r.printf("started %d nodes in %v", m.owned(), r.StartTook.Round(time.Millisecond))
 	conv, err := m.waitConverged(ctx, r)
 	if err != nil {
 		return r, err
 	}
 	r.Converged = conv
-	r.printf("every node sees %d alive members %v after the last start", len(s), conv.Round(time.Millisecond))
+	if m.pools == nil {
+		r.printf("every node sees %d alive members %v after the last start", len(s), conv.Round(time.Millisecond))
+	} else {
+		r.printf("every node sees every member of its pools alive %v after the last start", conv.Round(time.Millisecond))
+	}
+	if err := m.barrier(ctx, "ready", c.timeout); err != nil {
+		return r, err
+	}
 	select {
 	case <-time.After(c.settle):
 	case <-ctx.Done():
 		return r, ctx.Err()
 	}
+	if c.parts > 1 && c.part > 0 {
+		// Only part 0 uploads and crashes; the others measure their
+		// own nodes, then keep them running until part 0 is done.
+		c.measure = map[string]bool{"memory": c.measure["memory"], "idle": c.measure["idle"]}
+		defer m.barrier(context.WithoutCancel(ctx), "done", c.timeout)
+	}
+	if c.parts > 1 && c.part == 0 {
+		delete(c.measure, "kill")
+		delete(c.measure, "failover")
+		defer m.barrier(context.WithoutCancel(ctx), "done", c.timeout)
+	}
+	m.cfg.measure = c.measure
 	if c.measure["memory"] {
 		if err := m.measureMemory(r, before); err != nil {
 			return r, err

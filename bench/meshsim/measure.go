@@ -81,7 +81,7 @@ func (m *mesh) waitConverged(ctx context.Context, r *results) (time.Duration, er
 			for k, v := range st {
 				states[k] += v
 			}
-			if st[topology.Alive] != len(nodes) {
+			if st[topology.Alive] != len(m.sharesPool(sn.i)) {
 				short++
 			}
 		}
@@ -89,8 +89,8 @@ func (m *mesh) waitConverged(ctx context.Context, r *results) (time.Duration, er
 			return time.Since(start), nil
 		}
 		if time.Now().After(deadline) {
-			r.printf("WARNING: %d of %d nodes do not see all %d alive after %v (members by state, summed over the views: %v); going on",
-				short, len(nodes), len(nodes), m.cfg.within, states)
+			r.printf("WARNING: %d of %d nodes do not see all the members of their pools alive after %v (members by state, summed over the views: %v); going on",
+				short, len(nodes), m.cfg.within, states)
 			return time.Since(start), nil
 		}
 		select {
@@ -107,7 +107,7 @@ func (m *mesh) measureMemory(r *results, before memory) error {
 	if err != nil {
 		return err
 	}
-	n := int64(len(m.nodes))
+	n := int64(m.owned())
 	r.printf("memory: RSS %.1f MiB for %d nodes = %.2f MiB per node (%.1f MiB before any started); Go heap in use %.2f MiB per node, Go Sys %.2f MiB per node",
 		mib(after.RSS), n, mib(after.RSS-before.RSS)/float64(n), mib(before.RSS), mib(after.HeapInuse)/float64(n), mib(after.Sys)/float64(n))
 	g, err := goroutinesByNode()
@@ -116,6 +116,9 @@ func (m *mesh) measureMemory(r *results, before memory) error {
 	}
 	byRole := map[string][]int64{}
 	for _, sn := range m.nodes {
+		if !m.owns(sn.i) {
+			continue
+		}
 		byRole[sn.spec.Role] = append(byRole[sn.spec.Role], g[sn.spec.Name])
 	}
 	for _, role := range []string{"hub", "relay", "edge"} {
@@ -195,6 +198,11 @@ func (m *mesh) measureIdle(ctx context.Context, r *results) error {
 			(c.Requests-counts0[role].Requests-1)/secs, (c.Queries-counts0[role].Queries)/secs, len(m.shape.children(sn.i)))
 	}
 
+	if m.cfg.idleProfile != "" {
+		if err := os.WriteFile(m.cfg.idleProfile, cpu.Bytes(), 0o600); err != nil {
+			return err
+		}
+	}
 	p, err := profile.Parse(&cpu)
 	if err != nil {
 		return fmt.Errorf("cpu profile: %w", err)
@@ -299,6 +307,9 @@ func (m *mesh) arrivals(ctx context.Context, nodes []*simNode, digest string, st
 func (m *mesh) measurePropagation(ctx context.Context, r *results) error {
 	hub := m.nodes[0]
 	others := m.alive()[1:]
+	if m.cfg.parts > 1 {
+		others = m.nodes[1:] // every part's: their blob files are on the shared tmpfs
+	}
 	children := len(m.shape.children(0))
 	gossipSent := func() int64 {
 		var t int64
@@ -362,8 +373,9 @@ func (d *deadWatch) hear(observer int, mem topology.Member) {
 	}
 }
 
-// killAndWatch crashes victim and waits until every other live node saw
-// it dead; it returns how long each took.
+// killAndWatch crashes victim and waits until every other live node that
+// gossips with it (shares one of its pools) saw it dead; it returns how
+// long each took, and how many did not see it.
 func (m *mesh) killAndWatch(ctx context.Context, victim *simNode) ([]time.Duration, int, error) {
 	d := &deadWatch{victim: victim.spec.Name, start: time.Now(), seen: map[int]time.Duration{}}
 	fn := d.hear
@@ -372,7 +384,12 @@ func (m *mesh) killAndWatch(ctx context.Context, victim *simNode) ([]time.Durati
 	if err := m.crash(victim); err != nil {
 		return nil, 0, err
 	}
-	observers := m.alive()
+	var observers []*simNode
+	for _, sn := range m.alive() {
+		if slices.Contains(m.sharesPool(victim.i), sn.i) {
+			observers = append(observers, sn)
+		}
+	}
 	deadline := d.start.Add(m.cfg.within)
 	for {
 		d.mu.Lock()
@@ -407,7 +424,7 @@ func (m *mesh) measureKill(ctx context.Context, r *results) error {
 		return err
 	}
 	r.SeenDead, r.NotSeen = seen, missing
-	r.printf("killed %s (%s): seen dead by %d nodes, %s; %d did not within %v", victim.spec.Name, victim.spec.Role,
+	r.printf("killed %s (%s): seen dead by %d nodes (those that share a gossip pool with it), %s; %d did not within %v", victim.spec.Name, victim.spec.Role,
 		len(seen), durations(seen), missing, m.cfg.within)
 	return nil
 }

@@ -49,6 +49,11 @@ type mesh struct {
 	adminHash  string
 
 	nodes []*simNode
+	// pools are each node's gossip pools, nil for one pool of all;
+	// poolKeys each pool's key, poolMembers its nodes by index.
+	pools       [][]string
+	poolKeys    map[string]string
+	poolMembers map[string][]int
 	// watch, if set, hears every member change every node reports, with
 	// the index of the node that saw it.
 	watch atomic.Pointer[func(observer int, m topology.Member)]
@@ -56,13 +61,15 @@ type mesh struct {
 
 // simNode is one node of the mesh.
 type simNode struct {
-	i       int
-	spec    spec
-	host    string
-	url     string
-	gossip  string
-	dataDir string
-	wire    wire
+	i      int
+	spec   spec
+	host   string
+	url    string
+	gossip string
+	// poolAddr is the node's gossip host:port in each of its pools.
+	poolAddr map[string]string
+	dataDir  string
+	wire     wire
 
 	n      *node.Node
 	cancel context.CancelFunc
@@ -79,12 +86,26 @@ type simNode struct {
 var httpClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2}}
 
 func newMesh(cfg config, s shape, log *slog.Logger) (*mesh, error) {
-	dir, err := os.MkdirTemp(cfg.dir, "meshsim-")
-	if err != nil {
+	dir := cfg.state
+	var err error
+	if cfg.parts > 1 {
+		if dir == "" {
+			return nil, errors.New("-parts needs -state, the directory the parts share")
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+	} else if dir, err = os.MkdirTemp(cfg.dir, "meshsim-"); err != nil {
 		return nil, err
 	}
 	m := &mesh{cfg: cfg, shape: s, dir: dir, log: log}
 	m.hubKeyPath = filepath.Join(dir, "hub.key")
+	if cfg.parts > 1 && cfg.part > 0 {
+		// Part 0 makes it; the state file it writes after says it is there.
+		if err := waitFile(context.Background(), filepath.Join(dir, "state.json"), cfg.within); err != nil {
+			return nil, err
+		}
+	}
 	key, _, err := federation.LoadOrCreateKey(m.hubKeyPath)
 	if err != nil {
 		return nil, err
@@ -110,13 +131,24 @@ func newMesh(cfg config, s shape, log *slog.Logger) (*mesh, error) {
 			dataDir: filepath.Join(dir, sp.Name),
 		})
 	}
+	pools, err := poolsFor(s, cfg.pools)
+	if err != nil {
+		return nil, err
+	}
+	if pools != nil {
+		if err := m.setPools(pools); err != nil {
+			return nil, err
+		}
+	}
 	return m, nil
 }
 
 // startAll starts the hub, then each level's nodes, cfg.parallel at once.
 func (m *mesh) startAll(ctx context.Context) error {
-	if err := m.start(ctx, m.nodes[0]); err != nil {
-		return err
+	if m.owns(0) {
+		if err := m.start(ctx, m.nodes[0]); err != nil {
+			return err
+		}
 	}
 	maxLevel := 0
 	for _, sp := range m.shape {
@@ -128,7 +160,7 @@ func (m *mesh) startAll(ctx context.Context) error {
 		var mu sync.Mutex
 		var errs []error
 		for _, sn := range m.nodes {
-			if sn.spec.Level != level {
+			if sn.spec.Level != level || !m.owns(sn.i) {
 				continue
 			}
 			sem <- struct{}{}
@@ -194,6 +226,10 @@ func (m *mesh) start(ctx context.Context, sn *simNode) error {
 			seeds = append(seeds, m.nodes[sn.i-1].gossip)
 		}
 		cfg.Gossip.Join = seeds
+	}
+	if m.pools != nil {
+		m.gossipConfig(sn, &cfg)
+		cfg.Gossip.Join = nil
 	}
 	if m.cfg.configure != nil {
 		m.cfg.configure(&cfg)
@@ -269,10 +305,32 @@ func (m *mesh) stop() error {
 		})
 	}
 	wg.Wait()
+	if m.cfg.parts > 1 {
+		// The shared directory goes once every part stopped its nodes,
+		// and a moment after, so that each saw the others' marks.
+		if err := m.barrier(context.Background(), "stopped", m.cfg.within); err != nil {
+			errs = append(errs, err)
+		}
+		if m.cfg.part != 0 {
+			return errors.Join(errs...)
+		}
+		time.Sleep(time.Second)
+	}
 	if err := os.RemoveAll(m.dir); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// owned counts the nodes this process runs.
+func (m *mesh) owned() int {
+	k := 0
+	for i := range m.nodes {
+		if m.owns(i) {
+			k++
+		}
+	}
+	return k
 }
 
 // alive lists the nodes not crashed.
@@ -364,12 +422,16 @@ func do(req *http.Request, out any) error {
 	return nil
 }
 
-// syncToken issues a sync token on this node for a downstream, trying up
-// to three times, each bounded by within: on a starved machine a relay's
-// admin API can take longer than a minute to answer (bench/RESULTS.md).
+// syncToken issues a sync token on this node for a downstream, trying
+// for up to three times within, each attempt bounded by within: on a
+// starved machine a relay's admin API can take longer than a minute to
+// answer (bench/RESULTS.md), and with -parts the node may run in another
+// process that has not started it yet (the connection is refused at once,
+// and the next try waits half a second).
 func (sn *simNode) syncToken(ctx context.Context, name string, within time.Duration) (string, error) {
 	var err error
-	for range 3 {
+	deadline := time.Now().Add(3 * within)
+	for attempt := 0; attempt < 1000 && time.Now().Before(deadline); attempt++ {
 		var out struct{ Token string }
 		actx, cancel := context.WithTimeout(ctx, within)
 		err = sn.call(actx, http.MethodPost, "/v1/admin/sync-tokens", map[string]string{"tier": tier, "name": name}, &out)
@@ -377,8 +439,10 @@ func (sn *simNode) syncToken(ctx context.Context, name string, within time.Durat
 		if err == nil {
 			return out.Token, nil
 		}
-		if ctx.Err() != nil {
-			break
+		select {
+		case <-ctx.Done():
+			return "", err
+		case <-time.After(500 * time.Millisecond):
 		}
 	}
 	return "", err

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -166,5 +167,145 @@ func TestRunStopsWithItsContext(t *testing.T) {
 		parallel: 1, within: 10 * time.Second, timeout: time.Minute, measure: map[string]bool{}}
 	if _, err := run(ctx, c, io.Discard); err == nil {
 		t.Fatal("run with a cancelled context: want an error")
+	}
+}
+
+// The same run with a pool per region: a hub, two regions of two relays
+// and four edges. Each measurement still sees what it reports, and the
+// killed edge is seen dead by exactly the members of its region's pool.
+func TestRegionPoolsRunEveryMeasurement(t *testing.T) {
+	if _, err := os.Stat("/dev/shm"); err != nil {
+		t.Fatalf("meshsim wants a tmpfs at /dev/shm: %v", err)
+	}
+	const size = 64 << 10
+	c := config{
+		shapeCounts: "1,2,4,8", pools: "region",
+		dir: t.TempDir(), net: fmt.Sprintf("127.%d", 100+rand.IntN(150)), httpPort: 8080, gossipPort: 7946,
+		profile: "local", parallel: 4, within: 45 * time.Second, timeout: 3 * time.Minute,
+		settle: time.Second, idle: 2 * time.Second, patches: 1, patchSize: size, poll: 10 * time.Millisecond,
+		measure: map[string]bool{},
+	}
+	for _, m := range allMeasures {
+		c.measure[m] = true
+	}
+	var out strings.Builder
+	r, err := run(context.Background(), c, io.MultiWriter(&out, testWriter{t}))
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if !strings.Contains(out.String(), "3 gossip pools (backbone of 3, largest 7)") {
+		t.Errorf("want the run to say it has 3 pools, a backbone of 3 and regions of 7")
+	}
+	if len(r.Arrivals) != 14 {
+		t.Errorf("propagation: want 14 arrivals (every node but the hub), got %d", len(r.Arrivals))
+	}
+	if len(r.HubEgress) != 1 || r.HubEgress[0] < 2*size || r.HubEgress[0] > 3*size {
+		t.Errorf("hub egress: want between 2 and 3 times %d bytes for one patch, got %v", size, r.HubEgress)
+	}
+	// The region's level-1 relay, its two level-2 relays and three other
+	// edges; nobody outside the region gossips with the edge.
+	if len(r.SeenDead) != 6 || r.NotSeen != 0 {
+		t.Errorf("kill: want the dead edge seen by the 6 others of its region, got %d seen, %d not", len(r.SeenDead), r.NotSeen)
+	}
+	// The first level-1 relay, with two relays and four edges below.
+	if r.Subtree != 6 || len(r.Failover) != 6 {
+		t.Errorf("failover: want the killed relay's 6 downstreams served, got subtree %d, %d arrivals", r.Subtree, len(r.Failover))
+	}
+}
+
+func TestPoolsFollowTheRegions(t *testing.T) {
+	s, err := treeShape([]int{1, 10, 100, 889})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pools, err := poolsFor(s, "auto")
+	if err != nil || pools == nil {
+		t.Fatalf("1,000 nodes in 4 levels, auto: want pools, got %v, %v", pools, err)
+	}
+	sizes := map[string]int{}
+	for i, ps := range pools {
+		for _, p := range ps {
+			sizes[p]++
+		}
+		want := 1
+		if s[i].Level <= 1 {
+			want = 1 + s[i].Level // the hub in the backbone; level 1 in it and its region
+		}
+		if len(ps) != want {
+			t.Errorf("%s (level %d): pools %v", s[i].Name, s[i].Level, ps)
+		}
+	}
+	if len(sizes) != 11 || sizes[backbonePool] != 11 {
+		t.Errorf("want a backbone of 11 and 10 regions, got %v", sizes)
+	}
+	for p, k := range sizes {
+		if p != backbonePool && (k < 99 || k > 101) {
+			t.Errorf("region %s has %d members, want about 100", p, k)
+		}
+	}
+	for _, shape := range [][]int{{1, 9, 90}, {1, 2, 4, 8}} {
+		s, _ := treeShape(shape)
+		if ps, err := poolsFor(s, "auto"); err != nil || ps != nil {
+			t.Errorf("%v, auto: want one pool, got %v, %v", shape, ps, err)
+		}
+	}
+	if _, err := poolsFor(s, "many"); err == nil {
+		t.Error("-pools many: want an error")
+	}
+}
+
+// Two parts of one mesh (here two runs in one test process, as two
+// meshsim processes would be): each starts its regions, they meet over
+// loopback, and part 0 sees the patch arrive on every node of both.
+func TestPartsRunOneMesh(t *testing.T) {
+	if _, err := os.Stat("/dev/shm"); err != nil {
+		t.Fatalf("meshsim wants a tmpfs at /dev/shm: %v", err)
+	}
+	const size = 64 << 10
+	base := config{
+		shapeCounts: "1,2,4,8", pools: "region", parts: 2, state: filepath.Join(t.TempDir(), "mesh"),
+		net: fmt.Sprintf("127.%d", 100+rand.IntN(150)), httpPort: 8080, gossipPort: 7946,
+		profile: "local", parallel: 4, within: 45 * time.Second, timeout: 3 * time.Minute,
+		settle: time.Second, idle: time.Second, patches: 1, patchSize: size, poll: 10 * time.Millisecond,
+		measure: map[string]bool{"propagation": true, "kill": true},
+	}
+	type result struct {
+		r   *results
+		err error
+		out string
+	}
+	done := make(chan result, 2)
+	for part := range 2 {
+		c := base
+		c.part = part
+		c.measure = maps.Clone(base.measure)
+		go func() {
+			var out strings.Builder
+			r, err := run(context.Background(), c, &out)
+			done <- result{r, err, fmt.Sprintf("part %d:\n%s", part, out.String())}
+		}()
+	}
+	var r0 *results
+	for range 2 {
+		res := <-done
+		t.Log(res.out)
+		if res.err != nil {
+			t.Errorf("run: %v", res.err)
+		}
+		if strings.HasPrefix(res.out, "part 0:") {
+			r0 = res.r
+		}
+	}
+	if r0 == nil || len(r0.Arrivals) != 14 {
+		t.Fatalf("part 0: want the patch timed on all 14 other nodes of both parts, got %+v", r0)
+	}
+	if len(r0.HubEgress) != 1 || r0.HubEgress[0] < 2*size || r0.HubEgress[0] > 3*size {
+		t.Errorf("hub egress: want between 2 and 3 times %d bytes, got %v", size, r0.HubEgress)
+	}
+	if len(r0.SeenDead) != 0 {
+		t.Errorf("kill with parts: want it skipped (its watchers span processes), got %v", r0.SeenDead)
+	}
+	if _, err := os.Stat(base.state); !os.IsNotExist(err) {
+		t.Errorf("cleanup: want %s gone after both parts, got %v", base.state, err)
 	}
 }

@@ -452,12 +452,24 @@ type Member struct {
 	Since    time.Time `json:"since"`
 	Head     int64     `json:"head"`
 	Addr     string    `json:"addr"`
+	Pools    []string  `json:"pools"`
 }
 
 // Topology is a node's view of the mesh.
 type Topology struct {
 	Self  string   `json:"self"`
+	Pools []string `json:"pools"`
 	Nodes []Member `json:"nodes"`
+}
+
+// Member is the member named name, if the view knows it.
+func (v Topology) Member(name string) (Member, bool) {
+	for _, m := range v.Nodes {
+		if m.Name == name {
+			return m, true
+		}
+	}
+	return Member{}, false
 }
 
 // State is the state the view gives the member named name, "" if the

@@ -165,6 +165,9 @@ type Mesh struct {
 	Gossip string
 	// GossipKey is the mesh's gossip keyring (one base64 key), made by New.
 	GossipKey string
+	// poolKeys are the keys of the gossip pools nodes were put in
+	// (Spec.Pools), by pool name, made as first asked for.
+	poolKeys map[string]string
 	// MTLS, when set before nodes are added, runs all node-to-node
 	// traffic over peer listeners (mutual TLS): every node gets one, its
 	// node key made before it starts, is admitted at the running hub and
@@ -255,6 +258,46 @@ func freePortIn(t testing.TB, netns, host string, udp bool) string {
 		return freePort(t, host, udp)
 	}
 	return net.JoinHostPort(host, strconv.Itoa(20000+rand.IntN(40000)))
+}
+
+// poolKey is the key of the gossip pool named name, the same for every
+// node of the mesh in that pool and different from every other pool's.
+func (m *Mesh) poolKey(name string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if k, ok := m.poolKeys[name]; ok {
+		return k
+	}
+	gk, err := topology.NewKey()
+	if err != nil {
+		m.t.Fatalf("meshtest: gossip key of pool %s: %v", name, err)
+	}
+	if m.poolKeys == nil {
+		m.poolKeys = map[string]string{}
+	}
+	m.poolKeys[name] = base64.StdEncoding.EncodeToString(gk)
+	return m.poolKeys[name]
+}
+
+// poolSeeds is where a starting node joins its gossip pool pool: the
+// first few running nodes of the mesh in that pool, as joinSeeds.
+func (m *Mesh) poolSeeds(self *Node, pool string) []string {
+	const seeds = 3
+	m.mu.Lock()
+	nodes := append([]*Node(nil), m.nodes...)
+	m.mu.Unlock()
+	out := []string{}
+	for _, n := range nodes {
+		addr := n.PoolAddrs[pool]
+		if n == self || addr == "" || !n.Running() {
+			continue
+		}
+		out = append(out, addr)
+		if len(out) == seeds {
+			break
+		}
+	}
+	return out
 }
 
 // joinSeeds is where a starting node joins the gossip: the first few

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -49,6 +50,11 @@ type Spec struct {
 	// GossipKey replaces the mesh's gossip key for this node (base64), to
 	// test a node that holds the wrong one. Only with Mesh.Gossip set.
 	GossipKey string
+	// Pools puts the node in these gossip pools (gossip.pools) instead of
+	// the mesh's one pool: each on a port of its own, with a key meshtest
+	// makes per pool name, joined through the running nodes of that pool.
+	// Only with Mesh.Gossip set.
+	Pools []string
 	// Host is the address the node listens on, HTTP and gossip; empty
 	// gives it a loopback address of its own. Netns, if set, runs the
 	// node inside that network namespace (ip netns exec), which the test
@@ -123,8 +129,10 @@ type Node struct {
 	// then the Spec.
 	Config node.Config
 	// GossipAddr is the node's gossip host:port, fixed across restarts;
-	// empty with gossip off.
+	// empty with gossip off. With Spec.Pools, its first pool's.
 	GossipAddr string
+	// PoolAddrs are the node's gossip host:port by pool, with Spec.Pools.
+	PoolAddrs map[string]string
 	// PeerURL is the node's peer listener (https://host:port), fixed
 	// across restarts; empty without Spec.Peer.
 	PeerURL string
@@ -211,11 +219,22 @@ func (m *Mesh) Add(spec Spec) *Node {
 		if spec.GossipKey != "" {
 			key = spec.GossipKey
 		}
-		n.GossipAddr = freePortIn(t, spec.Netns, host, true)
 		cfg.Node.AdvertiseURL = n.URL
-		cfg.Gossip.Bind = n.GossipAddr
 		cfg.Gossip.Profile = m.Gossip
-		cfg.Gossip.Keys = []string{key}
+		if len(spec.Pools) == 0 {
+			n.GossipAddr = freePortIn(t, spec.Netns, host, true)
+			cfg.Gossip.Bind = n.GossipAddr
+			cfg.Gossip.Keys = []string{key}
+		}
+		n.PoolAddrs = map[string]string{}
+		for _, p := range spec.Pools {
+			addr := freePortIn(t, spec.Netns, host, true)
+			n.PoolAddrs[p] = addr
+			cfg.Gossip.Pools = append(cfg.Gossip.Pools, node.GossipPoolConfig{Name: p, Bind: addr, Keys: []string{m.poolKey(p)}})
+		}
+		if len(spec.Pools) > 0 {
+			n.GossipAddr = n.PoolAddrs[spec.Pools[0]]
+		}
 	}
 	if spec.TLS {
 		certFile, keyFile := selfSignedCert(t, dir, host)
@@ -236,7 +255,7 @@ func (m *Mesh) Add(spec Spec) *Node {
 	if spec.Configure != nil {
 		spec.Configure(&cfg)
 	}
-	n.autoJoin = m.Gossip != "" && len(cfg.Gossip.Join) == 0
+	n.autoJoin = m.Gossip != "" && len(cfg.Gossip.Join) == 0 && !slices.ContainsFunc(cfg.Gossip.Pools, func(p node.GossipPoolConfig) bool { return len(p.Join) > 0 })
 	n.Config = cfg
 	n.writeConfig(t)
 
@@ -276,7 +295,12 @@ func (n *Node) Start(t testing.TB) {
 		// Chosen now, not at Add: who is up to be joined changes as the
 		// test kills and restarts nodes. Outside n.mu: joinSeeds takes
 		// the other nodes' locks.
-		n.Config.Gossip.Join = n.m.joinSeeds(n)
+		if len(n.Config.Gossip.Pools) == 0 {
+			n.Config.Gossip.Join = n.m.joinSeeds(n)
+		}
+		for i, p := range n.Config.Gossip.Pools {
+			n.Config.Gossip.Pools[i].Join = n.m.poolSeeds(n, p.Name)
+		}
 		n.writeConfig(t)
 	}
 	// Before taking n.mu: a failed build ends the test, and the cleanup
