@@ -360,13 +360,36 @@ feed:
 // changes how its coming departure is named, so a member that sends it
 // falsely can do no more than any key holder, who can announce another
 // member dead.
+//
+// The intent travels over TCP and memberlist's leave over UDP, each
+// handled on its own goroutine, so on a busy node the leave can be
+// observed first: a member dead for less than lateIntent is then renamed
+// left.
 func (p *pool) heardLeaveIntent(name string) {
-	p.t.mu.Lock()
-	defer p.t.mu.Unlock()
-	if e, ok := p.members[name]; ok && e.State == Alive {
+	t := p.t
+	t.mu.Lock()
+	e, ok := p.members[name]
+	switch {
+	case ok && e.State == Alive:
 		e.leaving = true
+		t.mu.Unlock()
+	case ok && e.State == Dead && time.Since(e.Since) < lateIntent:
+		m := e.Member
+		m.State = Left
+		// A new entry: entries are shared with merged views and never
+		// changed in place once dead.
+		p.members[name] = &entry{Member: m, leaving: true, heard: e.heard}
+		merged, _ := t.merged(name)
+		t.mu.Unlock()
+		t.notes.push(merged)
+	default:
+		t.mu.Unlock()
 	}
 }
+
+// lateIntent is how long after a member's death its leave intent still
+// renames it left: the two race only by a goroutine's scheduling.
+const lateIntent = 10 * time.Second
 
 // memberlist events, as observe reads them.
 const (

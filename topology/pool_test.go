@@ -293,3 +293,40 @@ func TestLookupsByURLPreferTheLiveMember(t *testing.T) {
 		t.Error("ByPeer of no URL found a member")
 	}
 }
+
+// TestLateLeaveIntentRenamesARecentDeath covers a busy node that observes
+// memberlist's leave (UDP) before the member's leave intent (TCP): a
+// member dead for a moment is then named left, and the change is heard;
+// one dead for long, or alive, is not turned left by it.
+func TestLateLeaveIntentRenamesARecentDeath(t *testing.T) {
+	heard := make(chan Member, 4)
+	top := &Topology{notes: newNotifier(func(m Member) { heard <- m })}
+	t.Cleanup(top.notes.stop)
+	p := &pool{t: top, name: "default", members: map[string]*entry{}}
+	top.pools = []*pool{p}
+	now := time.Now()
+	p.members["recent"] = &entry{Member: Member{Meta: Meta{Name: "recent"}, State: Dead, Since: now.Add(-time.Second)}, heard: now}
+	p.members["long"] = &entry{Member: Member{Meta: Meta{Name: "long"}, State: Dead, Since: now.Add(-time.Minute)}, heard: now}
+	p.members["alive"] = &entry{Member: Member{Meta: Meta{Name: "alive"}, State: Alive, Since: now}, heard: now}
+
+	for _, n := range []string{"recent", "long", "alive", "unknown"} {
+		p.heardLeaveIntent(n)
+	}
+	if e := p.members["recent"]; e.State != Left || !e.leaving {
+		t.Errorf("a member dead for a second, then its intent: want left, got %+v", e.Member)
+	}
+	if e := p.members["long"]; e.State != Dead {
+		t.Errorf("a member dead for a minute, then an intent: want still dead, got %+v", e.Member)
+	}
+	if e := p.members["alive"]; e.State != Alive || !e.leaving {
+		t.Errorf("an alive member's intent: want alive and leaving, got %+v (leaving %v)", e.Member, e.leaving)
+	}
+	select {
+	case m := <-heard:
+		if m.Name != "recent" || m.State != Left {
+			t.Errorf("heard %+v, want recent left", m)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the rename was not heard")
+	}
+}
