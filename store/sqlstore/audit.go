@@ -69,3 +69,10 @@ func queryAll[T any](ctx context.Context, q querier, query string, args []any, s
 	}
 	return out, rows.Err()
 }
+
+// scanString reads a row of one text column, for queryAll.
+func scanString(r scanner) (string, error) {
+	var s string
+	err := r.Scan(&s)
+	return s, err
+}

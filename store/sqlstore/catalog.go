@@ -597,25 +597,12 @@ func (s *Store) PromoteAll(ctx context.Context, from, to string) (n int, err err
 				return err
 			}
 		}
-		rows, err := c.tx.QueryContext(ctx, `SELECT p.digest FROM patches p
+		digests, err := queryAll(ctx, c.tx, `SELECT p.digest FROM patches p
 			JOIN availability a ON a.digest = p.digest AND a.tier = $1
 			WHERE NOT p.withdrawn
 			  AND NOT EXISTS (SELECT 1 FROM availability b WHERE b.digest = p.digest AND b.tier = $2)
-			ORDER BY p.kernel, p.arch, p.version_key`, from, to)
+			ORDER BY p.kernel, p.arch, p.version_key`, []any{from, to}, scanString)
 		if err != nil {
-			return err
-		}
-		var digests []string
-		for rows.Next() {
-			var d string
-			if err := rows.Scan(&d); err != nil {
-				rows.Close()
-				return err
-			}
-			digests = append(digests, d)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
 			return err
 		}
 		for _, d := range digests {

@@ -58,23 +58,9 @@ func (c *changeTx) revokeEnrolled(ctx context.Context, t *catalog.Token, at time
 		return err
 	}
 	t.RevokeMachines = true
-	rows, err := c.tx.QueryContext(ctx, `SELECT id FROM machines WHERE enrolled_by = $1 AND revoked_us IS NULL ORDER BY id`, t.ID)
+	ids, err := queryAll(ctx, c.tx, `SELECT id FROM machines WHERE enrolled_by = $1 AND revoked_us IS NULL ORDER BY id`,
+		[]any{t.ID}, scanString)
 	if err != nil {
-		return err
-	}
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return err
-		}
-		ids = append(ids, id)
-	}
-	if err := rows.Close(); err != nil {
-		return err
-	}
-	if err := rows.Err(); err != nil {
 		return err
 	}
 	for _, id := range ids {
