@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -38,6 +39,7 @@ type Proxy struct {
 	down     bool
 	requests atomic.Int64
 	failed   atomic.Int64
+	paths    []string // every request's URL path, in order
 }
 
 // NewProxy starts a proxy to target (scheme://host:port), closed when t
@@ -64,6 +66,7 @@ func NewProxy(t testing.TB, target string) *Proxy {
 	p.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.requests.Add(1)
 		p.mu.Lock()
+		p.paths = append(p.paths, r.URL.Path)
 		down, delay := p.down, p.delay
 		fail := p.fail > 0
 		if fail {
@@ -136,6 +139,21 @@ func (p *Proxy) Up() {
 
 // Requests is how many requests reached the proxy.
 func (p *Proxy) Requests() int64 { return p.requests.Load() }
+
+// RequestsFor is how many requests so far had a URL path containing
+// substr: a test counts the traffic of one kind while the node's own
+// housekeeping talks to the store beside it.
+func (p *Proxy) RequestsFor(substr string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, path := range p.paths {
+		if strings.Contains(path, substr) {
+			n++
+		}
+	}
+	return n
+}
 
 // Failed is how many requests were answered 500 by Fail.
 func (p *Proxy) Failed() int64 { return p.failed.Load() }
