@@ -222,14 +222,19 @@ func run(ctx context.Context, c config, out io.Writer) (*results, error) {
 	case <-ctx.Done():
 		return r, ctx.Err()
 	}
-	if c.parts > 1 && c.part > 0 {
-		// Only part 0 uploads and crashes; the others measure their
-		// own nodes, then keep them running until part 0 is done.
-		c.measure = map[string]bool{"memory": c.measure["memory"], "idle": c.measure["idle"]}
-		defer m.barrier(context.WithoutCancel(ctx), "done", c.timeout)
-	}
-	if c.parts > 1 && c.part == 0 {
-		delete(c.measure, "kill")
+	if c.parts > 1 {
+		// Only part 0 uploads; the others measure their own nodes, then
+		// keep them running until part 0 is done. The kill is measured
+		// by the part that runs the victim (the last node): with pools
+		// per region every node that shares a pool with it runs there
+		// too. The failover (a crash in one part, the upload in part 0)
+		// is not measured across parts.
+		victim := len(m.nodes) - 1
+		kill := c.measure["kill"] && m.owns(victim)
+		if c.part > 0 {
+			c.measure = map[string]bool{"memory": c.measure["memory"], "idle": c.measure["idle"]}
+		}
+		c.measure["kill"] = kill
 		delete(c.measure, "failover")
 		defer m.barrier(context.WithoutCancel(ctx), "done", c.timeout)
 	}
@@ -248,6 +253,11 @@ func run(ctx context.Context, c config, out io.Writer) (*results, error) {
 		if err := m.measurePropagation(ctx, r); err != nil {
 			return r, err
 		}
+	}
+	// The kill comes after every part's quiet measurements and part 0's
+	// uploads, whichever part makes it.
+	if err := m.barrier(ctx, "measured", c.timeout); err != nil {
+		return r, err
 	}
 	if c.measure["kill"] {
 		if err := m.measureKill(ctx, r); err != nil {

@@ -285,7 +285,7 @@ func TestPartsRunOneMesh(t *testing.T) {
 			done <- result{r, err, fmt.Sprintf("part %d:\n%s", part, out.String())}
 		}()
 	}
-	var r0 *results
+	var r0, r1 *results
 	for range 2 {
 		res := <-done
 		t.Log(res.out)
@@ -294,6 +294,8 @@ func TestPartsRunOneMesh(t *testing.T) {
 		}
 		if strings.HasPrefix(res.out, "part 0:") {
 			r0 = res.r
+		} else {
+			r1 = res.r
 		}
 	}
 	if r0 == nil || len(r0.Arrivals) != 14 {
@@ -302,8 +304,13 @@ func TestPartsRunOneMesh(t *testing.T) {
 	if len(r0.HubEgress) != 1 || r0.HubEgress[0] < 2*size || r0.HubEgress[0] > 3*size {
 		t.Errorf("hub egress: want between 2 and 3 times %d bytes, got %v", size, r0.HubEgress)
 	}
+	// The last node is an edge of the second region, which part 1 runs
+	// with its whole pool: 1 relay, 2 below it and 4 edges, 6 besides it.
 	if len(r0.SeenDead) != 0 {
-		t.Errorf("kill with parts: want it skipped (its watchers span processes), got %v", r0.SeenDead)
+		t.Errorf("kill with parts: part 0 does not run the victim, yet timed %v", r0.SeenDead)
+	}
+	if r1 == nil || len(r1.SeenDead) != 6 || r1.NotSeen != 0 {
+		t.Errorf("kill with parts: want part 1 to time the victim seen dead by the 6 others of its pool, got %+v", r1)
 	}
 	if _, err := os.Stat(base.state); !os.IsNotExist(err) {
 		t.Errorf("cleanup: want %s gone after both parts, got %v", base.state, err)
