@@ -137,6 +137,20 @@ func (ss *joinSession) check(mac []byte, nodeKey ed25519.PublicKey, hubKeyID str
 	return ""
 }
 
+// tokenRefusal says why t cannot be joined with at now, as the reason of
+// the security event, or "" if it can.
+func tokenRefusal(t store.JoinToken, now time.Time) string {
+	switch {
+	case !t.Used.IsZero():
+		return "token_used"
+	case !now.Before(t.Expires):
+		return "token_expired"
+	case t.Failures >= MaxJoinFailures:
+		return "token_dead"
+	}
+	return ""
+}
+
 var errJoinRefused = &httpError{http.StatusUnauthorized, codeUnauthorized, "join refused: unknown, used, expired or dead token, or a wrong answer"}
 
 // joinStart answers a node's first join message with the hub's challenge
@@ -167,12 +181,9 @@ func (s *server) joinStart(w http.ResponseWriter, r *http.Request) error {
 		return s.joinFail(r, errJoinRefused, "unknown_token", slog.String("key_id", keyID))
 	case err != nil:
 		return err
-	case !t.Used.IsZero():
-		return s.joinFail(r, errJoinRefused, "token_used", slog.String("join_token", t.ID), slog.String("key_id", keyID))
-	case !now.Before(t.Expires):
-		return s.joinFail(r, errJoinRefused, "token_expired", slog.String("join_token", t.ID), slog.String("key_id", keyID))
-	case t.Failures >= MaxJoinFailures:
-		return s.joinFail(r, errJoinRefused, "token_dead", slog.String("join_token", t.ID), slog.String("key_id", keyID))
+	}
+	if why := tokenRefusal(t, now); why != "" {
+		return s.joinFail(r, errJoinRefused, why, slog.String("join_token", t.ID), slog.String("key_id", keyID))
 	}
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {
@@ -245,11 +256,18 @@ func (s *server) joinFinish(w http.ResponseWriter, r *http.Request) error {
 	if err := n.Validate(); err != nil {
 		return err
 	}
-	if err := s.joinTokens.UseJoinToken(r.Context(), t.ID, keyID, clientHost(r), now); err != nil {
-		if errors.Is(err, catalog.ErrConflict) {
-			return s.joinFail(r, errJoinRefused, "token_used", slog.String("join_token", t.ID), slog.String("key_id", keyID))
+	// The token as the session started may have died since: a wrong
+	// answer on another session, or its expiry. The store checks again
+	// as it uses it.
+	if err := s.joinTokens.UseJoinToken(r.Context(), t.ID, keyID, clientHost(r), now, MaxJoinFailures); err != nil {
+		if !errors.Is(err, catalog.ErrConflict) {
+			return err
 		}
-		return err
+		why := "token_used"
+		if cur, err := s.joinTokens.JoinToken(r.Context(), t.ID); err == nil && tokenRefusal(cur, now) != "" {
+			why = tokenRefusal(cur, now) // which of the three, for the event
+		}
+		return s.joinFail(r, errJoinRefused, why, slog.String("join_token", t.ID), slog.String("key_id", keyID))
 	}
 	n, err := s.admit(r, n)
 	if err != nil {
