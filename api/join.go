@@ -103,6 +103,54 @@ func (s *server) allowJoin(r *http.Request) bool {
 	return true
 }
 
+// readJoinStart reads the body of POST /v1/join/start: strict JSON (as
+// every body) with a nonce ValidNonce allows, since it goes into both
+// MACs, whose fields end at newlines.
+func readJoinStart(w http.ResponseWriter, r *http.Request, limit int64) (federation.JoinStart, error) {
+	var req federation.JoinStart
+	if err := decodeLimited(w, r, &req, false, limit); err != nil {
+		return federation.JoinStart{}, err
+	}
+	if err := federation.ValidNonce(req.Nonce); err != nil {
+		return federation.JoinStart{}, err
+	}
+	return req, nil
+}
+
+// check says why the node's answer mac to the session does not hold, as
+// the reason of the security event, or "" when it does: the session must
+// not have expired at now, the answer must come from the node key that
+// started it over TLS, and mac must be the node's MAC over the exchange
+// with the hub's key ID hubKeyID.
+func (ss *joinSession) check(mac []byte, nodeKey ed25519.PublicKey, hubKeyID string, now time.Time) string {
+	switch {
+	case now.After(ss.expires):
+		return "session_expired"
+	case !ss.nodeKey.Equal(nodeKey):
+		return "other_key"
+	}
+	t := ss.token
+	want := federation.JoinMAC(t.MACKey, federation.JoinRoleNode, t.ID, ss.nodeNonce, ss.hubNonce, federation.KeyID(nodeKey), hubKeyID)
+	if !hmac.Equal(want, mac) {
+		return "bad_mac"
+	}
+	return ""
+}
+
+// tokenRefusal says why t cannot be joined with at now, as the reason of
+// the security event, or "" if it can.
+func tokenRefusal(t store.JoinToken, now time.Time) string {
+	switch {
+	case !t.Used.IsZero():
+		return "token_used"
+	case !now.Before(t.Expires):
+		return "token_expired"
+	case t.Failures >= MaxJoinFailures:
+		return "token_dead"
+	}
+	return ""
+}
+
 var errJoinRefused = &httpError{http.StatusUnauthorized, codeUnauthorized, "join refused: unknown, used, expired or dead token, or a wrong answer"}
 
 // joinStart answers a node's first join message with the hub's challenge
@@ -121,11 +169,8 @@ func (s *server) joinStart(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Retry-After", "60")
 		return &httpError{http.StatusTooManyRequests, codeTooManyRequests, fmt.Sprintf("at most %d join attempts a minute from one address", JoinAttemptsPerMinute)}
 	}
-	var req federation.JoinStart
-	if err := s.decode(w, r, &req); err != nil {
-		return err
-	}
-	if err := federation.ValidNonce(req.Nonce); err != nil {
+	req, err := readJoinStart(w, r, s.limits.MaxBodyBytes)
+	if err != nil {
 		return err
 	}
 	keyID := federation.KeyID(nodeKey)
@@ -136,12 +181,9 @@ func (s *server) joinStart(w http.ResponseWriter, r *http.Request) error {
 		return s.joinFail(r, errJoinRefused, "unknown_token", slog.String("key_id", keyID))
 	case err != nil:
 		return err
-	case !t.Used.IsZero():
-		return s.joinFail(r, errJoinRefused, "token_used", slog.String("join_token", t.ID), slog.String("key_id", keyID))
-	case !now.Before(t.Expires):
-		return s.joinFail(r, errJoinRefused, "token_expired", slog.String("join_token", t.ID), slog.String("key_id", keyID))
-	case t.Failures >= MaxJoinFailures:
-		return s.joinFail(r, errJoinRefused, "token_dead", slog.String("join_token", t.ID), slog.String("key_id", keyID))
+	}
+	if why := tokenRefusal(t, now); why != "" {
+		return s.joinFail(r, errJoinRefused, why, slog.String("join_token", t.ID), slog.String("key_id", keyID))
 	}
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {
@@ -188,23 +230,20 @@ func (s *server) joinFinish(w http.ResponseWriter, r *http.Request) error {
 	// One answer per session, right or wrong.
 	delete(s.join.sessions, req.Session)
 	s.join.mu.Unlock()
-	now := s.now()
-	switch {
-	case ss == nil:
+	if ss == nil {
 		return s.joinFail(r, errJoinRefused, "no_session", slog.String("key_id", keyID))
-	case now.After(ss.expires):
-		return s.joinFail(r, errJoinRefused, "session_expired", slog.String("join_token", ss.token.ID), slog.String("key_id", keyID))
-	case !ss.nodeKey.Equal(nodeKey):
-		return s.joinFail(r, errJoinRefused, "other_key", slog.String("join_token", ss.token.ID), slog.String("key_id", keyID))
 	}
-	t := ss.token
-	want := federation.JoinMAC(t.MACKey, federation.JoinRoleNode, t.ID, ss.nodeNonce, ss.hubNonce, keyID, s.nodeKeyID)
-	if !hmac.Equal(want, req.MAC) {
+	t, now := ss.token, s.now()
+	switch why := ss.check(req.MAC, nodeKey, s.nodeKeyID, now); why {
+	case "":
+	case "bad_mac":
 		n, err := s.joinTokens.FailJoinToken(r.Context(), t.ID)
 		if err != nil {
 			return err
 		}
-		return s.joinFail(r, errJoinRefused, "bad_mac", slog.String("join_token", t.ID), slog.String("key_id", keyID), slog.Int("failures", n))
+		return s.joinFail(r, errJoinRefused, why, slog.String("join_token", t.ID), slog.String("key_id", keyID), slog.Int("failures", n))
+	default:
+		return s.joinFail(r, errJoinRefused, why, slog.String("join_token", t.ID), slog.String("key_id", keyID))
 	}
 	var urls []string
 	if req.URL != "" {
@@ -217,11 +256,18 @@ func (s *server) joinFinish(w http.ResponseWriter, r *http.Request) error {
 	if err := n.Validate(); err != nil {
 		return err
 	}
-	if err := s.joinTokens.UseJoinToken(r.Context(), t.ID, keyID, clientHost(r), now); err != nil {
-		if errors.Is(err, catalog.ErrConflict) {
-			return s.joinFail(r, errJoinRefused, "token_used", slog.String("join_token", t.ID), slog.String("key_id", keyID))
+	// The token as the session started may have died since: a wrong
+	// answer on another session, or its expiry. The store checks again
+	// as it uses it.
+	if err := s.joinTokens.UseJoinToken(r.Context(), t.ID, keyID, clientHost(r), now, MaxJoinFailures); err != nil {
+		if !errors.Is(err, catalog.ErrConflict) {
+			return err
 		}
-		return err
+		why := "token_used"
+		if cur, err := s.joinTokens.JoinToken(r.Context(), t.ID); err == nil && tokenRefusal(cur, now) != "" {
+			why = tokenRefusal(cur, now) // which of the three, for the event
+		}
+		return s.joinFail(r, errJoinRefused, why, slog.String("join_token", t.ID), slog.String("key_id", keyID))
 	}
 	n, err := s.admit(r, n)
 	if err != nil {

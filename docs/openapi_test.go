@@ -123,7 +123,6 @@ func authenticate(_ context.Context, in *openapi3filter.AuthenticationInput) err
 		"authToken":         "Bearer pma_",
 		"machineToken":      "Bearer pmm_",
 		"syncToken":         "Bearer pms_",
-		"peerToken":         "Bearer pmp_",
 		"machineCredential": "Bearer pmc_",
 	}[in.SecuritySchemeName]
 	if want == "" {

@@ -32,6 +32,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/patchmesh/patchmesh/catalog"
 )
 
 // JoinTokenPrefix starts a join token's text form.
@@ -197,9 +199,8 @@ func Join(ctx context.Context, r JoinRequest) (JoinResult, error) {
 	}
 	macKey := JoinMACKey(r.Token.Secret)
 	nodeKey := KeyID(r.Key.Public().(ed25519.PublicKey))
-	want := JoinMAC(macKey, JoinRoleHub, r.Token.ID, nodeNonce, ch.Nonce, nodeKey, r.Token.HubKey)
-	if !hmac.Equal(want, ch.MAC) {
-		return JoinResult{}, fmt.Errorf("%w: the hub's answer does not prove it holds the token", ErrBadJoin)
+	if err := checkChallenge(ch, macKey, r.Token.ID, nodeNonce, nodeKey, r.Token.HubKey); err != nil {
+		return JoinResult{}, err
 	}
 	fin := JoinFinish{Session: ch.Session, URL: r.URL, PeerURL: r.PeerURL,
 		MAC: JoinMAC(macKey, JoinRoleNode, r.Token.ID, nodeNonce, ch.Nonce, nodeKey, r.Token.HubKey)}
@@ -207,11 +208,63 @@ func Join(ctx context.Context, r JoinRequest) (JoinResult, error) {
 	if err := postJSON(ctx, client, r.Token.Hub+"/v1/join/finish", fin, &res); err != nil {
 		return JoinResult{}, err
 	}
+	if err := checkJoinResult(res, r.Token.HubKey); err != nil {
+		return JoinResult{}, err
+	}
 	return res, nil
 }
 
-// postJSON posts in and decodes the answer into out; a refusal is an
-// error carrying the hub's JSON error envelope.
+// checkChallenge checks the hub's challenge before the node answers it:
+// a well-formed nonce (it goes into both MACs, whose fields end at
+// newlines) and the hub's MAC over the exchange, which proves the hub
+// holds the token.
+func checkChallenge(ch JoinChallenge, macKey, tokenID, nodeNonce, nodeKey, hubKey string) error {
+	if ValidNonce(ch.Nonce) != nil {
+		return fmt.Errorf("%w: the hub's answer carries a malformed nonce", ErrBadJoin)
+	}
+	if !hmac.Equal(JoinMAC(macKey, JoinRoleHub, tokenID, nodeNonce, ch.Nonce, nodeKey, hubKey), ch.MAC) {
+		return fmt.Errorf("%w: the hub's answer does not prove it holds the token", ErrBadJoin)
+	}
+	return nil
+}
+
+// checkJoinResult checks what the hub says the join made, before the node
+// keeps it (node.JoinRecord) and pins its keys: names and tiers as the
+// catalog allows them, the hub's key the one the token pinned (hubKey, a
+// key ID), and keys that parse, so that a node never starts from a join
+// file it cannot read.
+func checkJoinResult(res JoinResult, hubKey string) error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: the hub's answer %s", ErrBadJoin, fmt.Sprintf(format, a...))
+	}
+	if catalog.ValidNodeName("name", res.Name) != nil {
+		return bad("names no valid node name")
+	}
+	if catalog.ValidNodeName("hub", res.Hub) != nil {
+		return bad("names no valid hub name")
+	}
+	for _, t := range res.Tiers {
+		if catalog.ValidName("tier", t) != nil {
+			return bad("names an invalid tier")
+		}
+	}
+	if pub, err := ParsePublicKey(res.HubKey); err != nil || KeyID(pub) != hubKey {
+		return bad("names a hub key other than the token's %s", hubKey)
+	}
+	if res.SigningKey != "" {
+		if _, err := ParsePublicKey(res.SigningKey); err != nil {
+			return bad("carries a malformed signing key")
+		}
+	}
+	for _, k := range res.Pins {
+		if _, err := ParsePublicKey(k); err != nil {
+			return bad("carries a malformed node key")
+		}
+	}
+	return nil
+}
+
+// postJSON posts in and decodes the answer into out (readJoinAnswer).
 func postJSON(ctx context.Context, c *http.Client, u string, in, out any) error {
 	b, err := json.Marshal(in)
 	if err != nil {
@@ -231,12 +284,16 @@ func postJSON(ctx context.Context, c *http.Client, u string, in, out any) error 
 	if err != nil {
 		return fmt.Errorf("join: %w", err)
 	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error struct{ Code, Message string }
-		}
-		_ = json.Unmarshal(body, &e)
-		return fmt.Errorf("%w: the hub answered %d %s: %s", ErrBadJoin, resp.StatusCode, e.Error.Code, e.Error.Message)
+	return readJoinAnswer(resp.StatusCode, body, out)
+}
+
+// readJoinAnswer reads the hub's answer, of status with body, into out. A
+// refusal is an error wrapping ErrBadJoin that carries the hub's error
+// code and message, bounded and cleaned of control characters
+// (errorBody): they reach the operator's terminal.
+func readJoinAnswer(status int, body []byte, out any) error {
+	if status != http.StatusOK {
+		return fmt.Errorf("%w: the hub answered %d%s", ErrBadJoin, status, errorBody(bytes.NewReader(body), ""))
 	}
 	if err := json.Unmarshal(body, out); err != nil {
 		return fmt.Errorf("join: the hub's answer does not decode: %w", err)

@@ -510,26 +510,20 @@ func (p *Puller) round(ctx context.Context, l *linkState, wait time.Duration) (c
 	var wants []replicate.Want
 	var arriving []pendingRecord
 	last, lastSeq := cur.HubSeq, pos.AfterSeq
+	opened, refusal, err := openEvents(v, l.cfg.HubTier, page.Events, pos.ByHub, pos.AfterSeq, cur.HubSeq)
+	if err != nil {
+		return false, err
+	}
 	var refused error
-	for _, fe := range page.Events {
-		if !pos.ByHub && fe.Seq <= lastSeq {
-			return false, fmt.Errorf("upstream feed went backwards: seq %d after %d", fe.Seq, lastSeq)
-		}
-		r, err := v.Open(fe.Envelope)
-		if err == nil && r.Tier != l.cfg.HubTier {
-			err = fmt.Errorf("%w: record of hub tier %s on a link for hub tier %s", ErrWrongTier, r.Tier, l.cfg.HubTier)
-		}
-		if err == nil {
-			err = CheckSequence(last, r)
-		}
-		if err != nil {
-			l.rejected()
-			p.securityEvent(ctx, l, up, reason(err), slog.Int64("upstream_seq", fe.Seq))
-			// The records verified before this one are still applied
-			// below; the round then fails and retries from here.
-			refused = fmt.Errorf("record at upstream seq %d refused: %w", fe.Seq, err)
-			break
-		}
+	if refusal != nil {
+		l.rejected()
+		p.securityEvent(ctx, l, up, reason(refusal.err), slog.Int64("upstream_seq", refusal.seq))
+		// The records verified before this one are still applied
+		// below; the round then fails and retries from here.
+		refused = refusal
+	}
+	for _, oe := range opened {
+		fe, r := oe.FeedEvent, oe.rec
 		apply, explained := true, false
 		if r.Type == catalog.EventPatchAdded || r.Type == catalog.EventPatchPromoted {
 			// A patch the link's own filter excludes needs no blob,
@@ -725,15 +719,72 @@ func (p *Puller) feed(ctx context.Context, l *linkState, up Upstream, pos store.
 	if resp.StatusCode != http.StatusOK {
 		return FeedResponse{}, fmt.Errorf("feed from %s: %s%s", up.URL, resp.Status, errorBody(resp.Body, up.Token))
 	}
-	var page FeedResponse
-	dec := json.NewDecoder(io.LimitReader(resp.Body, maxFeedBody(p.cfg.Limit)))
-	if err := dec.Decode(&page); err != nil {
-		return FeedResponse{}, fmt.Errorf("feed from %s: decode: %w", up.URL, err)
-	}
-	if len(page.Events) > p.cfg.Limit {
-		return FeedResponse{}, fmt.Errorf("feed from %s: %d events, asked for at most %d", up.URL, len(page.Events), p.cfg.Limit)
+	page, err := decodeFeedPage(resp.Body, p.cfg.Limit)
+	if err != nil {
+		return FeedResponse{}, fmt.Errorf("feed from %s: %w", up.URL, err)
 	}
 	return page, nil
+}
+
+// decodeFeedPage reads a feed answer asked for with limit: at most
+// maxFeedBody(limit) bytes and limit events. Nothing in it is trusted yet;
+// openEvents verifies the events.
+func decodeFeedPage(r io.Reader, limit int) (FeedResponse, error) {
+	var page FeedResponse
+	if err := json.NewDecoder(io.LimitReader(r, maxFeedBody(limit))).Decode(&page); err != nil {
+		return FeedResponse{}, fmt.Errorf("decode: %w", err)
+	}
+	if len(page.Events) > limit {
+		return FeedResponse{}, fmt.Errorf("%d events, asked for at most %d", len(page.Events), limit)
+	}
+	return page, nil
+}
+
+// openedEvent is a feed event whose record verified, with the record.
+type openedEvent struct {
+	FeedEvent
+	rec Record
+}
+
+// refusedEvent is the first event of a page that failed verification.
+type refusedEvent struct {
+	seq int64 // its upstream seq
+	err error
+}
+
+func (r *refusedEvent) Error() string {
+	return fmt.Sprintf("record at upstream seq %d refused: %v", r.seq, r.err)
+}
+
+func (r *refusedEvent) Unwrap() error { return r.err }
+
+// openEvents verifies a feed page's events in order, as a round applies
+// them: each must open under v, be of hubTier and continue the hub
+// sequence after lastHub. It returns the events that verified before the
+// first that did not, and that one's refusal (nil when all did): those
+// before it may still be applied. Asked by the upstream's own seq numbers
+// (not byHub), they must rise past lastSeq; a page that goes backwards is
+// an error and nothing of it may be applied.
+func openEvents(v *Verifier, hubTier string, events []FeedEvent, byHub bool, lastSeq, lastHub int64) ([]openedEvent, *refusedEvent, error) {
+	opened := make([]openedEvent, 0, len(events))
+	for _, fe := range events {
+		if !byHub && fe.Seq <= lastSeq {
+			return nil, nil, fmt.Errorf("upstream feed went backwards: seq %d after %d", fe.Seq, lastSeq)
+		}
+		r, err := v.Open(fe.Envelope)
+		if err == nil && r.Tier != hubTier {
+			err = fmt.Errorf("%w: record of hub tier %s on a link for hub tier %s", ErrWrongTier, r.Tier, hubTier)
+		}
+		if err == nil {
+			err = CheckSequence(lastHub, r)
+		}
+		if err != nil {
+			return opened, &refusedEvent{seq: fe.Seq, err: err}, nil
+		}
+		opened = append(opened, openedEvent{FeedEvent: fe, rec: r})
+		lastSeq, lastHub = fe.Seq, r.TierSeq
+	}
+	return opened, nil, nil
 }
 
 // errTriggered ends a long poll that a trigger cut short; the loop starts

@@ -134,7 +134,7 @@ func TestPeerPathAndHas(t *testing.T) {
 	}{
 		{"present", src, w.Digest, true, nil},
 		{"absent", src, absent, false, nil},
-		{"refused", Source{BaseURL: peer.srv.URL, Token: "pmp_wrong", Path: PeerPath}, w.Digest, false, ErrUnauthorized},
+		{"refused", Source{BaseURL: peer.srv.URL, Token: "pms_wrong", Path: PeerPath}, w.Digest, false, ErrUnauthorized},
 	} {
 		has, err := r.Has(context.Background(), tc.src, tc.d)
 		if has != tc.has || (tc.is == nil) != (err == nil) || (tc.is != nil && !errors.Is(err, tc.is)) {

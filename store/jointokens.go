@@ -39,7 +39,8 @@ type JoinTokens interface {
 	JoinTokens(ctx context.Context) ([]JoinToken, error)
 	// FailJoinToken counts a wrong response and returns the count.
 	FailJoinToken(ctx context.Context, id string) (int, error)
-	// UseJoinToken marks the token used by keyID from addr at at, once:
-	// ErrConflict if it was used already.
-	UseJoinToken(ctx context.Context, id, keyID, addr string, at time.Time) error
+	// UseJoinToken marks the token used by keyID from addr at at, once,
+	// while it is live: ErrConflict if it was used already, has
+	// maxFailures failures or more, or has expired by at.
+	UseJoinToken(ctx context.Context, id, keyID, addr string, at time.Time, maxFailures int) error
 }

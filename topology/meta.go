@@ -103,15 +103,17 @@ func expandPeer(apiURL, peer string) string {
 	if err != nil || a.Hostname() == "" {
 		return peer
 	}
-	return "https://" + net.JoinHostPort(a.Hostname(), peer[1:])
+	// Built as a URL, not pasted, so that an IPv6 zone comes back escaped
+	// ("%25") and the expanded URL parses as the one compacted did.
+	return (&url.URL{Scheme: "https", Host: net.JoinHostPort(a.Hostname(), peer[1:])}).String()
 }
 
-// httpsHostPort splits an https base URL with an explicit port and
-// nothing else (no path, credentials, query) into host and port.
+// httpsHostPort splits an https base URL with a host, an explicit port
+// and nothing else (no path, credentials, query) into host and port.
 func httpsHostPort(u string) (host, port string, ok bool) {
 	pu, err := url.Parse(u)
 	if err != nil || pu.Scheme != "https" || pu.User != nil || (pu.Path != "" && pu.Path != "/") ||
-		pu.RawQuery != "" || pu.Fragment != "" || pu.Port() == "" {
+		pu.RawQuery != "" || pu.Fragment != "" || pu.Hostname() == "" || pu.Port() == "" {
 		return "", "", false
 	}
 	return pu.Hostname(), pu.Port(), true

@@ -69,6 +69,7 @@ func TestMetaPeerURLIsCompactOnTheAPIHost(t *testing.T) {
 		{"same host", "http://10.0.0.5:8080", "https://10.0.0.5:8444", `"p":":8444"`},
 		{"same host, trailing slash", "http://edge.example:8080", "https://edge.example:8444/", `"p":":8444"`},
 		{"IPv6", "http://[::1]:8080", "https://[::1]:8444", `"p":":8444"`},
+		{"IPv6 with a zone", "http://[fe80::1%25eth0]:8080", "https://[fe80::1%25eth0]:8444", `"p":":8444"`},
 		{"other host", "http://10.0.0.5:8080", "https://10.1.0.5:8444", `"p":"https://10.1.0.5:8444"`},
 		{"none", "http://10.0.0.5:8080", "", ``},
 	} {

@@ -114,6 +114,7 @@ func TestCheckMeta(t *testing.T) {
 		{"plain http peer", `{"n":"a","api":"http://a.example","p":"http://a.example:8444"}`, false},
 		{"peer with a path", `{"n":"a","p":"https://a.example:8444/v1/sync"}`, false},
 		{"peer without port", `{"n":"a","p":"https://a.example"}`, false},
+		{"peer without host", `{"n":"a","p":"https://:8444"}`, false},
 	} {
 		err := CheckMeta("a", []byte(tc.meta))
 		if (err == nil) != tc.ok {

@@ -91,20 +91,22 @@ func (s *Store) FailJoinToken(ctx context.Context, id string) (n int, err error)
 	return n, mapErr("fail join token "+id, err)
 }
 
-// UseJoinToken implements store.JoinTokens: a compare-and-set on used_us,
-// so that two joins racing on one token cannot both win.
-func (s *Store) UseJoinToken(ctx context.Context, id, keyID, addr string, at time.Time) (err error) {
+// UseJoinToken implements store.JoinTokens: a compare-and-set on the
+// token's use, failures and expiry, so that two joins racing on one token
+// cannot both win, and a wrong answer counted while a right one was on
+// its way still kills the token.
+func (s *Store) UseJoinToken(ctx context.Context, id, keyID, addr string, at time.Time, maxFailures int) (err error) {
 	defer s.done("UseJoinToken", time.Now(), &err)
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE join_tokens SET used_us = $1, used_key_id = $2, used_from = $3
-			WHERE id = $4 AND used_us IS NULL`, us(at), keyID, addr, id)
+			WHERE id = $4 AND used_us IS NULL AND failures < $5 AND expires_us > $1`, us(at), keyID, addr, id, maxFailures)
 		if err != nil {
 			return err
 		}
 		if k, err := res.RowsAffected(); err != nil {
 			return err
 		} else if k == 0 {
-			return fmt.Errorf("join token %s was used already: %w", id, catalog.ErrConflict)
+			return fmt.Errorf("join token %s is used, dead or expired: %w", id, catalog.ErrConflict)
 		}
 		return nil
 	})

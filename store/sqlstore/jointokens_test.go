@@ -9,9 +9,10 @@ import (
 	"github.com/patchmesh/patchmesh/store"
 )
 
-// A join token is stored, counted and used once, on both backends: a
-// second use, even racing the first, is ErrConflict and leaves the first
-// use's record.
+// A join token is stored, counted and used once, on both backends, and
+// only while live: a use of a token with too many failures or past its
+// expiry, or a second use, even racing the first, is ErrConflict and
+// leaves the first use's record.
 func TestJoinTokensUseOnce(t *testing.T) {
 	for _, d := range dialects {
 		t.Run(d.name, func(t *testing.T) {
@@ -35,10 +36,18 @@ func TestJoinTokensUseOnce(t *testing.T) {
 			if n, err := s.FailJoinToken(ctx, tok.ID); err != nil || n != 1 {
 				t.Fatalf("FailJoinToken: want 1, got %d %v", n, err)
 			}
-			if err := s.UseJoinToken(ctx, tok.ID, "aaaaaaaaaaaaaaaa", "127.0.0.1", t0.Add(time.Minute)); err != nil {
+			// Live only while it has fewer failures than the limit and
+			// has not expired: neither refusal uses it.
+			if err := s.UseJoinToken(ctx, tok.ID, "cccccccccccccccc", "127.0.0.3", t0.Add(time.Minute), 1); !errors.Is(err, catalog.ErrConflict) {
+				t.Fatalf("use with as many failures as the limit: want ErrConflict, got %v", err)
+			}
+			if err := s.UseJoinToken(ctx, tok.ID, "cccccccccccccccc", "127.0.0.3", tok.Expires, 5); !errors.Is(err, catalog.ErrConflict) {
+				t.Fatalf("use at its expiry: want ErrConflict, got %v", err)
+			}
+			if err := s.UseJoinToken(ctx, tok.ID, "aaaaaaaaaaaaaaaa", "127.0.0.1", t0.Add(time.Minute), 2); err != nil {
 				t.Fatal(err)
 			}
-			if err := s.UseJoinToken(ctx, tok.ID, "bbbbbbbbbbbbbbbb", "127.0.0.2", t0.Add(2*time.Minute)); !errors.Is(err, catalog.ErrConflict) {
+			if err := s.UseJoinToken(ctx, tok.ID, "bbbbbbbbbbbbbbbb", "127.0.0.2", t0.Add(2*time.Minute), 5); !errors.Is(err, catalog.ErrConflict) {
 				t.Fatalf("second use: want ErrConflict, got %v", err)
 			}
 			got, err := s.JoinToken(ctx, tok.ID)
