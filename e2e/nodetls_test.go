@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -25,8 +26,10 @@ import (
 )
 
 // refusedWithin bounds how long a removal at the hub takes to be refused
-// by the hub's own peer listener: the next pin refresh, woken by the
-// commit, at most a second later.
+// by a peer listener: at the hub, the next pin refresh, woken by the
+// commit, at most a second later; at a node downstream, the removal's
+// record through the hub's feed (a long poll the record wakes) and then
+// that node's own pin refresh, woken by applying it.
 const refusedWithin = 10 * time.Second
 
 // asNode is an HTTP client presenting the node key in keyFile to a peer
@@ -127,8 +130,12 @@ func rosterNames(t *testing.T, h *meshtest.Node, tier string) []string {
 // one-time token (made at the hub, proved without sending its secret),
 // syncs, and the hub records who joined. The token does not work twice.
 // Removed at the hub, the edge is refused within seconds: its live
-// connection is cut and new handshakes fail. A process presenting the
-// edge's certificate without its key gets nowhere.
+// connection is cut and new handshakes fail. So at a second node, a relay
+// that pulls from the hub: it refuses the edge before the join, accepts it
+// once the admission reaches it through the feed, and refuses its
+// handshake within the same bound after the removal (issue 14: a removed
+// node is refused at once everywhere). A process presenting the edge's
+// certificate without its key gets nowhere.
 func TestNodeTLSJoinSyncRemove(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
@@ -136,6 +143,20 @@ func TestNodeTLSJoinSyncRemove(t *testing.T) {
 	h := m.Start(meshtest.Spec{Name: "hub", Role: node.RoleHub, Peer: true})
 	hubKey := h.NodeKey(t)
 	hubKeyID := keyIDOf(t, hubKey)
+	// Added before the edge, so that meshtest does not pin the edge's key
+	// in its config: the feed's admissions alone decide what it accepts.
+	relay := m.Start(meshtest.Spec{Name: "relay", Role: node.RoleRelay, Peer: true,
+		Links: []meshtest.Link{{Tier: "edge", Upstreams: []meshtest.Upstream{{URL: h.PeerURL, Token: h.SyncToken(t, "edge", "relay-edge")}}}},
+		Configure: func(c *node.Config) {
+			if !slices.Contains(c.Sync.PeerKeys, hubKey) {
+				c.Sync.PeerKeys = append(c.Sync.PeerKeys, hubKey)
+			}
+		}})
+	if !m.MTLS {
+		// Plain run: meshtest admitted nobody.
+		h.Admit(t, relay)
+	}
+	relayKeyID := keyIDOf(t, relay.NodeKey(t))
 	tok := h.SyncToken(t, "edge", "e1-edge")
 	// Unadmitted: under meshtest's mutual TLS mode too, the join is what
 	// admits it.
@@ -151,6 +172,7 @@ func TestNodeTLSJoinSyncRemove(t *testing.T) {
 	// Not joined: the hub refuses the edge's feed and blob requests.
 	edgeKeyFile := filepath.Join(e.DataDir, "node.key")
 	asEdge := asNode(t, edgeKeyFile, hubKeyID)
+	asEdgeAtRelay := asNode(t, edgeKeyFile, relayKeyID)
 	meshtest.WaitFor(t, converge, "the hub to refuse the edge's sync as not admitted", func() error {
 		for _, l := range h.LogEvents("authn_peer_fail") {
 			if l["reason"] == "not_admitted" {
@@ -163,6 +185,10 @@ func TestNodeTLSJoinSyncRemove(t *testing.T) {
 		if st, err := peerGet(asEdge, h.PeerURL, path, tok); err != nil || st != http.StatusForbidden {
 			t.Fatalf("not joined, GET %s: want 403, got %d %v", path, st, err)
 		}
+	}
+	// Nor does the relay take it: its handshake passes, its request not.
+	if st, err := peerGet(asEdgeAtRelay, relay.PeerURL, "/debug/info", ""); err != nil || st != http.StatusForbidden {
+		t.Fatalf("not joined, GET /debug/info at the relay: want 403, got %d %v", st, err)
 	}
 	if ps, err := e.TryPatches(t, nil); err != nil || len(ps) != 0 {
 		t.Fatalf("not joined: want no patch at the edge, got %d (%v)", len(ps), err)
@@ -198,6 +224,17 @@ func TestNodeTLSJoinSyncRemove(t *testing.T) {
 	if !containsName(rosterNames(t, h, "edge"), "e1") {
 		t.Fatal("joined: the hub's roster does not list e1")
 	}
+	// The admission reaches the relay through the hub's feed.
+	meshtest.WaitFor(t, converge, "the relay to accept the joined edge", func() error {
+		st, err := peerGet(asEdgeAtRelay, relay.PeerURL, "/debug/info", "")
+		if err != nil {
+			return err
+		}
+		if st != http.StatusOK {
+			return fmt.Errorf("GET /debug/info at the relay: %d", st)
+		}
+		return nil
+	})
 	var tokens struct {
 		JoinTokens []struct {
 			ID        string    `json:"id"`
@@ -227,6 +264,19 @@ func TestNodeTLSJoinSyncRemove(t *testing.T) {
 			return errors.New("the handshake still succeeds")
 		}
 		return nil
+	})
+	// And the relay, within the same bound from the removal: its handshake
+	// refused, as a security event naming the edge's key.
+	meshtest.WaitFor(t, max(0, time.Until(removed.Add(refusedWithin))), "the relay to refuse the removed edge", func() error {
+		if _, err := peerGet(asEdgeAtRelay, relay.PeerURL, "/debug/info", ""); err == nil {
+			return errors.New("the handshake still succeeds")
+		}
+		for _, l := range relay.LogEvents(auth.EventPeerFail) {
+			if l["reason"] == "handshake" && l["key_id"] == edgeKeyID {
+				return nil
+			}
+		}
+		return errors.New("no authn_peer_fail handshake for the edge's key in the relay's log")
 	})
 	meshtest.WaitFor(t, refusedWithin, "the edge's live connection cut", func() error {
 		if len(h.LogEvents("peer_conn_closed")) == 0 {
