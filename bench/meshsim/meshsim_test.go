@@ -267,7 +267,7 @@ func TestPartsRunOneMesh(t *testing.T) {
 		net: fmt.Sprintf("127.%d", 100+rand.IntN(150)), httpPort: 8080, gossipPort: 7946,
 		profile: "local", parallel: 4, within: 45 * time.Second, timeout: 3 * time.Minute,
 		settle: time.Second, idle: time.Second, patches: 1, patchSize: size, poll: 10 * time.Millisecond,
-		measure: map[string]bool{"propagation": true, "kill": true},
+		measure: map[string]bool{"propagation": true, "kill": true, "failover": true},
 	}
 	type result struct {
 		r   *results
@@ -311,6 +311,16 @@ func TestPartsRunOneMesh(t *testing.T) {
 	}
 	if r1 == nil || len(r1.SeenDead) != 6 || r1.NotSeen != 0 {
 		t.Errorf("kill with parts: want part 1 to time the victim seen dead by the 6 others of its pool, got %+v", r1)
+	}
+	// The failover's victim is the first level-1 relay, in part 0 with
+	// its 2 relays and 4 edges; the rest is the second region less the
+	// killed edge, all in part 1. Part 0 reports both parts' arrivals.
+	if r0.Subtree != 6 || len(r0.Failover) != 6 || len(r0.FailoverRest) != 6 {
+		t.Errorf("failover with parts: want part 0 to report the killed relay's 6 downstreams and the 6 other nodes, got subtree %d, %d and %d arrivals",
+			r0.Subtree, len(r0.Failover), len(r0.FailoverRest))
+	}
+	if r1 != nil && (len(r1.Failover) != 0 || len(r1.FailoverRest) != 0) {
+		t.Errorf("failover with parts: part 1 reported figures of its own: %v, %v", r1.Failover, r1.FailoverRest)
 	}
 	if _, err := os.Stat(base.state); !os.IsNotExist(err) {
 		t.Errorf("cleanup: want %s gone after both parts, got %v", base.state, err)
