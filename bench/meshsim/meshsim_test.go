@@ -256,7 +256,8 @@ func TestPoolsFollowTheRegions(t *testing.T) {
 
 // Two parts of one mesh (here two runs in one test process, as two
 // meshsim processes would be): each starts its regions, they meet over
-// loopback, and part 0 sees the patch arrive on every node of both.
+// loopback, and part 0 sees the patch arrive on every node of both, and
+// the failover's patch too.
 func TestPartsRunOneMesh(t *testing.T) {
 	if _, err := os.Stat("/dev/shm"); err != nil {
 		t.Fatalf("meshsim wants a tmpfs at /dev/shm: %v", err)
@@ -269,35 +270,7 @@ func TestPartsRunOneMesh(t *testing.T) {
 		settle: time.Second, idle: time.Second, patches: 1, patchSize: size, poll: 10 * time.Millisecond,
 		measure: map[string]bool{"propagation": true, "kill": true, "failover": true},
 	}
-	type result struct {
-		r   *results
-		err error
-		out string
-	}
-	done := make(chan result, 2)
-	for part := range 2 {
-		c := base
-		c.part = part
-		c.measure = maps.Clone(base.measure)
-		go func() {
-			var out strings.Builder
-			r, err := run(context.Background(), c, &out)
-			done <- result{r, err, fmt.Sprintf("part %d:\n%s", part, out.String())}
-		}()
-	}
-	var r0, r1 *results
-	for range 2 {
-		res := <-done
-		t.Log(res.out)
-		if res.err != nil {
-			t.Errorf("run: %v", res.err)
-		}
-		if strings.HasPrefix(res.out, "part 0:") {
-			r0 = res.r
-		} else {
-			r1 = res.r
-		}
-	}
+	r0, r1 := runTwoParts(t, base)
 	if r0 == nil || len(r0.Arrivals) != 14 {
 		t.Fatalf("part 0: want the patch timed on all 14 other nodes of both parts, got %+v", r0)
 	}
@@ -325,4 +298,87 @@ func TestPartsRunOneMesh(t *testing.T) {
 	if _, err := os.Stat(base.state); !os.IsNotExist(err) {
 		t.Errorf("cleanup: want %s gone after both parts, got %v", base.state, err)
 	}
+}
+
+// A failover whose victim runs in part 1: part 1 kills it, part 0 uploads
+// once it reads the kill, and reports the arrivals part 1 timed in the
+// victim's subtree with those it timed on its own nodes. The first relay,
+// a, is no victim: its edges have no second upstream. So b is, and its
+// relays fail over to a, in part 0.
+func TestPartsFailoverKilledInAnotherPart(t *testing.T) {
+	if _, err := os.Stat("/dev/shm"); err != nil {
+		t.Fatalf("meshsim wants a tmpfs at /dev/shm: %v", err)
+	}
+	dir := t.TempDir()
+	shapeFile := filepath.Join(dir, "shape")
+	const shape = `hub hub dc-hub
+a relay dc-a hub
+b relay dc-b hub
+a1 edge dc-a a
+a2 edge dc-a a
+b1 relay dc-b b,a
+b2 relay dc-b b,a
+e1 edge dc-b b1,b2
+e2 edge dc-b b2,b1
+`
+	if err := os.WriteFile(shapeFile, []byte(shape), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := config{
+		shapeFile: shapeFile, pools: "region", parts: 2, state: filepath.Join(dir, "mesh"),
+		net: fmt.Sprintf("127.%d", 100+rand.IntN(150)), httpPort: 8080, gossipPort: 7946,
+		profile: "local", parallel: 4, within: 45 * time.Second, timeout: 3 * time.Minute,
+		settle: time.Second, idle: time.Second, patches: 1, patchSize: 64 << 10, poll: 10 * time.Millisecond,
+		measure: map[string]bool{"kill": true, "failover": true},
+	}
+	r0, r1 := runTwoParts(t, base)
+	if r0 == nil || r1 == nil {
+		t.Fatalf("want results from both parts, got %+v and %+v", r0, r1)
+	}
+	// e2, killed first, is gone from b's subtree: b1, b2 and e1 are left.
+	if len(r1.SeenDead) != 4 {
+		t.Errorf("kill: want part 1 to time e2 seen dead by b, b1, b2 and e1, got %v", r1.SeenDead)
+	}
+	if r0.Subtree != 3 || len(r0.Failover) != 3 || len(r0.FailoverRest) != 3 {
+		t.Errorf("failover: want part 0 to report b's 3 live downstreams (part 1's) and a, a1, a2 (its own), got subtree %d, %d and %d arrivals",
+			r0.Subtree, len(r0.Failover), len(r0.FailoverRest))
+	}
+	if _, err := os.Stat(base.state); !os.IsNotExist(err) {
+		t.Errorf("cleanup: want %s gone after both parts, got %v", base.state, err)
+	}
+}
+
+// runTwoParts runs part 0 and part 1 of base side by side, logs what each
+// printed and returns their results.
+func runTwoParts(t *testing.T, base config) (r0, r1 *results) {
+	t.Helper()
+	type result struct {
+		r   *results
+		err error
+		out string
+	}
+	done := make(chan result, 2)
+	for part := range 2 {
+		c := base
+		c.part = part
+		c.measure = maps.Clone(base.measure)
+		go func() {
+			var out strings.Builder
+			r, err := run(context.Background(), c, &out)
+			done <- result{r, err, fmt.Sprintf("part %d:\n%s", part, out.String())}
+		}()
+	}
+	for range 2 {
+		res := <-done
+		t.Log(res.out)
+		if res.err != nil {
+			t.Errorf("run: %v", res.err)
+		}
+		if strings.HasPrefix(res.out, "part 0:") {
+			r0 = res.r
+		} else {
+			r1 = res.r
+		}
+	}
+	return r0, r1
 }
