@@ -227,15 +227,14 @@ func run(ctx context.Context, c config, out io.Writer) (*results, error) {
 		// keep them running until part 0 is done. The kill is measured
 		// by the part that runs the victim (the last node): with pools
 		// per region every node that shares a pool with it runs there
-		// too. The failover (a crash in one part, the upload in part 0)
-		// is not measured across parts.
+		// too. The failover is measured by every part, each timing its
+		// own nodes, and reported by part 0 (measureFailoverParts).
 		victim := len(m.nodes) - 1
 		kill := c.measure["kill"] && m.owns(victim)
 		if c.part > 0 {
-			c.measure = map[string]bool{"memory": c.measure["memory"], "idle": c.measure["idle"]}
+			c.measure = map[string]bool{"memory": c.measure["memory"], "idle": c.measure["idle"], "failover": c.measure["failover"]}
 		}
 		c.measure["kill"] = kill
-		delete(c.measure, "failover")
 		defer m.barrier(context.WithoutCancel(ctx), "done", c.timeout)
 	}
 	m.cfg.measure = c.measure

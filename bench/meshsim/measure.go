@@ -40,6 +40,9 @@ type results struct {
 	Failover   []time.Duration // the killed relay's subtree, from the kill
 	Subtree    int
 	IdleGossip []float64 // gossip bytes sent per node per second, idle
+	// FailoverRest: the failover's patch on every other node but the
+	// hub, from the kill.
+	FailoverRest []time.Duration
 }
 
 func (r *results) printf(format string, args ...any) {
@@ -244,13 +247,29 @@ var version int
 // upload puts a new random patch of cfg.patchSize bytes at the hub and
 // returns its digest.
 func (m *mesh) upload(ctx context.Context) (string, error) {
-	content := make([]byte, m.cfg.patchSize)
-	if _, err := rand.Read(content); err != nil {
+	content, digest, err := m.newPatch()
+	if err != nil {
 		return "", err
 	}
-	version++
+	return digest, m.put(ctx, content, digest)
+}
+
+// newPatch makes a random patch of cfg.patchSize bytes: with -parts the
+// failover's digest is told to every part before the upload, so that
+// they watch for it from the kill on.
+func (m *mesh) newPatch() (content []byte, digest string, err error) {
+	content = make([]byte, m.cfg.patchSize)
+	if _, err := rand.Read(content); err != nil {
+		return nil, "", err
+	}
 	sum := sha256.Sum256(content)
-	digest := "sha256:" + hex.EncodeToString(sum[:])
+	return content, "sha256:" + hex.EncodeToString(sum[:]), nil
+}
+
+// put uploads content, whose digest is digest, at the hub as the next
+// version.
+func (m *mesh) put(ctx context.Context, content []byte, digest string) error {
+	version++
 	q := url.Values{
 		"digest": {digest}, "kernel": {"5.15.0-107.117-generic"}, "arch": {"x86_64"},
 		"version": {fmt.Sprintf("107.%d", version)}, "size": {strconv.Itoa(len(content))},
@@ -258,9 +277,9 @@ func (m *mesh) upload(ctx context.Context) (string, error) {
 	uctx, cancel := context.WithTimeout(ctx, m.cfg.within)
 	defer cancel()
 	if err := m.nodes[0].call(uctx, http.MethodPost, "/v1/admin/patches?"+q.Encode(), content, nil); err != nil {
-		return "", fmt.Errorf("upload: %w", err)
+		return fmt.Errorf("upload: %w", err)
 	}
-	return digest, nil
+	return nil
 }
 
 // arrivals waits until every node of nodes holds the blob digest and
@@ -431,29 +450,18 @@ func (m *mesh) measureKill(ctx context.Context, r *results) error {
 
 // measureFailover crashes the first relay that has downstreams with a
 // second upstream, uploads a patch at once, and times the patch's arrival
-// in the relay's subtree from the crash.
+// in the relay's subtree, and in the rest of the mesh, from the crash.
+// With -parts, measureFailoverParts does it over every part.
 func (m *mesh) measureFailover(ctx context.Context, r *results) error {
-	var victim *simNode
-	for _, sn := range m.nodes[1:] {
-		if sn.dead.Load() || sn.spec.Role != "relay" {
-			continue
-		}
-		kids := m.shape.children(sn.i)
-		if len(kids) > 0 && len(m.shape[kids[0]].Upstreams) > 1 {
-			victim = sn
-			break
-		}
-	}
+	victim := m.failoverVictim()
 	if victim == nil {
 		r.printf("failover: no relay with downstreams that have a second upstream in this shape; skipped")
 		return nil
 	}
-	var subtree []*simNode
-	for _, i := range m.shape.subtree(victim.i) {
-		if !m.nodes[i].dead.Load() {
-			subtree = append(subtree, m.nodes[i])
-		}
+	if m.cfg.parts > 1 {
+		return m.measureFailoverParts(ctx, r, victim)
 	}
+	subtree := m.liveBelow(victim)
 	start := time.Now()
 	if err := m.crash(victim); err != nil {
 		return err
@@ -463,23 +471,70 @@ func (m *mesh) measureFailover(ctx context.Context, r *results) error {
 		return err
 	}
 	uploaded := time.Since(start)
-	all := m.alive()[1:]
-	at, err := m.arrivals(ctx, all, digest, start)
+	sub, rest, err := m.failoverArrivals(ctx, victim, digest, start)
 	if err != nil {
 		return fmt.Errorf("failover: %w", err)
 	}
-	var sub, restAt []time.Duration
-	for i, sn := range all {
-		if slices.Contains(subtree, sn) {
-			sub = append(sub, at[i])
-		} else {
-			restAt = append(restAt, at[i])
+	m.reportFailover(r, victim, uploaded, subtree, sub, rest)
+	return nil
+}
+
+// failoverVictim is the first relay that has downstreams with a second
+// upstream, nil if none. Every part picks the same: the only node a part
+// may have killed before is the last one, which has no downstreams.
+func (m *mesh) failoverVictim() *simNode {
+	for _, sn := range m.nodes[1:] {
+		if sn.dead.Load() || sn.spec.Role != "relay" {
+			continue
+		}
+		kids := m.shape.children(sn.i)
+		if len(kids) > 0 && len(m.shape[kids[0]].Upstreams) > 1 {
+			return sn
 		}
 	}
-	r.Failover, r.Subtree = sub, len(subtree)
-	r.printf("killed relay %s, uploaded a patch %v later: its %d downstreams had it after %s (from the kill)",
-		victim.spec.Name, uploaded.Round(time.Millisecond), len(subtree), durations(sub))
-	rest := len(restAt)
-	r.printf("the rest of the mesh (%d nodes) had it after %s (from the kill)", rest, durations(restAt))
 	return nil
+}
+
+// liveBelow counts the live nodes of this process in victim's subtree.
+func (m *mesh) liveBelow(victim *simNode) int {
+	k := 0
+	for _, i := range m.shape.subtree(victim.i) {
+		if sn := m.nodes[i]; sn.n != nil && !sn.dead.Load() {
+			k++
+		}
+	}
+	return k
+}
+
+// failoverArrivals times digest's arrival, from start, on every live node
+// of this process but the hub, split into victim's subtree and the rest.
+func (m *mesh) failoverArrivals(ctx context.Context, victim *simNode, digest string, start time.Time) (sub, rest []time.Duration, err error) {
+	var nodes []*simNode
+	for _, sn := range m.alive() {
+		if sn.i != 0 {
+			nodes = append(nodes, sn)
+		}
+	}
+	at, err := m.arrivals(ctx, nodes, digest, start)
+	if err != nil {
+		return nil, nil, err
+	}
+	below := m.shape.subtree(victim.i)
+	for i, sn := range nodes {
+		if slices.Contains(below, sn.i) {
+			sub = append(sub, at[i])
+		} else {
+			rest = append(rest, at[i])
+		}
+	}
+	return sub, rest, nil
+}
+
+// reportFailover keeps and prints the failover's figures: subtree is how
+// many live downstreams the killed relay had, sub and rest the arrivals.
+func (m *mesh) reportFailover(r *results, victim *simNode, uploaded time.Duration, subtree int, sub, rest []time.Duration) {
+	r.Failover, r.Subtree, r.FailoverRest = sub, subtree, rest
+	r.printf("killed relay %s, uploaded a patch %v later: its %d downstreams had it after %s (from the kill)",
+		victim.spec.Name, uploaded.Round(time.Millisecond), subtree, durations(sub))
+	r.printf("the rest of the mesh (%d nodes) had it after %s (from the kill)", len(rest), durations(rest))
 }

@@ -256,7 +256,8 @@ func TestPoolsFollowTheRegions(t *testing.T) {
 
 // Two parts of one mesh (here two runs in one test process, as two
 // meshsim processes would be): each starts its regions, they meet over
-// loopback, and part 0 sees the patch arrive on every node of both.
+// loopback, and part 0 sees the patch arrive on every node of both, and
+// the failover's patch too.
 func TestPartsRunOneMesh(t *testing.T) {
 	if _, err := os.Stat("/dev/shm"); err != nil {
 		t.Fatalf("meshsim wants a tmpfs at /dev/shm: %v", err)
@@ -267,8 +268,90 @@ func TestPartsRunOneMesh(t *testing.T) {
 		net: fmt.Sprintf("127.%d", 100+rand.IntN(150)), httpPort: 8080, gossipPort: 7946,
 		profile: "local", parallel: 4, within: 45 * time.Second, timeout: 3 * time.Minute,
 		settle: time.Second, idle: time.Second, patches: 1, patchSize: size, poll: 10 * time.Millisecond,
-		measure: map[string]bool{"propagation": true, "kill": true},
+		measure: map[string]bool{"propagation": true, "kill": true, "failover": true},
 	}
+	r0, r1 := runTwoParts(t, base)
+	if r0 == nil || len(r0.Arrivals) != 14 {
+		t.Fatalf("part 0: want the patch timed on all 14 other nodes of both parts, got %+v", r0)
+	}
+	if len(r0.HubEgress) != 1 || r0.HubEgress[0] < 2*size || r0.HubEgress[0] > 3*size {
+		t.Errorf("hub egress: want between 2 and 3 times %d bytes, got %v", size, r0.HubEgress)
+	}
+	// The last node is an edge of the second region, which part 1 runs
+	// with its whole pool: 1 relay, 2 below it and 4 edges, 6 besides it.
+	if len(r0.SeenDead) != 0 {
+		t.Errorf("kill with parts: part 0 does not run the victim, yet timed %v", r0.SeenDead)
+	}
+	if r1 == nil || len(r1.SeenDead) != 6 || r1.NotSeen != 0 {
+		t.Errorf("kill with parts: want part 1 to time the victim seen dead by the 6 others of its pool, got %+v", r1)
+	}
+	// The failover's victim is the first level-1 relay, in part 0 with
+	// its 2 relays and 4 edges; the rest is the second region less the
+	// killed edge, all in part 1. Part 0 reports both parts' arrivals.
+	if r0.Subtree != 6 || len(r0.Failover) != 6 || len(r0.FailoverRest) != 6 {
+		t.Errorf("failover with parts: want part 0 to report the killed relay's 6 downstreams and the 6 other nodes, got subtree %d, %d and %d arrivals",
+			r0.Subtree, len(r0.Failover), len(r0.FailoverRest))
+	}
+	if r1 != nil && (len(r1.Failover) != 0 || len(r1.FailoverRest) != 0) {
+		t.Errorf("failover with parts: part 1 reported figures of its own: %v, %v", r1.Failover, r1.FailoverRest)
+	}
+	if _, err := os.Stat(base.state); !os.IsNotExist(err) {
+		t.Errorf("cleanup: want %s gone after both parts, got %v", base.state, err)
+	}
+}
+
+// A failover whose victim runs in part 1: part 1 kills it, part 0 uploads
+// once it reads the kill, and reports the arrivals part 1 timed in the
+// victim's subtree with those it timed on its own nodes. The first relay,
+// a, is no victim: its edges have no second upstream. So b is, and its
+// relays fail over to a, in part 0.
+func TestPartsFailoverKilledInAnotherPart(t *testing.T) {
+	if _, err := os.Stat("/dev/shm"); err != nil {
+		t.Fatalf("meshsim wants a tmpfs at /dev/shm: %v", err)
+	}
+	dir := t.TempDir()
+	shapeFile := filepath.Join(dir, "shape")
+	const shape = `hub hub dc-hub
+a relay dc-a hub
+b relay dc-b hub
+a1 edge dc-a a
+a2 edge dc-a a
+b1 relay dc-b b,a
+b2 relay dc-b b,a
+e1 edge dc-b b1,b2
+e2 edge dc-b b2,b1
+`
+	if err := os.WriteFile(shapeFile, []byte(shape), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := config{
+		shapeFile: shapeFile, pools: "region", parts: 2, state: filepath.Join(dir, "mesh"),
+		net: fmt.Sprintf("127.%d", 100+rand.IntN(150)), httpPort: 8080, gossipPort: 7946,
+		profile: "local", parallel: 4, within: 45 * time.Second, timeout: 3 * time.Minute,
+		settle: time.Second, idle: time.Second, patches: 1, patchSize: 64 << 10, poll: 10 * time.Millisecond,
+		measure: map[string]bool{"kill": true, "failover": true},
+	}
+	r0, r1 := runTwoParts(t, base)
+	if r0 == nil || r1 == nil {
+		t.Fatalf("want results from both parts, got %+v and %+v", r0, r1)
+	}
+	// e2, killed first, is gone from b's subtree: b1, b2 and e1 are left.
+	if len(r1.SeenDead) != 4 {
+		t.Errorf("kill: want part 1 to time e2 seen dead by b, b1, b2 and e1, got %v", r1.SeenDead)
+	}
+	if r0.Subtree != 3 || len(r0.Failover) != 3 || len(r0.FailoverRest) != 3 {
+		t.Errorf("failover: want part 0 to report b's 3 live downstreams (part 1's) and a, a1, a2 (its own), got subtree %d, %d and %d arrivals",
+			r0.Subtree, len(r0.Failover), len(r0.FailoverRest))
+	}
+	if _, err := os.Stat(base.state); !os.IsNotExist(err) {
+		t.Errorf("cleanup: want %s gone after both parts, got %v", base.state, err)
+	}
+}
+
+// runTwoParts runs part 0 and part 1 of base side by side, logs what each
+// printed and returns their results.
+func runTwoParts(t *testing.T, base config) (r0, r1 *results) {
+	t.Helper()
 	type result struct {
 		r   *results
 		err error
@@ -285,7 +368,6 @@ func TestPartsRunOneMesh(t *testing.T) {
 			done <- result{r, err, fmt.Sprintf("part %d:\n%s", part, out.String())}
 		}()
 	}
-	var r0, r1 *results
 	for range 2 {
 		res := <-done
 		t.Log(res.out)
@@ -298,21 +380,5 @@ func TestPartsRunOneMesh(t *testing.T) {
 			r1 = res.r
 		}
 	}
-	if r0 == nil || len(r0.Arrivals) != 14 {
-		t.Fatalf("part 0: want the patch timed on all 14 other nodes of both parts, got %+v", r0)
-	}
-	if len(r0.HubEgress) != 1 || r0.HubEgress[0] < 2*size || r0.HubEgress[0] > 3*size {
-		t.Errorf("hub egress: want between 2 and 3 times %d bytes, got %v", size, r0.HubEgress)
-	}
-	// The last node is an edge of the second region, which part 1 runs
-	// with its whole pool: 1 relay, 2 below it and 4 edges, 6 besides it.
-	if len(r0.SeenDead) != 0 {
-		t.Errorf("kill with parts: part 0 does not run the victim, yet timed %v", r0.SeenDead)
-	}
-	if r1 == nil || len(r1.SeenDead) != 6 || r1.NotSeen != 0 {
-		t.Errorf("kill with parts: want part 1 to time the victim seen dead by the 6 others of its pool, got %+v", r1)
-	}
-	if _, err := os.Stat(base.state); !os.IsNotExist(err) {
-		t.Errorf("cleanup: want %s gone after both parts, got %v", base.state, err)
-	}
+	return r0, r1
 }
