@@ -153,7 +153,7 @@ func (m *mesh) measureIdle(ctx context.Context, r *results) error {
 	}
 	counts0 := map[string]counts{}
 	for role, sn := range sampled {
-		c, err := sn.readCounts()
+		c, err := sn.readCounts(ctx)
 		if err != nil {
 			return err
 		}
@@ -189,7 +189,7 @@ func (m *mesh) measureIdle(ctx context.Context, r *results) error {
 		if sn == nil {
 			continue
 		}
-		c, err := sn.readCounts()
+		c, err := sn.readCounts(ctx)
 		if err != nil {
 			return err
 		}
@@ -381,7 +381,7 @@ func (m *mesh) killAndWatch(ctx context.Context, victim *simNode) ([]time.Durati
 	fn := d.hear
 	m.watch.Store(&fn)
 	defer m.watch.Store(nil)
-	if err := m.crash(victim); err != nil {
+	if err := m.crash(victim, m.cfg.within); err != nil {
 		return nil, 0, err
 	}
 	var observers []*simNode
@@ -455,7 +455,7 @@ func (m *mesh) measureFailover(ctx context.Context, r *results) error {
 		}
 	}
 	start := time.Now()
-	if err := m.crash(victim); err != nil {
+	if err := m.crash(victim, m.cfg.within); err != nil {
 		return err
 	}
 	digest, err := m.upload(ctx)
