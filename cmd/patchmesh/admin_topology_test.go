@@ -254,6 +254,89 @@ func TestAdminTopology(t *testing.T) {
 	}
 }
 
+// The drawing of views real gossip builds: a hub in the backbone, a relay
+// in the backbone and region-eu, an edge in region-eu, each pool with its
+// own key, on loopback. The relay draws all three with its pools; the edge
+// draws its region apart, the hub being in none of its pools.
+func TestRenderTopologyOfRealGossipPools(t *testing.T) {
+	keyOf := func() [][]byte {
+		k, err := topology.NewKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return [][]byte{k}
+	}
+	backbone, region := keyOf(), keyOf()
+	start := func(name, role, upstream string, pools ...topology.Pool) *topology.Topology {
+		meta := topology.Meta{Role: role, DC: "dc-" + name, API: "https://" + name + ".example", Upstream: upstream, Tiers: []string{"edge"}}
+		top, err := topology.Start(t.Context(), topology.Config{Name: name, Pools: pools, JoinRetry: 200 * time.Millisecond,
+			Meta: func() topology.Meta { return meta }})
+		if err != nil {
+			t.Fatalf("start %s: %v", name, err)
+		}
+		t.Cleanup(func() { top.Close() })
+		return top
+	}
+	pool := func(name string, keys [][]byte, join ...string) topology.Pool {
+		return topology.Pool{Name: name, BindAddr: "127.0.0.1", Profile: "local", Keys: keys, Join: join}
+	}
+	addr := func(top *topology.Topology, pool string) string {
+		for _, p := range top.Stats().Pools {
+			if p.Name == pool {
+				return p.Addr
+			}
+		}
+		t.Fatalf("no pool %s in %v", pool, top.PoolNames())
+		return ""
+	}
+	hub := start("hub", "hub", "", pool("backbone", backbone))
+	relay := start("relay", "relay", "https://hub.example",
+		pool("backbone", backbone, addr(hub, "backbone")), pool("region-eu", region))
+	edge := start("edge", "edge", "https://relay.example", pool("region-eu", region, addr(relay, "region-eu")))
+
+	for _, tc := range []struct {
+		top  *topology.Topology
+		size int
+		want string
+	}{
+		{hub, 2, `hub gossips in pool backbone: members of other pools are not in this view (ask a node of that pool).
+
+NODE       ROLE   DC        STATE  SYNC    POOLS
+hub        hub    dc-hub    alive  head 0  backbone
+└── relay  relay  dc-relay  alive  lag 0   backbone
+`},
+		{relay, 3, `relay gossips in pools backbone, region-eu: members of other pools are not in this view (ask a node of that pool).
+
+NODE          ROLE   DC        STATE  SYNC    POOLS
+hub           hub    dc-hub    alive  head 0  backbone
+└── relay     relay  dc-relay  alive  lag 0   backbone,region-eu
+    └── edge  edge   dc-edge   alive  lag 0   region-eu
+`},
+		{edge, 2, `edge gossips in pool region-eu: members of other pools are not in this view (ask a node of that pool).
+
+Not reachable from a node without upstream:
+NODE      ROLE   DC        STATE  SYNC   POOLS      WHY
+relay     relay  dc-relay  alive  lag 0  region-eu  upstream https://hub.example is in none of this node's pools
+└── edge  edge   dc-edge   alive  lag 0  region-eu  below relay
+`},
+	} {
+		// Bounded: gossip on loopback converges in well under a second.
+		var v topology.View
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if v = tc.top.View(); len(v.Nodes) == tc.size {
+				break
+			}
+		}
+		var b bytes.Buffer
+		if err := renderTopology(&b, v, topoNow); err != nil {
+			t.Fatal(err)
+		}
+		if b.String() != tc.want {
+			t.Errorf("%s's view %+v drawn:\n%s\nwant:\n%s", v.Self, v, b.String(), tc.want)
+		}
+	}
+}
+
 // The pools are drawn in the text only: --output json stays the node's view.
 func TestAdminTopologyDrawsPoolsAndKeepsJSONRaw(t *testing.T) {
 	n := newTestNode(t, func(c *api.Config) { c.Topology = fixedView(poolsView("relay-top")) })
