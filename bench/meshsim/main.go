@@ -24,6 +24,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -85,6 +86,11 @@ func (c config) host(i int) (string, error) {
 	return fmt.Sprintf("%s.%d.%d", c.net, i/250, i%250+2), nil
 }
 
+// cleanupGrace bounds each wait of the cleanup after a run cut short (a
+// node's end, the other parts' stops): the run ends within its -timeout
+// and about this much more.
+const cleanupGrace = 10 * time.Second
+
 // measurements, in the order run runs them.
 var allMeasures = []string{"memory", "idle", "propagation", "kill", "failover"}
 
@@ -104,8 +110,8 @@ func main() {
 	flag.IntVar(&c.part, "part", 0, "which part this process runs, 0 to parts-1; part 0 has the hub and measures propagation")
 	flag.StringVar(&c.state, "state", "", "with -parts: the directory every part shares (keys, data, barriers), on a tmpfs")
 	flag.IntVar(&c.parallel, "parallel", 8, "nodes started at once")
-	flag.DurationVar(&c.within, "within", 2*time.Minute, "bound on any one wait")
-	flag.DurationVar(&c.timeout, "timeout", 30*time.Minute, "bound on the whole run")
+	flag.DurationVar(&c.within, "within", 2*time.Minute, "bound on any one wait, and on each request to a node")
+	flag.DurationVar(&c.timeout, "timeout", 30*time.Minute, "bound on the whole run; a run cut short says which step it cut and cleans up within about 10s more")
 	flag.DurationVar(&c.settle, "settle", 10*time.Second, "quiet time after start before measuring")
 	flag.DurationVar(&c.idle, "idle", 30*time.Second, "how long the idle mesh is watched (gossip bytes, CPU)")
 	flag.IntVar(&c.patches, "patches", 3, "patches uploaded for the propagation figures")
@@ -130,12 +136,31 @@ func main() {
 	}
 }
 
-// run builds the mesh, measures what c asks and tears it down.
-func run(ctx context.Context, c config, out io.Writer) (*results, error) {
+// run builds the mesh, measures what c asks and tears it down. Every step
+// watches ctx, cut to c.timeout, and an error names the step it ended.
+func run(ctx context.Context, c config, out io.Writer) (_ *results, err error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
+	step := "setup"
+	var m *mesh
+	var logFile *os.File
+	defer func() {
+		err = stepError(ctx, step, c.timeout, err)
+		if m != nil {
+			// Cut short, the other parts are too, or hung: do not wait long.
+			grace := c.within
+			if ctx.Err() != nil {
+				grace = min(grace, cleanupGrace)
+			}
+			if err := m.stop(grace); err != nil {
+				fmt.Fprintln(os.Stderr, "meshsim: stop:", err)
+			}
+		}
+		if logFile != nil {
+			logFile.Close() // after the nodes, which log to it
+		}
+	}()
 	var s shape
-	var err error
 	if c.shapeFile != "" {
 		f, ferr := os.Open(c.shapeFile)
 		if ferr != nil {
@@ -154,28 +179,22 @@ func run(ctx context.Context, c config, out io.Writer) (*results, error) {
 	}
 	logOut := io.Discard
 	if c.logFile != "" {
-		f, err := os.OpenFile(c.logFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-		if err != nil {
+		if logFile, err = os.OpenFile(c.logFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600); err != nil {
 			return nil, err
 		}
-		defer f.Close()
-		logOut = f
+		logOut = logFile
 	}
 	log := slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
-	m, err := newMesh(c, s, log)
-	if err != nil {
+	step = "mesh setup"
+	if m, err = newMesh(ctx, c, s, log); err != nil {
 		return nil, err
 	}
-	defer func() {
-		if err := m.stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "meshsim: stop:", err)
-		}
-	}()
 	r := &results{w: out}
 	r.printf("meshsim: %d nodes (%s), gossip profile %s (compression %q), %s, data under %s, GOMAXPROCS %d", len(s), describe(s), c.profile, c.compression, m.describePools(), m.dir, gomaxprocs())
 	if c.parts > 1 {
 		r.printf("part %d of %d: %d nodes in this process", c.part, c.parts, m.owned())
+		step = "shared state"
 		if err := m.shareState(ctx); err != nil {
 			return r, err
 		}
@@ -195,6 +214,7 @@ func run(ctx context.Context, c config, out io.Writer) (*results, error) {
 			return r, err
 		}
 	}
+	step = "start"
 	err = m.startAll(ctx)
 	if c.startProfile != "" {
 		pprof.StopCPUProfile()
@@ -204,6 +224,7 @@ func run(ctx context.Context, c config, out io.Writer) (*results, error) {
 	}
 	r.StartTook = time.Since(start)
 	r.printf("started %d nodes in %v", m.owned(), r.StartTook.Round(time.Millisecond))
+	step = "convergence"
 	conv, err := m.waitConverged(ctx, r)
 	if err != nil {
 		return r, err
@@ -214,9 +235,11 @@ func run(ctx context.Context, c config, out io.Writer) (*results, error) {
 	} else {
 		r.printf("every node sees every member of its pools alive %v after the last start", conv.Round(time.Millisecond))
 	}
+	step = "wait for every part to be ready"
 	if err := m.barrier(ctx, "ready", c.timeout); err != nil {
 		return r, err
 	}
+	step = "settle"
 	select {
 	case <-time.After(c.settle):
 	case <-ctx.Done():
@@ -235,43 +258,66 @@ func run(ctx context.Context, c config, out io.Writer) (*results, error) {
 			c.measure = map[string]bool{"memory": c.measure["memory"], "idle": c.measure["idle"], "failover": c.measure["failover"]}
 		}
 		c.measure["kill"] = kill
-		defer m.barrier(context.WithoutCancel(ctx), "done", c.timeout)
+		// Bounded by the run's own context: a part cut short, or whose
+		// partners are, stops its nodes at once.
+		defer m.barrier(ctx, "done", c.timeout)
 	}
 	m.cfg.measure = c.measure
 	if c.measure["memory"] {
+		step = "memory measurement"
 		if err := m.measureMemory(r, before); err != nil {
 			return r, err
 		}
 	}
 	if c.measure["idle"] {
+		step = "idle measurement"
 		if err := m.measureIdle(ctx, r); err != nil {
 			return r, err
 		}
 	}
 	if c.measure["propagation"] {
+		step = "propagation measurement"
 		if err := m.measurePropagation(ctx, r); err != nil {
 			return r, err
 		}
 	}
 	// The kill comes after every part's quiet measurements and part 0's
 	// uploads, whichever part makes it.
+	step = "wait for every part to be measured"
 	if err := m.barrier(ctx, "measured", c.timeout); err != nil {
 		return r, err
 	}
 	if c.measure["kill"] {
+		step = "kill measurement"
 		if err := m.measureKill(ctx, r); err != nil {
 			return r, err
 		}
 	}
 	if c.measure["failover"] {
+		step = "failover measurement"
 		if err := m.measureFailover(ctx, r); err != nil {
 			return r, err
 		}
 	}
-	if err := m.reportPools(r); err != nil {
+	step = "store pool report"
+	if err := m.reportPools(ctx, r); err != nil {
 		return r, err
 	}
 	return r, nil
+}
+
+// stepError names the step of a run that err ended, and says whether the
+// run's -timeout (or a signal) cut it short rather than the step failing.
+func stepError(ctx context.Context, step string, timeout time.Duration, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return fmt.Errorf("%s cut short by -timeout %v: %w", step, timeout, err)
+	case ctx.Err() != nil:
+		return fmt.Errorf("%s cut short: %w", step, err)
+	}
+	return fmt.Errorf("%s: %w", step, err)
 }
 
 // describe names the shape by its level counts.

@@ -156,7 +156,7 @@ func (m *mesh) measureIdle(ctx context.Context, r *results) error {
 	}
 	counts0 := map[string]counts{}
 	for role, sn := range sampled {
-		c, err := sn.readCounts()
+		c, err := sn.readCounts(ctx)
 		if err != nil {
 			return err
 		}
@@ -192,7 +192,7 @@ func (m *mesh) measureIdle(ctx context.Context, r *results) error {
 		if sn == nil {
 			continue
 		}
-		c, err := sn.readCounts()
+		c, err := sn.readCounts(ctx)
 		if err != nil {
 			return err
 		}
@@ -400,7 +400,7 @@ func (m *mesh) killAndWatch(ctx context.Context, victim *simNode) ([]time.Durati
 	fn := d.hear
 	m.watch.Store(&fn)
 	defer m.watch.Store(nil)
-	if err := m.crash(victim); err != nil {
+	if err := m.crash(victim, m.cfg.within); err != nil {
 		return nil, 0, err
 	}
 	var observers []*simNode
@@ -463,7 +463,7 @@ func (m *mesh) measureFailover(ctx context.Context, r *results) error {
 	}
 	subtree := m.liveBelow(victim)
 	start := time.Now()
-	if err := m.crash(victim); err != nil {
+	if err := m.crash(victim, m.cfg.within); err != nil {
 		return err
 	}
 	digest, err := m.upload(ctx)

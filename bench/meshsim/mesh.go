@@ -70,6 +70,10 @@ type simNode struct {
 	poolAddr map[string]string
 	dataDir  string
 	wire     wire
+	// timeout bounds each request the simulator makes of the node, over
+	// HTTP or in process (cfg.within): a starved node answers late or not
+	// at all, and the run must still end within its -timeout.
+	timeout time.Duration
 
 	n      *node.Node
 	cancel context.CancelFunc
@@ -81,11 +85,11 @@ type simNode struct {
 }
 
 // httpClient carries the simulator's own requests (logins, tokens,
-// uploads), never the nodes' traffic.
-// Each request is bounded by its context (cfg.within).
+// uploads), never the nodes' traffic. Each request is bounded by its
+// context: the run's, cut to the node's timeout (simNode.call).
 var httpClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2}}
 
-func newMesh(cfg config, s shape, log *slog.Logger) (*mesh, error) {
+func newMesh(ctx context.Context, cfg config, s shape, log *slog.Logger) (*mesh, error) {
 	dir := cfg.state
 	var err error
 	if cfg.parts > 1 {
@@ -102,7 +106,7 @@ func newMesh(cfg config, s shape, log *slog.Logger) (*mesh, error) {
 	m.hubKeyPath = filepath.Join(dir, "hub.key")
 	if cfg.parts > 1 && cfg.part > 0 {
 		// Part 0 makes it; the state file it writes after says it is there.
-		if err := waitFile(context.Background(), filepath.Join(dir, "state.json"), cfg.within); err != nil {
+		if err := waitFile(ctx, filepath.Join(dir, "state.json"), cfg.within); err != nil {
 			return nil, err
 		}
 	}
@@ -129,6 +133,7 @@ func newMesh(cfg config, s shape, log *slog.Logger) (*mesh, error) {
 			url:     "http://" + net.JoinHostPort(host, strconv.Itoa(cfg.httpPort)),
 			gossip:  net.JoinHostPort(host, strconv.Itoa(cfg.gossipPort)),
 			dataDir: filepath.Join(dir, sp.Name),
+			timeout: cfg.within,
 		})
 	}
 	pools, err := poolsFor(s, cfg.pools)
@@ -267,12 +272,21 @@ func (m *mesh) start(ctx context.Context, sn *simNode) error {
 		}
 	case <-time.After(m.cfg.within):
 		return fmt.Errorf("start %s: not started within %v", sp.Name, m.cfg.within)
+	case <-ctx.Done():
+		// Give the node a moment to come up, so that stop finds it and
+		// crashes it, rather than leave it running over a removed directory.
+		select {
+		case <-ready:
+		case <-time.After(cleanupGrace):
+		}
+		return fmt.Errorf("start %s: %w", sp.Name, ctx.Err())
 	}
 	return nil
 }
 
-// crash stops a node as a SIGKILL would and waits for it to be gone.
-func (m *mesh) crash(sn *simNode) error {
+// crash stops a node as a SIGKILL would and waits for it to be gone, for
+// at most within.
+func (m *mesh) crash(sn *simNode, within time.Duration) error {
 	if sn.n == nil || !sn.dead.CompareAndSwap(false, true) {
 		return nil
 	}
@@ -281,14 +295,15 @@ func (m *mesh) crash(sn *simNode) error {
 	select {
 	case <-sn.done:
 		return nil
-	case <-time.After(m.cfg.within):
-		return fmt.Errorf("crash %s: still running after %v", sn.spec.Name, m.cfg.within)
+	case <-time.After(within):
+		return fmt.Errorf("crash %s: still running after %v", sn.spec.Name, within)
 	}
 }
 
 // stop crashes every node (a graceful leave of every node at once would
-// have each tell all the others) and removes the mesh's files.
-func (m *mesh) stop() error {
+// have each tell all the others) and removes the mesh's files. Each wait
+// (a node's end, with -parts the other parts' stops) lasts at most grace.
+func (m *mesh) stop(grace time.Duration) error {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var errs []error
@@ -297,7 +312,7 @@ func (m *mesh) stop() error {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			if err := m.crash(sn); err != nil {
+			if err := m.crash(sn, grace); err != nil {
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()
@@ -308,7 +323,7 @@ func (m *mesh) stop() error {
 	if m.cfg.parts > 1 {
 		// The shared directory goes once every part stopped its nodes,
 		// and a moment after, so that each saw the others' marks.
-		if err := m.barrier(context.Background(), "stopped", m.cfg.within); err != nil {
+		if err := m.barrier(context.Background(), "stopped", grace); err != nil {
 			errs = append(errs, err)
 		}
 		if m.cfg.part != 0 {
@@ -375,6 +390,8 @@ func (sn *simNode) admin(ctx context.Context) (string, error) {
 // call sends an admin request; body []byte is sent raw, anything else as
 // JSON.
 func (sn *simNode) call(ctx context.Context, method, path string, body, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, sn.timeout)
+	defer cancel()
 	cred, err := sn.admin(ctx)
 	if err != nil {
 		return err

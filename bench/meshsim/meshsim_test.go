@@ -382,3 +382,57 @@ func runTwoParts(t *testing.T, base config) (r0, r1 *results) {
 	}
 	return r0, r1
 }
+
+// A run ends within its -timeout and a short cleanup whatever it waits on
+// when the time is up, says which step was cut short and removes its
+// nodes' data. One run is in its idle spell; the other is part 0 of two
+// whose part 1 never comes, as a starved part would not, so that part 0
+// waits for members that never join and, stopping, for part 1's stop.
+func TestRunEndsWithinItsTimeout(t *testing.T) {
+	if _, err := os.Stat("/dev/shm"); err != nil {
+		t.Fatalf("meshsim wants a tmpfs at /dev/shm: %v", err)
+	}
+	// The bound leaves room for cleanupGrace, the most a cut run waits for
+	// the other parts' stops, and the second part 0 gives them after.
+	const timeout, bound = 20 * time.Second, cleanupGrace + 10*time.Second
+	for _, tc := range []struct {
+		name    string
+		edit    func(*config)
+		wantCut string
+	}{
+		{"in the idle spell", func(c *config) {
+			c.dir = t.TempDir()
+			c.idle = time.Hour
+			c.measure = map[string]bool{"memory": true, "idle": true, "propagation": true}
+		}, "idle measurement cut short by -timeout 20s"},
+		{"waiting for a part that never comes", func(c *config) {
+			c.parts, c.part, c.state = 2, 0, filepath.Join(t.TempDir(), "mesh")
+			c.measure = map[string]bool{"propagation": true}
+		}, "convergence cut short by -timeout 20s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := config{
+				shapeCounts: "1,2", net: fmt.Sprintf("127.%d", 100+rand.IntN(150)), httpPort: 8080, gossipPort: 7946,
+				profile: "local", parallel: 2, within: 45 * time.Second, timeout: timeout,
+				idle: time.Second, patches: 1, patchSize: 4 << 10, poll: 10 * time.Millisecond,
+			}
+			tc.edit(&c)
+			start := time.Now()
+			_, err := run(context.Background(), c, testWriter{t})
+			took := time.Since(start)
+			if err == nil || !strings.Contains(err.Error(), tc.wantCut) {
+				t.Errorf("run: got error %v, want one saying %q", err, tc.wantCut)
+			}
+			if took > timeout+bound {
+				t.Errorf("run took %v, want at most its -timeout %v and %v to clean up", took.Round(time.Millisecond), timeout, bound)
+			}
+			if c.state != "" {
+				if _, err := os.Stat(c.state); !os.IsNotExist(err) {
+					t.Errorf("cleanup: want %s gone, got %v", c.state, err)
+				}
+			} else if entries, err := os.ReadDir(c.dir); err != nil || len(entries) != 0 {
+				t.Errorf("cleanup: want %s empty after the run, got %v (%v)", c.dir, entries, err)
+			}
+		})
+	}
+}

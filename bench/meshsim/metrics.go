@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -21,16 +22,22 @@ type counts struct {
 
 // readCounts scrapes the node's /metrics through its handler, in process:
 // no socket, so the scrape adds nothing to the bytes on the wire.
-func (sn *simNode) readCounts() (counts, error) {
+func (sn *simNode) readCounts(ctx context.Context) (counts, error) {
 	// A starved node's collectors that read the store (rollouts) can miss
 	// their deadline and fail the scrape: try a few times.
 	var rec *httptest.ResponseRecorder
 	for try := range 3 {
 		if try > 0 {
-			time.Sleep(time.Second)
+			select {
+			case <-time.After(time.Second):
+			case <-ctx.Done():
+				return counts{}, fmt.Errorf("%s: GET /metrics: %w", sn.spec.Name, ctx.Err())
+			}
 		}
-		rec = httptest.NewRecorder()
-		sn.n.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+		var err error
+		if rec, err = sn.scrape(ctx); err != nil {
+			return counts{}, err
+		}
 		if rec.Code == http.StatusOK {
 			break
 		}
@@ -76,10 +83,32 @@ func (sn *simNode) readCounts() (counts, error) {
 	}, nil
 }
 
+// scrape serves one GET /metrics in process, for at most sn.timeout. The
+// handler runs on in a goroutine of its own when it outlasts that or ctx:
+// its collectors do not all watch the request's context, and a starved
+// node must not hold the run past its -timeout (the node's stop ends it).
+func (sn *simNode) scrape(ctx context.Context) (*httptest.ResponseRecorder, error) {
+	ctx, cancel := context.WithTimeout(ctx, sn.timeout)
+	defer cancel()
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequestWithContext(ctx, http.MethodGet, "/metrics", nil)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sn.n.Handler().ServeHTTP(rec, req)
+	}()
+	select {
+	case <-done:
+		return rec, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%s: GET /metrics: %w", sn.spec.Name, ctx.Err())
+	}
+}
+
 // reportPools prints, by role, the waits for a store connection since each
 // node opened its store: how many, how long in all and at worst, and the
 // most connections in use at the end against the pool's size.
-func (m *mesh) reportPools(r *results) error {
+func (m *mesh) reportPools(ctx context.Context, r *results) error {
 	type agg struct {
 		nodes, waiting         int
 		waits, secs, worst     float64
@@ -92,8 +121,11 @@ func (m *mesh) reportPools(r *results) error {
 		if sn == nil || sn.n == nil {
 			continue
 		}
-		c, err := sn.readCounts()
+		c, err := sn.readCounts(ctx)
 		if err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
 			// A node the kill or failover measures crashed has its store
 			// closed: its scrape fails, and it is left out.
 			skipped++

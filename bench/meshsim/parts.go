@@ -180,7 +180,7 @@ func (m *mesh) measureFailoverParts(ctx context.Context, r *results, victim *sim
 	}
 	if m.owns(victim.i) {
 		start := time.Now()
-		if err := m.crash(victim); err != nil {
+		if err := m.crash(victim, m.cfg.within); err != nil {
 			return err
 		}
 		if err := writeShared(killPath, failoverKill{At: start.UnixNano()}); err != nil {

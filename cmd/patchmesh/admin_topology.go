@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/patchmesh/patchmesh/topology"
@@ -39,6 +40,10 @@ func (a *admin) topology(ctx context.Context, args []string) error {
 // reaches, because their upstream is no known member or because upstreams
 // form a cycle, follow in a table of their own that says why: a broken
 // chain is what an operator looking at the mesh needs to see first.
+//
+// A node in gossip pools knows only its pools' members, so a pooled view
+// says so first and shows each member's pools: the hub of a mesh with a
+// pool per region sees the backbone only, and its regions are not missing.
 func renderTopology(w io.Writer, v topology.View, now time.Time) error {
 	if len(v.Nodes) == 0 {
 		_, err := fmt.Fprintln(w, "No member known.")
@@ -46,6 +51,17 @@ func renderTopology(w io.Writer, v topology.View, now time.Time) error {
 	}
 	t := newTopologyTree(v, now)
 	header := []string{"NODE", "ROLE", "DC", "STATE", "SYNC"}
+	if t.pooled {
+		header = append(header, "POOLS")
+		if len(v.Pools) > 0 {
+			in := "pool"
+			if len(v.Pools) > 1 {
+				in = "pools"
+			}
+			fmt.Fprintf(w, "%s gossips in %s %s: members of other pools are not in this view (ask a node of that pool).\n\n",
+				v.Self, in, strings.Join(v.Pools, ", "))
+		}
+	}
 	var rows [][]string
 	for _, n := range v.Nodes {
 		if n.Upstream == "" {
@@ -57,7 +73,7 @@ func renderTopology(w io.Writer, v topology.View, now time.Time) error {
 	// left, which can only be upstream cycles.
 	for _, n := range v.Nodes {
 		if l, ok := t.up[n.Name]; ok && l.From == "" && !t.seen[n.Name] {
-			lost = t.draw(lost, n.Name, "", "", "upstream "+l.FromURL+" is no known member")
+			lost = t.draw(lost, n.Name, "", "", t.unknownUpstream(l.FromURL))
 		}
 	}
 	for _, n := range v.Nodes {
@@ -80,9 +96,40 @@ func renderTopology(w io.Writer, v topology.View, now time.Time) error {
 	return table(w, append(header, "WHY"), lost)
 }
 
+// unknownUpstream says why a node whose upstream is no member of the view
+// is drawn apart. In a pooled view that is the rule for a region's top
+// relay seen from its region, whose upstream gossips in the backbone only,
+// so the reason names the pools rather than suggesting the upstream is gone.
+func (t *topologyTree) unknownUpstream(url string) string {
+	if t.pooled {
+		return "upstream " + url + " is in none of this node's pools"
+	}
+	return "upstream " + url + " is no known member"
+}
+
+// pooledView says whether v comes from gossip split into pools: more than
+// one pool, or any pool but the default. A single default pool is drawn as
+// before pools existed.
+func pooledView(v topology.View) bool {
+	if len(v.Pools) > 1 {
+		return true
+	}
+	notDefault := func(p string) bool { return p != topology.DefaultPool }
+	if slices.ContainsFunc(v.Pools, notDefault) {
+		return true
+	}
+	for _, n := range v.Nodes {
+		if slices.ContainsFunc(n.Pools, notDefault) {
+			return true
+		}
+	}
+	return false
+}
+
 // topologyTree indexes a View for drawing.
 type topologyTree struct {
 	now      time.Time
+	pooled   bool // a POOLS column; see pooledView
 	nodes    map[string]topology.ViewNode
 	up       map[string]topology.ViewLink // by downstream
 	children map[string][]string          // by upstream, sorted
@@ -92,6 +139,7 @@ type topologyTree struct {
 func newTopologyTree(v topology.View, now time.Time) *topologyTree {
 	t := &topologyTree{
 		now:      now,
+		pooled:   pooledView(v),
 		nodes:    make(map[string]topology.ViewNode, len(v.Nodes)),
 		up:       make(map[string]topology.ViewLink, len(v.Links)),
 		children: make(map[string][]string),
@@ -123,6 +171,9 @@ func (t *topologyTree) draw(rows [][]string, name, indent, branch, why string) [
 	t.seen[name] = true
 	n := t.nodes[name]
 	row := []string{indent + branch + n.Name, orDash(n.Role), orDash(n.DC), t.state(n), t.progress(n)}
+	if t.pooled {
+		row = append(row, orDash(strings.Join(n.Pools, ",")))
+	}
 	if why != "" {
 		row = append(row, why)
 	}

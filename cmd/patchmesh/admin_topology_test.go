@@ -51,12 +51,8 @@ func meshView() topology.View {
 	}
 }
 
-func TestRenderTopologyDrawsTheTreeFromTheHub(t *testing.T) {
-	var b bytes.Buffer
-	if err := renderTopology(&b, meshView(), topoNow); err != nil {
-		t.Fatal(err)
-	}
-	want := `NODE             ROLE   DC    STATE                  SYNC
+// meshDrawing is meshView drawn.
+const meshDrawing = `NODE             ROLE   DC    STATE                  SYNC
 hub-1            hub    dc-a  alive                  head 120
 ├── region-a     relay  dc-a  alive                  lag 0
 │   ├── edge-a1  edge   dc-a  alive                  lag 0
@@ -64,8 +60,123 @@ hub-1            hub    dc-a  alive                  head 120
 └── region-b     relay  dc-b  left (since 12:03:04)  -
     └── edge-b1  edge   dc-b  alive                  lag 3
 `
-	if b.String() != want {
-		t.Errorf("rendered:\n%s\nwant:\n%s", b.String(), want)
+
+func TestRenderTopologyDrawsTheTreeFromTheHub(t *testing.T) {
+	var b bytes.Buffer
+	if err := renderTopology(&b, meshView(), topoNow); err != nil {
+		t.Fatal(err)
+	}
+	if b.String() != meshDrawing {
+		t.Errorf("rendered:\n%s\nwant:\n%s", b.String(), meshDrawing)
+	}
+}
+
+// poolsView is the mesh of e2e's TestTopologyPoolsMergeAndTheRegionFailsOver
+// as the node self sees it: the hub and relay-top in the backbone pool;
+// relay-top, relay-other (which pulls from the hub) and the edge (which
+// pulls from relay-top) in region-eu. Each node's view holds the members
+// of self's pools, each named with self's pools that know it.
+func poolsView(self string) topology.View {
+	const backbone, region = "backbone", "region-eu"
+	inPools := func(n topology.ViewNode, pools ...string) topology.ViewNode {
+		n.Since, n.Pools = time.Time{}, pools
+		return n
+	}
+	link := func(from, to string) topology.ViewLink {
+		return topology.ViewLink{From: from, To: to, FromURL: "https://" + from + ".example", Healthy: true}
+	}
+	hub := viewNode("hub", "hub", "dc-hub", "", topology.Alive, 12, 0)
+	top := viewNode("relay-top", "relay", "dc-eu", "https://hub.example", topology.Alive, 12, 0)
+	other := viewNode("relay-other", "relay", "dc-eu-2", "https://hub.example", topology.Alive, 12, 0)
+	edge := viewNode("edge", "edge", "dc-eu-3", "https://relay-top.example", topology.Alive, 10, 2)
+	v := topology.View{Self: self}
+	switch self {
+	case "hub":
+		v.Pools = []string{backbone}
+		v.Nodes = []topology.ViewNode{inPools(hub, backbone), inPools(top, backbone)}
+		v.Links = []topology.ViewLink{link("hub", "relay-top")}
+	case "relay-top":
+		v.Pools = []string{backbone, region}
+		v.Nodes = []topology.ViewNode{inPools(edge, region), inPools(hub, backbone),
+			inPools(other, region), inPools(top, backbone, region)}
+		v.Links = []topology.ViewLink{link("relay-top", "edge"), link("hub", "relay-other"), link("hub", "relay-top")}
+	case "edge":
+		// The hub gossips in the backbone only: the relays' upstream is
+		// no member of the edge's view.
+		v.Pools = []string{region}
+		v.Nodes = []topology.ViewNode{inPools(edge, region), inPools(other, region), inPools(top, region)}
+		unknown := link("hub", "relay-other")
+		unknown.From, unknown.Healthy = "", false
+		v.Links = []topology.ViewLink{link("relay-top", "edge"), unknown, {To: "relay-top", FromURL: unknown.FromURL}}
+	}
+	return v
+}
+
+func TestRenderTopologyShowsGossipPools(t *testing.T) {
+	oneDefault := meshView()
+	oneDefault.Pools = []string{topology.DefaultPool}
+	for i := range oneDefault.Nodes {
+		oneDefault.Nodes[i].Pools = []string{topology.DefaultPool}
+	}
+	// The hub in a second pool, an operators' one, which also knows
+	// relay-top and a monitoring node.
+	twoKnow := poolsView("hub")
+	twoKnow.Pools = append(twoKnow.Pools, "ops")
+	twoKnow.Nodes[1].Pools = append(twoKnow.Nodes[1].Pools, "ops")
+	mon := viewNode("monitor", "relay", "dc-hub", "https://hub.example", topology.Alive, 12, 0)
+	mon.Since, mon.Pools = time.Time{}, []string{"ops"}
+	twoKnow.Nodes = append(twoKnow.Nodes, mon)
+	twoKnow.Links = append(twoKnow.Links, topology.ViewLink{From: "hub", To: "monitor", FromURL: "https://hub.example", Healthy: true})
+
+	for _, tc := range []struct {
+		name string
+		v    topology.View
+		want string
+	}{
+		{"one default pool draws as without pools", oneDefault, meshDrawing},
+		{"the hub sees the backbone only, and says so", poolsView("hub"),
+			`hub gossips in pool backbone: members of other pools are not in this view (ask a node of that pool).
+
+NODE           ROLE   DC      STATE  SYNC     POOLS
+hub            hub    dc-hub  alive  head 12  backbone
+└── relay-top  relay  dc-eu   alive  lag 0    backbone
+`},
+		{"a relay in both pools sees both", poolsView("relay-top"),
+			`relay-top gossips in pools backbone, region-eu: members of other pools are not in this view (ask a node of that pool).
+
+NODE             ROLE   DC       STATE  SYNC     POOLS
+hub              hub    dc-hub   alive  head 12  backbone
+├── relay-other  relay  dc-eu-2  alive  lag 0    region-eu
+└── relay-top    relay  dc-eu    alive  lag 0    backbone,region-eu
+    └── edge     edge   dc-eu-3  alive  lag 2    region-eu
+`},
+		{"an edge sees its region, whose upstream is in another pool", poolsView("edge"),
+			`edge gossips in pool region-eu: members of other pools are not in this view (ask a node of that pool).
+
+Not reachable from a node without upstream:
+NODE         ROLE   DC       STATE  SYNC   POOLS      WHY
+relay-other  relay  dc-eu-2  alive  lag 0  region-eu  upstream https://hub.example is in none of this node's pools
+relay-top    relay  dc-eu    alive  lag 0  region-eu  upstream https://hub.example is in none of this node's pools
+└── edge     edge   dc-eu-3  alive  lag 2  region-eu  below relay-top
+`},
+		{"a member two pools know lists both", twoKnow,
+			`hub gossips in pools backbone, ops: members of other pools are not in this view (ask a node of that pool).
+
+NODE           ROLE   DC      STATE  SYNC     POOLS
+hub            hub    dc-hub  alive  head 12  backbone
+├── monitor    relay  dc-hub  alive  lag 0    ops
+└── relay-top  relay  dc-eu   alive  lag 0    backbone,ops
+`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b bytes.Buffer
+			if err := renderTopology(&b, tc.v, topoNow); err != nil {
+				t.Fatal(err)
+			}
+			if b.String() != tc.want {
+				t.Errorf("rendered:\n%s\nwant:\n%s", b.String(), tc.want)
+			}
+		})
 	}
 }
 
@@ -140,6 +251,106 @@ func TestAdminTopology(t *testing.T) {
 	lone.login()
 	if r := lone.mustAdmin("topology"); !strings.Contains(r.stdout, "alive") || strings.Count(strings.TrimSpace(r.stdout), "\n") != 1 {
 		t.Errorf("admin topology without gossip:\n%s\nwant a header and this node, alive", r.stdout)
+	}
+}
+
+// The drawing of views real gossip builds: a hub in the backbone, a relay
+// in the backbone and region-eu, an edge in region-eu, each pool with its
+// own key, on loopback. The relay draws all three with its pools; the edge
+// draws its region apart, the hub being in none of its pools.
+func TestRenderTopologyOfRealGossipPools(t *testing.T) {
+	keyOf := func() [][]byte {
+		k, err := topology.NewKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return [][]byte{k}
+	}
+	backbone, region := keyOf(), keyOf()
+	start := func(name, role, upstream string, pools ...topology.Pool) *topology.Topology {
+		meta := topology.Meta{Role: role, DC: "dc-" + name, API: "https://" + name + ".example", Upstream: upstream, Tiers: []string{"edge"}}
+		top, err := topology.Start(t.Context(), topology.Config{Name: name, Pools: pools, JoinRetry: 200 * time.Millisecond,
+			Meta: func() topology.Meta { return meta }})
+		if err != nil {
+			t.Fatalf("start %s: %v", name, err)
+		}
+		t.Cleanup(func() { top.Close() })
+		return top
+	}
+	pool := func(name string, keys [][]byte, join ...string) topology.Pool {
+		return topology.Pool{Name: name, BindAddr: "127.0.0.1", Profile: "local", Keys: keys, Join: join}
+	}
+	addr := func(top *topology.Topology, pool string) string {
+		for _, p := range top.Stats().Pools {
+			if p.Name == pool {
+				return p.Addr
+			}
+		}
+		t.Fatalf("no pool %s in %v", pool, top.PoolNames())
+		return ""
+	}
+	hub := start("hub", "hub", "", pool("backbone", backbone))
+	relay := start("relay", "relay", "https://hub.example",
+		pool("backbone", backbone, addr(hub, "backbone")), pool("region-eu", region))
+	edge := start("edge", "edge", "https://relay.example", pool("region-eu", region, addr(relay, "region-eu")))
+
+	for _, tc := range []struct {
+		top  *topology.Topology
+		size int
+		want string
+	}{
+		{hub, 2, `hub gossips in pool backbone: members of other pools are not in this view (ask a node of that pool).
+
+NODE       ROLE   DC        STATE  SYNC    POOLS
+hub        hub    dc-hub    alive  head 0  backbone
+└── relay  relay  dc-relay  alive  lag 0   backbone
+`},
+		{relay, 3, `relay gossips in pools backbone, region-eu: members of other pools are not in this view (ask a node of that pool).
+
+NODE          ROLE   DC        STATE  SYNC    POOLS
+hub           hub    dc-hub    alive  head 0  backbone
+└── relay     relay  dc-relay  alive  lag 0   backbone,region-eu
+    └── edge  edge   dc-edge   alive  lag 0   region-eu
+`},
+		{edge, 2, `edge gossips in pool region-eu: members of other pools are not in this view (ask a node of that pool).
+
+Not reachable from a node without upstream:
+NODE      ROLE   DC        STATE  SYNC   POOLS      WHY
+relay     relay  dc-relay  alive  lag 0  region-eu  upstream https://hub.example is in none of this node's pools
+└── edge  edge   dc-edge   alive  lag 0  region-eu  below relay
+`},
+	} {
+		// Bounded: gossip on loopback converges in well under a second.
+		var v topology.View
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if v = tc.top.View(); len(v.Nodes) == tc.size {
+				break
+			}
+		}
+		var b bytes.Buffer
+		if err := renderTopology(&b, v, topoNow); err != nil {
+			t.Fatal(err)
+		}
+		if b.String() != tc.want {
+			t.Errorf("%s's view %+v drawn:\n%s\nwant:\n%s", v.Self, v, b.String(), tc.want)
+		}
+	}
+}
+
+// The pools are drawn in the text only: --output json stays the node's view.
+func TestAdminTopologyDrawsPoolsAndKeepsJSONRaw(t *testing.T) {
+	n := newTestNode(t, func(c *api.Config) { c.Topology = fixedView(poolsView("relay-top")) })
+	n.login()
+	r := n.mustAdmin("topology")
+	for _, want := range []string{"relay-top gossips in pools backbone, region-eu", "POOLS", "backbone,region-eu"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("admin topology lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	r = n.mustAdmin("topology", "--output", "json")
+	var got topology.View
+	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil || !reflect.DeepEqual(got, poolsView("relay-top")) {
+		t.Errorf("admin topology --output json = %s (%v), want the node's view", r.stdout, err)
 	}
 }
 
