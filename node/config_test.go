@@ -584,3 +584,26 @@ func TestCacheMaxAgeOnlyWhereOtherWritersAreHeardOf(t *testing.T) {
 		}
 	}
 }
+
+// Only a node that owns its embedded store hears of every change to it,
+// so only its webhook dispatcher may rest on being woken; PostgreSQL's
+// polled generation invalidates caches but wakes no dispatcher.
+func TestOwnsEmbeddedStoreOnlyInItsDataDirectory(t *testing.T) {
+	for _, c := range []struct {
+		name, driver, path string
+		want               bool
+	}{
+		{"default sqlite", DriverSQLite, "", true},
+		{"sqlite in the data dir", DriverSQLite, "/srv/pm/sub/meta.db", true},
+		{"sqlite elsewhere", DriverSQLite, "/srv/shared/meta.db", false},
+		{"sqlite next to the data dir", DriverSQLite, "/srv/pm-other/meta.db", false},
+		{"postgres", DriverPostgres, "", false},
+	} {
+		cfg := Defaults()
+		cfg.Node.DataDir = "/srv/pm"
+		cfg.Store.Driver, cfg.Store.Path = c.driver, c.path
+		if got := ownsEmbeddedStore(cfg); got != c.want {
+			t.Errorf("%s: want %v, got %v", c.name, c.want, got)
+		}
+	}
+}

@@ -227,10 +227,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		reg.MustRegister(topology.NewCollector(n.gossip.topo))
 	}
 
+	var hookPoll time.Duration // the dispatcher's default, for a store others may write
+	if ownsEmbeddedStore(cfg) {
+		hookPoll = soleWriterHookPoll
+	}
 	n.hooks, err = webhook.New(webhook.Config{
 		Store: n.store, Node: cfg.Node.Name, AllowHTTP: cfg.Webhooks.AllowHTTP,
 		Timeout: cfg.Webhooks.Timeout, RetryMin: cfg.Webhooks.RetryMin, RetryMax: cfg.Webhooks.RetryMax, Keep: cfg.Webhooks.Keep,
-		Changes: &n.changes, UserAgent: "patchmesh/" + Version, Log: log, Registerer: reg, Now: o.now,
+		Poll: hookPoll, Changes: &n.changes, UserAgent: "patchmesh/" + Version, Log: log, Registerer: reg, Now: o.now,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
@@ -697,6 +701,13 @@ func apiQueue(n int) int {
 // node that is its database's only writer.
 const soleWriterCacheMaxAge = time.Hour
 
+// soleWriterHookPoll is how often the webhook dispatcher of a node that
+// owns its embedded store looks at the store unwoken: a safety net, since
+// every change wakes it. The dispatcher's 2 s default was three queries
+// every 2 s on every idle node, most of an idle edge's store reads
+// (bench/RESULTS.md, "Idle store reads without webhook polling").
+const soleWriterHookPoll = time.Minute
+
 // cacheMaxAge is how long the token cache and the offer index may serve
 // an entry without a write on this node. An embedded SQLite database in
 // the data directory is this node's alone (the directory's lock keeps a
@@ -716,12 +727,19 @@ func cacheMaxAge(cfg Config) time.Duration {
 	if cfg.Store.Driver == DriverPostgres {
 		return soleWriterCacheMaxAge
 	}
-	if cfg.Store.Driver != DriverSQLite {
-		return 0
-	}
-	rel, err := filepath.Rel(cfg.Node.DataDir, cfg.StorePath())
-	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+	if !ownsEmbeddedStore(cfg) {
 		return 0
 	}
 	return soleWriterCacheMaxAge
+}
+
+// ownsEmbeddedStore says whether the node's store is a SQLite database in
+// its data directory, which no other node writes: every change to it is
+// this node's own, and wakes what waits for one.
+func ownsEmbeddedStore(cfg Config) bool {
+	if cfg.Store.Driver != DriverSQLite {
+		return false
+	}
+	rel, err := filepath.Rel(cfg.Node.DataDir, cfg.StorePath())
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
 }

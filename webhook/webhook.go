@@ -113,7 +113,10 @@ type Config struct {
 	// one hook. Defaults 1s and 5m.
 	RetryMin, RetryMax time.Duration
 	// Poll is how often the dispatcher rereads the hook list and the
-	// change log without being woken. Default 2s.
+	// change log, and an idle hook its outbox, without being woken.
+	// Default 2s: on a store other nodes write too, their changes wake
+	// nothing here. A store only this node writes can wait far longer,
+	// since every change, hook edit and event wakes the dispatcher.
 	Poll time.Duration
 	// Keep is how long the record of a delivered event is kept (pending
 	// ones are kept until delivered). Default 7 days.
@@ -460,7 +463,7 @@ func (d *Dispatcher) work(ctx context.Context, hookID string, wake <-chan struct
 			if ctx.Err() == nil {
 				d.log.Warn("webhook_outbox_unreadable", "hook", hookID, "error", err.Error())
 			}
-			if !wait(d.cfg.Poll, false) {
+			if !wait(d.cfg.RetryMin, false) {
 				return
 			}
 			continue
@@ -470,7 +473,7 @@ func (d *Dispatcher) work(ctx context.Context, hookID string, wake <-chan struct
 			return // removed; reconcile stops us too
 		}
 		if err != nil {
-			if !wait(d.cfg.Poll, false) {
+			if !wait(d.cfg.RetryMin, false) {
 				return
 			}
 			continue
