@@ -90,6 +90,9 @@ type pool struct {
 
 	members map[string]*entry // guarded by t.mu
 
+	// metaOK remembers the meta each member last passed CheckMeta with.
+	metaOK metaMemo
+
 	// conflictMu guards the name conflicts memberlist reported.
 	conflictMu sync.Mutex
 	// selfConflict is the address of another member of this pool using
@@ -540,10 +543,47 @@ func (c metaCheck) check(n *memberlist.Node, via string) error {
 		// another member by this name is a conflict (conflictWatch).
 		return nil
 	}
+	if c.p.metaOK.passed(n.Name, n.Meta) {
+		return nil
+	}
 	err := CheckMeta(n.Name, n.Meta)
 	if err != nil {
 		c.p.rejects.event(EventMetaFail, n.Name+"\x00"+n.Address(), slog.String("member", n.Name),
 			slog.String("addr", n.Address()), slog.String("via", via), slog.String("reason", err.Error()))
+		return err
 	}
-	return err
+	c.p.metaOK.remember(n.Name, n.Meta)
+	return nil
+}
+
+// metaMemo remembers, per member name, the last meta that passed
+// CheckMeta, so that the same bytes are not decoded and checked again:
+// memberlist asks about every copy of an alive message gossip delivers
+// (under its own lock) and about every member of each push/pull, and the
+// meta is mostly unchanged. CheckMeta depends on the name and the bytes
+// only, so a remembered pass is the answer it would give; a refusal is
+// never remembered, and is checked and logged each time.
+type metaMemo struct {
+	mu sync.Mutex
+	ok map[string]string
+}
+
+// metaMemoMax bounds the memo; past it, it starts over. A pool's members
+// are far fewer, so only names made up by a peer fill it.
+const metaMemoMax = 4096
+
+func (m *metaMemo) passed(name string, meta []byte) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v, ok := m.ok[name]
+	return ok && v == string(meta)
+}
+
+func (m *metaMemo) remember(name string, meta []byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.ok == nil || len(m.ok) >= metaMemoMax {
+		m.ok = make(map[string]string)
+	}
+	m.ok[name] = string(meta)
 }
