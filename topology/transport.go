@@ -13,15 +13,15 @@ import (
 	"github.com/hashicorp/memberlist"
 )
 
-// countingTransport is memberlist's NetTransport with every byte counted:
-// packets written and read, and both directions of every stream, dialled or
-// accepted. The counts are of what goes on the wire, so they include
+// countingTransport is memberlist's transport (netListener: UDP packets,
+// TCP streams) with every byte counted: packets written and read, and both
+// directions of every stream, dialled or accepted. The counts are of what goes on the wire, so they include
 // encryption overhead. It also checks that what arrives is encrypted with
 // an installed key (decrypts), dropping packets that are not and reporting
 // both kinds of refusal as security events; memberlist itself refuses them
 // too, but says so only in its log.
 type countingTransport struct {
-	inner          *memberlist.NetTransport
+	inner          *netListener
 	sent, received atomic.Int64
 	keys           keyring
 	rejects        *rejectLog
@@ -43,14 +43,10 @@ func newCountingTransport(addr string, port int, logger *log.Logger, keys keyrin
 	if port == 0 {
 		attempts = 10
 	}
-	var inner *memberlist.NetTransport
+	var inner *netListener
 	var err error
 	for range attempts {
-		inner, err = memberlist.NewNetTransport(&memberlist.NetTransportConfig{
-			BindAddrs: []string{addr},
-			BindPort:  port,
-			Logger:    logger,
-		})
+		inner, err = listenNet(addr, port, logger)
 		if err == nil || !strings.Contains(err.Error(), "address already in use") {
 			break
 		}
@@ -72,13 +68,13 @@ func newCountingTransport(addr string, port int, logger *log.Logger, keys keyrin
 	return c, nil
 }
 
-func (c *countingTransport) port() int { return c.inner.GetAutoBindPort() }
+func (c *countingTransport) port() int { return c.inner.port() }
 
 func (c *countingTransport) forwardPackets() {
 	defer c.wg.Done()
 	for {
 		select {
-		case p := <-c.inner.PacketCh():
+		case p := <-c.inner.packets:
 			c.received.Add(int64(len(p.Buf)))
 			if err := decrypts(c.keys.GetKeys(), p.Buf, nil); err != nil {
 				c.refused(p.From, "udp", err)
@@ -99,7 +95,7 @@ func (c *countingTransport) forwardStreams() {
 	defer c.wg.Done()
 	for {
 		select {
-		case conn := <-c.inner.StreamCh():
+		case conn := <-c.inner.streams:
 			select {
 			case c.streams <- c.accepted(conn):
 			case <-c.done:
@@ -143,7 +139,7 @@ func (c *countingTransport) refused(from net.Addr, channel string, why error) {
 }
 
 func (c *countingTransport) FinalAdvertiseAddr(ip string, port int) (net.IP, int, error) {
-	return c.inner.FinalAdvertiseAddr(ip, port)
+	return c.inner.advertise(ip, port)
 }
 
 func (c *countingTransport) WriteTo(b []byte, addr string) (time.Time, error) {
@@ -151,7 +147,7 @@ func (c *countingTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 }
 
 func (c *countingTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
-	ts, err := c.inner.WriteToAddress(b, a)
+	ts, err := c.inner.writeTo(b, a.Addr)
 	if err == nil {
 		c.sent.Add(int64(len(b)))
 	}
@@ -165,7 +161,7 @@ func (c *countingTransport) DialTimeout(addr string, timeout time.Duration) (net
 }
 
 func (c *countingTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
-	conn, err := c.inner.DialAddressTimeout(a, timeout)
+	conn, err := c.inner.dial(a.Addr, timeout)
 	if err != nil {
 		return nil, err
 	}
@@ -174,14 +170,12 @@ func (c *countingTransport) DialAddressTimeout(a memberlist.Address, timeout tim
 
 func (c *countingTransport) StreamCh() <-chan net.Conn { return c.streams }
 
-// Shutdown stops the listeners before the forwarders: NetTransport's
-// listeners block handing a packet or stream over until someone reads it,
-// and memberlist keeps reading until this returns.
+// Shutdown stops the listeners, then the forwarders.
 func (c *countingTransport) Shutdown() error {
-	err := c.inner.Shutdown()
+	c.inner.close()
 	c.once.Do(func() { close(c.done) })
 	c.wg.Wait()
-	return err
+	return nil
 }
 
 type countingConn struct {
