@@ -15,11 +15,11 @@ import (
 
 // countingTransport is memberlist's transport (netListener: UDP packets,
 // TCP streams) with every byte counted: packets written and read, and both
-// directions of every stream, dialled or accepted. The counts are of what goes on the wire, so they include
-// encryption overhead. It also checks that what arrives is encrypted with
-// an installed key (decrypts), dropping packets that are not and reporting
-// both kinds of refusal as security events; memberlist itself refuses them
-// too, but says so only in its log.
+// directions of every stream, dialled or accepted. The counts are of what
+// goes on the wire, so they include encryption overhead. It also checks
+// that what arrives is encrypted with an installed key (decrypts), dropping
+// packets that are not and reporting both kinds of refusal as security
+// events; memberlist itself refuses them too, but says so only in its log.
 type countingTransport struct {
 	inner          *netListener
 	sent, received atomic.Int64
