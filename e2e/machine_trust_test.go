@@ -114,8 +114,11 @@ func TestMachineNeverTalksToARogueNode(t *testing.T) {
 	if code == 0 || !strings.Contains(errs, "not one the hub admitted") {
 		t.Errorf("register at the rogue: exit %d, %s%s; want a refusal naming it not admitted", code, out, errs)
 	}
-	if requestsTo(a, "/v1/client/register") == 0 || requestsTo(a, "/v1/client/patch") == 0 {
-		t.Fatal("edge-a logged no registration or patch request: the request count reads nothing")
+	// The machine registers and checks in at whichever admitted node its
+	// probes find nearest; on one host that is the hub or edge-a by chance.
+	if requestsTo(a, "/v1/client/register")+requestsTo(h, "/v1/client/register") == 0 ||
+		requestsTo(a, "/v1/client/patch")+requestsTo(h, "/v1/client/patch") == 0 {
+		t.Fatal("no admitted node logged a registration or patch request: the request count reads nothing")
 	}
 	for _, path := range paths {
 		if got := requestsTo(rogue, path) - before[path]; got != 0 {
