@@ -164,3 +164,18 @@ func TestReporterBuildsSubtree(t *testing.T) {
 		t.Errorf("second Build at the same clock: want seq past %d, got %d", p.Seq, again.Seq)
 	}
 }
+
+// Report pushes are spread over a quarter either side of the interval, so
+// that nodes started together drift apart instead of pushing in step.
+func TestReportWaitsAreJittered(t *testing.T) {
+	const d = time.Minute
+	for _, c := range []struct {
+		u    float64
+		want time.Duration
+	}{{0, 45 * time.Second}, {0.5, time.Minute}, {0.999999, 75 * time.Second}} {
+		got := jittered(d, c.u)
+		if diff := got - c.want; diff < -time.Millisecond || diff > time.Millisecond {
+			t.Errorf("jittered(%v, %v) = %v, want %v", d, c.u, got, c.want)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"regexp"
 	"sync"
@@ -289,18 +290,27 @@ func (r *Reporter) Collect(ch chan<- prometheus.Metric) {
 	r.bytes.Collect(ch)
 }
 
-// Run pushes every Interval until ctx ends, the first push at once.
+// Run pushes until ctx ends, the first push at once and then about every
+// Interval, each wait drawn from a quarter either side of it: nodes
+// started together (a data centre back from an outage, a mesh simulated
+// on one machine) would otherwise push to their upstreams in the same
+// second every Interval, for good.
 func (r *Reporter) Run(ctx context.Context) {
-	t := time.NewTicker(r.cfg.Interval)
-	defer t.Stop()
 	for {
 		r.PushAll(ctx)
+		t := time.NewTimer(jittered(r.cfg.Interval, rand.Float64()))
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
 		case <-t.C:
 		}
 	}
+}
+
+// jittered is d scaled to between 0.75 and 1.25 of it by u in [0, 1).
+func jittered(d time.Duration, u float64) time.Duration {
+	return time.Duration(float64(d) * (0.75 + u/2))
 }
 
 // PushAll pushes one report up every link now and returns the errors.
