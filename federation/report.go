@@ -223,7 +223,8 @@ type ReporterConfig struct {
 	Links func() []LinkUpstream
 	// Node and DC name this node in its own entry.
 	Node, DC string
-	// Interval is the time between pushes. Default 60s.
+	// Interval is the mean time between pushes; each wait is drawn from
+	// 0.75 to 1.25 of it. Default 60s.
 	Interval time.Duration
 	// Machines sends per-machine rows, not only counts.
 	Machines bool

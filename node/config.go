@@ -570,7 +570,8 @@ type UpstreamConfig struct {
 // links about its machines and its subtree's, and how long any node keeps
 // check-ins and reports.
 type ReportsConfig struct {
-	// Interval is the time between pushes up each link. Default 60s.
+	// Interval is the mean time between pushes up each link (each wait
+	// 0.75 to 1.25 of it, at random). Default 60s.
 	Interval time.Duration `yaml:"interval"`
 	// Machines sends per-machine rows (under the mesh-wide machine ID)
 	// besides the counts, so that upstream listings show each machine and
