@@ -560,50 +560,34 @@ func TestMetricsTokenFile(t *testing.T) {
 // A SQLite file inside the locked data directory is a sole writer's, and
 // PostgreSQL tells every node of the others' writes (its polled store
 // generation): their caches may hold entries long; a SQLite file anywhere
-// else gets the packages' 1s bound.
-func TestCacheMaxAgeOnlyWhereOtherWritersAreHeardOf(t *testing.T) {
+// else gets the packages' 1s bound. Only a node that owns its embedded
+// store hears of every change to it, so only its webhook dispatcher may
+// rest on being woken: PostgreSQL's polled generation invalidates caches
+// but wakes no dispatcher.
+func TestStoreOwnershipSetsCacheAgeAndWakeUps(t *testing.T) {
 	for _, c := range []struct {
 		name, driver, path string
-		want               time.Duration
+		cacheAge           time.Duration
+		owns               bool
 	}{
-		{"default sqlite", DriverSQLite, "", soleWriterCacheMaxAge},
-		{"sqlite in the data dir", DriverSQLite, "/srv/pm/sub/meta.db", soleWriterCacheMaxAge},
-		{"sqlite elsewhere", DriverSQLite, "/srv/shared/meta.db", 0},
-		{"postgres", DriverPostgres, "", soleWriterCacheMaxAge},
+		{"default sqlite", DriverSQLite, "", soleWriterCacheMaxAge, true},
+		{"sqlite in the data dir", DriverSQLite, "/srv/pm/sub/meta.db", soleWriterCacheMaxAge, true},
+		{"sqlite elsewhere", DriverSQLite, "/srv/shared/meta.db", 0, false},
+		{"sqlite next to the data dir", DriverSQLite, "/srv/pm-other/meta.db", 0, false},
+		{"postgres", DriverPostgres, "", soleWriterCacheMaxAge, false},
 	} {
-
 		cfg := Defaults()
 		cfg.Node.DataDir = "/srv/pm"
 		cfg.Store.Driver, cfg.Store.Path = c.driver, c.path
-		if got := cacheMaxAge(cfg); got != c.want {
-			t.Errorf("%s: want %v, got %v", c.name, c.want, got)
+		if got := ownsEmbeddedStore(cfg); got != c.owns {
+			t.Errorf("%s: owns the store: want %v, got %v", c.name, c.owns, got)
+		}
+		if got := cacheMaxAge(cfg); got != c.cacheAge {
+			t.Errorf("%s: want %v, got %v", c.name, c.cacheAge, got)
 		}
 		cfg.Store.CacheMaxAge = time.Minute
 		if got := cacheMaxAge(cfg); got != time.Minute {
 			t.Errorf("%s with store.cache_max_age 1m: want 1m, got %v", c.name, got)
-		}
-	}
-}
-
-// Only a node that owns its embedded store hears of every change to it,
-// so only its webhook dispatcher may rest on being woken; PostgreSQL's
-// polled generation invalidates caches but wakes no dispatcher.
-func TestOwnsEmbeddedStoreOnlyInItsDataDirectory(t *testing.T) {
-	for _, c := range []struct {
-		name, driver, path string
-		want               bool
-	}{
-		{"default sqlite", DriverSQLite, "", true},
-		{"sqlite in the data dir", DriverSQLite, "/srv/pm/sub/meta.db", true},
-		{"sqlite elsewhere", DriverSQLite, "/srv/shared/meta.db", false},
-		{"sqlite next to the data dir", DriverSQLite, "/srv/pm-other/meta.db", false},
-		{"postgres", DriverPostgres, "", false},
-	} {
-		cfg := Defaults()
-		cfg.Node.DataDir = "/srv/pm"
-		cfg.Store.Driver, cfg.Store.Path = c.driver, c.path
-		if got := ownsEmbeddedStore(cfg); got != c.want {
-			t.Errorf("%s: want %v, got %v", c.name, c.want, got)
 		}
 	}
 }
