@@ -69,7 +69,7 @@ type config struct {
 	logFile   string
 	// startProfile, if set, is where a CPU profile of the start goes;
 	// idleProfile, of the idle spell.
-	startProfile, idleProfile string
+	startProfile, idleProfile, propagationProfile string
 	// parts and part split the mesh over several processes (parts.go);
 	// state is their shared directory.
 	parts, part int
@@ -120,6 +120,7 @@ func main() {
 	flag.StringVar(&measures, "measure", strings.Join(allMeasures, ","), "what to measure: "+strings.Join(allMeasures, ","))
 	flag.StringVar(&c.logFile, "log", "", "append the nodes' warnings and errors (JSON) to this file; default: discard")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the start to this file (labelled by node)")
+	flag.StringVar(&c.propagationProfile, "propagationprofile", "", "write the CPU profile of this part over the propagation uploads (-measure propagation) to this file (labelled by node)")
 	flag.StringVar(&c.idleProfile, "idleprofile", "", "write the CPU profile of the idle spell (-measure idle) to this file (labelled by node)")
 	flag.Parse()
 	c.startProfile = *cpuProfile

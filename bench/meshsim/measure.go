@@ -330,6 +330,17 @@ func (m *mesh) measurePropagation(ctx context.Context, r *results) error {
 		others = m.nodes[1:] // every part's: their blob files are on the shared tmpfs
 	}
 	children := len(m.shape.children(0))
+	if m.cfg.propagationProfile != "" {
+		f, err := os.Create(m.cfg.propagationProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	gossipSent := func() int64 {
 		var t int64
 		for _, sn := range m.alive() {

@@ -209,7 +209,7 @@ func (m *mesh) start(ctx context.Context, sn *simNode) error {
 		link := node.LinkConfig{Tier: tier}
 		for _, u := range sp.Upstreams {
 			up := m.nodes[u]
-			tok, err := up.syncToken(ctx, sp.Name, m.cfg.within)
+			tok, err := up.syncToken(ctx, sp.Name, m.cfg.within, m.log)
 			if err != nil {
 				return fmt.Errorf("%s: sync token from %s: %w", sp.Name, up.spec.Name, err)
 			}
@@ -445,7 +445,7 @@ func do(req *http.Request, out any) error {
 // answer (bench/RESULTS.md), and with -parts the node may run in another
 // process that has not started it yet (the connection is refused at once,
 // and the next try waits half a second).
-func (sn *simNode) syncToken(ctx context.Context, name string, within time.Duration) (string, error) {
+func (sn *simNode) syncToken(ctx context.Context, name string, within time.Duration, log *slog.Logger) (string, error) {
 	var err error
 	deadline := time.Now().Add(3 * within)
 	for attempt := 0; attempt < 1000 && time.Now().Before(deadline); attempt++ {
@@ -456,6 +456,8 @@ func (sn *simNode) syncToken(ctx context.Context, name string, within time.Durat
 		if err == nil {
 			return out.Token, nil
 		}
+		// Each failure is logged: a slow start is otherwise silent.
+		log.Warn("sync_token_retry", "node", name, "upstream", sn.spec.Name, "attempt", attempt, "error", err.Error())
 		select {
 		case <-ctx.Done():
 			return "", err
