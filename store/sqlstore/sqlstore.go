@@ -135,6 +135,13 @@ func OpenSQLite(ctx context.Context, path string, opts Options) (*Store, error) 
 
 // OpenSQLiteWith is OpenSQLite with SQLiteOptions.
 func OpenSQLiteWith(ctx context.Context, path string, sq SQLiteOptions, opts Options) (*Store, error) {
+	return openSQLite(ctx, path, sq, opts, stmtCacheSize)
+}
+
+// openSQLite is OpenSQLiteWith keeping up to cached prepared statements on
+// each connection (stmtcache.go); 0 turns the cache off, for benchmarks
+// that weigh it.
+func openSQLite(ctx context.Context, path string, sq SQLiteOptions, opts Options, cached int) (*Store, error) {
 	if path == "" {
 		return nil, errors.New("sqlstore: sqlite: empty database path")
 	}
@@ -156,7 +163,7 @@ func OpenSQLiteWith(ctx context.Context, path string, sq SQLiteOptions, opts Opt
 	if err != nil {
 		return nil, fmt.Errorf("sqlstore: sqlite: open %s: %w", path, err)
 	}
-	db := sql.OpenDB(base)
+	db := sql.OpenDB(stmtCacheConnector{Connector: base, size: cached})
 	// Each SQLite connection re-runs the pragmas when it opens, so keep the
 	// connections that parallel readers use rather than the default two.
 	n := max(8, 4*runtime.NumCPU())
