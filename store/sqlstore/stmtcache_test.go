@@ -415,3 +415,54 @@ func seedFeed(tb testing.TB, s *Store, n int) {
 		}
 	}
 }
+
+// BenchmarkStmtCache runs reads a node serves all day, on one goroutine,
+// with each connection's statement cache and without it, in turns.
+func BenchmarkStmtCache(b *testing.B) {
+	ctx := context.Background()
+	open := func(cached int) *Store {
+		s, err := openSQLite(ctx, filepath.Join(b.TempDir(), "bench.db"), SQLiteOptions{MmapSize: -1}, Options{Sealer: benchSealer{}}, cached)
+		if err != nil {
+			b.Fatal(err)
+		}
+		seedFeed(b, s, 20)
+		return s
+	}
+	stores := []struct {
+		name string
+		s    *Store
+	}{{"cached", open(stmtCacheSize)}, {"uncached", open(0)}}
+	defer func() {
+		for _, st := range stores {
+			st.s.Close()
+		}
+	}()
+	reads := []struct {
+		name string
+		run  func(s *Store) error
+	}{
+		{"Head", func(s *Store) error { return errOnly(s.Head(ctx)) }},
+		{"Tiers", func(s *Store) error { return errOnly(s.Tiers(ctx)) }},
+		{"Feed", func(s *Store) error {
+			page, err := s.Feed(ctx, "beta", store.FeedPosition{AfterSeq: 20}, 100)
+			if err == nil && len(page.Entries) != 10 {
+				err = fmt.Errorf("feed page of %d entries, want 10", len(page.Entries))
+			}
+			return err
+		}},
+	}
+	for _, r := range reads {
+		for range 2 {
+			for _, st := range stores {
+				b.Run(r.name+"/"+st.name, func(b *testing.B) {
+					b.ReportAllocs()
+					for b.Loop() {
+						if err := r.run(st.s); err != nil {
+							b.Fatal(err)
+						}
+					}
+				})
+			}
+		}
+	}
+}
