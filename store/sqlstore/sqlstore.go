@@ -135,6 +135,13 @@ func OpenSQLite(ctx context.Context, path string, opts Options) (*Store, error) 
 
 // OpenSQLiteWith is OpenSQLite with SQLiteOptions.
 func OpenSQLiteWith(ctx context.Context, path string, sq SQLiteOptions, opts Options) (*Store, error) {
+	return openSQLite(ctx, path, sq, opts, stmtCacheSize)
+}
+
+// openSQLite is OpenSQLiteWith keeping up to cached prepared statements on
+// each connection (stmtcache.go); 0 turns the cache off, for benchmarks
+// that weigh it.
+func openSQLite(ctx context.Context, path string, sq SQLiteOptions, opts Options, cached int) (*Store, error) {
 	if path == "" {
 		return nil, errors.New("sqlstore: sqlite: empty database path")
 	}
@@ -149,6 +156,25 @@ func OpenSQLiteWith(ctx context.Context, path string, sq SQLiteOptions, opts Opt
 	if mmap < 0 {
 		mmap = DefaultSQLiteMmapSize
 	}
+	dsn := sqliteDSN(path, mmap)
+	// sqlite.NewConnector opens connections as sql.Open("sqlite", dsn)
+	// does, functions registered with the sqlite package included.
+	base, err := sqlite.NewConnector(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: sqlite: open %s: %w", path, err)
+	}
+	db := sql.OpenDB(stmtCacheConnector{Connector: base, size: cached})
+	// Each SQLite connection re-runs the pragmas when it opens, so keep the
+	// connections that parallel readers use rather than the default two.
+	n := max(8, 4*runtime.NumCPU())
+	db.SetMaxOpenConns(n)
+	db.SetMaxIdleConns(n)
+	return open(ctx, db, migrations.SQLite, nil, opts)
+}
+
+// sqliteDSN is the DSN of the SQLite database at path, with the settings
+// every connection to it needs.
+func sqliteDSN(path string, mmap int64) string {
 	// foreign_keys: SQLite enforces REFERENCES only when asked, per
 	// connection. WAL lets readers run while one writer writes.
 	// synchronous(FULL) syncs the WAL at every commit, so a committed change
@@ -163,20 +189,10 @@ func OpenSQLiteWith(ctx context.Context, path string, sq SQLiteOptions, opts Opt
 	// took Newest off the check-in path, and is off by default since
 	// (DefaultSQLiteMmapSize). Writes go through the journal either way, so
 	// durability is the same.
-	dsn := path + "?_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)" +
+	return path + "?_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)" +
 		"&_pragma=busy_timeout(10000)&_pragma=synchronous(FULL)" +
 		"&_pragma=mmap_size(" + strconv.FormatInt(mmap, 10) + ")" +
 		"&_txlock=immediate"
-	db, err := sql.Open("sqlite", dsn)
-	if err != nil {
-		return nil, fmt.Errorf("sqlstore: sqlite: open %s: %w", path, err)
-	}
-	// Each SQLite connection re-runs the pragmas when it opens, so keep the
-	// connections that parallel readers use rather than the default two.
-	n := max(8, 4*runtime.NumCPU())
-	db.SetMaxOpenConns(n)
-	db.SetMaxIdleConns(n)
-	return open(ctx, db, migrations.SQLite, nil, opts)
 }
 
 // OpenPostgres connects to the PostgreSQL database dsn names and brings its
