@@ -380,6 +380,15 @@ func (m *mesh) measurePropagation(ctx context.Context, r *results) error {
 			k+1, float64(gossipSent()-g0)/1024/float64(len(m.alive())), secs)
 	}
 	r.printf("propagation of a %d KiB patch over %d uploads: %s", m.cfg.patchSize>>10, m.cfg.patches, durations(r.Arrivals))
+	// By level: where in the cascade the slow arrivals are.
+	byLevel := map[int][]time.Duration{}
+	for i, at := range r.Arrivals {
+		lv := others[i%len(others)].spec.Level
+		byLevel[lv] = append(byLevel[lv], at)
+	}
+	for lv := 1; len(byLevel[lv]) > 0; lv++ {
+		r.printf("  level %d: %s", lv, durations(byLevel[lv]))
+	}
 	return nil
 }
 
