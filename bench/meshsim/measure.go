@@ -348,8 +348,10 @@ func (m *mesh) measurePropagation(ctx context.Context, r *results) error {
 		}
 		return t
 	}
+	var cpuArriving, cpuAll time.Duration
 	for k := range m.cfg.patches {
 		g0 := gossipSent()
+		cpu0 := processCPU()
 		out0, in0 := hub.wire.sent.Load(), hub.wire.received.Load()
 		digest, err := m.upload(ctx)
 		if err != nil {
@@ -360,6 +362,7 @@ func (m *mesh) measurePropagation(ctx context.Context, r *results) error {
 		if err != nil {
 			return fmt.Errorf("patch %d: %w", k+1, err)
 		}
+		cpuArriving += processCPU() - cpu0
 		// The upload came in on the same listener: count what the hub
 		// received apart.
 		egress := hub.wire.sent.Load() - out0
@@ -375,11 +378,16 @@ func (m *mesh) measurePropagation(ctx context.Context, r *results) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		cpuAll += processCPU() - cpu0
 		secs := time.Since(start).Seconds()
 		r.printf("patch %d: gossip sent %.1f KiB per node from the upload until 2s after the last arrival (%.0fs)",
 			k+1, float64(gossipSent()-g0)/1024/float64(len(m.alive())), secs)
 	}
 	r.printf("propagation of a %d KiB patch over %d uploads: %s", m.cfg.patchSize>>10, m.cfg.patches, durations(r.Arrivals))
+	// What a patch costs: this process's CPU (its nodes and the
+	// simulator), from the upload to the last arrival and to 2 s after.
+	r.printf("this process's CPU per patch: %.2f s from the upload to the last arrival, %.2f s to 2s after (%d nodes here)",
+		cpuArriving.Seconds()/float64(m.cfg.patches), cpuAll.Seconds()/float64(m.cfg.patches), len(m.alive()))
 	// By level: where in the cascade the slow arrivals are.
 	byLevel := map[int][]time.Duration{}
 	for i, at := range r.Arrivals {

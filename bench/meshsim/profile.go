@@ -9,6 +9,8 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/google/pprof/profile"
 )
@@ -86,4 +88,13 @@ func readMemory() (memory, error) {
 	}
 	fds, err := os.ReadDir("/proc/self/fd")
 	return memory{RSS: rss, HeapInuse: int64(ms.HeapInuse), Sys: int64(ms.Sys), Goroutines: runtime.NumGoroutine(), FDs: len(fds)}, err
+}
+
+// processCPU is the CPU time (user and system) the process has used so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
