@@ -567,14 +567,14 @@ func TestMetricsTokenFile(t *testing.T) {
 func TestStoreOwnershipSetsCacheAgeAndWakeUps(t *testing.T) {
 	for _, c := range []struct {
 		name, driver, path string
-		cacheAge           time.Duration
+		cacheAge, recheck  time.Duration
 		owns               bool
 	}{
-		{"default sqlite", DriverSQLite, "", soleWriterCacheMaxAge, true},
-		{"sqlite in the data dir", DriverSQLite, "/srv/pm/sub/meta.db", soleWriterCacheMaxAge, true},
-		{"sqlite elsewhere", DriverSQLite, "/srv/shared/meta.db", 0, false},
-		{"sqlite next to the data dir", DriverSQLite, "/srv/pm-other/meta.db", 0, false},
-		{"postgres", DriverPostgres, "", soleWriterCacheMaxAge, false},
+		{"default sqlite", DriverSQLite, "", soleWriterCacheMaxAge, soleWriterRecheck, true},
+		{"sqlite in the data dir", DriverSQLite, "/srv/pm/sub/meta.db", soleWriterCacheMaxAge, soleWriterRecheck, true},
+		{"sqlite elsewhere", DriverSQLite, "/srv/shared/meta.db", 0, metaRecheck, false},
+		{"sqlite next to the data dir", DriverSQLite, "/srv/pm-other/meta.db", 0, metaRecheck, false},
+		{"postgres", DriverPostgres, "", soleWriterCacheMaxAge, soleWriterRecheck, false},
 	} {
 		cfg := Defaults()
 		cfg.Node.DataDir = "/srv/pm"
@@ -584,6 +584,9 @@ func TestStoreOwnershipSetsCacheAgeAndWakeUps(t *testing.T) {
 		}
 		if got := cacheMaxAge(cfg); got != c.cacheAge {
 			t.Errorf("%s: want %v, got %v", c.name, c.cacheAge, got)
+		}
+		if got := storeRecheck(cfg); got != c.recheck {
+			t.Errorf("%s: store recheck: want %v, got %v", c.name, c.recheck, got)
 		}
 		cfg.Store.CacheMaxAge = time.Minute
 		if got := cacheMaxAge(cfg); got != time.Minute {

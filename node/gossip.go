@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"net"
 	"os"
 	"regexp"
@@ -253,8 +254,11 @@ type gossip struct {
 	lag    int64
 	// ups is what upstreamsMoved saw last.
 	ups map[string]string
-	// changed says the figures moved since meta was last rebroadcast.
-	changed bool
+	// changed says a figure other than progress moved (tiers served, an
+	// upstream) since meta was last rebroadcast; progressed says only the
+	// progress figures (head, synced, lag) did, which waits for
+	// progressHold (see watch).
+	changed, progressed bool
 	// changes counts the member changes heard, so that the watchers of
 	// the view (dashboard, webhooks) skip the seconds when none came.
 	changes atomic.Uint64
@@ -276,6 +280,8 @@ func (n *Node) startGossip(ctx context.Context) error {
 	if err := g.refresh(ctx); err != nil {
 		return fmt.Errorf("node: gossip: %w", err)
 	}
+	// The meta gossip starts with carries these figures.
+	g.changed, g.progressed = false, false
 	tc := topology.Config{
 		Name:     n.cfg.Node.Name,
 		Meta:     g.meta,
@@ -425,7 +431,8 @@ func (g *gossip) refreshStore(ctx context.Context) error {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.changed = g.changed || h != g.head || !slices.Equal(names, g.tiers)
+	g.changed = g.changed || !slices.Equal(names, g.tiers)
+	g.progressed = g.progressed || h != g.head
 	g.head, g.tiers = h, names
 	return nil
 }
@@ -441,7 +448,7 @@ func (g *gossip) refreshSync() {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.changed = g.changed || synced != g.synced || lag != g.lag
+	g.progressed = g.progressed || synced != g.synced || lag != g.lag
 	g.synced, g.lag = synced, lag
 }
 
@@ -486,7 +493,7 @@ func asFederationMember(m topology.Member) federation.Member {
 }
 
 // Bounds of watch's work. The store is read again only when it was
-// written (its change generation moved) and at least every metaRecheck;
+// written (its change generation moved) and at least every storeRecheck;
 // the members' peer listeners are looked up again only when gossip reported
 // a member change and at least every metaRecheck (answers and misses
 // expire: see peerResolver). Before, both ran every second on every node:
@@ -494,17 +501,29 @@ func asFederationMember(m topology.Member) federation.Member {
 // second across the mesh.
 const (
 	// metaRecheck bounds how long a change no notification reported (a
-	// member whose peer lookup failed, a store read that failed) can go
-	// unseen.
+	// member whose peer lookup failed, a write to a store other nodes
+	// share unheard) can go unseen.
 	metaRecheck = 10 * time.Second
 	// metaGap spaces the refreshes a burst of commits (a sync round
 	// commits batch by batch) would wake; it matches topology's own
 	// spacing of meta broadcasts.
 	metaGap = 50 * time.Millisecond
+	// progressHold is how long a node holds back a meta change that only
+	// moves its progress figures (head, synced, lag), plus up to as much
+	// again at random. Every node's head moves with every patch, and each
+	// broadcast is a gossip message every member of its pools handles
+	// several times: sent at once, a thousand of them landed while the
+	// patch itself was still on its way, and doubled the CPU a 300-node
+	// mesh spent propagating it (bench/RESULTS.md, issue 15). Held, they
+	// go out after the patch, spread over the window, several moves
+	// coalesced into one. Any other change (tiers, an upstream) is
+	// broadcast at once, with the progress figures of the moment.
+	progressHold = 2 * time.Second
 )
 
 // watch keeps the advertised head, synced and lag figures current and
-// rebroadcasts them when they move, until ctx ends. It wakes on the
+// rebroadcasts them when they move (progress alone after progressHold),
+// until ctx ends. It wakes on the
 // node's change notification (a commit that grew the log, which is also
 // how the puller reports progress) and once a second for the puller's
 // lag, which moves with upstream heartbeats; that second costs no store
@@ -513,23 +532,34 @@ func (g *gossip) watch(ctx context.Context) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var gen uint64
-	var storeAt time.Time
+	var storeAt, progressDue time.Time
 	for first := true; ; first = false {
 		wake := g.n.changes.Wait()
 		now := time.Now()
 		// Generation is read before the store, so that a write committed
 		// during the read is read again next time.
-		if k := g.n.changes.Generation(); first || k != gen || now.Sub(storeAt) >= metaRecheck {
+		if k := g.n.changes.Generation(); first || k != gen || now.Sub(storeAt) >= g.n.storeRecheck {
 			gen, storeAt = k, now
-			if err := g.refreshStore(ctx); err != nil && ctx.Err() == nil {
-				g.n.log.Warn("gossip_meta_refresh_failed", "error", err.Error())
+			if err := g.refreshStore(ctx); err != nil {
+				storeAt = time.Time{} // read again at the next tick
+				if ctx.Err() == nil {
+					g.n.log.Warn("gossip_meta_refresh_failed", "error", err.Error())
+				}
 			}
 		}
 		g.refreshSync()
 		moved := g.upstreamsMoved()
 		g.mu.Lock()
 		changed := g.changed || moved
-		g.changed = false
+		if g.progressed && progressDue.IsZero() {
+			progressDue = now.Add(progressWait(rand.Float64()))
+		}
+		if changed || g.progressed && !now.Before(progressDue) {
+			// The broadcast carries every figure as it is now, progress
+			// included.
+			changed = true
+			g.changed, g.progressed, progressDue = false, false, time.Time{}
+		}
 		g.mu.Unlock()
 		if changed {
 			g.topo.UpdateMeta()
@@ -546,6 +576,12 @@ func (g *gossip) watch(ctx context.Context) {
 		case <-time.After(metaGap):
 		}
 	}
+}
+
+// progressWait is how long a progress-only change waits, for u in [0, 1):
+// between progressHold and twice that.
+func progressWait(u float64) time.Duration {
+	return progressHold + time.Duration(u*float64(progressHold))
 }
 
 // Nodes lists the members machines of tier may use: alive, serving the

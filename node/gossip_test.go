@@ -159,9 +159,11 @@ func TestDefaultNamesDifferAndADuplicateIsRefused(t *testing.T) {
 	}
 }
 
-// The head a node advertises follows a write to its store within a moment,
-// woken by the store's change notification: well inside metaRecheck, the
-// bound on how long the meta may go without a store read.
+// The head a node advertises follows a write to its store, held back
+// between progressHold and twice that, so that the wave of head moves a
+// patch sets off across a mesh does not gossip while the patch is still
+// on its way; any other change of meta (a tier served) goes at once and
+// carries the head of the moment with it.
 func TestGossipHeadFollowsTheStore(t *testing.T) {
 	key, err := topology.NewKey()
 	if err != nil {
@@ -172,10 +174,11 @@ func TestGossipHeadFollowsTheStore(t *testing.T) {
 	cfg.Gossip.Bind, cfg.Gossip.Profile = freeGossipAddr(t, "127.0.0.1"), "local"
 	cfg.Gossip.Keys = []string{base64.StdEncoding.EncodeToString(key)}
 	hub := startNode(t, cfg)
-	head := func() int64 {
+	self := func() topology.Member {
 		m, _ := hub.node.gossip.topo.Member("hub-1")
-		return m.Head
+		return m
 	}
+	head := func() int64 { return self().Head }
 	want, err := hub.node.store.Head(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -183,7 +186,9 @@ func TestGossipHeadFollowsTheStore(t *testing.T) {
 	if !waitFor(func() bool { return head() == want }, 5*time.Second) {
 		t.Fatalf("before any write: want advertised head %d, got %d", want, head())
 	}
-	for i := range 3 {
+	// The hold at most, the watch's one-second tick, and a margin.
+	within := 2*progressHold + 2*time.Second
+	for i := range 2 {
 		d := blob.FromBytes([]byte{byte(i)})
 		if _, err := hub.node.store.AddPatch(t.Context(), catalog.Patch{Digest: string(d), Kernel: "5.15.0-107.117-generic",
 			Arch: "x86_64", Version: "1." + strconv.Itoa(i), Size: 1}); err != nil {
@@ -192,8 +197,34 @@ func TestGossipHeadFollowsTheStore(t *testing.T) {
 		if want, err = hub.node.store.Head(t.Context()); err != nil {
 			t.Fatal(err)
 		}
-		if !waitFor(func() bool { return head() == want }, metaRecheck/2) {
-			t.Fatalf("patch %d: want advertised head %d within %v, got %d", i, want, metaRecheck/2, head())
+		wrote := time.Now()
+		if !waitFor(func() bool { return head() == want }, within) {
+			t.Fatalf("patch %d: want advertised head %d within %v, got %d", i, want, within, head())
+		}
+		if took := time.Since(wrote); took < progressHold/2 {
+			t.Fatalf("patch %d: head %d advertised %v after the write, not held back (progressHold %v)", i, want, took, progressHold)
+		}
+	}
+	if _, err := hub.node.store.AddTier(t.Context(), "canary"); err != nil {
+		t.Fatal(err)
+	}
+	if want, err = hub.node.store.Head(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if !waitFor(func() bool { m := self(); return m.Head == want && slices.Contains(m.Tiers, "canary") }, progressHold) {
+		m := self()
+		t.Fatalf("a new tier: want tiers with canary and head %d advertised within %v, got %v and %d", want, progressHold, m.Tiers, m.Head)
+	}
+}
+
+// progressWait spans progressHold to twice that.
+func TestProgressWaitSpansTheHold(t *testing.T) {
+	for _, c := range []struct {
+		u    float64
+		want time.Duration
+	}{{0, progressHold}, {0.5, progressHold * 3 / 2}, {0.999, 2*progressHold - progressHold/1000}} {
+		if got := progressWait(c.u); got != c.want {
+			t.Errorf("progressWait(%v) = %v, want %v", c.u, got, c.want)
 		}
 	}
 }

@@ -60,6 +60,8 @@ type Node struct {
 	srv       *http.Server
 	// changes wakes long-polling feed requests when the log grows.
 	changes store.Changes
+	// storeRecheck is storeRecheck(cfg).
+	storeRecheck time.Duration
 	// hubKey signs what a hub publishes; nil on relays and edges.
 	hubKey ed25519.PrivateKey
 	// nodeKey is the node's identity: the hub admits it, it signs hellos
@@ -141,7 +143,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{cfg: cfg, log: log, console: o.console, now: o.now, memberWatch: o.memberWatch}
+	n := &Node{cfg: cfg, log: log, console: o.console, now: o.now, memberWatch: o.memberWatch, storeRecheck: storeRecheck(cfg)}
 	ok := false
 	defer func() {
 		if !ok {
@@ -707,6 +709,26 @@ const soleWriterCacheMaxAge = time.Hour
 // every 2 s on every idle node, most of an idle edge's store reads
 // (bench/RESULTS.md, "Idle store reads without webhook polling").
 const soleWriterHookPoll = time.Minute
+
+// soleWriterRecheck is how often a node that hears every write to its
+// store rereads it unwoken for its pins and its gossip meta (see
+// storeRecheck).
+const soleWriterRecheck = time.Minute
+
+// storeRecheck bounds how long the pins (watchPins) and the advertised
+// meta (gossip.watch) go without a store read when no write was heard:
+// metaRecheck where other nodes may write the store unheard (a SQLite
+// file outside the data directory), soleWriterRecheck where every write
+// is heard, as this node's own (its embedded store) or through the store
+// generation it polls (PostgreSQL, see cacheMaxAge). There the reread is
+// a safety net: every 10 s it was two of the few store reads an idle node
+// made, each one a statement to prepare, on every node of a mesh.
+func storeRecheck(cfg Config) time.Duration {
+	if cfg.Store.Driver == DriverPostgres || ownsEmbeddedStore(cfg) {
+		return soleWriterRecheck
+	}
+	return metaRecheck
+}
 
 // cacheMaxAge is how long the token cache and the offer index may serve
 // an entry without a write on this node. An embedded SQLite database in

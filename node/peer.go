@@ -270,7 +270,7 @@ func (n *Node) newPeerServer() {
 // reads the store only when the store was written since the last read
 // (its change generation moved: every admission and removal bumps it, and
 // so does a revocation made outside a transaction, see store.Changes) and
-// at least every metaRecheck; the second's tick only checks the
+// at least every storeRecheck; the second's tick only checks the
 // generation. Reading every second on every node was 4% of the CPU of a
 // 100-node start (bench/RESULTS.md, issue 15).
 func (n *Node) watchPins(ctx context.Context) {
@@ -281,7 +281,7 @@ func (n *Node) watchPins(ctx context.Context) {
 	for first := true; ; first = false {
 		wake := n.changes.Wait()
 		k := n.changes.Generation()
-		if !first && k == gen && time.Since(readAt) < metaRecheck {
+		if !first && k == gen && time.Since(readAt) < n.storeRecheck {
 			select {
 			case <-ctx.Done():
 				return
