@@ -523,11 +523,11 @@ const (
 
 // watch keeps the advertised head, synced and lag figures current and
 // rebroadcasts them when they move (progress alone after progressHold),
-// until ctx ends. It wakes on the
-// node's change notification (a commit that grew the log, which is also
-// how the puller reports progress) and once a second for the puller's
-// lag, which moves with upstream heartbeats; that second costs no store
-// read unless the store was written.
+// until ctx ends. It wakes on the node's change notification (a commit
+// that grew the log, which is also how the puller reports progress) and
+// once a second for the puller's lag, which moves with upstream
+// heartbeats; that second costs no store read unless the store was
+// written.
 func (g *gossip) watch(ctx context.Context) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
