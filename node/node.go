@@ -236,7 +236,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 	n.hooks, err = webhook.New(webhook.Config{
 		Store: n.store, Node: cfg.Node.Name, AllowHTTP: cfg.Webhooks.AllowHTTP,
 		Timeout: cfg.Webhooks.Timeout, RetryMin: cfg.Webhooks.RetryMin, RetryMax: cfg.Webhooks.RetryMax, Keep: cfg.Webhooks.Keep,
-		Poll: hookPoll, Changes: &n.changes, UserAgent: "patchmesh/" + Version, Log: log, Registerer: reg, Now: o.now,
+		Poll: hookPoll, Changes: &n.changes, SoleWriter: ownsEmbeddedStore(cfg), UserAgent: "patchmesh/" + Version, Log: log, Registerer: reg, Now: o.now,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)

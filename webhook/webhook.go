@@ -124,6 +124,14 @@ type Config struct {
 	// Changes wakes the dispatcher when the change log grows; nil means
 	// it polls.
 	Changes *store.Changes
+	// SoleWriter says every write to Store is this node's own and bumps
+	// Changes' generation once committed (an embedded store no other node
+	// writes): a hook list read at one generation is then current for as
+	// long as the generation stays, and Emit skips an event no hook in it
+	// subscribes to instead of running a transaction that enqueues
+	// nothing. Each node.down was such a transaction on every node that
+	// saw the death, hooks or not (bench/RESULTS.md, issue 15).
+	SoleWriter bool
 	// Transport carries the requests; nil means a clone of
 	// http.DefaultTransport.
 	Transport http.RoundTripper
@@ -158,6 +166,12 @@ type Dispatcher struct {
 
 	mu      sync.Mutex
 	workers map[string]*worker
+	// events are the events the hooks subscribe to, as reconcile last read
+	// them at store generation eventsAt (with Config.SoleWriter); eventsRead
+	// says it has.
+	events     map[string]bool
+	eventsAt   uint64
+	eventsRead bool
 }
 
 type worker struct {
@@ -260,6 +274,9 @@ func (d *Dispatcher) Emit(ctx context.Context, event string, payload any) error 
 	if !ValidEvent(event) {
 		return fmt.Errorf("webhook: unknown event %q", event)
 	}
+	if d.unheard(event) {
+		return nil
+	}
 	m, err := NewMessage(event, d.cfg.Node, payload, d.cfg.Now())
 	if err != nil {
 		return err
@@ -270,6 +287,18 @@ func (d *Dispatcher) Emit(ctx context.Context, event string, payload any) error 
 	d.metrics.emitted.WithLabelValues(event).Inc()
 	d.Wake()
 	return nil
+}
+
+// unheard reports whether no hook subscribes to event, as far as a hook
+// list that is still current says (Config.SoleWriter); false whenever
+// the store was written since it was read.
+func (d *Dispatcher) unheard(event string) bool {
+	if !d.cfg.SoleWriter || d.cfg.Changes == nil {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.eventsRead && d.eventsAt == d.cfg.Changes.Generation() && !d.events[event]
 }
 
 // Wake makes the dispatcher reread the hook list and the log and every
@@ -309,11 +338,13 @@ func (d *Dispatcher) Run(ctx context.Context) {
 		if d.cfg.Changes != nil {
 			changed = d.cfg.Changes.Wait()
 		}
-		if err := d.reconcile(ctx, &wg); err != nil && ctx.Err() == nil {
-			d.log.Warn("webhook_hooks_unreadable", "error", err.Error())
-		}
+		// The log first: its cursor's write moves the store generation,
+		// which the hook list read after it is then current at.
 		if err := d.tail(ctx); err != nil && ctx.Err() == nil {
 			d.log.Warn("webhook_log_unreadable", "error", err.Error())
+		}
+		if err := d.reconcile(ctx, &wg); err != nil && ctx.Err() == nil {
+			d.log.Warn("webhook_hooks_unreadable", "error", err.Error())
 		}
 		d.wakeWorkers()
 		select {
@@ -328,14 +359,23 @@ func (d *Dispatcher) Run(ctx context.Context) {
 
 // reconcile runs one worker per hook in the store.
 func (d *Dispatcher) reconcile(ctx context.Context, wg *sync.WaitGroup) error {
+	var gen uint64
+	if d.cfg.Changes != nil {
+		// Before the read: a hook added during it moves the generation.
+		gen = d.cfg.Changes.Generation()
+	}
 	hooks, err := d.cfg.Store.Webhooks(ctx)
 	if err != nil {
 		return err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.events, d.eventsAt, d.eventsRead = map[string]bool{}, gen, true
 	live := map[string]bool{}
 	for _, h := range hooks {
+		for _, e := range h.Events {
+			d.events[e] = true
+		}
 		live[h.ID] = true
 		if d.workers[h.ID] != nil {
 			continue

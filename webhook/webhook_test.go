@@ -447,3 +447,66 @@ func TestFirstPatchOfANewNodeIsAnnounced(t *testing.T) {
 	d.Wake()
 	waitFor(t, "one patch.available", func() bool { return len(r.received()) == 1 })
 }
+
+// A node that hears every write to its store (SoleWriter) does not run a
+// transaction for an event no hook subscribes to: node.down with no hook
+// for it leaves the store unwritten. A hook added for it is heard at
+// once: the next node.down is enqueued for it, none lost while the
+// dispatcher has not reread the hooks. Without SoleWriter every event is
+// enqueued, as before.
+func TestEmitWithNoSubscriberWritesNothing(t *testing.T) {
+	for _, sole := range []bool{true, false} {
+		var changes store.Changes
+		s, err := sqlstore.OpenSQLite(t.Context(), filepath.Join(t.TempDir(), "meta.db"), sqlstore.Options{Changes: &changes})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		addHook(t, s, "patches", "http://127.0.0.1:1/hook", "s3cret", webhook.PatchAvailable)
+		d, err := webhook.New(webhook.Config{Store: s, Node: "edge-1", AllowHTTP: true, Changes: &changes,
+			SoleWriter: sole, Poll: time.Hour, RetryMin: time.Hour, RetryMax: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() { d.Run(ctx); close(done) }()
+		down := map[string]string{"name": "edge-2"}
+		// Until the dispatcher has read the hooks at the store's current
+		// generation an emit still writes; then none does (SoleWriter), or
+		// every one does.
+		wrote := func() bool {
+			g := changes.Generation()
+			if err := d.Emit(t.Context(), webhook.NodeDown, down); err != nil {
+				t.Fatal(err)
+			}
+			return changes.Generation() != g
+		}
+		if sole {
+			waitFor(t, "an unsubscribed node.down that writes nothing", func() bool { return !wrote() })
+			for i := range 5 {
+				if wrote() {
+					t.Fatalf("node.down %d with no hook for it wrote the store", i)
+				}
+			}
+		} else {
+			for i := range 5 {
+				if !wrote() {
+					t.Fatalf("without SoleWriter: node.down %d was not enqueued", i)
+				}
+			}
+		}
+		addHook(t, s, "downs", "http://127.0.0.1:1/hook", "s3cret", webhook.NodeDown)
+		if err := d.Emit(t.Context(), webhook.NodeDown, down); err != nil {
+			t.Fatal(err)
+		}
+		if got := deliveries(t, s, "downs"); len(got) != 1 || got[0].Event != webhook.NodeDown {
+			t.Errorf("sole writer %v: the node.down right after its hook was added: want 1 delivery, got %+v", sole, got)
+		}
+		if got := deliveries(t, s, "patches"); len(got) != 0 {
+			t.Errorf("sole writer %v: the patch.available hook got %d deliveries of node.down", sole, len(got))
+		}
+		cancel()
+		<-done
+	}
+}
