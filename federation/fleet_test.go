@@ -139,8 +139,13 @@ func TestReporterBuildsSubtree(t *testing.T) {
 	if err == nil {
 		t.Fatal("NewReporter without a client: want an error, got nil")
 	}
+	// Its own progress as of now, edge-a1's as this node last heard it.
+	ownProgress := NodeProgress{Head: 40, Synced: 38, Lag: 1, AsOf: now}
+	edgeProgress := NodeProgress{Head: 9, Synced: 9, AsOf: now.Add(-2 * time.Second)}
 	r, err = NewReporter(ReporterConfig{Store: st, Client: http.DefaultClient, Links: func() []LinkUpstream { return nil },
-		Node: "relay-a", DC: "dc-a", Now: func() time.Time { return now }})
+		Node: "relay-a", DC: "dc-a", Now: func() time.Time { return now },
+		Progress: func() NodeProgress { return ownProgress },
+		Known:    func(node string) (NodeProgress, bool) { return edgeProgress, node == "edge-a1" }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,6 +160,12 @@ func TestReporterBuildsSubtree(t *testing.T) {
 	if p.Tier != "stable" || len(p.Entries) != 2 || p.Entries[0].Node != "relay-a" || p.Entries[0].Counts[0].Machines != 2 ||
 		p.Entries[1].Node != "edge-a1" || !p.Entries[1].AsOf.Equal(earlier) || p.Entries[1].Counts[0].Machines != 5 {
 		t.Fatalf("Build: want hub tier stable, relay-a's 2 then edge-a1's 5 as of %v; got %+v", earlier, p)
+	}
+	if g := p.Entries[0].Progress; g == nil || *g != ownProgress {
+		t.Errorf("relay-a's own progress: got %+v, want %+v", g, ownProgress)
+	}
+	if g := p.Entries[1].Progress; g == nil || *g != edgeProgress {
+		t.Errorf("edge-a1's progress, as relay-a knows it: got %+v, want %+v", g, edgeProgress)
 	}
 	again, err := r.Build(t.Context(), l)
 	if err != nil {

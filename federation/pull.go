@@ -126,7 +126,12 @@ type PullConfig struct {
 	// records it has verified but not applied yet, so that this node's
 	// feed wakes its long polls and lists them as pending (relay.go).
 	Notify func()
-	Log    *slog.Logger
+	// Node and Progress, if both set, name this node and give its sync
+	// figures on every feed request (ProgressQuery), so that the upstream
+	// knows where its downstreams are without gossip carrying it.
+	Node     string
+	Progress func() NodeProgress
+	Log      *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -148,6 +153,11 @@ func NewPuller(cfg PullConfig) (*Puller, error) {
 		return nil, errors.New("federation: PullConfig needs Store, Fetcher, Client and Keys")
 	case len(cfg.Links) == 0:
 		return nil, errors.New("federation: no links to pull")
+	}
+	if cfg.Node != "" {
+		if err := catalog.ValidNodeName("node", cfg.Node); err != nil {
+			return nil, fmt.Errorf("federation: PullConfig.Node: %w", err)
+		}
 	}
 	if cfg.Wait <= 0 {
 		cfg.Wait = 30 * time.Second
@@ -691,6 +701,9 @@ func (p *Puller) feed(ctx context.Context, l *linkState, up Upstream, pos store.
 	q.Set("limit", strconv.Itoa(p.cfg.Limit))
 	q.Set("wait", wait.String())
 	q.Set("pending_after", strconv.FormatInt(pendingAfter, 10))
+	if p.cfg.Node != "" && p.cfg.Progress != nil {
+		ProgressQuery(q, p.cfg.Node, p.cfg.Progress())
+	}
 	req, err := http.NewRequestWithContext(pollCtx, http.MethodGet, strings.TrimSuffix(up.URL, "/")+"/v1/sync/feed?"+q.Encode(), nil)
 	if err != nil {
 		return FeedResponse{}, fmt.Errorf("feed request: %w", err)

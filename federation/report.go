@@ -68,6 +68,10 @@ type ReportEntry struct {
 	// chain sends per-machine rows); without it Machines is empty.
 	Rows     bool            `json:"rows,omitempty"`
 	Machines []ReportMachine `json:"machines,omitempty"`
+	// Progress is the node's sync position, as of its own time: the
+	// pushing node's own, or the newest it knows of a node below it
+	// (progress.go). Absent from older nodes.
+	Progress *NodeProgress `json:"progress,omitempty"`
 }
 
 // ReportCount is how many of a node's machines share a kernel, patch
@@ -127,6 +131,11 @@ func (p ReportPush) Validate(now time.Time) error {
 		}
 		if e.AsOf.IsZero() || e.AsOf.After(now.Add(MaxClockSkew)) {
 			return bad(f+".as_of", "must be set and not in the future")
+		}
+		if e.Progress != nil {
+			if err := e.Progress.Validate(f+".progress", now); err != nil {
+				return err
+			}
 		}
 		if len(e.Counts) > MaxReportCounts {
 			return bad(f+".counts", "at most %d rows", MaxReportCounts)
@@ -228,6 +237,11 @@ type ReporterConfig struct {
 	Interval time.Duration
 	// Machines sends per-machine rows, not only counts.
 	Machines bool
+	// Progress, if set, gives this node's own sync figures for its entry;
+	// Known, if set, the newest figures this node knows of another, for
+	// the entries of its subtree.
+	Progress func() NodeProgress
+	Known    func(node string) (NodeProgress, bool)
 	Log      *slog.Logger
 	Now      func() time.Time
 }
@@ -340,6 +354,10 @@ func (r *Reporter) Build(ctx context.Context, l LinkUpstream) (ReportPush, error
 		return ReportPush{}, err
 	}
 	own := ReportEntry{Node: r.cfg.Node, DC: r.cfg.DC, AsOf: now, Counts: reportCounts(counts), Rows: r.cfg.Machines}
+	if r.cfg.Progress != nil {
+		p := r.cfg.Progress()
+		own.Progress = &p
+	}
 	for _, m := range machines {
 		own.Machines = append(own.Machines, reportMachine(m))
 	}
@@ -353,6 +371,11 @@ func (r *Reporter) Build(ctx context.Context, l LinkUpstream) (ReportPush, error
 			continue // this node's own word is the one above
 		}
 		re := ReportEntry{Node: e.Node, DC: e.DC, AsOf: e.AsOf, Counts: reportCounts(e.Counts), Rows: r.cfg.Machines && e.HasMachines}
+		if r.cfg.Known != nil {
+			if p, ok := r.cfg.Known(e.Node); ok {
+				re.Progress = &p
+			}
+		}
 		if re.Rows {
 			for _, m := range e.Machines {
 				re.Machines = append(re.Machines, reportMachine(m))
