@@ -125,6 +125,10 @@ type Config struct {
 	// Topology is the node's gossip membership, for GET /v1/topology; nil
 	// with gossip off, when the answer holds this node alone.
 	Topology TopologyViewer
+	// Progress, if set, keeps the sync figures downstreams send with
+	// their feed requests and fleet reports (federation/progress.go), for
+	// the node's view of the mesh. Nil: they are read and dropped.
+	Progress *federation.Progress
 	// Endorsements are the hub key endorsements (federation.Endorse) this
 	// node hands machines with every offer and registration, so that a
 	// machine pinning an older hub key can verify records of the new one.
@@ -200,6 +204,7 @@ type server struct {
 	stopping   <-chan struct{}
 	heartbeats federation.Heartbeats
 	arrivals   federation.Arrivals
+	progress   *federation.Progress
 	nodes      NodeLister
 	topo       TopologyViewer
 	peer       *PeerConfig
@@ -300,6 +305,7 @@ func New(cfg Config) (http.Handler, error) {
 		hubPub:     cfg.HubKey,
 		heartbeats: cfg.Heartbeats,
 		arrivals:   cfg.Arrivals,
+		progress:   cfg.Progress,
 		configKeys: configKeys,
 		changes:    cfg.Changes,
 		stopping:   cfg.Stopping,

@@ -88,6 +88,13 @@ func (s *server) takeReport(w http.ResponseWriter, r *http.Request) error {
 		}
 		return err
 	}
+	if s.progress != nil {
+		for _, e := range p.Entries {
+			if e.Progress != nil {
+				s.progress.Note(e.Node, *e.Progress)
+			}
+		}
+	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -150,6 +150,13 @@ func (s *server) feed(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	node, progress, ok, err := federation.ParseProgressQuery(r.URL.Query(), s.now())
+	if err != nil {
+		return err
+	}
+	if ok && s.progress != nil {
+		s.progress.Note(node, progress)
+	}
 	ctx := r.Context()
 	deadline := time.NewTimer(q.wait)
 	defer deadline.Stop()
