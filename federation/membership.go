@@ -26,7 +26,6 @@ type Member struct {
 	// local tier (Meta of every link, not only the first).
 	Upstreams map[string]string
 	Tiers     []string // tiers it serves
-	Head      int64    // its change-log head
 	Alive     bool     // false once gossip saw it fail or leave
 	Self      bool
 }
@@ -44,8 +43,7 @@ type Mesh struct {
 	poke    func(url string)
 
 	mu     sync.Mutex
-	heads  map[string]int64 // last head seen per member API URL
-	health map[string]bool  // last liveness seen per member API URL
+	health map[string]bool // last liveness seen per member API URL
 }
 
 // NewMesh returns the policy of the node named name, in data centre dc,
@@ -53,7 +51,7 @@ type Mesh struct {
 // should start a sync round (the Puller's Poke).
 func NewMesh(members Membership, name, dc string, poke func(url string)) *Mesh {
 	return &Mesh{members: members, name: name, dc: dc, poke: poke,
-		heads: map[string]int64{}, health: map[string]bool{}}
+		health: map[string]bool{}}
 }
 
 // Health is the Puller's Health hook: whether gossip knows a member at url
@@ -104,18 +102,19 @@ func (p *Mesh) PeerGroup(tier, upstream string) (designated bool, peers []string
 	return designated, peers
 }
 
-// Observe takes a member's change from gossip: a head that advanced or a
-// change of liveness starts a sync round at once on the links that use
-// that member (the Puller ignores URLs none of its links use), cutting
-// short a long poll that may hang on a partitioned peer.
+// Observe takes a member's change from gossip: a change of liveness starts
+// a sync round at once on the links that use that member (the Puller
+// ignores URLs none of its links use), cutting short a long poll that may
+// hang on a partitioned peer. New records reach a link through its long
+// poll; gossip no longer carries heads (progress.go).
 func (p *Mesh) Observe(m Member) {
 	if m.Self || m.Name == p.name || m.API == "" || p.poke == nil {
 		return
 	}
 	p.mu.Lock()
 	last, seen := p.health[m.API]
-	moved := m.Head > p.heads[m.API] || !seen || last != m.Alive
-	p.heads[m.API], p.health[m.API] = m.Head, m.Alive
+	moved := !seen || last != m.Alive
+	p.health[m.API] = m.Alive
 	p.mu.Unlock()
 	if moved {
 		p.poke(m.API)

@@ -125,23 +125,22 @@ func TestHealthDrivesTheFailoverChoice(t *testing.T) {
 	}
 }
 
-func TestObservePokesOnHeadOrLivenessChanges(t *testing.T) {
+func TestObservePokesOnLivenessChanges(t *testing.T) {
 	var poked []string
 	m := NewMesh(&FakeMembership{}, "edge-1", "dc-a", func(url string) { poked = append(poked, url) })
-	a := Member{Name: "relay-a", API: relayA, Head: 5, Alive: true}
+	a := Member{Name: "relay-a", API: relayA, Alive: true}
 	steps := []struct {
 		m    Member
 		poke bool
 		why  string
 	}{
 		{a, true, "first news of relay-a"},
-		{a, false, "same head, same health"},
-		{Member{Name: "relay-a", API: relayA, Head: 6, Alive: true}, true, "head advanced"},
-		{Member{Name: "relay-a", API: relayA, Head: 6, Alive: false}, true, "died"},
-		{Member{Name: "relay-a", API: relayA, Head: 6, Alive: true}, true, "back"},
-		{Member{Name: "relay-a", API: relayA, Head: 4, Alive: true}, false, "head went back (renumbered): nothing new"},
-		{Member{Name: "edge-1", API: "https://edge-1.example", Head: 9, Alive: true, Self: true}, false, "itself"},
-		{Member{Name: "hub", Head: 9, Alive: true}, false, "no API URL"},
+		{a, false, "same health"},
+		{Member{Name: "relay-a", API: relayA, Alive: true, Tiers: []string{"stable"}}, false, "other meta moved: the long poll brings news"},
+		{Member{Name: "relay-a", API: relayA, Alive: false}, true, "died"},
+		{Member{Name: "relay-a", API: relayA, Alive: true}, true, "back"},
+		{Member{Name: "edge-1", API: "https://edge-1.example", Alive: true, Self: true}, false, "itself"},
+		{Member{Name: "hub", Alive: true}, false, "no API URL"},
 	}
 	for _, s := range steps {
 		before := len(poked)

@@ -44,6 +44,7 @@ func (n *Node) newReporter(now func() time.Time) error {
 		Store: n.store, Client: client, Links: n.puller.Links,
 		Node: n.cfg.Node.Name, DC: n.cfg.Node.Datacenter,
 		Interval: n.cfg.Reports.Interval, Machines: n.cfg.Reports.Machines,
+		Progress: n.ownProgress, Known: n.progress.Get,
 		Log: n.log, Now: now,
 	})
 	if err != nil {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"math/rand/v2"
 	"net"
 	"os"
 	"regexp"
@@ -247,28 +246,36 @@ type gossip struct {
 	// mesh is nil on the hub, which has no links.
 	mesh *federation.Mesh
 
-	mu     sync.Mutex
-	tiers  []string // the store's tiers, for a hub's meta
-	head   int64
-	synced int64
-	lag    int64
+	mu    sync.Mutex
+	tiers []string // the store's tiers, for a hub's meta
 	// ups is what upstreamsMoved saw last.
 	ups map[string]string
-	// changed says a figure other than progress moved (tiers served, an
-	// upstream) since meta was last rebroadcast; progressed says only the
-	// progress figures (head, synced, lag) did, which waits for
-	// progressHold (see watch).
-	changed, progressed bool
+	// changed says a figure of meta moved (tiers served) since meta was
+	// last rebroadcast.
+	changed bool
 	// changes counts the member changes heard, so that the watchers of
 	// the view (dashboard, webhooks) skip the seconds when none came.
 	changes atomic.Uint64
 }
 
-// Changes counts the member changes this node has heard (api.ChangeCounter).
-func (g *gossip) Changes() uint64 { return g.changes.Load() }
+// Changes counts the member changes this node has heard, and the moves of
+// the sync progress it knows (api.ChangeCounter).
+func (g *gossip) Changes() uint64 { return g.changes.Load() + g.n.progress.Changes() }
 
-// View is the node's view of the mesh (api.TopologyViewer).
-func (g *gossip) View() topology.View { return g.topo.View() }
+// View is the node's view of the mesh (api.TopologyViewer), with the sync
+// progress this node knows: its own, and what its downstreams sent.
+func (g *gossip) View() topology.View {
+	v := g.topo.View()
+	own := g.n.ownProgress()
+	v.SetProgress(func(name string) (topology.Progress, bool) {
+		p, ok := own, name == v.Self
+		if !ok {
+			p, ok = g.n.progress.Get(name)
+		}
+		return topology.Progress{Head: p.Head, Synced: p.Synced, Lag: p.Lag, AsOf: p.AsOf}, ok
+	})
+	return v
+}
 
 // startGossip joins the mesh: the one pool of the gossip section, or each
 // of gossip.pools.
@@ -281,7 +288,7 @@ func (n *Node) startGossip(ctx context.Context) error {
 		return fmt.Errorf("node: gossip: %w", err)
 	}
 	// The meta gossip starts with carries these figures.
-	g.changed, g.progressed = false, false
+	g.changed = false
 	tc := topology.Config{
 		Name:     n.cfg.Node.Name,
 		Meta:     g.meta,
@@ -347,7 +354,6 @@ func (g *gossip) meta() topology.Meta {
 		API: n.apiURL(), Peer: n.peerURL(), Version: Version, Key: n.nodeKeyID(),
 	}
 	g.mu.Lock()
-	m.Head, m.Synced, m.Lag = g.head, g.synced, g.lag
 	m.Tiers = g.served()
 	g.mu.Unlock()
 	if n.puller != nil {
@@ -405,22 +411,8 @@ func (g *gossip) served() []string {
 	return out
 }
 
-// refresh reads the figures meta advertises from the store and the
-// puller, and reports whether any moved.
+// refresh reads the tiers meta advertises from the store.
 func (g *gossip) refresh(ctx context.Context) error {
-	if err := g.refreshStore(ctx); err != nil {
-		return err
-	}
-	g.refreshSync()
-	return nil
-}
-
-// refreshStore reads the head and the tiers from the store.
-func (g *gossip) refreshStore(ctx context.Context) error {
-	h, err := g.n.store.Head(ctx)
-	if err != nil {
-		return fmt.Errorf("read head: %w", err)
-	}
 	ts, err := g.n.store.Tiers(ctx)
 	if err != nil {
 		return fmt.Errorf("read tiers: %w", err)
@@ -432,24 +424,8 @@ func (g *gossip) refreshStore(ctx context.Context) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.changed = g.changed || !slices.Equal(names, g.tiers)
-	g.progressed = g.progressed || h != g.head
-	g.head, g.tiers = h, names
+	g.tiers = names
 	return nil
-}
-
-// refreshSync reads the synced and lag figures from the puller's memory.
-func (g *gossip) refreshSync() {
-	var synced, lag int64
-	if g.n.puller != nil {
-		for _, s := range g.n.puller.Status() {
-			synced += s.HubSeq
-			lag += s.LagEvents
-		}
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.progressed = g.progressed || synced != g.synced || lag != g.lag
-	g.synced, g.lag = synced, lag
 }
 
 // onChange hands another member's change to the sync policy.
@@ -489,7 +465,7 @@ func (m membership) Members() []federation.Member {
 
 func asFederationMember(m topology.Member) federation.Member {
 	return federation.Member{Name: m.Name, DC: m.DC, API: m.API, Upstreams: m.UpstreamsByTier(), Tiers: m.Tiers,
-		Head: m.Head, Alive: m.State == topology.Alive, Self: m.Self}
+		Alive: m.State == topology.Alive, Self: m.Self}
 }
 
 // Bounds of watch's work. The store is read again only when it was
@@ -508,31 +484,18 @@ const (
 	// commits batch by batch) would wake; it matches topology's own
 	// spacing of meta broadcasts.
 	metaGap = 50 * time.Millisecond
-	// progressHold is how long a node holds back a meta change that only
-	// moves its progress figures (head, synced, lag), plus up to as much
-	// again at random. Every node's head moves with every patch, and each
-	// broadcast is a gossip message every member of its pools handles
-	// several times: sent at once, a thousand of them landed while the
-	// patch itself was still on its way, and doubled the CPU a 300-node
-	// mesh spent propagating it (bench/RESULTS.md, issue 15). Held, they
-	// go out after the patch, spread over the window, several moves
-	// coalesced into one. Any other change (tiers, an upstream) is
-	// broadcast at once, with the progress figures of the moment.
-	progressHold = 2 * time.Second
 )
 
-// watch keeps the advertised head, synced and lag figures current and
-// rebroadcasts them when they move (progress alone after progressHold),
-// until ctx ends. It wakes on the node's change notification (a commit
-// that grew the log, which is also how the puller reports progress) and
-// once a second for the puller's lag, which moves with upstream
-// heartbeats; that second costs no store read unless the store was
-// written.
+// watch keeps the advertised tiers and upstreams current and rebroadcasts
+// meta when they move, until ctx ends. It wakes on the node's change
+// notification (a commit, which may add a tier) and once a second for the
+// puller's upstreams, which move on a failover; that second costs no
+// store read unless the store was written.
 func (g *gossip) watch(ctx context.Context) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var gen uint64
-	var storeAt, progressDue time.Time
+	var storeAt time.Time
 	for first := true; ; first = false {
 		wake := g.n.changes.Wait()
 		now := time.Now()
@@ -540,26 +503,17 @@ func (g *gossip) watch(ctx context.Context) {
 		// during the read is read again next time.
 		if k := g.n.changes.Generation(); first || k != gen || now.Sub(storeAt) >= g.n.storeRecheck {
 			gen, storeAt = k, now
-			if err := g.refreshStore(ctx); err != nil {
+			if err := g.refresh(ctx); err != nil {
 				storeAt = time.Time{} // read again at the next tick
 				if ctx.Err() == nil {
 					g.n.log.Warn("gossip_meta_refresh_failed", "error", err.Error())
 				}
 			}
 		}
-		g.refreshSync()
 		moved := g.upstreamsMoved()
 		g.mu.Lock()
 		changed := g.changed || moved
-		if g.progressed && progressDue.IsZero() {
-			progressDue = now.Add(progressWait(rand.Float64()))
-		}
-		if changed || g.progressed && !now.Before(progressDue) {
-			// The broadcast carries every figure as it is now, progress
-			// included.
-			changed = true
-			g.changed, g.progressed, progressDue = false, false, time.Time{}
-		}
+		g.changed = false
 		g.mu.Unlock()
 		if changed {
 			g.topo.UpdateMeta()
@@ -576,12 +530,6 @@ func (g *gossip) watch(ctx context.Context) {
 		case <-time.After(metaGap):
 		}
 	}
-}
-
-// progressWait is how long a progress-only change waits, for u in [0, 1):
-// between progressHold and twice that.
-func progressWait(u float64) time.Duration {
-	return progressHold + time.Duration(u*float64(progressHold))
 }
 
 // Nodes lists the members machines of tier may use: alive, serving the

@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -96,6 +97,11 @@ type Node struct {
 	peerClients []*http.Client
 	// resolver finds members' peer listeners from their API URLs.
 	resolver *peerResolver
+	// progress is the sync progress of other nodes this node knows, from
+	// its downstreams' feed requests and fleet reports; lastHead is the
+	// last log head ownProgress read.
+	progress *federation.Progress
+	lastHead atomic.Int64
 	// lock holds the data directory for this process.
 	lock *dataDirLock
 	// memberWatch hears every member change; nil but in harnesses.
@@ -143,7 +149,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{cfg: cfg, log: log, console: o.console, now: o.now, memberWatch: o.memberWatch, storeRecheck: storeRecheck(cfg)}
+	n := &Node{cfg: cfg, log: log, console: o.console, now: o.now, memberWatch: o.memberWatch, storeRecheck: storeRecheck(cfg),
+		progress: federation.NewProgress(o.now)}
 	ok := false
 	defer func() {
 		if !ok {
@@ -325,6 +332,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*No
 		HubKey:       n.hubPublicKey(),
 		Heartbeats:   n.heartbeats(),
 		Arrivals:     n.arrivals(),
+		Progress:     n.progress,
 		ConfigKeys:   cfg.Sync.Trust,
 		Changes:      &n.changes,
 		Endorsements: n.endorsements(),

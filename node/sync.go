@@ -338,6 +338,8 @@ func (n *Node) newPuller(now func() time.Time) error {
 		PeerWait:   n.cfg.Sync.PeerWait,
 		StaleAfter: n.cfg.Sync.StaleAfter,
 		Notify:     n.changes.Notify,
+		Node:       n.cfg.Node.Name,
+		Progress:   n.ownProgress,
 		Log:        n.log,
 		Now:        now,
 	}
@@ -396,4 +398,29 @@ func (n *Node) admitSelf(ctx context.Context) error {
 	auth.SecurityEvent(ctx, n.log, auth.EventNodeAdmitted, slog.String("node", self.Name), slog.String("key_id", self.KeyID),
 		slog.String("tiers", strings.Join(self.Tiers, ",")), slog.String("url", self.URLs[0]), slog.String("by", "hub_first_start"))
 	return nil
+}
+
+// ownProgress is this node's sync figures now, as its feed requests and
+// fleet reports send them upstream and its view shows them: its log head,
+// and the sum over its links of the hub seq applied and of the lag. A
+// failed read of the head gives the last one read.
+func (n *Node) ownProgress() federation.NodeProgress {
+	now := time.Now
+	if n.now != nil {
+		now = n.now
+	}
+	p := federation.NodeProgress{AsOf: now().UTC()}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if h, err := n.store.Head(ctx); err == nil {
+		n.lastHead.Store(h)
+	}
+	p.Head = n.lastHead.Load()
+	if n.puller != nil {
+		for _, s := range n.puller.Status() {
+			p.Synced += s.HubSeq
+			p.Lag += s.LagEvents
+		}
+	}
+	return p
 }

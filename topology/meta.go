@@ -36,11 +36,11 @@ type Meta struct {
 	// UpstreamsByTier): most nodes have one link, and every byte of meta
 	// travels in every push/pull, once per member.
 	Upstreams map[string]string `json:"u,omitempty"`
-	Head      int64             `json:"h"`           // the node's change-log head seq
-	Synced    int64             `json:"s"`           // sum over its links of hub seq applied (0 on the hub)
-	Lag       int64             `json:"l,omitempty"` // hub records its links have not applied yet (0 on the hub)
-	Tiers     []string          `json:"t"`           // tiers it serves
-	Version   string            `json:"v"`
+	// Sync progress (head, synced, lag) is not meta: it moves with every
+	// patch, and every move would be gossiped to every member of the
+	// node's pools. It travels on the sync links (federation/progress.go).
+	Tiers   []string `json:"t"` // tiers it serves
+	Version string   `json:"v"`
 	// Key is the ID of the node key the node says it holds: a hint that
 	// lets others drop a member claiming an admitted name under another
 	// key, never proof (only a signed hello is).

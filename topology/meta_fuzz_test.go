@@ -14,10 +14,10 @@ func metaSeeds(t testing.TB) [][]byte {
 	var out [][]byte
 	for _, m := range []Meta{
 		{Name: "hub", Role: "hub", DC: "fra1", API: "https://hub.fra1.example:8443", Peer: "https://hub.fra1.example:9443",
-			Head: 42, Tiers: []string{"stable", "beta"}, Version: "v1.2.3", Key: "0123456789abcdef"},
+			Tiers: []string{"stable", "beta"}, Version: "v1.2.3", Key: "0123456789abcdef"},
 		{Name: "edge-7", Role: "edge", DC: "fra1", API: "https://edge-7.fra1.example:8443", Peer: "https://edge-7.fra1.example:9443",
-			Upstream: "https://relay-1.fra1.example:8443", Head: 1 << 40, Synced: 1 << 41, Lag: 7,
-			Tiers: []string{"stable"}, Version: "v1.2.3"},
+			Upstream: "https://relay-1.fra1.example:8443",
+			Tiers:    []string{"stable"}, Version: "v1.2.3"},
 		{Name: "relay-1", Role: "relay", DC: "ams1", API: "https://[2001:db8::1]:8443", Peer: "https://[2001:db8::1]:9443",
 			Upstream: "https://hub.fra1.example:8443", Upstreams: map[string]string{"stable": "https://hub.fra1.example:8443",
 				"beta": "https://hub-2.fra1.example:8443"}, Tiers: []string{"stable", "beta"}},
@@ -30,6 +30,8 @@ func metaSeeds(t testing.TB) [][]byte {
 	}
 	return append(out,
 		[]byte(`{"n":"other","r":"edge"}`),
+		// An older node's meta, with progress figures.
+		[]byte(`{"n":"edge-8","r":"edge","h":42,"s":41,"l":1,"t":["stable"]}`),
 		[]byte(`{"n":"edge-7","api":"https://u:p@edge-7.example"}`),
 		[]byte(`{"n":"edge-7","api":"ftp://edge-7.example"}`),
 		[]byte(`{"n":"edge-7","p":":9443"}`),

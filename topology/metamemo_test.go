@@ -85,7 +85,7 @@ func BenchmarkMetaCheckPushPull(b *testing.B) {
 		name := fmt.Sprintf("l3-%04d", i)
 		peers[i] = &memberlist.Node{Name: name, Meta: encodedMeta(b, Meta{Name: name, Role: "edge", DC: "dc-001",
 			API: fmt.Sprintf("http://127.89.0.%d:8080", i+1), Upstream: "http://127.89.0.200:8080",
-			Peer: fmt.Sprintf("https://127.89.0.%d:8444", i+1), Head: 1234, Synced: 1234, Tiers: []string{"stable"}})}
+			Peer: fmt.Sprintf("https://127.89.0.%d:8444", i+1), Tiers: []string{"stable"}})}
 	}
 	c := testMetaCheck()
 	b.ReportAllocs()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -115,7 +116,7 @@ func TestMetaUpdatesReachEveryPool(t *testing.T) {
 	rc := pooled("relay", nil,
 		fastPool(t, "backbone", backbone, addrOf(t, hub, "backbone")),
 		fastPool(t, "region-eu", regional))
-	rc.Meta = func() Meta { return Meta{Role: "relay", Head: head.Load()} }
+	rc.Meta = func() Meta { return Meta{Role: "relay", Version: strconv.FormatInt(head.Load(), 10)} }
 	relay := start(t, rc)
 	edge := start(t, pooled("edge", nil, fastPool(t, "region-eu", regional, addrOf(t, relay, "region-eu"))))
 	waitFor(t, 5*time.Second, "relay sees both", func() (bool, string) { return seesAlive(relay, "edge", "hub", "relay") })
@@ -125,7 +126,7 @@ func TestMetaUpdatesReachEveryPool(t *testing.T) {
 	for name, top := range map[string]*Topology{"hub": hub, "edge": edge} {
 		waitFor(t, 5*time.Second, name+" to hear the relay's head 7", func() (bool, string) {
 			m, _ := top.Member("relay")
-			return m.Head == 7, summary(top.Members())
+			return m.Version == "7", summary(top.Members())
 		})
 	}
 }

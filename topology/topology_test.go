@@ -148,7 +148,7 @@ func waitFor(t *testing.T, timeout time.Duration, want string, cond func() (bool
 func summary(ms []Member) string {
 	var parts []string
 	for _, m := range ms {
-		parts = append(parts, fmt.Sprintf("%s=%s(h%d)", m.Name, m.State, m.Head))
+		parts = append(parts, fmt.Sprintf("%s=%s(v%s)", m.Name, m.State, m.Version))
 	}
 	return "[" + strings.Join(parts, " ") + "]"
 }
@@ -177,7 +177,7 @@ func TestThreeNodesShareMetaAndUpdates(t *testing.T) {
 			}
 			m := Meta{Role: role, DC: "dc1", API: "http://" + name + ".test:8080", Tiers: []string{"stable", "beta"}, Version: "test"}
 			if name == "a" {
-				m.Head = head.Load()
+				m.Version = strconv.FormatInt(head.Load(), 10)
 			}
 			return m
 		}
@@ -224,7 +224,7 @@ func TestThreeNodesShareMetaAndUpdates(t *testing.T) {
 	for _, top := range []*Topology{b, c} {
 		waitFor(t, 5*time.Second, "a's head 42", func() (bool, string) {
 			m, _ := top.Member("a")
-			return m.Head == 42, summary(top.Members())
+			return m.Version == "42", summary(top.Members())
 		})
 	}
 	calls, most := metaCalls.Load()-callsBefore, 1+int64(time.Since(burstStart)/updateGap)
@@ -233,7 +233,7 @@ func TestThreeNodesShareMetaAndUpdates(t *testing.T) {
 	}
 	waitFor(t, time.Second, "b's OnChange to report a's join and its new head", func() (bool, string) {
 		_, joined := recB.any(func(m Member) bool { return m.Name == "a" && m.State == Alive })
-		_, updated := recB.any(func(m Member) bool { return m.Name == "a" && m.Head == 42 })
+		_, updated := recB.any(func(m Member) bool { return m.Name == "a" && m.Version == "42" })
 		return joined && updated, fmt.Sprintf("joined=%v updated=%v", joined, updated)
 	})
 }
@@ -691,9 +691,9 @@ func TestOversizedMetaLaterKeepsTheLastGood(t *testing.T) {
 	ca := fast(t, "a", k)
 	ca.Meta = func() Meta {
 		if big.Load() {
-			return Meta{Role: "hub", Head: 2, Tiers: manyTiers(100)}
+			return Meta{Role: "hub", Version: "2", Tiers: manyTiers(100)}
 		}
-		return Meta{Role: "hub", Head: 1}
+		return Meta{Role: "hub", Version: "1"}
 	}
 	a := start(t, ca)
 	b := start(t, fast(t, "b", k, a.LocalAddr()))
@@ -701,7 +701,7 @@ func TestOversizedMetaLaterKeepsTheLastGood(t *testing.T) {
 	big.Store(true)
 	a.UpdateMeta()
 	time.Sleep(300 * time.Millisecond) // several gossip intervals
-	if m, _ := b.Member("a"); m.Head != 1 || m.Role != "hub" {
+	if m, _ := b.Member("a"); m.Version != "1" || m.Role != "hub" {
 		t.Errorf("b's view of a after an oversized update: want the last good meta (head 1), got %+v", m.Meta)
 	}
 }

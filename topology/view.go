@@ -37,11 +37,16 @@ type ViewNode struct {
 	State     string            `json:"state"` // Alive, Dead, Left
 	Version   string            `json:"version"`
 	Since     time.Time         `json:"since"` // when State last changed, as this node saw it
-	Head      int64             `json:"head"`
-	Synced    int64             `json:"synced"`
-	Lag       int64             `json:"lag"`
-	Tiers     []string          `json:"tiers"`
-	Addr      string            `json:"addr"` // gossip host:port, in the first of Pools
+	// Head, Synced and Lag are the member's sync progress as of
+	// ProgressAsOf, by the member's clock, where this node knows it (see
+	// View.SetProgress); ProgressAsOf is absent, and they are 0, where it
+	// does not.
+	Head         int64     `json:"head"`
+	Synced       int64     `json:"synced"`
+	Lag          int64     `json:"lag"`
+	ProgressAsOf time.Time `json:"progress_as_of,omitzero"`
+	Tiers        []string  `json:"tiers"`
+	Addr         string    `json:"addr"` // gossip host:port, in the first of Pools
 	// Pools are the pools of this node that know the member; a member
 	// of none of them is not listed at all.
 	Pools []string `json:"pools"`
@@ -58,8 +63,8 @@ type ViewLink struct {
 	// FromURL is the upstream URL as the downstream advertises it, so that
 	// an unknown upstream can still be named.
 	FromURL string `json:"from_url"`
-	// LagEvents is the downstream's Meta.Lag: hub records it has not
-	// applied yet.
+	// LagEvents is the downstream's Lag: hub records it has not applied
+	// yet, where this node knows its progress.
 	LagEvents int64 `json:"lag_events"`
 	// Healthy says both ends are alive.
 	Healthy bool `json:"healthy"`
@@ -99,11 +104,10 @@ func ViewOf(self string, ms []Member) View {
 			Name: m.Name, Role: m.Role, DC: m.DC, URL: m.API, PeerURL: m.Peer, Upstream: m.Upstream,
 			Upstreams: m.UpstreamsByTier(),
 			State:     m.State, Version: m.Version, Since: m.Since,
-			Head: m.Head, Synced: m.Synced, Lag: m.Lag,
 			Tiers: nonNil(slices.Clone(m.Tiers)), Addr: m.Addr, Pools: nonNil(slices.Clone(m.Pools)),
 		})
 		for _, u := range upstreamURLs(m.Meta) {
-			l := ViewLink{To: m.Name, FromURL: u, LagEvents: m.Lag}
+			l := ViewLink{To: m.Name, FromURL: u}
 			if up, ok := byURL[strings.TrimSuffix(u, "/")]; ok {
 				l.From = up.Name
 				l.Healthy = up.State == Alive && m.State == Alive
@@ -112,6 +116,32 @@ func ViewOf(self string, ms []Member) View {
 		}
 	}
 	return v
+}
+
+// Progress is a member's sync position as of a time, as the node serving a
+// view knows it: its own, its downstreams' from their feed requests, deeper
+// ones from fleet reports.
+type Progress struct {
+	Head, Synced, Lag int64
+	AsOf              time.Time
+}
+
+// SetProgress fills each node's progress, and each link's lag, from known,
+// which says what this node knows of a member by name.
+func (v *View) SetProgress(known func(name string) (Progress, bool)) {
+	lag := make(map[string]int64, len(v.Nodes))
+	for i := range v.Nodes {
+		n := &v.Nodes[i]
+		p, ok := known(n.Name)
+		if !ok {
+			continue
+		}
+		n.Head, n.Synced, n.Lag, n.ProgressAsOf = p.Head, p.Synced, p.Lag, p.AsOf
+		lag[n.Name] = p.Lag
+	}
+	for i := range v.Links {
+		v.Links[i].LagEvents = lag[v.Links[i].To]
+	}
 }
 
 // upstreamURLs is every distinct upstream m advertises, sorted.

@@ -10,8 +10,10 @@ import (
 
 func TestViewOfLinksEachDownstreamToItsUpstream(t *testing.T) {
 	t0 := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	lags := map[string]int64{}
 	member := func(name, role, api, up, state string, lag int64) Member {
-		return Member{Meta: Meta{Name: name, Role: role, DC: "dc-a", API: api, Upstream: up, Lag: lag, Tiers: []string{"stable"}},
+		lags[name] = lag
+		return Member{Meta: Meta{Name: name, Role: role, DC: "dc-a", API: api, Upstream: up, Tiers: []string{"stable"}},
 			Addr: "127.0.0.1:7946", State: state, Since: t0}
 	}
 	hub := member("hub-1", "hub", "https://hub.example", "", Alive, 0)
@@ -28,6 +30,15 @@ func TestViewOfLinksEachDownstreamToItsUpstream(t *testing.T) {
 	twoLinks.Upstreams = map[string]string{"stable": "https://region-a.example", "beta": "https://hub.example/"}
 
 	v := ViewOf("region-a", []Member{orphan, edge, ghost, relay, hub, deadEdge, twoLinks})
+	// This node knows the progress of every member but edge-x: a link's
+	// lag is its downstream's, and an unknown one is 0, as of no time.
+	asOf := t0.Add(-time.Minute)
+	v.SetProgress(func(name string) (Progress, bool) {
+		if name == "edge-x" {
+			return Progress{}, false
+		}
+		return Progress{Head: 100, Synced: 90, Lag: lags[name], AsOf: asOf}, true
+	})
 
 	if v.Self != "region-a" {
 		t.Errorf("self = %q, want region-a", v.Self)
@@ -44,7 +55,7 @@ func TestViewOfLinksEachDownstreamToItsUpstream(t *testing.T) {
 		{From: "region-a", To: "edge-a2", FromURL: "https://region-a.example", LagEvents: 5, Healthy: false},
 		{From: "hub-1", To: "edge-a3", FromURL: "https://hub.example/", LagEvents: 1, Healthy: true},
 		{From: "region-a", To: "edge-a3", FromURL: "https://region-a.example", LagEvents: 1, Healthy: true},
-		{From: "", To: "edge-x", FromURL: "https://gone.example", LagEvents: 9, Healthy: false},
+		{From: "", To: "edge-x", FromURL: "https://gone.example", LagEvents: 0, Healthy: false},
 		{From: "hub-1", To: "region-a", FromURL: "https://hub.example/", LagEvents: 0, Healthy: true},
 		{From: "hub-1", To: "region-a-old", FromURL: "https://hub.example", LagEvents: 0, Healthy: false},
 	}
@@ -52,10 +63,17 @@ func TestViewOfLinksEachDownstreamToItsUpstream(t *testing.T) {
 		t.Errorf("links:\n got %+v\nwant %+v", v.Links, want)
 	}
 	wantNode := ViewNode{Name: "edge-a1", Role: "edge", DC: "dc-a", URL: "https://edge-a1.example", Upstream: "https://region-a.example",
-		Upstreams: map[string]string{"stable": "https://region-a.example"}, State: Alive, Since: t0, Lag: 2, Tiers: []string{"stable"}, Addr: "127.0.0.1:7946",
+		Upstreams: map[string]string{"stable": "https://region-a.example"}, State: Alive, Since: t0, Head: 100, Synced: 90, Lag: 2, ProgressAsOf: asOf, Tiers: []string{"stable"}, Addr: "127.0.0.1:7946",
 		Pools: []string{"region-a"}}
 	if !reflect.DeepEqual(v.Nodes[0], wantNode) {
 		t.Errorf("node edge-a1 = %+v, want %+v", v.Nodes[0], wantNode)
+	}
+	if x := v.Nodes[3]; x.Name != "edge-x" || x.Head != 0 || x.Lag != 0 || !x.ProgressAsOf.IsZero() {
+		t.Errorf("node edge-x, progress unknown: got %+v, want no figures and no progress_as_of", x)
+	}
+	b, err := json.Marshal(v.Nodes[3])
+	if err != nil || strings.Contains(string(b), "progress_as_of") {
+		t.Errorf("edge-x on the wire: %s, %v; want no progress_as_of", b, err)
 	}
 }
 
@@ -101,14 +119,14 @@ func TestViewOfRunningTopology(t *testing.T) {
 	}
 	top, err := Start(t.Context(), Config{
 		Name: "solo", BindAddr: "127.0.0.1", Profile: "local", Keys: [][]byte{key},
-		Meta: func() Meta { return Meta{Role: "hub", API: "https://solo.example", Head: 7} },
+		Meta: func() Meta { return Meta{Role: "hub", API: "https://solo.example"} },
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { top.Close() })
 	v := top.View()
-	if v.Self != "solo" || len(v.Nodes) != 1 || v.Nodes[0].Name != "solo" || v.Nodes[0].State != Alive || v.Nodes[0].Head != 7 || len(v.Links) != 0 {
+	if v.Self != "solo" || len(v.Nodes) != 1 || v.Nodes[0].Name != "solo" || v.Nodes[0].State != Alive || len(v.Links) != 0 {
 		t.Errorf("view of a lone hub = %+v, want only itself, alive, head 7, no links", v)
 	}
 }

@@ -450,9 +450,14 @@ type Member struct {
 	Upstream string    `json:"upstream"`
 	State    string    `json:"state"`
 	Since    time.Time `json:"since"`
-	Head     int64     `json:"head"`
-	Addr     string    `json:"addr"`
-	Pools    []string  `json:"pools"`
+	// Head, Synced and Lag are the member's sync progress as of
+	// ProgressAsOf, where the viewing node knows it.
+	Head         int64     `json:"head"`
+	Synced       int64     `json:"synced"`
+	Lag          int64     `json:"lag"`
+	ProgressAsOf time.Time `json:"progress_as_of"`
+	Addr         string    `json:"addr"`
+	Pools        []string  `json:"pools"`
 }
 
 // Topology is a node's view of the mesh.
