@@ -109,6 +109,9 @@ func (d *dashState) observe(v topology.View, now time.Time) {
 			w.upstream = n.Upstream
 		}
 		switch {
+		case n.ProgressAsOf.IsZero():
+			// Not known here (progress travels up the sync links): no
+			// word either way.
 		case n.Lag == 0:
 			w.behindSince = time.Time{}
 		case w.behindSince.IsZero():
@@ -131,14 +134,20 @@ func (d *dashState) observe(v topology.View, now time.Time) {
 
 // linkLag gives each downstream's lag in seconds: this node's own from its
 // sync loop (the age of the oldest record it has not applied), others' as
-// how long this node has seen them advertise a non-zero lag. Call with
-// d.mu held, after observe.
+// how long this node has seen them report a non-zero lag; none for a
+// downstream whose progress this node does not know. Call with d.mu held,
+// after observe.
 func (d *dashState) linkLag(v topology.View, ownLag float64, now time.Time) map[string]float64 {
 	out := map[string]float64{}
+	known := make(map[string]bool, len(v.Nodes))
+	for _, n := range v.Nodes {
+		known[n.Name] = !n.ProgressAsOf.IsZero()
+	}
 	for _, l := range v.Links {
 		switch {
 		case l.To == v.Self:
 			out[l.To] = ownLag
+		case !known[l.To]:
 		case l.LagEvents == 0:
 			out[l.To] = 0
 		default:

@@ -14,7 +14,8 @@ func meshView(upstream string, lag int64) topology.View {
 	return topology.View{
 		Self: "hub",
 		Nodes: []topology.ViewNode{
-			{Name: "edge-1", URL: "http://edge-1", Upstream: upstream, Lag: lag, State: topology.Alive},
+			{Name: "edge-1", URL: "http://edge-1", Upstream: upstream, Lag: lag, State: topology.Alive,
+				ProgressAsOf: time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)},
 			{Name: "hub", URL: "http://hub", State: topology.Alive},
 			{Name: "relay-a", URL: "http://relay-a", Upstream: "http://hub", State: topology.Alive},
 			{Name: "relay-b", URL: "http://relay-b", Upstream: "http://hub", State: topology.Alive},
@@ -97,5 +98,24 @@ func TestDashboardTakesItsOwnLinksLagFromTheSyncLoop(t *testing.T) {
 	d.observe(v, now)
 	if lag := d.linkLag(v, 12.5, now.Add(time.Second))["edge-1"]; lag != 12.5 {
 		t.Errorf("own link's lag %v s, want the sync loop's 12.5 s", lag)
+	}
+}
+
+// A downstream whose progress this node does not know (not in its subtree)
+// has no lag in seconds, and its earlier word stands until news comes.
+func TestDashboardLagOfAnUnknownDownstreamIsNone(t *testing.T) {
+	var d dashState
+	t0 := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	d.observe(meshView("http://relay-a", 3), t0)
+	unknown := meshView("http://relay-a", 0)
+	unknown.Nodes[0].ProgressAsOf = time.Time{}
+	d.observe(unknown, t0.Add(2*time.Second))
+	if lag, ok := d.linkLag(unknown, 0, t0.Add(2*time.Second))["edge-1"]; ok {
+		t.Errorf("edge-1's progress unknown: lag %v s, want none", lag)
+	}
+	known := meshView("http://relay-a", 3)
+	d.observe(known, t0.Add(5*time.Second))
+	if lag := d.linkLag(known, 0, t0.Add(5*time.Second))["edge-1"]; lag != 5 {
+		t.Errorf("edge-1 behind again: %v s, want 5 s since it was first seen behind", lag)
 	}
 }

@@ -261,7 +261,7 @@
       }));
       // Beside the downstream's end of the link, on two short lines, so
       // that the labels of a node's several links do not overlap.
-      let first = 'lag ' + l.lag_events + ' ev';
+      let first = 'lag ' + linkLagEvents(v, l) + ' ev';
       if (secs[l.to] !== undefined) first += ' · ' + secs[l.to].toFixed(1) + ' s';
       const notes = [];
       if (!l.healthy) notes.push('unhealthy');
@@ -281,7 +281,7 @@
       });
       grp.append(svg('rect', { width: W, height: H }));
       grp.append(svg('text', { class: 'name', x: 10, y: 19 }, n.name + (n.name === v.topology.self ? ' (this node)' : '')));
-      grp.append(svg('text', { class: 'meta', x: 10, y: 35 }, n.role + ' · ' + (n.dc || 'no dc') + ' · lag ' + n.lag));
+      grp.append(svg('text', { class: 'meta', x: 10, y: 35 }, n.role + ' · ' + (n.dc || 'no dc') + ' · lag ' + (n.progress_as_of ? n.lag : '?')));
       grp.append(svg('text', { class: 'state', x: 10, y: 50 }, STATE_ICON[n.state] + ' ' + n.state));
       const choose = () => { selected = n.name; render(lastView); const f = $('graph').querySelector('[data-node="' + CSS.escape(n.name) + '"]'); if (f) f.focus(); };
       grp.addEventListener('click', choose);
@@ -292,6 +292,14 @@
       const f = g.querySelector('[data-node="' + CSS.escape(focused) + '"]');
       if (f) f.focus();
     }
+  }
+
+  // linkLagEvents is a link's lag in hub records, or '?' where this node
+  // does not know its downstream's progress: progress travels up the sync
+  // links, so a node knows its own and its subtree's, the hub everyone's.
+  function linkLagEvents(v, l) {
+    const n = v.topology.nodes.find((x) => x.name === l.to);
+    return n && n.progress_as_of ? String(l.lag_events) : '?';
   }
 
   // lagSeconds gives each downstream's lag in seconds, as the node
@@ -317,7 +325,7 @@
       const tr = el('tr', { 'data-to': l.to });
       tr.append(el('td', {}, l.from || '(unknown: ' + l.from_url + ')'));
       tr.append(el('td', {}, l.to));
-      tr.append(el('td', {}, String(l.lag_events)));
+      tr.append(el('td', {}, linkLagEvents(v, l)));
       tr.append(el('td', {}, secs[l.to] !== undefined ? secs[l.to].toFixed(1) : '—'));
       const td = el('td');
       td.append(l.healthy ? badge('alive', 'healthy') : badge('dead', 'an end is not alive'));
@@ -349,9 +357,11 @@
     row('Data centre', n.dc || '—');
     row('Version', n.version || '—');
     row('Tiers', (n.tiers || []).join(', ') || '—');
-    row('Head (log sequence)', String(n.head));
-    row('Synced (hub sequence)', String(n.synced));
-    row('Lag (hub records)', String(n.lag));
+    const known = (x) => (n.progress_as_of ? String(x) : '? (not known here)');
+    row('Head (log sequence)', known(n.head));
+    row('Synced (hub sequence)', known(n.synced));
+    row('Lag (hub records)', known(n.lag));
+    row('Progress as of', n.progress_as_of ? ago(n.progress_as_of) : 'not known here: it travels up the sync links, to this node from its subtree only');
     row('API URL', n.url || '—');
     row('Upstream', n.upstream || '— (none)');
     row('Gossip address', n.addr || '—');

@@ -221,17 +221,35 @@ func (t *topologyTree) when(at time.Time) string {
 	return fmtTime(at)
 }
 
-// progress is the hub's log head, or a downstream's lag behind the hub.
-// Dead and departed nodes show none: their last report is stale.
+// progress is the hub's log head, or a downstream's lag behind the hub,
+// with its age where the figures are older than a few seconds. Dead and
+// departed nodes show none: their last report is stale. A node whose
+// progress the asked node does not know (not below it) shows "lag ?":
+// progress travels up the sync links, not through gossip.
 func (t *topologyTree) progress(n topology.ViewNode) string {
+	var s string
 	switch {
 	case n.State == topology.Dead || n.State == topology.Left:
 		return "-"
+	case n.ProgressAsOf.IsZero() && n.Upstream == "":
+		return "head ?"
+	case n.ProgressAsOf.IsZero():
+		return "lag ?"
 	case n.Upstream == "":
-		return fmt.Sprintf("head %d", n.Head)
+		s = fmt.Sprintf("head %d", n.Head)
+	default:
+		s = fmt.Sprintf("lag %d", n.Lag)
 	}
-	return fmt.Sprintf("lag %d", n.Lag)
+	if age := t.now.Sub(n.ProgressAsOf); age >= progressFresh {
+		s += fmt.Sprintf(" (%s ago)", age.Truncate(time.Second))
+	}
+	return s
 }
+
+// progressFresh is the age under which a node's progress is shown without
+// one: a downstream's feed requests keep its upstream's figures that fresh,
+// a fleet report is up to a report interval or more older.
+const progressFresh = 5 * time.Second
 
 const gossipKeyUsage = `Usage: patchmesh gossip-key
 

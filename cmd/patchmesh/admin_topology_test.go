@@ -22,7 +22,7 @@ var topoNow = time.Date(2026, 11, 23, 12, 30, 0, 0, time.UTC)
 
 func viewNode(name, role, dc, up, state string, head, lag int64) topology.ViewNode {
 	return topology.ViewNode{Name: name, Role: role, DC: dc, URL: "https://" + name + ".example", Upstream: up, State: state,
-		Since: time.Date(2026, 11, 23, 12, 3, 4, 0, time.UTC), Head: head, Lag: lag, Tiers: []string{}}
+		Since: time.Date(2026, 11, 23, 12, 3, 4, 0, time.UTC), Head: head, Lag: lag, ProgressAsOf: topoNow, Tiers: []string{}}
 }
 
 // meshView is a hub, two regions and their edges: one edge dead since
@@ -199,7 +199,10 @@ func TestRenderTopologyListsWhatNoRootReaches(t *testing.T) {
 		topology.ViewLink{From: "edge-x", To: "x-child", FromURL: "https://edge-x.example", LagEvents: 2},
 	)
 	var b bytes.Buffer
-	// The day after: times are shown in full.
+	// The day after: times are shown in full; the progress is fresh.
+	for i := range v.Nodes {
+		v.Nodes[i].ProgressAsOf = topoNow.Add(24 * time.Hour)
+	}
 	if err := renderTopology(&b, v, topoNow.Add(24*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
@@ -302,22 +305,22 @@ func TestRenderTopologyOfRealGossipPools(t *testing.T) {
 		{hub, 2, `hub gossips in pool backbone: members of other pools are not in this view (ask a node of that pool).
 
 NODE       ROLE   DC        STATE  SYNC    POOLS
-hub        hub    dc-hub    alive  head 0  backbone
-└── relay  relay  dc-relay  alive  lag 0   backbone
+hub        hub    dc-hub    alive  head ?  backbone
+└── relay  relay  dc-relay  alive  lag ?   backbone
 `},
 		{relay, 3, `relay gossips in pools backbone, region-eu: members of other pools are not in this view (ask a node of that pool).
 
 NODE          ROLE   DC        STATE  SYNC    POOLS
-hub           hub    dc-hub    alive  head 0  backbone
-└── relay     relay  dc-relay  alive  lag 0   backbone,region-eu
-    └── edge  edge   dc-edge   alive  lag 0   region-eu
+hub           hub    dc-hub    alive  head ?  backbone
+└── relay     relay  dc-relay  alive  lag ?   backbone,region-eu
+    └── edge  edge   dc-edge   alive  lag ?   region-eu
 `},
 		{edge, 2, `edge gossips in pool region-eu: members of other pools are not in this view (ask a node of that pool).
 
 Not reachable from a node without upstream:
 NODE      ROLE   DC        STATE  SYNC   POOLS      WHY
-relay     relay  dc-relay  alive  lag 0  region-eu  upstream https://hub.example is in none of this node's pools
-└── edge  edge   dc-edge   alive  lag 0  region-eu  below relay
+relay     relay  dc-relay  alive  lag ?  region-eu  upstream https://hub.example is in none of this node's pools
+└── edge  edge   dc-edge   alive  lag ?  region-eu  below relay
 `},
 	} {
 		// Bounded: gossip on loopback converges in well under a second.
@@ -385,5 +388,34 @@ func TestGossipKeyPrintsNewKeys(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	if code := run(t.Context(), []string{"gossip-key"}, &stdout, &stderr); code != exitOK || len(stdout.String()) != 45 {
 		t.Errorf("patchmesh gossip-key: exit %d, %q; want a 44-character key and a newline", code, stdout.String())
+	}
+}
+
+// A node's progress shows its age once it is older than a few seconds, and
+// a "?" where the asked node does not know it (progress travels up the
+// sync links, so a node knows only its own and its subtree's).
+func TestTopologyProgressShowsAgeAndUnknown(t *testing.T) {
+	tree := &topologyTree{now: topoNow}
+	for _, tc := range []struct {
+		n    topology.ViewNode
+		want string
+	}{
+		{viewNode("hub-1", "hub", "dc-a", "", topology.Alive, 120, 0), "head 120"},
+		{viewNode("edge-1", "edge", "dc-a", "https://hub-1.example", topology.Alive, 40, 2), "lag 2"},
+		{func() topology.ViewNode {
+			n := viewNode("edge-2", "edge", "dc-a", "https://hub-1.example", topology.Alive, 40, 1)
+			n.ProgressAsOf = topoNow.Add(-70*time.Second - 300*time.Millisecond)
+			return n
+		}(), "lag 1 (1m10s ago)"},
+		{func() topology.ViewNode {
+			n := viewNode("edge-3", "edge", "dc-a", "https://hub-1.example", topology.Alive, 0, 0)
+			n.ProgressAsOf = time.Time{}
+			return n
+		}(), "lag ?"},
+		{viewNode("edge-4", "edge", "dc-a", "https://hub-1.example", topology.Dead, 40, 0), "-"},
+	} {
+		if got := tree.progress(tc.n); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.n.Name, got, tc.want)
+		}
 	}
 }
