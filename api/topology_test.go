@@ -39,7 +39,7 @@ func TestTopologyServesTheGossipView(t *testing.T) {
 	top, err := topology.Start(t.Context(), topology.Config{
 		Name: "hub-1", BindAddr: "127.0.0.1", Profile: "local", Keys: [][]byte{key},
 		Meta: func() topology.Meta {
-			return topology.Meta{Role: "hub", DC: "dc-a", API: "https://hub.example", Head: 120, Tiers: []string{"stable"}, Version: "1.2.3"}
+			return topology.Meta{Role: "hub", DC: "dc-a", API: "https://hub.example", Tiers: []string{"stable"}, Version: "1.2.3"}
 		},
 	})
 	if err != nil {
@@ -54,9 +54,9 @@ func TestTopologyServesTheGossipView(t *testing.T) {
 		t.Fatalf("GET /v1/topology = %+v, want the one gossip member", got)
 	}
 	n := got.Nodes[0]
-	if got.Self != "hub-1" || n.Name != "hub-1" || n.DC != "dc-a" || n.Head != 120 || n.State != topology.Alive ||
+	if got.Self != "hub-1" || n.Name != "hub-1" || n.DC != "dc-a" || n.State != topology.Alive ||
 		!reflect.DeepEqual(n.Tiers, []string{"stable"}) || n.Addr != top.LocalAddr() {
-		t.Errorf("GET /v1/topology = %+v, want gossip's hub-1 (dc-a, head 120, alive, tier stable, addr %s)", got, top.LocalAddr())
+		t.Errorf("GET /v1/topology = %+v, want gossip's hub-1 (dc-a, alive, tier stable, addr %s)", got, top.LocalAddr())
 	}
 }
 
