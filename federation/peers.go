@@ -58,7 +58,7 @@ type Peers func(tier, upstream string) (designated bool, peers []replicate.Sourc
 type PeerFetcher interface {
 	Fetcher
 	FetchFrom(ctx context.Context, sources []replicate.Source, want []replicate.Want) (replicate.Result, error)
-	Has(ctx context.Context, src replicate.Source, d blob.Digest) (bool, error)
+	Has(ctx context.Context, src replicate.Source, d blob.Digest, wait time.Duration) (bool, error)
 	Missing(ctx context.Context, want []replicate.Want) ([]replicate.Want, error)
 }
 
@@ -187,7 +187,7 @@ func (w *peerWait) poll(ctx context.Context, peers []replicate.Source) bool {
 func (w *peerWait) findPeer(ctx context.Context, peers []replicate.Source, d blob.Digest) int {
 	for i, src := range peers {
 		pctx, cancel := context.WithTimeout(ctx, peerProbeTimeout)
-		has, err := w.pf.Has(pctx, src, d)
+		has, err := w.pf.Has(pctx, src, d, 0)
 		cancel()
 		if err != nil {
 			w.lastErr = err
