@@ -32,6 +32,11 @@ import (
 // fetch upstream themselves, which costs hub egress but never progress.
 const DefaultPeerWait = 10 * time.Second
 
+// MaxPeerBlobWait caps how long a node holds a peer's request for a blob
+// it does not have yet (?wait= on GET and HEAD /v1/peer/blobs/{digest}):
+// each waiting request holds a connection and a goroutine.
+const MaxPeerBlobWait = 5 * time.Second
+
 const (
 	// peerPoll is how often a waiting node asks its peers again.
 	peerPoll = 100 * time.Millisecond
