@@ -85,7 +85,7 @@ func peerBlobWait(r *http.Request) (time.Duration, error) {
 // requests wait already. It holds no governor slot meanwhile, as a long
 // poll of the feed does, and ends early when the node stops or the client
 // leaves. What it found is for sendBlob to see: it only fails when the
-// governor has no slot to give back (503).
+// governor has no slot to give back (503 overloaded).
 func (s *server) awaitBlob(ctx context.Context, d blob.Digest, wait time.Duration) error {
 	if s.peer.Commits == nil {
 		return nil
@@ -116,7 +116,11 @@ func (s *server) awaitBlob(ctx context.Context, d blob.Digest, wait time.Duratio
 	}
 	// Not found (the wait ended) is sendBlob's 404 to answer.
 	_ = s.peer.Commits.Await(wctx, d)
-	return sl.reacquire(ctx)
+	if err := sl.reacquire(ctx); errors.Is(err, errOverloaded) {
+		return err
+	}
+	// Else the client left while queued: the answer is for the access log.
+	return nil
 }
 
 // sendBlob answers GET or HEAD for a committed blob, with Range support
