@@ -210,6 +210,9 @@ type server struct {
 	peer       *PeerConfig
 	joinTokens store.JoinTokens
 	join       joins
+	// peerWaiters holds a token per peer request waiting for a blob
+	// (?wait= on the peer endpoint).
+	peerWaiters chan struct{}
 
 	nodeKey       ed25519.PrivateKey
 	nodeKeyID     string
@@ -313,6 +316,8 @@ func New(cfg Config) (http.Handler, error) {
 		topo:       cfg.Topology,
 		peer:       cfg.Peer,
 		joinTokens: cfg.JoinTokens,
+
+		peerWaiters: make(chan struct{}, maxPeerWaiters),
 
 		nodeKey:       cfg.NodeKey,
 		credentialTTL: cfg.CredentialTTL,

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/patchmesh/patchmesh/auth"
+	"github.com/patchmesh/patchmesh/blob"
 	"github.com/patchmesh/patchmesh/federation"
 )
 
@@ -26,6 +27,18 @@ type PeerConfig struct {
 	// base URL, "" when unknown; the dashboard asks peers which blobs they
 	// hold there, with the Dashboard.PeerClient (mutual TLS).
 	URL func(apiURL string) string
+	// Commits, when set, lets a peer's request for a blob this node does
+	// not hold yet wait for it (?wait= on the peer endpoint): it is woken
+	// when this node commits the blob. Nil: such a request is answered at
+	// once, as one without the wait.
+	Commits Awaiter
+}
+
+// Awaiter wakes a request waiting for a blob when this node commits it;
+// *replicate.Replicator is one.
+type Awaiter interface {
+	// Await returns nil once d is committed here, or ctx's error.
+	Await(ctx context.Context, d blob.Digest) error
 }
 
 // peerKey carries a request's peer identity: the key ID its TLS client

@@ -19,7 +19,9 @@ import (
 // hook decides, from gossip: the lowest name among them); it fetches from
 // the upstream at once, and the others wait for a peer to have the blob and
 // fetch it from there, inside the data centre. So the hub sends each blob
-// about once per data centre and upstream link.
+// about once per data centre and upstream link. A waiting node asks the
+// designated peer with a wait (peerAsk): the peer answers the moment its
+// copy is committed, so the node learns of it at once without polling.
 //
 // Waiting is bounded: after PeerWait without any peer delivering, or as soon
 // as the hook says this node is now the designated one (the designated peer
@@ -32,11 +34,24 @@ import (
 // fetch upstream themselves, which costs hub egress but never progress.
 const DefaultPeerWait = 10 * time.Second
 
+// MaxPeerBlobWait caps how long a node holds a peer's request for a blob
+// it does not have yet (?wait= on GET and HEAD /v1/peer/blobs/{digest}):
+// each waiting request holds a connection and a goroutine.
+const MaxPeerBlobWait = 5 * time.Second
+
 const (
-	// peerPoll is how often a waiting node asks its peers again.
+	// peerAsk is how long a waiting node asks the designated peer to hold
+	// its answer for a blob it does not have yet (?wait= on the peer
+	// endpoint): one long request instead of a HEAD every peerPoll, and
+	// short enough that the Peers hook is asked again, and a new
+	// designated fetcher followed, about once a second.
+	peerAsk = time.Second
+	// peerPoll is the least time between two rounds of asks: a peer that
+	// answers at once (a node that ignores the wait, or holds too many
+	// waiters) makes the wait a poll at this pace, never a hot loop.
 	peerPoll = 100 * time.Millisecond
-	// peerProbeTimeout bounds one HEAD to a peer: a peer in the same data
-	// centre that takes longer is as good as gone.
+	// peerProbeTimeout bounds one ask to a peer past its wait: a peer in
+	// the same data centre that takes longer is as good as gone.
 	peerProbeTimeout = 2 * time.Second
 	// peerMissesPerPoll bounds how many blobs no peer has are asked about
 	// per poll, so that waiting on a large batch does not flood the
@@ -58,7 +73,7 @@ type Peers func(tier, upstream string) (designated bool, peers []replicate.Sourc
 type PeerFetcher interface {
 	Fetcher
 	FetchFrom(ctx context.Context, sources []replicate.Source, want []replicate.Want) (replicate.Result, error)
-	Has(ctx context.Context, src replicate.Source, d blob.Digest) (bool, error)
+	Has(ctx context.Context, src replicate.Source, d blob.Digest, wait time.Duration) (bool, error)
 	Missing(ctx context.Context, want []replicate.Want) ([]replicate.Want, error)
 }
 
@@ -114,24 +129,24 @@ type peerWait struct {
 	lastErr error  // the last peer's failure to answer, for the log
 }
 
-// run polls the peers until every pending blob came from one, the wait
+// run asks the peers until every pending blob came from one, the wait
 // runs out without a peer delivering, or this node becomes the designated
 // fetcher. It leaves what is still pending in w.pending.
 func (w *peerWait) run(ctx context.Context) {
-	wait := time.NewTimer(w.p.cfg.PeerWait)
-	defer wait.Stop()
-	tick := time.NewTicker(peerPoll)
-	defer tick.Stop()
+	deadline := time.Now().Add(w.p.cfg.PeerWait)
+	pace := time.NewTimer(0)
+	defer pace.Stop()
 	for len(w.pending) > 0 {
 		designated, peers := w.p.cfg.Peers(w.l.cfg.Tier, w.up.BaseURL)
 		if designated || len(peers) == 0 {
 			w.why = "this node is now the designated fetcher"
 			return
 		}
-		if w.poll(ctx, peers) {
+		pace.Reset(peerPoll)
+		if w.poll(ctx, peers, deadline) {
 			// A peer delivered: the designated fetcher is alive and
 			// working, so the wait starts over for the rest.
-			wait.Reset(w.p.cfg.PeerWait)
+			deadline = time.Now().Add(w.p.cfg.PeerWait)
 		}
 		if len(w.pending) == 0 {
 			return
@@ -140,28 +155,40 @@ func (w *peerWait) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-wait.C:
+		case <-pace.C:
+		}
+		if !time.Now().Before(deadline) {
 			w.why = "no peer had them within the peer wait"
 			return
-		case <-tick.C:
 		}
 	}
 }
 
 // poll asks the peers, in order, about the pending blobs, and fetches those
-// one of them has. After peerMissesPerPoll blobs no peer has, it asks about
-// no more this time and puts those it did not ask about first for the next
-// poll. It reports whether any blob came from a peer.
-func (w *peerWait) poll(ctx context.Context, peers []replicate.Source) bool {
+// one of them has. Until one is found, the first ask at the designated
+// peer (peers[0]) waits for it up to peerAsk, but not past deadline; the
+// rest of the asks answer at once, so that a poll takes about one peerAsk
+// at most and what it found is fetched without waiting on the others. After
+// peerMissesPerPoll blobs no peer has, it asks about no more this time and
+// puts those it did not ask about first for the next poll. It reports
+// whether any blob came from a peer.
+func (w *peerWait) poll(ctx context.Context, peers []replicate.Source, deadline time.Time) bool {
+	until := time.Now().Add(min(peerAsk, time.Until(deadline)))
 	found := make([][]replicate.Want, len(peers))
 	var unasked, missed []replicate.Want
+	anyFound := false
 	for _, want := range w.pending {
 		if len(missed) >= peerMissesPerPoll || ctx.Err() != nil {
 			unasked = append(unasked, want)
 			continue
 		}
-		if at := w.findPeer(ctx, peers, want.Digest); at >= 0 {
+		var wait time.Duration
+		if !anyFound {
+			wait = max(time.Until(until), 0).Truncate(time.Millisecond)
+		}
+		if at := w.findPeer(ctx, peers, want.Digest, wait); at >= 0 {
 			found[at] = append(found[at], want)
+			anyFound = true
 		} else {
 			missed = append(missed, want)
 		}
@@ -183,11 +210,18 @@ func (w *peerWait) poll(ctx context.Context, peers []replicate.Source) bool {
 	return delivered
 }
 
-// findPeer returns the index of the first peer that has d, or -1.
-func (w *peerWait) findPeer(ctx context.Context, peers []replicate.Source, d blob.Digest) int {
+// findPeer returns the index of the first peer that has d, or -1. The
+// first peer, the designated fetcher, is asked to hold its answer up to
+// wait for d to arrive there; the others answer at once: they have d
+// only if they already fetched it from the designated one or upstream.
+func (w *peerWait) findPeer(ctx context.Context, peers []replicate.Source, d blob.Digest, wait time.Duration) int {
 	for i, src := range peers {
-		pctx, cancel := context.WithTimeout(ctx, peerProbeTimeout)
-		has, err := w.pf.Has(pctx, src, d)
+		var ask time.Duration
+		if i == 0 {
+			ask = wait
+		}
+		pctx, cancel := context.WithTimeout(ctx, ask+peerProbeTimeout)
+		has, err := w.pf.Has(pctx, src, d, ask)
 		cancel()
 		if err != nil {
 			w.lastErr = err

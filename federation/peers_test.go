@@ -77,14 +77,19 @@ func (anyPeer) Pinned(string) bool  { return true }
 func (anyPeer) Refused(string) bool { return false }
 
 // servePeer serves n's API as its peer listener: TLS 1.3 with the node
-// certificate, client certificates required.
-func servePeer(t *testing.T, n *nodetest.Node, log *nodetest.LogBuffer, cert tls.Certificate) *meshNode {
+// certificate, client certificates required; wrap, if set, stands in
+// front of it.
+func servePeer(t *testing.T, n *nodetest.Node, log *nodetest.LogBuffer, cert tls.Certificate, wrap func(http.Handler) http.Handler) *meshNode {
 	t.Helper()
 	h, err := api.New(n.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewUnstartedServer(api.PeerListener(h, anyPeer{}, n.Config.Log))
+	h = api.PeerListener(h, anyPeer{}, n.Config.Log)
+	if wrap != nil {
+		h = wrap(h)
+	}
+	srv := httptest.NewUnstartedServer(h)
 	srv.TLS = federation.PeerServerTLS(cert, anyPeer{}, func(string, error) {})
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
@@ -92,6 +97,13 @@ func servePeer(t *testing.T, n *nodetest.Node, log *nodetest.LogBuffer, cert tls
 }
 
 func newDC(t *testing.T, n int, keys []ed25519.PublicKey, up federation.Upstream, peerWait time.Duration) *dc {
+	t.Helper()
+	return newDCWith(t, n, keys, up, peerWait, nil)
+}
+
+// newDCWith is newDC with wrap(i, h) in front of node i's peer listener.
+func newDCWith(t *testing.T, n int, keys []ed25519.PublicKey, up federation.Upstream, peerWait time.Duration,
+	wrap func(i int, h http.Handler) http.Handler) *dc {
 	t.Helper()
 	d := &dc{dead: make([]atomic.Bool, n)}
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
@@ -104,19 +116,28 @@ func newDC(t *testing.T, n int, keys []ed25519.PublicKey, up federation.Upstream
 	}
 	d.client = &http.Client{Timeout: 30 * time.Second,
 		Transport: &http.Transport{TLSClientConfig: federation.PeerClientTLS(cert, anyPeer{}, "")}}
-	for range n {
+	var reps []*replicate.Replicator
+	for i := range n {
 		buf, log := newLog()
 		w := nodetest.Wire(t, log, nodetest.Options{Changes: &store.Changes{}})
 		w.Config.Info.Role = "edge"
-		w.Config.Peer = &api.PeerConfig{Pins: anyPeer{}, URL: func(string) string { return "" }}
-		d.nodes = append(d.nodes, servePeer(t, w, buf, cert))
-	}
-	for i, m := range d.nodes {
-		client := d.client
-		rep, err := replicate.New(replicate.Config{Client: client, Blobs: m.Blobs})
+		rep, err := replicate.New(replicate.Config{Client: d.client, Blobs: w.Blobs})
 		if err != nil {
 			t.Fatal(err)
 		}
+		reps = append(reps, rep)
+		// As the node wires it: peers waiting for a blob are woken when
+		// the replicator commits it.
+		w.Config.Peer = &api.PeerConfig{Pins: anyPeer{}, URL: func(string) string { return "" }, Commits: rep}
+		var wr func(http.Handler) http.Handler
+		if wrap != nil {
+			wr = func(h http.Handler) http.Handler { return wrap(i, h) }
+		}
+		d.nodes = append(d.nodes, servePeer(t, w, buf, cert, wr))
+	}
+	for i, m := range d.nodes {
+		client, rep := d.client, reps[i]
+		var err error
 		m.puller, err = federation.NewPuller(federation.PullConfig{
 			Store: m.Store, Fetcher: rep, Client: client,
 			Keys:  func(context.Context) ([]ed25519.PublicKey, error) { return keys, nil },

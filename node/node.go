@@ -27,6 +27,7 @@ import (
 	"github.com/patchmesh/patchmesh/auth"
 	"github.com/patchmesh/patchmesh/blob"
 	"github.com/patchmesh/patchmesh/federation"
+	"github.com/patchmesh/patchmesh/replicate"
 	"github.com/patchmesh/patchmesh/rollout"
 	"github.com/patchmesh/patchmesh/store"
 	"github.com/patchmesh/patchmesh/store/sqlstore"
@@ -70,6 +71,9 @@ type Node struct {
 	nodeKey ed25519.PrivateKey
 	// puller runs the sync links of a relay or edge; nil on the hub.
 	puller *federation.Puller
+	// replicator fetches the puller's blobs; nil on the hub. The peer
+	// endpoint wakes peers waiting for a blob when it commits one.
+	replicator *replicate.Replicator
 	// beacon signs the hub's heartbeats; nil elsewhere.
 	beacon *federation.Beacon
 	// reporter pushes fleet reports up the links; nil on the hub.

@@ -373,7 +373,12 @@ func (n *Node) peerConfig() *api.PeerConfig {
 	if n.peerLn == nil {
 		return nil
 	}
-	return &api.PeerConfig{Pins: n.pins, URL: n.resolver.URL}
+	pc := &api.PeerConfig{Pins: n.pins, URL: n.resolver.URL}
+	if n.replicator != nil {
+		// A typed nil would not be a nil Awaiter.
+		pc.Commits = n.replicator
+	}
+	return pc
 }
 
 // nodeClient is an HTTP client to other nodes: the sync transport (proxy,

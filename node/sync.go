@@ -318,6 +318,7 @@ func (n *Node) newPuller(now func() time.Time) error {
 	if err != nil {
 		return fmt.Errorf("node: replicator: %w", err)
 	}
+	n.replicator = rep
 	pc := federation.PullConfig{
 		Store:    n.store,
 		Fetcher:  rep,

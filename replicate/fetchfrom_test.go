@@ -136,12 +136,12 @@ func TestPeerPathAndHas(t *testing.T) {
 		{"absent", src, absent, false, nil},
 		{"refused", Source{BaseURL: peer.srv.URL, Token: "pms_wrong", Path: PeerPath}, w.Digest, false, ErrUnauthorized},
 	} {
-		has, err := r.Has(context.Background(), tc.src, tc.d)
+		has, err := r.Has(context.Background(), tc.src, tc.d, 0)
 		if has != tc.has || (tc.is == nil) != (err == nil) || (tc.is != nil && !errors.Is(err, tc.is)) {
 			t.Errorf("%s: want %v, %v; got %v, %v", tc.name, tc.has, tc.is, has, err)
 		}
 	}
-	if has, err := r.Has(context.Background(), deadSource(t), w.Digest); has || err == nil {
+	if has, err := r.Has(context.Background(), deadSource(t), w.Digest, 0); has || err == nil {
 		t.Errorf("dead source: want false and an error, got %v, %v", has, err)
 	}
 	if _, err := r.Fetch(context.Background(), src, []Want{w}); err != nil {

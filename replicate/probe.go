@@ -5,16 +5,22 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
+	"time"
 
 	"github.com/patchmesh/patchmesh/blob"
 )
 
-// Has asks src, with a HEAD request, whether it serves d now. It moves no
-// blob bytes, so a node can poll a peer cheaply until the peer has a blob.
-// A 404 is (false, nil); a refused token wraps ErrUnauthorized; any other
-// failure is an error. A malformed digest or source fails before any
-// request.
-func (r *Replicator) Has(ctx context.Context, src Source, d blob.Digest) (bool, error) {
+// Has asks src, with a HEAD request, whether it serves d. It moves no blob
+// bytes, so a node can ask a peer cheaply until the peer has a blob. With
+// wait > 0 the request asks src to hold its answer until it has d, for up
+// to wait (?wait=, on the peer endpoint): one long request instead of
+// many short ones. A node that does not know the parameter, or caps it,
+// answers sooner, so a caller keeps its own pace between asks. ctx must
+// outlast wait. A 404 is (false, nil); a refused token wraps
+// ErrUnauthorized; any other failure is an error. A malformed digest or
+// source fails before any request.
+func (r *Replicator) Has(ctx context.Context, src Source, d blob.Digest, wait time.Duration) (bool, error) {
 	src, err := checkSource(src)
 	if err != nil {
 		return false, err
@@ -22,7 +28,11 @@ func (r *Replicator) Has(ctx context.Context, src Source, d blob.Digest) (bool, 
 	if _, err := blob.ParseDigest(string(d)); err != nil {
 		return false, fmt.Errorf("replicate: %w", err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodHead, src.BlobURL(d), nil)
+	u := src.BlobURL(d)
+	if wait > 0 {
+		u += "?" + url.Values{"wait": {wait.String()}}.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, u, nil)
 	if err != nil {
 		return false, fmt.Errorf("replicate: request: %w", err)
 	}

@@ -149,6 +149,9 @@ type Replicator struct {
 	// started is closed and replaced whenever a transfer starts, for
 	// Stream to wait on one that is about to.
 	started chan struct{}
+	// awaits are the digests Await waits on, each closed when a transfer
+	// commits it.
+	awaits map[blob.Digest]*await
 }
 
 // New checks cfg and returns a Replicator.
@@ -184,6 +187,7 @@ func New(cfg Config) (*Replicator, error) {
 		pause:    backoff,
 		inflight: make(map[blob.Digest]*transfer),
 		started:  make(chan struct{}),
+		awaits:   make(map[blob.Digest]*await),
 	}, nil
 }
 
@@ -447,6 +451,9 @@ func (r *Replicator) run(t *transfer, w Want) {
 		r.mu.Lock()
 		if r.inflight[w.Digest] == t {
 			delete(r.inflight, w.Digest)
+		}
+		if t.err == nil {
+			r.committedLocked(w.Digest)
 		}
 		r.mu.Unlock()
 		t.cancel()
