@@ -119,3 +119,23 @@ func TestDashboardLagOfAnUnknownDownstreamIsNone(t *testing.T) {
 		t.Errorf("edge-1 behind again: %v s, want 5 s since it was first seen behind", lag)
 	}
 }
+
+// The watch looks at a change at once after a quiet spell, at most every
+// watchBusy while changes keep coming, and every watchAnyway regardless.
+func TestDashboardWatchLooksAtChangesButNotAtEveryOne(t *testing.T) {
+	for _, c := range []struct {
+		changed bool
+		since   time.Duration
+		want    bool
+	}{
+		{true, time.Hour, true},
+		{true, watchBusy, true},
+		{true, watchBusy - time.Second, false},
+		{false, watchAnyway - time.Second, false},
+		{false, watchAnyway, true},
+	} {
+		if got := lookAgain(c.changed, c.since); got != c.want {
+			t.Errorf("lookAgain(changed %v, %v since the last look) = %v, want %v", c.changed, c.since, got, c.want)
+		}
+	}
+}
