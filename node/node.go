@@ -103,9 +103,12 @@ type Node struct {
 	resolver *peerResolver
 	// progress is the sync progress of other nodes this node knows, from
 	// its downstreams' feed requests and fleet reports; lastHead is the
-	// last log head ownProgress read.
+	// last log head ownProgress read, at store generation headGen and
+	// time headAt (Unix nanoseconds; 0 before the first read).
 	progress *federation.Progress
 	lastHead atomic.Int64
+	headGen  atomic.Uint64
+	headAt   atomic.Int64
 	// lock holds the data directory for this process.
 	lock *dataDirLock
 	// memberWatch hears every member change; nil but in harnesses.

@@ -403,18 +403,30 @@ func (n *Node) admitSelf(ctx context.Context) error {
 
 // ownProgress is this node's sync figures now, as its feed requests and
 // fleet reports send them upstream and its view shows them: its log head,
-// and the sum over its links of the hub seq applied and of the lag. A
-// failed read of the head gives the last one read.
+// and the sum over its links of the hub seq applied and of the lag. The
+// head is read from the store only when the store was written since the
+// last read (its change generation moved), or storeRecheck passed: a view
+// is built every few seconds on every node of a churning mesh. A failed
+// read gives the last head read, and is tried again next time.
 func (n *Node) ownProgress() federation.NodeProgress {
 	now := time.Now
 	if n.now != nil {
 		now = n.now
 	}
-	p := federation.NodeProgress{AsOf: now().UTC()}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if h, err := n.store.Head(ctx); err == nil {
-		n.lastHead.Store(h)
+	at := now()
+	p := federation.NodeProgress{AsOf: at.UTC()}
+	stale := at.Sub(time.Unix(0, n.headAt.Load())) >= n.storeRecheck
+	if gen := n.changes.Generation(); gen != n.headGen.Load() || stale {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		h, err := n.store.Head(ctx)
+		cancel()
+		if err == nil {
+			// Generation first, then the read: a write between the two
+			// moves the generation again and is read next time.
+			n.lastHead.Store(h)
+			n.headGen.Store(gen)
+			n.headAt.Store(at.UnixNano())
+		}
 	}
 	p.Head = n.lastHead.Load()
 	if n.puller != nil {
