@@ -52,6 +52,9 @@ type config struct {
 	profile    string
 	// compression is gossip.compression: on, off or "" (the profile's).
 	compression string
+	// probeInterval and probeTimeout are gossip.probe_interval and
+	// gossip.probe_timeout of every pool; zero keeps the profile's.
+	probeInterval, probeTimeout time.Duration
 	// pools is how gossip is split: "one" pool for the whole mesh,
 	// "region" (a pool per level-1 subtree, and a backbone pool of the
 	// hub and the level-1 relays) or "auto": region for shapes of three
@@ -105,6 +108,8 @@ func main() {
 	flag.IntVar(&c.gossipPort, "gossip-port", 7946, "every node's gossip port (on its own address)")
 	flag.StringVar(&c.profile, "profile", "lan", "gossip profile: local, lan or wan")
 	flag.StringVar(&c.compression, "compression", "", "gossip packet compression: on, off, or empty for the profile's")
+	flag.DurationVar(&c.probeInterval, "probeinterval", 0, "gossip probe interval of every pool (0: the profile's)")
+	flag.DurationVar(&c.probeTimeout, "probetimeout", 0, "gossip probe timeout of every pool (0: the profile's)")
 	flag.StringVar(&c.pools, "pools", "auto", "gossip pools: one (the whole mesh), region (one per level-1 subtree, plus a backbone of the hub and level-1 relays) or auto (region from 300 nodes in 3 levels or more)")
 	flag.IntVar(&c.parts, "parts", 1, "processes the mesh is split over (by region); run one meshsim per part with the same flags and -state")
 	flag.IntVar(&c.part, "part", 0, "which part this process runs, 0 to parts-1; part 0 has the hub and measures propagation")
@@ -192,7 +197,8 @@ func run(ctx context.Context, c config, out io.Writer) (_ *results, err error) {
 		return nil, err
 	}
 	r := &results{w: out}
-	r.printf("meshsim: %d nodes (%s), gossip profile %s (compression %q), %s, data under %s, GOMAXPROCS %d", len(s), describe(s), c.profile, c.compression, m.describePools(), m.dir, gomaxprocs())
+	r.printf("meshsim: %d nodes (%s), gossip profile %s (compression %q, probe interval %v, timeout %v; 0: the profile's), %s, data under %s, GOMAXPROCS %d",
+		len(s), describe(s), c.profile, c.compression, c.probeInterval, c.probeTimeout, m.describePools(), m.dir, gomaxprocs())
 	if c.parts > 1 {
 		r.printf("part %d of %d: %d nodes in this process", c.part, c.parts, m.owned())
 		step = "shared state"

@@ -221,6 +221,7 @@ func (m *mesh) start(ctx context.Context, sn *simNode) error {
 	cfg.Gossip.Bind = sn.gossip
 	cfg.Gossip.Profile = m.cfg.profile
 	cfg.Gossip.Compression = m.cfg.compression
+	cfg.Gossip.ProbeInterval, cfg.Gossip.ProbeTimeout = m.cfg.probeInterval, m.cfg.probeTimeout
 	cfg.Gossip.Keys = []string{m.gossipKey}
 	if sn.i > 0 {
 		seeds := []string{m.nodes[0].gossip}

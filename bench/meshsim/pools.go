@@ -105,7 +105,8 @@ func (m *mesh) sharesPool(i int) []int {
 func (m *mesh) gossipConfig(sn *simNode, cfg *node.Config) {
 	cfg.Gossip.Bind = ""
 	for _, p := range m.pools[sn.i] {
-		pc := node.GossipPoolConfig{Name: p, Bind: sn.poolAddr[p], Keys: []string{m.poolKeys[p]}}
+		pc := node.GossipPoolConfig{Name: p, Bind: sn.poolAddr[p], Keys: []string{m.poolKeys[p]},
+			ProbeInterval: m.cfg.probeInterval, ProbeTimeout: m.cfg.probeTimeout}
 		members := m.poolMembers[p]
 		at := slices.Index(members, sn.i)
 		var seeds []string
