@@ -435,7 +435,7 @@ func (s *Store) CheckIn(ctx context.Context, m catalog.Machine) (err error) {
 	if m.State == "" {
 		m.State = catalog.StateUnknown
 	}
-	res, err := s.db.ExecContext(ctx, `UPDATE machines SET kernel = $1, arch = $2, state = $3, patch_version = $4,
+	res, err := s.exec(ctx, `UPDATE machines SET kernel = $1, arch = $2, state = $3, patch_version = $4,
 		client_version = $5, uptime_seconds = $6, last_seen_us = $7 WHERE id = $8`,
 		m.Kernel, m.Arch, string(m.State), m.PatchVersion, m.ClientVersion, m.UptimeSeconds, us(s.orNow(m.LastSeen)), m.ID)
 	if err != nil {
@@ -527,7 +527,7 @@ func (s *Store) AddRootKey(ctx context.Context, k store.RootKey) (err error) {
 			Field: "expires", Message: "mint_until and expires must be set, expires not before mint_until"})
 	}
 	k.Created = s.orNow(k.Created)
-	_, err = s.db.ExecContext(ctx, `INSERT INTO root_keys (`+rootKeyCols+`) VALUES ($1, $2, $3, $4, $5)`,
+	_, err = s.exec(ctx, `INSERT INTO root_keys (`+rootKeyCols+`) VALUES ($1, $2, $3, $4, $5)`,
 		k.ID, k.Key, us(k.Created), us(k.MintUntil), us(k.Expires))
 	return mapErr("add root key "+k.ID, err)
 }
@@ -556,7 +556,7 @@ func (s *Store) MintingRootKey(ctx context.Context, now time.Time) (k store.Root
 // PurgeRootKeys deletes keys whose Expires is at or before now.
 func (s *Store) PurgeRootKeys(ctx context.Context, now time.Time) (n int, err error) {
 	defer s.done("PurgeRootKeys", time.Now(), &err)
-	res, err := s.db.ExecContext(ctx, `DELETE FROM root_keys WHERE expires_us <= $1`, us(now))
+	res, err := s.exec(ctx, `DELETE FROM root_keys WHERE expires_us <= $1`, us(now))
 	if err != nil {
 		return 0, mapErr("purge root keys", err)
 	}
@@ -613,7 +613,7 @@ func (s *Store) AddAdminUser(ctx context.Context, u store.AdminUser) (err error)
 	if len(u.Hash) == 0 {
 		return fmt.Errorf("sqlstore: add admin user: %w", &catalog.InvalidError{Field: "hash", Message: "must be set"})
 	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO admin_users (name, hash, created_us) VALUES ($1, $2, $3)`,
+	_, err = s.exec(ctx, `INSERT INTO admin_users (name, hash, created_us) VALUES ($1, $2, $3)`,
 		u.Name, u.Hash, us(s.orNow(u.Created)))
 	return mapErr("add admin user "+u.Name, err)
 }
@@ -643,7 +643,7 @@ func (s *Store) Secret(ctx context.Context, name string, gen func() ([]byte, err
 	if len(fresh) == 0 {
 		return nil, fmt.Errorf("sqlstore: secret %s: generator returned no bytes", name)
 	}
-	if _, err := s.db.ExecContext(ctx,
+	if _, err := s.exec(ctx,
 		`INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`, name, fresh); err != nil {
 		return nil, mapErr("secret "+name, err)
 	}

@@ -41,7 +41,7 @@ func (s *Store) PutMeshKey(ctx context.Context, k store.MeshKey) (err error) {
 		return fmt.Errorf("sqlstore: put mesh key: %w",
 			&catalog.InvalidError{Field: "mesh_key", Message: "needs an ID, a secret of at least 16 bytes, a record, a signature and an issue time"})
 	}
-	res, err := s.db.ExecContext(ctx, `INSERT INTO mesh_key (one, key_id, secret, record, sig, issued_us) VALUES (1, $1, $2, $3, $4, $5)
+	res, err := s.exec(ctx, `INSERT INTO mesh_key (one, key_id, secret, record, sig, issued_us) VALUES (1, $1, $2, $3, $4, $5)
 		ON CONFLICT (one) DO UPDATE SET key_id = excluded.key_id, secret = excluded.secret, record = excluded.record,
 		  sig = excluded.sig, issued_us = excluded.issued_us
 		WHERE mesh_key.issued_us <= excluded.issued_us`,

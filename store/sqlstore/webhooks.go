@@ -177,7 +177,7 @@ func (s *Store) RecordAttempt(ctx context.Context, id int64, a store.Attempt) (e
 	if a.Delivered {
 		delivered = sql.NullInt64{Int64: us(at), Valid: true}
 	}
-	res, err := s.db.ExecContext(ctx, `UPDATE webhook_deliveries SET attempts = attempts + 1,
+	res, err := s.exec(ctx, `UPDATE webhook_deliveries SET attempts = attempts + 1,
 		last_status = $1, last_error = $2, last_attempt_us = $3, delivered_us = $4 WHERE id = $5`,
 		a.Status, a.Error, us(at), delivered, id)
 	if err == nil {
@@ -200,7 +200,7 @@ func (s *Store) Deliveries(ctx context.Context, hook string, n int) (ds []store.
 // PruneDeliveries deletes delivered records older than before.
 func (s *Store) PruneDeliveries(ctx context.Context, before time.Time) (n int, err error) {
 	defer s.done("PruneDeliveries", time.Now(), &err)
-	res, err := s.db.ExecContext(ctx, `DELETE FROM webhook_deliveries
+	res, err := s.exec(ctx, `DELETE FROM webhook_deliveries
 		WHERE delivered_us IS NOT NULL AND delivered_us < $1`, us(before))
 	if err != nil {
 		return 0, mapErr("prune deliveries", err)
