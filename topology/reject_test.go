@@ -123,19 +123,63 @@ func TestCheckMeta(t *testing.T) {
 	}
 }
 
+// One cache serves a transport for its life: a key rotated out no longer
+// opens a packet though its cipher is still cached, and the cache stays
+// bounded however many keys come and go.
+func TestGCMCacheFollowsTheInstalledKeys(t *testing.T) {
+	old, cur := key(t), key(t)
+	pkt := seal(t, old, []byte("ping"), nil)
+	var g gcmCache
+	for range 2 {
+		if err := g.decrypts([][]byte{cur, old}, pkt, nil); err != nil {
+			t.Fatalf("sealed with an installed key: %v", err)
+		}
+	}
+	if err := g.decrypts([][]byte{cur}, pkt, nil); err == nil {
+		t.Error("opened with a key no longer installed")
+	}
+	if err := g.decrypts([][]byte{cur}, append(pkt[:len(pkt)-1:len(pkt)-1], pkt[len(pkt)-1]^1), nil); err == nil {
+		t.Error("accepted a tampered packet")
+	}
+	for range 3 * gcmCacheMax {
+		g.decrypts([][]byte{key(t)}, pkt, nil)
+	}
+	if len(g.aeads) > gcmCacheMax {
+		t.Errorf("%d ciphers cached, want at most %d", len(g.aeads), gcmCacheMax)
+	}
+	if err := g.decrypts([][]byte{old}, pkt, nil); err != nil {
+		t.Errorf("after the cache started again: %v", err)
+	}
+}
+
 // BenchmarkPacketCheck is the transport's check of one gossip packet of
 // typical size (a probe with piggybacked gossip) with two installed keys,
 // the packet sealed with the second: the worst case during a rotation.
+// cached is the transport's own (a gcmCache for its life), fresh builds
+// the ciphers for every packet.
 func BenchmarkPacketCheck(b *testing.B) {
 	k1, k2 := make([]byte, 32), make([]byte, 32)
 	rand.Read(k1)
 	rand.Read(k2)
 	pkt := seal(b, k2, make([]byte, 300), nil)
 	ks := [][]byte{k1, k2}
-	b.SetBytes(int64(len(pkt)))
-	for b.Loop() {
-		if err := decrypts(ks, pkt, nil); err != nil {
-			b.Fatal(err)
+	b.Run("cached", func(b *testing.B) {
+		var g gcmCache
+		b.SetBytes(int64(len(pkt)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := g.decrypts(ks, pkt, nil); err != nil {
+				b.Fatal(err)
+			}
 		}
-	}
+	})
+	b.Run("fresh", func(b *testing.B) {
+		b.SetBytes(int64(len(pkt)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := decrypts(ks, pkt, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

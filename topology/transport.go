@@ -72,11 +72,12 @@ func (c *countingTransport) port() int { return c.inner.port() }
 
 func (c *countingTransport) forwardPackets() {
 	defer c.wg.Done()
+	var gcm gcmCache
 	for {
 		select {
 		case p := <-c.inner.packets:
 			c.received.Add(int64(len(p.Buf)))
-			if err := decrypts(c.keys.GetKeys(), p.Buf, nil); err != nil {
+			if err := gcm.decrypts(c.keys.GetKeys(), p.Buf, nil); err != nil {
 				c.refused(p.From, "udp", err)
 				continue
 			}
