@@ -201,6 +201,7 @@ type server struct {
 	hubPub     ed25519.PublicKey
 	configKeys []configKey
 	changes    *store.Changes
+	feeds      *feedPages
 	stopping   <-chan struct{}
 	heartbeats federation.Heartbeats
 	arrivals   federation.Arrivals
@@ -332,6 +333,7 @@ func New(cfg Config) (http.Handler, error) {
 	// The index ages its answers by the wall clock, whatever clock a
 	// test pins for the API.
 	s.offers = newOfferIndex(cfg.Changes, time.Now)
+	s.feeds = &feedPages{changes: cfg.Changes, read: cfg.Store.Feed}
 	if s.offers != nil && cfg.OfferIndexMaxAge > 0 {
 		s.offers.maxAge = cfg.OfferIndexMaxAge
 	}

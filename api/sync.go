@@ -164,7 +164,7 @@ func (s *server) feed(w http.ResponseWriter, r *http.Request) error {
 		// Take the wake-up before reading, so that an event committed
 		// between the read and the wait still wakes this request.
 		wake, stop := s.wakeUp()
-		page, err := s.store.Feed(ctx, t.Tier, q.pos, q.limit)
+		page, err := s.feeds.get(ctx, t.Tier, q.pos, q.limit)
 		if err != nil {
 			stop()
 			return err

@@ -203,7 +203,9 @@ func TestFeedLongPoll(t *testing.T) {
 			got := make(chan answer, 1)
 			before := e.storeCalls("Feed")
 			go func() {
-				s, b, err := get(fmt.Sprintf("%s/v1/sync/feed?after=%d&wait=30s", e.srv.URL, head), "Bearer "+tok)
+				// A page of its own (limit): the same page as the poll
+				// above would be served from that read, unchanged since.
+				s, b, err := get(fmt.Sprintf("%s/v1/sync/feed?after=%d&limit=99&wait=30s", e.srv.URL, head), "Bearer "+tok)
 				got <- answer{s, b, err}
 			}()
 			waitFor(t, "the long poll to read the feed", func() bool { return e.storeCalls("Feed") > before })
@@ -226,6 +228,57 @@ func TestFeedLongPoll(t *testing.T) {
 				t.Errorf("long poll answered %d events %+v, want the upload of %s", len(recs), recs, p.Digest)
 			}
 		})
+	}
+}
+
+// Long polls woken by one commit ask for the same page at once; the store
+// reads it once for them all (feedPages), not once for each.
+func TestLongPollsWokenTogetherShareOneRead(t *testing.T) {
+	e, pub := newHub(t, true)
+	tok, _ := e.token("sync", "edge", "edge-node")
+	e.upload(content(100, "first"), "1")
+	head := e.feed(tok, "").Head
+	const polls = 20
+	type answer struct {
+		status int
+		body   []byte
+		err    error
+	}
+	got := make(chan answer, polls)
+	before := e.storeCalls("Feed")
+	for range polls {
+		go func() {
+			s, b, err := get(fmt.Sprintf("%s/v1/sync/feed?after=%d&wait=30s", e.srv.URL, head), "Bearer "+tok)
+			got <- answer{s, b, err}
+		}()
+	}
+	waitFor(t, "a long poll to read the feed", func() bool { return e.storeCalls("Feed") > before })
+	// Give the others time to arrive; any still on its way reads the
+	// page after the upload, and shares that read too.
+	time.Sleep(200 * time.Millisecond)
+	p := e.upload(content(100, "second"), "2")
+	for range polls {
+		var a answer
+		select {
+		case a = <-got:
+		case <-time.After(25 * time.Second):
+			t.Fatal("a long poll did not answer within 25s of a commit")
+		}
+		if a.err != nil || a.status != http.StatusOK {
+			t.Fatalf("long poll: %d %s %v, want 200", a.status, a.body, a.err)
+		}
+		var out federation.FeedResponse
+		if err := json.Unmarshal(a.body, &out); err != nil {
+			t.Fatal(err)
+		}
+		if recs := opened(t, pub, out); len(recs) != 1 || recs[0].Patch.Digest != p.Digest {
+			t.Fatalf("long poll answered %d events %+v, want the upload of %s", len(recs), recs, p.Digest)
+		}
+	}
+	// One read before the upload and one after it; a store generation
+	// moved by the upload's own steps may add one or two.
+	if n := e.storeCalls("Feed") - before; n > 4 {
+		t.Errorf("%d long polls woken by one commit read the feed %d times, want at most 4", polls, n)
 	}
 }
 
