@@ -3,7 +3,9 @@ package api
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/patchmesh/patchmesh/store"
 )
@@ -52,5 +54,66 @@ func TestFeedPagesKeepsOnlyGoodReadsOfThisGeneration(t *testing.T) {
 	get(int64(100 + feedPagesMax + 5))
 	if reads != before+1 {
 		t.Errorf("a page past the bound was not read for its request")
+	}
+}
+
+// Requests waiting on a read whose reader fails ask again, and one of them
+// reads for the rest; a page longer than feedPageKeepMax goes to those who
+// waited for it but is not kept.
+func TestFeedPagesWaitersOutliveTheirReader(t *testing.T) {
+	ch := &store.Changes{}
+	var mu sync.Mutex
+	reads := 0
+	first, release := make(chan struct{}), make(chan struct{})
+	entries := 1
+	f := &feedPages{changes: ch, read: func(ctx context.Context, tier string, pos store.FeedPosition, limit int) (store.FeedPage, error) {
+		mu.Lock()
+		reads++
+		n, e := reads, entries
+		mu.Unlock()
+		if n == 1 {
+			close(first)
+			<-release
+			return store.FeedPage{}, errors.New("the reader's request went away")
+		}
+		return store.FeedPage{Head: int64(n), Entries: make([]store.FeedEntry, e)}, nil
+	}}
+	ctx := context.Background()
+	get := func() (store.FeedPage, error) { return f.get(ctx, "stable", store.FeedPosition{}, 100) }
+	go get()
+	<-first
+	const waiters = 10
+	type answer struct {
+		p   store.FeedPage
+		err error
+	}
+	got := make(chan answer, waiters)
+	for range waiters {
+		go func() {
+			p, err := get()
+			got <- answer{p, err}
+		}()
+	}
+	// Let them reach their wait on the first read.
+	time.Sleep(100 * time.Millisecond)
+	close(release)
+	for range waiters {
+		a := <-got
+		if a.err != nil || a.p.Head != 2 {
+			t.Errorf("waiter after the reader failed: head %d, %v; want the page of the second read", a.p.Head, a.err)
+		}
+	}
+	if reads != 2 {
+		t.Errorf("%d reads for %d waiters after one failed read, want 2", reads, waiters)
+	}
+
+	ch.Invalidate()
+	mu.Lock()
+	entries = feedPageKeepMax + 1
+	mu.Unlock()
+	get()
+	get()
+	if reads != 4 {
+		t.Errorf("a page of %d entries was kept (%d reads for two requests), want it read for each", feedPageKeepMax+1, reads-2)
 	}
 }

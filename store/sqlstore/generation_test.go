@@ -68,3 +68,34 @@ func TestPostgresNodesHearOfEachOthersWrites(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A long poll at node B waits on B's store.Changes; a patch logged through
+// node A, sharing B's database, must wake it once B's poll of the store
+// generation sees A's commit, not when the poll's wait runs out.
+func TestPostgresWritesOfAnotherNodeWakeWaiters(t *testing.T) {
+	dsn := pgtest.New(t)
+	ctx := t.Context()
+	open := func(changes *store.Changes) *sqlstore.Store {
+		s, err := sqlstore.OpenPostgres(ctx, dsn, sqlstore.PostgresOptions{MaxConns: 4, GenerationPoll: 20 * time.Millisecond},
+			sqlstore.Options{Changes: changes})
+		if err != nil {
+			t.Fatalf("OpenPostgres: %v", err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	a := open(&store.Changes{})
+	bChanges := &store.Changes{}
+	open(bChanges)
+	// Let B's first poll pass, which only learns where the generation is.
+	time.Sleep(100 * time.Millisecond)
+	wake := bChanges.Wait()
+	if _, err := a.AddTier(ctx, "wake-b"); err != nil {
+		t.Fatalf("AddTier at A: %v", err)
+	}
+	select {
+	case <-wake:
+	case <-time.After(10 * time.Second):
+		t.Fatal("B's waiters slept through A's commit for 10 s")
+	}
+}

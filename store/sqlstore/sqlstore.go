@@ -107,11 +107,11 @@ type Store struct {
 	// writer, SQLite only, is held by whoever writes (writeLock). SQLite
 	// takes one writer at a time and makes the others retry on a timer
 	// of up to 100 ms per try, each holding a pool connection meanwhile:
-	// with a relay's downstreams pushing at once, writes waited up to
-	// 0.7 s while the lock was free most of that time, and readers found
-	// the pool drained. Waiting here instead, writers queue in order,
-	// each starts as soon as the last one commits, and holds no
-	// connection while it waits. PostgreSQL locks rows, not the database.
+	// with a relay's downstreams pushing at once, writes waited half a
+	// second and more while the lock was free most of that time, and
+	// readers found the pool drained. Waiting here instead, a writer
+	// starts as soon as the last one commits and holds no connection
+	// while it waits. PostgreSQL locks rows, not the database.
 	writer chan struct{}
 }
 
@@ -566,7 +566,13 @@ func (s *Store) pollGeneration(every time.Duration) {
 		var n int64
 		err := s.pool.QueryRow(ctx, `SELECT n FROM store_generation`).Scan(&n)
 		cancel()
-		if err != nil || n != last {
+		switch {
+		case err == nil && last >= 0 && n != last:
+			// Another node committed: what it logged may be news to
+			// this node's long polls, which only a Notify wakes, and a
+			// shared read of the feed (api) is kept only until then.
+			s.changes.Notify()
+		case err != nil || n != last:
 			s.changes.Invalidate()
 		}
 		if err == nil {
