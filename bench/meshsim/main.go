@@ -31,6 +31,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -94,6 +95,16 @@ func (c config) host(i int) (string, error) {
 // and about this much more.
 const cleanupGrace = 10 * time.Second
 
+// procsPerPart is the GOMAXPROCS of each of parts processes on a machine
+// of cpus: its share of the cores, at least one. Five parts of two Ps each
+// on two cores made the kernel slice ten threads over two cores beneath
+// Go's scheduler: a patch on 1,000 nodes cost part 0 0.61–0.71 × the CPU
+// with one P each, and was on all of them sooner (bench/RESULTS.md, "Store
+// turns and shared feed reads"). GOMAXPROCS in the environment overrides.
+func procsPerPart(cpus, parts int) int {
+	return max(1, cpus/max(1, parts))
+}
+
 // measurements, in the order run runs them.
 var allMeasures = []string{"memory", "idle", "propagation", "kill", "failover"}
 
@@ -128,6 +139,9 @@ func main() {
 	flag.StringVar(&c.propagationProfile, "propagationprofile", "", "write the CPU profile of this part over the propagation uploads (-measure propagation) to this file (labelled by node)")
 	flag.StringVar(&c.idleProfile, "idleprofile", "", "write the CPU profile of the idle spell (-measure idle) to this file (labelled by node)")
 	flag.Parse()
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(procsPerPart(runtime.NumCPU(), c.parts))
+	}
 	c.startProfile = *cpuProfile
 	c.measure = map[string]bool{}
 	for m := range strings.SplitSeq(measures, ",") {

@@ -436,3 +436,14 @@ func TestRunEndsWithinItsTimeout(t *testing.T) {
 		})
 	}
 }
+
+// Each part gets its share of the cores, and never none.
+func TestProcsPerPartSharesTheCores(t *testing.T) {
+	for _, tc := range []struct{ cpus, parts, want int }{
+		{2, 1, 2}, {2, 2, 1}, {2, 5, 1}, {8, 2, 4}, {16, 5, 3}, {4, 0, 4},
+	} {
+		if got := procsPerPart(tc.cpus, tc.parts); got != tc.want {
+			t.Errorf("procsPerPart(%d, %d) = %d, want %d", tc.cpus, tc.parts, got, tc.want)
+		}
+	}
+}
