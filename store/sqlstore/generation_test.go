@@ -22,18 +22,9 @@ import (
 func TestPostgresNodesHearOfEachOthersWrites(t *testing.T) {
 	dsn := pgtest.New(t)
 	ctx := t.Context()
-	open := func(changes *store.Changes) *sqlstore.Store {
-		s, err := sqlstore.OpenPostgres(ctx, dsn, sqlstore.PostgresOptions{MaxConns: 4, GenerationPoll: 20 * time.Millisecond},
-			sqlstore.Options{Changes: changes})
-		if err != nil {
-			t.Fatalf("OpenPostgres: %v", err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
-	a := open(&store.Changes{})
+	a := openPolling(t, dsn, &store.Changes{})
 	bChanges := &store.Changes{}
-	b := open(bChanges)
+	b := openPolling(t, dsn, bChanges)
 	authB := auth.New(b, auth.Config{Changes: bChanges, TokenCacheMaxAge: time.Hour}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 
 	secret, tok, err := auth.NewToken(catalog.TokenAuth)
@@ -75,18 +66,9 @@ func TestPostgresNodesHearOfEachOthersWrites(t *testing.T) {
 func TestPostgresWritesOfAnotherNodeWakeWaiters(t *testing.T) {
 	dsn := pgtest.New(t)
 	ctx := t.Context()
-	open := func(changes *store.Changes) *sqlstore.Store {
-		s, err := sqlstore.OpenPostgres(ctx, dsn, sqlstore.PostgresOptions{MaxConns: 4, GenerationPoll: 20 * time.Millisecond},
-			sqlstore.Options{Changes: changes})
-		if err != nil {
-			t.Fatalf("OpenPostgres: %v", err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
-	a := open(&store.Changes{})
+	a := openPolling(t, dsn, &store.Changes{})
 	bChanges := &store.Changes{}
-	open(bChanges)
+	openPolling(t, dsn, bChanges)
 	// Let B's first poll pass, which only learns where the generation is.
 	time.Sleep(100 * time.Millisecond)
 	wake := bChanges.Wait()
@@ -98,4 +80,17 @@ func TestPostgresWritesOfAnotherNodeWakeWaiters(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("B's waiters slept through A's commit for 10 s")
 	}
+}
+
+// openPolling opens a node's store on the shared database dsn, polling the
+// store generation every 20 ms into changes.
+func openPolling(t *testing.T, dsn string, changes *store.Changes) *sqlstore.Store {
+	t.Helper()
+	s, err := sqlstore.OpenPostgres(t.Context(), dsn, sqlstore.PostgresOptions{MaxConns: 4, GenerationPoll: 20 * time.Millisecond},
+		sqlstore.Options{Changes: changes})
+	if err != nil {
+		t.Fatalf("OpenPostgres: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }
