@@ -21,7 +21,8 @@ import (
 // write the request's own generation counts, so it never gets a page older
 // than the last write this node knows of. (Another node's write to a shared
 // PostgreSQL database counts from the store's next poll of the generation,
-// as for every cache over the store.) Failed reads are not kept.
+// as for every cache over the store; that poll also wakes the long polls.)
+// Failed reads are not kept.
 type feedPages struct {
 	changes *store.Changes
 	read    func(ctx context.Context, tier string, pos store.FeedPosition, limit int) (store.FeedPage, error)

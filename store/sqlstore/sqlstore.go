@@ -547,10 +547,14 @@ func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result
 	return s.db.ExecContext(ctx, query, args...)
 }
 
-// pollGeneration reads the database's store generation every interval and
-// invalidates the node's caches (s.changes) whenever it moved, as this
-// node's own commits do: another node sharing the database wrote. A read
-// that fails invalidates too, since a write may have gone unseen.
+// pollGeneration reads the database's store generation every interval and,
+// whenever it moved (another node sharing the database wrote, or this one
+// did), invalidates the node's caches and wakes its waiters (s.changes), as
+// a commit that grew this node's log does. A read that fails invalidates
+// too, since a write may have gone unseen; the first read only learns
+// where the generation is. A wake-up with nothing new costs a long poll
+// one shared read of its page, and the webhook tail a read that writes
+// nothing.
 func (s *Store) pollGeneration(every time.Duration) {
 	defer close(s.pollDone)
 	t := time.NewTicker(every)
@@ -568,9 +572,8 @@ func (s *Store) pollGeneration(every time.Duration) {
 		cancel()
 		switch {
 		case err == nil && last >= 0 && n != last:
-			// Another node committed: what it logged may be news to
-			// this node's long polls, which only a Notify wakes, and a
-			// shared read of the feed (api) is kept only until then.
+			// What another node logged may be news to this node's long
+			// polls, which only a Notify wakes.
 			s.changes.Notify()
 		case err != nil || n != last:
 			s.changes.Invalidate()
