@@ -48,8 +48,9 @@
 //
 // Gossip this node refuses is a security event (auth.SecurityEvent),
 // counted in Stats.Rejected and logged once per source and minute:
-// packets and streams that no installed key decrypts (EventKeyFail,
-// checked by the transport, since memberlist only logs them), members
+// packets and streams, received or answering a stream this node opened,
+// that no installed key decrypts (EventKeyFail: the transport drops them
+// before memberlist sees them), members
 // whose meta does not decode, claims another name or gives a URL that is
 // not http(s) (EventMetaFail, refused through memberlist's AliveDelegate
 // and MergeDelegate) and two members with one name (EventNameFail, from
@@ -57,9 +58,11 @@
 //
 // # Encryption
 //
-// Gossip is never plaintext: Start refuses a Config without keys, and
-// memberlist is told to verify that every incoming message is encrypted.
-// Keys[0] is the primary key, which encrypts; every installed key decrypts.
+// Gossip is never plaintext: Start refuses a Config without keys, and the
+// transport seals everything memberlist sends and opens everything that
+// arrives, in memberlist's own encrypted wire format (seal.go), so that it
+// talks to nodes whose memberlist encrypts. Keys[0] is the primary key,
+// which encrypts; every installed key decrypts.
 // To rotate without splitting the cluster, follow memberlist's order: install
 // the new key on every node of the pool (InstallKey), then make it primary
 // everywhere (UseKey), then remove the old one everywhere (RemoveKey).

@@ -664,9 +664,14 @@ func (n *notifier) stop() {
 }
 
 // logBridge turns memberlist's "[LEVEL] memberlist: message" lines into
-// slog records. Nothing is decided on their text: refusals are seen
-// through the delegates and the transport.
+// slog records. Nothing is decided on their text (refusals are seen
+// through the delegates and the transport), and one false warning is
+// dropped.
 type logBridge struct{ l *slog.Logger }
+
+// publicWithoutEncryption is memberlist's warning at start on a public
+// address when it has no keyring of its own.
+const publicWithoutEncryption = "Binding to public address without encryption!"
 
 func (b logBridge) Write(p []byte) (int, error) {
 	line := strings.TrimSpace(string(p))
@@ -678,6 +683,9 @@ func (b logBridge) Write(p []byte) (int, error) {
 		line = rest
 	}
 	line = strings.TrimPrefix(line, "memberlist: ")
+	if line == publicWithoutEncryption {
+		return len(p), nil // it does not know that the transport encrypts
+	}
 	b.l.Log(context.Background(), level, "memberlist", "text", line)
 	return len(p), nil
 }

@@ -391,6 +391,93 @@ func badMetaNode(t *testing.T, name string, keys [][]byte, meta []byte, join str
 	return ml
 }
 
+// stockNode runs memberlist as it comes, with its own encryption and
+// transport: the wire a node of an earlier patchmesh speaks, which sealed
+// gossip in memberlist.
+func stockNode(t *testing.T, name string, keys [][]byte, meta []byte, logTo io.Writer) *memberlist.Memberlist {
+	t.Helper()
+	mc := memberlist.DefaultLocalConfig()
+	mc.Name = name
+	mc.BindAddr = loopback(t)
+	mc.BindPort = 0
+	mc.ProbeInterval = 100 * time.Millisecond
+	mc.ProbeTimeout = 50 * time.Millisecond
+	mc.GossipInterval = 20 * time.Millisecond
+	mc.PushPullInterval = 300 * time.Millisecond
+	// Probes over packets only: a TCP fallback would keep members alive
+	// whose packets it cannot open.
+	mc.DisableTcpPings = true
+	mc.Delegate = rawMeta(meta)
+	mc.Logger = log.New(logTo, "", 0)
+	kr, err := memberlist.NewKeyring(keys, keys[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc.Keyring = kr
+	mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ml.Shutdown() })
+	return ml
+}
+
+// The transport seals gossip in memberlist's own format: a node whose
+// memberlist encrypts talks to one whose transport does, over packets
+// (probes, gossip) and streams (joins, push-pulls) both ways, so a mesh
+// can be upgraded a node at a time. Memberlist refuses what it cannot
+// open, so a wrong byte in either direction keeps them apart or, for
+// packets, gets them declared dead.
+func TestStockMemberlistTalksToTheTransport(t *testing.T) {
+	k := [][]byte{key(t)}
+	a := start(t, fast(t, "a", k))
+	var stockLog lockedLog
+	stock := stockNode(t, "stock", k, []byte(`{"n":"stock","r":"relay"}`), &stockLog)
+	// The stock node joins a (its stream to a), and b joins the stock node
+	// (b's stream to it).
+	if _, err := stock.Join([]string{a.LocalAddr()}); err != nil {
+		t.Fatalf("stock node joins a: %v", err)
+	}
+	b := start(t, fast(t, "b", k, stock.LocalNode().Address()))
+	waitFor(t, 5*time.Second, "a and b see a, b, stock alive", func() (bool, string) {
+		for _, top := range []*Topology{a, b} {
+			if ok, got := seesAlive(top, "a", "b", "stock"); !ok {
+				return false, got
+			}
+		}
+		return true, ""
+	})
+	// Probes and gossip over packets, for a few push-pull intervals.
+	time.Sleep(2 * time.Second)
+	for _, top := range []*Topology{a, b} {
+		if ok, got := seesAlive(top, "a", "b", "stock"); !ok {
+			t.Errorf("after 2 s: want a, b, stock alive, got %s", got)
+		}
+		if got := top.Stats().Rejected[EventKeyFail]; got != 0 {
+			t.Errorf("%d gossip refused as not sealed with the key", got)
+		}
+	}
+	metas := map[string]string{}
+	for _, m := range stock.Members() {
+		if m.State != memberlist.StateAlive {
+			t.Errorf("the stock node sees %s %v", m.Name, m.State)
+		}
+		metas[m.Name] = string(m.Meta)
+	}
+	for _, name := range []string{"a", "b"} {
+		if m, err := DecodeMeta([]byte(metas[name])); err != nil || m.Name != name {
+			t.Errorf("the stock node has %s's meta %q (%v)", name, metas[name], err)
+		}
+	}
+	// Memberlist only logs what it cannot open or read.
+	for _, line := range strings.Split(stockLog.String(), "\n") {
+		if strings.Contains(line, "[ERR]") || strings.Contains(line, "[WARN]") {
+			t.Errorf("the stock node: %s", line)
+		}
+	}
+}
+
 type rawMeta []byte
 
 func (r rawMeta) NodeMeta(int) []byte               { return r }

@@ -16,15 +16,20 @@ import (
 // countingTransport is memberlist's transport (netListener: UDP packets,
 // TCP streams) with every byte counted: packets written and read, and both
 // directions of every stream, dialled or accepted. The counts are of what
-// goes on the wire, so they include encryption overhead. It also checks
-// that what arrives is encrypted with an installed key (decrypts), dropping
-// packets that are not and reporting both kinds of refusal as security
-// events; memberlist itself refuses them too, but says so only in its log.
+// goes on the wire, so they include encryption overhead. It also seals
+// what memberlist sends and opens what arrives (seal.go), with the pool's
+// keys: packets and streams that no installed key opens, or that are not
+// encrypted at all, are dropped and reported as security events.
 type countingTransport struct {
 	inner          *netListener
 	sent, received atomic.Int64
 	keys           keyring
 	rejects        *rejectLog
+	// sealers keep a gcmCache and buffer for the goroutines that send
+	// packets: memberlist's probe, gossip and packet handler, at once. A
+	// sync.Pool would drop them at every collection and build the ciphers
+	// again.
+	sealers chan *packetSealer
 
 	packets chan *memberlist.Packet
 	streams chan net.Conn
@@ -58,6 +63,7 @@ func newCountingTransport(addr string, port int, logger *log.Logger, keys keyrin
 		inner:   inner,
 		keys:    keys,
 		rejects: rejects,
+		sealers: make(chan *packetSealer, sealersKept),
 		packets: make(chan *memberlist.Packet),
 		streams: make(chan net.Conn),
 		done:    make(chan struct{}),
@@ -77,10 +83,14 @@ func (c *countingTransport) forwardPackets() {
 		select {
 		case p := <-c.inner.packets:
 			c.received.Add(int64(len(p.Buf)))
-			if err := gcm.decrypts(c.keys.GetKeys(), p.Buf, nil); err != nil {
+			plain, err := gcm.open(c.keys.GetKeys(), p.Buf, nil)
+			if err != nil {
 				c.refused(p.From, "udp", err)
 				continue
 			}
+			// The packet's buffer is its own (netListener copies each
+			// read), and the plaintext is shorter.
+			p.Buf = p.Buf[:copy(p.Buf, plain)]
 			select {
 			case c.packets <- p:
 			case <-c.done:
@@ -98,7 +108,7 @@ func (c *countingTransport) forwardStreams() {
 		select {
 		case conn := <-c.inner.streams:
 			select {
-			case c.streams <- c.accepted(conn):
+			case c.streams <- c.sealed(conn):
 			case <-c.done:
 				conn.Close()
 				return
@@ -109,20 +119,12 @@ func (c *countingTransport) forwardStreams() {
 	}
 }
 
-func (c *countingTransport) count(conn net.Conn) net.Conn {
-	return &countingConn{Conn: conn, t: c}
-}
-
-// accepted counts an inbound stream and checks its first message.
-func (c *countingTransport) accepted(conn net.Conn) net.Conn {
-	cc := &countingConn{Conn: conn, t: c}
+// sealed counts a stream, dialled or accepted, and seals and opens its
+// messages.
+func (c *countingTransport) sealed(conn net.Conn) net.Conn {
 	from := conn.RemoteAddr()
-	cc.tap = &streamTap{keys: c.keys, check: func(err error) {
-		if err != nil {
-			c.refused(from, "tcp", err)
-		}
-	}}
-	return cc
+	return &sealedConn{Conn: &countingConn{Conn: conn, t: c}, keys: c.keys,
+		refused: func(why error) { c.refused(from, "tcp", why) }}
 }
 
 // refused reports gossip that no installed key opens, per source host.
@@ -148,9 +150,26 @@ func (c *countingTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 }
 
 func (c *countingTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
-	ts, err := c.inner.writeTo(b, a.Addr)
+	var s *packetSealer
+	select {
+	case s = <-c.sealers:
+	default:
+		s = new(packetSealer)
+	}
+	defer func() {
+		select {
+		case c.sealers <- s:
+		default:
+		}
+	}()
+	wire, err := s.gcm.seal(s.buf[:0], c.keys.GetPrimaryKey(), b, nil)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("topology: seal gossip packet: %w", err)
+	}
+	s.buf = wire[:0]
+	ts, err := c.inner.writeTo(wire, a.Addr)
 	if err == nil {
-		c.sent.Add(int64(len(b)))
+		c.sent.Add(int64(len(wire)))
 	}
 	return ts, err
 }
@@ -166,7 +185,7 @@ func (c *countingTransport) DialAddressTimeout(a memberlist.Address, timeout tim
 	if err != nil {
 		return nil, err
 	}
-	return c.count(conn), nil
+	return c.sealed(conn), nil
 }
 
 func (c *countingTransport) StreamCh() <-chan net.Conn { return c.streams }
@@ -179,20 +198,25 @@ func (c *countingTransport) Shutdown() error {
 	return nil
 }
 
+// sealersKept bounds the packet sealers a transport keeps between sends:
+// memberlist's probe, gossip and packet handler send at once, and now and
+// then an indirect probe's goroutine.
+const sealersKept = 4
+
+// packetSealer is what one sending goroutine needs to seal a packet.
+type packetSealer struct {
+	gcm gcmCache
+	buf []byte
+}
+
 type countingConn struct {
 	net.Conn
 	t *countingTransport
-	// tap, on accepted streams until their first message is in, checks
-	// that message. Memberlist reads a stream from one goroutine.
-	tap *streamTap
 }
 
 func (c *countingConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	c.t.received.Add(int64(n))
-	if c.tap != nil && n > 0 && c.tap.feed(p[:n]) {
-		c.tap = nil
-	}
 	return n, err
 }
 
