@@ -24,8 +24,8 @@ import (
 // Memberlist's own encryption expands the key and builds the GCM tables
 // again for every packet it seals or opens, 3.6 KiB of garbage each, and
 // the transport had to open every packet once more before it to see
-// refusals; in a 1,000-node mesh taking a patch that was 4.8 % of the CPU
-// and a share of the collector's (bench/RESULTS.md, "Gossip sealed in the
+// refusals; in a 1,000-node mesh taking a patch that was 2.5–4.8 % of the
+// CPU and a share of the collector's (bench/RESULTS.md, "Gossip sealed in the
 // transport"). The transport keeps each key's cipher
 // (gcmCache), opens every packet once, and memberlist, given no keyring,
 // handles plaintext only.
