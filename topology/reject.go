@@ -9,8 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/memberlist"
-
 	"github.com/patchmesh/patchmesh/auth"
 )
 
@@ -113,12 +111,3 @@ func CheckMeta(name string, b []byte) error {
 	}
 	return nil
 }
-
-// keyring gives the transport the keys in use now: every installed key
-// opens, the primary seals.
-type keyring interface {
-	GetKeys() [][]byte
-	GetPrimaryKey() []byte
-}
-
-var _ keyring = (*memberlist.Keyring)(nil)

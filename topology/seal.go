@@ -10,6 +10,8 @@ import (
 	"io"
 	"net"
 	"slices"
+
+	"github.com/hashicorp/memberlist"
 )
 
 // Gossip is encrypted by the transport, not by memberlist, in memberlist's
@@ -45,6 +47,15 @@ const (
 	// (maxPushStateBytes): a longer one is refused before it is read.
 	streamMax = 20 << 20
 )
+
+// keyring gives the transport the keys in use now: every installed key
+// opens, the primary seals.
+type keyring interface {
+	GetKeys() [][]byte
+	GetPrimaryKey() []byte
+}
+
+var _ keyring = (*memberlist.Keyring)(nil)
 
 // gcmCache keeps the AES-GCM of each key it has used, and a buffer for
 // what it opens. One goroutine uses a cache at a time.
