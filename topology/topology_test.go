@@ -370,23 +370,7 @@ func TestWrongKeyCannotJoin(t *testing.T) {
 // is meta: what a key holder running its own client could announce.
 func badMetaNode(t *testing.T, name string, keys [][]byte, meta []byte, join string) *memberlist.Memberlist {
 	t.Helper()
-	mc := memberlist.DefaultLocalConfig()
-	mc.Name = name
-	mc.BindAddr = loopback(t)
-	mc.BindPort = 0
-	mc.Delegate = rawMeta(meta)
-	mc.Logger = log.New(io.Discard, "", 0)
-	kr, err := memberlist.NewKeyring(keys, keys[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	mc.Keyring = kr
-	mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
-	ml, err := memberlist.Create(mc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ml.Shutdown() })
+	ml := stockNode(t, name, keys, meta, io.Discard)
 	ml.Join([]string{join}) // refused, which is what is tested
 	return ml
 }
