@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/patchmesh/patchmesh/internal/meshtest"
 	"github.com/patchmesh/patchmesh/node"
@@ -128,6 +129,10 @@ func TestTopologyPartitionedEdgeServesWhatItHasThenConverges(t *testing.T) {
 		t.Fatalf("refresh beside the cut edge: want the old patch %s applied, got %s", old.Digest, got)
 	}
 
+	// Hold the partition past memberlist's gossip to the dead (15 s in
+	// the local profile): after it, memberlist alone never contacts a
+	// dead member again, and only patchmesh's reconnecting heals it.
+	time.Sleep(partitionHeld)
 	ns.setLink(t, "up")
 	viewEvery(t, all, converge, "every member alive after the partition heals", allAlive(all))
 	onEvery(t, []*meshtest.Node{cut}, func(n *meshtest.Node) error { return wantListed(t, n, neu.Digest, []string{"edge"}) }, "the cut edge caught up")
@@ -135,6 +140,10 @@ func TestTopologyPartitionedEdgeServesWhatItHasThenConverges(t *testing.T) {
 		t.Fatalf("refresh after healing: want the new patch %s applied, got %s", neu.Digest, got)
 	}
 }
+
+// partitionHeld is how long the partition lasts once the rest of the mesh
+// has seen the cut edge dead and has moved on without it.
+const partitionHeld = 20 * time.Second
 
 // refresh runs `client refresh` with a hook that accepts any verified
 // patch, wants exit 0 and the patch applied, and returns its digest.

@@ -24,7 +24,9 @@
 // member is Alive until memberlist declares it gone. Memberlist forgets
 // dead members after GossipToTheDeadTime; this package keeps them
 // (Config.Retain, a day by default) so operators see who went away and
-// when. OnChange reports every change, from one goroutine of this package
+// when, and joins them again now and then, as Serf does, so that a
+// partition that outlasts memberlist's own gossip to the dead heals.
+// OnChange reports every change, from one goroutine of this package
 // rather than memberlist's.
 //
 // # Pools

@@ -21,6 +21,9 @@ var (
 	descRejected = prometheus.NewDesc("patchmesh_gossip_rejected_total",
 		"Gossip this node refused, by security event: gossip_key_fail (not encrypted with an installed key), gossip_meta_fail, gossip_name_fail.",
 		[]string{"event"}, nil)
+	descReconnects = prometheus.NewDesc("patchmesh_gossip_reconnects_total",
+		"Joins this node made to members it holds dead, to heal a partition memberlist alone would not, by result: joined (someone answered) or failed.",
+		[]string{"result"}, nil)
 	descPoolMembers = prometheus.NewDesc("patchmesh_gossip_pool_members",
 		"Members each of this node's gossip pools knows, by health state; patchmesh_gossip_members merges the pools.",
 		[]string{"pool", "state"}, nil)
@@ -30,6 +33,8 @@ var (
 		"Bytes this node received on gossip, UDP and TCP, encrypted, by pool.", []string{"pool"}, nil)
 	descPoolRejected = prometheus.NewDesc("patchmesh_gossip_pool_rejected_total",
 		"Gossip this node refused, by pool and security event.", []string{"pool", "event"}, nil)
+	descPoolReconnects = prometheus.NewDesc("patchmesh_gossip_pool_reconnects_total",
+		"Joins this node made to members it holds dead, by pool and result.", []string{"pool", "result"}, nil)
 )
 
 // rejectEvents are the security events counted, in the order exported.
@@ -41,10 +46,12 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descSent
 	ch <- descReceived
 	ch <- descRejected
+	ch <- descReconnects
 	ch <- descPoolMembers
 	ch <- descPoolSent
 	ch <- descPoolReceived
 	ch <- descPoolRejected
+	ch <- descPoolReconnects
 }
 
 // Collect implements prometheus.Collector.
@@ -58,6 +65,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for _, code := range rejectEvents {
 		ch <- prometheus.MustNewConstMetric(descRejected, prometheus.CounterValue, float64(s.Rejected[code]), code)
 	}
+	ch <- prometheus.MustNewConstMetric(descReconnects, prometheus.CounterValue, float64(s.Reconnected), "joined")
+	ch <- prometheus.MustNewConstMetric(descReconnects, prometheus.CounterValue, float64(s.ReconnectFailed), "failed")
 	for _, p := range s.Pools {
 		for _, state := range States {
 			ch <- prometheus.MustNewConstMetric(descPoolMembers, prometheus.GaugeValue, float64(p.Members[state]), p.Name, state)
@@ -67,5 +76,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		for _, code := range rejectEvents {
 			ch <- prometheus.MustNewConstMetric(descPoolRejected, prometheus.CounterValue, float64(p.Rejected[code]), p.Name, code)
 		}
+		ch <- prometheus.MustNewConstMetric(descPoolReconnects, prometheus.CounterValue, float64(p.Reconnected), p.Name, "joined")
+		ch <- prometheus.MustNewConstMetric(descPoolReconnects, prometheus.CounterValue, float64(p.ReconnectFailed), p.Name, "failed")
 	}
 }

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -89,6 +91,12 @@ type pool struct {
 	addr string
 
 	members map[string]*entry // guarded by t.mu
+
+	// reconnectEvery is how often reconnectLoop may try a dead member:
+	// the pool's push-pull interval.
+	reconnectEvery time.Duration
+	// reconnected and reconnectFailed count reconnectLoop's joins.
+	reconnected, reconnectFailed atomic.Int64
 
 	// metaOK remembers the meta each member last passed CheckMeta with.
 	metaOK metaMemo
@@ -179,7 +187,7 @@ func (t *Topology) startPool(cfg Pool) (*pool, error) {
 		// Only with several pools: one pool's log reads as it always did.
 		logger = logger.With("pool", cfg.Name)
 	}
-	p := &pool{t: t, name: cfg.Name, join: cfg.Join, log: logger,
+	p := &pool{t: t, name: cfg.Name, join: cfg.Join, log: logger, reconnectEvery: mc.PushPullInterval,
 		rejects: newRejectLog(logger), members: make(map[string]*entry)}
 	if p.keyring, err = memberlist.NewKeyring(cfg.Keys, cfg.Keys[0]); err != nil {
 		return nil, fmt.Errorf("topology: pool %s: keyring: %w", cfg.Name, err)
@@ -294,6 +302,79 @@ func (p *pool) joinLoop() {
 		}
 		p.log.Debug("gossip_join_retry_failed", "attempt", attempt, "error", err.Error())
 	}
+}
+
+// reconnectLoop heals what memberlist alone leaves split. Memberlist
+// gossips to a dead member only for its GossipToTheDeadTime (15 s to 60 s
+// by profile) and pushes its state only to live ones, so two sides of a
+// partition that outlasts that, or a member that comes back at its address
+// without a join list (a restarted hub), never hear of each other again.
+// As Serf does, every push-pull interval this pool joins one member it
+// holds dead (not left) with probability dead/alive: a node cut off from
+// its whole pool tries at every tick, and in a pool of many that lost one,
+// about one member tries per tick in all. A node alone in its pool also
+// joins its join list. Dead members are tried for as long as they are
+// retained (Config.Retain).
+func (p *pool) reconnectLoop() {
+	t := p.t
+	defer t.wg.Done()
+	tick := time.NewTicker(p.reconnectEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.done:
+			return
+		case <-tick.C:
+		}
+		name, addrs := p.reconnectTarget()
+		if len(addrs) == 0 {
+			continue
+		}
+		attrs := []any{"addrs", addrs}
+		if name != "" {
+			attrs = append(attrs, "member", name)
+		}
+		n, err := p.ml.Join(addrs)
+		if err = joinErr(n, err); n == 0 {
+			p.reconnectFailed.Add(1)
+			p.log.Debug("gossip_reconnect_failed", append(attrs, "error", err.Error())...)
+			continue
+		}
+		p.reconnected.Add(1)
+		p.log.Info("gossip_reconnected", append(attrs, "contacted", n)...)
+	}
+}
+
+// reconnectTarget picks what reconnectLoop joins this tick, if anything:
+// a dead member's name and address, with the join list added when this
+// node is alone in the pool.
+func (p *pool) reconnectTarget() (name string, addrs []string) {
+	t := p.t
+	var dead []*entry
+	alive := 0
+	t.mu.Lock()
+	for _, e := range p.members {
+		switch e.State {
+		case Alive:
+			alive++ // this node too
+		case Dead:
+			dead = append(dead, e)
+		}
+	}
+	t.mu.Unlock()
+	alone := alive <= 1
+	if len(dead) > 0 && rand.Float64() < float64(len(dead))/float64(max(alive, 1)) {
+		e := dead[rand.IntN(len(dead))]
+		name, addrs = e.Name, []string{e.Addr}
+	}
+	if alone {
+		for _, a := range p.join {
+			if a != p.addr { // a join list shared by every node lists this one too
+				addrs = append(addrs, a)
+			}
+		}
+	}
+	return name, addrs
 }
 
 // leaveFanout bounds the leave intents in flight at once, per pool.

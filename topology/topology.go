@@ -147,16 +147,20 @@ type Stats struct {
 	SentBytes, ReceivedBytes int64
 	Members                  map[string]int   // by state, merged across pools
 	Rejected                 map[string]int64 // by EventKeyFail, EventMetaFail, EventNameFail
-	Pools                    []PoolStats      // in the order of the config
+	// Reconnected and ReconnectFailed count joins of dead members (and of
+	// the join list, when alone) that reached someone and that did not.
+	Reconnected, ReconnectFailed int64
+	Pools                        []PoolStats // in the order of the config
 }
 
 // PoolStats is Stats for one pool; Members counts the pool's own view.
 type PoolStats struct {
-	Name                     string
-	Addr                     string // this node's gossip host:port in the pool
-	SentBytes, ReceivedBytes int64
-	Members                  map[string]int
-	Rejected                 map[string]int64
+	Name                         string
+	Addr                         string // this node's gossip host:port in the pool
+	SentBytes, ReceivedBytes     int64
+	Members                      map[string]int
+	Rejected                     map[string]int64
+	Reconnected, ReconnectFailed int64
 }
 
 // Topology is this node's membership in the mesh: one memberlist per pool
@@ -239,8 +243,11 @@ func Start(ctx context.Context, cfg Config) (*Topology, error) {
 			return nil, err
 		}
 	}
-	t.wg.Add(1)
+	t.wg.Add(1 + len(t.pools))
 	go t.updateLoop()
+	for _, p := range t.pools {
+		go p.reconnectLoop()
+	}
 	var notJoined []error
 	for _, p := range t.pools {
 		if len(p.join) == 0 {
@@ -475,9 +482,12 @@ func (t *Topology) Stats() Stats {
 	for _, p := range t.pools {
 		ps := PoolStats{Name: p.name, Addr: p.addr,
 			SentBytes: p.transport.sent.Load(), ReceivedBytes: p.transport.received.Load(),
-			Members: map[string]int{Alive: 0, Dead: 0, Left: 0}, Rejected: p.rejects.counts()}
+			Members: map[string]int{Alive: 0, Dead: 0, Left: 0}, Rejected: p.rejects.counts(),
+			Reconnected: p.reconnected.Load(), ReconnectFailed: p.reconnectFailed.Load()}
 		s.SentBytes += ps.SentBytes
 		s.ReceivedBytes += ps.ReceivedBytes
+		s.Reconnected += ps.Reconnected
+		s.ReconnectFailed += ps.ReconnectFailed
 		for code, k := range ps.Rejected {
 			s.Rejected[code] += k
 		}

@@ -732,8 +732,21 @@ func TestGossipTrafficIsCountedAndExported(t *testing.T) {
 		t.Errorf("b's members by state: want 2 alive, got %v", got)
 	}
 
+	got := exported(t, a)
+	if got["patchmesh_gossip_members/alive"] != 2 || got["patchmesh_gossip_members/dead"] != 0 {
+		t.Errorf("members gauge: got %v", got)
+	}
+	if got["patchmesh_gossip_sent_bytes_total"] <= 0 || got["patchmesh_gossip_received_bytes_total"] <= 0 {
+		t.Errorf("byte counters: got %v", got)
+	}
+}
+
+// exported gathers top's Collector: each series by its name and label
+// values joined with "/", to its value.
+func exported(t *testing.T, top *Topology) map[string]float64 {
+	t.Helper()
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(NewCollector(a))
+	reg.MustRegister(NewCollector(top))
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -748,12 +761,7 @@ func TestGossipTrafficIsCountedAndExported(t *testing.T) {
 			got[name] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
 		}
 	}
-	if got["patchmesh_gossip_members/alive"] != 2 || got["patchmesh_gossip_members/dead"] != 0 {
-		t.Errorf("members gauge: got %v", got)
-	}
-	if got["patchmesh_gossip_sent_bytes_total"] <= 0 || got["patchmesh_gossip_received_bytes_total"] <= 0 {
-		t.Errorf("byte counters: got %v", got)
-	}
+	return got
 }
 
 func TestOversizedMetaLaterKeepsTheLastGood(t *testing.T) {
@@ -791,4 +799,56 @@ func TestDeadMembersAreForgottenAfterRetain(t *testing.T) {
 		return m.State == Dead, summary(a.Members())
 	})
 	waitFor(t, ca.Retain+2*time.Second, "b forgotten after Retain", func() (bool, string) { return seesAlive(a, "a") })
+}
+
+// A member back at its address without a join list (a hub: it started the
+// pool) is joined again by the members that hold it dead. Memberlist alone
+// never would: it gossips to a dead member only while it has news queued,
+// for GossipToTheDeadTime at most, and pushes its state to live members
+// only. The same reconnecting heals a partition that outlasted that.
+func TestDeadMemberBackWithoutJoinListIsReconnected(t *testing.T) {
+	k := [][]byte{key(t)}
+	ca := fast(t, "a", k)
+	a := start(t, ca)
+	addr := a.LocalAddr()
+	b := start(t, fast(t, "b", k, addr))
+	c := start(t, fast(t, "c", k, addr))
+	waitFor(t, 5*time.Second, "a, b, c alive", func() (bool, string) { return seesAlive(b, "a", "b", "c") })
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*Topology{b, c} {
+		waitFor(t, deadBound(ca, 3), "a dead", func() (bool, string) {
+			m, _ := n.Member("a")
+			return m.State == Dead, summary(n.Members())
+		})
+	}
+	// Long enough for b's and c's news of a's death to have been
+	// gossiped and dropped from their queues (a few 20 ms gossip rounds):
+	// nothing then leads memberlist back to a.
+	time.Sleep(time.Second)
+	host, port, _ := net.SplitHostPort(addr)
+	ca2 := fast(t, "a", k) // no join list
+	ca2.BindAddr = host
+	ca2.BindPort, _ = strconv.Atoi(port)
+	a2 := start(t, ca2)
+	for _, n := range []*Topology{a2, b, c} {
+		waitFor(t, 5*time.Second, "a, b, c alive again", func() (bool, string) { return seesAlive(n, "a", "b", "c") })
+	}
+	if a2.Stats().Reconnected != 0 {
+		t.Errorf("a, back and holding nobody dead, reconnected: %+v", a2.Stats())
+	}
+
+	// The joins are counted and exported.
+	joined := 0.0
+	for _, n := range []*Topology{b, c} {
+		got := exported(t, n)
+		if _, ok := got["patchmesh_gossip_pool_reconnects_total/default/failed"]; !ok {
+			t.Errorf("no per-pool reconnect series in %v", got)
+		}
+		joined += got["patchmesh_gossip_reconnects_total/joined"]
+	}
+	if joined < 1 {
+		t.Errorf("reconnects by b and c: want at least 1 joined, got %v", joined)
+	}
 }
