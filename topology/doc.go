@@ -24,8 +24,9 @@
 // member is Alive until memberlist declares it gone. Memberlist forgets
 // dead members after GossipToTheDeadTime; this package keeps them
 // (Config.Retain, a day by default) so operators see who went away and
-// when, and joins them again now and then, as Serf does, so that a
-// partition that outlasts memberlist's own gossip to the dead heals.
+// when. It joins them again now and then, as Serf does, and the join list
+// wherever no live member is, so that a partition that outlasts
+// memberlist's own gossip to the dead heals and a restarted hub is found.
 // OnChange reports every change, from one goroutine of this package
 // rather than memberlist's.
 //

@@ -22,7 +22,7 @@ var (
 		"Gossip this node refused, by security event: gossip_key_fail (not encrypted with an installed key), gossip_meta_fail, gossip_name_fail.",
 		[]string{"event"}, nil)
 	descReconnects = prometheus.NewDesc("patchmesh_gossip_reconnects_total",
-		"Joins this node made to members it holds dead, to heal a partition memberlist alone would not, by result: joined (someone answered) or failed.",
+		"Joins this node made to members it holds dead and to join addresses no live member is at, which heal what memberlist alone would not (a long partition, a restarted hub), by result: joined (someone answered) or failed.",
 		[]string{"result"}, nil)
 	descPoolMembers = prometheus.NewDesc("patchmesh_gossip_pool_members",
 		"Members each of this node's gossip pools knows, by health state; patchmesh_gossip_members merges the pools.",
@@ -34,7 +34,7 @@ var (
 	descPoolRejected = prometheus.NewDesc("patchmesh_gossip_pool_rejected_total",
 		"Gossip this node refused, by pool and security event.", []string{"pool", "event"}, nil)
 	descPoolReconnects = prometheus.NewDesc("patchmesh_gossip_pool_reconnects_total",
-		"Joins this node made to members it holds dead, by pool and result.", []string{"pool", "result"}, nil)
+		"Joins this node made to members it holds dead and to join addresses no live member is at, by pool and result.", []string{"pool", "result"}, nil)
 )
 
 // rejectEvents are the security events counted, in the order exported.

@@ -7,6 +7,8 @@ import (
 	"log"
 	"log/slog"
 	"math/rand/v2"
+	"net"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -307,14 +309,18 @@ func (p *pool) joinLoop() {
 // reconnectLoop heals what memberlist alone leaves split. Memberlist
 // gossips to a dead member only for its GossipToTheDeadTime (15 s to 60 s
 // by profile) and pushes its state only to live ones, so two sides of a
-// partition that outlasts that, or a member that comes back at its address
-// without a join list (a restarted hub), never hear of each other again.
-// As Serf does, every push-pull interval this pool joins one member it
-// holds dead (not left) with probability dead/alive: a node cut off from
-// its whole pool tries at every tick, and in a pool of many that lost one,
-// about one member tries per tick in all. A node alone in its pool also
-// joins its join list. Dead members are tried for as long as they are
-// retained (Config.Retain).
+// partition that outlasts that never hear of each other again; nor does
+// anyone hear of a member that comes back at its address without a join
+// list (a hub, restarted: it started the pool) once it is held dead or
+// left. So every push-pull interval this pool joins:
+//   - as Serf does, one member it holds dead (not left), with probability
+//     dead/alive: a node cut off from its whole pool tries at every tick,
+//     and in a pool of many that lost one, about one member tries per tick
+//     in all. Dead members are tried for as long as they are retained
+//     (Config.Retain);
+//   - every address of its join list at which no live member is, as
+//     Consul's retry_join does: a relay that lists the hub finds the hub
+//     restarted, however it went away.
 func (p *pool) reconnectLoop() {
 	t := p.t
 	defer t.wg.Done()
@@ -326,7 +332,7 @@ func (p *pool) reconnectLoop() {
 			return
 		case <-tick.C:
 		}
-		name, addrs := p.reconnectTarget()
+		name, addrs := p.reconnectTargets()
 		if len(addrs) == 0 {
 			continue
 		}
@@ -334,6 +340,7 @@ func (p *pool) reconnectLoop() {
 		if name != "" {
 			attrs = append(attrs, "member", name)
 		}
+		before := p.ml.NumMembers()
 		n, err := p.ml.Join(addrs)
 		if err = joinErr(n, err); n == 0 {
 			p.reconnectFailed.Add(1)
@@ -341,41 +348,77 @@ func (p *pool) reconnectLoop() {
 			continue
 		}
 		p.reconnected.Add(1)
-		p.log.Info("gossip_reconnected", append(attrs, "contacted", n)...)
+		// The join's push/pull has merged what it learnt by now: say so
+		// loudly only when it brought members back. A join address that
+		// never matches a member's (NAT, a name that resolves elsewhere)
+		// is joined every tick, harmlessly.
+		after := p.ml.NumMembers()
+		level := slog.LevelDebug
+		if after > before {
+			level = slog.LevelInfo
+		}
+		p.log.Log(context.Background(), level, "gossip_reconnected",
+			append(attrs, "contacted", n, "members_before", before, "members_after", after)...)
 	}
 }
 
-// reconnectTarget picks what reconnectLoop joins this tick, if anything:
-// a dead member's name and address, with the join list added when this
-// node is alone in the pool.
-func (p *pool) reconnectTarget() (name string, addrs []string) {
+// reconnectTargets picks what reconnectLoop joins this tick, if anything:
+// a dead member's name and address, and the join addresses no live member
+// is at.
+func (p *pool) reconnectTargets() (name string, addrs []string) {
 	t := p.t
 	var dead []*entry
+	live := map[string]bool{} // by address, this node's too
 	alive := 0
 	t.mu.Lock()
 	for _, e := range p.members {
 		switch e.State {
 		case Alive:
-			alive++ // this node too
+			alive++
+			live[e.Addr] = true
 		case Dead:
 			dead = append(dead, e)
 		}
 	}
 	t.mu.Unlock()
-	alone := alive <= 1
 	if len(dead) > 0 && rand.Float64() < float64(len(dead))/float64(max(alive, 1)) {
 		e := dead[rand.IntN(len(dead))]
 		name, addrs = e.Name, []string{e.Addr}
 	}
-	if alone {
-		for _, a := range p.join {
-			if a != p.addr { // a join list shared by every node lists this one too
-				addrs = append(addrs, a)
-			}
+	for _, j := range p.join {
+		if !liveAt(j, live) && !slices.Contains(addrs, j) {
+			addrs = append(addrs, j)
 		}
 	}
 	return name, addrs
 }
+
+// liveAt says whether a live member is at the join address j, host:port
+// with an IP or a name, given live members' addresses as memberlist gives
+// them (ip:port). A name is resolved; one that does not resolve, or an
+// address without a port, is no live member.
+func liveAt(j string, live map[string]bool) bool {
+	host, port, err := net.SplitHostPort(j)
+	if err != nil {
+		return false
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return live[net.JoinHostPort(ip.Unmap().String(), port)]
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
+	defer cancel()
+	ips, _ := net.DefaultResolver.LookupHost(ctx, host)
+	for _, ip := range ips {
+		if live[net.JoinHostPort(ip, port)] {
+			return true
+		}
+	}
+	return false
+}
+
+// resolveTimeout bounds liveAt's name lookup: a slow resolver delays only
+// the reconnect tick, which memberlist's Join would then resolve again.
+const resolveTimeout = 2 * time.Second
 
 // leaveFanout bounds the leave intents in flight at once, per pool.
 const leaveFanout = 8

@@ -331,3 +331,23 @@ func TestLateLeaveIntentRenamesARecentDeath(t *testing.T) {
 		t.Fatal("the rename was not heard")
 	}
 }
+
+func TestLiveAtMatchesJoinAddressesToMembers(t *testing.T) {
+	live := map[string]bool{"127.0.0.1:7946": true, "[::1]:7947": true}
+	for _, c := range []struct {
+		join string
+		want bool
+	}{
+		{"127.0.0.1:7946", true},
+		{"127.0.0.1:7947", false},         // another port
+		{"[::ffff:127.0.0.1]:7946", true}, // memberlist gives IPv4 unmapped
+		{"[::1]:7947", true},
+		{"localhost:7946", true}, // resolved
+		{"127.0.0.1", false},     // no port: memberlist's default, always tried
+		{"no-such-host.invalid:7946", false},
+	} {
+		if got := liveAt(c.join, live); got != c.want {
+			t.Errorf("liveAt(%q): want %v, got %v", c.join, c.want, got)
+		}
+	}
+}

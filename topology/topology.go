@@ -147,8 +147,9 @@ type Stats struct {
 	SentBytes, ReceivedBytes int64
 	Members                  map[string]int   // by state, merged across pools
 	Rejected                 map[string]int64 // by EventKeyFail, EventMetaFail, EventNameFail
-	// Reconnected and ReconnectFailed count joins of dead members (and of
-	// the join list, when alone) that reached someone and that did not.
+	// Reconnected and ReconnectFailed count the joins of dead members and
+	// of join addresses no live member is at that reached someone and
+	// that did not.
 	Reconnected, ReconnectFailed int64
 	Pools                        []PoolStats // in the order of the config
 }

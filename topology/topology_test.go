@@ -801,47 +801,43 @@ func TestDeadMembersAreForgottenAfterRetain(t *testing.T) {
 	waitFor(t, ca.Retain+2*time.Second, "b forgotten after Retain", func() (bool, string) { return seesAlive(a, "a") })
 }
 
-// A member back at its address without a join list (a hub: it started the
-// pool) is joined again by the members that hold it dead. Memberlist alone
-// never would: it gossips to a dead member only while it has news queued,
-// for GossipToTheDeadTime at most, and pushes its state to live members
-// only. The same reconnecting heals a partition that outlasted that.
+// A member back at its address without a join list, and in nobody's, is
+// joined again by the members that hold it dead. Memberlist alone never
+// would: it gossips to a dead member only while it has news queued, for
+// GossipToTheDeadTime at most, and pushes its state to live members only.
+// The same reconnecting heals a partition that outlasted that.
 func TestDeadMemberBackWithoutJoinListIsReconnected(t *testing.T) {
 	k := [][]byte{key(t)}
-	ca := fast(t, "a", k)
-	a := start(t, ca)
-	addr := a.LocalAddr()
-	b := start(t, fast(t, "b", k, addr))
-	c := start(t, fast(t, "c", k, addr))
+	a := start(t, fast(t, "a", k))
+	b := start(t, fast(t, "b", k, a.LocalAddr()))
+	cc := fast(t, "c", k, a.LocalAddr())
+	c := start(t, cc)
+	addr := c.LocalAddr()
 	waitFor(t, 5*time.Second, "a, b, c alive", func() (bool, string) { return seesAlive(b, "a", "b", "c") })
-	if err := a.Close(); err != nil {
+	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range []*Topology{b, c} {
-		waitFor(t, deadBound(ca, 3), "a dead", func() (bool, string) {
-			m, _ := n.Member("a")
+	for _, n := range []*Topology{a, b} {
+		waitFor(t, deadBound(cc, 3), "c dead", func() (bool, string) {
+			m, _ := n.Member("c")
 			return m.State == Dead, summary(n.Members())
 		})
 	}
-	// Long enough for b's and c's news of a's death to have been
-	// gossiped and dropped from their queues (a few 20 ms gossip rounds):
-	// nothing then leads memberlist back to a.
+	// Long enough for a's and b's news of c's death to have been gossiped
+	// and dropped from their queues (a few 20 ms gossip rounds): nothing
+	// then leads memberlist back to c.
 	time.Sleep(time.Second)
-	host, port, _ := net.SplitHostPort(addr)
-	ca2 := fast(t, "a", k) // no join list
-	ca2.BindAddr = host
-	ca2.BindPort, _ = strconv.Atoi(port)
-	a2 := start(t, ca2)
-	for _, n := range []*Topology{a2, b, c} {
+	c2 := start(t, sameAddr(t, fast(t, "c", k), addr)) // no join list
+	for _, n := range []*Topology{a, b, c2} {
 		waitFor(t, 5*time.Second, "a, b, c alive again", func() (bool, string) { return seesAlive(n, "a", "b", "c") })
 	}
-	if a2.Stats().Reconnected != 0 {
-		t.Errorf("a, back and holding nobody dead, reconnected: %+v", a2.Stats())
+	if s := c2.Stats(); s.Reconnected != 0 {
+		t.Errorf("c, back and holding nobody dead, reconnected: %+v", s)
 	}
 
 	// The joins are counted and exported.
 	joined := 0.0
-	for _, n := range []*Topology{b, c} {
+	for _, n := range []*Topology{a, b} {
 		got := exported(t, n)
 		if _, ok := got["patchmesh_gossip_pool_reconnects_total/default/failed"]; !ok {
 			t.Errorf("no per-pool reconnect series in %v", got)
@@ -849,6 +845,46 @@ func TestDeadMemberBackWithoutJoinListIsReconnected(t *testing.T) {
 		joined += got["patchmesh_gossip_reconnects_total/joined"]
 	}
 	if joined < 1 {
-		t.Errorf("reconnects by b and c: want at least 1 joined, got %v", joined)
+		t.Errorf("reconnects by a and b: want at least 1 joined, got %v", joined)
 	}
+}
+
+// A hub that left (a restart) and comes back at its address, with no join
+// list since it started the pool, is found again by the members that list
+// it in theirs, though they hold it left, which is never retried as dead.
+func TestLeftMemberBackIsRejoinedThroughTheJoinList(t *testing.T) {
+	k := [][]byte{key(t)}
+	hub := start(t, fast(t, "a", k))
+	addr := hub.LocalAddr()
+	b := start(t, fast(t, "b", k, addr))
+	c := start(t, fast(t, "c", k, addr))
+	waitFor(t, 5*time.Second, "a (the hub), b, c alive", func() (bool, string) { return seesAlive(b, "a", "b", "c") })
+	if err := hub.Leave(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*Topology{b, c} {
+		waitFor(t, 5*time.Second, "a (the hub) left", func() (bool, string) {
+			m, _ := n.Member("a")
+			return m.State == Left, summary(n.Members())
+		})
+	}
+	time.Sleep(time.Second) // as above: the news of the leave gossiped and gone
+	hub2 := start(t, sameAddr(t, fast(t, "a", k), addr))
+	for _, n := range []*Topology{hub2, b, c} {
+		waitFor(t, 5*time.Second, "a (the hub), b, c alive again", func() (bool, string) { return seesAlive(n, "a", "b", "c") })
+	}
+}
+
+// sameAddr binds cfg where addr (host:port) is.
+func sameAddr(t *testing.T, cfg Config, addr string) Config {
+	t.Helper()
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.BindAddr = host
+	if cfg.BindPort, err = strconv.Atoi(port); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
