@@ -134,7 +134,9 @@ func TestTopologyPartitionedEdgeServesWhatItHasThenConverges(t *testing.T) {
 	// dead member again, and only patchmesh's reconnecting heals it.
 	time.Sleep(partitionHeld)
 	ns.setLink(t, "up")
+	healed := time.Now()
 	viewEvery(t, all, converge, "every member alive after the partition heals", allAlive(all))
+	t.Logf("every member saw every other alive %v after the link came back", time.Since(healed).Round(100*time.Millisecond))
 	onEvery(t, []*meshtest.Node{cut}, func(n *meshtest.Node) error { return wantListed(t, n, neu.Digest, []string{"edge"}) }, "the cut edge caught up")
 	if got := mc.refresh(t); got != neu.Digest {
 		t.Fatalf("refresh after healing: want the new patch %s applied, got %s", neu.Digest, got)
