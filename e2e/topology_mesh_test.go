@@ -153,3 +153,33 @@ func deadIn(dead *meshtest.Node, others []*meshtest.Node) func(meshtest.Topology
 		return nil
 	}
 }
+
+// A hub restarted as production runs it, with no gossip join list (it
+// started the pool), is found again by the relay that lists it, though
+// the relay holds it left: memberlist alone never contacts a member that
+// left. The edge under the relay hears of it through the relay.
+func TestTopologyRestartedHubIsFoundAgain(t *testing.T) {
+	t.Parallel()
+	m := meshtest.New(t)
+	m.Gossip = gossipProfile
+	h := m.Start(meshtest.Spec{Name: "hub", Role: node.RoleHub, FixedJoin: true})
+	r := m.Start(pullSpec(t, "region", node.RoleRelay, h.URL, h, "edge"))
+	e := m.Start(pullSpec(t, "edge", node.RoleEdge, r.URL, r, "edge"))
+	all := []*meshtest.Node{h, r, e}
+	viewEvery(t, all, converge, "every member alive", allAlive(all))
+
+	h.Stop(t) // SIGTERM: the hub leaves
+	viewEvery(t, all[1:], detectWithin, "the hub left", func(v meshtest.Topology) error {
+		if st := v.State(h.Name); st != "left" {
+			return fmt.Errorf("%s is %q, want left", h.Name, st)
+		}
+		return nil
+	})
+	h.Start(t)
+	if len(h.Config.Gossip.Join) != 0 {
+		t.Fatalf("the restarted hub joins %v, want nobody", h.Config.Gossip.Join)
+	}
+	started := time.Now()
+	viewEvery(t, all, converge, "every member alive after the hub's restart", allAlive(all))
+	t.Logf("every member saw every other alive %v after the hub started again", time.Since(started).Round(100*time.Millisecond))
+}

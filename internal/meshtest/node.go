@@ -79,6 +79,10 @@ type Spec struct {
 	// before the file is written. A gossip.join it sets is kept; otherwise
 	// meshtest chooses it at every start (see Node.Start).
 	Configure func(*node.Config)
+	// FixedJoin keeps gossip.join as the config has it at every start,
+	// empty included, as a production hub runs: it started the pool, so
+	// it joins nobody, even when restarted.
+	FixedJoin bool
 }
 
 // Link is one sync link of a downstream node.
@@ -255,7 +259,7 @@ func (m *Mesh) Add(spec Spec) *Node {
 	if spec.Configure != nil {
 		spec.Configure(&cfg)
 	}
-	n.autoJoin = m.Gossip != "" && len(cfg.Gossip.Join) == 0 && !slices.ContainsFunc(cfg.Gossip.Pools, func(p node.GossipPoolConfig) bool { return len(p.Join) > 0 })
+	n.autoJoin = m.Gossip != "" && !spec.FixedJoin && len(cfg.Gossip.Join) == 0 && !slices.ContainsFunc(cfg.Gossip.Pools, func(p node.GossipPoolConfig) bool { return len(p.Join) > 0 })
 	n.Config = cfg
 	n.writeConfig(t)
 
