@@ -318,9 +318,12 @@ func (p *pool) joinLoop() {
 //     and in a pool of many that lost one, about one member tries per tick
 //     in all. Dead members are tried for as long as they are retained
 //     (Config.Retain);
-//   - every address of its join list at which no live member is, as
-//     Consul's retry_join does: a relay that lists the hub finds the hub
-//     restarted, however it went away.
+//   - while it holds a member dead or left, or is alone, every address
+//     of its join list at which no live member is, as Consul's retry_join
+//     does: a relay that lists the hub finds the hub restarted, however it
+//     went away. Only then: a join address that never matches a member's
+//     (NAT, a name that resolves elsewhere) would otherwise be joined,
+//     a push/pull of the whole pool, every tick by every node that lists it.
 func (p *pool) reconnectLoop() {
 	t := p.t
 	defer t.wg.Done()
@@ -336,6 +339,11 @@ func (p *pool) reconnectLoop() {
 		if len(addrs) == 0 {
 			continue
 		}
+		select {
+		case <-t.done: // do not hold Close up with a join
+			return
+		default:
+		}
 		attrs := []any{"addrs", addrs}
 		if name != "" {
 			attrs = append(attrs, "member", name)
@@ -349,9 +357,7 @@ func (p *pool) reconnectLoop() {
 		}
 		p.reconnected.Add(1)
 		// The join's push/pull has merged what it learnt by now: say so
-		// loudly only when it brought members back. A join address that
-		// never matches a member's (NAT, a name that resolves elsewhere)
-		// is joined every tick, harmlessly.
+		// loudly only when it brought members back.
 		after := p.ml.NumMembers()
 		level := slog.LevelDebug
 		if after > before {
@@ -367,23 +373,36 @@ func (p *pool) reconnectLoop() {
 // is at.
 func (p *pool) reconnectTargets() (name string, addrs []string) {
 	t := p.t
+	t.prune() // members past Retain are not tried
 	var dead []*entry
-	live := map[string]bool{} // by address, this node's too
-	alive := 0
+	alive, left := 0, 0
 	t.mu.Lock()
 	for _, e := range p.members {
 		switch e.State {
 		case Alive:
-			alive++
-			live[e.Addr] = true
+			alive++ // this node too
 		case Dead:
 			dead = append(dead, e)
+		case Left:
+			left++
+		}
+	}
+	var live map[string]bool // by address, this node's too
+	if len(p.join) > 0 && (len(dead) > 0 || left > 0 || alive <= 1) {
+		live = make(map[string]bool, alive)
+		for _, e := range p.members {
+			if e.State == Alive {
+				live[e.Addr] = true
+			}
 		}
 	}
 	t.mu.Unlock()
 	if len(dead) > 0 && rand.Float64() < float64(len(dead))/float64(max(alive, 1)) {
 		e := dead[rand.IntN(len(dead))]
 		name, addrs = e.Name, []string{e.Addr}
+	}
+	if live == nil {
+		return name, addrs
 	}
 	for _, j := range p.join {
 		if !liveAt(j, live) && !slices.Contains(addrs, j) {

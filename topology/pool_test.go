@@ -333,7 +333,7 @@ func TestLateLeaveIntentRenamesARecentDeath(t *testing.T) {
 }
 
 func TestLiveAtMatchesJoinAddressesToMembers(t *testing.T) {
-	live := map[string]bool{"127.0.0.1:7946": true, "[::1]:7947": true}
+	live := map[string]bool{"127.0.0.1:7946": true, "[::1]:7946": true, "[::1]:7947": true}
 	for _, c := range []struct {
 		join string
 		want bool
@@ -342,7 +342,7 @@ func TestLiveAtMatchesJoinAddressesToMembers(t *testing.T) {
 		{"127.0.0.1:7947", false},         // another port
 		{"[::ffff:127.0.0.1]:7946", true}, // memberlist gives IPv4 unmapped
 		{"[::1]:7947", true},
-		{"localhost:7946", true}, // resolved
+		{"localhost:7946", true}, // resolved, to either
 		{"127.0.0.1", false},     // no port: memberlist's default, always tried
 		{"no-such-host.invalid:7946", false},
 	} {
