@@ -12,6 +12,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"os"
@@ -21,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -172,7 +174,7 @@ func openSQLite(ctx context.Context, path string, sq SQLiteOptions, opts Options
 	if err != nil {
 		return nil, fmt.Errorf("sqlstore: sqlite: open %s: %w", path, err)
 	}
-	db := sql.OpenDB(stmtCacheConnector{Connector: base, size: cached})
+	db := sql.OpenDB(stmtCacheConnector{Connector: walSwitchConnector{base}, size: cached})
 	// Each SQLite connection re-runs the pragmas when it opens, so keep the
 	// connections that parallel readers use rather than the default two.
 	n := max(8, 4*runtime.NumCPU())
@@ -204,9 +206,36 @@ func sqliteDSN(path string, mmap int64) string {
 	// (DefaultSQLiteMmapSize). Writes go through the journal either way, so
 	// durability is the same.
 	return path + "?_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)" +
-		"&_pragma=busy_timeout(10000)&_pragma=synchronous(FULL)" +
+		"&_pragma=busy_timeout(" + strconv.FormatInt(sqliteBusyTimeout.Milliseconds(), 10) + ")" +
+		"&_pragma=synchronous(FULL)" +
 		"&_pragma=mmap_size(" + strconv.FormatInt(mmap, 10) + ")" +
 		"&_txlock=immediate"
+}
+
+// sqliteBusyTimeout is how long a connection waits for another's lock
+// before it fails with SQLITE_BUSY.
+const sqliteBusyTimeout = 10 * time.Second
+
+// walSwitchConnector retries opening a connection that met SQLITE_BUSY.
+// journal_mode(WAL) on a file not yet in WAL mode takes an exclusive lock,
+// and SQLite fails it at once, without the busy handler busy_timeout set,
+// when another connection holds the file meanwhile: two nodes, or two
+// connections of one, opening a new database together. The mode is stored
+// in the file once set, so this happens only at a database's first opens;
+// the retries are bounded by the same wait as busy_timeout's.
+type walSwitchConnector struct{ driver.Connector }
+
+func (c walSwitchConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	b := backoff.NewExponentialBackOff(backoff.WithInitialInterval(5*time.Millisecond),
+		backoff.WithMaxInterval(250*time.Millisecond), backoff.WithMaxElapsedTime(sqliteBusyTimeout))
+	return backoff.RetryWithData(func() (driver.Conn, error) {
+		conn, err := c.Connector.Connect(ctx)
+		var se *sqlite.Error
+		if err != nil && !(errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY) {
+			return nil, backoff.Permanent(err)
+		}
+		return conn, err
+	}, backoff.WithContext(b, ctx))
 }
 
 // OpenPostgres connects to the PostgreSQL database dsn names and brings its
