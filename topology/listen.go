@@ -1,6 +1,7 @@
 package topology
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log"
@@ -33,6 +34,13 @@ type netListener struct {
 	closed  atomic.Bool
 	done    chan struct{}
 	wg      sync.WaitGroup
+
+	// dials is cancelled by close, so that a dial in flight gives up at
+	// shutdown rather than hold memberlist's Join, and the Close waiting
+	// on it, until its timeout: up to 30 s to a peer behind a partition
+	// that drops packets.
+	dials     context.Context
+	stopDials context.CancelFunc
 }
 
 const (
@@ -72,6 +80,7 @@ func listenNet(addr string, port int, logger *log.Logger) (*netListener, error) 
 	}
 	l := &netListener{logger: logger, udp: udp, tcp: tcp,
 		packets: make(chan *memberlist.Packet), streams: make(chan net.Conn), done: make(chan struct{})}
+	l.dials, l.stopDials = context.WithCancel(context.Background())
 	l.wg.Add(2)
 	go l.readPackets()
 	go l.acceptStreams()
@@ -181,7 +190,7 @@ func (l *netListener) writeTo(b []byte, addr string) (time.Time, error) {
 
 func (l *netListener) dial(addr string, timeout time.Duration) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout}
-	return d.Dial("tcp", addr)
+	return d.DialContext(l.dials, "tcp", addr)
 }
 
 // close stops both listeners and waits for their goroutines, which give up
@@ -191,6 +200,7 @@ func (l *netListener) close() {
 		return
 	}
 	close(l.done)
+	l.stopDials()
 	l.tcp.Close()
 	l.udp.Close()
 	l.wg.Wait()
