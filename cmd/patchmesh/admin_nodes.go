@@ -179,8 +179,12 @@ func (a *admin) nodesJoinToken(ctx context.Context, args []string) error {
 		if err := decode(raw, &t); err != nil {
 			return err
 		}
-		_, err := fmt.Fprintf(a.stdout, "%s\n\nJoin token %s for node %s, valid once until %s. On the new node:\n  patchmesh join --config FILE --token-file FILE\n",
-			t.Token, t.ID, t.Name, fmtTime(t.Expires))
+		// The token alone goes to standard output, so that
+		// `join-token NAME > FILE` writes the file `patchmesh join
+		// --token-file` reads; what it is goes to standard error.
+		fmt.Fprintf(a.stderr, "Join token %s for node %s, valid once until %s, shown only this once. On the new node:\n  patchmesh join --config FILE --token-file FILE\n",
+			t.ID, t.Name, fmtTime(t.Expires))
+		_, err := fmt.Fprintln(a.stdout, t.Token)
 		return err
 	})
 }

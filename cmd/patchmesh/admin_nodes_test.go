@@ -12,6 +12,7 @@ import (
 
 	"github.com/patchmesh/patchmesh/api"
 	"github.com/patchmesh/patchmesh/federation"
+	"github.com/patchmesh/patchmesh/store"
 )
 
 func TestAdminNodesAdmitListRemove(t *testing.T) {
@@ -106,5 +107,24 @@ func TestNodeKeyCommandMakesThenReadsTheKey(t *testing.T) {
 	}
 	if r := nodeKey("--help"); r.code != exitOK || !strings.Contains(r.stdout, "nodes admit") {
 		t.Errorf("node-key --help: exit %d, stdout %q", r.code, r.stdout)
+	}
+}
+
+// `nodes join-token NAME > FILE`, as the README runs it, leaves the token
+// alone in FILE, which `patchmesh join --token-file` reads; what the token
+// is and how to use it goes to standard error.
+func TestAdminJoinTokenStdoutIsTheTokenAlone(t *testing.T) {
+	n := newTestNode(t, func(c *api.Config) {
+		c.JoinTokens = c.Store.(store.JoinTokens)
+		c.Info.PeerURL = "https://127.0.0.1:8444"
+	})
+	n.login()
+	r := n.mustAdmin("nodes", "join-token", "edge-1", "--valid-for", "1h")
+	tok, rest, _ := strings.Cut(r.stdout, "\n")
+	if !strings.HasPrefix(tok, federation.JoinTokenPrefix) || rest != "" {
+		t.Errorf("join-token stdout = %q, want the %s… token on one line and nothing else", r.stdout, federation.JoinTokenPrefix)
+	}
+	if !strings.Contains(r.stderr, "edge-1") || !strings.Contains(r.stderr, "patchmesh join") || strings.Contains(r.stderr, tok) {
+		t.Errorf("join-token stderr = %q, want the node named, how to join, and not the secret", r.stderr)
 	}
 }
