@@ -42,8 +42,10 @@ Exit codes:
   0  success
   1  server or network error
   2  usage error
-  3  authentication or authorization failure (401, 403, or not logged in)
-  4  not found (404; also an unknown context or digest prefix)
+  3  authentication or authorization failure (401, 403, or not logged in,
+     which a --context or PATCHMESH_CONTEXT naming no saved login is)
+  4  not found (404; also context use or remove of an unknown context,
+     or an unknown digest prefix)
   5  conflict (409; also a patch change on a node that is not the hub)
   6  invalid input (400, 413, 422)
 `
@@ -138,7 +140,7 @@ var adminCommands = []adminCommand{
 		example: "patchmesh admin storage refresh --repair --grace 48h", run: (*admin).storageRefresh},
 	{name: "sync status", summary: "each sync link's state, cursor and lag",
 		example: "patchmesh admin sync status", run: (*admin).syncStatus},
-	{name: "sync trigger", args: "[--wait]", summary: "start a sync round now (--wait: until it ends)",
+	{name: "sync trigger", args: "[--wait]", summary: "start a sync round now (--wait: until it ends, failing if it failed on a link)",
 		example: "patchmesh admin sync trigger --wait", run: (*admin).syncTrigger},
 	{name: "trust list", summary: "hub keys this node pins",
 		example: "patchmesh admin trust list", run: (*admin).trustList},

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/patchmesh/patchmesh/federation"
@@ -53,7 +54,25 @@ func (a *admin) syncTrigger(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return a.showSyncStatus(raw)
+	if err := a.showSyncStatus(raw); err != nil || !*wait {
+		return err
+	}
+	// --wait asks how the round went: a link whose round failed fails
+	// the command, so that a script can tell without reading the table.
+	var out federation.SyncStatusResponse
+	if err := decode(raw, &out); err != nil {
+		return err
+	}
+	var failed []string
+	for _, l := range out.Links {
+		if l.State == federation.LinkFailing {
+			failed = append(failed, fmt.Sprintf("%s (%s)", l.Tier, l.LastError))
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("the round failed on %d of %d links: %s", len(failed), len(out.Links), strings.Join(failed, ", "))
+	}
+	return nil
 }
 
 func (a *admin) showSyncStatus(raw []byte) error {

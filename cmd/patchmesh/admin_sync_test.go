@@ -43,13 +43,22 @@ func TestAdminSyncStatusAndTrigger(t *testing.T) {
 		t.Errorf("sync status --output json = %s (%v), want the relay's link", r.stdout, err)
 	}
 
+	// Without --wait the round has not run yet: its outcome is not the
+	// command's. With it, a failed round fails the command, table shown.
 	n.mustAdmin("sync", "trigger")
-	r = n.mustAdmin("sync", "trigger", "--wait")
-	if !strings.Contains(r.stdout, "7/9") {
+	r = n.admin("", "sync", "trigger", "--wait")
+	if r.code != exitServer || !strings.Contains(r.stdout, "7/9") || !strings.Contains(r.stderr, "edge (upstream answered 503)") {
+		t.Errorf("sync trigger --wait with the round failing: exit %d, stdout %q, stderr %q; want %d, the links' table and the failed link",
+			r.code, r.stdout, r.stderr, exitServer)
+	}
+	synced := fc.Status()
+	synced[0].State, synced[0].Cursor = federation.LinkSynced, 9
+	fc.SetLinks(synced)
+	if r := n.mustAdmin("sync", "trigger", "--wait"); !strings.Contains(r.stdout, "9/9") {
 		t.Errorf("sync trigger --wait printed %q, want the links' table", r.stdout)
 	}
-	if got := fc.Waits(); !slices.Equal(got, []bool{false, true}) {
-		t.Errorf("triggers with wait %v, want [false true]", got)
+	if got := fc.Waits(); !slices.Equal(got, []bool{false, true, true}) {
+		t.Errorf("triggers with wait %v, want [false true true]", got)
 	}
 	if r := n.admin("", "sync", "trigger", "now"); r.code != exitUsage {
 		t.Errorf("sync trigger with an argument: exit %d, want %d", r.code, exitUsage)

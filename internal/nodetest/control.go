@@ -32,6 +32,13 @@ func (f *FakeControl) Trigger(ctx context.Context, wait bool) ([]federation.Link
 	return slices.Clone(f.Links), nil
 }
 
+// SetLinks replaces the link states Status and Trigger report.
+func (f *FakeControl) SetLinks(links []federation.LinkStatus) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.Links = slices.Clone(links)
+}
+
 // Waits returns the wait argument of every Trigger call so far.
 func (f *FakeControl) Waits() []bool {
 	f.mu.Lock()
