@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -527,4 +528,27 @@ func currentLogin(t *testing.T, dir string) adminLogin {
 		t.Fatalf("no current context in %+v", cfg)
 	}
 	return l
+}
+
+// patchmesh --help names every admin command group and every client
+// command.
+func TestMainHelpListsEveryCommand(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run(t.Context(), []string{"--help"}, &stdout, &stderr); code != exitOK {
+		t.Fatalf("--help: exit %d, stderr %s", code, stderr.String())
+	}
+	help := stdout.String()
+	admin, _, _ := strings.Cut(help[strings.Index(help, "patchmesh admin"):], "patchmesh hub-key")
+	for _, g := range adminGroups() {
+		if !regexp.MustCompile(`\b` + regexp.QuoteMeta(g) + `\b`).MatchString(admin) {
+			t.Errorf("--help lacks the admin command %q:\n%s", g, admin)
+		}
+	}
+	_, clientHelp, _ := strings.Cut(help, "patchmesh client")
+	clientHelp, _, _ = strings.Cut(clientHelp, "patchmesh version")
+	for _, c := range []string{"register", "refresh", "status", "nodes"} {
+		if !strings.Contains(clientHelp, c) {
+			t.Errorf("--help lacks the client command %q:\n%s", c, clientHelp)
+		}
+	}
 }

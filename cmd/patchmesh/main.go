@@ -19,6 +19,8 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"slices"
+	"strings"
 )
 
 // version is set at build time:
@@ -26,15 +28,18 @@ import (
 //	go build -ldflags "-X main.version=1.2.3" ./cmd/patchmesh
 var version = "dev"
 
-const mainUsage = `patchmesh — federated kernel live-patch distribution
+// mainUsage is the top-level help. The admin command groups in it come
+// from adminCommands, so that a new command is never missing here.
+var mainUsage = strings.Replace(mainUsageText, "{admin}\n", wrapList(adminGroups(), 34, 94), 1)
+
+const mainUsageText = `patchmesh — federated kernel live-patch distribution
 
 Usage:
   patchmesh serve [--config FILE] [--listen ADDR] [--data-dir DIR] [--log-level LEVEL]
                                   run a node (no config: SQLite and files under the default data dir)
   patchmesh admin --server URL COMMAND ...
-                                  administer a node: login, tiers, auth-tokens, sync-tokens,
-                                  patches, machines, storage, sync, trust, hub-key, nodes,
-                                  topology
+                                  administer a node:
+{admin}
   patchmesh hub-key [--key FILE]  print the hub's public signing key, creating the key file if
                                   missing (default: hub.key in the default data dir)
   patchmesh node-key [--key FILE] print the node's public identity key, creating the key file if
@@ -49,7 +54,7 @@ Usage:
                                   copy every patch file between two nodes' blob stores
                                   (fs, postgres, s3, swift), verified and resumable
   patchmesh client --server URL COMMAND ...
-                                  the machine side: register, refresh, status
+                                  the machine side: register, refresh, status, nodes
   patchmesh version [--output json]
                                   print the version
   patchmesh completion bash|zsh|fish
@@ -57,6 +62,40 @@ Usage:
 
 Run 'patchmesh COMMAND --help' for a command's options.
 `
+
+// adminGroups is the first word of every admin command, in their order.
+func adminGroups() []string {
+	var out []string
+	for _, c := range adminCommands {
+		g, _, _ := strings.Cut(c.name, " ")
+		if !slices.Contains(out, g) {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// wrapList joins words with ", " into lines of at most width columns,
+// each indented by indent spaces and ending in a newline.
+func wrapList(words []string, indent, width int) string {
+	var b strings.Builder
+	line := ""
+	for i, w := range words {
+		if i < len(words)-1 {
+			w += ","
+		}
+		if line != "" && indent+len(line)+1+len(w) > width {
+			b.WriteString(strings.Repeat(" ", indent) + line + "\n")
+			line = ""
+		}
+		if line != "" {
+			line += " "
+		}
+		line += w
+	}
+	b.WriteString(strings.Repeat(" ", indent) + line + "\n")
+	return b.String()
+}
 
 func main() {
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
