@@ -102,8 +102,45 @@ func (s *server) addTier(w http.ResponseWriter, r *http.Request, _ string) error
 	if err != nil {
 		return err
 	}
+	s.admitSelfOn(r, t.Name)
 	writeJSON(w, http.StatusCreated, t)
 	return nil
+}
+
+// admitSelfOn extends a hub's own live admission to a tier just added, as
+// the hub admitted itself on every tier at its first start (node's
+// admitSelf): else the new tier's roster would lack the hub, and its
+// machines could not verify it. Only an admission under this hub's key is
+// extended; a removed one is the operator's call and left alone. It is the
+// node's own change, recorded in no audit entry (the tier's is the
+// request's), and a failure is logged, not returned: the tier exists, and
+// `admin nodes update` extends the admission as well.
+func (s *server) admitSelfOn(r *http.Request, tier string) {
+	if s.nodeKey == nil || s.info.Role != roleHub || s.info.Node == "" {
+		return
+	}
+	ctx := store.WithoutActor(r.Context())
+	nodes, err := s.store.Nodes(ctx)
+	if err != nil {
+		s.log.WarnContext(r.Context(), "hub_self_admission_failed", "tier", tier, "error", err.Error())
+		return
+	}
+	i := slices.IndexFunc(nodes, func(n catalog.Node) bool {
+		return n.Name == s.info.Node && n.Removed.IsZero() && n.KeyID == s.nodeKeyID
+	})
+	if i < 0 {
+		return
+	}
+	self := nodes[i]
+	self.Tiers, self.Admitted = []string{tier}, time.Time{}
+	if _, err := s.store.AdmitNode(ctx, self); err != nil {
+		if !errors.Is(err, catalog.ErrConflict) {
+			s.log.WarnContext(r.Context(), "hub_self_admission_failed", "tier", tier, "error", err.Error())
+		}
+		return
+	}
+	s.securityEvent(r, auth.EventNodeAdmitted, slog.String("node", self.Name), slog.String("key_id", self.KeyID),
+		slog.String("tiers", tier), slog.String("url", strings.Join(self.URLs, ",")), slog.String("by", "hub_tier_added"))
 }
 
 func (s *server) removeTier(w http.ResponseWriter, r *http.Request, _ string) error {

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -364,20 +365,16 @@ func (n *Node) newPuller(now func() time.Time) error {
 // URL, on every tier, the first time it starts: machines verify every
 // node against the hub's signed admissions before sending it a credential,
 // the first contact included, and a lone hub is where an operator points
-// its first machine. A name the hub holds any admission for, live or
-// removed, is left alone: a removal, or an admission under other URLs, is
-// the operator's call. Tiers added later are not covered: a machine still
-// registers at the hub (its first contact needs an admission on some
-// tier), and `admin nodes remove` then `admit` at the hub covers them.
+// its first machine. Tiers added at the hub later are admitted on as they
+// are added (the API's admitSelfOn); at every start the hub's live
+// admission under its own key is admitted on any tier it still lacks (one
+// added before that, or in a crash between the two). A name the hub holds
+// only a removed admission for, or one under another key, is left alone:
+// that is the operator's call.
 func (n *Node) admitSelf(ctx context.Context) error {
 	known, err := n.store.Nodes(ctx)
 	if err != nil {
 		return fmt.Errorf("node: admit the hub itself: %w", err)
-	}
-	for _, k := range known {
-		if k.Name == n.cfg.Node.Name {
-			return nil
-		}
 	}
 	tiers, err := n.store.Tiers(ctx)
 	if err != nil {
@@ -386,18 +383,36 @@ func (n *Node) admitSelf(ctx context.Context) error {
 	pub := n.nodeKey.Public().(ed25519.PublicKey)
 	self := catalog.Node{Name: n.cfg.Node.Name, Key: federation.FormatPublicKey(pub), KeyID: federation.KeyID(pub),
 		URLs: []string{strings.TrimRight(n.apiURL(), "/")}}
-	for _, t := range tiers {
-		self.Tiers = append(self.Tiers, t.Name)
+	by := "hub_first_start"
+	if i := slices.IndexFunc(known, func(k catalog.Node) bool { return k.Name == self.Name }); i >= 0 {
+		k := known[i]
+		if !k.Removed.IsZero() || k.KeyID != self.KeyID {
+			return nil
+		}
+		self, by = k, "hub_start"
+		self.Tiers, self.Admitted = nil, time.Time{}
+		for _, t := range tiers {
+			if !slices.Contains(k.Tiers, t.Name) {
+				self.Tiers = append(self.Tiers, t.Name)
+			}
+		}
+	} else {
+		for _, t := range tiers {
+			self.Tiers = append(self.Tiers, t.Name)
+		}
 	}
 	if len(self.Tiers) == 0 {
 		return nil
 	}
-	if _, err := n.store.AdmitNode(ctx, self); err != nil && !errors.Is(err, catalog.ErrConflict) {
+	if _, err := n.store.AdmitNode(ctx, self); err != nil {
+		if errors.Is(err, catalog.ErrConflict) {
+			return nil
+		}
 		return fmt.Errorf("node: admit the hub itself: %w", err)
 	}
 	// The same security event as an operator's admission, by the node.
 	auth.SecurityEvent(ctx, n.log, auth.EventNodeAdmitted, slog.String("node", self.Name), slog.String("key_id", self.KeyID),
-		slog.String("tiers", strings.Join(self.Tiers, ",")), slog.String("url", self.URLs[0]), slog.String("by", "hub_first_start"))
+		slog.String("tiers", strings.Join(self.Tiers, ",")), slog.String("url", strings.Join(self.URLs, ",")), slog.String("by", by))
 	return nil
 }
 

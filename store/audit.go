@@ -32,6 +32,12 @@ func WithActor(ctx context.Context, a Actor) context.Context {
 	return context.WithValue(ctx, actorKey{}, a)
 }
 
+// WithoutActor returns ctx carrying no Actor: a change the node makes of
+// its own accord while serving an admin's request is not the admin's.
+func WithoutActor(ctx context.Context) context.Context {
+	return context.WithValue(ctx, actorKey{}, nil)
+}
+
 // ActorFrom returns the Actor ctx carries, if any.
 func ActorFrom(ctx context.Context) (Actor, bool) {
 	a, ok := ctx.Value(actorKey{}).(Actor)
