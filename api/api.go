@@ -463,9 +463,19 @@ func (m methods) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.ServeHTTP(w, r)
 		return
 	}
-	allow := make([]string, 0, len(m))
+	// HEAD is GET without the body (RFC 9110 §9.3.2), which every
+	// general-purpose server must answer: net/http drops what the GET
+	// handler writes. Health checks and `curl -I` send it.
+	if h, ok := m[http.MethodGet]; ok && r.Method == http.MethodHead {
+		h.ServeHTTP(w, r)
+		return
+	}
+	allow := make([]string, 0, len(m)+1)
 	for k := range m {
 		allow = append(allow, k)
+	}
+	if _, ok := m[http.MethodGet]; ok && !slices.Contains(allow, http.MethodHead) {
+		allow = append(allow, http.MethodHead)
 	}
 	slices.Sort(allow)
 	w.Header().Set("Allow", strings.Join(allow, ", "))
