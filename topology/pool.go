@@ -454,7 +454,8 @@ const msgLeaveIntent byte = 1
 // whatever packets go out next, and in a small cluster those can all go to
 // a member that is itself failing; the intent reaches everyone directly.
 // It gives up at deadline; stragglers end at memberlist's TCP timeout.
-func (p *pool) announceLeave(deadline time.Time) {
+// It reports whether every live member got the intent.
+func (p *pool) announceLeave(deadline time.Time) (all bool) {
 	msg := append([]byte{msgLeaveIntent}, p.t.name...)
 	var peers []*memberlist.Node
 	for _, n := range p.ml.Members() { // alive members only
@@ -466,6 +467,7 @@ func (p *pool) announceLeave(deadline time.Time) {
 	// of a thousand nodes in one process may leave all at once.
 	work := make(chan *memberlist.Node)
 	var wg sync.WaitGroup
+	var told atomic.Int64
 	for range min(leaveFanout, len(peers)) {
 		wg.Add(1)
 		go func() {
@@ -476,7 +478,9 @@ func (p *pool) announceLeave(deadline time.Time) {
 				}
 				if err := p.ml.SendReliable(n, msg); err != nil {
 					p.log.Debug("gossip_leave_intent_failed", "member", n.Name, "addr", n.Address(), "error", err.Error())
+					continue
 				}
+				told.Add(1)
 			}
 		}()
 	}
@@ -494,13 +498,15 @@ feed:
 	// Workers skip what is left once the deadline passes; a send under way
 	// ends at memberlist's TCP timeout, or at Shutdown, without Leave
 	// waiting for it.
-	all := make(chan struct{})
-	go func() { wg.Wait(); close(all) }()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
 	select {
-	case <-all:
+	case <-done:
 	case <-ctx.Done():
 		p.log.Warn("gossip_leave_incomplete", "members", len(peers))
+		return false
 	}
+	return told.Load() == int64(len(peers))
 }
 
 // heardLeaveIntent marks name as leaving this pool. The intent only

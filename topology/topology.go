@@ -46,6 +46,12 @@ const (
 	DefaultLeaveTimeout = 5 * time.Second
 )
 
+// leaveAfterIntent bounds the wait for memberlist's leave broadcast once
+// every live member has the leave intent: the broadcast goes out with the
+// next gossip, every GossipInterval (100 to 500 ms in the stock profiles),
+// and a second leaves a busy node room.
+const leaveAfterIntent = time.Second
+
 // LANProbeInterval is the probe interval of the lan profile; see
 // Config.Profile.
 const LANProbeInterval = 500 * time.Millisecond
@@ -532,10 +538,23 @@ func (t *Topology) Leave(timeout time.Duration) error {
 	var wg sync.WaitGroup
 	for i, p := range t.pools {
 		wg.Go(func() {
-			p.announceLeave(time.Now().Add(timeout / 2))
+			told := p.announceLeave(time.Now().Add(timeout / 2))
+			wait := max(time.Until(deadline), time.Millisecond) // zero: for ever
+			if told {
+				// Every live member has the intent already, and records
+				// this node's going as Left whatever memberlist says of it
+				// next. Memberlist's leave broadcast goes out with its
+				// next gossip, if anyone is left to gossip to: members
+				// leaving together each hear the other's leave first and
+				// gossip to nobody, and would wait out the timeout.
+				wait = min(wait, leaveAfterIntent)
+			}
 			// Under stopMu: memberlist panics on a Leave after Shutdown.
-			// A zero timeout would make it wait for ever.
-			if err := p.ml.Leave(max(time.Until(deadline), time.Millisecond)); err != nil {
+			err := p.ml.Leave(wait)
+			switch {
+			case err != nil && told:
+				p.log.Debug("gossip_leave_broadcast_unsent", "error", err.Error())
+			case err != nil:
 				errs[i] = fmt.Errorf("pool %s: %w", p.name, err)
 			}
 		})

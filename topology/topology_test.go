@@ -888,3 +888,34 @@ func sameAddr(t *testing.T, cfg Config, addr string) Config {
 	}
 	return cfg
 }
+
+// TestMembersLeavingTogetherDoNotWaitOutTheTimeout: the two members of a
+// pool leaving at once (both nodes of a data centre stopped together) each
+// hear the other's leave first, after which memberlist gossips to nobody
+// and its own leave broadcast never goes out. Each had told the other
+// directly (the leave intent), so neither fails for it.
+func TestMembersLeavingTogetherDoNotWaitOutTheTimeout(t *testing.T) {
+	k := [][]byte{key(t)}
+	b := start(t, fast(t, "b", k))
+	c := start(t, fast(t, "c", k, b.LocalAddr()))
+	waitFor(t, 5*time.Second, "b, c alive", func() (bool, string) { return seesAlive(b, "b", "c") })
+
+	const timeout = 4 * time.Second
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	took := make([]time.Duration, 2)
+	for i, top := range []*Topology{b, c} {
+		wg.Go(func() {
+			began := time.Now()
+			errs[i] = top.Leave(timeout)
+			took[i] = time.Since(began)
+		})
+	}
+	wg.Wait()
+	t.Logf("b and c left in %v and %v", took[0].Round(time.Millisecond), took[1].Round(time.Millisecond))
+	for i, err := range errs {
+		if err != nil || took[i] >= timeout {
+			t.Errorf("leave %d: %v after %v; want no error, within the %v timeout", i, err, took[i], timeout)
+		}
+	}
+}
