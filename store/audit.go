@@ -32,6 +32,14 @@ func WithActor(ctx context.Context, a Actor) context.Context {
 	return context.WithValue(ctx, actorKey{}, a)
 }
 
+// WithoutActor returns ctx carrying no Actor: what a node does on its own
+// in the course of an admin request (a rollout's runner opening a wave,
+// the webhook events a change sends) is not the admin's change and is not
+// audited again.
+func WithoutActor(ctx context.Context) context.Context {
+	return context.WithValue(ctx, actorKey{}, nil)
+}
+
 // ActorFrom returns the Actor ctx carries, if any.
 func ActorFrom(ctx context.Context) (Actor, bool) {
 	a, ok := ctx.Value(actorKey{}).(Actor)
