@@ -1,13 +1,18 @@
 package api_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 
+	"github.com/patchmesh/patchmesh/api"
+	"github.com/patchmesh/patchmesh/catalog"
 	"github.com/patchmesh/patchmesh/federation"
+	"github.com/patchmesh/patchmesh/rollout"
 	"github.com/patchmesh/patchmesh/store"
+	"github.com/patchmesh/patchmesh/webhook"
 )
 
 type auditPage struct {
@@ -72,6 +77,9 @@ func TestEveryAdminChangeIsAudited(t *testing.T) {
 		got := e.audit("?limit=1").Entries
 		if len(got) != 1 {
 			t.Fatalf("%s: no audit entry", c.name)
+		}
+		if n := e.requestEntries(reqID); n != 1 {
+			t.Errorf("%s: %d audit entries, want 1", c.name, n)
 		}
 		a := got[0]
 		path := c.path
@@ -149,6 +157,60 @@ func TestAuditPagingAndBadInput(t *testing.T) {
 		r := e.request(http.MethodGet, "/v1/admin/audit"+q.query, e.admin, nil)
 		if r.StatusCode != http.StatusBadRequest || r.errField() != q.field {
 			t.Errorf("GET /v1/admin/audit%s: %d %s; want 400 on field %s", q.query, r.StatusCode, r.body, q.field)
+		}
+	}
+}
+
+// requestEntries counts the audit entries of the request with ID reqID.
+func (e *env) requestEntries(reqID string) int {
+	e.t.Helper()
+	n := 0
+	for _, a := range e.audit("?limit=1000").Entries {
+		if a.RequestID == reqID {
+			n++
+		}
+	}
+	return n
+}
+
+// A rollout request records its own change once: the first wave that
+// create opens at once is the runner's doing, like the waves it opens
+// later, and the webhook events a change sends are not changes; an abort
+// records its withdrawals too.
+func TestRolloutChangesAreAuditedOnce(t *testing.T) {
+	e, _ := newHub(t, false, func(c *api.Config) {
+		c.Info.DC = "dc-a"
+		hooks, err := webhook.New(webhook.Config{Store: c.Store.(webhook.Store), Node: "node-a", Now: c.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Rollouts = rollout.New(rollout.Config{Store: c.Store, Node: "node-a", DC: "dc-a", Now: c.Now, Emit: hooks,
+			KnownDCs: func(context.Context) ([]string, error) { return []string{"dc-b"}, nil }})
+	})
+	e.want(e.request(http.MethodPost, "/v1/admin/webhooks", e.admin, map[string]any{"url": "https://hooks.example/pm",
+		"events": []string{rollout.EventWaveOpened, rollout.EventHalted}, "secret": "0123456789abcdef0123"}), http.StatusCreated, nil)
+	p := e.upload(content(100, "rolled out"), "107.2")
+
+	var ro catalog.Rollout
+	e.want(e.request(http.MethodPost, "/v1/admin/rollouts", e.admin, map[string]any{"tier": p.Tiers[0], "version": "107.2",
+		"waves": "dc-a:0h,dc-b:40s"}, "X-Request-ID", "rollout-create"), http.StatusCreated, &ro)
+	if len(ro.Opened) != 1 {
+		t.Fatalf("create: want the first wave open at once, got %+v", ro)
+	}
+	for _, c := range []struct {
+		action, reqID string
+		want          int
+	}{
+		{"create", "rollout-create", 1},
+		{"halt", "rollout-halt", 1},
+		{"resume", "rollout-resume", 1},
+		{"abort", "rollout-abort", 2}, // the rollout's end and its patch's withdrawal
+	} {
+		if c.action != "create" {
+			e.want(e.request(http.MethodPost, "/v1/admin/rollouts/"+ro.ID+"/"+c.action, e.admin, nil, "X-Request-ID", c.reqID), http.StatusOK, nil)
+		}
+		if got := e.requestEntries(c.reqID); got != c.want {
+			t.Errorf("%s: %d audit entries, want %d", c.action, got, c.want)
 		}
 	}
 }

@@ -201,7 +201,7 @@ func (s *server) dashboardEvents(w http.ResponseWriter, r *http.Request) error {
 	if v := r.URL.Query().Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 1000 {
-			return invalid("limit", "limit: must be an integer from 1 to 1000")
+			return invalid("limit", "must be an integer from 1 to 1000")
 		}
 		limit = n
 	}

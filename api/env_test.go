@@ -359,3 +359,11 @@ func content(n int, seed string) []byte {
 }
 
 func digestOf(b []byte) string { return string(blob.FromBytes(b)) }
+
+func (r response) errMessage() string {
+	var b struct {
+		Error struct{ Message string }
+	}
+	json.Unmarshal(r.body, &b)
+	return b.Error.Message
+}

@@ -117,3 +117,44 @@ func TestListingsPage(t *testing.T) {
 		}
 	}
 }
+
+// A bad query parameter is a 400 naming the parameter, in the field and
+// once at the head of the message: "limit: must be …", never "limit:
+// limit: …".
+func TestBadQueryParametersAreNamedOnce(t *testing.T) {
+	e := newEnv(t)
+	var hook struct{ ID string }
+	e.want(e.request(http.MethodPost, "/v1/admin/webhooks", e.admin, map[string]any{
+		"url": "https://hooks.example/pm", "events": []string{"node.down"}, "secret": "0123456789abcdef0123"}),
+		http.StatusCreated, &hook)
+	for _, c := range []struct{ path, field string }{
+		{"/v1/dashboard/events?limit=0", "limit"},
+		{"/v1/dashboard/events?limit=x", "limit"},
+		{"/v1/admin/audit?limit=0", "limit"},
+		{"/v1/admin/audit?since=yesterday", "since"},
+		{"/v1/admin/audit?after=x", "after"},
+		{"/v1/admin/patches?limit=0", "limit"},
+		{"/v1/admin/patches?kernel=x", "kernel"},
+		{"/v1/admin/patches?arch=x", "arch"},
+		{"/v1/admin/patches?tier=No+Such", "tier"},
+		{"/v1/admin/patches?version=x", "version"},
+		{"/v1/admin/patches?digest_prefix=x", "digest_prefix"},
+		{"/v1/admin/patches?withdrawn=maybe", "withdrawn"},
+		{"/v1/admin/patches?after=x", "after"},
+		{"/v1/admin/machines?state=x", "state"},
+		{"/v1/admin/reports/machines?dc=-x", "dc"},
+		{"/v1/admin/reports/machines?after=x", "after"},
+		{"/v1/admin/reports/summary?limit=5", "limit"},
+		{"/v1/admin/rollouts?tier=No+Such", "tier"},
+		{"/v1/admin/webhooks/" + hook.ID + "/deliveries?limit=0", "limit"},
+		{"/v1/admin/auth-tokens?limit=0", "limit"},
+	} {
+		r := e.request(http.MethodGet, c.path, e.admin, nil)
+		msg := r.errMessage()
+		rest, named := strings.CutPrefix(msg, c.field+": ")
+		if r.StatusCode != http.StatusBadRequest || r.errField() != c.field || !named || strings.HasPrefix(rest, c.field+":") {
+			t.Errorf("GET %s: %d field %q message %q; want 400 on %s, named once at the head of the message",
+				c.path, r.StatusCode, r.errField(), msg, c.field)
+		}
+	}
+}

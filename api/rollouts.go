@@ -6,6 +6,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 
@@ -74,10 +75,38 @@ func (s *server) createRollout(w http.ResponseWriter, r *http.Request, _ string)
 	}
 	ro, err := s.rollouts.Create(r.Context(), rollout.Plan{Tier: req.Tier, Version: req.Version, Waves: req.Waves, Gate: &g})
 	if err != nil {
-		return err
+		return s.createRolloutError(r, req, err)
 	}
 	writeJSON(w, http.StatusCreated, ro)
 	return nil
+}
+
+// createRolloutError says which part of a refused plan is missing or in
+// the way: a bare not_found or the store's conflict text (which names the
+// ID the refused plan would have had) does not tell the operator what to
+// fix. Other errors pass as they are.
+func (s *server) createRolloutError(r *http.Request, req rolloutRequest, err error) error {
+	switch {
+	case errors.Is(err, catalog.ErrNotFound):
+		// An unknown tier is the request's mistake, as for tokens and
+		// promotions; a tier that exists lacks the version's patch.
+		if terr := s.requireTier(r, "tier", req.Tier); terr != nil {
+			return terr
+		}
+		return notFound(fmt.Sprintf("no live patch of version %s on tier %q", req.Version, req.Tier))
+	case errors.Is(err, catalog.ErrConflict):
+		srs, lerr := s.store.ListRollouts(r.Context(), req.Tier)
+		if lerr != nil {
+			return err
+		}
+		for _, sr := range srs {
+			if sr.Rollout.Live() {
+				return &httpError{http.StatusConflict, codeConflict,
+					fmt.Sprintf("tier %q already has live rollout %s; complete or abort it first", req.Tier, sr.Rollout.ID)}
+			}
+		}
+	}
+	return err
 }
 
 func (s *server) listRollouts(w http.ResponseWriter, r *http.Request, _ string) error {

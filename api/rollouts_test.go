@@ -2,6 +2,8 @@ package api_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -80,4 +82,41 @@ func TestOfferHoldsAVersionUntilThisDataCentresWaveOpens(t *testing.T) {
 		t.Fatalf("after the delay: want 2 waves open, got %+v", got)
 	}
 	offered("dc-a's wave open", "107.2")
+}
+
+// A refused plan says what is wrong as the rest of the API does: an
+// unknown tier is invalid input naming it, a version with no live patch
+// on the tier a 404 naming both, and a second live rollout of the tier
+// names the one that is live.
+func TestRolloutCreateSaysWhatIsMissingOrLive(t *testing.T) {
+	e, _ := newHub(t, false, func(c *api.Config) {
+		c.Info.DC = "dc-a"
+		c.Rollouts = rollout.New(rollout.Config{Store: c.Store, Node: "node-a", DC: "dc-a", Now: c.Now})
+	})
+	tier := e.upload([]byte("patch one"), "107.1").Tiers[0]
+	var live catalog.Rollout
+	e.want(e.request(http.MethodPost, "/v1/admin/rollouts", e.admin, map[string]any{"tier": tier, "version": "107.1",
+		"waves": "dc-a:1h"}), http.StatusCreated, &live)
+	for _, c := range []struct {
+		name          string
+		tier, version string
+		status        int
+		code, field   string
+		message       string
+	}{
+		{"unknown tier", "nosuch", "107.1", http.StatusBadRequest, "invalid_input", "tier", `tier: no tier named "nosuch"`},
+		{"unknown version", tier, "108.1", http.StatusNotFound, "not_found", "",
+			fmt.Sprintf("no live patch of version 108.1 on tier %q", tier)},
+		{"a second live rollout", tier, "107.1", http.StatusConflict, "conflict", "",
+			fmt.Sprintf("tier %q already has live rollout %s; complete or abort it first", tier, live.ID)},
+	} {
+		r := e.request(http.MethodPost, "/v1/admin/rollouts", e.admin, map[string]any{"tier": c.tier, "version": c.version, "waves": "dc-a:0h"})
+		var b struct {
+			Error struct{ Code, Message, Field string }
+		}
+		json.Unmarshal(r.body, &b)
+		if r.StatusCode != c.status || b.Error.Code != c.code || b.Error.Field != c.field || b.Error.Message != c.message {
+			t.Errorf("%s: %d %s; want %d %s on field %q: %q", c.name, r.StatusCode, r.body, c.status, c.code, c.field, c.message)
+		}
+	}
 }

@@ -153,8 +153,9 @@ func (m *Manager) Create(ctx context.Context, p Plan) (catalog.Rollout, error) {
 		return catalog.Rollout{}, err
 	}
 	m.cfg.Log.Info("rollout created", "rollout", r.ID, "tier", r.Tier, "version", r.Version, "waves", catalog.FormatWaves(r.Waves))
-	// The first wave usually opens at once: do not wait for a tick.
-	if _, err := m.step(ctx, r.ID); err != nil {
+	// The first wave usually opens at once: do not wait for a tick. That
+	// is the runner's doing, as on a tick, not a second admin change.
+	if _, err := m.step(store.WithoutActor(ctx), r.ID); err != nil {
 		m.cfg.Log.Warn("rollout step", "rollout", r.ID, "err", err)
 	}
 	got, err := m.cfg.Store.Rollout(ctx, r.ID)
@@ -387,6 +388,8 @@ func (m *Manager) emit(ctx context.Context, event string, r catalog.Rollout) {
 	if m.cfg.Emit == nil {
 		return
 	}
+	// An event tells of a change already audited; queueing it is not one.
+	ctx = store.WithoutActor(ctx)
 	ev := WaveEvent{Rollout: r, Wave: len(r.Opened), Reason: r.Reason}
 	if n := len(r.Opened); n > 0 {
 		ev.DC = r.Waves[n-1].DC

@@ -32,8 +32,10 @@ func WithActor(ctx context.Context, a Actor) context.Context {
 	return context.WithValue(ctx, actorKey{}, a)
 }
 
-// WithoutActor returns ctx carrying no Actor: a change the node makes of
-// its own accord while serving an admin's request is not the admin's.
+// WithoutActor returns ctx carrying no Actor: what a node does on its own
+// in the course of an admin request (a rollout's runner opening a wave,
+// the webhook events a change sends, a hub admitting itself on a tier
+// just added) is not the admin's change and is not audited again.
 func WithoutActor(ctx context.Context) context.Context {
 	return context.WithValue(ctx, actorKey{}, nil)
 }

@@ -26,7 +26,7 @@ func audit(t *testing.T, s store.Store, f store.AuditFilter) []store.AuditEntry 
 
 // testAuditInChangeTx: a change made under an actor leaves exactly one
 // audit row with the actor's every field; a refused change and a change
-// without an actor leave none.
+// without an actor (none given, or one taken away) leave none.
 func testAuditInChangeTx(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	if _, err := s.AddTier(store.WithActor(ctx, actor("add-tier")), "gamma"); err != nil {
@@ -38,6 +38,11 @@ func testAuditInChangeTx(t *testing.T, s store.Store) {
 	}
 	// No actor: the node's own change. No row.
 	if _, err := s.AddTier(ctx, "delta"); err != nil {
+		t.Fatalf("AddTier: %v", err)
+	}
+	// An actor taken away (the node's own step within an admin request).
+	// No row.
+	if _, err := s.AddTier(store.WithoutActor(store.WithActor(ctx, actor("runner"))), "epsilon"); err != nil {
 		t.Fatalf("AddTier: %v", err)
 	}
 	if err := s.AddTrustedKey(store.WithActor(ctx, actor("trust")), store.TrustedKey{
