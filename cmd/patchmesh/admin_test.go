@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -549,6 +550,28 @@ func TestMainHelpListsEveryCommand(t *testing.T) {
 	for _, c := range []string{"register", "refresh", "status", "nodes"} {
 		if !strings.Contains(clientHelp, c) {
 			t.Errorf("--help lacks the client command %q:\n%s", c, clientHelp)
+		}
+	}
+}
+
+// Every command `patchmesh --help` lists completes at the top level, with
+// its own words.
+func TestCompletionKnowsEveryCommand(t *testing.T) {
+	var top []string
+	paths := map[string]bool{}
+	for _, n := range completionTree() {
+		paths[n.path] = true
+		if n.path == "patchmesh" {
+			top = n.words
+		}
+	}
+	listed := regexp.MustCompile(`(?m)^  patchmesh ([a-z-]+)`).FindAllStringSubmatch(mainUsage, -1)
+	if len(listed) < 10 {
+		t.Fatalf("found %d commands in the help, want every one: %q", len(listed), mainUsage)
+	}
+	for _, m := range listed {
+		if !slices.Contains(top, m[1]) || !paths["patchmesh "+m[1]] {
+			t.Errorf("completion lacks the command %q that --help lists (top level %v)", m[1], top)
 		}
 	}
 }

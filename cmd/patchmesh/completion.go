@@ -63,13 +63,18 @@ type completionNode struct {
 // completionTree is every command path with its words, in a stable order.
 func completionTree() []completionNode {
 	words := map[string][]string{
-		"patchmesh":            {"serve", "admin", "client", "hub-key", "gossip-key", "version", "completion", "help"},
-		"patchmesh serve":      {"--config", "--listen", "--data-dir", "--log-level", "--print-config"},
-		"patchmesh client":     {"register", "status", "nodes", "refresh", "--server", "--state-dir", "--machine-id", "--ca-file", "--require-tls", "--proxy", "--output"},
-		"patchmesh hub-key":    {"--key", "--output"},
-		"patchmesh gossip-key": nil,
-		"patchmesh version":    {"--output"},
-		"patchmesh completion": {"bash", "zsh", "fish"},
+		"patchmesh": {"serve", "admin", "client", "hub-key", "node-key", "join", "gossip-key", "storage",
+			"version", "completion", "help"},
+		"patchmesh serve":        {"--config", "--listen", "--data-dir", "--log-level", "--print-config"},
+		"patchmesh client":       {"register", "status", "nodes", "refresh", "--server", "--state-dir", "--machine-id", "--ca-file", "--require-tls", "--proxy", "--output"},
+		"patchmesh hub-key":      {"--key", "--endorse", "--output"},
+		"patchmesh node-key":     {"--key", "--output"},
+		"patchmesh join":         {"--config", "--token-file"},
+		"patchmesh gossip-key":   nil,
+		"patchmesh storage":      {"copy"},
+		"patchmesh storage copy": {"--from", "--to", "--output"},
+		"patchmesh version":      {"--output"},
+		"patchmesh completion":   {"bash", "zsh", "fish"},
 	}
 	for _, sub := range []string{"register", "refresh"} {
 		words["patchmesh client "+sub] = []string{"--kernel", "--arch"}
