@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 
 	"github.com/patchmesh/patchmesh/blob"
 	"github.com/patchmesh/patchmesh/node"
@@ -49,10 +50,18 @@ func runStorage(ctx context.Context, args []string, stdout, stderr io.Writer) in
 			return &usageError{"both --from and --to are required"}
 		}
 		log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-		open := func(path string) (blob.Store, io.Closer, error) {
+		open := func(path string, source bool) (blob.Store, io.Closer, error) {
 			cfg, err := node.Load(path)
 			if err != nil {
 				return nil, nil, err
+			}
+			// Opening a file store makes its directories: a mistyped
+			// source would copy nothing, say so as a success, and leave
+			// an empty store behind.
+			if source && cfg.Blobs.Driver == node.DriverFS {
+				if _, err := os.Stat(cfg.BlobPath()); err != nil {
+					return nil, nil, &usageError{fmt.Sprintf("--from %s: no blob directory to copy from: %v", path, err)}
+				}
 			}
 			s, c, err := node.OpenBlobStore(ctx, cfg, log)
 			if err != nil {
@@ -60,12 +69,12 @@ func runStorage(ctx context.Context, args []string, stdout, stderr io.Writer) in
 			}
 			return s, c, nil
 		}
-		src, sc, err := open(*from)
+		src, sc, err := open(*from, true)
 		if err != nil {
 			return err
 		}
 		defer sc.Close()
-		dst, dc, err := open(*to)
+		dst, dc, err := open(*to, false)
 		if err != nil {
 			return err
 		}

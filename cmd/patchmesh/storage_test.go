@@ -140,3 +140,25 @@ func TestStorageCopyUsage(t *testing.T) {
 		t.Errorf("copy with missing configs succeeded")
 	}
 }
+
+// A source config whose file store does not exist (a mistyped data dir) is
+// refused, rather than copy nothing, call that a success and make an empty
+// store where it pointed.
+func TestStorageCopyFromAMissingSourceIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "nonexist")
+	from, to := filepath.Join(dir, "from.yaml"), filepath.Join(dir, "to.yaml")
+	if err := os.WriteFile(from, []byte("node: {name: a, data_dir: "+missing+"}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, []byte("node: {name: b, data_dir: "+filepath.Join(dir, "to")+"}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := run(t.Context(), []string{"storage", "copy", "--from", from, "--to", to}, &out, &errb); code != exitUsage || !strings.Contains(errb.String(), "no blob directory") {
+		t.Errorf("copy from a missing store: exit %d, stdout %q, stderr %q; want %d naming the missing directory", code, out.String(), errb.String(), exitUsage)
+	}
+	if _, err := os.Stat(missing); !os.IsNotExist(err) {
+		t.Errorf("the missing source was created: %v", err)
+	}
+}
