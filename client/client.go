@@ -76,9 +76,16 @@ type Config struct {
 	// ClientVersion is reported at registration and check-in.
 	// Default: Version.
 	ClientVersion string
-	// APITimeout bounds each API call; downloads are bounded only by the
-	// caller's context. Default: 30s.
+	// APITimeout bounds each API call. A download has no overall bound (a
+	// large patch on a slow link takes what it takes) but DownloadStall.
+	// Default: 30s.
 	APITimeout time.Duration
+	// DownloadStall is how long a download may go without a byte
+	// arriving before it is abandoned, its partial file deleted, and the
+	// next node tried: a node that stops mid-body (hung, stopped, behind a
+	// path that drops packets without a reset) would otherwise hold the
+	// refresh for ever. Default: APITimeout.
+	DownloadStall time.Duration
 	// UptimeFile is read for the uptime reported at check-in; a missing
 	// file reports 0. Default: /proc/uptime.
 	UptimeFile string
@@ -126,6 +133,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.APITimeout <= 0 {
 		cfg.APITimeout = 30 * time.Second
+	}
+	if cfg.DownloadStall <= 0 {
+		cfg.DownloadStall = cfg.APITimeout
 	}
 	if cfg.UptimeFile == "" {
 		cfg.UptimeFile = "/proc/uptime"

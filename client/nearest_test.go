@@ -345,6 +345,55 @@ func TestRefreshFailsOverWhenTheNearestNodeGoesDown(t *testing.T) {
 	}
 }
 
+// A node that stops sending mid-body (hung, SIGSTOPped, behind a path
+// that drops packets) is abandoned after DownloadStall without a byte: its
+// partial file is deleted and the next node serves the patch. Before, the
+// refresh waited for ever.
+func TestRefreshFailsOverFromAStalledDownload(t *testing.T) {
+	content := bytes.Repeat([]byte("live patch module "), 20_000)
+	m := newMesh(t, 0, 100*time.Millisecond)
+	near, next := m.nodes[0], m.nodes[1]
+	m.upload(content)
+	const stall = 300 * time.Millisecond
+	c := m.client(0, func(cfg *Config) { cfg.DownloadStall = stall })
+	near.setIntercept(func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.HasPrefix(r.URL.Path, "/v1/blobs/") {
+			return false
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(content)))
+		w.WriteHeader(http.StatusOK)
+		w.Write(content[:len(content)/2])
+		w.(http.Flusher).Flush()
+		select { // stalls until the client gives up
+		case <-r.Context().Done():
+		case <-time.After(20 * time.Second):
+		}
+		return true
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	began := time.Now()
+	res, err := c.Refresh(ctx, RefreshOptions{Kernel: testKernel, Arch: testArch})
+	if err != nil {
+		t.Fatalf("Refresh with the nearest node stalling mid-download: %v", err)
+	}
+	t.Logf("refresh took %v with a %v stall bound", time.Since(began).Round(time.Millisecond), stall)
+	if got, _ := os.ReadFile(res.Path); !res.Downloaded || !bytes.Equal(got, content) {
+		t.Errorf("Refresh = %+v, want the patch downloaded and verified", res)
+	}
+	if near.count(http.MethodGet, "/v1/blobs/") != 1 || next.count(http.MethodGet, "/v1/blobs/") != 1 {
+		t.Errorf("downloads: %d at the stalled node, %d at the next; want 1 and 1",
+			near.count(http.MethodGet, "/v1/blobs/"), next.count(http.MethodGet, "/v1/blobs/"))
+	}
+	entries, _ := os.ReadDir(c.cfg.StateDir)
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".part") {
+			t.Errorf("left %s behind", e.Name())
+		}
+	}
+}
+
 // answer makes a node answer every request to path with status.
 func answer(path string, status int) func(http.ResponseWriter, *http.Request) bool {
 	return func(w http.ResponseWriter, r *http.Request) bool {

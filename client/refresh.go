@@ -335,6 +335,17 @@ func (c *Client) download(ctx context.Context, t target, p catalog.Patch, final 
 	if err != nil {
 		return err
 	}
+	// The stall timer runs from the request on, and each byte that
+	// arrives restarts it (stallReader).
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stall := time.AfterFunc(c.cfg.DownloadStall, func() { cancel(errDownloadStalled) })
+	defer stall.Stop()
+	defer func() {
+		if err != nil && errors.Is(context.Cause(ctx), errDownloadStalled) {
+			err = fmt.Errorf("download %s: %w", p.Digest, unreachable(fmt.Errorf("%w for %v", errDownloadStalled, c.cfg.DownloadStall)))
+		}
+	}()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return fmt.Errorf("download %s: %w", p.Digest, err)
@@ -367,7 +378,7 @@ func (c *Client) download(ctx context.Context, t target, p catalog.Patch, final 
 	}
 	// A read that fails is the node failing mid-way; a write that fails is
 	// this machine's disk, which no other node can help with.
-	var body io.Reader = &downReader{resp.Body}
+	var body io.Reader = &downReader{&stallReader{r: resp.Body, t: stall, idle: c.cfg.DownloadStall}}
 	if p.Size > 0 {
 		// One byte more than promised is enough to know the server lies;
 		// reading on would let it fill the disk.
@@ -431,6 +442,25 @@ func (c *Client) runHook(ctx context.Context, hook, path string, p catalog.Patch
 
 // downReader marks its reader's errors as the node failing.
 type downReader struct{ r io.Reader }
+
+// errDownloadStalled is why a download that went DownloadStall without a
+// byte was abandoned.
+var errDownloadStalled = errors.New("no data received")
+
+// stallReader restarts the download's stall timer t with every byte read.
+type stallReader struct {
+	r    io.Reader
+	t    *time.Timer
+	idle time.Duration
+}
+
+func (s *stallReader) Read(b []byte) (int, error) {
+	n, err := s.r.Read(b)
+	if n > 0 {
+		s.t.Reset(s.idle)
+	}
+	return n, err
+}
 
 func (d *downReader) Read(b []byte) (int, error) {
 	n, err := d.r.Read(b)

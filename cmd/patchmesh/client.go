@@ -30,8 +30,9 @@ is one the hub admitted (its signed admission in the node's roster, checked
 against the pinned hub key, and its signature over a fresh nonce). It learns
 from it the nodes serving its tier, keeps those whose admission on its hub
 tier verifies, and ranks them by round-trip time. Every later command goes
-to the nearest node that answers; when a node is down, answers 5xx or hands
-over a stale hub heartbeat, the next one is tried, and the machine registers
+to the nearest node that answers; when a node is down, answers 5xx, hands
+over a stale hub heartbeat or sends no byte of a download for 30 s, the
+next one is tried, and the machine registers
 there the first time with the machine credential a node issued it, after
 that node's hello verified. The auth token and the machine ID go to the
 first contact only.
