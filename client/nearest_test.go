@@ -348,13 +348,13 @@ func TestRefreshFailsOverWhenTheNearestNodeGoesDown(t *testing.T) {
 // A node that stops sending mid-body (hung, SIGSTOPped, behind a path
 // that drops packets) is abandoned after DownloadStall without a byte: its
 // partial file is deleted and the next node serves the patch. Before, the
-// refresh waited for ever.
+// refresh waited for ever. Partial files a killed run left are deleted.
 func TestRefreshFailsOverFromAStalledDownload(t *testing.T) {
 	content := bytes.Repeat([]byte("live patch module "), 20_000)
 	m := newMesh(t, 0, 100*time.Millisecond)
 	near, next := m.nodes[0], m.nodes[1]
 	m.upload(content)
-	const stall = 300 * time.Millisecond
+	const stall = time.Second
 	c := m.client(0, func(cfg *Config) { cfg.DownloadStall = stall })
 	near.setIntercept(func(w http.ResponseWriter, r *http.Request) bool {
 		if !strings.HasPrefix(r.URL.Path, "/v1/blobs/") {
@@ -370,6 +370,18 @@ func TestRefreshFailsOverFromAStalledDownload(t *testing.T) {
 		}
 		return true
 	})
+
+	// What a killed run left (not written for longer than twice the stall
+	// bound) goes; what a live run in parallel is writing stays.
+	dead, live := filepath.Join(c.cfg.StateDir, ".download-1.part"), filepath.Join(c.cfg.StateDir, ".download-2.part")
+	for _, p := range []string{dead, live} {
+		if err := os.WriteFile(p, []byte("partial"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chtimes(dead, time.Now().Add(-3*stall), time.Now().Add(-3*stall)); err != nil {
+		t.Fatal(err)
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -388,9 +400,12 @@ func TestRefreshFailsOverFromAStalledDownload(t *testing.T) {
 	}
 	entries, _ := os.ReadDir(c.cfg.StateDir)
 	for _, e := range entries {
-		if strings.HasSuffix(e.Name(), ".part") {
+		if strings.HasSuffix(e.Name(), ".part") && e.Name() != filepath.Base(live) {
 			t.Errorf("left %s behind", e.Name())
 		}
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("the partial download of a live run was removed: %v", err)
 	}
 }
 

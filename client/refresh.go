@@ -317,6 +317,7 @@ func (c *Client) fetch(ctx context.Context, s *session, p catalog.Patch) (path s
 	case !errors.Is(err, os.ErrNotExist):
 		return "", false, err
 	}
+	c.removeDeadParts()
 	err = s.do(ctx, func(ctx context.Context, t target) error {
 		return c.download(ctx, t, p, final)
 	})
@@ -361,7 +362,7 @@ func (c *Client) download(ctx context.Context, t target, p catalog.Patch, final 
 		return fmt.Errorf("download %s: %w", p.Digest, ReadError(resp))
 	}
 
-	tmp, err := os.CreateTemp(c.cfg.StateDir, ".download-*.part")
+	tmp, err := os.CreateTemp(c.cfg.StateDir, downloadPattern)
 	if err != nil {
 		return fmt.Errorf("download %s: %w", p.Digest, err)
 	}
@@ -409,6 +410,22 @@ func (c *Client) download(ctx context.Context, t target, p catalog.Patch, final 
 		return fmt.Errorf("download %s: %w", p.Digest, err)
 	}
 	return syncDir(filepath.Dir(final))
+}
+
+// downloadPattern names a download in progress in the state directory.
+const downloadPattern = ".download-*.part"
+
+// removeDeadParts deletes the partial downloads of runs that were killed
+// before they could (a download that fails removes its own): those not
+// written for twice DownloadStall, which a live download in another run
+// would have been abandoned by. Failures are left for the next run.
+func (c *Client) removeDeadParts() {
+	parts, _ := filepath.Glob(filepath.Join(c.cfg.StateDir, downloadPattern))
+	for _, p := range parts {
+		if fi, err := os.Stat(p); err == nil && time.Since(fi.ModTime()) > 2*c.cfg.DownloadStall {
+			os.Remove(p)
+		}
+	}
 }
 
 // hashFile returns the content address of the file at path.
