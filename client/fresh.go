@@ -70,10 +70,15 @@ func (c *Client) Freshness() (Freshness, error) {
 		return Freshness{}, err
 	}
 	f := Freshness{Heartbeat: st.Heartbeat, Stale: st.Stale, StaleAfter: c.cfg.StaleAfter}
-	if st.Heartbeat != nil {
+	switch {
+	case st.Heartbeat == nil && f.Stale == "":
+		// Silence is never freshness (checkFresh): a machine that has
+		// verified no heartbeat does not know what it may be missing.
+		f.Stale = "no hub heartbeat verified yet (no refresh since registering)"
+	case st.Heartbeat != nil:
 		f.Age = time.Since(st.Heartbeat.Time).Round(time.Second)
 		if f.Stale == "" && f.Age > c.cfg.StaleAfter {
-			f.Stale = fmt.Sprintf("the newest hub heartbeat is %s old (bound %s)", f.Age, c.cfg.StaleAfter)
+			f.Stale = fmt.Sprintf("the newest hub heartbeat is %s old", f.Age)
 		}
 	}
 	return f, nil

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -161,5 +162,22 @@ func TestRefreshCountsAMissingHeartbeatStale(t *testing.T) {
 	m.beats[0].withhold()
 	if _, err := c.Refresh(context.Background(), RefreshOptions{Kernel: testKernel, Arch: testArch}); !errors.Is(err, ErrStale) {
 		t.Fatalf("Refresh without a heartbeat after one was seen: %v, want ErrStale", err)
+	}
+}
+
+// A machine that has verified no hub heartbeat yet, registered but never
+// refreshed, is not fresh: silence is never taken for freshness.
+func TestFreshnessBeforeTheFirstRefreshIsStale(t *testing.T) {
+	m := newMesh(t, 0, 300*time.Millisecond)
+	c := m.client(0)
+	f, err := c.Freshness()
+	if err != nil || f.Heartbeat != nil || !strings.Contains(f.Stale, "no hub heartbeat") {
+		t.Errorf("Freshness before any refresh = %+v, %v; want stale for want of a heartbeat", f, err)
+	}
+	if _, err := c.Refresh(context.Background(), RefreshOptions{Kernel: testKernel, Arch: testArch}); err != nil {
+		t.Fatalf("Refresh: %v", err)
+	}
+	if f, err := c.Freshness(); err != nil || f.Heartbeat == nil || f.Stale != "" {
+		t.Errorf("Freshness after a fresh refresh = %+v, %v; want fresh", f, err)
 	}
 }

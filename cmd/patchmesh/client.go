@@ -419,7 +419,11 @@ func freshnessDetail(w io.Writer, f client.Freshness) error {
 	if f.Stale != "" {
 		fresh = "STALE: " + f.Stale
 	}
-	_, err := fmt.Fprintf(w, "hub heartbeat: %s\nfreshness: %s (bound %s)\n", hb, fresh, f.StaleAfter)
+	// A reason kept from the last refresh may name the bound already.
+	if bound := fmt.Sprintf("(bound %s)", f.StaleAfter); !strings.HasSuffix(fresh, bound) {
+		fresh += " " + bound
+	}
+	_, err := fmt.Fprintf(w, "hub heartbeat: %s\nfreshness: %s\n", hb, fresh)
 	return err
 }
 
