@@ -180,7 +180,7 @@ var adminCommands = []adminCommand{
 		example: "patchmesh admin webhooks list", run: (*admin).webhooksList},
 	{name: "webhooks add", args: "URL --events E[,E]... --secret-file F",
 		summary: "post signed events (patch.available, node.down, sync.failing, rollout.wave_opened, rollout.halted)",
-		about:   "Each delivery is signed with HMAC-SHA256 over a timestamp and the body (header\nPatchmesh-Signature: t=…,v1=…), retried with backoff, in order per hook.",
+		about:   "Each delivery is signed with HMAC-SHA256 over a timestamp and the body (header\nPatchmesh-Signature: t=…,v1=…), retried with backoff, in order per hook. The secret is\nthe file's bytes without a trailing newline.",
 		example: "patchmesh admin webhooks add https://hooks.example.com/patchmesh --events patch.available,node.down --secret-file /etc/patchmesh/hook.secret", run: (*admin).webhooksAdd},
 	{name: "webhooks remove", args: "ID", summary: "remove a webhook",
 		example: "patchmesh admin webhooks remove 0123456789abcdef", run: (*admin).webhooksRemove},
