@@ -255,9 +255,9 @@ func mapKeys[V any](m map[string]V) func(func(string) bool) {
 	}
 }
 
-// blobAbort answers a blob download with half the bytes and then drops the
-// connection, closing the node's server so that it stays down.
-func blobAbort(n *testNode, content []byte) func(http.ResponseWriter, *http.Request) bool {
+// blobHalf answers a blob download with half of content, flushed, and then
+// calls after, which ends the answer its own way; other requests pass on.
+func blobHalf(content []byte, after func(r *http.Request)) func(http.ResponseWriter, *http.Request) bool {
 	return func(w http.ResponseWriter, r *http.Request) bool {
 		if !strings.HasPrefix(r.URL.Path, "/v1/blobs/") {
 			return false
@@ -266,9 +266,18 @@ func blobAbort(n *testNode, content []byte) func(http.ResponseWriter, *http.Requ
 		w.WriteHeader(http.StatusOK)
 		w.Write(content[:len(content)/2])
 		w.(http.Flusher).Flush()
+		after(r)
+		return true
+	}
+}
+
+// blobAbort answers a blob download with half the bytes and then drops the
+// connection, closing the node's server so that it stays down.
+func blobAbort(n *testNode, content []byte) func(http.ResponseWriter, *http.Request) bool {
+	return blobHalf(content, func(*http.Request) {
 		go n.srv.Close()
 		panic(http.ErrAbortHandler)
-	}
+	})
 }
 
 func TestRefreshFailsOverWhenTheNearestNodeGoesDown(t *testing.T) {
@@ -356,20 +365,12 @@ func TestRefreshFailsOverFromAStalledDownload(t *testing.T) {
 	m.upload(content)
 	const stall = time.Second
 	c := m.client(0, func(cfg *Config) { cfg.DownloadStall = stall })
-	near.setIntercept(func(w http.ResponseWriter, r *http.Request) bool {
-		if !strings.HasPrefix(r.URL.Path, "/v1/blobs/") {
-			return false
-		}
-		w.Header().Set("Content-Length", strconv.Itoa(len(content)))
-		w.WriteHeader(http.StatusOK)
-		w.Write(content[:len(content)/2])
-		w.(http.Flusher).Flush()
+	near.setIntercept(blobHalf(content, func(r *http.Request) {
 		select { // stalls until the client gives up
 		case <-r.Context().Done():
 		case <-time.After(20 * time.Second):
 		}
-		return true
-	})
+	}))
 
 	// What a killed run left (not written for longer than twice the stall
 	// bound) goes; what a live run in parallel is writing stays.
